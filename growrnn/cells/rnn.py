@@ -1,0 +1,295 @@
+"""``GenomeRNN``: a multi-layer recurrent network built from any genome; a drop-in for
+``torch.nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (same constructor arguments, parameter names and
+state layout, the state always a tuple with ``h`` first)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from growrnn.cells.native import NativeMatch, match_native
+from growrnn.cells.plan import Plan, WeightGroup, plan_for
+from growrnn.errors import ArgumentError, ShapeError
+from growrnn.genome.graph import Genome
+from growrnn.genome.library import LIBRARY, library_cell
+from growrnn.genome.text import parse
+
+__all__ = ["GenomeRNN", "as_genome"]
+log = logging.getLogger(__name__)
+State = tuple[Tensor, ...]
+
+
+def as_genome(cell: Genome | str) -> Genome:
+    """A Genome from a Genome, a library cell name (``"lstm"``) or genome text."""
+    if isinstance(cell, Genome):
+        return cell
+    if isinstance(cell, str):
+        return parse(cell) if "=" in cell else library_cell(cell)
+    raise ArgumentError("genome", allowed=f"a Genome, genome text, or one of {sorted(LIBRARY)}",
+                        received=type(cell).__name__)
+
+
+@lru_cache(maxsize=4096)
+def _functions(source: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"torch": torch}
+    exec(compile(source, "<growrnn plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    return namespace
+
+
+def _check_int(name: str, value: object, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
+    return value
+
+
+class GenomeRNN(nn.Module):
+    """A stack of ``num_layers`` recurrent layers whose cell is ``genome``.
+
+    Args:
+        genome: a :class:`~growrnn.Genome`, genome text, or a library name (``"lstm"``).
+        input_size: features I of the input.
+        hidden_size: units H of every layer.
+        num_layers: stacked layers; layer k > 0 reads the output of layer k-1.
+        batch_first: input and output are ``(B, T, ·)`` instead of ``(T, B, ·)``.
+        dropout: dropout on the outputs of every layer but the last (training only).
+        fast_path: run canonically LSTM/GRU/Elman genomes on torch's fused kernels.
+        compile: wrap the generic path's step function in ``torch.compile``.
+        generator: the ``torch.Generator`` that initialises the weights (default: torch's global).
+
+    Shapes: input ``(T, B, I)`` (or ``(B, T, I)``, or unbatched ``(T, I)``); state a tuple of
+    ``(num_layers, B, H)`` tensors in ``genome.states`` order (``h`` first); output ``(T, B, H)``.
+
+    >>> import torch, growrnn as gr
+    >>> rnn = gr.GenomeRNN(gr.cells.lstm(), input_size=3, hidden_size=5, num_layers=2)
+    >>> out, (h, c) = rnn(torch.zeros(7, 2, 3))
+    >>> tuple(out.shape), tuple(h.shape)
+    ((7, 2, 5), (2, 2, 5))
+    """
+
+    def __init__(self, genome: Genome | str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 batch_first: bool = False, dropout: float = 0.0, *, fast_path: bool = True,
+                 compile: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.genome = as_genome(genome)
+        self.input_size = _check_int("input_size", input_size)
+        self.hidden_size = _check_int("hidden_size", hidden_size)
+        self.num_layers = _check_int("num_layers", num_layers)
+        if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
+            raise ArgumentError("dropout", allowed="a float in [0, 1)", received=dropout)
+        self.batch_first, self.dropout = bool(batch_first), float(dropout)
+        self.plan: Plan = plan_for(self.genome)
+        self.native: NativeMatch | None = match_native(self.genome) if fast_path else None
+        self.compile = bool(compile)
+        fns = _functions(self.plan.source)
+        self._layer_fn = fns["layer"]
+        self._step_fn = torch.compile(fns["step"], dynamic=False) if compile else fns["step"]
+        kw = {"device": device, "dtype": dtype}
+        H = self.hidden_size
+        for k in range(self.num_layers):
+            d_in = self.input_size if k == 0 else H
+            for grp in self.plan.groups:
+                cols = d_in if grp.input_sized else H
+                self.register_parameter(f"weight_{grp.tag}_l{k}",
+                                        nn.Parameter(torch.empty(len(grp.members) * H, cols, **kw)))
+                if grp.has_bias:
+                    self.register_parameter(f"bias_{grp.tag}_l{k}",
+                                            nn.Parameter(torch.empty(sum(grp.affine) * H, **kw)))
+            if self.plan.diags:
+                self.register_parameter(f"weight_diag_l{k}",
+                                        nn.Parameter(torch.empty(len(self.plan.diags), H, **kw)))
+        self.reset_parameters(generator)
+
+    # ------------------------------------------------------------------------------ weights
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) as torch's RNNs; diag scales uniform(0, 1) (IndRNN)."""
+        k = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.startswith("weight_diag"):
+                    nn.init.uniform_(p, 0.0, 1.0, generator=generator)
+                else:
+                    nn.init.uniform_(p, -k, k, generator=generator)
+
+    @property
+    def uses_fast_path(self) -> bool:
+        return self.native is not None
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self.genome.states
+
+    def cell_weights(self, layer: int) -> list[tuple[str, Tensor, Tensor | None]]:
+        """``[(kind, weight, bias_or_None), ...]`` of ``layer``'s weighted calls in weight order
+        (the genome text's reading order). Weights are views of the stacked parameters:
+        ``(H, d)`` for affine/linear on a size-d value, ``(H,)`` for diag."""
+        _check_int("layer", layer, 0)
+        if layer >= self.num_layers:
+            raise ArgumentError("layer", allowed=f"0..{self.num_layers - 1}", received=layer)
+        H, out = self.hidden_size, []
+        where = {w: grp for grp in self.plan.groups for w in grp.members}
+        for w, nid in enumerate(self.genome.weighted):
+            kind = self.genome.nodes[nid].op
+            if kind == "diag":
+                out.append((kind, getattr(self, f"weight_diag_l{layer}")[self.plan.diags.index(w)], None))
+                continue
+            grp = where[w]
+            pos = grp.members.index(w)
+            weight = getattr(self, f"weight_{grp.tag}_l{layer}").narrow(0, pos * H, H)
+            bias = None
+            if grp.affine[pos]:
+                row = sum(grp.affine[:pos])
+                bias = getattr(self, f"bias_{grp.tag}_l{layer}").narrow(0, row * H, H)
+            out.append((kind, weight, bias))
+        return out
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, input: Tensor, state: State | Tensor | None = None) -> tuple[Tensor, State]:
+        """Run the sequence. Returns ``(output, state)``: output ``(T, B, H)`` (``(B, T, H)`` if
+        batch_first) of the last layer, state the tuple of final ``(num_layers, B, H)`` tensors."""
+        if isinstance(input, PackedSequence):
+            raise ArgumentError("input", allowed="a padded (T, B, I) tensor", received="PackedSequence",
+                                hint="pad it with torch.nn.utils.rnn.pad_packed_sequence and mask the loss")
+        if not isinstance(input, Tensor) or input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+            raise ShapeError(f"input must have shape {layout} or (T, I) with I={self.input_size}; "
+                             f"received {got}. HINT: check input_size and batch_first")
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        states = self._initial_state(state, x, unbatched)
+        if self.native is not None:
+            out, new = self._native_forward(x, states)
+        else:
+            out, new = self._generic_forward(x, states)
+        if unbatched:
+            return out.squeeze(1), tuple(s.squeeze(1) for s in new)
+        return (out.transpose(0, 1) if self.batch_first else out), new
+
+    def _initial_state(self, state: State | Tensor | None, x: Tensor, unbatched: bool) -> State:
+        n, L, B, H = len(self.genome.states), self.num_layers, x.shape[1], self.hidden_size
+        if state is None:
+            zeros = x.new_zeros(L, B, H)
+            return tuple(zeros for _ in range(n))
+        if isinstance(state, Tensor):
+            state = (state,)
+        if not isinstance(state, Sequence) or len(state) != n:
+            got = len(state) if isinstance(state, Sequence) else type(state).__name__
+            raise ShapeError(f"state must be a tuple of {n} tensors {self.genome.states}; received "
+                             f"{got}. HINT: pass None for zeros, or the state a previous call returned")
+        want = (L, H) if unbatched else (L, B, H)
+        for name, s in zip(self.genome.states, state, strict=True):
+            if not isinstance(s, Tensor) or tuple(s.shape) != want:
+                got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+                raise ShapeError(f"state '{name}' must have shape (num_layers, B, H)={want}; "
+                                 f"received {got}")
+        return tuple(s.unsqueeze(1) for s in state) if unbatched else tuple(state)
+
+    def _native_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
+        m = self.native
+        assert m is not None
+        H, flat = self.hidden_size, []
+        for k in range(self.num_layers):
+            for tag, perm in (("ih", m.perm_ih), ("hh", m.perm_hh)):
+                w, b = getattr(self, f"weight_{tag}_l{k}"), getattr(self, f"bias_{tag}_l{k}")
+                if perm != tuple(range(m.gates)):
+                    w = torch.cat([w.narrow(0, p * H, H) for p in perm])
+                    b = torch.cat([b.narrow(0, p * H, H) for p in perm])
+                flat.append((w, b))
+        weights = [w for w, _ in flat[0::2]], [w for w, _ in flat[1::2]]
+        ordered = []
+        for k in range(self.num_layers):
+            (w_ih, b_ih), (w_hh, b_hh) = flat[2 * k], flat[2 * k + 1]
+            ordered += [w_ih, w_hh, b_ih, b_hh]
+        del weights
+        args = (ordered, True, self.num_layers, self.dropout, self.training, False, False)
+        if m.kernel == "lstm":
+            out, h, c = torch._VF.lstm(x, states, *args)  # the kernel nn.LSTM calls
+            return out, (h, c)
+        kernel = getattr(torch._VF, m.kernel)
+        out, h = kernel(x, states[0], *args)
+        return out, (h,)
+
+    def _generic_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
+        finals: list[State] = []
+        H = self.hidden_size
+        for k in range(self.num_layers):
+            if k > 0 and self.dropout > 0.0 and self.training:
+                x = nn.functional.dropout(x, self.dropout, True)
+            x, final = self._layer_fn(x, tuple(s[k] for s in states), self._prepared(k), H,
+                                      step=self._step_fn)
+            finals.append(final)
+        return x, tuple(torch.stack([f[i] for f in finals], 0) for i in range(len(states)))
+
+    def _prepared(self, k: int) -> tuple[Tensor | None, ...]:
+        """Layer k's parameters in the plan's order: per group (W^T, bias), then diag vectors."""
+        H, groups = self.hidden_size, self.plan.groups
+        params: list[Tensor | None] = []
+        plan_bias = {grp.index: self._plan_bias(grp, k) for grp in groups}
+        for grp in groups:
+            w = getattr(self, f"weight_{grp.tag}_l{k}")
+            if grp.plan_order != tuple(range(len(grp.members))):
+                w = torch.cat([w.narrow(0, p * H, H) for p in grp.plan_order])
+            bias = None if grp.fused else plan_bias[grp.index]
+            for off, s in grp.fold:
+                folded = plan_bias[s]
+                assert folded is not None
+                n = len(grp.members)
+                pad = (off * H, (n - off) * H - folded.shape[0])
+                folded = nn.functional.pad(folded, pad) if any(pad) else folded
+                bias = folded if bias is None else bias + folded
+            params += [w.t(), bias]
+        if self.plan.diags:
+            params += list(getattr(self, f"weight_diag_l{k}").unbind(0))
+        return tuple(params)
+
+    def _plan_bias(self, grp: WeightGroup, k: int) -> Tensor | None:
+        if not grp.has_bias:
+            return None
+        b, H = getattr(self, f"bias_{grp.tag}_l{k}"), self.hidden_size
+        if all(grp.affine) and grp.plan_order == tuple(range(len(grp.members))):
+            return b
+        rows = [sum(grp.affine[:p]) for p in range(len(grp.members))]
+        return torch.cat([b.narrow(0, rows[p] * H, H) if grp.affine[p] else b.new_zeros(H)
+                          for p in grp.plan_order])
+
+    # ------------------------------------------------------------------------------ torch import
+    @classmethod
+    def from_torch(cls, module: nn.LSTM | nn.GRU | nn.RNN, **kwargs: Any) -> GenomeRNN:
+        """A GenomeRNN with the cell, sizes and weights of a torch ``nn.LSTM``/``nn.GRU``/``nn.RNN``
+        (parameter names and layouts are the same, so the state dict loads as it is)."""
+        if isinstance(module, nn.LSTM):
+            genome = library_cell("lstm")
+        elif isinstance(module, nn.GRU):
+            genome = library_cell("gru")
+        elif isinstance(module, nn.RNN):
+            genome = (library_cell("elman") if module.nonlinearity == "tanh"
+                      else parse("h' = relu(affine(x) + affine(h))"))
+        else:
+            raise ArgumentError("module", allowed="torch.nn.LSTM, torch.nn.GRU or torch.nn.RNN",
+                                received=type(module).__name__)
+        for attr, ok, hint in (("bidirectional", False, "run two GenomeRNNs, one on the reversed input"),
+                               ("bias", True, "write the genome with linear(...) instead of affine(...)"),
+                               ("proj_size", 0, "projections are not supported")):
+            if getattr(module, attr, ok) != ok:
+                raise ArgumentError(f"module.{attr}", allowed=repr(ok),
+                                    received=getattr(module, attr), hint=hint)
+        p = next(module.parameters())
+        rnn = cls(genome, module.input_size, module.hidden_size, module.num_layers,
+                  batch_first=module.batch_first, dropout=module.dropout, device=p.device,
+                  dtype=p.dtype, **kwargs)
+        rnn.load_state_dict(module.state_dict())
+        return rnn
+
+    def extra_repr(self) -> str:
+        eqs = "; ".join(self.genome.to_text().strip().splitlines())
+        path = f"native {self.native.kernel}" if self.native else "generic"
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}, path={path}, cell=[{eqs}]")

@@ -1,0 +1,126 @@
+"""The growrnn exception family.
+
+Every error raised for bad user input is a :class:`GrowRNNError`. Messages follow one shape so
+that a user can act on them: what was wrong (naming the argument or the genome line), what was
+allowed, what was received, and a ``HINT:``. This module imports nothing from growrnn.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GrowRNNError",
+    "GenomeError",
+    "GenomeSyntaxError",
+    "UnknownFunctionError",
+    "ArityError",
+    "UndefinedNameError",
+    "StateNotWrittenError",
+    "StateNotReadError",
+    "MissingOutputError",
+    "InputOutsideWeightError",
+    "CycleError",
+    "DuplicateAssignmentError",
+    "EmptyGenomeError",
+    "UnusedLocalError",
+    "ShapeError",
+    "ArgumentError",
+    "format_message",
+]
+
+
+def format_message(what: str, *, allowed: str | None = None, received: object = None,
+                   hint: str | None = None) -> str:
+    """Build an error message in the project's one shape: what, allowed, received, HINT."""
+    parts = [what.rstrip(".") + "."]
+    if allowed is not None:
+        parts.append(f"Allowed: {allowed}.")
+    if received is not None:
+        parts.append(f"Received: {received!r}." if not isinstance(received, str)
+                     else f"Received: {received}.")
+    if hint:
+        parts.append(f"HINT: {hint}")
+    return " ".join(parts)
+
+
+class GrowRNNError(Exception):
+    """Base of every error growrnn raises on purpose."""
+
+
+class ArgumentError(GrowRNNError, ValueError):
+    """A function or constructor argument is out of its allowed range or of the wrong kind."""
+
+    def __init__(self, argument: str, *, allowed: str, received: object, hint: str | None = None):
+        self.argument = argument
+        super().__init__(format_message(f"invalid argument '{argument}'", allowed=allowed,
+                                        received=received, hint=hint))
+
+
+class ShapeError(GrowRNNError, ValueError):
+    """A tensor given at call time has the wrong shape (message holds expected vs received)."""
+
+
+class GenomeError(GrowRNNError, ValueError):
+    """A genome (text, JSON or programmatic) is not a valid cell.
+
+    ``line`` and ``column`` are 1-based positions in the genome text when the genome came from
+    text, else ``None``; ``hint`` says how to fix it.
+    """
+
+    code = "genome"
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None,
+                 hint: str | None = None):
+        self.line, self.column, self.hint = line, column, hint
+        where = f"line {line}, column {column}: " if line is not None else ""
+        text = where + message.rstrip(".") + "."
+        if hint:
+            text += f" HINT: {hint}"
+        super().__init__(text)
+
+
+class GenomeSyntaxError(GenomeError):
+    code = "syntax"
+
+
+class UnknownFunctionError(GenomeError):
+    code = "unknown-function"
+
+
+class ArityError(GenomeError):
+    code = "arity"
+
+
+class UndefinedNameError(GenomeError):
+    code = "undefined-name"
+
+
+class StateNotWrittenError(GenomeError):
+    code = "state-not-written"
+
+
+class StateNotReadError(GenomeError):
+    code = "state-not-read"
+
+
+class MissingOutputError(GenomeError):
+    code = "missing-output"
+
+
+class InputOutsideWeightError(GenomeError):
+    code = "input-outside-weight"
+
+
+class CycleError(GenomeError):
+    code = "cycle"
+
+
+class DuplicateAssignmentError(GenomeError):
+    code = "duplicate-assignment"
+
+
+class EmptyGenomeError(GenomeError):
+    code = "empty"
+
+
+class UnusedLocalError(GenomeError):
+    code = "unused-local"

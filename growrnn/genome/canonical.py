@@ -1,0 +1,81 @@
+"""Canonical form of a genome: the same string for cells that differ only in local and
+memory-state names, in the order of commutative operands, or in how a ``+``/``*`` chain is
+bracketed. Shared nodes (one node used twice, so one set of weights) stay distinct from two
+structurally equal nodes: the form writes a back-reference ``#k`` for a node seen before.
+
+The serialisation is a complete description of the DAG, so two genomes with different cells never
+share a form. In rare symmetric cases two equal cells may get different forms (a harmless miss for
+deduplication).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from growrnn.genome.graph import BINARY, COMMUTATIVE, Genome
+
+__all__ = ["canonical_form"]
+
+
+def canonical_form(g: Genome) -> tuple[str, tuple[int, ...]]:
+    """Return ``(form, order)``: the canonical string and the node ids in canonical visit order
+    (used to map the weighted nodes of two genomes with the same form onto each other)."""
+    nodes = g.nodes
+    state_index = {s: k for k, s in enumerate(g.states)}
+    uses = {i: len(p) for i, p in g.parents.items()}
+    for s, nid in g.outputs.items():
+        uses[nid] += 1
+
+    def operands(nid: int) -> list[int]:
+        # Flatten a chain of the same commutative op through children used only here.
+        n = nodes[nid]
+        if n.op not in COMMUTATIVE:
+            return list(n.args)
+        out: list[int] = []
+        for a in n.args:
+            child = nodes[a]
+            if child.op == n.op and uses[a] == 1:
+                out.extend(operands(a))
+            else:
+                out.append(a)
+        return out
+
+    sig: dict[int, str] = {}
+    for nid in g.topological:
+        n = nodes[nid]
+        if n.op == "x":
+            text = "x"
+        elif n.op == "state":
+            text = f"s{state_index[n.name]}"
+        elif n.op == "const":
+            text = f"c{float(n.value or 0.0)!r}"
+        else:
+            kids = [sig[a] for a in operands(nid)]
+            if n.op in COMMUTATIVE:
+                kids.sort()
+            shared = "!" if uses[nid] > 1 else ""
+            text = f"{n.op}{shared}({','.join(kids)})"
+        sig[nid] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest() if len(text) > 24 else text
+
+    seen: dict[int, int] = {}
+    order: list[int] = []
+
+    def visit(nid: int) -> str:
+        n = nodes[nid]
+        if n.op in ("x", "state", "const"):
+            if nid not in seen:
+                seen[nid] = -1
+                order.append(nid)
+            return sig[nid]
+        if nid in seen:
+            return f"#{seen[nid]}"
+        seen[nid] = len(seen)
+        order.append(nid)
+        kids = operands(nid)
+        if n.op in COMMUTATIVE:
+            kids.sort(key=lambda a: sig[a])
+        symbol = BINARY.get(n.op, n.op)
+        return f"{symbol}({','.join(visit(a) for a in kids)})"
+
+    parts = [f"s{k}'={visit(nid)}" for k, nid in enumerate(g.outputs.values())]
+    return ";".join(parts), tuple(order)

@@ -1,0 +1,356 @@
+"""The text form of a genome: the formatter (:func:`emit`) and the parser (:func:`parse`).
+
+Grammar (one equation per line, ``#`` starts a comment)::
+
+    line   := NAME ["'"] "=" expr
+    expr   := term (("+" | "-") term)*
+    term   := factor ("*" factor)*
+    factor := NUMBER | "-" NUMBER | NAME "(" expr ")" | NAME ["'"] | "(" expr ")"
+
+Node ids are given in reading order (line by line, each expression in pre-order), so weighted
+call sites are numbered as the text reads; names may be used before the line that defines them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from dataclasses import dataclass
+
+from growrnn.errors import (
+    ArityError, CycleError, DuplicateAssignmentError, GenomeSyntaxError, StateNotWrittenError,
+    UndefinedNameError, UnknownFunctionError,
+)
+from growrnn.genome.graph import (
+    ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node, format_number, make_genome,
+)
+from growrnn.genome.validate import unknown_function_hint
+
+__all__ = ["parse", "emit"]
+
+_PREC = {"add": 1, "sub": 1, "mul": 2}
+_OP_OF = {v: k for k, v in BINARY.items()}
+_TOKEN = re.compile(r"""(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+                       |(?P<name>[A-Za-z_][A-Za-z0-9_]*)
+                       |(?P<op>[-+*()=,'])
+                       |(?P<space>[ \t\r]+)
+                       |(?P<bad>.)""", re.X)
+
+
+# --------------------------------------------------------------------------------- formatter
+def emit(g: Genome) -> tuple[str, tuple[int, ...]]:
+    """Format ``g`` as text; also return the weighted node ids in the order the text reads."""
+    nodes = g.nodes
+    uses = {i: len(p) for i, p in g.parents.items()}
+    primary: dict[int, str] = {}
+    for name, nid in g.bindings:
+        primary.setdefault(nid, name)
+    taken = {n.rstrip("'") for n, _ in g.bindings} | set(g.states) | set(ACTIVATIONS) | set(WEIGHTED)
+    fresh = (f"t{k}" for k in itertools.count() if f"t{k}" not in taken)
+    for nid in sorted(nodes):
+        if nid not in primary and uses[nid] > 1 and nodes[nid].op not in TERMINALS:
+            primary[nid] = next(fresh)
+
+    lines: list[tuple[str, int | None, str | None]] = []  # (target, node to define, alias of)
+    defined: set[int] = set()
+
+    bound = {nid for _, nid in g.bindings}
+
+    def define_auto(nid: int) -> None:
+        # Shared, unnamed sub-expressions get their own line, placed before their first user.
+        for child in nodes[nid].args:
+            if child in defined or child in bound or nodes[child].op in TERMINALS:
+                continue
+            define_auto(child)
+            if child in primary:
+                defined.add(child)
+                lines.append((primary[child], child, None))
+
+    for name, nid in g.bindings:
+        if nid in defined:
+            lines.append((name, None, primary[nid]))
+            continue
+        defined.add(nid)
+        define_auto(nid)
+        lines.append((name, nid, None))
+
+    weights: list[int] = []
+
+    def render(nid: int, root: bool) -> tuple[str, int]:
+        n = nodes[nid]
+        if not root and nid in primary:
+            return primary[nid], 3
+        if n.op == "x":
+            return "x", 3
+        if n.op == "state":
+            return str(n.name), 3
+        if n.op == "const":
+            text = format_number(float(n.value or 0.0))
+            return (f"({text})" if text.startswith("-") and not root else text), 3
+        if n.op in BINARY:
+            prec = _PREC[n.op]
+            left, lp = render(n.args[0], False)
+            right, rp = render(n.args[1], False)
+            left = f"({left})" if lp < prec else left
+            right = f"({right})" if rp <= prec else right
+            return f"{left} {BINARY[n.op]} {right}", prec
+        if n.op in WEIGHTED:
+            weights.append(nid)
+        return f"{n.op}({render(n.args[0], False)[0]})", 3
+
+    out = [f"{target} = {alias if nid is None else render(nid, True)[0]}"
+           for target, nid, alias in lines]
+    return "\n".join(out) + "\n", tuple(weights)
+
+
+# --------------------------------------------------------------------------------- parser
+@dataclass
+class _Tok:
+    kind: str
+    text: str
+    line: int
+    col: int
+
+
+def _tokenize(line_text: str, lineno: int) -> list[_Tok]:
+    code = line_text.split("#", 1)[0]
+    toks: list[_Tok] = []
+    for m in _TOKEN.finditer(code):
+        kind = m.lastgroup or "bad"
+        if kind == "space":
+            continue
+        if kind == "bad":
+            raise GenomeSyntaxError(f"unexpected character {m.group()!r}", line=lineno,
+                                    column=m.start() + 1,
+                                    hint="equations use names, numbers, + - *, parentheses and '")
+        toks.append(_Tok(kind, m.group(), lineno, m.start() + 1))
+    return toks
+
+
+# AST: ("call", name, [args], tok) | ("bin", op, left, right, tok) | ("num", value, tok)
+#      | ("name", ident, primed, tok)
+class _LineParser:
+    def __init__(self, toks: list[_Tok], lineno: int, eol_col: int):
+        self.toks, self.i, self.lineno, self.eol_col = toks, 0, lineno, eol_col
+
+    def peek(self) -> _Tok | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> _Tok:
+        tok = self.peek()
+        if tok is None:
+            raise GenomeSyntaxError("the equation ends too early", line=self.lineno,
+                                    column=self.eol_col, hint="complete the expression")
+        self.i += 1
+        return tok
+
+    def expect(self, text: str) -> _Tok:
+        tok = self.take()
+        if tok.text != text:
+            raise GenomeSyntaxError(f"expected '{text}', found '{tok.text}'", line=tok.line,
+                                    column=tok.col)
+        return tok
+
+    def expr(self) -> tuple:
+        node = self.term()
+        while (tok := self.peek()) is not None and tok.text in "+-" and tok.kind == "op":
+            self.take()
+            node = ("bin", _OP_OF[tok.text], node, self.term(), tok)
+        return node
+
+    def term(self) -> tuple:
+        node = self.factor()
+        while (tok := self.peek()) is not None and tok.text == "*":
+            self.take()
+            node = ("bin", "mul", node, self.factor(), tok)
+        return node
+
+    def factor(self) -> tuple:
+        tok = self.take()
+        if tok.kind == "num":
+            return ("num", float(tok.text), tok)
+        if tok.text == "-" and (nxt := self.peek()) is not None and nxt.kind == "num":
+            self.take()
+            return ("num", -float(nxt.text), tok)
+        if tok.text == "(":
+            inner = self.expr()
+            self.expect(")")
+            return inner
+        if tok.kind == "name":
+            nxt = self.peek()
+            if nxt is not None and nxt.text == "(":
+                self.take()
+                args = []
+                if (p := self.peek()) is not None and p.text != ")":
+                    args.append(self.expr())
+                    while (p := self.peek()) is not None and p.text == ",":
+                        self.take()
+                        args.append(self.expr())
+                self.expect(")")
+                return ("call", tok.text, args, tok)
+            if nxt is not None and nxt.text == "'":
+                self.take()
+                return ("name", tok.text, True, tok)
+            return ("name", tok.text, False, tok)
+        raise GenomeSyntaxError(f"expected a value, found '{tok.text}'", line=tok.line, column=tok.col,
+                                hint="a value is a name, a number, a function call or (expression)")
+
+
+_RESERVED_HINT = {"x": "x is the input; name the value something else",
+                  "h": "h is the output at t-1; to give the next output write h' = ..."}
+
+
+def parse(text: str) -> Genome:
+    """Parse genome text into a validated :class:`Genome`.
+
+    >>> g = parse("h' = tanh(affine(x) + affine(h))")
+    >>> g.states
+    ('h',)
+    """
+    if not isinstance(text, str):
+        from growrnn.errors import ArgumentError
+        raise ArgumentError("text", allowed="genome text (str)", received=type(text).__name__,
+                            hint="for a file, pass Path(...).read_text()")
+    lines: list[tuple[str, tuple, _Tok]] = []
+    targets: dict[str, _Tok] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        toks = _tokenize(raw, lineno)
+        if not toks:
+            continue
+        target, primed, tok = _target(toks, lineno)
+        name = target + ("'" if primed else "")
+        if name in targets:
+            first = targets[name]
+            raise DuplicateAssignmentError(f"'{name}' is assigned twice (first on line {first.line})",
+                                           line=tok.line, column=tok.col,
+                                           hint="give each value its own name; assign each state once")
+        targets[name] = tok
+        p = _LineParser(toks, lineno, len(raw.split("#", 1)[0]) + 1)
+        p.i = 3 if primed else 2
+        ast = p.expr()
+        if (extra := p.peek()) is not None:
+            raise GenomeSyntaxError(f"unexpected '{extra.text}' after the expression", line=extra.line,
+                                    column=extra.col, hint="one equation per line")
+        lines.append((name, ast, tok))
+    for name, tok in targets.items():
+        if not name.endswith("'") and name + "'" in targets:
+            raise DuplicateAssignmentError(
+                f"'{name}' is both a local and a memory state (`{name}'` on line "
+                f"{targets[name + chr(39)].line})", line=tok.line, column=tok.col,
+                hint="rename the local")
+    return _Builder(targets).build(lines)
+
+
+def _target(toks: list[_Tok], lineno: int) -> tuple[str, bool, _Tok]:
+    tok = toks[0]
+    if tok.kind != "name":
+        raise GenomeSyntaxError(f"an equation starts with a name, found '{tok.text}'", line=lineno,
+                                column=tok.col, hint="write `name = expression`")
+    primed = len(toks) > 1 and toks[1].text == "'"
+    eq = toks[2 if primed else 1] if len(toks) > (2 if primed else 1) else None
+    if eq is None or eq.text != "=":
+        where = eq or tok
+        raise GenomeSyntaxError(f"expected '=' after '{tok.text}{chr(39) if primed else ''}'",
+                                line=lineno, column=where.col, hint="write `name = expression`")
+    if tok.text in ACTIVATIONS or tok.text in WEIGHTED:
+        raise GenomeSyntaxError(f"'{tok.text}' is a function name and cannot be assigned",
+                                line=lineno, column=tok.col, hint="choose another name")
+    if tok.text == "x" or (tok.text == "h" and not primed):
+        raise GenomeSyntaxError(f"'{tok.text}' cannot be assigned", line=lineno, column=tok.col,
+                                hint=_RESERVED_HINT[tok.text])
+    return tok.text, primed, tok
+
+
+class _Builder:
+    """Turns line ASTs into nodes with reading-order ids, then resolves names."""
+
+    def __init__(self, targets: dict[str, _Tok]):
+        self.targets = targets
+        self.nodes: dict[int, list] = {}  # id -> [op, args, name, value]
+        self.pos: dict[int, tuple[int, int]] = {}
+        self.ids = itertools.count()
+        self.terminal: dict[tuple, int] = {}
+
+    def build(self, lines: list[tuple[str, tuple, _Tok]]) -> Genome:
+        roots: dict[str, int | tuple] = {}
+        for name, ast, _ in lines:
+            roots[name] = self.node(ast)
+        resolved: dict[str, int] = {}
+
+        def resolve(ref: int | tuple, chain: tuple[str, ...] = ()) -> int:
+            if isinstance(ref, int):
+                return ref
+            _, name, tok = ref
+            if name in chain:
+                raise CycleError(f"cycle within one step through {' -> '.join((*chain, name))}",
+                                 line=tok.line, column=tok.col,
+                                 hint="a name cannot be defined as itself")
+            if name not in resolved:
+                resolved[name] = resolve(roots[name], (*chain, name))
+            return resolved[name]
+
+        for nid, (op, args, _, _) in list(self.nodes.items()):
+            self.nodes[nid][1] = tuple(resolve(a) for a in args)
+        bindings = [(name, resolve(roots[name], (name,))) for name, _, _ in lines]
+        nodes = [Node(nid, op, args, name, value) for nid, (op, args, name, value) in self.nodes.items()]
+        bpos = {name: (tok.line, tok.col) for name, tok in self.targets.items()}
+        return make_genome(nodes, bindings, self.pos, bpos)
+
+    def new(self, op: str, tok: _Tok, name: str | None = None, value: float | None = None) -> int:
+        key = (op, name, value)
+        if op in TERMINALS and key in self.terminal:
+            return self.terminal[key]
+        nid = next(self.ids)
+        self.nodes[nid] = [op, (), name, value]
+        self.pos[nid] = (tok.line, tok.col)
+        if op in TERMINALS:
+            self.terminal[key] = nid
+        return nid
+
+    def node(self, ast: tuple) -> int | tuple:
+        kind = ast[0]
+        if kind == "num":
+            return self.new("const", ast[2], value=ast[1])
+        if kind == "name":
+            return self.name(ast[1], ast[2], ast[3])
+        if kind == "bin":
+            nid = self.new(ast[1], ast[4])
+            self.nodes[nid][1] = (self.node(ast[2]), self.node(ast[3]))
+            return nid
+        _, fname, args, tok = ast
+        if fname not in WEIGHTED and fname not in ACTIVATIONS:
+            raise UnknownFunctionError(
+                f"unknown function '{fname}'. Allowed: {', '.join(sorted([*WEIGHTED, *ACTIVATIONS]))}",
+                line=tok.line, column=tok.col, hint=unknown_function_hint(fname))
+        if len(args) != 1:
+            raise ArityError(f"'{fname}' takes 1 argument, received {len(args)}", line=tok.line,
+                             column=tok.col,
+                             hint="functions take one expression; combine values with + - * first")
+        nid = self.new(fname, tok)
+        self.nodes[nid][1] = (self.node(args[0]),)
+        return nid
+
+    def name(self, ident: str, primed: bool, tok: _Tok) -> int | tuple:
+        if primed:
+            if ident + "'" not in self.targets:
+                raise UndefinedNameError(f"'{ident}'' is used but never assigned", line=tok.line,
+                                         column=tok.col, hint=f"add a line `{ident}' = ...`")
+            return ("ref", ident + "'", tok)
+        if ident == "x":
+            return self.new("x", tok)
+        if ident in ACTIVATIONS or ident in WEIGHTED:
+            raise GenomeSyntaxError(f"'{ident}' is a function; call it as {ident}(...)",
+                                    line=tok.line, column=tok.col)
+        if ident in self.targets:
+            return ("ref", ident, tok)
+        if ident == "h" or ident + "'" in self.targets:
+            return self.new("state", tok, name=ident)
+        locals_ = [t for t in self.targets if not t.endswith("'")]
+        close = difflib.get_close_matches(ident, locals_, n=1, cutoff=0.6)
+        if close:
+            raise UndefinedNameError(f"name '{ident}' is not defined", line=tok.line, column=tok.col,
+                                     hint=f"did you mean '{close[0]}'?")
+        raise StateNotWrittenError(
+            f"state '{ident}' is read but never written", line=tok.line, column=tok.col,
+            hint=f"give its next value with a line `{ident}' = ...`, or define a local `{ident} = ...`")
