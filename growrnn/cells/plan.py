@@ -198,6 +198,10 @@ class _Planner:
         return b if a == member else a
 
 
+def _is_carrier(slot: object) -> bool:
+    return isinstance(slot, tuple) and slot[0] == "c"
+
+
 class _Writer:
     """Writes the generated source of one layer: ``seq`` (whole-sequence part), ``step`` (one time
     step) and ``layer`` (the time loop). ``P`` is the layer's prepared parameter tuple: for group j,
@@ -236,6 +240,10 @@ class _Writer:
         for nid in self.g.outputs.values():
             if p.seq[nid]:
                 need(nid)
+        # Step groups not fused into a sequence block read their matmul input from a carrier
+        # (their bias, or zeros, broadcast over T and B) that also collects their weight gradient.
+        slots += [("c", j) for j in range(len(p.members))
+                  if not p.seq[p.args[j]] and j not in p.full]
         return slots
 
     def write(self) -> str:
@@ -278,17 +286,15 @@ class _Writer:
                 continue
             lines.append(f"    v{nid} = {self._expr(n, v)}")
             val[nid] = f"v{nid}"
-        outs = [f"q{k[1]}" if isinstance(k, tuple) else v(k) for k in slots]
+        outs = [f"q{k[1]}" if isinstance(k, tuple) else v(k) for k in slots if not _is_carrier(k)]
         lines.append("    return (" + "".join(f"{o}.reshape(T, B, -1), " for o in outs) + ")")
         return "\n".join(lines)
 
     def _matmul(self, j: int, arg: str, inp: str | None = None) -> str:
-        g = self.p.groups_info(j)
-        if inp is not None:
-            return f"torch.addmm({inp}, {arg}, P[{2 * j}])"
-        if g:
-            return f"torch.addmm(P[{2 * j + 1}], {arg}, P[{2 * j}])"
-        return f"torch.mm({arg}, P[{2 * j}])"
+        if inp is not None:  # a step group: P[2j] is its RecurrentWeight
+            return f"_rmm({inp}, {arg}, P[{2 * j}])"
+        bias = f"P[{2 * j + 1}]" if self.p.groups_info(j) else "None"
+        return f"_lin({arg}, P[{2 * j}], {bias})"
 
     def _diag_param(self, nid: int) -> str:
         return f"P[{2 * len(self.p.members) + self.p.diags.index(nid)}]"
@@ -305,6 +311,7 @@ class _Writer:
 
     def _step(self, slots: list) -> str:
         p, nodes, g = self.p, self.nodes, self.g
+        self.step_args: list[tuple[int, str]] = []  # (step group, its matmul argument)
         lines = ["def step(H, slots, states, P):"]
         if slots:
             lines.append("    " + "".join(f"z{k}, " for k in range(len(slots))) + "= slots")
@@ -347,7 +354,8 @@ class _Writer:
             else:
                 lines.append(f"    v{nid} = {self._expr(n, v)}")
             val[nid] = f"v{nid}"
-        lines.append("    return (" + "".join(v(g.outputs[s]) + ", " for s in g.states) + ")")
+        lines.append("    return (" + "".join(v(g.outputs[s]) + ", " for s in g.states) + "), ("
+                     + "".join(f"{a}, " for _, a in self.step_args) + ")")
         return "\n".join(lines)
 
     def _step_group(self, j: int, lines: list[str], v, val: dict) -> None:  # noqa: ANN001
@@ -362,11 +370,12 @@ class _Writer:
             if j in p.full:
                 lines.append(f"    a{j} = {self._matmul(j, arg, inp=blk)}")
             else:
-                lines.append(f"    r{j} = {self._matmul(j, arg)}")
+                lines.append(f"    r{j} = {self._matmul(j, arg, inp=val[('c', j)])}")
                 lines.append(f"    a{j} = r{j}.narrow(1, 0, {k} * H) + {blk}")
             self._unpack(lines, [p.pair_add[m] for m in order[:k]], f"a{j}", val)
         else:
-            lines.append(f"    r{j} = {self._matmul(j, arg)}")
+            lines.append(f"    r{j} = {self._matmul(j, arg, inp=val[('c', j)])}")
+        self.step_args.append((j, arg))
         rest = order[k:]
         if rest:
             src = f"r{j}" if k == 0 else f"r{j}.narrow(1, {k} * H, {len(rest)} * H)"
@@ -382,15 +391,40 @@ class _Writer:
             val[t] = f"v{t}"
 
     def _layer(self, slots: list) -> str:
-        n = len(self.g.states)
-        zs = "".join(f"z{k}, " for k in range(len(slots)))
-        zt = "".join(f"z{k}[t], " for k in range(len(slots)))
-        return "\n".join([
-            "def layer(x, states, P, H, step=step):",
-            f"    {zs}= seq(x, P, H)" if slots else "    pass",
-            "    outs = []",
-            "    for t in range(x.shape[0]):",
-            f"        states = step(H, ({zt}), states, P)",
-            "        outs.append(states[0])",
-            f"    return torch.stack(outs, 0), states  # {n} state(s)",
-        ])
+        """The time loop. With ``track`` (gradients wanted), every step group's weight gradient is
+        computed once over the whole sequence (``_seq_wgrad``) instead of once per step: the
+        per-step matmuls use detached weights, their arguments are stacked after the loop."""
+        p = self.p
+        seq_slots = [k for k in slots if not _is_carrier(k)]
+        lines = ["def layer(x, states, P, R, H, track, step=step):", "    T, B = x.shape[0], x.shape[1]"]
+        if seq_slots:
+            lines.append("    " + "".join(f"z{slots.index(k)}, " for k in seq_slots) + "= seq(x, P, H)")
+        for k, key in enumerate(slots):
+            if _is_carrier(key):
+                j = key[1]
+                bias = f"P[{2 * j + 1}]" if any(p._affine(m) for m in p.members[j]) else "None"
+                lines.append(f"    z{k} = _carrier({bias}, x, T, B, {len(p.members[j])} * H)")
+        args = [j for j, _ in self.step_args]
+        for j in args:
+            if j in p.full:
+                x_group, off = p.block[j]
+                k, cols = slots.index(("g", x_group)), f"{off} * H, {len(p.members[j])} * H"
+            else:
+                k, cols = slots.index(("c", j)), f"0, {len(p.members[j])} * H"
+            lines.append(f"    hold{j} = []")
+            lines.append(f"    z{k} = _seq_wgrad(z{k}, R[{j}], hold{j}, {cols}) if track else z{k}")
+        lines += [f"    args{j} = []" for j in args]
+        # unbind once: indexing z[t] in the loop would make backward fill a (T, B, ·) zero
+        # tensor per step (quadratic in T); unbind's backward stacks the step gradients once.
+        lines += [f"    z{k} = z{k}.unbind(0)" for k in range(len(slots))]
+        lines += ["    outs = []", "    for t in range(T):",
+                  "        states, sa = step(H, (" + "".join(f"z{k}[t], " for k in range(len(slots)))
+                  + "), states, P)",
+                  "        outs.append(states[0])"]
+        lines += [f"        args{j}.append(sa[{i}])" for i, j in enumerate(args)]
+        if args:
+            lines.append("    if track:")
+            lines += [f"        hold{j}.append(torch.stack(args{j}).detach().reshape(T * B, -1))"
+                      for j in args]
+        lines.append("    return torch.stack(outs, 0), states")
+        return "\n".join(lines)

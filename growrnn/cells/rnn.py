@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from growrnn.cells import gemm
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
 from growrnn.errors import ArgumentError, ShapeError
@@ -36,9 +37,36 @@ def as_genome(cell: Genome | str) -> Genome:
                         received=type(cell).__name__)
 
 
+class _SeqWeightGrad(torch.autograd.Function):
+    """Identity on ``carrier`` (T, B, ·) in forward. In backward it also returns the gradient of
+    ``weight`` (n*H, d) for the per-step matmuls ``carrier[t][:, cols] + a_t @ weight.T`` (which
+    ran with a detached weight): one GEMM over all T*B rows, ``grad[:, cols].T @ A`` with ``A``
+    the stacked arguments ``a_t`` that the time loop appends to ``holder`` when it ends. This is
+    what fused RNN kernels do, and it replaces T small GEMMs and T gradient accumulations.
+    (First-order gradients only.)"""
+
+    @staticmethod
+    def forward(ctx: Any, carrier: Tensor, weight: Tensor, holder: list[Tensor], col0: int,
+                ncols: int) -> Tensor:
+        ctx.holder, ctx.col0, ctx.ncols = holder, col0, ncols
+        return carrier.view_as(carrier)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        g = grad.narrow(-1, ctx.col0, ctx.ncols).reshape(-1, ctx.ncols)
+        return grad, gemm.matmul_tn(g, ctx.holder[0]), None, None, None
+
+
+def _carrier(bias: Tensor | None, x: Tensor, T: int, B: int, width: int) -> Tensor:
+    """The matmul input of a step group: its bias (or zeros) broadcast to (T, B, width)."""
+    base = bias if bias is not None else x.new_zeros(width)
+    return base.expand(T, B, width)
+
+
 @lru_cache(maxsize=4096)
 def _functions(source: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"torch": torch}
+    namespace: dict[str, Any] = {"torch": torch, "_seq_wgrad": _SeqWeightGrad.apply,
+                                 "_carrier": _carrier, "_lin": gemm.linear, "_rmm": gemm.recurrent_mm}
     exec(compile(source, "<growrnn plan>", "exec"), namespace)  # noqa: S102 - our own generated code
     return namespace
 
@@ -223,15 +251,21 @@ class GenomeRNN(nn.Module):
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0.0 and self.training:
                 x = nn.functional.dropout(x, self.dropout, True)
-            x, final = self._layer_fn(x, tuple(s[k] for s in states), self._prepared(k), H,
+            track = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+            P, R = self._prepared(k, x.shape[1], track)
+            x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
                                       step=self._step_fn)
             finals.append(final)
         return x, tuple(torch.stack([f[i] for f in finals], 0) for i in range(len(states)))
 
-    def _prepared(self, k: int) -> tuple[Tensor | None, ...]:
-        """Layer k's parameters in the plan's order: per group (W^T, bias), then diag vectors."""
+    def _prepared(self, k: int, batch: int, track: bool) -> tuple[tuple[Any, ...], tuple[Tensor | None, ...]]:
+        """Layer k's parameters in the plan's order. ``P`` holds per group its weight (a sequence
+        group's plan-ordered W; a step group's :class:`~growrnn.cells.gemm.RecurrentWeight`) and
+        bias, then the diag vectors. A step group's weight gradient comes through ``R``, which
+        holds its plan-ordered weight (``None`` for sequence groups)."""
         H, groups = self.hidden_size, self.plan.groups
-        params: list[Tensor | None] = []
+        params: list[Any] = []
+        recurrent: list[Tensor | None] = []
         plan_bias = {grp.index: self._plan_bias(grp, k) for grp in groups}
         for grp in groups:
             w = getattr(self, f"weight_{grp.tag}_l{k}")
@@ -245,10 +279,11 @@ class GenomeRNN(nn.Module):
                 pad = (off * H, (n - off) * H - folded.shape[0])
                 folded = nn.functional.pad(folded, pad) if any(pad) else folded
                 bias = folded if bias is None else bias + folded
-            params += [w.t(), bias]
+            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, track), bias]
+            recurrent.append(None if grp.seq else w)
         if self.plan.diags:
             params += list(getattr(self, f"weight_diag_l{k}").unbind(0))
-        return tuple(params)
+        return tuple(params), tuple(recurrent)
 
     def _plan_bias(self, grp: WeightGroup, k: int) -> Tensor | None:
         if not grp.has_bias:

@@ -1,0 +1,156 @@
+"""``growrnn bench cells``: training-step time of every library genome on both paths, as ratios to
+``nn.LSTM``/``nn.GRU`` timed in the same run, and achieved GFLOP/s against the machine's measured
+matmul GFLOP/s. Entries are timed round-robin (one step of each per round) so that machine noise
+hits them alike; each figure is the median over rounds."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from growrnn.cells.rnn import GenomeRNN
+from growrnn.genome.complexity import complexity
+from growrnn.genome.library import LIBRARY, library_cell
+
+__all__ = ["HandDualLSTM", "BenchRow", "bench_cells", "matmul_gflops", "format_table"]
+log = logging.getLogger(__name__)
+
+
+class HandDualLSTM(nn.Module):
+    """A hand-written PyTorch implementation of the library's ``dual_lstm`` cell, written the way
+    a careful user would: the input projection of all gates for the whole sequence as one matmul,
+    then one ``addmm`` per step and layer."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        k = hidden_size ** -0.5
+        self.w_ih = nn.ParameterList()
+        self.w_hh = nn.ParameterList()
+        self.b = nn.ParameterList()
+        for layer in range(num_layers):
+            d = input_size if layer == 0 else hidden_size
+            self.w_ih.append(nn.Parameter(torch.empty(5 * hidden_size, d).uniform_(-k, k)))
+            self.w_hh.append(nn.Parameter(torch.empty(5 * hidden_size, hidden_size).uniform_(-k, k)))
+            self.b.append(nn.Parameter(torch.empty(5 * hidden_size).uniform_(-k, k)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        T, B, _ = x.shape
+        for layer in range(self.num_layers):
+            xp = torch.addmm(self.b[layer], x.reshape(T * B, -1), self.w_ih[layer].t()).view(T, B, -1)
+            h = c = m = x.new_zeros(B, self.hidden_size)
+            w_hh_t = self.w_hh[layer].t()
+            outs = []
+            for t in range(T):
+                gi, gf, gg, go, gk = torch.addmm(xp[t], h, w_hh_t).chunk(5, 1)
+                i, f, o, k = torch.sigmoid(gi), torch.sigmoid(gf), torch.sigmoid(go), torch.sigmoid(gk)
+                c = f * c + i * torch.tanh(gg)
+                m = k * m + (1 - k) * c
+                h = o * torch.tanh(c + m)
+                outs.append(h)
+            x = torch.stack(outs)
+        return x
+
+
+@dataclass
+class BenchRow:
+    hidden: int
+    cell: str
+    path: str
+    ms: float
+    flops: float  # training FLOPs per step (forward x 3)
+    ratio_lstm: float = float("nan")
+    ratio_gru: float = float("nan")
+    ratio_hand: float = float("nan")
+    gflops: float = float("nan")
+    peak_pct: float = float("nan")
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """The machine's float32 matmul throughput (GFLOP/s) on n x n matrices, best of ``repeats``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _train_step(model: nn.Module, x: Tensor) -> Callable[[], None]:
+    def run() -> None:
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        out.sum().backward()
+    return run
+
+
+def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int = 35,
+                layers: int = 2, rounds: int = 20, seed: int = 0) -> tuple[list[BenchRow], float]:
+    """Time every entry; return the rows and the measured matmul GFLOP/s."""
+    peak = matmul_gflops()
+    rows: list[BenchRow] = []
+    gen = torch.Generator().manual_seed(seed)
+    for H in sizes:
+        x = torch.randn(steps, batch, H, generator=gen)
+        entries: dict[tuple[str, str], tuple[nn.Module, float]] = {}
+
+        def flops(cell: str) -> float:
+            return 3.0 * complexity(library_cell(cell), H, H, layers).flops * steps * batch
+
+        entries[("nn.LSTM", "torch")] = (nn.LSTM(H, H, layers), flops("lstm"))
+        entries[("nn.GRU", "torch")] = (nn.GRU(H, H, layers), flops("gru"))
+        for name in LIBRARY:
+            for fast in (True, False):
+                m = GenomeRNN(name, H, H, layers, fast_path=fast, generator=gen)
+                if fast and not m.uses_fast_path:
+                    continue
+                entries[(name, "fast" if fast else "generic")] = (m, flops(name))
+        entries[("dual_lstm", "hand-written")] = (HandDualLSTM(H, H, layers), flops("dual_lstm"))
+        runs = {k: _train_step(m, x) for k, (m, _) in entries.items()}
+        times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
+        for run in runs.values():  # warm-up
+            run()
+            run()
+        for _ in range(rounds):
+            for k, run in runs.items():
+                t0 = time.perf_counter()
+                run()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        log.info("H=%d done", H)
+        for (cell, path), (_, fl) in entries.items():
+            t = med[(cell, path)]
+            row = BenchRow(H, cell, path, 1e3 * t, fl, t / med[("nn.LSTM", "torch")],
+                           t / med[("nn.GRU", "torch")], gflops=fl / t / 1e9)
+            row.peak_pct = 100 * row.gflops / peak
+            if cell == "dual_lstm":
+                row.ratio_hand = t / med[("dual_lstm", "hand-written")]
+            rows.append(row)
+    return rows, peak
+
+
+def format_table(rows: list[BenchRow], peak: float, batch: int, steps: int, layers: int) -> str:
+    """A markdown table of the rows."""
+    def f(v: float, fmt: str) -> str:
+        return "" if v != v else format(v, fmt)
+
+    lines = [f"Machine matmul peak (float32, 1024^3): **{peak:.1f} GFLOP/s**; "
+             f"B={batch}, T={steps}, {layers} layers, input size = H; torch "
+             f"{torch.__version__}, {torch.get_num_threads()} threads.", "",
+             "| H | cell | path | ms / train step | x nn.LSTM | x nn.GRU | x hand-written | GFLOP/s | % of matmul peak |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.hidden} | {r.cell} | {r.path} | {r.ms:.2f} | {f(r.ratio_lstm, '.2f')} | "
+                     f"{f(r.ratio_gru, '.2f')} | {f(r.ratio_hand, '.2f')} | {f(r.gflops, '.1f')} | "
+                     f"{f(r.peak_pct, '.0f')} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,114 @@
+"""Matrix products of the generic path, on the fastest kernel torch offers for them.
+
+On CPU, ``torch.mm`` in float32 goes to MKL, which on some processors (AMD's, for one) runs at
+half the speed of the oneDNN kernels that ``nn.LSTM`` itself uses there. Where torch was built
+with oneDNN, float32 CPU products call it directly through ``torch.ops.mkldnn._linear_pointwise``
+(the op torch's inductor emits for linear layers), with weights packed once per forward for the
+per-step products. Everywhere else (CUDA, float64, ``torch.compile``) plain torch ops run. Set
+``GROWRNN_ONEDNN=0`` to force plain torch ops.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["onednn_available", "linear", "RecurrentWeight", "recurrent_mm", "matmul_tn"]
+
+
+@cache
+def onednn_available() -> bool:
+    """Whether oneDNN's float32 linear op is present and agrees with torch.addmm."""
+    if os.environ.get("GROWRNN_ONEDNN", "1") == "0" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w, c = (torch.randn(3, 5, generator=g), torch.randn(4, 5, generator=g),
+                   torch.randn(3, 4, generator=g))
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 3)
+        got = torch.ops.mkldnn._linear_pointwise.binary(x, c, packed, None, "add")
+        return bool(torch.allclose(got, torch.addmm(c, x, w.t()), atol=1e-5))
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def _onednn(t: Tensor) -> bool:
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and onednn_available()
+            and not torch.compiler.is_compiling())
+
+
+def _lp(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
+    """``a.T @ b`` for ``a`` (M, N) and ``b`` (M, K): the weight gradient of a linear map."""
+    if _onednn(a):
+        return _lp(a.t().contiguous(), b.t().contiguous())
+    return a.t().mm(b)
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return _lp(x, w, b)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        g = g.contiguous()
+        dx = _lp(g, w.t().contiguous()) if ctx.needs_input_grad[0] else None
+        dw = matmul_tn(g, x) if ctx.needs_input_grad[1] else None
+        db = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+def linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``x @ w.T + b`` for x (N, d), w (n, d), b (n,) or None."""
+    if _onednn(x):
+        return _Linear.apply(x, w, b)
+    return torch.nn.functional.linear(x, w, b)
+
+
+class RecurrentWeight:
+    """A step group's weight prepared once per forward for T per-step products: the detached
+    weight (its gradient is computed over the whole sequence elsewhere), and on oneDNN the weight
+    packed for the forward product and, when gradients are wanted, its transpose packed for the
+    input gradient."""
+
+    def __init__(self, w: Tensor, batch: int, need_grad: bool):
+        w = w.detach()
+        self.wt = w.t()
+        self.onednn = _onednn(w)
+        self.fwd = self.bwd = None
+        if self.onednn:
+            self.fwd = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), batch)
+            if need_grad:
+                self.bwd = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), batch)
+
+
+class _RecurrentMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, inp: Tensor, s: Tensor, k: RecurrentWeight) -> Tensor:
+        ctx.k = k
+        return torch.ops.mkldnn._linear_pointwise.binary(s, inp, k.fwd, None, "add")
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        ds = _lp(g.contiguous(), ctx.k.bwd) if ctx.needs_input_grad[1] else None
+        return g, ds, None
+
+
+def recurrent_mm(inp: Tensor, s: Tensor, k: RecurrentWeight) -> Tensor:
+    """``inp + s @ W.T`` for one step: gradients flow to ``inp`` and ``s``, never to W."""
+    if not k.onednn:
+        return torch.addmm(inp, s, k.wt)
+    if k.bwd is not None and torch.is_grad_enabled() and (inp.requires_grad or s.requires_grad):
+        return _RecurrentMM.apply(inp, s, k)
+    return torch.ops.mkldnn._linear_pointwise.binary(s, inp, k.fwd, None, "add")

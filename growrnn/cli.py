@@ -1,0 +1,113 @@
+"""The ``growrnn`` command line. Heavy imports happen inside the subcommands so that
+``growrnn --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from growrnn.errors import GrowRNNError
+
+log = logging.getLogger("growrnn")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 200,650; received {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1; received {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="growrnn", description="Recurrent networks whose structure is learned.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    show = sub.add_parser("show", help="print a cell's equations and complexity figures")
+    show.add_argument("cell", help="a library cell name (lstm, gru, ...) or a genome file (.txt or .json)")
+    show.add_argument("--input-size", type=int, default=650)
+    show.add_argument("--hidden-size", type=int, default=650)
+    show.add_argument("--layers", type=int, default=1)
+    show.add_argument("--json", action="store_true", help="print the genome's JSON form too")
+
+    bench = sub.add_parser("bench", help="benchmarks (recorded in docs/benchmarks.md)")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    cells = bench_sub.add_parser("cells", help="training-step time of the library cells vs nn.LSTM/nn.GRU")
+    cells.add_argument("--sizes", type=_sizes, default=(200, 650), help="hidden sizes, e.g. 200,650")
+    cells.add_argument("--batch", type=int, default=20)
+    cells.add_argument("--steps", type=int, default=35, help="sequence length T")
+    cells.add_argument("--layers", type=int, default=2)
+    cells.add_argument("--rounds", type=int, default=20, help="timed steps per entry (median taken)")
+    cells.add_argument("--quick", action="store_true", help="H=64, 5 rounds: a smoke run in seconds")
+    cells.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    return parser
+
+
+def load_cell(spec: str):  # noqa: ANN201 - returns a Genome
+    """A genome from a library name or a .txt/.json genome file."""
+    from growrnn.genome import Genome, library_cell, parse
+    from growrnn.genome.library import LIBRARY
+    path = Path(spec)
+    if spec in LIBRARY:
+        return library_cell(spec)
+    if path.is_file():
+        text = path.read_text()
+        return Genome.from_json(text) if path.suffix == ".json" else parse(text)
+    from growrnn.errors import ArgumentError
+    raise ArgumentError("cell", allowed=f"a library cell ({', '.join(sorted(LIBRARY))}) or a genome file",
+                        received=spec, hint="check the spelling, or the file's path")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from growrnn.genome import complexity
+    g = load_cell(args.cell)
+    print(g.to_text(), end="")
+    print(f"# states: {', '.join(g.states)}; canonical key {g.key}")
+    c = complexity(g, args.input_size, args.hidden_size, args.layers)
+    print(f"# I={args.input_size}, H={args.hidden_size}, layers={args.layers}: "
+          + ", ".join(f"{k}={v:,}" for k, v in c.as_dict().items()))
+    if args.json:
+        print(g.to_json(indent=1))
+    return 0
+
+
+def cmd_bench_cells(args: argparse.Namespace) -> int:
+    from growrnn.cells.bench import bench_cells, format_table
+    sizes, rounds = ((64,), 5) if args.quick else (args.sizes, args.rounds)
+    log.info("timing %d rounds per entry at H=%s", rounds, sizes)
+    rows, peak = bench_cells(sizes, args.batch, args.steps, args.layers, rounds)
+    table = format_table(rows, peak, args.batch, args.steps, args.layers)
+    print(table, end="")
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.version:
+        from growrnn import __version__
+        print(__version__)
+        return 0
+    handlers = {"show": cmd_show, "bench": cmd_bench_cells}
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return handlers[args.command](args)
+    except GrowRNNError as e:
+        print(f"growrnn: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
