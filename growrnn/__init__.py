@@ -26,7 +26,10 @@ _LAZY = {
 }
 _SUBMODULES = {"cells", "genome", "errors"}
 
-__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+__all__ = [
+    "ArgumentError", "Complexity", "Genome", "GenomeError", "GenomeRNN", "GenomeSpace", "GrowRNNError",
+    "ShapeError", "__version__", "cells", "complexity", "errors", "genome", "parse", "random_genome",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn import cells, errors, genome

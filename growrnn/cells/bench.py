@@ -6,6 +6,7 @@ hits them alike; each figure is the median over rounds."""
 from __future__ import annotations
 
 import logging
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from growrnn.cells import gemm
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.genome.complexity import complexity
 from growrnn.genome.library import LIBRARY, library_cell
@@ -72,17 +74,24 @@ class BenchRow:
     peak_pct: float = float("nan")
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
-    """The machine's float32 matmul throughput (GFLOP/s) on n x n matrices, best of ``repeats``."""
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> dict[str, float]:
+    """The machine's float32 matmul throughput (GFLOP/s, best of ``repeats``) on n x n matrices,
+    through torch.mm (MKL on CPU) and through oneDNN where torch has it."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    kernels: dict[str, Callable[[], object]] = {"torch.mm": lambda: a @ b}
+    if gemm.onednn_available():
+        kernels["oneDNN"] = lambda: gemm.linear(a, b, None)
+    out = {}
+    for name, run in kernels.items():
+        for _ in range(2):
+            run()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = 2 * n ** 3 / best / 1e9
+    return out
 
 
 def _train_step(model: nn.Module, x: Tensor) -> Callable[[], None]:
@@ -94,60 +103,81 @@ def _train_step(model: nn.Module, x: Tensor) -> Callable[[], None]:
     return run
 
 
+def _time(run: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
 def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int = 35,
-                layers: int = 2, rounds: int = 20, seed: int = 0) -> tuple[list[BenchRow], float]:
-    """Time every entry; return the rows and the measured matmul GFLOP/s."""
+                layers: int = 2, rounds: int = 20, seed: int = 0) -> tuple[list[BenchRow], dict[str, float]]:
+    """Time every entry; return the rows and the measured matmul GFLOP/s by kernel.
+
+    Every entry is timed in A/B pairs with ``nn.LSTM`` (reference first, then the entry), in a
+    fresh random order each round; ratios are medians of the per-pair ratios, so that drift and
+    cache effects hit both sides of a ratio alike. Ratios to ``nn.GRU`` and to the hand-written
+    cell are quotients of their own ratios to ``nn.LSTM``."""
     peak = matmul_gflops()
     rows: list[BenchRow] = []
     gen = torch.Generator().manual_seed(seed)
+    order_rng = random.Random(seed)
     for H in sizes:
         x = torch.randn(steps, batch, H, generator=gen)
         entries: dict[tuple[str, str], tuple[nn.Module, float]] = {}
 
-        def flops(cell: str) -> float:
+        def flops(cell: str, H: int = H) -> float:
             return 3.0 * complexity(library_cell(cell), H, H, layers).flops * steps * batch
 
-        entries[("nn.LSTM", "torch")] = (nn.LSTM(H, H, layers), flops("lstm"))
+        reference = nn.LSTM(H, H, layers)
+        entries[("nn.LSTM", "torch")] = (reference, flops("lstm"))
         entries[("nn.GRU", "torch")] = (nn.GRU(H, H, layers), flops("gru"))
         for name in LIBRARY:
             for fast in (True, False):
                 m = GenomeRNN(name, H, H, layers, fast_path=fast, generator=gen)
-                if fast and not m.uses_fast_path:
+                if fast and m.native is None:
                     continue
                 entries[(name, "fast" if fast else "generic")] = (m, flops(name))
         entries[("dual_lstm", "hand-written")] = (HandDualLSTM(H, H, layers), flops("dual_lstm"))
+        ref_run = _train_step(reference, x)
         runs = {k: _train_step(m, x) for k, (m, _) in entries.items()}
-        times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
         for run in runs.values():  # warm-up
             run()
             run()
+        times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
+        ratios: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
+        keys = list(runs)
         for _ in range(rounds):
-            for k, run in runs.items():
-                t0 = time.perf_counter()
-                run()
-                times[k].append(time.perf_counter() - t0)
+            order_rng.shuffle(keys)
+            for k in keys:
+                t_ref, t = _time(ref_run), _time(runs[k])
+                times[k].append(t)
+                ratios[k].append(t / t_ref)
         med = {k: statistics.median(v) for k, v in times.items()}
+        rat = {k: statistics.median(v) for k, v in ratios.items()}
         log.info("H=%d done", H)
+        best_peak = max(peak.values())
         for (cell, path), (_, fl) in entries.items():
-            t = med[(cell, path)]
-            row = BenchRow(H, cell, path, 1e3 * t, fl, t / med[("nn.LSTM", "torch")],
-                           t / med[("nn.GRU", "torch")], gflops=fl / t / 1e9)
-            row.peak_pct = 100 * row.gflops / peak
+            k = (cell, path)
+            row = BenchRow(H, cell, path, 1e3 * med[k], fl, rat[k], rat[k] / rat[("nn.GRU", "torch")],
+                           gflops=fl / med[k] / 1e9)
+            row.peak_pct = 100 * row.gflops / best_peak
             if cell == "dual_lstm":
-                row.ratio_hand = t / med[("dual_lstm", "hand-written")]
+                row.ratio_hand = rat[k] / rat[("dual_lstm", "hand-written")]
             rows.append(row)
     return rows, peak
 
 
-def format_table(rows: list[BenchRow], peak: float, batch: int, steps: int, layers: int) -> str:
+def format_table(rows: list[BenchRow], peak: dict[str, float], batch: int, steps: int, layers: int) -> str:
     """A markdown table of the rows."""
     def f(v: float, fmt: str) -> str:
         return "" if v != v else format(v, fmt)
 
-    lines = [f"Machine matmul peak (float32, 1024^3): **{peak:.1f} GFLOP/s**; "
+    kernels = ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
+    lines = [f"Machine matmul (float32, 1024^3, GFLOP/s): {kernels}; the best is the peak below. "
              f"B={batch}, T={steps}, {layers} layers, input size = H; torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads.", "",
-             "| H | cell | path | ms / train step | x nn.LSTM | x nn.GRU | x hand-written | GFLOP/s | % of matmul peak |",
+             "| H | cell | path | ms / train step | x nn.LSTM | x nn.GRU | x hand-written | GFLOP/s "
+             "| % of matmul peak |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.hidden} | {r.cell} | {r.path} | {r.ms:.2f} | {f(r.ratio_lstm, '.2f')} | "

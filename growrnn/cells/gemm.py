@@ -82,10 +82,10 @@ class RecurrentWeight:
     packed for the forward product and, when gradients are wanted, its transpose packed for the
     input gradient."""
 
-    def __init__(self, w: Tensor, batch: int, need_grad: bool):
+    def __init__(self, w: Tensor, batch: int, need_grad: bool, allow_onednn: bool = True):
         w = w.detach()
         self.wt = w.t()
-        self.onednn = _onednn(w)
+        self.onednn = allow_onednn and _onednn(w)
         self.fwd = self.bwd = None
         if self.onednn:
             self.fwd = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), batch)
@@ -107,7 +107,7 @@ class _RecurrentMM(torch.autograd.Function):
 
 def recurrent_mm(inp: Tensor, s: Tensor, k: RecurrentWeight) -> Tensor:
     """``inp + s @ W.T`` for one step: gradients flow to ``inp`` and ``s``, never to W."""
-    if not k.onednn:
+    if not k.onednn or torch.compiler.is_compiling():
         return torch.addmm(inp, s, k.wt)
     if k.bwd is not None and torch.is_grad_enabled() and (inp.requires_grad or s.requires_grad):
         return _RecurrentMM.apply(inp, s, k)

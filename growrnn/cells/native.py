@@ -6,7 +6,7 @@ weighted calls are mapped onto torch's gate order through the canonical visit or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from growrnn.genome.canonical import canonical_form
 from growrnn.genome.graph import Genome
@@ -39,7 +39,7 @@ class NativeMatch:
         return self.perm_ih == ident and self.perm_hh == ident
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(kernel: str) -> Genome:
     src, _ = _TEMPLATES[kernel]
     return parse(src) if "=" in src else library_cell(src)

@@ -159,8 +159,8 @@ class _Planner:
     def _pairs(self) -> dict[int, list[tuple[int, int, int]]]:
         """Step group -> [(member, add node, sequence partner)] for members each added to a
         member of one sequence group."""
-        nodes, taken = self.nodes, set()
-        out: dict[int, list[tuple[int, int]]] = {}
+        nodes, taken = self.nodes, set[int]()
+        out: dict[int, list[tuple[int, int, int]]] = {}
         for j, ms in enumerate(self.members):
             if self.seq[self.args[j]]:
                 continue
@@ -325,7 +325,7 @@ class _Writer:
             if n.op == "const":
                 return repr(float(n.value or 0.0))
             if n.op == "state":
-                return f"s{state_index[n.name]}"
+                return f"s{state_index[str(n.name)]}"
             if nid in val:
                 return val[nid]
             j = p.group_of[nid]  # a member of a sequence group, read on its own

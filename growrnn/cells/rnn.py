@@ -87,7 +87,11 @@ class GenomeRNN(nn.Module):
         num_layers: stacked layers; layer k > 0 reads the output of layer k-1.
         batch_first: input and output are ``(B, T, ·)`` instead of ``(T, B, ·)``.
         dropout: dropout on the outputs of every layer but the last (training only).
-        fast_path: run canonically LSTM/GRU/Elman genomes on torch's fused kernels.
+        fast_path: run canonically LSTM/GRU/Elman genomes on torch's own kernels: ``True``
+            always, ``False`` never (the generic path), ``"auto"`` (default) where torch's kernel is
+            the fastest exact option: LSTM everywhere; GRU and Elman off CPU, or on CPUs where
+            oneDNN is unavailable (there, torch's GRU/RNN kernels lose to the generic path; see
+            docs/benchmarks.md).
         compile: wrap the generic path's step function in ``torch.compile``.
         generator: the ``torch.Generator`` that initialises the weights (default: torch's global).
 
@@ -102,7 +106,7 @@ class GenomeRNN(nn.Module):
     """
 
     def __init__(self, genome: Genome | str, input_size: int, hidden_size: int, num_layers: int = 1,
-                 batch_first: bool = False, dropout: float = 0.0, *, fast_path: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, *, fast_path: bool | str = "auto",
                  compile: bool = False, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -114,12 +118,15 @@ class GenomeRNN(nn.Module):
             raise ArgumentError("dropout", allowed="a float in [0, 1)", received=dropout)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
         self.plan: Plan = plan_for(self.genome)
+        if fast_path not in (True, False, "auto"):
+            raise ArgumentError("fast_path", allowed="True, False or 'auto'", received=fast_path)
+        self.fast_path = fast_path
         self.native: NativeMatch | None = match_native(self.genome) if fast_path else None
-        self.compile = bool(compile)
+        self.compiled = bool(compile)
         fns = _functions(self.plan.source)
         self._layer_fn = fns["layer"]
         self._step_fn = torch.compile(fns["step"], dynamic=False) if compile else fns["step"]
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         H = self.hidden_size
         for k in range(self.num_layers):
             d_in = self.input_size if k == 0 else H
@@ -148,7 +155,16 @@ class GenomeRNN(nn.Module):
 
     @property
     def uses_fast_path(self) -> bool:
-        return self.native is not None
+        """Whether an input on the parameters' device and dtype runs on torch's own kernel."""
+        p = next(self.parameters())
+        return self._native_for(p.device, p.dtype)
+
+    def _native_for(self, device: torch.device, dtype: torch.dtype) -> bool:
+        if self.native is None:
+            return False
+        if self.fast_path is True or self.native.kernel == "lstm":
+            return True
+        return not (device.type == "cpu" and dtype == torch.float32 and gemm.onednn_available())
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -161,7 +177,8 @@ class GenomeRNN(nn.Module):
         _check_int("layer", layer, 0)
         if layer >= self.num_layers:
             raise ArgumentError("layer", allowed=f"0..{self.num_layers - 1}", received=layer)
-        H, out = self.hidden_size, []
+        H = self.hidden_size
+        out: list[tuple[str, Tensor, Tensor | None]] = []
         where = {w: grp for grp in self.plan.groups for w in grp.members}
         for w, nid in enumerate(self.genome.weighted):
             kind = self.genome.nodes[nid].op
@@ -193,7 +210,7 @@ class GenomeRNN(nn.Module):
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         states = self._initial_state(state, x, unbatched)
-        if self.native is not None:
+        if self._native_for(x.device, x.dtype):
             out, new = self._native_forward(x, states)
         else:
             out, new = self._generic_forward(x, states)
@@ -212,31 +229,28 @@ class GenomeRNN(nn.Module):
             got = len(state) if isinstance(state, Sequence) else type(state).__name__
             raise ShapeError(f"state must be a tuple of {n} tensors {self.genome.states}; received "
                              f"{got}. HINT: pass None for zeros, or the state a previous call returned")
-        want = (L, H) if unbatched else (L, B, H)
+        shape = (L, H) if unbatched else (L, B, H)
         for name, s in zip(self.genome.states, state, strict=True):
-            if not isinstance(s, Tensor) or tuple(s.shape) != want:
-                got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-                raise ShapeError(f"state '{name}' must have shape (num_layers, B, H)={want}; "
-                                 f"received {got}")
+            if not isinstance(s, Tensor) or tuple(s.shape) != shape:
+                received = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+                raise ShapeError(f"state '{name}' must have shape (num_layers, B, H)={shape}; "
+                                 f"received {received}")
         return tuple(s.unsqueeze(1) for s in state) if unbatched else tuple(state)
 
     def _native_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         m = self.native
         assert m is not None
-        H, flat = self.hidden_size, []
+        H, ordered = self.hidden_size, []
         for k in range(self.num_layers):
+            pairs = []
             for tag, perm in (("ih", m.perm_ih), ("hh", m.perm_hh)):
                 w, b = getattr(self, f"weight_{tag}_l{k}"), getattr(self, f"bias_{tag}_l{k}")
-                if perm != tuple(range(m.gates)):
+                if perm != tuple(range(m.gates)):  # gates written in another order than torch's
                     w = torch.cat([w.narrow(0, p * H, H) for p in perm])
                     b = torch.cat([b.narrow(0, p * H, H) for p in perm])
-                flat.append((w, b))
-        weights = [w for w, _ in flat[0::2]], [w for w, _ in flat[1::2]]
-        ordered = []
-        for k in range(self.num_layers):
-            (w_ih, b_ih), (w_hh, b_hh) = flat[2 * k], flat[2 * k + 1]
+                pairs.append((w, b))
+            (w_ih, b_ih), (w_hh, b_hh) = pairs
             ordered += [w_ih, w_hh, b_ih, b_hh]
-        del weights
         args = (ordered, True, self.num_layers, self.dropout, self.training, False, False)
         if m.kernel == "lstm":
             out, h, c = torch._VF.lstm(x, states, *args)  # the kernel nn.LSTM calls
@@ -279,7 +293,7 @@ class GenomeRNN(nn.Module):
                 pad = (off * H, (n - off) * H - folded.shape[0])
                 folded = nn.functional.pad(folded, pad) if any(pad) else folded
                 bias = folded if bias is None else bias + folded
-            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, track), bias]
+            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, track, not self.compiled), bias]
             recurrent.append(None if grp.seq else w)
         if self.plan.diags:
             params += list(getattr(self, f"weight_diag_l{k}").unbind(0))
@@ -325,6 +339,6 @@ class GenomeRNN(nn.Module):
 
     def extra_repr(self) -> str:
         eqs = "; ".join(self.genome.to_text().strip().splitlines())
-        path = f"native {self.native.kernel}" if self.native else "generic"
+        path = f"native {self.native.kernel}" if self.uses_fast_path and self.native else "generic"
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, path={path}, cell=[{eqs}]")

@@ -23,7 +23,7 @@ def canonical_form(g: Genome) -> tuple[str, tuple[int, ...]]:
     nodes = g.nodes
     state_index = {s: k for k, s in enumerate(g.states)}
     uses = {i: len(p) for i, p in g.parents.items()}
-    for s, nid in g.outputs.items():
+    for nid in g.outputs.values():
         uses[nid] += 1
 
     def operands(nid: int) -> list[int]:
@@ -46,7 +46,7 @@ def canonical_form(g: Genome) -> tuple[str, tuple[int, ...]]:
         if n.op == "x":
             text = "x"
         elif n.op == "state":
-            text = f"s{state_index[n.name]}"
+            text = f"s{state_index[str(n.name)]}"
         elif n.op == "const":
             text = f"c{float(n.value or 0.0)!r}"
         else:

@@ -19,11 +19,23 @@ import re
 from dataclasses import dataclass
 
 from growrnn.errors import (
-    ArityError, CycleError, DuplicateAssignmentError, GenomeSyntaxError, StateNotWrittenError,
-    UndefinedNameError, UnknownFunctionError,
+    ArityError,
+    CycleError,
+    DuplicateAssignmentError,
+    GenomeSyntaxError,
+    StateNotWrittenError,
+    UndefinedNameError,
+    UnknownFunctionError,
 )
 from growrnn.genome.graph import (
-    ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node, format_number, make_genome,
+    ACTIVATIONS,
+    BINARY,
+    TERMINALS,
+    WEIGHTED,
+    Genome,
+    Node,
+    format_number,
+    make_genome,
 )
 from growrnn.genome.validate import unknown_function_hint
 
@@ -290,7 +302,7 @@ class _Builder:
                 resolved[name] = resolve(roots[name], (*chain, name))
             return resolved[name]
 
-        for nid, (op, args, _, _) in list(self.nodes.items()):
+        for nid, (_op, args, _, _) in list(self.nodes.items()):
             self.nodes[nid][1] = tuple(resolve(a) for a in args)
         bindings = [(name, resolve(roots[name], (name,))) for name, _, _ in lines]
         nodes = [Node(nid, op, args, name, value) for nid, (op, args, name, value) in self.nodes.items()]

@@ -9,12 +9,28 @@ import heapq
 from collections.abc import Mapping
 
 from growrnn.errors import (
-    ArityError, CycleError, DuplicateAssignmentError, EmptyGenomeError, GenomeSyntaxError,
-    InputOutsideWeightError, MissingOutputError, StateNotReadError, StateNotWrittenError,
-    UnknownFunctionError, UnusedLocalError,
+    ArityError,
+    CycleError,
+    DuplicateAssignmentError,
+    EmptyGenomeError,
+    GenomeSyntaxError,
+    InputOutsideWeightError,
+    MissingOutputError,
+    StateNotReadError,
+    StateNotWrittenError,
+    UnknownFunctionError,
+    UnusedLocalError,
 )
 from growrnn.genome.graph import (
-    ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node, Position, arity, known_op,
+    ACTIVATIONS,
+    BINARY,
+    TERMINALS,
+    WEIGHTED,
+    Genome,
+    Node,
+    Position,
+    arity,
+    known_op,
 )
 
 # Value "spaces": what size a node's value has. A constant broadcasts; x has the input size;

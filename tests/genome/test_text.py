@@ -1,0 +1,112 @@
+"""Parsing, formatting and the JSON form."""
+
+import json
+
+import pytest
+
+import growrnn as gr
+from growrnn import errors as E
+from growrnn.genome import LIBRARY, Genome, library_cell, parse
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_library_round_trips(name: str) -> None:
+    g = library_cell(name)
+    assert parse(g.to_text()) == g
+    back = Genome.from_json(g.to_json())
+    assert back == g and back.to_dict() == g.to_dict()  # node ids survive JSON
+
+
+@pytest.mark.parametrize(("text", "states", "n_weighted"), [
+    (LIBRARY["lstm"], ("h", "c"), 8),
+    (LIBRARY["gru"], ("h",), 6),
+    (LIBRARY["dual_lstm"], ("h", "c", "m"), 10),
+    ("h' = relu(affine(x) + diag(h))  # trailing comment\n\n", ("h",), 2),
+    ("m' = 0.5 * m + -0.25 * tanh(linear(x))\nh' = tanh(affine(h) + m')", ("h", "m"), 2),
+])
+def test_states_and_weighted_calls(text: str, states: tuple, n_weighted: int) -> None:
+    g = parse(text)
+    assert g.states == states
+    assert len(g.weighted) == n_weighted
+
+
+def test_weight_order_is_reading_order_even_with_forward_references() -> None:
+    g = parse("h' = tanh(a + linear(h))\na = affine(x) * diag(h)\n")
+    kinds = [(g.nodes[w].op, g.nodes[g.nodes[w].args[0]].op) for w in g.weighted]
+    assert kinds == [("linear", "state"), ("affine", "x"), ("diag", "state")]
+    again = parse(g.to_text())
+    assert [again.nodes[w].op for w in again.weighted] == ["linear", "affine", "diag"]
+
+
+def test_shared_unnamed_node_gets_a_line_and_keeps_sharing() -> None:
+    text = "t = affine(x)\nh' = tanh(t) * sigmoid(t)\n"
+    g = parse(text)
+    assert g.to_text() == text
+    assert len(g.weighted) == 1
+
+
+@pytest.mark.parametrize(("text", "cls", "match", "line", "column"), [
+    ("", E.EmptyGenomeError, "empty", None, None),
+    ("# only a comment\n\n", E.EmptyGenomeError, "h' = tanh", None, None),
+    ("h' = sigmod(affine(x))", E.UnknownFunctionError, "unknown function 'sigmod'.*did you mean 'sigmoid'", 1, 6),
+    ("h' = tanh(affine(x), h)", E.ArityError, "'tanh' takes 1 argument, received 2", 1, 6),
+    ("h' = tanh()", E.ArityError, "received 0", 1, 6),
+    ("i = sigmoid(affine(x))\nh' = i * tanh(affine(ii))", E.UndefinedNameError, "'ii' is not defined.*'i'", 2, 22),
+    ("h' = tanh(affine(x) + c')", E.UndefinedNameError, "c'' is used but never assigned", 1, 23),
+    ("h' = tanh(affine(x) + affine(c))", E.StateNotWrittenError, "state 'c' is read but never written", 1, 30),
+    ("c' = tanh(affine(x))\nh' = tanh(affine(h) + c')", E.StateNotReadError,
+     "state 'c' is written but never read", 1, 1),
+    ("c' = c + tanh(affine(x))", E.MissingOutputError, "no output `h'`", None, None),
+    ("h' = tanh(x + affine(h))", E.InputOutsideWeightError, "x .* outside a weighted function.*affine\\(x\\)", 1, 13),
+    ("h' = tanh(x)", E.InputOutsideWeightError, "depends on x outside a weighted function", 1, 1),
+    ("h' = diag(x)", E.InputOutsideWeightError, "'diag' .* cannot take x", 1, 6),
+    ("h' = 1 + 2", E.InputOutsideWeightError, "is a constant", 1, 1),
+    ("a = b + affine(x)\nb = a * affine(h)\nh' = tanh(a)", E.CycleError,
+     "cycle within one step through a -> b", None, None),
+    ("h' = tanh(affine(x))\nh' = tanh(affine(h))", E.DuplicateAssignmentError, "'h'' is assigned twice", 2, 1),
+    ("c = affine(x)\nc' = c * h\nh' = tanh(c')", E.DuplicateAssignmentError, "both a local and a memory state", 1, 1),
+    ("t = tanh(affine(h))\nh' = tanh(affine(x))", E.UnusedLocalError, "local 't' is assigned but never used", 1, 1),
+    ("h' = tanh(affine(x) $ h)", E.GenomeSyntaxError, "unexpected character '\\$'", 1, 21),
+    ("h = tanh(affine(x))", E.GenomeSyntaxError, "'h' cannot be assigned.*h' = ", 1, 1),
+    ("x = affine(h)\nh' = tanh(x)", E.GenomeSyntaxError, "'x' cannot be assigned", 1, 1),
+    ("h' tanh(affine(x))", E.GenomeSyntaxError, "expected '='", 1, 4),
+    ("h' = tanh(affine(x)", E.GenomeSyntaxError, "expected '\\)'|ends too early", 1, None),
+    ("tanh = affine(x)\nh' = tanh", E.GenomeSyntaxError, "function name", 1, 1),
+])
+def test_invalid_text_is_rejected_with_position_and_hint(text, cls, match, line, column) -> None:
+    with pytest.raises(cls, match=match) as info:
+        parse(text)
+    assert isinstance(info.value, E.GenomeError) and isinstance(info.value, ValueError)
+    if line is not None:
+        assert info.value.line == line
+    if column is not None:
+        assert info.value.column == column
+    assert "HINT:" in str(info.value) or cls in (E.GenomeSyntaxError,)
+
+
+def _json(nodes, bindings) -> str:
+    return json.dumps({"format": "growrnn-genome", "version": 1, "nodes": nodes, "bindings": bindings})
+
+
+@pytest.mark.parametrize(("text", "cls", "match"), [
+    ("{", E.GenomeSyntaxError, "does not decode"),
+    ('{"format": "other"}', E.GenomeSyntaxError, "not a growrnn genome JSON"),
+    ('{"format": "growrnn-genome", "version": 9}', E.GenomeSyntaxError, "unsupported genome JSON version 9"),
+    (_json([{"id": 0}], [["h'", 0]]), E.GenomeSyntaxError, "malformed"),
+    (_json([{"id": 0, "op": "tanh", "args": [1]}, {"id": 1, "op": "add", "args": [0, 2]},
+            {"id": 2, "op": "x"}], [["h'", 0]]), E.CycleError, "cycle"),
+    (_json([{"id": 0, "op": "softmax", "args": [1]}, {"id": 1, "op": "x"}], [["h'", 0]]),
+     E.UnknownFunctionError, "softmax"),
+    (_json([{"id": 0, "op": "tanh", "args": [1, 1]}, {"id": 1, "op": "x"}], [["h'", 0]]), E.ArityError, "takes 1"),
+    (_json([{"id": 0, "op": "affine", "args": [1]}, {"id": 1, "op": "x"}, {"id": 2, "op": "x"}], [["h'", 0]]),
+     E.GenomeSyntaxError, "node 2 .* not used"),
+    (_json([{"id": 0, "op": "affine", "args": [7]}], [["h'", 0]]), E.GenomeSyntaxError, "node 7, which does not exist"),
+])
+def test_invalid_json_is_rejected(text: str, cls: type, match: str) -> None:
+    with pytest.raises(cls, match=match):
+        Genome.from_json(text)
+
+
+def test_parse_rejects_non_text() -> None:
+    with pytest.raises(gr.ArgumentError, match="'text'.*Received: bytes"):
+        parse(b"h' = tanh(affine(x))")  # type: ignore[arg-type]
