@@ -36,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--layers", type=int, default=1)
     show.add_argument("--json", action="store_true", help="print the genome's JSON form too")
 
+    for name, what in (("fit", "train a model from a config"), ("validate", "score a checkpoint on valid"),
+                       ("test", "score a checkpoint on test")):
+        sub.add_parser(name, help=f"{what} (LightningCLI: growrnn {name} --config FILE; --help for all options)",
+                       add_help=False)
+    sub.add_parser("tasks", help="list the registered tasks")
+    data = sub.add_parser("data", help="benchmark data sets")
+    data_sub = data.add_subparsers(dest="data", metavar="ACTION", required=True)
+    dl = data_sub.add_parser("download", help="fetch a data set into $GROWRNN_DATA and verify its sha256")
+    dl.add_argument("name", help="ptb, wikitext2, jsb, nottingham, piano_midi or musedata")
+    dl.add_argument("--mirror", help="a base URL with the same layout as the data folder")
+    dl.add_argument("--force", action="store_true", help="fetch even if a verified copy is present")
+
     bench = sub.add_parser("bench", help="benchmarks (recorded in docs/benchmarks.md)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="WHAT", required=True)
     cells = bench_sub.add_parser("cells", help="training-step time of the library cells vs nn.LSTM/nn.GRU")
@@ -89,7 +101,35 @@ def cmd_bench_cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from growrnn.task import get_task, task_names
+    for name in task_names():
+        try:
+            spec = get_task(name).spec
+            print(f"{name:14s} {spec.description} [metric {spec.metric}, {spec.direction}]")
+        except GrowRNNError as e:  # e.g. data not downloaded: still list it, and say why
+            print(f"{name:14s} (not ready: {str(e).split('. HINT')[0]})")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from tasks.data import data_root, download
+    for path in download(args.name, mirror=args.mirror, force=args.force):
+        print(path)
+    print(f"# {args.name} is in {data_root()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("fit", "validate", "test"):
+        from growrnn.training.cli import run
+        try:
+            return run(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
+        except GrowRNNError as e:
+            print(f"growrnn: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -98,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from growrnn import __version__
         print(__version__)
         return 0
-    handlers = {"show": cmd_show, "bench": cmd_bench_cells}
+    handlers = {"show": cmd_show, "bench": cmd_bench_cells, "tasks": cmd_tasks, "data": cmd_data}
     if args.command is None:
         parser.print_help()
         return 0

@@ -1,8 +1,21 @@
-"""growrnn's task suite (a leaf package: torch/numpy and growrnn's small Task protocol only).
+"""growrnn's task suite: a leaf package (torch, numpy, Lightning's datamodule and growrnn's small
+Task protocol). Tasks are registered in the ``growrnn.tasks`` entry-point group (see
+``pyproject.toml``), so ``tasks.get`` finds third-party tasks the same way as these."""
 
-growrnn finds tasks through the ``growrnn.tasks`` entry-point group, never by a static import.
-The tasks themselves (synthetic tasks, PTB, WikiText-2, polyphonic music, IMDB) arrive with the
-training layer; this package holds no task yet.
-"""
+from __future__ import annotations
 
-__all__: list[str] = []
+from typing import Any
+
+from growrnn.task import Task, get_task, task_names
+
+__all__ = ["get", "names"]
+
+
+def get(name: str, **options: Any) -> Task:
+    """The task registered as ``name``, built with ``options`` (e.g. ``get("ptb", batch_size=20)``)."""
+    return get_task(name, **options)
+
+
+def names() -> list[str]:
+    """Every registered task name."""
+    return task_names()

@@ -1,0 +1,150 @@
+"""``evaluate(genome, task, budget, seed)``: train a fresh model and return a :class:`Result`.
+
+A loss that turns NaN or infinite stops the run and comes back as ``diverged=True`` with the
+worst metric value — a bad fitness, never an exception."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import lightning as L
+
+from growrnn.errors import ArgumentError
+from growrnn.genome.graph import Genome
+from growrnn.task import Task, get_task
+from growrnn.training.cli import quiet_lightning
+from growrnn.training.model import SequenceModel
+
+__all__ = ["Budget", "Result", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to train: any of optimizer ``steps``, ``epochs``, wall-clock ``seconds`` (the first
+    reached stops), and how often to validate for the learning curve (``val_every`` steps; default
+    once per epoch)."""
+
+    steps: int | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+    val_every: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.epochs is None and self.seconds is None:
+            raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=self,
+                                hint="e.g. Budget(steps=500)")
+
+
+@dataclass
+class Result:
+    """What one evaluation measured. ``curve`` holds one point per validation:
+    ``{"step", "epoch", "val", "train_loss"}``."""
+
+    task: str
+    metric: str
+    direction: str
+    genome: str
+    key: str
+    val: float
+    test: float | None
+    curve: list[dict[str, float]] = field(default_factory=list)
+    params: int = 0
+    rnn_params: int = 0
+    macs_per_step: int = 0
+    steps: int = 0
+    wall_time: float = 0.0
+    diverged: bool = False
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def better_than(self, other: Result) -> bool:
+        return self.val < other.val if self.direction == "min" else self.val > other.val
+
+
+class _Watch(L.Callback):
+    """Records the learning curve and stops a run whose loss is no longer finite."""
+
+    def __init__(self, metric: str):
+        self.metric, self.diverged, self.last_loss = metric, False, math.nan
+        self.curve: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.last_loss = float(loss.detach())
+        if not math.isfinite(self.last_loss):
+            self.diverged = True
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(f"val/{self.metric}")
+        if value is not None:
+            if self.curve and self.curve[-1]["step"] == trainer.global_step:
+                self.curve.pop()  # the end-of-epoch check repeats the last one
+            self.curve.append({"step": trainer.global_step, "epoch": trainer.current_epoch,
+                               "val": float(value), "train_loss": self.last_loss})
+
+
+def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, Any], seed: int = 0, *,
+             task_options: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
+             trainer: dict[str, Any] | None = None, test: bool = True, logger: Any = False) -> Result:
+    """Train ``genome`` on ``task`` for ``budget`` and score it on valid (and test).
+
+    Args:
+        genome: a Genome, genome text or library cell name.
+        task: a task name (built with ``task_options``) or a task object.
+        budget: a :class:`Budget` or its fields as a dict.
+        seed: seeds the weights, dropout and data order.
+        model: ``SequenceModel`` options (``hidden_size``, ``optimizer``, ``lr``, ...).
+        trainer: extra ``lightning.Trainer`` options (``gradient_clip_val``, ...).
+        logger: a Lightning logger (e.g. TensorBoard), or False.
+    """
+    quiet_lightning()
+    budget = budget if isinstance(budget, Budget) else Budget(**budget)
+    task_obj = get_task(task, **(task_options or {})) if isinstance(task, str) else task
+    spec = task_obj.spec
+    L.seed_everything(seed, workers=True, verbose=False)
+    cell = genome.to_text() if isinstance(genome, Genome) else genome
+    net = SequenceModel(spec, cell=cell, seed=seed, **(model or {}))
+    datamodule = task_obj.datamodule()
+    watch = _Watch(spec.metric)
+    kw: dict[str, Any] = {
+        "max_steps": budget.steps if budget.steps is not None else -1,
+        "max_epochs": budget.epochs if budget.epochs is not None else (-1 if budget.steps or budget.seconds else None),
+        "logger": logger, "enable_checkpointing": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "num_sanity_val_steps": 0,
+        "callbacks": [watch],
+    }
+    if budget.seconds is not None:
+        kw["max_time"] = timedelta(seconds=budget.seconds)
+    if budget.val_every is not None:
+        kw["val_check_interval"] = budget.val_every
+        kw["check_val_every_n_epoch"] = None
+    kw.update(trainer or {})
+    fitter = L.Trainer(**kw)
+    start = time.perf_counter()
+    fitter.fit(net, datamodule=datamodule)
+    wall = time.perf_counter() - start
+    worst = math.inf if spec.direction == "min" else -math.inf
+    val, test_value = worst, None
+    if not watch.diverged:
+        val = float(fitter.validate(net, datamodule=datamodule, verbose=False)[0][f"val/{spec.metric}"])
+        if test:
+            test_value = float(fitter.test(net, datamodule=datamodule, verbose=False)[0][f"test/{spec.metric}"])
+    if not math.isfinite(val):
+        watch.diverged, val = True, worst
+    g = net.genome
+    figures = net.complexity()
+    return Result(task=spec.name, metric=spec.metric, direction=spec.direction, genome=g.to_text(), key=g.key,
+                  val=val, test=test_value, curve=watch.curve, params=figures["params"],
+                  rnn_params=figures["rnn_params"], macs_per_step=figures["macs_per_step"],
+                  steps=fitter.global_step, wall_time=wall, diverged=watch.diverged, seed=seed)
+
+

@@ -1,0 +1,226 @@
+"""``SequenceModel``: encoder -> GenomeRNN stack -> decoder, trained on any task's spec."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from growrnn.cells.rnn import GenomeRNN, as_genome
+from growrnn.errors import ArgumentError
+from growrnn.genome.complexity import complexity
+from growrnn.task import TaskSpec, metric_value
+
+__all__ = ["SequenceModel", "OPTIMIZERS"]
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
+              "adagrad": torch.optim.Adagrad}
+Schedule = Literal["none", "decay", "plateau"]
+
+
+class SequenceModel(L.LightningModule):
+    """A recurrent sequence model of any genome, for any :class:`~growrnn.task.TaskSpec`.
+
+    Args:
+        spec: the task's spec (linked from the datamodule by the CLI).
+        cell: a library cell name, genome text, or a path to a ``.txt``/``.json`` genome file.
+        hidden_size, num_layers: of the ``GenomeRNN`` stack.
+        embedding_size: token embedding size (tokens in; default ``hidden_size``). Feature inputs
+            go through a linear encoder of this size when it is given, else straight in.
+        dropout: on the encoder output, between layers and before the decoder.
+        tie_weights: share the token embedding with the decoder (needs embedding = hidden size).
+        optimizer: ``sgd``, ``adam``, ``rmsprop`` or ``adagrad``; ``lr``, ``momentum``,
+            ``weight_decay`` as in torch.
+        schedule: ``none``; ``decay`` — multiply the lr by ``decay`` after every epoch from
+            ``decay_start`` on (Zaremba et al.); ``plateau`` — divide it by ``plateau_factor``
+            when the validation metric has not improved for ``patience`` epochs.
+        init_range: if given, every parameter starts uniform in ``±init_range``.
+        loss_sum_over_time: train on the loss summed over time steps and averaged over the batch
+            (Zaremba et al., Miconi) instead of averaged over both.
+        fast_path: passed to ``GenomeRNN``.
+        seed: seeds the initial weights (a ``torch.Generator``; no global RNG).
+
+    Batches are dicts (see :mod:`growrnn.task`); the hidden state is carried (detached) across
+    batches of stateful tasks and reset at every epoch's start.
+    """
+
+    def __init__(self, spec: TaskSpec, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
+                 embedding_size: int | None = None, dropout: float = 0.0, tie_weights: bool = False,
+                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                 schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
+                 plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
+                 loss_sum_over_time: bool = False, fast_path: bool | str = "auto", seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(spec, dict):
+            spec = TaskSpec(**spec)
+        self.save_hyperparameters(ignore=["spec"])
+        self.hparams["spec"] = spec.as_dict()  # plain data: YAML- and checkpoint-safe
+        self.spec = spec
+        if optimizer not in OPTIMIZERS:
+            raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
+        if schedule not in ("none", "decay", "plateau"):
+            raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
+        self.genome = as_genome(_read_cell(cell))
+        gen = torch.Generator().manual_seed(seed)
+        if spec.input_kind == "tokens":
+            emb = embedding_size or hidden_size
+            self.encoder: nn.Module = nn.Embedding(spec.input_size, emb)
+        else:
+            emb = embedding_size or spec.input_size
+            self.encoder = nn.Linear(spec.input_size, emb) if embedding_size else nn.Identity()
+        self.rnn = GenomeRNN(self.genome, emb, hidden_size, num_layers, batch_first=True, dropout=dropout,
+                             fast_path=fast_path, generator=gen)
+        self.drop = nn.Dropout(dropout)
+        self.decoder = nn.Linear(hidden_size, spec.output_size)
+        if tie_weights:
+            if spec.input_kind != "tokens" or emb != hidden_size or spec.input_size != spec.output_size:
+                raise ArgumentError("tie_weights", allowed="token input and output of one vocabulary, "
+                                    "embedding_size == hidden_size", received=True)
+            self.decoder.weight = self.encoder.weight  # type: ignore[assignment]
+        self._init(init_range, gen)
+        self._state: dict[str, tuple[Tensor, ...] | None] = {}
+        self._sums: dict[str, list[float]] = {}
+
+    def _init(self, init_range: float | None, gen: torch.Generator) -> None:
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if init_range is not None:
+                    p.uniform_(-init_range, init_range, generator=gen)
+                elif not name.startswith("rnn."):
+                    if p.dim() > 1:
+                        nn.init.xavier_uniform_(p, generator=gen)
+                    else:
+                        p.zero_()
+
+    # ---------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """x: (B, T) tokens or (B, T, F) features -> logits (B, T, K), final state."""
+        out, state = self.rnn(self.drop(self.encoder(x)), state)
+        return self.decoder(self.drop(out)), state
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, float, float, float]:
+        x, y, mask = batch["x"], batch["y"], batch.get("mask")
+        state = self._state.get(stage) if self.spec.stateful else None
+        if state is not None and state[0].shape[1] != x.shape[0]:
+            state = None
+        logits, new_state = self(x, state)
+        if self.spec.stateful:
+            self._state[stage] = tuple(s.detach() for s in new_state)
+        loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"))
+        if self.hparams["loss_sum_over_time"] and self.spec.per_step:
+            loss = loss_sum / x.shape[0]
+        else:
+            loss = loss_sum / max(count, 1.0)
+        return loss, float(loss_sum.detach()), count, correct
+
+    def _loss(self, logits: Tensor, y: Tensor, mask: Tensor | None,
+              lengths: Tensor | None) -> tuple[Tensor, float, float]:
+        kind = self.spec.output_kind
+        if not self.spec.per_step:  # one target per sequence, read at the last valid step
+            last = (lengths - 1) if lengths is not None else torch.full((logits.shape[0],), logits.shape[1] - 1)
+            logits = logits[torch.arange(logits.shape[0]), last.to(logits.device)]
+            if kind == "class":
+                loss = F.cross_entropy(logits, y, reduction="sum")
+                return loss, float(y.numel()), float((logits.argmax(-1) == y).sum())
+            loss = F.mse_loss(logits, y, reduction="sum")
+            return loss, float(y.numel()), 0.0
+        keep = mask if mask is not None else torch.ones(y.shape[:2], dtype=torch.bool, device=y.device)
+        if kind == "tokens":
+            per = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+            correct = ((logits.argmax(-1) == y) & keep).sum()
+        elif kind == "multi_hot":
+            per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
+            correct = (((logits > 0) == (y > 0.5)).all(-1) & keep).sum()
+        else:
+            per = F.mse_loss(logits, y, reduction="none").sum(-1)
+            correct = torch.zeros(())
+        loss = (per * keep).sum()
+        return loss, float(keep.sum()), float(correct)
+
+    # ---------------------------------------------------------------------------- lightning hooks
+    def on_train_epoch_start(self) -> None:
+        self._state["train"] = None
+
+    def _start(self, stage: str) -> None:
+        self._state[stage] = None
+        self._sums[stage] = [0.0, 0.0, 0.0]
+
+    def on_validation_epoch_start(self) -> None:
+        self._start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start("test")
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, loss_sum, count, correct = self._step(batch, "train")
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["x"].shape[0]))
+        self.log(f"train/{self.spec.metric}", metric_value(self.spec.metric, loss_sum, count, correct),
+                 batch_size=int(batch["x"].shape[0]))
+        return loss
+
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+        _, loss_sum, count, correct = self._step(batch, stage)
+        sums = self._sums[stage]
+        sums[0] += loss_sum
+        sums[1] += count
+        sums[2] += correct
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _end(self, stage: str) -> None:
+        loss, count, correct = self._sums[stage]
+        value = metric_value(self.spec.metric, loss, count, correct)
+        self.log(f"{stage}/{self.spec.metric}", value, prog_bar=True)
+        self.log(f"{stage}/loss", loss / count if count else math.nan)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end("test")
+
+    def configure_optimizers(self) -> Any:
+        hp: Any = self.hparams
+        kw: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
+        if hp.optimizer in ("sgd", "rmsprop"):
+            kw["momentum"] = hp.momentum
+        opt = OPTIMIZERS[hp.optimizer](self.parameters(), **kw)
+        if hp.schedule == "decay":
+            start, decay = hp.decay_start, hp.decay
+            step = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: decay ** max(0, epoch + 1 - start))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": step, "interval": "epoch"}}
+        if hp.schedule == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode=self.spec.direction, factor=1.0 / hp.plateau_factor, patience=hp.patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": f"val/{self.spec.metric}",
+                                                       "interval": "epoch"}}
+        return opt
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        from growrnn.training.callbacks import CellLogger
+        return [CellLogger()]
+
+    # ---------------------------------------------------------------------------- figures of merit
+    def complexity(self) -> dict[str, int]:
+        rnn = self.rnn
+        c = complexity(self.genome, rnn.input_size, rnn.hidden_size, rnn.num_layers)
+        return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": c.params,
+                "macs_per_step": c.macs}
+
+
+def _read_cell(cell: str) -> Any:
+    from pathlib import Path
+    path = Path(cell)
+    if "=" not in cell and path.suffix in (".txt", ".json") and path.is_file():
+        from growrnn.genome import Genome, parse
+        text = path.read_text()
+        return Genome.from_json(text) if path.suffix == ".json" else parse(text)
+    return cell

@@ -1,0 +1,109 @@
+"""Synthetic sequence tasks, generated from a seed.
+
+- ``anbncn``: next-symbol-set prediction on ``S a^n b^n c^n T`` (Gers & Schmidhuber 2001; the
+  MOE/RNAS sequence task). Each step's target is the set of symbols that may come next; the
+  metric is the fraction of steps whose thresholded prediction equals that set exactly.
+- ``adding``: Hochreiter & Schmidhuber (1997)'s adding problem in Le et al. (2015)'s form: two
+  channels, values U(0, 1) and a marker on one step in each half; the target is the sum of the
+  two marked values, read at the last step. Metric: MSE (predicting 1 scores about 0.167).
+- ``copy``: the copy-memory task (Arjovsky et al. 2016): 10 symbols from 8, ``delay`` blanks,
+  a delimiter, and the 10 symbols must be reproduced. Metric: cross-entropy per step (the
+  memoryless baseline is ``10 ln 8 / (delay + 20)``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from growrnn.task import TaskSpec
+from tasks.base import SequenceData, SimpleTask, check_positive
+
+__all__ = ["anbncn", "adding", "copy"]
+
+S, A, B, C, T_END = range(5)
+
+
+def _anbncn_example(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.tensor([S] + [A] * n + [B] * n + [C] * n)
+    y = torch.zeros(3 * n + 1, 5)
+    y[0, A] = 1
+    y[1:n + 1, A] = y[1:n + 1, B] = 1             # after an a: another a, or the first b
+    y[n + 1:2 * n, B] = 1
+    y[2 * n, C] = 1
+    y[2 * n + 1:3 * n, C] = 1
+    y[3 * n, T_END] = 1
+    return x, y
+
+
+def anbncn(max_n: int = 10, test_max_n: int | None = None, n_train: int = 1000, n_eval: int = 200,
+           batch_size: int = 32, seed: int = 0) -> SimpleTask:
+    """``n`` uniform in 1..max_n for train and valid, 1..test_max_n (default max_n) for test."""
+    test_max_n = test_max_n or max_n
+    check_positive(max_n=max_n, test_max_n=test_max_n, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
+
+    def draw(count: int, top: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed + offset)
+        return [_anbncn_example(int(n)) for n in torch.randint(1, top + 1, (count,), generator=g)]
+
+    def splits() -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        return {"train": draw(n_train, max_n, 0), "valid": draw(n_eval, max_n, 1), "test": draw(n_eval, test_max_n, 2)}
+
+    spec = TaskSpec(name="anbncn", input_kind="tokens", input_size=5, output_kind="multi_hot", output_size=5,
+                    metric="accuracy", direction="max",
+                    description="a^n b^n c^n: predict the set of possible next symbols (step accuracy)")
+    return SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=True, seed=seed))
+
+
+def adding(length: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: int = 50,
+           seed: int = 0) -> SimpleTask:
+    """Sequences of ``length`` steps; one regression target per sequence."""
+    check_positive(length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
+    if length < 2:
+        from growrnn.errors import ArgumentError
+        raise ArgumentError("length", allowed="an int >= 2", received=length)
+
+    def draw(count: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed + offset)
+        values = torch.rand(count, length, generator=g)
+        half = length // 2
+        first = torch.randint(0, half, (count,), generator=g)
+        second = torch.randint(half, length, (count,), generator=g)
+        marks = torch.zeros(count, length)
+        rows = torch.arange(count)
+        marks[rows, first] = 1.0
+        marks[rows, second] = 1.0
+        x = torch.stack([values, marks], dim=-1)
+        y = (values * marks).sum(1, keepdim=True)
+        return list(zip(x.unbind(0), y.unbind(0), strict=True))
+
+    def splits() -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        return {"train": draw(n_train, 0), "valid": draw(n_eval, 1), "test": draw(n_eval, 2)}
+
+    spec = TaskSpec(name="adding", input_kind="features", input_size=2, output_kind="real", output_size=1,
+                    metric="mse", direction="min", per_step=False,
+                    description=f"adding problem, T={length} (MSE; 0.167 for a constant guess)")
+    return SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=False, seed=seed))
+
+
+def copy(delay: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: int = 50, seed: int = 0) -> SimpleTask:
+    """Copy memory with ``delay`` blank steps between the symbols and the delimiter."""
+    check_positive(delay=delay, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
+    blank, delim, n_sym = 0, 9, 10
+
+    def draw(count: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed + offset)
+        symbols = torch.randint(1, 9, (count, n_sym), generator=g)
+        x = torch.full((count, delay + 2 * n_sym), blank, dtype=torch.long)
+        y = torch.full_like(x, blank)
+        x[:, :n_sym] = symbols
+        x[:, delay + n_sym - 1] = delim
+        y[:, delay + n_sym:] = symbols
+        return list(zip(x.unbind(0), y.unbind(0), strict=True))
+
+    def splits() -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        return {"train": draw(n_train, 0), "valid": draw(n_eval, 1), "test": draw(n_eval, 2)}
+
+    spec = TaskSpec(name="copy", input_kind="tokens", input_size=10, output_kind="tokens", output_size=10,
+                    metric="nll", direction="min",
+                    description=f"copy memory, delay {delay} (cross-entropy per step)")
+    return SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=True, seed=seed))

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real data folder (GROWRNN_DATA, set by CI to ../shared/data) and a small
+generated aclImdb folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+if "GROWRNN_DATA" not in os.environ and SHARED.is_dir():
+    os.environ["GROWRNN_DATA"] = str(SHARED)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("GROWRNN_DATA", SHARED))
+    if not (path / "manifest.json").is_file():
+        pytest.fail(f"the benchmark data is not at {path}: set GROWRNN_DATA to ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def manifest(data_dir: Path) -> dict:
+    return json.loads((data_dir / "manifest.json").read_text())["datasets"]
+
+
+REVIEWS = {
+    "pos": ["A wonderful, moving film.<br /><br />Great acting!", "I loved it; the best movie this year.",
+            "Brilliant and funny, a great story", "great fun, wonderful cast"],
+    "neg": ["Awful. A waste of time.", "The worst film I have seen; boring plot.",
+            "boring, dull and far too long", "terrible acting, awful script"],
+}
+
+
+@pytest.fixture
+def imdb_dir(tmp_path: Path) -> Path:
+    """A tiny folder with aclImdb's layout: {train,test}/{pos,neg}/<id>_<stars>.txt."""
+    root = tmp_path / "aclImdb"
+    for split in ("train", "test"):
+        for label, texts in REVIEWS.items():
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for k, text in enumerate(texts * (3 if split == "train" else 1)):
+                (folder / f"{k}_{8 if label == 'pos' else 2}.txt").write_text(text)
+    return root

@@ -1,0 +1,45 @@
+"""evaluate(): a result with everything the search and the comparison need; divergence is a result."""
+
+import math
+
+import pytest
+
+from growrnn.errors import ArgumentError
+from growrnn.evaluation import Budget, evaluate
+from growrnn.genome import mgu
+
+TASK = {"n_train": 64, "n_eval": 16, "batch_size": 16}
+
+
+def test_result_fields() -> None:
+    r = evaluate(mgu(), "anbncn", Budget(steps=12, val_every=4), seed=1, task_options=TASK,
+                 model={"hidden_size": 8, "lr": 0.02})
+    assert (r.task, r.metric, r.direction, r.key, r.steps, r.diverged) == ("anbncn", "accuracy", "max", mgu().key,
+                                                                          12, False)
+    assert 0.0 <= r.val <= 1.0 and r.test is not None and 0.0 <= r.test <= 1.0
+    assert [p["step"] for p in r.curve] == [4, 8, 12]
+    assert r.params > r.rnn_params > 0 and r.macs_per_step > 0 and r.wall_time > 0
+
+
+def test_same_seed_same_result() -> None:
+    runs = [evaluate("gru", "copy", {"steps": 6}, seed=4, task_options={"delay": 3, "n_train": 32, "n_eval": 8,
+                                                                        "batch_size": 8},
+                     model={"hidden_size": 8}) for _ in range(2)]
+    assert runs[0].val == runs[1].val and runs[0].test == runs[1].test
+
+
+def test_divergence_is_a_result_not_an_exception() -> None:
+    r = evaluate("elman", "adding", {"steps": 30}, task_options={"length": 6, "n_train": 64, "n_eval": 8},
+                 model={"hidden_size": 8, "optimizer": "sgd", "lr": 1e12})
+    assert r.diverged and r.val == math.inf and r.test is None and r.steps < 30
+
+
+def test_seconds_budget_stops() -> None:
+    r = evaluate("lstm", "copy", {"seconds": 1.0}, task_options={"delay": 3, "n_train": 100000, "n_eval": 8},
+                 model={"hidden_size": 8}, test=False)
+    assert r.wall_time < 10 and r.test is None
+
+
+def test_budget_needs_a_limit() -> None:
+    with pytest.raises(ArgumentError, match="'budget'.*at least one of steps, epochs, seconds"):
+        Budget()

@@ -1,0 +1,58 @@
+"""`growrnn fit|validate|test --config`: every debug config runs, every full config parses, and
+TensorBoard gets the metrics, the hparams metric, the equations and the cell's diagram."""
+
+from pathlib import Path
+
+import pytest
+
+from growrnn.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEBUG = sorted((CONFIGS / "debug").glob("*.yaml"))
+FULL = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_every_task_has_a_config_and_a_debug_config() -> None:
+    from tasks import names
+    assert sorted(p.stem for p in FULL) == names() == sorted(p.stem for p in DEBUG)
+
+
+@pytest.mark.parametrize("config", DEBUG, ids=lambda p: p.stem)
+def test_debug_config_fits(config: Path, tmp_path: Path, imdb_dir: Path) -> None:
+    args = ["fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.default_root_dir", str(tmp_path)]
+    if config.stem == "imdb":
+        args += ["--data.options.path", str(imdb_dir)]
+    assert main(args) == 0
+    saved = list(tmp_path.rglob("config.yaml"))
+    assert saved, "LightningCLI saves the resolved config next to the logs"
+
+
+@pytest.mark.parametrize("config", FULL, ids=lambda p: p.stem)
+def test_full_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert done.value.code == 0
+    assert "model:" in capsys.readouterr().out
+
+
+def test_unknown_key_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "debug" / "copy.yaml").read_text().replace("hidden_size: 8", "hiden_size: 8"))
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(bad)])
+    assert done.value.code != 0
+    assert "hiden_size" in capsys.readouterr().err
+
+
+def test_tensorboard_gets_metrics_equations_and_diagram(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert main(["fit", "--config", str(CONFIGS / "debug" / "anbncn.yaml"),
+                 "--trainer.logger.init_args.save_dir", str(tmp_path)]) == 0
+    (run,) = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"val/accuracy", "train/loss", "hp_metric"} <= set(tags["scalars"])
+    assert "cell/diagram" in tags["images"]
+    assert "cell/equations/text_summary" in tags["tensors"]

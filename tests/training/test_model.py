@@ -1,0 +1,108 @@
+"""SequenceModel: every output kind trains, state is carried, options are checked, checkpoints
+round-trip."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import tasks
+from growrnn.errors import ArgumentError
+from growrnn.training import SequenceModel
+
+
+def _trainer(tmp_path: Path, **kw) -> L.Trainer:
+    opts = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+            "enable_model_summary": False, "default_root_dir": str(tmp_path), "num_sanity_val_steps": 0}
+    return L.Trainer(**{**opts, **kw})
+
+
+@pytest.mark.parametrize(("task", "options", "cell"), [
+    ("anbncn", {"n_train": 64, "n_eval": 16, "batch_size": 16}, "mgu"),         # multi-hot per step
+    ("adding", {"length": 8, "n_train": 64, "n_eval": 16, "batch_size": 16}, "gru"),  # real, one per sequence
+    ("copy", {"delay": 3, "n_train": 64, "n_eval": 16, "batch_size": 16}, "lstm"),   # tokens per step
+    ("miconi_easy", {"train_windows": 30, "eval_windows": 3}, "elman"),            # stateful stream
+])
+def test_loss_falls(task: str, options: dict, cell: str, tmp_path: Path) -> None:
+    t = tasks.get(task, **options)
+    model = SequenceModel(t.spec, cell=cell, hidden_size=16, lr=0.02)
+    dm = t.datamodule()
+    trainer = _trainer(tmp_path, max_epochs=4)
+    before = trainer.validate(model, dm, verbose=False)[0][f"val/{t.spec.metric}"]
+    trainer.fit(model, dm)
+    after = trainer.validate(model, dm, verbose=False)[0][f"val/{t.spec.metric}"]
+    assert (after < before) if t.spec.direction == "min" else (after > before)
+
+
+def test_class_task_reads_the_last_valid_step(imdb_dir: Path, tmp_path: Path) -> None:
+    t = tasks.get("imdb", path=str(imdb_dir), vocab_size=40, max_len=8, batch_size=4)
+    model = SequenceModel(t.spec, cell="gru", hidden_size=8)
+    out = _trainer(tmp_path, max_epochs=1).test(model, t.datamodule(), verbose=False)[0]
+    assert 0.0 <= out["test/accuracy"] <= 1.0
+
+
+def test_state_is_carried_across_windows_and_reset_each_epoch() -> None:
+    t = tasks.get("miconi_hard", train_windows=4, eval_windows=2)
+    model = SequenceModel(t.spec, cell="lstm", hidden_size=4)
+    batches = list(t.datamodule().train_dataloader())
+    model.on_train_epoch_start()
+    model._step(batches[0], "train")
+    carried = model._state["train"]
+    assert carried is not None and len(carried) == 2 and not carried[0].requires_grad
+    fresh, _ = model(batches[1]["x"])
+    cont, _ = model(batches[1]["x"], carried)
+    assert not torch.allclose(fresh, cont)
+    model.on_train_epoch_start()
+    assert model._state["train"] is None
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"optimizer": "lbfgs"}, "'optimizer'.*sgd, adam, rmsprop, adagrad"),
+    ({"schedule": "cosine"}, "'schedule'.*none, decay, plateau"),
+    ({"tie_weights": True, "embedding_size": 4}, "'tie_weights'"),
+    ({"cell": "lsmt"}, "'name'.*lstm"),
+])
+def test_bad_options(kwargs: dict, match: str) -> None:
+    spec = tasks.get("copy", delay=2).spec
+    with pytest.raises(ArgumentError, match=match):
+        SequenceModel(spec, **{"hidden_size": 8, **kwargs})
+
+
+@pytest.mark.parametrize(("optimizer", "schedule"), [("sgd", "decay"), ("adam", "plateau"), ("rmsprop", "none"),
+                                                     ("adagrad", "none")])
+def test_optimizers_and_schedules(optimizer: str, schedule: str, tmp_path: Path) -> None:
+    t = tasks.get("copy", delay=2, n_train=32, n_eval=8, batch_size=8)
+    model = SequenceModel(t.spec, cell="gru", hidden_size=8, optimizer=optimizer, schedule=schedule, decay_start=1,
+                          lr=0.1, momentum=0.0)
+    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer.fit(model, t.datamodule())
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.025 if schedule == "decay" else 0.1) or schedule == "plateau"
+
+
+def test_tied_weights_share_the_embedding() -> None:
+    spec = tasks.get("copy", delay=2).spec
+    model = SequenceModel(spec, hidden_size=8, tie_weights=True)
+    assert model.decoder.weight is model.encoder.weight
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    t = tasks.get("copy", delay=2, n_train=16, n_eval=8, batch_size=8)
+    model = SequenceModel(t.spec, cell="dual_lstm", hidden_size=8, seed=3)
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, t.datamodule())
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    back = SequenceModel.load_from_checkpoint(tmp_path / "m.ckpt")
+    x = torch.randint(0, 10, (2, 5))
+    model.eval()
+    back.eval()
+    torch.testing.assert_close(back(x)[0], model(x)[0])
+    assert back.genome == model.genome and back.spec == model.spec
+
+
+def test_same_seed_same_weights() -> None:
+    spec = tasks.get("copy", delay=2).spec
+    a, b = (SequenceModel(spec, cell="mgu", hidden_size=8, seed=5) for _ in range(2))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
