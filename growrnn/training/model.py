@@ -28,16 +28,23 @@ class SequenceModel(L.LightningModule):
     Args:
         spec: the task's spec (linked from the datamodule by the CLI).
         cell: a library cell name, genome text, or a path to a ``.txt``/``.json`` genome file.
-        hidden_size, num_layers: of the ``GenomeRNN`` stack.
+        hidden_size: units per layer of the ``GenomeRNN`` stack.
+        num_layers: layers of the stack.
         embedding_size: token embedding size (tokens in; default ``hidden_size``). Feature inputs
             go through a linear encoder of this size when it is given, else straight in.
         dropout: on the encoder output, between layers and before the decoder.
         tie_weights: share the token embedding with the decoder (needs embedding = hidden size).
-        optimizer: ``sgd``, ``adam``, ``rmsprop`` or ``adagrad``; ``lr``, ``momentum``,
-            ``weight_decay`` as in torch.
+        optimizer: ``sgd``, ``adam``, ``rmsprop`` or ``adagrad``.
+        lr: learning rate.
+        momentum: for SGD and RMSprop.
+        weight_decay: L2 penalty, as in torch.
         schedule: ``none``; ``decay`` — multiply the lr by ``decay`` after every epoch from
             ``decay_start`` on (Zaremba et al.); ``plateau`` — divide it by ``plateau_factor``
             when the validation metric has not improved for ``patience`` epochs.
+        decay: factor per epoch of the ``decay`` schedule.
+        decay_start: epochs at the full lr before the ``decay`` schedule starts.
+        plateau_factor: divisor of the ``plateau`` schedule.
+        patience: epochs without improvement before the ``plateau`` schedule divides.
         init_range: if given, every parameter starts uniform in ``±init_range``.
         loss_sum_over_time: train on the loss summed over time steps and averaged over the batch
             (Zaremba et al., Miconi) instead of averaged over both.
@@ -57,8 +64,9 @@ class SequenceModel(L.LightningModule):
         super().__init__()
         if isinstance(spec, dict):
             spec = TaskSpec(**spec)
+        # The spec is the task's (the CLI links it from the data), so it is not a hyper-parameter;
+        # checkpoints carry it under "growrnn" (see on_save_checkpoint / load_from_checkpoint).
         self.save_hyperparameters(ignore=["spec"])
-        self.hparams["spec"] = spec.as_dict()  # plain data: YAML- and checkpoint-safe
         self.spec = spec
         if optimizer not in OPTIMIZERS:
             raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
@@ -203,6 +211,17 @@ class SequenceModel(L.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": f"val/{self.spec.metric}",
                                                        "interval": "epoch"}}
         return opt
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_json()}
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SequenceModel:  # type: ignore[override]
+        """As Lightning's, with the task spec read from the checkpoint unless ``spec`` is given."""
+        if "spec" not in kwargs:
+            ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            kwargs["spec"] = TaskSpec(**ckpt["growrnn"]["spec"])
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
 
     def configure_callbacks(self) -> list[L.Callback]:
         from growrnn.training.callbacks import CellLogger

@@ -107,3 +107,14 @@ def test_download_refuses_a_bad_copy(serve, tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(DataError, match="does not match its sha256.*nothing was written"):
         download("jsb", mirror=url)
     assert not list((tmp_path / "data").rglob("*.mat"))
+
+
+def test_download_command(serve, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    from growrnn.cli import main
+    monkeypatch.setenv("GROWRNN_DATA", str(tmp_path))
+    assert main(["data", "download", "jsb", "--mirror", serve(data_dir)]) == 0
+    assert "JSB_Chorales.mat" in capsys.readouterr().out
+    assert main(["data", "download", "jsb", "--mirror", "http://127.0.0.1:9/unreachable"]) == 0  # already here
+    assert main(["data", "download", "nottingham", "--mirror", "http://127.0.0.1:9/unreachable"]) == 2
+    assert "could not fetch" in capsys.readouterr().err

@@ -93,7 +93,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(model, t.datamodule())
     trainer.save_checkpoint(tmp_path / "m.ckpt")
-    back = SequenceModel.load_from_checkpoint(tmp_path / "m.ckpt")
+    back = SequenceModel.load_from_checkpoint(tmp_path / "m.ckpt")  # the spec comes from the checkpoint
     x = torch.randint(0, 10, (2, 5))
     model.eval()
     back.eval()
