@@ -102,21 +102,25 @@ def cmd_bench_cells(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from growrnn.task import get_task, task_names
+    """List the registered tasks from their factories' docstrings: nothing is built or read."""
+    from growrnn.task import task_factory, task_names
     for name in task_names():
-        try:
-            spec = get_task(name).spec
-            print(f"{name:14s} {spec.description} [metric {spec.metric}, {spec.direction}]")
-        except GrowRNNError as e:  # e.g. data not downloaded: still list it, and say why
-            print(f"{name:14s} (not ready: {str(e).split('. HINT')[0]})")
+        doc = (task_factory(name).__doc__ or "").strip().splitlines()
+        print(f"{name:14s} {doc[0] if doc else ''}")
+    print("# options: the factory's arguments, e.g. growrnn fit ... --data.task ptb --data.options '{bptt: 35}'")
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from tasks.data import data_root, download
-    for path in download(args.name, mirror=args.mirror, force=args.force):
+    """Download through the `growrnn.datasets` entry points (growrnn never imports tasks statically)."""
+    from importlib.metadata import entry_points
+    sets = {ep.name: ep for ep in entry_points(group="growrnn.datasets")}
+    if args.name not in sets:
+        from growrnn.errors import ArgumentError
+        raise ArgumentError("name", allowed=", ".join(sorted(sets)), received=args.name,
+                            hint="IMDB is not downloaded for you: extract aclImdb_v1.tar.gz yourself")
+    for path in sets[args.name].load()(args.name, mirror=args.mirror, force=args.force):
         print(path)
-    print(f"# {args.name} is in {data_root()}")
     return 0
 
 

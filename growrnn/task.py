@@ -25,7 +25,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from growrnn.errors import ArgumentError
 
-__all__ = ["TaskSpec", "Task", "METRICS", "metric_value", "task_names", "get_task", "ENTRY_POINT_GROUP"]
+__all__ = ["TaskSpec", "Task", "METRICS", "metric_value", "task_names", "task_factory", "get_task",
+           "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "growrnn.tasks"
 InputKind = Literal["tokens", "features"]
@@ -101,8 +102,8 @@ def task_names() -> list[str]:
     return sorted(_entry_points())
 
 
-def get_task(name: str, **options: Any) -> Task:
-    """Build the task registered as ``name`` with its options (see ``growrnn tasks``)."""
+def task_factory(name: str) -> Any:
+    """The callable registered as task ``name`` (not called: nothing is read or generated)."""
     eps = _entry_points()
     if name not in eps:
         import difflib
@@ -110,7 +111,12 @@ def get_task(name: str, **options: Any) -> Task:
         raise ArgumentError("task", allowed=", ".join(sorted(eps)) or "(no task is installed)",
                             received=name, hint=(f"did you mean '{close[0]}'?" if close
                                                  else "run `growrnn tasks` to list them"))
-    factory = eps[name].load()
+    return eps[name].load()
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Build the task registered as ``name`` with its options (see ``growrnn tasks``)."""
+    factory = task_factory(name)
     try:
         return factory(**options)
     except TypeError as e:

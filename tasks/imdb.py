@@ -38,7 +38,7 @@ def _read(folder: Path) -> list[tuple[list[str], int]]:
 
 def imdb(path: str | None = None, vocab_size: int = 20000, max_len: int = 400, valid_fraction: float = 0.1,
          batch_size: int = 32, seed: int = 0) -> SimpleTask:
-    """IMDB from ``path`` (default ``$GROWRNN_DATA/aclImdb``)."""
+    """IMDB sentiment from an extracted aclImdb/ folder (``path``). Metric: accuracy."""
     check_positive(vocab_size=vocab_size, max_len=max_len, batch_size=batch_size)
     if not 0.0 < valid_fraction < 1.0:
         raise ArgumentError("valid_fraction", allowed="a fraction in (0, 1)", received=valid_fraction)

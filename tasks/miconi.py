@@ -86,17 +86,19 @@ def _task(kind: str, train_windows: int, eval_windows: int, batch_size: int, see
 
 def easy(train_windows: int = 100_000, eval_windows: int = 500, batch_size: int = 1, seed: int = 0,
          p: float = 0.6) -> SimpleTask:
-    """The easy task; ``train_windows`` 40-character windows per stream of the batch."""
+    """Miconi (2016) easy task: (ab…ab) groups, 40-char windows. Metric: nats per 40 chars."""
     return _task("easy", train_windows, eval_windows, batch_size, seed, p)
 
 
 def hard(train_windows: int = 100_000, eval_windows: int = 500, batch_size: int = 1, seed: int = 0,
          p: float = 0.6) -> SimpleTask:
-    """The hard task (``p`` is unused; kept so the three tasks share options)."""
+    """Miconi (2016) hard task: reversed 6-letter groups with one flip. Metric: nats per 40 chars.
+
+    (``p`` is unused; kept so that the three tasks share options.)"""
     return _task("hard", train_windows, eval_windows, batch_size, seed, p)
 
 
 def switch(train_windows: int = 100_000, eval_windows: int = 500, batch_size: int = 1, seed: int = 0,
            p: float = 0.6) -> SimpleTask:
-    """Easy -> hard -> easy at 1/3 and 2/3 of the training stream."""
+    """Miconi (2016) switch task: easy -> hard -> easy at 1/3 and 2/3 of training. Metric: nats per 40."""
     return _task("switch", train_windows, eval_windows, batch_size, seed, p)

@@ -37,7 +37,7 @@ def _anbncn_example(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def anbncn(max_n: int = 10, test_max_n: int | None = None, n_train: int = 1000, n_eval: int = 200,
            batch_size: int = 32, seed: int = 0) -> SimpleTask:
-    """``n`` uniform in 1..max_n for train and valid, 1..test_max_n (default max_n) for test."""
+    """aⁿbⁿcⁿ next-symbol-set prediction; n in 1..max_n (test: 1..test_max_n). Metric: step accuracy."""
     test_max_n = test_max_n or max_n
     check_positive(max_n=max_n, test_max_n=test_max_n, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
 
@@ -56,7 +56,7 @@ def anbncn(max_n: int = 10, test_max_n: int | None = None, n_train: int = 1000, 
 
 def adding(length: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: int = 50,
            seed: int = 0) -> SimpleTask:
-    """Sequences of ``length`` steps; one regression target per sequence."""
+    """Adding problem over ``length`` steps; one regression target per sequence. Metric: MSE."""
     check_positive(length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
     if length < 2:
         from growrnn.errors import ArgumentError
@@ -86,7 +86,7 @@ def adding(length: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_siz
 
 
 def copy(delay: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: int = 50, seed: int = 0) -> SimpleTask:
-    """Copy memory with ``delay`` blank steps between the symbols and the delimiter."""
+    """Copy memory: 10 symbols, ``delay`` blanks, recall. Metric: cross-entropy per step."""
     check_positive(delay=delay, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
     blank, delim, n_sym = 0, 9, 10
 

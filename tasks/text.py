@@ -65,19 +65,19 @@ def _word_task(name: str, files: tuple[str, str, str], batch_size: int, bptt: in
 
 
 def ptb(batch_size: int = 20, bptt: int = 35, eval_batch_size: int = 10) -> SimpleTask:
-    """Penn Treebank (Mikolov's version), word level."""
+    """Penn Treebank (Mikolov's version), word-level LM. Metric: perplexity."""
     return _word_task("ptb", ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), batch_size, bptt,
                       eval_batch_size)
 
 
 def wikitext2(batch_size: int = 20, bptt: int = 35, eval_batch_size: int = 10) -> SimpleTask:
-    """WikiText-2 (v1, with ``<unk>``), word level."""
+    """WikiText-2 (v1, with ``<unk>``), word-level LM. Metric: perplexity."""
     return _word_task("wikitext2", ("train.txt", "valid.txt", "test.txt"), batch_size, bptt, eval_batch_size)
 
 
 def char_stream(path: str, batch_size: int = 1, bptt: int = 40, valid_fraction: float = 0.05,
                 test_fraction: float = 0.05) -> SimpleTask:
-    """Next-character prediction on any UTF-8 text file, split in order into train/valid/test."""
+    """Next character of any UTF-8 text file (``path``), split in order. Metric: bits per char."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ArgumentError("path", allowed="an existing text file", received=str(file),

@@ -107,8 +107,9 @@ class _RecurrentMM(torch.autograd.Function):
 
 def recurrent_mm(inp: Tensor, s: Tensor, k: RecurrentWeight) -> Tensor:
     """``inp + s @ W.T`` for one step: gradients flow to ``inp`` and ``s``, never to W."""
-    if not k.onednn or torch.compiler.is_compiling():
+    needs_grad = torch.is_grad_enabled() and (inp.requires_grad or s.requires_grad)
+    if not k.onednn or torch.compiler.is_compiling() or (needs_grad and k.bwd is None):
         return torch.addmm(inp, s, k.wt)
-    if k.bwd is not None and torch.is_grad_enabled() and (inp.requires_grad or s.requires_grad):
+    if needs_grad:
         return _RecurrentMM.apply(inp, s, k)
     return torch.ops.mkldnn._linear_pointwise.binary(s, inp, k.fwd, None, "add")

@@ -30,7 +30,8 @@ from growrnn.genome.validate import INPUT, value_spaces
 
 __all__ = ["WeightGroup", "Plan", "plan_for", "ACTIVATION_CODE"]
 
-#: How each activation is written in generated code; extended by ``register_activation``.
+#: How each activation is written in generated code; ``growrnn.cells.register_activation`` adds
+#: ``_act["name"]`` entries, looked up in the namespace the generated code runs in.
 ACTIVATION_CODE: dict[str, str] = {"sigmoid": "torch.sigmoid", "tanh": "torch.tanh",
                                    "relu": "torch.relu", "identity": ""}
 
@@ -301,6 +302,10 @@ class _Writer:
 
     def _expr(self, n, v) -> str:  # noqa: ANN001
         if n.op in ACTIVATIONS:
+            if n.op not in ACTIVATION_CODE:
+                from growrnn.errors import ArgumentError
+                raise ArgumentError("genome", allowed=f"activations the compiler knows: {sorted(ACTIVATION_CODE)}",
+                                    received=n.op, hint="register it with growrnn.cells.register_activation(name, fn)")
             code = ACTIVATION_CODE[n.op]
             return f"{code}({v(n.args[0])})" if code else v(n.args[0])
         if n.op in BINARY:

@@ -22,7 +22,7 @@ from growrnn.genome.graph import Genome
 from growrnn.genome.library import LIBRARY, library_cell
 from growrnn.genome.text import parse
 
-__all__ = ["GenomeRNN", "as_genome"]
+__all__ = ["GenomeRNN", "as_genome", "register_activation"]
 log = logging.getLogger(__name__)
 State = tuple[Tensor, ...]
 
@@ -63,9 +63,25 @@ def _carrier(bias: Tensor | None, x: Tensor, T: int, B: int, width: int) -> Tens
     return base.expand(T, B, width)
 
 
+#: Activations registered at run time: name -> torch function (see register_activation).
+CUSTOM_ACTIVATIONS: dict[str, Any] = {}
+
+
+def register_activation(name: str, fn: Any, description: str = "") -> None:
+    """Make ``name`` usable in genomes and compiled modules, computed by ``fn`` (element-wise,
+    differentiable), e.g. ``register_activation("softsign", torch.nn.functional.softsign)``."""
+    from growrnn.cells.plan import ACTIVATION_CODE
+    from growrnn.genome.graph import register_activation as register_name
+    if not callable(fn):
+        raise ArgumentError("fn", allowed="a callable tensor -> tensor", received=type(fn).__name__)
+    register_name(name, description or getattr(fn, "__name__", name))
+    CUSTOM_ACTIVATIONS[name] = fn
+    ACTIVATION_CODE[name] = f"_act[{name!r}]"
+
+
 @lru_cache(maxsize=4096)
 def _functions(source: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"torch": torch, "_seq_wgrad": _SeqWeightGrad.apply,
+    namespace: dict[str, Any] = {"torch": torch, "_seq_wgrad": _SeqWeightGrad.apply, "_act": CUSTOM_ACTIVATIONS,
                                  "_carrier": _carrier, "_lin": gemm.linear, "_rmm": gemm.recurrent_mm}
     exec(compile(source, "<growrnn plan>", "exec"), namespace)  # noqa: S102 - our own generated code
     return namespace
@@ -132,6 +148,9 @@ class GenomeRNN(nn.Module):
             d_in = self.input_size if k == 0 else H
             for grp in self.plan.groups:
                 cols = d_in if grp.input_sized else H
+                if hasattr(self, f"weight_{grp.tag}_l{k}"):
+                    raise ArgumentError("genome", allowed="one node per terminal (x, h, each state)",
+                                        received=f"two groups named {grp.tag}")
                 self.register_parameter(f"weight_{grp.tag}_l{k}",
                                         nn.Parameter(torch.empty(len(grp.members) * H, cols, **kw)))
                 if grp.has_bias:
@@ -156,7 +175,9 @@ class GenomeRNN(nn.Module):
     @property
     def uses_fast_path(self) -> bool:
         """Whether an input on the parameters' device and dtype runs on torch's own kernel."""
-        p = next(self.parameters())
+        p = next(self.parameters(), None)
+        if p is None:  # a cell without weights
+            return False
         return self._native_for(p.device, p.dtype)
 
     def _native_for(self, device: torch.device, dtype: torch.dtype) -> bool:
@@ -207,6 +228,9 @@ class GenomeRNN(nn.Module):
             got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
             raise ShapeError(f"input must have shape {layout} or (T, I) with I={self.input_size}; "
                              f"received {got}. HINT: check input_size and batch_first")
+        if input.numel() == 0:
+            raise ShapeError(f"input has no time steps or no batch: received shape {tuple(input.shape)}. "
+                             "HINT: pass at least one step of at least one sequence")
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         states = self._initial_state(state, x, unbatched)
@@ -293,7 +317,10 @@ class GenomeRNN(nn.Module):
                 pad = (off * H, (n - off) * H - folded.shape[0])
                 folded = nn.functional.pad(folded, pad) if any(pad) else folded
                 bias = folded if bias is None else bias + folded
-            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, track, not self.compiled), bias]
+            # pack the input-gradient weight whenever autograd is on: the input may want a gradient
+            # even when the weights are frozen
+            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, torch.is_grad_enabled(), not self.compiled),
+                       bias]
             recurrent.append(None if grp.seq else w)
         if self.plan.diags:
             params += list(getattr(self, f"weight_diag_l{k}").unbind(0))

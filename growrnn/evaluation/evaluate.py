@@ -5,6 +5,7 @@ worst metric value — a bad fitness, never an exception."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ import lightning as L
 
 from growrnn.errors import ArgumentError
 from growrnn.genome.graph import Genome
-from growrnn.task import Task, get_task
+from growrnn.task import Task, get_task, task_factory
 from growrnn.training.cli import quiet_lightning
 from growrnn.training.model import SequenceModel
 
@@ -101,14 +102,21 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, 
         genome: a Genome, genome text or library cell name.
         task: a task name (built with ``task_options``) or a task object.
         budget: a :class:`Budget` or its fields as a dict.
-        seed: seeds the weights, dropout and data order.
+        seed: seeds the weights, dropout and the task's data (its ``seed`` option, unless
+            ``task_options`` sets one).
         model: ``SequenceModel`` options (``hidden_size``, ``optimizer``, ``lr``, ...).
         trainer: extra ``lightning.Trainer`` options (``gradient_clip_val``, ...).
         logger: a Lightning logger (e.g. TensorBoard), or False.
     """
     quiet_lightning()
     budget = budget if isinstance(budget, Budget) else Budget(**budget)
-    task_obj = get_task(task, **(task_options or {})) if isinstance(task, str) else task
+    if isinstance(task, str):
+        options = dict(task_options or {})
+        if "seed" in inspect.signature(task_factory(task)).parameters:
+            options.setdefault("seed", seed)  # one seed: weights, dropout and the data's order
+        task_obj = get_task(task, **options)
+    else:
+        task_obj = task
     spec = task_obj.spec
     L.seed_everything(seed, workers=True, verbose=False)
     cell = genome.to_text() if isinstance(genome, Genome) else genome
@@ -120,14 +128,15 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, 
         "max_epochs": budget.epochs if budget.epochs is not None else (-1 if budget.steps or budget.seconds else None),
         "logger": logger, "enable_checkpointing": False, "enable_progress_bar": False,
         "enable_model_summary": False, "num_sanity_val_steps": 0,
-        "callbacks": [watch],
     }
     if budget.seconds is not None:
         kw["max_time"] = timedelta(seconds=budget.seconds)
     if budget.val_every is not None:
         kw["val_check_interval"] = budget.val_every
         kw["check_val_every_n_epoch"] = None
-    kw.update(trainer or {})
+    extra = dict(trainer or {})
+    kw["callbacks"] = [watch, *extra.pop("callbacks", [])]
+    kw.update(extra)
     fitter = L.Trainer(**kw)
     start = time.perf_counter()
     fitter.fit(net, datamodule=datamodule)
@@ -138,8 +147,8 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, 
         val = float(fitter.validate(net, datamodule=datamodule, verbose=False)[0][f"val/{spec.metric}"])
         if test:
             test_value = float(fitter.test(net, datamodule=datamodule, verbose=False)[0][f"test/{spec.metric}"])
-    if not math.isfinite(val):
-        watch.diverged, val = True, worst
+    if not math.isfinite(val) or not math.isfinite(float(fitter.callback_metrics.get("val/loss", 0.0))):
+        watch.diverged, val = True, worst  # a NaN model can keep a finite accuracy
     g = net.genome
     figures = net.complexity()
     return Result(task=spec.name, metric=spec.metric, direction=spec.direction, genome=g.to_text(), key=g.key,

@@ -38,11 +38,12 @@ Position = tuple[int, int]
 
 
 def register_activation(name: str, description: str) -> None:
-    """Make ``name`` a valid activation in genome text (the compiler needs its own entry too)."""
-    if not name.isidentifier() or name in WEIGHTED or name in ("x", "h"):
+    """Make ``name`` a valid activation in genome text. To compile genomes that use it, register
+    its torch function with :func:`growrnn.cells.register_activation` (which calls this)."""
+    if not name.isidentifier() or name in WEIGHTED or name in ("x", "h", *TERMINALS, *BINARY):
         from growrnn.errors import ArgumentError
-        raise ArgumentError("name", allowed="an identifier that is not a weighted function, x or h",
-                            received=name)
+        raise ArgumentError("name", allowed="an identifier other than x, h, a weighted function, a "
+                            "terminal or a binary op name", received=name)
     ACTIVATIONS[name] = description
 
 

@@ -89,8 +89,15 @@ def validate(nodes: list[Node], bindings: list[tuple[str, int]], pos: Mapping[in
         if n.id in node_map:
             raise GenomeSyntaxError(f"node id {n.id} appears twice")
         node_map[n.id] = n
+    terminals: dict[tuple[str, str | None], int] = {}
     for n in nodes:
         _check_node(n, node_map, pos)
+        if n.op in ("x", "state"):
+            first = terminals.setdefault((n.op, n.name), n.id)
+            if first != n.id:
+                what = "x" if n.op == "x" else f"state '{n.name}'"
+                raise GenomeSyntaxError(f"nodes {first} and {n.id} are both {what}",
+                                        hint="use one node per terminal; every reader points at it")
 
     def bwhere(name: str) -> dict[str, int | None]:
         line, col = bpos.get(name, (None, None))

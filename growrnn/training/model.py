@@ -32,6 +32,8 @@ class SequenceModel(L.LightningModule):
         num_layers: layers of the stack.
         embedding_size: token embedding size (tokens in; default ``hidden_size``). Feature inputs
             go through a linear encoder of this size when it is given, else straight in.
+        one_hot: feed tokens to the RNN as one-hot vectors instead of embeddings (as Miconi's and
+            Karpathy's character models do).
         dropout: on the encoder output, between layers and before the decoder.
         tie_weights: share the token embedding with the decoder (needs embedding = hidden size).
         optimizer: ``sgd``, ``adam``, ``rmsprop`` or ``adagrad``.
@@ -48,6 +50,10 @@ class SequenceModel(L.LightningModule):
         init_range: if given, every parameter starts uniform in ``±init_range``.
         loss_sum_over_time: train on the loss summed over time steps and averaged over the batch
             (Zaremba et al., Miconi) instead of averaged over both.
+        max_update: if given, clamp every parameter's change per optimizer step to
+            ``±max_update`` (Miconi's ``MAXDW``, which tames RMSprop's first steps).
+        l1: after every step, move the weights that read the hidden state (the decoder and the
+            recurrent ``weight_hh``) by ``-l1 * sign(w)`` (Miconi's ``COEFFWPEN``).
         fast_path: passed to ``GenomeRNN``.
         seed: seeds the initial weights (a ``torch.Generator``; no global RNG).
 
@@ -56,11 +62,13 @@ class SequenceModel(L.LightningModule):
     """
 
     def __init__(self, spec: TaskSpec, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
-                 embedding_size: int | None = None, dropout: float = 0.0, tie_weights: bool = False,
+                 embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
+                 tie_weights: bool = False,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
-                 loss_sum_over_time: bool = False, fast_path: bool | str = "auto", seed: int = 0) -> None:
+                 loss_sum_over_time: bool = False, max_update: float | None = None, l1: float = 0.0,
+                 fast_path: bool | str = "auto", seed: int = 0) -> None:
         super().__init__()
         if isinstance(spec, dict):
             spec = TaskSpec(**spec)
@@ -74,9 +82,12 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
         self.genome = as_genome(_read_cell(cell))
         gen = torch.Generator().manual_seed(seed)
-        if spec.input_kind == "tokens":
+        if spec.input_kind == "tokens" and one_hot:
+            emb = spec.input_size
+            self.encoder: nn.Module = _OneHot(spec.input_size)
+        elif spec.input_kind == "tokens":
             emb = embedding_size or hidden_size
-            self.encoder: nn.Module = nn.Embedding(spec.input_size, emb)
+            self.encoder = nn.Embedding(spec.input_size, emb)
         else:
             emb = embedding_size or spec.input_size
             self.encoder = nn.Linear(spec.input_size, emb) if embedding_size else nn.Identity()
@@ -212,15 +223,33 @@ class SequenceModel(L.LightningModule):
                                                        "interval": "epoch"}}
         return opt
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        limit, l1 = self.hparams["max_update"], self.hparams["l1"]
+        before = [p.detach().clone() for p in self.parameters()] if limit is not None else None
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        with torch.no_grad():
+            if before is not None:
+                for p, old in zip(self.parameters(), before, strict=True):
+                    p.copy_(old + (p - old).clamp_(-limit, limit))
+            if l1:
+                for w in self.outgoing_weights():
+                    w.sub_(l1 * w.sign())
+
+    def outgoing_weights(self) -> list[Tensor]:
+        """The weights that read the hidden units' output: decoder and recurrent ``weight_hh``."""
+        rnn = [p for name, p in self.rnn.named_parameters() if name.startswith("weight_hh_")]
+        return [self.decoder.weight, *rnn]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_json()}
+        checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_text()}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SequenceModel:  # type: ignore[override]
-        """As Lightning's, with the task spec read from the checkpoint unless ``spec`` is given."""
-        if "spec" not in kwargs:
-            ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-            kwargs["spec"] = TaskSpec(**ckpt["growrnn"]["spec"])
+        """As Lightning's, with the task spec and the cell read from the checkpoint (so a cell given
+        as a file that has since changed cannot load the wrong equations)."""
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        kwargs.setdefault("spec", TaskSpec(**ckpt["growrnn"]["spec"]))
+        kwargs.setdefault("cell", ckpt["growrnn"]["genome"])
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
 
     def configure_callbacks(self) -> list[L.Callback]:
@@ -233,6 +262,15 @@ class SequenceModel(L.LightningModule):
         c = complexity(self.genome, rnn.input_size, rnn.hidden_size, rnn.num_layers)
         return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": c.params,
                 "macs_per_step": c.macs}
+
+
+class _OneHot(nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.one_hot(x, self.size).to(torch.get_default_dtype())
 
 
 def _read_cell(cell: str) -> Any:

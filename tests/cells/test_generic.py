@@ -119,3 +119,46 @@ def test_torch_compile_runs_on_cpu() -> None:
     out.sum().backward()
     torch.testing.assert_close(out, plain(x)[0], rtol=1e-5, atol=1e-5)
     assert all(p.grad is not None for p in compiled.parameters())
+
+
+@pytest.mark.parametrize("cell", ["mgu", "gru", "dual_lstm"])
+def test_frozen_weights_still_give_input_gradients(cell: str) -> None:
+    torch.manual_seed(0)
+    rnn = gr.GenomeRNN(cell, 3, 4, fast_path=False).requires_grad_(False)
+    exact = gr.GenomeRNN(cell, 3, 4, fast_path=False, dtype=torch.float64)
+    exact.load_state_dict(rnn.state_dict())
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    x64 = x.detach().double().requires_grad_()
+    rnn(x)[0].sum().backward()
+    exact(x64)[0].sum().backward()
+    torch.testing.assert_close(x.grad, x64.grad.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_registered_activation_compiles() -> None:
+    from growrnn.cells import register_activation
+    register_activation("softsign", torch.nn.functional.softsign)
+    rnn = gr.GenomeRNN("h' = softsign(affine(x) + affine(h))", 3, 4, fast_path=False, dtype=torch.float64)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    out, _ = rnn(x)
+    (k, w, b), (_, u, c) = rnn.cell_weights(0)
+    h = torch.zeros(2, 4, dtype=torch.float64)
+    for t in range(4):
+        h = torch.nn.functional.softsign(x[t] @ w.t() + b + h @ u.t() + c)
+    torch.testing.assert_close(out[-1], h)
+
+
+def test_unknown_activation_names_itself() -> None:
+    from growrnn.genome.graph import ACTIVATIONS
+    ACTIVATIONS["mystery"] = "registered in text only"
+    try:
+        with pytest.raises(gr.ArgumentError, match="Received: mystery.*register_activation"):
+            gr.GenomeRNN("h' = mystery(affine(x))", 3, 4)
+    finally:
+        del ACTIVATIONS["mystery"]
+
+
+def test_empty_input_and_weightless_cells() -> None:
+    with pytest.raises(gr.ShapeError, match=r"no time steps.*\(0, 2, 3\)"):
+        gr.GenomeRNN("gru", 3, 4)(torch.zeros(0, 2, 3))
+    rnn = gr.GenomeRNN("h' = tanh(h) * 0.5 + affine(x)", 3, 4)
+    assert "generic" in repr(rnn) and not rnn.uses_fast_path

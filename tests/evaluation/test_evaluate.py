@@ -43,3 +43,25 @@ def test_seconds_budget_stops() -> None:
 def test_budget_needs_a_limit() -> None:
     with pytest.raises(ArgumentError, match="'budget'.*at least one of steps, epochs, seconds"):
         Budget()
+
+
+def test_extra_callbacks_keep_the_learning_curve() -> None:
+    import lightning as L
+
+    class Count(L.Callback):
+        calls = 0
+
+        def on_train_batch_end(self, *args, **kwargs) -> None:
+            Count.calls += 1
+
+    r = evaluate("gru", "copy", Budget(steps=4, val_every=2), task_options={"delay": 2, "n_train": 32, "n_eval": 8,
+                                                                           "batch_size": 8},
+                 model={"hidden_size": 8}, trainer={"callbacks": [Count()]})
+    assert Count.calls == 4 and [p["step"] for p in r.curve] == [2, 4]
+
+
+def test_the_seed_sets_the_data_order_too() -> None:
+    opts = {"delay": 2, "n_train": 64, "n_eval": 8, "batch_size": 8}
+    a, b = (evaluate("gru", "copy", {"steps": 3}, seed=s, task_options=opts, model={"hidden_size": 8}, test=False)
+            for s in (1, 2))
+    assert a.val != b.val

@@ -98,8 +98,11 @@ def _json(nodes, bindings) -> str:
     (_json([{"id": 0, "op": "softmax", "args": [1]}, {"id": 1, "op": "x"}], [["h'", 0]]),
      E.UnknownFunctionError, "softmax"),
     (_json([{"id": 0, "op": "tanh", "args": [1, 1]}, {"id": 1, "op": "x"}], [["h'", 0]]), E.ArityError, "takes 1"),
-    (_json([{"id": 0, "op": "affine", "args": [1]}, {"id": 1, "op": "x"}, {"id": 2, "op": "x"}], [["h'", 0]]),
-     E.GenomeSyntaxError, "node 2 .* not used"),
+    (_json([{"id": 0, "op": "affine", "args": [1]}, {"id": 1, "op": "x"}, {"id": 2, "op": "const", "value": 1}],
+           [["h'", 0]]), E.GenomeSyntaxError, "node 2 .* not used"),
+    (_json([{"id": 0, "op": "add", "args": [1, 2]}, {"id": 1, "op": "affine", "args": [3]},
+            {"id": 2, "op": "affine", "args": [4]}, {"id": 3, "op": "x"}, {"id": 4, "op": "x"}], [["h'", 0]]),
+     E.GenomeSyntaxError, "nodes 3 and 4 are both x"),
     (_json([{"id": 0, "op": "affine", "args": [7]}], [["h'", 0]]), E.GenomeSyntaxError, "node 7, which does not exist"),
 ])
 def test_invalid_json_is_rejected(text: str, cls: type, match: str) -> None:
