@@ -40,6 +40,7 @@ class SequenceModel(L.LightningModule):
         lr: learning rate.
         momentum: for SGD and RMSprop.
         weight_decay: L2 penalty, as in torch.
+        eps: the denominator's epsilon of Adam, RMSprop and Adagrad (torch's default if None).
         schedule: ``none``; ``decay`` — multiply the lr by ``decay`` after every epoch from
             ``decay_start`` on (Zaremba et al.); ``plateau`` — divide it by ``plateau_factor``
             when the validation metric has not improved for ``patience`` epochs.
@@ -65,6 +66,7 @@ class SequenceModel(L.LightningModule):
                  embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
                  tie_weights: bool = False,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                 eps: float | None = None,
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
                  loss_sum_over_time: bool = False, max_update: float | None = None, l1: float = 0.0,
@@ -211,6 +213,8 @@ class SequenceModel(L.LightningModule):
         kw: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
         if hp.optimizer in ("sgd", "rmsprop"):
             kw["momentum"] = hp.momentum
+        if hp.eps is not None and hp.optimizer != "sgd":
+            kw["eps"] = hp.eps
         opt = OPTIMIZERS[hp.optimizer](self.parameters(), **kw)
         if hp.schedule == "decay":
             start, decay = hp.decay_start, hp.decay
