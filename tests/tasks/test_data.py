@@ -36,7 +36,7 @@ def test_music_counts_equal_the_manifest(task: str, key: str, manifest: dict) ->
         assert frames.shape[1] == 88 and ((frames == 0) | (frames == 1)).all()
 
 
-def test_music_batches_are_padded_and_masked() -> None:
+def test_music_batches_are_padded_and_masked(data_dir: Path) -> None:
     dm = tasks.get("jsb", batch_size=4).datamodule()
     batch = next(iter(dm.val_dataloader()))
     assert batch["x"].shape[0] == 4 and batch["x"].shape[2] == 88
@@ -44,7 +44,7 @@ def test_music_batches_are_padded_and_masked() -> None:
     assert (batch["x"][~batch["mask"]] == 0).all()
 
 
-def test_stream_windows_continue_each_other() -> None:
+def test_stream_windows_continue_each_other(data_dir: Path) -> None:
     dm = tasks.get("ptb", batch_size=4, bptt=5).datamodule()
     it = iter(dm.train_dataloader())
     a, b = next(it), next(it)

@@ -5,6 +5,7 @@ import pytest
 import tasks
 from growrnn.errors import ArgumentError
 from growrnn.task import Task
+from tests.conftest import need_data
 
 ALL = ["adding", "anbncn", "char_stream", "copy", "imdb", "jsb", "miconi_easy", "miconi_hard", "miconi_switch",
        "musedata", "nottingham", "piano_midi", "ptb", "wikitext2"]
@@ -23,7 +24,8 @@ def test_every_task_is_registered() -> None:
     ("ptb", {}, "ppl", "min"),
     ("char_stream", {"path": "README.md"}, "bpc", "min"),
 ])
-def test_specs(name: str, options: dict, metric: str, direction: str) -> None:
+def test_specs(name: str, options: dict, metric: str, direction: str, request: pytest.FixtureRequest) -> None:
+    need_data(request, name)
     task = tasks.get(name, **options)
     assert isinstance(task, Task)
     assert (task.spec.name, task.spec.metric, task.spec.direction) == (name, metric, direction)

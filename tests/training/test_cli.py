@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from growrnn.cli import main
+from tests.conftest import need_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEBUG = sorted((CONFIGS / "debug").glob("*.yaml"))
@@ -19,7 +20,8 @@ def test_every_task_has_a_config_and_a_debug_config() -> None:
 
 
 @pytest.mark.parametrize("config", DEBUG, ids=lambda p: p.stem)
-def test_debug_config_fits(config: Path, tmp_path: Path, imdb_dir: Path) -> None:
+def test_debug_config_fits(config: Path, tmp_path: Path, imdb_dir: Path, request: pytest.FixtureRequest) -> None:
+    need_data(request, config.stem)
     args = ["fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.default_root_dir", str(tmp_path)]
     if config.stem == "imdb":
