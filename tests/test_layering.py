@@ -11,6 +11,7 @@ import pytest
     ("growrnn.errors", "torch"),
     ("growrnn.genome", "torch"),
     ("growrnn.cells", "lightning"),
+    ("growrnn.growth", "lightning"),
 ])
 def test_import_leaves_heavier_layers_out(module: str, absent: str) -> None:
     code = f"import sys, {module}; sys.exit(int({absent!r} in sys.modules))"
