@@ -1,0 +1,83 @@
+"""The structure controller's rule and the ``outgoing_l1`` structure signal, as pure functions
+(the Lightning callback that applies them during training comes with issue [C]).
+
+Faithful to the v3 code of ``ThomasMiconi/DiffRNN`` (its ``rnn.py``): a unit whose score (the
+normalised L1 norm of its outgoing weights) is below ``threshold`` is deletable; ``reserve``
+deletable units are always kept; each other deletable unit is deleted with probability
+``p_delete`` per step; when no unit beyond the reserve is below threshold, one unit is added with
+probability ``p_add``, and with probability ``p_spontaneous`` in any case, up to ``max_units``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from growrnn.errors import ArgumentError
+from growrnn.growth.surgery import UnitMap
+
+__all__ = ["GrowthRule", "structure_step", "outgoing_l1"]
+
+
+@dataclass(frozen=True)
+class GrowthRule:
+    """The controller's meta-parameters; defaults are the paper's code (v3)."""
+
+    threshold: float = 0.05
+    reserve: int = 1
+    p_delete: float = 0.05
+    p_add: float = 0.01
+    p_spontaneous: float = 1e-4
+    max_units: int = 100
+    min_units: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("p_delete", "p_add", "p_spontaneous"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ArgumentError(name, allowed="a probability in [0, 1]", received=p)
+        if self.reserve < 0 or self.min_units < 1 or self.max_units < self.min_units:
+            raise ArgumentError("reserve/min_units/max_units", allowed="reserve >= 0, 1 <= min_units <= max_units",
+                                received=(self.reserve, self.min_units, self.max_units))
+
+
+def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> UnitMap:
+    """One application of the rule to the units' ``scores`` (shape ``(H,)``): which units stay
+    (in their order) and whether one is added. The randomness comes from ``rng`` alone."""
+    H = int(scores.numel())
+    above = (scores.abs() > rule.threshold).tolist()
+    keep = [True] * H
+    if sum(above) < H - rule.reserve:  # more sub-threshold units than the reserve
+        deletable = [j for j in range(H) if not above[j]]
+        rng.shuffle(deletable)
+        for j in deletable[rule.reserve:]:
+            if rng.random() < rule.p_delete:
+                keep[j] = False
+    kept = [j for j in range(H) if keep[j]]
+    if len(kept) < rule.min_units:  # never below the floor: keep the best-scored units
+        best = sorted(range(H), key=lambda j: -float(scores[j].abs()))[: rule.min_units]
+        kept = sorted(set(kept) | set(best))
+    n = len(kept)
+    none_spare = sum(above[j] for j in kept) > n - rule.reserve
+    add = int(n < rule.max_units - 1 and ((none_spare and rng.random() < rule.p_add)
+                                          or rng.random() < rule.p_spontaneous))
+    return UnitMap.of(H, kept, add)
+
+
+def outgoing_l1(readers: Sequence[tuple[Tensor, float]]) -> Tensor:
+    """Unit scores: ``sum_r scale_r * sum_i |W_r[i, j]|`` over the weights ``W_r`` that read the
+    units (columns = units). Miconi's v3 uses the decoder with scale 0.5 and the recurrent weight
+    with scale ``0.5 * n_outputs / H``, so that both stay comparable as the layer changes size."""
+    if not readers:
+        raise ArgumentError("readers", allowed="at least one (weight, scale) pair", received=[])
+    total = None
+    for w, scale in readers:
+        part = scale * w.detach().abs().sum(0)
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
