@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
@@ -63,7 +63,7 @@ def _apply(t: Tensor, maps: dict[int, Tensor]) -> Tensor:
     return t
 
 
-def remap_parameter(param: nn.Parameter, maps: dict[int, Tensor], optimizer: torch.optim.Optimizer | None = None,
+def remap_parameter(param: Tensor, maps: dict[int, Tensor], optimizer: torch.optim.Optimizer | None = None,
                     fresh: Tensor | None = None) -> None:
     """Resize ``param`` in place along the dims in ``maps`` (dim -> index, -1 = fresh entry).
 
@@ -110,12 +110,12 @@ def resize_units(rnn: GenomeRNN, units: UnitMap, optimizer: torch.optim.Optimize
         if grp.has_bias:
             remap_parameter(getattr(rnn, f"bias_{grp.tag}_l0"), {0: units.blocks(sum(grp.affine), H)}, optimizer)
     if plan.diags:
-        diag: nn.Parameter = rnn.weight_diag_l0  # type: ignore[assignment]
+        diag: Tensor = rnn.weight_diag_l0  # type: ignore[assignment]
         remap_parameter(diag, {1: cols}, optimizer)
     rnn.hidden_size = units.size
 
 
-def resize_readers(weights: Sequence[nn.Parameter], units: UnitMap, optimizer: torch.optim.Optimizer | None = None,
+def resize_readers(weights: Sequence[Tensor], units: UnitMap, optimizer: torch.optim.Optimizer | None = None,
                    dim: int = 1) -> None:
     """Resize the input dimension of modules that read the layer's output (a decoder's or the next
     layer's input weight): retained units keep their columns, fresh units read as zero."""

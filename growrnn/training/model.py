@@ -245,7 +245,25 @@ class SequenceModel(L.LightningModule):
         return [self.decoder.weight, *rnn]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_text()}
+        encoded = isinstance(self.encoder, (nn.Embedding, nn.Linear))
+        checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_text(),
+                                 "hidden_size": self.rnn.hidden_size,
+                                 "embedding_size": self.rnn.input_size if encoded else None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the stored unit count before the weights load (Lightning calls this hook before
+        ``load_state_dict``), so a run whose layer grew or shrank resumes with ``fit(ckpt_path=)``."""
+        stored = checkpoint.get("growrnn", {}).get("hidden_size")
+        current = self.rnn.hidden_size
+        if stored is None or stored == current:
+            return
+        if self.rnn.num_layers != 1 or self.hparams["tie_weights"]:
+            raise ArgumentError("checkpoint", allowed=f"hidden_size {current} (resizing needs one untied layer)",
+                                received=f"hidden_size {stored}")
+        from growrnn.growth.surgery import UnitMap, resize_readers, resize_units
+        units = UnitMap.of(current, range(min(current, stored)), add=max(0, stored - current))
+        resize_units(self.rnn, units)
+        resize_readers([self.decoder.weight], units)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SequenceModel:  # type: ignore[override]
@@ -254,6 +272,10 @@ class SequenceModel(L.LightningModule):
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         kwargs.setdefault("spec", TaskSpec(**ckpt["growrnn"]["spec"]))
         kwargs.setdefault("cell", ckpt["growrnn"]["genome"])
+        if "hidden_size" in ckpt["growrnn"]:  # the sizes the weights have, which growth may have changed
+            kwargs.setdefault("hidden_size", ckpt["growrnn"]["hidden_size"])
+            if ckpt["growrnn"]["embedding_size"] is not None:
+                kwargs.setdefault("embedding_size", ckpt["growrnn"]["embedding_size"])
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
 
     def configure_callbacks(self) -> list[L.Callback]:

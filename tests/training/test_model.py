@@ -106,3 +106,24 @@ def test_same_seed_same_weights() -> None:
     a, b = (SequenceModel(spec, cell="mgu", hidden_size=8, seed=5) for _ in range(2))
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_resized_model_reloads_and_resumes_with_its_unit_count(tmp_path: Path) -> None:
+    from growrnn.growth import UnitMap, resize_readers, resize_units
+    t = tasks.get("copy", delay=2, n_train=16, n_eval=8, batch_size=8)
+    model = SequenceModel(t.spec, cell="gru", hidden_size=5, seed=1)
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, t.datamodule())
+    units = UnitMap.of(5, [0, 2, 3, 4], add=3)
+    resize_units(model.rnn, units, trainer.optimizers[0])  # the optimizer's state is resized with them
+    resize_readers([model.decoder.weight], units, trainer.optimizers[0])
+    trainer.save_checkpoint(tmp_path / "grown.ckpt")
+    back = SequenceModel.load_from_checkpoint(tmp_path / "grown.ckpt")
+    x = torch.randint(0, 10, (2, 5))
+    model.eval()
+    back.eval()
+    assert back.rnn.hidden_size == 7
+    torch.testing.assert_close(back(x)[0], model(x)[0])
+    fresh = SequenceModel(t.spec, cell="gru", hidden_size=5, seed=1)  # as a config would build it
+    _trainer(tmp_path, max_epochs=2).fit(fresh, t.datamodule(), ckpt_path=tmp_path / "grown.ckpt")
+    assert fresh.rnn.hidden_size == 7 and fresh.decoder.weight.shape == (10, 7)
