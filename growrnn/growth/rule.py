@@ -19,7 +19,7 @@ from torch import Tensor
 from growrnn.errors import ArgumentError
 from growrnn.growth.surgery import UnitMap
 
-__all__ = ["GrowthRule", "structure_step", "outgoing_l1"]
+__all__ = ["GrowthRule", "structure_step", "outgoing_l1", "reader_scales"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> Unit
 def outgoing_l1(readers: Sequence[tuple[Tensor, float]]) -> Tensor:
     """Unit scores: ``sum_r scale_r * sum_i |W_r[i, j]|`` over the weights ``W_r`` that read the
     units (columns = units). Miconi's v3 uses the decoder with scale 0.5 and the recurrent weight
-    with scale ``0.5 * n_outputs / H``, so that both stay comparable as the layer changes size."""
+    with scale ``0.5 * n_outputs / H``, so that both stay comparable as the layer changes size;
+    :func:`reader_scales` gives these scales for any cell and stack."""
     if not readers:
         raise ArgumentError("readers", allowed="at least one (weight, scale) pair", received=[])
     total = None
@@ -81,3 +82,13 @@ def outgoing_l1(readers: Sequence[tuple[Tensor, float]]) -> Tensor:
     return total
 
 
+def reader_scales(ahead: Sequence[Tensor], recurrent: Sequence[Tensor],
+                  reference_rows: int) -> list[tuple[Tensor, float]]:
+    """The (weight, scale) pairs of :func:`outgoing_l1` for a layer: each part (the readers ahead,
+    the recurrent readers) counts as ``0.5 * reference_rows`` times its mean absolute weight per
+    row. With the decoder ahead and ``reference_rows`` = its outputs this is Miconi's v3 score."""
+    pairs: list[tuple[Tensor, float]] = []
+    for part in (ahead, recurrent):
+        rows = sum(int(w.shape[0]) for w in part)
+        pairs += [(w, 0.5 * reference_rows / rows) for w in part]
+    return pairs

@@ -63,14 +63,20 @@ def _apply(t: Tensor, maps: dict[int, Tensor]) -> Tensor:
     return t
 
 
+#: Optimizer state entries that hold a running second moment (RMSprop, Adam, Adagrad).
+SECOND_MOMENTS = ("square_avg", "exp_avg_sq", "sum")
+
+
 def remap_parameter(param: Tensor, maps: dict[int, Tensor], optimizer: torch.optim.Optimizer | None = None,
-                    fresh: Tensor | None = None) -> None:
+                    fresh: Tensor | None = None, fresh_second_moment: float = 0.0) -> None:
     """Resize ``param`` in place along the dims in ``maps`` (dim -> index, -1 = fresh entry).
 
     Fresh entries are zero, or taken from ``fresh`` (a tensor of the new shape) where given. The
     gradient and every optimizer state tensor shaped like the parameter (momentum, Adam's moments,
     RMSprop's and Adagrad's squares) are moved the same way, fresh entries at zero — the one
-    explicit optimizer-surgery helper."""
+    explicit optimizer-surgery helper. ``fresh_second_moment`` starts the fresh entries of the
+    second-moment states (:data:`SECOND_MOMENTS`) at that value instead (Miconi's code starts a new
+    unit's RMSprop mean square at 0.01, which keeps its first updates small)."""
     old_shape = param.shape
     new = _apply(param.data, maps)
     if fresh is not None:
@@ -84,10 +90,14 @@ def remap_parameter(param: Tensor, maps: dict[int, Tensor], optimizer: torch.opt
         for key, value in list(state.items()):
             if torch.is_tensor(value) and value.shape == old_shape:
                 state[key] = _apply(value, maps)
+                if fresh_second_moment and key in SECOND_MOMENTS:
+                    mask = _apply(torch.ones_like(value, dtype=torch.bool), maps)
+                    state[key] = state[key].masked_fill(~mask, fresh_second_moment)
 
 
 def resize_units(rnn: GenomeRNN, units: UnitMap, optimizer: torch.optim.Optimizer | None = None,
-                 generator: torch.Generator | None = None, init_std: float = 0.0) -> None:
+                 generator: torch.Generator | None = None, init_std: float = 0.0,
+                 fresh_second_moment: float = 0.0) -> None:
     """Give the one-layer ``rnn`` the units of ``units``: retained units keep every weight, fresh
     units get incoming weights (their rows) drawn N(0, ``init_std``) from ``generator`` and zero
     outgoing weights (their columns in every weight that reads a hidden-size value)."""
@@ -106,21 +116,22 @@ def resize_units(rnn: GenomeRNN, units: UnitMap, optimizer: torch.optim.Optimize
             fresh = torch.randn(shape, generator=generator, dtype=weight.dtype).to(weight.device) * init_std
             if not grp.input_sized:  # fresh columns (outgoing weights) stay zero
                 fresh[:, cols < 0] = 0.0
-        remap_parameter(weight, maps, optimizer, fresh)
+        remap_parameter(weight, maps, optimizer, fresh, fresh_second_moment)
         if grp.has_bias:
-            remap_parameter(getattr(rnn, f"bias_{grp.tag}_l0"), {0: units.blocks(sum(grp.affine), H)}, optimizer)
+            remap_parameter(getattr(rnn, f"bias_{grp.tag}_l0"), {0: units.blocks(sum(grp.affine), H)}, optimizer,
+                            fresh_second_moment=fresh_second_moment)
     if plan.diags:
         diag: Tensor = rnn.weight_diag_l0  # type: ignore[assignment]
-        remap_parameter(diag, {1: cols}, optimizer)
+        remap_parameter(diag, {1: cols}, optimizer, fresh_second_moment=fresh_second_moment)
     rnn.hidden_size = units.size
 
 
 def resize_readers(weights: Sequence[Tensor], units: UnitMap, optimizer: torch.optim.Optimizer | None = None,
-                   dim: int = 1) -> None:
+                   dim: int = 1, fresh_second_moment: float = 0.0) -> None:
     """Resize the input dimension of modules that read the layer's output (a decoder's or the next
     layer's input weight): retained units keep their columns, fresh units read as zero."""
     for w in weights:
-        remap_parameter(w, {dim: units.index}, optimizer)
+        remap_parameter(w, {dim: units.index}, optimizer, fresh_second_moment=fresh_second_moment)
 
 
 def remap_state(state: tuple[Tensor, ...], units: UnitMap) -> tuple[Tensor, ...]:

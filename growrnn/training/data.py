@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -27,10 +29,42 @@ class TaskData(L.LightningDataModule):
         self.inner.setup(stage)
 
     def train_dataloader(self) -> Any:
-        return self.inner.train_dataloader()
+        trainer = self.trainer
+        if trainer is None:
+            return self.inner.train_dataloader()
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        return ResumableLoader(self.inner.train_dataloader(), lambda: progress.current.processed)  # type: ignore[attr-defined]
 
     def val_dataloader(self) -> Any:
         return self.inner.val_dataloader()
 
     def test_dataloader(self) -> Any:
         return self.inner.test_dataloader()
+
+
+class ResumableLoader:
+    """A training loader that resumes mid-epoch: Lightning stores its ``state_dict`` (the batches
+    this epoch has processed) in checkpoints and hands it back on ``fit(ckpt_path=...)``; the next
+    pass then skips those batches, so a resumed run sees the same data as an uninterrupted one
+    (Lightning alone restarts a plain loader at its first batch)."""
+
+    def __init__(self, loader: Any, processed: Callable[[], int]) -> None:
+        self.loader, self._processed, self._skip = loader, processed, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(iter(self.loader), skip, None)
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, batch_size, ... as the wrapped loader
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"processed": int(self._processed())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("processed", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import lightning as L
@@ -28,8 +29,9 @@ class SequenceModel(L.LightningModule):
     Args:
         spec: the task's spec (linked from the datamodule by the CLI).
         cell: a library cell name, genome text, or a path to a ``.txt``/``.json`` genome file.
-        hidden_size: units per layer of the ``GenomeRNN`` stack.
-        num_layers: layers of the stack.
+        hidden_size: units per layer of the ``GenomeRNN`` stack; a list gives every layer its own
+            count and builds a growable stack (:class:`~growrnn.growth.GrowableRNN`).
+        num_layers: layers of the stack (with a list of sizes: its length).
         embedding_size: token embedding size (tokens in; default ``hidden_size``). Feature inputs
             go through a linear encoder of this size when it is given, else straight in.
         one_hot: feed tokens to the RNN as one-hot vectors instead of embeddings (as Miconi's and
@@ -53,8 +55,11 @@ class SequenceModel(L.LightningModule):
             (Zaremba et al., Miconi) instead of averaged over both.
         max_update: if given, clamp every parameter's change per optimizer step to
             ``±max_update`` (Miconi's ``MAXDW``, which tames RMSprop's first steps).
-        l1: after every step, move the weights that read the hidden state (the decoder and the
-            recurrent ``weight_hh``) by ``-l1 * sign(w)`` (Miconi's ``COEFFWPEN``).
+        l1: after every step, move the weights that read the hidden units' output (the decoder,
+            the next layer's input weights and the recurrent weights) by ``-l1 * sign(w)``
+            (Miconi's ``COEFFWPEN``).
+        unit_multipliers: give every unit a learned multiplier on its outgoing path (the v2
+            structure signal of the growth regime; builds a growable stack).
         fast_path: passed to ``GenomeRNN``.
         seed: seeds the initial weights (a ``torch.Generator``; no global RNG).
 
@@ -62,7 +67,7 @@ class SequenceModel(L.LightningModule):
     batches of stateful tasks and reset at every epoch's start.
     """
 
-    def __init__(self, spec: TaskSpec, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
+    def __init__(self, spec: TaskSpec, cell: str = "lstm", hidden_size: int | list[int] = 128, num_layers: int = 1,
                  embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
                  tie_weights: bool = False,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
@@ -70,7 +75,7 @@ class SequenceModel(L.LightningModule):
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
                  loss_sum_over_time: bool = False, max_update: float | None = None, l1: float = 0.0,
-                 fast_path: bool | str = "auto", seed: int = 0) -> None:
+                 unit_multipliers: bool = False, fast_path: bool | str = "auto", seed: int = 0) -> None:
         super().__init__()
         if isinstance(spec, dict):
             spec = TaskSpec(**spec)
@@ -84,31 +89,45 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
         self.genome = as_genome(_read_cell(cell))
         gen = torch.Generator().manual_seed(seed)
+        sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
+        if sizes is not None:
+            num_layers = len(sizes)
+        elif unit_multipliers:
+            sizes = [int(hidden_size)] * num_layers  # type: ignore[arg-type]
+        size: int = sizes[0] if sizes else hidden_size  # type: ignore[assignment]
         if spec.input_kind == "tokens" and one_hot:
             emb = spec.input_size
             self.encoder: nn.Module = _OneHot(spec.input_size)
         elif spec.input_kind == "tokens":
-            emb = embedding_size or hidden_size
+            emb = embedding_size or size
             self.encoder = nn.Embedding(spec.input_size, emb)
         else:
             emb = embedding_size or spec.input_size
             self.encoder = nn.Linear(spec.input_size, emb) if embedding_size else nn.Identity()
-        self.rnn = GenomeRNN(self.genome, emb, hidden_size, num_layers, batch_first=True, dropout=dropout,
-                             fast_path=fast_path, generator=gen)
+        self.rnn: Any
+        if sizes is None:
+            self.rnn = GenomeRNN(self.genome, emb, size, num_layers, batch_first=True, dropout=dropout,
+                                 fast_path=fast_path, generator=gen)
+        else:
+            from growrnn.growth.stack import GrowableRNN
+            self.rnn = GrowableRNN(self.genome, emb, sizes, dropout, unit_multipliers, fast_path, gen)
         self.drop = nn.Dropout(dropout)
-        self.decoder = nn.Linear(hidden_size, spec.output_size)
+        self.decoder = nn.Linear(self.rnn.hidden_size, spec.output_size)
         if tie_weights:
-            if spec.input_kind != "tokens" or emb != hidden_size or spec.input_size != spec.output_size:
+            if spec.input_kind != "tokens" or emb != size or spec.input_size != spec.output_size:
                 raise ArgumentError("tie_weights", allowed="token input and output of one vocabulary, "
                                     "embedding_size == hidden_size", received=True)
             self.decoder.weight = self.encoder.weight  # type: ignore[assignment]
         self._init(init_range, gen)
-        self._state: dict[str, tuple[Tensor, ...] | None] = {}
+        self._state: dict[str, Any] = {}
+        self._resume: dict[str, Any] | None = None
         self._sums: dict[str, list[float]] = {}
 
     def _init(self, init_range: float | None, gen: torch.Generator) -> None:
         with torch.no_grad():
             for name, p in self.named_parameters():
+                if name.startswith("rnn.multipliers"):
+                    continue  # multipliers start at 1
                 if init_range is not None:
                     p.uniform_(-init_range, init_range, generator=gen)
                 elif not name.startswith("rnn."):
@@ -126,11 +145,11 @@ class SequenceModel(L.LightningModule):
     def _step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, float, float, float]:
         x, y, mask = batch["x"], batch["y"], batch.get("mask")
         state = self._state.get(stage) if self.spec.stateful else None
-        if state is not None and state[0].shape[1] != x.shape[0]:
+        if state is not None and _first(state).shape[1] != x.shape[0]:
             state = None
         logits, new_state = self(x, state)
         if self.spec.stateful:
-            self._state[stage] = tuple(s.detach() for s in new_state)
+            self._state[stage] = _detach(new_state)
         loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"))
         if self.hparams["loss_sum_over_time"] and self.spec.per_step:
             loss = loss_sum / x.shape[0]
@@ -164,7 +183,18 @@ class SequenceModel(L.LightningModule):
 
     # ---------------------------------------------------------------------------- lightning hooks
     def on_train_epoch_start(self) -> None:
-        self._state["train"] = None
+        # a run resumed mid-epoch goes on with the state it had carried (see on_load_checkpoint)
+        resume = self._resume
+        if resume is None or resume["step"] != self.global_step:
+            self._state["train"], self._resume = None, None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the global RNG (dropout) as it was at the checkpoint: set here, after Lightning has made
+        # its data iterators (each draws a base seed from it)
+        if self._resume is not None:
+            if self._resume.get("rng") is not None:
+                torch.set_rng_state(self._resume["rng"])
+            self._resume = None
 
     def _start(self, stage: str) -> None:
         self._state[stage] = None
@@ -178,10 +208,18 @@ class SequenceModel(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, loss_sum, count, correct = self._step(batch, "train")
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["x"].shape[0]))
-        self.log(f"train/{self.spec.metric}", metric_value(self.spec.metric, loss_sum, count, correct),
-                 batch_size=int(batch["x"].shape[0]))
+        if self._logs_now():  # self.log costs ~0.2 ms; Lightning writes a step's value only on these steps anyway
+            self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["x"].shape[0]))
+            self.log(f"train/{self.spec.metric}", metric_value(self.spec.metric, loss_sum, count, correct),
+                     batch_size=int(batch["x"].shape[0]))
         return loss
+
+    def _logs_now(self) -> bool:
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = max(1, int(getattr(trainer, "log_every_n_steps", 1) or 1))
+        return (self.global_step + 1) % every == 0 or bool(getattr(trainer, "fast_dev_run", False))
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         _, loss_sum, count, correct = self._step(batch, stage)
@@ -215,7 +253,7 @@ class SequenceModel(L.LightningModule):
             kw["momentum"] = hp.momentum
         if hp.eps is not None and hp.optimizer != "sgd":
             kw["eps"] = hp.eps
-        opt = OPTIMIZERS[hp.optimizer](self.parameters(), **kw)
+        opt = OPTIMIZERS[hp.optimizer](self.parameters(), foreach=True, **kw)
         if hp.schedule == "decay":
             start, decay = hp.decay_start, hp.decay
             step = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: decay ** max(0, epoch + 1 - start))
@@ -229,41 +267,68 @@ class SequenceModel(L.LightningModule):
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         limit, l1 = self.hparams["max_update"], self.hparams["l1"]
-        before = [p.detach().clone() for p in self.parameters()] if limit is not None else None
+        # foreach ops: a handful of kernel calls per step instead of a few per parameter
+        params: list[Tensor] = [p for p in self.parameters() if p.requires_grad] if limit is not None else []
+        before = torch._foreach_mul(params, 1.0) if params else None
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         with torch.no_grad():
             if before is not None:
-                for p, old in zip(self.parameters(), before, strict=True):
-                    p.copy_(old + (p - old).clamp_(-limit, limit))
+                change = torch._foreach_sub(params, before)
+                torch._foreach_clamp_min_(change, -limit)
+                torch._foreach_clamp_max_(change, limit)
+                torch._foreach_add_(before, change)
+                torch._foreach_copy_(params, before)
             if l1:
-                for w in self.outgoing_weights():
-                    w.sub_(l1 * w.sign())
+                weights = self.outgoing_weights()
+                torch._foreach_sub_(weights, torch._foreach_mul(torch._foreach_sign(weights), l1))  # type: ignore[arg-type]
 
     def outgoing_weights(self) -> list[Tensor]:
-        """The weights that read the hidden units' output: decoder and recurrent ``weight_hh``."""
-        rnn = [p for name, p in self.rnn.named_parameters() if name.startswith("weight_hh_")]
-        return [self.decoder.weight, *rnn]
+        """The weights that read the hidden units' output: the decoder, the layers' weights that
+        read hidden-size values, and the input weights of every layer above the first."""
+        plan = self.rnn.plan
+        recurrent = {g.tag for g in plan.groups if not g.input_sized}
+        inputs = {g.tag for g in plan.groups if g.input_sized}
+        out = [self.decoder.weight]
+        for name, p in self.rnn.named_parameters():
+            m = re.fullmatch(r"(?:layers\.(\d+)\.)?weight_(\w+?)_l(\d+)", name)
+            if m is None:
+                continue
+            k = int(m[1] if m[1] is not None else m[3])
+            if m[2] in recurrent or (m[2] in inputs and k >= 1):
+                out.append(p)
+        return out
+
+    def hidden_sizes(self) -> list[int]:
+        """The unit count of every layer."""
+        sizes = getattr(self.rnn, "hidden_sizes", None)
+        return list(sizes) if sizes is not None else [self.rnn.hidden_size] * self.rnn.num_layers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         encoded = isinstance(self.encoder, (nn.Embedding, nn.Linear))
+        growable = not isinstance(self.rnn, GenomeRNN)
         checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_text(),
-                                 "hidden_size": self.rnn.hidden_size,
-                                 "embedding_size": self.rnn.input_size if encoded else None}
+                                 "hidden_size": self.hidden_sizes() if growable else self.rnn.hidden_size,
+                                 "embedding_size": self.rnn.input_size if encoded else None,
+                                 # what an exact mid-epoch resume needs besides weights and optimizer
+                                 "train_state": self._state.get("train"), "torch_rng": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild the stored unit count before the weights load (Lightning calls this hook before
-        ``load_state_dict``), so a run whose layer grew or shrank resumes with ``fit(ckpt_path=)``."""
-        stored = checkpoint.get("growrnn", {}).get("hidden_size")
-        current = self.rnn.hidden_size
-        if stored is None or stored == current:
+        """Rebuild the stored unit counts before the weights load (Lightning calls this hook before
+        ``load_state_dict``), so a run whose layers grew or shrank resumes with ``fit(ckpt_path=)``;
+        keep the carried state and the global RNG state for an exact mid-epoch resume."""
+        meta = checkpoint.get("growrnn", {})
+        if "train_state" in meta:  # Lightning resumes mid-epoch without calling on_train_epoch_start
+            self._state["train"] = meta["train_state"]
+            self._resume = {"step": checkpoint.get("global_step"), "rng": meta.get("torch_rng")}
+        stored = meta.get("hidden_size")
+        if stored is None or stored == self.rnn.hidden_size or stored == self.hidden_sizes():
             return
-        if self.rnn.num_layers != 1 or self.hparams["tie_weights"]:
-            raise ArgumentError("checkpoint", allowed=f"hidden_size {current} (resizing needs one untied layer)",
-                                received=f"hidden_size {stored}")
-        from growrnn.growth.surgery import UnitMap, resize_readers, resize_units
-        units = UnitMap.of(current, range(min(current, stored)), add=max(0, stored - current))
-        resize_units(self.rnn, units)
-        resize_readers([self.decoder.weight], units)
+        stored = list(stored) if isinstance(stored, (list, tuple)) else [stored]
+        if isinstance(self.rnn, GenomeRNN) and self.rnn.num_layers != 1 or self.hparams["tie_weights"]:
+            raise ArgumentError("checkpoint", allowed=f"hidden sizes {self.hidden_sizes()} (resizing needs a "
+                                "growable stack or one untied layer)", received=f"hidden sizes {stored}")
+        from growrnn.growth.stack import resize_to
+        resize_to(self.rnn, self.decoder, stored)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SequenceModel:  # type: ignore[override]
@@ -284,10 +349,19 @@ class SequenceModel(L.LightningModule):
 
     # ---------------------------------------------------------------------------- figures of merit
     def complexity(self) -> dict[str, int]:
-        rnn = self.rnn
-        c = complexity(self.genome, rnn.input_size, rnn.hidden_size, rnn.num_layers)
-        return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": c.params,
-                "macs_per_step": c.macs}
+        params = macs = 0
+        for k, h in enumerate(self.hidden_sizes()):
+            c = complexity(self.genome, self.rnn.input_size if k == 0 else self.hidden_sizes()[k - 1], h, 1)
+            params, macs = params + c.params, macs + c.macs
+        return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": params, "macs_per_step": macs}
+
+
+def _first(state: Any) -> Tensor:
+    return state if torch.is_tensor(state) else _first(state[0])
+
+
+def _detach(state: Any) -> Any:
+    return state.detach() if torch.is_tensor(state) else tuple(_detach(s) for s in state)
 
 
 class _OneHot(nn.Module):

@@ -1,37 +1,86 @@
-"""The StructureController grows and shrinks a layer during Lightning training."""
+"""The StructureController grows and shrinks layers during Lightning training, for any cell and
+either signal, and a run resumed from a mid-epoch checkpoint continues exactly."""
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import pytest
 import torch
 
 import tasks
-from growrnn.training import SequenceModel
+from growrnn.errors import ArgumentError
+from growrnn.training import SequenceModel, TaskData
 from growrnn.training.growth import StructureController
 
 
-def _fit(tmp_path: Path, controller: StructureController, steps: int, start: int = 2) -> SequenceModel:
-    t = tasks.get("miconi_hard", train_windows=steps, eval_windows=2)
-    model = SequenceModel(t.spec, cell="elman", hidden_size=start, one_hot=True, optimizer="rmsprop", lr=0.01,
-                          loss_sum_over_time=True, max_update=0.01, l1=1e-4, init_range=0.017)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[controller], default_root_dir=str(tmp_path),
-                        limit_val_batches=0)
-    trainer.fit(model, t.datamodule())
+def _model(start: Any = 2, cell: str = "elman", **kw: Any) -> SequenceModel:
+    t = tasks.get("miconi_hard", train_windows=1, eval_windows=2)
+    options = dict(optimizer="rmsprop", lr=0.01, loss_sum_over_time=True, max_update=0.01, l1=1e-4, init_range=0.017)
+    return SequenceModel(t.spec, cell=cell, hidden_size=start, one_hot=True, **{**options, **kw})
+
+
+def _trainer(tmp_path: Path, callbacks: list, **kw: Any) -> L.Trainer:
+    options = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0)
+    return L.Trainer(callbacks=callbacks, **{**options, **kw})
+
+
+def _fit(tmp_path: Path, controller: StructureController, steps: int, start: Any = 2, cell: str = "elman",
+         **kw: Any) -> SequenceModel:
+    model = _model(start, cell, **kw)
+    _trainer(tmp_path, [controller]).fit(model, tasks.get("miconi_hard", train_windows=steps,
+                                                          eval_windows=2).datamodule())
     return model
 
 
 def test_units_are_added_when_none_is_spare(tmp_path: Path) -> None:
     grow = StructureController(p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=6, seed=1)
     model = _fit(tmp_path, grow, steps=20)
-    assert model.rnn.hidden_size == 5 and grow.added == 3   # capped at max_units - 1, as the paper's code
+    assert model.rnn.hidden_size == 5 and grow.added == [3]   # capped at max_units - 1, as the paper's code
     assert model.decoder.weight.shape == (4, 5) and model.rnn.weight_hh_l0.shape == (5, 5)
 
 
 def test_sub_threshold_units_are_deleted(tmp_path: Path) -> None:
     shrink = StructureController(threshold=1e9, reserve=1, p_delete=1.0, p_add=0.0, p_spontaneous=0.0, seed=0)
     model = _fit(tmp_path, shrink, steps=5, start=6)
-    assert model.rnn.hidden_size == 1 and shrink.deleted == 5
+    assert model.rnn.hidden_size == 1 and shrink.deleted == [5]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "dual_lstm"])
+@pytest.mark.parametrize("signal", ["outgoing_l1", "multiplier"])
+def test_every_layer_of_a_gated_stack_grows_on_its_own(tmp_path: Path, cell: str, signal: str) -> None:
+    grow = StructureController(signal=signal, p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=5, seed=2,
+                               multiplier_floor=0.0)
+    model = _fit(tmp_path, grow, steps=6, start=[2, 3], cell=cell, unit_multipliers=signal == "multiplier")
+    sizes = model.hidden_sizes()
+    # a v2 unit starts at the threshold (deletable) and counts as the reserve until its multiplier rises
+    assert sizes[0] in ((3, 4) if signal == "multiplier" else (4,)) and sizes[1] == 4
+    assert grow.added == [sizes[0] - 2, 1] and grow.deleted == [0, 0]
+    assert model.rnn.layers[1].input_size == sizes[0] and model.decoder.weight.shape[1] == 4
+    out, state = model(torch.zeros(1, 3, dtype=torch.long))
+    assert [s[0].shape[-1] for s in state] == sizes and torch.isfinite(out).all()
+
+
+def test_the_multiplier_signal_scores_units_by_their_multipliers(tmp_path: Path) -> None:
+    # a huge L1 pulls every multiplier to the floor (below threshold): all but the reserve go
+    shrink = StructureController(signal="multiplier", p_delete=1.0, p_add=0.0, p_spontaneous=0.0,
+                                 multiplier_l1=10.0, seed=0)
+    model = _fit(tmp_path, shrink, steps=4, start=[5], unit_multipliers=True, optimizer="sgd", lr=1.0,
+                 max_update=None)
+    assert model.hidden_sizes() == [1] and torch.equal(model.rnn.multipliers[0].detach(), torch.tensor([0.025]))
+
+
+@pytest.mark.parametrize("kwargs, model_kw, match", [
+    ({"signal": "size"}, {}, "signal"),
+    ({"signal": "multiplier"}, {}, "unit_multipliers"),
+    ({"signal": "multiplier", "multiplier_floor": 0.1}, {"unit_multipliers": True}, "multiplier_floor"),
+    ({}, {"num_layers": 2}, "hidden_size as a list"),
+])
+def test_bad_setups_are_named(tmp_path: Path, kwargs: dict, model_kw: dict, match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        _fit(tmp_path, StructureController(**kwargs), steps=2, start=2, **model_kw)
 
 
 def test_the_controller_state_round_trips() -> None:
@@ -42,3 +91,38 @@ def test_the_controller_state_round_trips() -> None:
     b.load_state_dict(a.state_dict())
     assert a.rng.random() == b.rng.random()
     assert torch.equal(torch.randn(3, generator=a.gen), torch.randn(3, generator=b.gen))
+
+
+class _Record(L.Callback):
+    """Per-step loss and unit counts, to compare runs."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, float, list[int]]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int) -> None:
+        self.rows.append((trainer.global_step, float(outputs["loss"]), pl_module.hidden_sizes()))
+
+
+@pytest.mark.parametrize("start, cell, signal", [(1, "elman", "outgoing_l1"), ([2, 1], "gru", "multiplier")])
+def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str) -> None:
+    def run(ckpt: str | None, callbacks: list) -> _Record:
+        record = _Record()
+        controller = StructureController(signal=signal, threshold=0.05, p_add=0.5, p_delete=0.5, seed=7)
+        model = _model(start, cell, unit_multipliers=signal == "multiplier", dropout=0.1 if cell == "gru" else 0.0)
+        data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
+        trainer = _trainer(tmp_path, [controller, record, *callbacks], enable_checkpointing=bool(callbacks),
+                           limit_val_batches=None, val_check_interval=25)
+        trainer.fit(model, data, ckpt_path=ckpt)
+        return record
+
+    def saver(name: str) -> L.Callback:
+        return L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, every_n_train_steps=30, save_top_k=-1,
+                                                   filename="{step}")
+    whole = run(None, [saver("a")])
+    ckpt = tmp_path / "mid.ckpt"
+    (tmp_path / "a" / "step=30.ckpt").rename(ckpt)
+    shutil.rmtree(tmp_path / "a")  # the resumed run writes its own checkpoints there
+    resumed = run(str(ckpt), [saver("a")])
+    assert len(whole.rows) == 60 and [r[0] for r in resumed.rows] == list(range(31, 61))
+    assert resumed.rows == whole.rows[30:]
+    assert len({tuple(r[2]) for r in whole.rows}) > 2  # the structure did change along the way

@@ -1,0 +1,178 @@
+"""``GrowableRNN``: a stack of recurrent layers in which every layer has its own unit count.
+
+``GenomeRNN`` stacks layers of one hidden size, and its state tensors ``(L, B, H)`` cannot hold
+layers of different sizes. A growable stack is therefore a list of one-layer ``GenomeRNN``s; its
+state is a tuple with one state tuple per layer. Optionally every unit has a learned multiplier on
+its outgoing path (Miconi's v2 structure signal): each weight that reads the unit's output — the
+layer's own recurrent weights, the next layer's input weights and the decoder — sees ``m_j * h_j``.
+
+Layout of unit ``j`` in layer ``k`` (what surgery moves together, see :func:`resize_layer`): row
+``j`` of every gate block of the layer's weights and biases, entry ``j`` of its diag vectors and of
+its multiplier, column ``j`` of every weight of layer ``k`` that reads a hidden-size value, and
+column ``j`` of the next layer's input weights (or of the decoder, for the last layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from growrnn.cells.rnn import GenomeRNN
+from growrnn.errors import ArgumentError
+from growrnn.genome.graph import Genome
+from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
+
+__all__ = ["GrowableRNN", "LayerState", "resize_layer", "layers_of", "outgoing_weights", "recurrent_weights",
+           "input_weights"]
+
+LayerState = tuple[Tensor, ...]
+
+
+class GrowableRNN(nn.Module):
+    """A stack of one-layer :class:`~growrnn.cells.GenomeRNN` with per-layer unit counts.
+
+    Args:
+        genome: the cell (a :class:`Genome`, library name or genome text).
+        input_size: features of the input ``x``.
+        hidden_sizes: the unit count of each layer (bottom first).
+        dropout: dropout between layers (not after the last).
+        multipliers: give every unit a learned multiplier on its outgoing path (initialised at 1).
+        fast_path, generator, dtype: as for ``GenomeRNN``.
+
+    ``forward(x (B, T, I), state)`` returns ``(B, T, H_last)`` and a tuple with one state tuple per
+    layer (each tensor ``(1, B, H_k)``), h first. Always batch-first.
+    """
+
+    def __init__(self, genome: Genome | str, input_size: int, hidden_sizes: Sequence[int], dropout: float = 0.0,
+                 multipliers: bool = False, fast_path: bool | str = "auto",
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        sizes = list(hidden_sizes)
+        if not sizes or any(not isinstance(h, int) or h < 1 for h in sizes):
+            raise ArgumentError("hidden_sizes", allowed="a non-empty list of ints >= 1", received=hidden_sizes)
+        layers = []
+        for k, h in enumerate(sizes):
+            layers.append(GenomeRNN(genome, input_size if k == 0 else sizes[k - 1], h, 1, batch_first=True,
+                                    fast_path=fast_path, generator=generator, dtype=dtype))
+        self.layers: list[GenomeRNN] = nn.ModuleList(layers)  # type: ignore[assignment]
+        self.genome: Genome = layers[0].genome
+        self.plan = layers[0].plan
+        self.input_size = input_size
+        self.dropout = float(dropout)
+        self.multipliers = nn.ParameterList(
+            [nn.Parameter(torch.ones(h, dtype=dtype)) for h in sizes]) if multipliers else None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(layer.hidden_size) for layer in self.layers]
+
+    @property
+    def hidden_size(self) -> int:
+        """The last layer's unit count (what a decoder reads)."""
+        return int(self.layers[-1].hidden_size)
+
+    def forward(self, x: Tensor, state: Sequence[LayerState] | None = None) -> tuple[Tensor, tuple[LayerState, ...]]:
+        """x: (B, T, I) -> (B, T, H_last), one state tuple per layer."""
+        if state is not None and len(state) != self.num_layers:
+            raise ArgumentError("state", allowed=f"one state tuple per layer ({self.num_layers})",
+                                received=f"{len(state)} entries")
+        out, new = x, []
+        for k, layer in enumerate(self.layers):
+            if k:
+                out = nn.functional.dropout(out, self.dropout, self.training)
+            prev = None if state is None else state[k]
+            if self.multipliers is None:
+                out, s = layer(out, prev)
+            else:
+                # recurrent reads see m * h: scale the reading columns (one product per window);
+                # readers ahead see m * h: scale the output
+                m = self.multipliers[k]
+                scaled = {name: w * m for name, w in recurrent_weights(layer)}
+                out, s = functional_call(layer, scaled, (out, prev), strict=False)
+                out = out * m
+            new.append(s)
+        return out, tuple(new)
+
+
+def layers_of(rnn: nn.Module) -> list[GenomeRNN]:
+    """The growable layers of a model's recurrent part: a ``GrowableRNN``'s layers, or a one-layer
+    ``GenomeRNN`` itself."""
+    if isinstance(rnn, GrowableRNN):
+        return list(rnn.layers)  # type: ignore[arg-type]
+    if isinstance(rnn, GenomeRNN) and rnn.num_layers == 1:
+        return [rnn]
+    raise ArgumentError("rnn", allowed="a GrowableRNN or a one-layer GenomeRNN",
+                        received=f"{type(rnn).__name__} with {getattr(rnn, 'num_layers', '?')} layers",
+                        hint="give hidden_size as a list (one size per layer) to build a growable stack")
+
+
+def recurrent_weights(layer: GenomeRNN) -> list[tuple[str, Tensor]]:
+    """The layer's weights that read a hidden-size value (``h``, a memory state or a local): their
+    columns are the layer's units."""
+    return [(f"weight_{g.tag}_l0", getattr(layer, f"weight_{g.tag}_l0")) for g in layer.plan.groups
+            if not g.input_sized]
+
+
+def input_weights(layer: GenomeRNN) -> list[tuple[str, Tensor]]:
+    """The layer's weights that read its input ``x`` (their columns are the input features)."""
+    return [(f"weight_{g.tag}_l0", getattr(layer, f"weight_{g.tag}_l0")) for g in layer.plan.groups
+            if g.input_sized]
+
+
+def outgoing_weights(rnn: nn.Module, decoder: nn.Linear, k: int) -> tuple[list[Tensor], list[Tensor]]:
+    """The weights that read layer ``k``'s units, as (feed-forward readers, recurrent readers): the
+    next layer's input weights (or the decoder's for the last layer), and the layer's own
+    hidden-size-reading weights. Column ``j`` of each belongs to unit ``j``."""
+    layers = layers_of(rnn)
+    ahead = [w for _, w in input_weights(layers[k + 1])] if k + 1 < len(layers) else [decoder.weight]
+    return ahead, [w for _, w in recurrent_weights(layers[k])]
+
+
+def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
+                 optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
+                 init_std: float = 0.0, fresh_second_moment: float = 0.0,
+                 state: Sequence[LayerState] | LayerState | None = None,
+                 fresh_multiplier: float = 0.0) -> Sequence[LayerState] | LayerState | None:
+    """Give layer ``k`` the units of ``units`` and keep everything that touches them true: the
+    layer's parameters (fresh rows N(0, ``init_std``), fresh columns zero), the readers ahead (next
+    layer or decoder; fresh columns zero), the unit's multiplier (fresh ones ``fresh_multiplier``),
+    the optimizer state (retained entries exact, fresh ones zero or ``fresh_second_moment``), and
+    the carried ``state`` (returned, resized; fresh units at zero)."""
+    layers = layers_of(rnn)
+    if not 0 <= k < len(layers):
+        raise ArgumentError("k", allowed=f"a layer index in 0..{len(layers) - 1}", received=k)
+    resize_units(layers[k], units, optimizer, generator, init_std, fresh_second_moment)
+    ahead, _ = outgoing_weights(rnn, decoder, k)
+    resize_readers(ahead, units, optimizer, fresh_second_moment=fresh_second_moment)
+    if k + 1 < len(layers):
+        layers[k + 1].input_size = units.size
+    if isinstance(rnn, GrowableRNN) and rnn.multipliers is not None:
+        m = rnn.multipliers[k]
+        fresh = torch.full((units.size,), fresh_multiplier, dtype=m.dtype, device=m.device)
+        remap_parameter(m, {0: units.index}, optimizer, fresh, fresh_second_moment)
+    if state is None:
+        return None
+    if isinstance(rnn, GrowableRNN):
+        states: list[LayerState] = list(state)  # type: ignore[arg-type]
+        states[k] = remap_state(states[k], units)
+        return tuple(states)
+    return remap_state(state, units)  # type: ignore[arg-type]
+
+
+def resize_to(rnn: nn.Module, decoder: nn.Linear, sizes: Sequence[int]) -> None:
+    """Give every layer the unit count in ``sizes`` (keeping its first units, adding zero-weight
+    ones): how a checkpoint's sizes are rebuilt before its weights load."""
+    layers = layers_of(rnn)
+    if len(sizes) != len(layers):
+        raise ArgumentError("sizes", allowed=f"one size per layer ({len(layers)})", received=list(sizes))
+    for k, (layer, h) in enumerate(zip(layers, sizes, strict=True)):
+        current = int(layer.hidden_size)
+        if h != current:
+            resize_layer(rnn, decoder, k, UnitMap.of(current, range(min(current, h)), add=max(0, h - current)))
