@@ -22,6 +22,8 @@ __all__ = [
     "DuplicateAssignmentError",
     "EmptyGenomeError",
     "UnusedLocalError",
+    "SearchError",
+    "VariationError",
     "ShapeError",
     "ArgumentError",
     "format_message",
@@ -124,3 +126,18 @@ class EmptyGenomeError(GenomeError):
 
 class UnusedLocalError(GenomeError):
     code = "unused-local"
+
+
+class SearchError(GrowRNNError):
+    """The evolutionary search cannot go on as asked (a database made by another search, a
+    config that contradicts the stored one, an objective that does not exist)."""
+
+
+class VariationError(SearchError):
+    """A variation operator does not apply to this genome (no node it can act on, or every try
+    broke a bloat limit). The search treats it as "try another operator", never as a crash."""
+
+    def __init__(self, operator: str, reason: str):
+        self.operator, self.reason = operator, reason
+        super().__init__(format_message(f"operator '{operator}' cannot vary this genome: {reason}",
+                                        hint="the search picks another operator or parent"))

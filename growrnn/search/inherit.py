@@ -1,0 +1,113 @@
+"""Weight inheritance: a child network starts from its parent's trained weights, call site by
+call site, matched by the genome's stable node ids (see :mod:`growrnn.search.operators`).
+
+>>> import random, torch, growrnn as gr
+>>> from growrnn.search.operators import Limits
+>>> from growrnn.search.morphisms import add_connection
+>>> parent = gr.GenomeRNN(gr.cells.gru(), input_size=3, hidden_size=4)
+>>> child = gr.GenomeRNN(add_connection(parent.genome, random.Random(0), Limits()), 3, 4)
+>>> report = inherit_weights(child, parent)
+>>> (report.inherited, report.new, report.zeroed)
+(6, 1, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from growrnn.cells.rnn import GenomeRNN
+from growrnn.errors import ArgumentError
+from growrnn.genome.validate import value_spaces
+from growrnn.search.morphisms import zero_init_nodes
+
+__all__ = ["InheritReport", "inherit_weights"]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InheritReport:
+    """What :func:`inherit_weights` did, counted in weighted call sites of the genome (each one
+    has a block in every layer).
+
+    Attributes:
+        inherited: call sites whose weights (and bias) were copied from the parent.
+        new: call sites the parent lacks (kept their initialisation, or zeroed).
+        zeroed: of the new ones, identity inserts set to zero (see
+            :func:`growrnn.search.morphisms.zero_init_nodes`).
+        names: the child's parameter tensors that received parent weights, sorted.
+        inherited_ids / new_ids / zeroed_ids: the node ids behind the counts.
+    """
+
+    inherited: int
+    new: int
+    zeroed: int
+    names: tuple[str, ...]
+    inherited_ids: frozenset[int] = frozenset()
+    new_ids: frozenset[int] = frozenset()
+    zeroed_ids: frozenset[int] = frozenset()
+
+
+def inherit_weights(child: GenomeRNN, parent: GenomeRNN, zero_new: bool = True) -> InheritReport:
+    """Copy ``parent``'s weights into ``child`` (in place) wherever their genomes share a call site.
+
+    A weighted call node of the child inherits when the parent's genome has a node with the same
+    id, the same kind (``affine``/``linear``/``diag``) and an argument of the same size (input-sized
+    vs hidden-sized); its weight block ``(H, d)`` or ``(H,)`` and bias ``(H,)`` are copied in every
+    layer. Other call sites keep the child's initialisation, except identity inserts, which are
+    set to zero when ``zero_new`` (so a morphism's child computes what its parent computed).
+
+    Both networks need the same ``input_size``, ``hidden_size`` and ``num_layers``, and the child's
+    genome must descend from the parent's through :mod:`growrnn.search.operators` (node ids are
+    kept by the JSON form, not by the text form).
+    """
+    for arg, value in (("child", child), ("parent", parent)):
+        if not isinstance(value, GenomeRNN):
+            raise ArgumentError(arg, allowed="a GenomeRNN", received=type(value).__name__)
+    for size in ("input_size", "hidden_size", "num_layers"):
+        if getattr(child, size) != getattr(parent, size):
+            raise ArgumentError(f"child.{size}", allowed=f"the parent's {size}, {getattr(parent, size)}",
+                                received=getattr(child, size),
+                                hint="build the child with the parent's sizes, then grow it if needed")
+    cg, pg = child.genome, parent.genome
+    c_space, p_space = value_spaces(cg), value_spaces(pg)
+    p_index = {nid: k for k, nid in enumerate(pg.weighted)}
+    zero = zero_init_nodes(pg, cg) if zero_new else set()
+    where = {w: grp for grp in child.plan.groups for w in grp.members}
+    inherited: set[int] = set()
+    zeroed: set[int] = set()
+    names: set[str] = set()
+    with torch.no_grad():
+        for layer in range(child.num_layers):
+            mine, theirs = child.cell_weights(layer), parent.cell_weights(layer)
+            for k, nid in enumerate(cg.weighted):
+                node, j = cg.nodes[nid], p_index.get(nid)
+                _, weight, bias = mine[k]
+                if (j is not None and pg.nodes[nid].op == node.op
+                        and p_space[pg.nodes[nid].args[0]] == c_space[node.args[0]]
+                        and theirs[j][1].shape == weight.shape):
+                    weight.copy_(theirs[j][1])
+                    p_bias = theirs[j][2]
+                    if bias is not None and p_bias is not None:
+                        bias.copy_(p_bias)
+                    inherited.add(nid)
+                    names.update(_param_names(where, k, node.op, layer, bias is not None))
+                elif nid in zero:
+                    weight.zero_()
+                    if bias is not None:
+                        bias.zero_()
+                    zeroed.add(nid)
+    new = set(cg.weighted) - inherited
+    log.debug("inherited %d call sites, %d new (%d zeroed)", len(inherited), len(new), len(zeroed))
+    return InheritReport(len(inherited), len(new), len(zeroed), tuple(sorted(names)),
+                         frozenset(inherited), frozenset(new), frozenset(zeroed))
+
+
+def _param_names(where: dict, k: int, op: str, layer: int, has_bias: bool) -> list[str]:
+    """Names of the parameters (see GenomeRNN) holding weight index ``k`` of ``layer``."""
+    if op == "diag":
+        return [f"weight_diag_l{layer}"]
+    tag = where[k].tag
+    return [f"weight_{tag}_l{layer}"] + ([f"bias_{tag}_l{layer}"] if has_bias else [])

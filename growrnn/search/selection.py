@@ -1,0 +1,219 @@
+"""Multi-objective selection for the search: NSGA-II ranks, crowding, survival, tournaments and
+hypervolume, with pymoo doing the hard parts (non-dominated sorting, crowding, hypervolume).
+
+Every objective is **minimised**. ``F`` is always an ``(n, m)`` float array: ``n`` candidates,
+``m`` objectives. Build it with :func:`objective_matrix`, which negates maximised objectives and
+makes failed rows worst (``+inf``) in every objective. The selection functions reject NaN.
+
+>>> import numpy as np
+>>> F = np.array([[0.0, 3.0], [1.0, 1.0], [3.0, 0.0], [2.0, 2.0]])
+>>> nondominated_ranks(F).tolist()
+[0, 0, 0, 1]
+>>> survive(F, 2).tolist()  # the two boundary points of the first front
+[0, 2]
+
+Not implemented: MOE/RNAS's "paper crowding" variants; this is textbook NSGA-II as in pymoo.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pymoo.indicators.hv import HV
+from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+from pymoo.util.misc import find_duplicates
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from growrnn.errors import ArgumentError
+
+__all__ = ["OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
+           "objective_matrix", "survive", "tournament"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective the search can optimise.
+
+    ``direction`` is ``"min"``, ``"max"`` or ``"task"`` (taken from the task's metric direction,
+    which the caller passes to :func:`objective_matrix`). ``aliases`` are other row keys that hold
+    the same figure (e.g. :class:`growrnn.evaluation.Result` calls MACs ``macs_per_step``)."""
+
+    name: str
+    direction: str
+    description: str
+    aliases: tuple[str, ...] = ()
+
+
+#: The objectives a search may name, by name.
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("val", "task", "the task's validation metric after the training budget"),
+    Objective("params", "min", "trainable parameters of the whole model"),
+    Objective("macs", "min", "multiply-accumulates per time step", ("macs_per_step",)),
+    Objective("weighted_nodes", "min", "weighted call sites of the cell (affine/linear/diag)",
+              ("weighted_calls",)),
+    Objective("latency", "min", "measured seconds per forward step"),
+)}
+
+
+def _check_F(F: np.ndarray, name: str = "F") -> np.ndarray:
+    F = np.asarray(F, dtype=float)
+    if F.ndim != 2:
+        raise ArgumentError(name, allowed="a 2-D array (candidates, objectives)", received=f"shape {F.shape}",
+                            hint="a single objective is a column: F.reshape(-1, 1)")
+    if np.isnan(F).any():
+        raise ArgumentError(name, allowed="numbers or +inf (NaN is not ordered)", received="NaN values",
+                            hint="build F with objective_matrix, which turns NaN into +inf")
+    return F
+
+
+def nondominated_ranks(F: np.ndarray) -> np.ndarray:
+    """Pareto front index of each row of ``F`` ``(n, m)`` (0 = non-dominated), shape ``(n,)`` int.
+
+    Identical rows do not dominate each other, so they share a front."""
+    F = _check_F(F)
+    ranks = np.zeros(len(F), dtype=int)
+    if len(F):
+        fronts = NonDominatedSorting().do(F)
+        for k, front in enumerate(fronts):
+            ranks[front] = k
+    return ranks
+
+
+def _front_crowding(F: np.ndarray) -> np.ndarray:
+    """Crowding distance of the points of one front ``(k, m)``."""
+    out = np.zeros(len(F))
+    finite = np.flatnonzero(np.isfinite(F).all(axis=1))
+    # failed rows (+inf) carry no position on the front: they get 0 and do not bound the others
+    G = F[finite]
+    # only the first copy of duplicated points is spread out; the copies get 0 so they go first
+    unique = finite[~find_duplicates(G, epsilon=1e-32)] if len(G) else finite
+    if len(unique) <= 2:
+        out[unique] = math.inf
+    else:
+        out[unique] = calc_crowding_distance(F[unique])
+    return out
+
+
+def crowding_distances(F: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row of ``F`` ``(n, m)``, computed within its front.
+
+    Per objective, a point's gap between its two neighbours is divided by the objective's range
+    within the front; the distance is the mean of those gaps over objectives (pymoo's convention:
+    Deb's sum divided by ``m``, which orders points identically). Boundary points of any objective,
+    and every point of a front with at most two distinct points, get ``inf``. Of duplicated points
+    only the lowest-index copy gets a distance; the others get 0. Rows with ``+inf`` objectives
+    get 0. An objective constant within a front adds 0. Returns shape ``(n,)`` float."""
+    F = _check_F(F)
+    ranks = np.asarray(ranks)
+    if ranks.shape != (len(F),):
+        raise ArgumentError("ranks", allowed=f"shape ({len(F)},), one rank per row of F", received=ranks.shape,
+                            hint="use nondominated_ranks(F)")
+    out = np.zeros(len(F))
+    for r in np.unique(ranks):
+        front = np.flatnonzero(ranks == r)
+        out[front] = _front_crowding(F[front])
+    return out
+
+
+def _order(ranks: np.ndarray, crowding: np.ndarray) -> np.ndarray:
+    """Indices best first: lower rank, then larger crowding, then lower index."""
+    return np.lexsort((np.arange(len(ranks)), -crowding, ranks))
+
+
+def survive(F: np.ndarray, mu: int) -> np.ndarray:
+    """(mu + lambda) NSGA-II survival: indices of the ``mu`` rows of ``F`` ``(n, m)`` that survive.
+
+    Fronts are taken whole while they fit; the front that does not fit is cut by crowding distance
+    (descending, computed over that whole front), ties going to the lower index. The result,
+    shape ``(min(mu, n),)``, is sorted best first (rank, then crowding, then index), so it is the
+    same for the same ``F``."""
+    F = _check_F(F)
+    if isinstance(mu, bool) or not isinstance(mu, (int, np.integer)) or mu < 0:
+        raise ArgumentError("mu", allowed="an int >= 0", received=mu, hint="the population size to keep")
+    ranks = nondominated_ranks(F)
+    return _order(ranks, crowding_distances(F, ranks))[: int(mu)]
+
+
+def tournament(ranks: np.ndarray, crowding: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` binary-tournament winners (indices into ``ranks``), shape ``(n,)`` int.
+
+    Each tournament draws two distinct candidates uniformly from ``rng`` (one candidate plays
+    itself); the lower rank wins, then the larger crowding distance, then the first drawn."""
+    ranks, crowding = np.asarray(ranks), np.asarray(crowding, dtype=float)
+    if ranks.ndim != 1 or crowding.shape != ranks.shape or len(ranks) == 0:
+        raise ArgumentError("crowding", allowed="1-D arrays of the same non-zero length as ranks",
+                            received=f"ranks {ranks.shape}, crowding {crowding.shape}",
+                            hint="use nondominated_ranks(F) and crowding_distances(F, ranks)")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ArgumentError("n", allowed="an int >= 0", received=n)
+    if not isinstance(rng, np.random.Generator):
+        raise ArgumentError("rng", allowed="a numpy.random.Generator", received=type(rng).__name__,
+                            hint="np.random.default_rng(seed)")
+    size = len(ranks)
+    a = rng.integers(0, size, size=int(n))
+    # a second draw distinct from the first: offset by 1..size-1 around the ring
+    b = (a + rng.integers(1, size, size=int(n))) % size if size > 1 else a.copy()
+    b_wins = (ranks[b] < ranks[a]) | ((ranks[b] == ranks[a]) & (crowding[b] > crowding[a]))
+    return np.where(b_wins, b, a).astype(int)
+
+
+def hypervolume(F: np.ndarray, ref: np.ndarray) -> float:
+    """Hypervolume dominated by the rows of ``F`` ``(n, m)`` and bounded by the point ``ref`` ``(m,)``.
+
+    Rows that do not strictly dominate ``ref`` in every objective (including ``+inf`` rows) add
+    nothing; an empty set has volume 0."""
+    F = _check_F(F)
+    ref = np.asarray(ref, dtype=float)
+    if ref.shape != (F.shape[1],) or not np.isfinite(ref).all():
+        raise ArgumentError("ref", allowed=f"{F.shape[1]} finite numbers, one per objective", received=ref.tolist(),
+                            hint="a point worse than every candidate worth counting, in minimised units")
+    inside = F[(F < ref).all(axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    return float(HV(ref_point=ref)(inside))
+
+
+def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
+                     directions: Mapping[str, str]) -> np.ndarray:
+    """Build the minimised objective matrix ``F``, shape ``(len(rows), len(names))``.
+
+    Args:
+        rows: one mapping per candidate holding each objective under its name (or an alias in
+            :data:`OBJECTIVES`); a truthy ``"diverged"`` key marks a failed run.
+        names: the objectives, in column order, from :data:`OBJECTIVES`.
+        directions: ``"min"`` or ``"max"`` per objective name; required for ``"val"`` (the task's
+            direction), optional for the others (their default is ``"min"``).
+
+    Maximised objectives are negated. A row that diverged, or has a NaN or infinite value in any
+    objective, is ``+inf`` in every column, so every finite row dominates it.
+
+    >>> objective_matrix([{"val": 0.9, "params": 10}], ["val", "params"], {"val": "max"}).tolist()
+    [[-0.9, 10.0]]
+    """
+    allowed = ", ".join(OBJECTIVES)
+    if isinstance(names, str) or not names:
+        raise ArgumentError("names", allowed=f"a non-empty list of: {allowed}", received=names)
+    signs = []
+    for name in names:
+        if name not in OBJECTIVES:
+            raise ArgumentError("names", allowed=allowed, received=name, hint="objectives are named in OBJECTIVES")
+        direction = directions.get(name, OBJECTIVES[name].direction)
+        if direction not in ("min", "max"):
+            raise ArgumentError(f"directions['{name}']", allowed="'min' or 'max'", received=direction,
+                                hint="pass the task's direction for 'val', e.g. {'val': task.spec.direction}")
+        signs.append(1.0 if direction == "min" else -1.0)
+    F = np.empty((len(rows), len(names)))
+    for i, row in enumerate(rows):
+        for j, name in enumerate(names):
+            key = next((k for k in (name, *OBJECTIVES[name].aliases) if k in row), None)
+            if key is None:
+                raise ArgumentError(f"rows[{i}]", allowed=f"a mapping holding '{name}'", received=sorted(row),
+                                    hint="record every objective for every candidate (a failed one may be NaN)")
+            value = row[key]
+            F[i, j] = signs[j] * float(value) if value is not None else math.nan
+        if row.get("diverged") or not np.isfinite(F[i]).all():
+            F[i] = math.inf
+    return F

@@ -1,0 +1,383 @@
+"""The search archive: one SQLite file per search holding every candidate, its lineage, its
+results and each generation's population and RNG state, so a killed search resumes where it was.
+
+The file runs in WAL mode and every write is its own committed transaction (``synchronous=FULL``),
+so a ``kill -9`` (or a power cut) loses at most the evaluations in flight; after a crash call
+:meth:`Archive.reset_running` to put them back to ``pending``.
+
+**One writer.** Only the search's main process writes: executors' workers return results to it
+and it calls :meth:`Archive.finish`. An :class:`Archive` is also bound to the thread that opened it
+(sqlite3's check) and must not be used in a forked child. Other processes may open the file to
+read while the search runs (WAL lets readers and the writer proceed together); WAL needs a local
+file system, not NFS.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "search.db"
+>>> with Archive.open(path, {"seed": 0, "task": "adding"}) as db:
+...     i = db.add("{}", "h' = tanh(affine(x) + affine(h))", "k1", [], "init", seed=0, generation=0)
+...     db.mark_running(i)
+...     db.finish(i, {"val": 0.5}, [{"step": 10, "val": 0.5}], {"val": 0.5, "params": 12}, seconds=1.5)
+...     db.find_done("k1").metrics
+{'val': 0.5}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from growrnn.errors import ArgumentError, SearchError, format_message
+from growrnn.search._state import decode_state, encode_state
+
+__all__ = ["NEUTRAL_KEYS", "SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
+           "decode_state", "encode_state"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FORMAT = "growrnn-search"
+STATUSES = ("pending", "running", "done", "failed")
+#: Config keys (dotted paths; a prefix covers its sub-keys) that may change between runs of one
+#: search because they do not change its results: how long it runs and where/how it computes.
+NEUTRAL_KEYS = frozenset({"generations", "workers", "executor", "ray", "progress", "log_every", "logger",
+                          "log_dir", "archive", "resume", "timeout"})
+
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE candidates (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, genome_json TEXT NOT NULL, genome_text TEXT NOT NULL,
+    parents TEXT NOT NULL, operator TEXT NOT NULL, seed INTEGER NOT NULL, generation INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN {STATUSES}), metrics TEXT, curve TEXT, objectives TEXT,
+    error TEXT, attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, seconds REAL);
+CREATE INDEX candidates_by_key ON candidates (key, status);
+CREATE INDEX candidates_by_status ON candidates (status, generation);
+CREATE TABLE generations (
+    gen INTEGER PRIMARY KEY, population TEXT NOT NULL, state TEXT NOT NULL, stats TEXT NOT NULL,
+    created REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    """One candidate. ``metrics``/``curve``/``objectives`` are ``None`` until it is done;
+    ``started``/``finished`` are Unix times; ``seconds`` is the evaluation's own duration."""
+
+    id: int
+    key: str
+    genome_json: str
+    genome_text: str
+    parents: tuple[int, ...]
+    operator: str
+    seed: int
+    generation: int
+    status: str
+    metrics: dict[str, Any] | None
+    curve: list[dict[str, Any]] | None
+    objectives: dict[str, float] | None
+    error: str | None
+    attempts: int
+    started: float | None
+    finished: float | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """A saved generation: its population (candidate ids), the loop's opaque ``state`` and
+    ``stats``, both as they were saved (JSON values), and when it was saved (Unix time)."""
+
+    gen: int
+    population: tuple[int, ...]
+    state: Any
+    stats: dict[str, Any]
+    created: float
+
+
+def _dumps(value: Any, argument: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as err:
+        raise ArgumentError(argument, allowed="JSON values (dict, list, str, int, float, bool, None)",
+                            received=f"{type(value).__name__} ({err})",
+                            hint="encode RNGs and arrays with growrnn.search.storage.encode_state") from None
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _is_int(value: object, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+class Archive:
+    """A search's SQLite archive; make one with :meth:`Archive.open`. Use as a context manager or
+    call :meth:`close`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, config: dict[str, Any]):
+        self._conn, self.path, self.config = conn, path, config
+
+    # ---- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, config: Mapping[str, Any] | None = None, *,
+             neutral: Collection[str] = NEUTRAL_KEYS, timeout: float = 30.0) -> Archive:
+        """Create the archive at ``path`` or reopen it.
+
+        Args:
+            path: the database file (parent folders are created).
+            config: the search's config (JSON values). Stored on creation; on reopen it must equal
+                the stored one except in ``neutral`` keys, else :class:`SearchError` names the keys
+                that differ. ``None`` opens an existing archive with its stored config.
+            neutral: dotted config keys allowed to differ on reopen (the stored config is then
+                updated to ``config``).
+            timeout: seconds to wait for a lock held by another connection.
+        """
+        path = Path(path)
+        if config is None and not path.is_file():
+            raise ArgumentError("path", allowed="an existing archive when config is None", received=str(path),
+                                hint="pass the search config to create a new archive")
+        text = _dumps(dict(config), "config") if config is not None else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables and text is not None:
+                cls._create(conn, text, config)
+                log.info("created search archive %s", path)
+                tables = {"meta"}
+            stored = cls._check(conn, path, tables, text, neutral)
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise SearchError(format_message(f"{path} is not a readable SQLite database ({err})",
+                                             hint="pass the path of a growrnn search archive or a new file")) from err
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, stored)
+
+    @staticmethod
+    def _create(conn: sqlite3.Connection, text: str, config: Mapping[str, Any] | None) -> None:
+        meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": text,
+                "seed": json.dumps((config or {}).get("seed")), "created": datetime.now(timezone.utc).isoformat()}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _check(conn: sqlite3.Connection, path: Path, tables: set[str], text: str | None,
+               neutral: Collection[str]) -> dict[str, Any]:
+        meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        if meta.get("format") != FORMAT:
+            raise SearchError(format_message(f"{path} is not a growrnn search archive",
+                                             hint="choose a new path for the search's database"))
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise SearchError(format_message(f"{path} has archive schema {meta.get('schema_version')}",
+                                             allowed=str(SCHEMA_VERSION), hint="open it with the growrnn that made it"))
+        stored = json.loads(meta["config"])
+        if text is None:
+            return stored
+        given = json.loads(text)
+        old, new = _flatten(stored), _flatten(given)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...))
+        differ = [k for k in changed if not any(k == n or k.startswith(n + ".") for n in neutral)]
+        if differ:
+            what = "; ".join(f"{k}: stored {old.get(k, '<missing>')!r}, given {new.get(k, '<missing>')!r}"
+                             for k in differ)
+            raise SearchError(format_message(
+                f"the archive {path} belongs to a search with another config (keys {', '.join(differ)} differ)",
+                received=what, hint="resume with the stored config (Archive.open(path) reads it) or give a new "
+                f"path; only {', '.join(sorted(neutral))} may change on resume"))
+        if changed:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                             [(text, "config"), (json.dumps(given.get("seed")), "seed")])
+            conn.execute("COMMIT")
+            log.info("archive %s: config keys %s changed on resume", path, ", ".join(changed))
+        return given
+
+    # ---- candidates ----------------------------------------------------------------------------
+    def add(self, genome_json: str, genome_text: str, key: str, parents: Sequence[int], operator: str,
+            seed: int, generation: int) -> int:
+        """Record a new ``pending`` candidate and return its id. ``parents`` are ids already in
+        the archive (empty for an initial genome); ``operator`` names how it was made."""
+        for name, value in (("genome_json", genome_json), ("genome_text", genome_text), ("key", key),
+                            ("operator", operator)):
+            if not isinstance(value, str) or not value:
+                raise ArgumentError(name, allowed="a non-empty str", received=value)
+        if not _is_int(seed, -(2**63)) or not _is_int(generation):
+            raise ArgumentError("seed/generation", allowed="an int seed and an int generation >= 0",
+                                received=(seed, generation))
+        ids = list(parents)
+        self._check_ids(ids, "parents")
+        cur = self._conn.execute(
+            "INSERT INTO candidates (key, genome_json, genome_text, parents, operator, seed, generation, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (key, genome_json, genome_text, json.dumps(ids), operator, seed, generation))
+        assert cur.lastrowid is not None  # an INSERT always sets it
+        return cur.lastrowid
+
+    def get(self, id: int) -> CandidateRow:
+        """The candidate with this id (:class:`ArgumentError` if there is none)."""
+        row = self._conn.execute("SELECT * FROM candidates WHERE id = ?", (id,)).fetchone()
+        if row is None:
+            raise ArgumentError("id", allowed="the id of a candidate in this archive", received=id,
+                                hint="ids come from Archive.add")
+        return self._row(row)
+
+    def find_done(self, key: str) -> CandidateRow | None:
+        """The first finished candidate with this canonical key, or ``None`` (the search's cache)."""
+        row = self._conn.execute("SELECT * FROM candidates WHERE key = ? AND status = 'done' ORDER BY id LIMIT 1",
+                                 (key,)).fetchone()
+        return None if row is None else self._row(row)
+
+    def rows(self, status: str | None = None, generation: int | None = None) -> list[CandidateRow]:
+        """Candidates (optionally of one status and/or generation), by id."""
+        if status is not None and status not in STATUSES:
+            raise ArgumentError("status", allowed=", ".join(STATUSES), received=status)
+        sql, args = "SELECT * FROM candidates WHERE (? IS NULL OR status = ?) AND (? IS NULL OR generation = ?)", \
+            (status, status, generation, generation)
+        return [self._row(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+
+    def pending(self, generation: int | None = None) -> list[CandidateRow]:
+        """Candidates waiting for evaluation (optionally of one generation), by id."""
+        return self.rows("pending", generation)
+
+    def counts(self) -> dict[str, int]:
+        """Number of candidates per status (every status present, 0 if none)."""
+        found = dict(self._conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"))
+        return {s: int(found.get(s, 0)) for s in STATUSES}
+
+    def mark_running(self, id: int) -> None:
+        """``pending`` → ``running``: count an attempt and stamp ``started``."""
+        self._move(id, ("pending",), "status = 'running', attempts = attempts + 1, started = ?", (time.time(),))
+
+    def finish(self, id: int, metrics: Mapping[str, Any], curve: Sequence[Mapping[str, Any]],
+               objectives: Mapping[str, float], seconds: float) -> None:
+        """``pending``/``running`` → ``done`` with its results: ``metrics`` (e.g. ``Result.as_dict()``),
+        the learning ``curve`` (one dict per validation), the ``objectives`` by name, and the
+        evaluation's duration in ``seconds``. NaN and inf are stored as such."""
+        values = (_dumps(dict(metrics), "metrics"), _dumps([dict(p) for p in curve], "curve"),
+                  _dumps(dict(objectives), "objectives"), float(seconds), time.time())
+        self._move(id, ("pending", "running"),
+                   "status = 'done', metrics = ?, curve = ?, objectives = ?, seconds = ?, finished = ?, error = NULL",
+                   values)
+
+    def fail(self, id: int, error: str, status: str = "failed") -> None:
+        """``pending``/``running`` → ``failed`` (or back to ``pending`` to retry), recording ``error``."""
+        if status not in ("failed", "pending"):
+            raise ArgumentError("status", allowed="'failed' or 'pending' (retry)", received=status)
+        self._move(id, ("pending", "running"), "status = ?, error = ?, finished = ?",
+                   (status, str(error), time.time() if status == "failed" else None))
+
+    def reset_running(self) -> list[int]:
+        """After a crash: every ``running`` candidate back to ``pending``; returns their ids."""
+        with self._transaction():
+            ids = [r[0] for r in self._conn.execute("SELECT id FROM candidates WHERE status = 'running' ORDER BY id")]
+            self._conn.execute("UPDATE candidates SET status = 'pending', started = NULL WHERE status = 'running'")
+        if ids:
+            log.info("archive %s: %d interrupted evaluations back to pending", self.path, len(ids))
+        return ids
+
+    # ---- generations ---------------------------------------------------------------------------
+    def save_generation(self, gen: int, population: Sequence[int], state: Any, stats: Mapping[str, Any]) -> None:
+        """Record generation ``gen`` (replacing an earlier save of it): the ids of its population,
+        the loop's ``state`` (JSON values; see :func:`encode_state`) and ``stats``."""
+        if not _is_int(gen):
+            raise ArgumentError("gen", allowed="an int >= 0", received=gen)
+        ids = list(population)
+        self._check_ids(ids, "population")
+        self._conn.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+                           (gen, json.dumps(ids), _dumps(state, "state"), _dumps(dict(stats), "stats"), time.time()))
+
+    def last_generation(self) -> GenerationRow | None:
+        """The saved generation with the highest number, or ``None`` before the first save."""
+        row = self._conn.execute("SELECT * FROM generations ORDER BY gen DESC LIMIT 1").fetchone()
+        return None if row is None else self._generation(row)
+
+    def generations(self) -> list[GenerationRow]:
+        """Every saved generation, in order."""
+        return [self._generation(r) for r in self._conn.execute("SELECT * FROM generations ORDER BY gen")]
+
+    # ---- lifetime ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _check_ids(self, ids: list[int], argument: str) -> None:
+        if not all(_is_int(i, 1) for i in ids):
+            raise ArgumentError(argument, allowed="a list of candidate ids (ints)", received=ids)
+        if ids:
+            marks = ",".join("?" * len(set(ids)))
+            found = {r[0] for r in self._conn.execute(f"SELECT id FROM candidates WHERE id IN ({marks})",
+                                                      sorted(set(ids)))}
+            missing = sorted(set(ids) - found)
+            if missing:
+                raise ArgumentError(argument, allowed="ids of candidates already in this archive", received=missing,
+                                    hint="add a candidate before naming it")
+
+    def _move(self, id: int, sources: tuple[str, ...], assignments: str, values: tuple[Any, ...]) -> None:
+        marks = ",".join("?" * len(sources))
+        cur = self._conn.execute(f"UPDATE candidates SET {assignments} WHERE id = ? AND status IN ({marks})",
+                                 (*values, id, *sources))
+        if cur.rowcount == 0:
+            status = self.get(id).status  # raises ArgumentError for an unknown id
+            raise SearchError(format_message(f"candidate {id} is '{status}'", allowed=" or ".join(sources),
+                                             hint="each candidate goes pending -> running -> done/failed once; "
+                                             "after a crash call reset_running()"))
+
+    @staticmethod
+    def _row(r: tuple[Any, ...]) -> CandidateRow:
+        return CandidateRow(id=r[0], key=r[1], genome_json=r[2], genome_text=r[3], parents=tuple(json.loads(r[4])),
+                            operator=r[5], seed=r[6], generation=r[7], status=r[8], metrics=_loads(r[9]),
+                            curve=_loads(r[10]), objectives=_loads(r[11]), error=r[12], attempts=r[13],
+                            started=r[14], finished=r[15], seconds=r[16])
+
+    @staticmethod
+    def _generation(r: tuple[Any, ...]) -> GenerationRow:
+        return GenerationRow(gen=r[0], population=tuple(json.loads(r[1])), state=json.loads(r[2]),
+                             stats=json.loads(r[3]), created=r[4])

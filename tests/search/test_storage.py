@@ -1,0 +1,212 @@
+"""The search archive: round trips, config checks on reopen, exact RNG states, crash safety."""
+
+import json
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from growrnn.errors import ArgumentError, SearchError
+from growrnn.search.storage import NEUTRAL_KEYS, Archive, CandidateRow, decode_state, encode_state
+
+CONFIG = {"seed": 0, "task": "adding", "model": {"hidden_size": 8}, "workers": 2}
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    with Archive.open(tmp_path / "search.db", CONFIG) as archive:
+        yield archive
+
+
+def _add(db: Archive, key: str = "k", parents: tuple = (), generation: int = 0) -> int:
+    return db.add('{"nodes": []}', "h' = tanh(affine(x))", key, list(parents), "init", seed=3, generation=generation)
+
+
+def test_candidate_round_trip(db: Archive) -> None:
+    a = _add(db, "ka")
+    b = db.add("{}", "text", "kb", [a], "mutate:add_node", seed=5, generation=1)
+    row = db.get(b)
+    assert isinstance(row, CandidateRow)
+    assert (row.id, row.key, row.parents, row.operator, row.seed, row.generation, row.status, row.attempts) == \
+        (b, "kb", (a,), "mutate:add_node", 5, 1, "pending", 0)
+    assert row.metrics is None and row.started is None and db.find_done("kb") is None
+    db.mark_running(b)
+    curve = [{"step": 10, "val": 0.5, "train_loss": float("nan")}]
+    db.finish(b, {"val": 0.25, "params": 12}, curve, {"val": -0.25, "params": 12.0, "latency": math.inf}, seconds=1.5)
+    done = db.find_done("kb")
+    assert done is not None and done.status == "done" and done.attempts == 1 and done.seconds == 1.5
+    assert done.metrics == {"val": 0.25, "params": 12} and done.objectives["latency"] == math.inf
+    assert math.isnan(done.curve[0]["train_loss"]) and done.curve[0]["step"] == 10
+    assert done.finished >= done.started
+    assert [r.id for r in db.rows()] == [a, b] and [r.id for r in db.rows("done")] == [b]
+    assert [r.id for r in db.pending()] == [a] and db.pending(generation=1) == []
+    assert db.counts() == {"pending": 1, "running": 0, "done": 1, "failed": 0}
+
+
+def test_fail_and_retry(db: Archive) -> None:
+    i = _add(db)
+    db.mark_running(i)
+    db.fail(i, "CUDA out of memory", status="pending")
+    assert (db.get(i).status, db.get(i).error) == ("pending", "CUDA out of memory")
+    db.mark_running(i)
+    db.fail(i, "again")
+    row = db.get(i)
+    assert (row.status, row.error, row.attempts) == ("failed", "again", 2) and row.finished is not None
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [
+    (lambda db, i: db.finish(99, {}, [], {}, 1.0), ArgumentError, "'id'.*Received: 99"),
+    (lambda db, i: (db.mark_running(i), db.mark_running(i)), SearchError, "candidate 1 is 'running'.*Allowed: pending"),
+    (lambda db, i: (db.finish(i, {}, [], {}, 1.0), db.fail(i, "x")), SearchError, "candidate 1 is 'done'"),
+    (lambda db, i: db.fail(i, "x", status="done"), ArgumentError, "'status'.*'failed' or 'pending'"),
+    (lambda db, i: _add(db, parents=(i, 7)), ArgumentError, r"'parents'.*Received: \[7\]"),
+    (lambda db, i: db.add("{}", "t", "", [], "init", 0, 0), ArgumentError, "'key'"),
+    (lambda db, i: db.add("{}", "t", "k", [], "init", 0, -1), ArgumentError, "generation"),
+    (lambda db, i: db.finish(i, {"f": object()}, [], {}, 1.0), ArgumentError, "'metrics'.*HINT"),
+    (lambda db, i: db.rows("lost"), ArgumentError, "'status'.*pending, running, done, failed"),
+    (lambda db, i: db.save_generation(0, [i], {"rng": random.Random(0)}, {}), ArgumentError,
+     "'state'.*HINT: encode RNGs.*encode_state"),
+    (lambda db, i: db.save_generation(0, [i, 5], {}, {}), ArgumentError, "'population'"),
+])
+def test_errors(db: Archive, call, error: type, match: str) -> None:
+    i = _add(db)
+    with pytest.raises(error, match=match):
+        call(db, i)
+
+
+def test_generations_round_trip(db: Archive) -> None:
+    ids = [_add(db, f"k{j}") for j in range(3)]
+    assert db.last_generation() is None and db.generations() == []
+    rng, gen = random.Random(4), np.random.default_rng(5)
+    db.save_generation(0, ids[:2], encode_state({"random": rng, "numpy": gen}), {"hypervolume": 1.5, "front_size": 2})
+    db.save_generation(1, ids, {"note": "second"}, {"hypervolume": 2.0})
+    db.save_generation(1, ids[1:], {"note": "replaced"}, {"hypervolume": 2.5})
+    last = db.last_generation()
+    assert last is not None and (last.gen, last.population, last.state, last.stats) == \
+        (1, tuple(ids[1:]), {"note": "replaced"}, {"hypervolume": 2.5})
+    first = db.generations()[0]
+    state = decode_state(first.state)
+    assert state["random"].random() == rng.random() and state["numpy"].random() == gen.random()
+    assert [g.gen for g in db.generations()] == [0, 1]
+
+
+def test_reopen_and_config_check(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "s.db"
+    with Archive.open(path, CONFIG) as db:
+        _add(db)
+        assert db.config == CONFIG
+        assert db._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Archive.open(path, {**CONFIG, "workers": 8, "generations": 40}) as db:  # neutral keys may change
+        assert db.config["workers"] == 8 and len(db.rows()) == 1
+    with Archive.open(path) as db:  # no config: the stored one
+        assert db.config["workers"] == 8
+    bad = {**CONFIG, "seed": 1, "model": {"hidden_size": 16}}
+    with pytest.raises(SearchError, match=r"keys model\.hidden_size, seed differ.*stored 8, given 16.*HINT: resume"):
+        Archive.open(path, bad)
+    with pytest.raises(SearchError, match="keys extra differ"):
+        Archive.open(path, {**CONFIG, "extra": 1})
+    with Archive.open(path, bad, neutral={*NEUTRAL_KEYS, "seed", "model"}) as db:
+        assert db.config == bad
+
+
+def test_open_rejects_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(SearchError, match="not a growrnn search archive.*HINT"):
+        Archive.open(other, CONFIG)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, just text that is long enough to be read as a header" * 10)
+    with pytest.raises(SearchError, match="not a readable SQLite database"):
+        Archive.open(text, CONFIG)
+    with pytest.raises(ArgumentError, match="'path'.*existing archive"):
+        Archive.open(tmp_path / "missing.db")
+    with pytest.raises(ArgumentError, match="'config'"):
+        Archive.open(tmp_path / "new.db", {"f": object()})
+
+
+def test_reset_running(db: Archive) -> None:
+    ids = [_add(db, f"k{j}") for j in range(4)]
+    for i in ids[:3]:
+        db.mark_running(i)
+    db.finish(ids[0], {}, [], {}, 1.0)
+    assert db.reset_running() == ids[1:3]
+    assert [r.id for r in db.pending()] == ids[1:] and db.get(ids[1]).started is None
+    assert db.reset_running() == []
+
+
+@pytest.mark.parametrize("kind", ["PCG64", "MT19937", "SFC64", "Philox", "PCG64DXSM"])
+def test_numpy_state_is_exact(kind: str) -> None:
+    gen = np.random.Generator(getattr(np.random, kind)(11))
+    gen.integers(0, 2**31, size=3, dtype=np.uint32)  # leaves a half-used 64-bit word (has_uint32)
+    gen.normal(size=3)
+    copy = decode_state(json.loads(json.dumps(encode_state(gen))))
+    assert type(copy.bit_generator).__name__ == kind
+    assert copy.integers(0, 2**31, size=5, dtype=np.uint32).tolist() == \
+        gen.integers(0, 2**31, size=5, dtype=np.uint32).tolist()
+    assert copy.random(5).tolist() == gen.random(5).tolist()
+
+
+def test_random_state_is_exact() -> None:
+    rng = random.Random(123)
+    rng.gauss(0, 1)  # leaves gauss_next set
+    copy = decode_state(json.loads(json.dumps(encode_state(rng))))
+    assert copy.getstate() == rng.getstate()
+    assert [copy.gauss(0, 1), copy.random(), copy.getrandbits(200)] == [rng.gauss(0, 1), rng.random(),
+                                                                          rng.getrandbits(200)]
+
+
+def test_state_values_round_trip() -> None:
+    value = {"gen": 3, "arr": np.arange(6, dtype=np.uint64).reshape(2, 3), "blob": b"\x00\xff",
+             "pair": (1, 2.5), "scalar": np.int64(7), "nested": [{"x": None, "ok": True}]}
+    back = decode_state(json.loads(json.dumps(encode_state(value))))
+    assert back["arr"].dtype == np.uint64 and back["arr"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert (back["blob"], back["pair"], back["scalar"], back["nested"]) == (b"\x00\xff", [1, 2.5], 7, value["nested"])
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ({"x": object()}, r"'state\['x'\]'.*Received: object"),
+    ({"__random__": 1}, "'state key'.*Received: __random__"),
+    ({1: 2}, "'state key'"),
+])
+def test_state_errors(value: object, match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        encode_state(value)
+
+
+KILLED = """
+import os, signal, sys
+from growrnn.search.storage import Archive
+db = Archive.open(sys.argv[1], {"seed": 0})
+for i in range(6):
+    c = db.add("{}", "text", f"k{i}", [], "init", seed=i, generation=0)
+    db.mark_running(c)
+    if i == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    db.finish(c, {"val": i / 10}, [{"step": 1, "val": i / 10}], {"val": i / 10}, seconds=0.1)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(path)], cwd=REPO, capture_output=True, timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    with Archive.open(path, {"seed": 0}) as db:
+        assert db._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.counts() == {"pending": 0, "running": 1, "done": 4, "failed": 0}
+        done = db.rows("done")
+        assert [(r.key, r.metrics, r.curve, r.objectives) for r in done] == \
+            [(f"k{i}", {"val": i / 10}, [{"step": 1, "val": i / 10}], {"val": i / 10}) for i in range(4)]
+        assert db.reset_running() == [5]
+        assert db.find_done("k3") is not None and db.find_done("k4") is None
