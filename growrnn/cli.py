@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("test", "score a checkpoint on test")):
         sub.add_parser(name, help=f"{what} (LightningCLI: growrnn {name} --config FILE; --help for all options)",
                        add_help=False)
+    for name, what in (("search", "evolve cells: growrnn search --config FILE --db PATH; growrnn search export ..."),
+                       ("grow", "growth runs over seeds and their figures: growrnn grow seeds|plot ...")):
+        sub.add_parser(name, help=f"{what} (--help for all options)", add_help=False)
     sub.add_parser("tasks", help="list the registered tasks")
     data = sub.add_parser("data", help="benchmark data sets")
     data_sub = data.add_subparsers(dest="data", metavar="ACTION", required=True)
@@ -58,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("--rounds", type=int, default=20, help="timed steps per entry (median taken)")
     cells.add_argument("--quick", action="store_true", help="H=64, 5 rounds: a smoke run in seconds")
     cells.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    growth = bench_sub.add_parser("growth", help="training step of a growable layer vs a fixed one; resize cost")
+    growth.add_argument("--steps", type=int, default=300, help="timed steps per run")
+    growth.add_argument("--rounds", type=int, default=3, help="A/B rounds per case (median taken)")
+    growth.add_argument("--quick", action="store_true", help="30 steps, 1 round: a smoke run")
+    growth.add_argument("--out", type=Path, help="also write the markdown table to this file")
     return parser
 
 
@@ -87,6 +95,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(g.to_json(indent=1))
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "growth":
+        from growrnn.training.bench_growth import run
+        table = run(args.steps, args.rounds, args.quick) + "\n"
+        print(table, end="")
+        if args.out:
+            args.out.write_text(table)
+        return 0
+    return cmd_bench_cells(args)
 
 
 def cmd_bench_cells(args: argparse.Namespace) -> int:
@@ -124,6 +143,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+#: subcommands with their own argument parsers, imported only when used
+DELEGATED = {"search": "growrnn.search.cli", "grow": "growrnn.training.seeds"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -131,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         from growrnn.training.cli import run
         try:
             return run(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
+        except GrowRNNError as e:
+            print(f"growrnn: error: {e}", file=sys.stderr)
+            return 2
+    if argv and argv[0] in DELEGATED:
+        import importlib
+        module = importlib.import_module(DELEGATED[argv[0]])
+        try:
+            return int(module.main(argv[1:]))
         except GrowRNNError as e:
             print(f"growrnn: error: {e}", file=sys.stderr)
             return 2
@@ -142,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         from growrnn import __version__
         print(__version__)
         return 0
-    handlers = {"show": cmd_show, "bench": cmd_bench_cells, "tasks": cmd_tasks, "data": cmd_data}
+    handlers = {"show": cmd_show, "bench": cmd_bench, "tasks": cmd_tasks, "data": cmd_data}
     if args.command is None:
         parser.print_help()
         return 0

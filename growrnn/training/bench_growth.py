@@ -1,0 +1,120 @@
+"""``growrnn bench growth``: what growth costs. For each case, the Lightning training step of a
+growable model (structure controller on, scoring and deciding every step) against the same model
+with a fixed layer of the same size, timed in the same process in alternating A/B rounds (CPU
+time of the process, so that other load on the machine counts less); and the time of one resize
+(add a unit, then delete one: layer, readers, optimizer state, carried state).
+
+The controller in the timed runs can neither add nor delete (P_add = P_del = 0), so both sides
+keep the same size and the ratio is the per-step overhead of growth itself.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from growrnn.growth.stack import resize_layer
+from growrnn.growth.surgery import UnitMap
+from growrnn.training.cli import quiet_lightning
+from growrnn.training.data import TaskData
+from growrnn.training.growth import StructureController
+from growrnn.training.model import SequenceModel
+
+__all__ = ["Case", "CASES", "run"]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    task: str
+    options: dict[str, Any]
+    model: dict[str, Any]
+    signal: str = "outgoing_l1"
+
+
+CASES = [
+    Case("Miconi hard, Elman 40, batch 1, T 40 (v3)", "miconi_hard", {"train_windows": 100000, "eval_windows": 2},
+         dict(cell="elman", hidden_size=40, one_hot=True, optimizer="rmsprop", lr=0.01, eps=1e-4,
+              loss_sum_over_time=True, max_update=0.01, l1=1e-4, fast_path=True)),
+    Case("Miconi hard, Elman 40, batch 1, T 40 (v2 multipliers)", "miconi_hard",
+         {"train_windows": 100000, "eval_windows": 2},
+         dict(cell="elman", hidden_size=[40], unit_multipliers=True, one_hot=True, optimizer="adagrad", lr=0.1,
+              loss_sum_over_time=True, fast_path=True), "multiplier"),
+    Case("copy task, LSTM 128, batch 16, T 70 (v3)", "copy", {"delay": 50, "n_train": 20000, "batch_size": 16},
+         dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3, l1=1e-5)),
+]
+
+
+class _Clock(L.Callback):
+    def __init__(self, skip: int) -> None:
+        self.skip, self.t0, self.t1 = skip, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.skip:
+            self.t0 = time.process_time()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.t1 = time.process_time()
+
+
+def _step_time(case: Case, grow: bool, steps: int) -> float:
+    data = TaskData(case.task, case.options)
+    model_kw = dict(case.model)
+    if grow and case.signal == "outgoing_l1" and not isinstance(model_kw["hidden_size"], list):
+        model_kw["hidden_size"] = [model_kw["hidden_size"]]  # the growable stack, as growth uses it
+    model = SequenceModel(data.spec, **model_kw)
+    skip = 20
+    clock = _Clock(skip)
+    callbacks: list[L.Callback] = [clock]
+    if grow:
+        callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
+    elif case.signal == "multiplier":
+        model_kw["unit_multipliers"] = False
+        model_kw["hidden_size"] = model_kw["hidden_size"][0]
+        model = SequenceModel(data.spec, **model_kw)
+    trainer = L.Trainer(max_steps=steps + skip, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=callbacks, log_every_n_steps=100)
+    trainer.fit(model, data)
+    return (clock.t1 - clock.t0) / steps
+
+
+def _resize_ms(case: Case, repeats: int = 20) -> float:
+    data = TaskData(case.task, case.options)
+    kw = dict(case.model)
+    kw["hidden_size"] = kw["hidden_size"] if isinstance(kw["hidden_size"], list) else [kw["hidden_size"]]
+    model = SequenceModel(data.spec, **kw)
+    opt = torch.optim.Adam(model.parameters())
+    tokens = data.spec.input_kind == "tokens"
+    x = torch.zeros(2, 5, dtype=torch.long) if tokens else torch.zeros(2, 5, data.spec.input_size)
+    out, state = model(x)
+    out.sum().backward()
+    opt.step()
+    times = []
+    for _ in range(repeats):
+        H = model.rnn.hidden_size
+        t0 = time.process_time()
+        state = resize_layer(model.rnn, model.decoder, 0, UnitMap.of(H, range(H), add=1), opt, state=state)
+        state = resize_layer(model.rnn, model.decoder, 0, UnitMap.of(H + 1, range(1, H + 1)), opt, state=state)
+        times.append((time.process_time() - t0) / 2)
+    return statistics.median(times) * 1e3
+
+
+def run(steps: int = 300, rounds: int = 3, quick: bool = False) -> str:
+    """Measure every case; returns a markdown table."""
+    quiet_lightning()
+    if quick:
+        steps, rounds = 30, 1
+    rows = ["| case | fixed ms/step | growable ms/step | ratio | one resize (ms) |", "|---|---:|---:|---:|---:|"]
+    for case in CASES:
+        fixed, grown = [], []
+        for _ in range(rounds):  # alternate, so drift in machine load hits both sides alike
+            fixed.append(_step_time(case, False, steps))
+            grown.append(_step_time(case, True, steps))
+        f, g = statistics.median(fixed), statistics.median(grown)
+        rows.append(f"| {case.name} | {f * 1e3:.3f} | {g * 1e3:.3f} | {g / f:.3f} | {_resize_ms(case):.2f} |")
+    return "\n".join(rows)

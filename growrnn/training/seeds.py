@@ -1,0 +1,227 @@
+"""``growrnn grow seeds|plot``: run one growth config over many seeds, and draw the median and
+interquartile range of units and loss against steps.
+
+``growrnn grow seeds --config C --seeds 0-4 --jobs 2 --out DIR`` writes one config per seed
+(``DIR/configs/seed<s>.yaml``: the seed set in ``seed_everything``, ``model.seed``, the data's
+``seed`` option and every callback's ``seed``; TensorBoard into ``DIR/tb/seed<s>``), runs them as
+``growrnn fit`` subprocesses (one torch thread each, ``--jobs`` at a time; a seed whose run has
+finished is skipped on a rerun), then draws ``DIR/growth.png`` and ``DIR/summary.csv``.
+
+``growrnn grow plot NAME=GLOB [NAME=GLOB ...] --out FILE.png`` draws groups of finished runs
+(TensorBoard run folders) on one figure, e.g. a grown network against fixed sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from growrnn.errors import ArgumentError
+
+__all__ = ["main", "seed_config", "load_curves", "summarise", "plot_groups"]
+
+log = logging.getLogger(__name__)
+DONE = "done.txt"
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        try:
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seeds like 0-4 or 0,3,7; received {text!r}") from None
+    return out
+
+
+def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, Any]:
+    """A copy of a ``growrnn fit`` config with every seed set to ``seed`` and TensorBoard logging
+    into ``tb_dir``."""
+    c = yaml.safe_load(yaml.safe_dump(config))
+    c["seed_everything"] = seed
+    c.setdefault("model", {})["seed"] = seed
+    data = c.setdefault("data", {})
+    if isinstance(data.get("options"), dict) or data.get("options") is None:
+        data["options"] = {**(data.get("options") or {}), "seed": seed}
+    trainer = c.setdefault("trainer", {})
+    for cb in trainer.get("callbacks") or []:
+        if isinstance(cb, dict) and "class_path" in cb:
+            args = cb.setdefault("init_args", {})
+            if "seed" in args or cb["class_path"].endswith("StructureController"):
+                args["seed"] = seed
+    trainer["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                         "init_args": {"save_dir": str(tb_dir.parent), "name": tb_dir.name, "version": ""}}
+    trainer["enable_progress_bar"] = False
+    return c
+
+
+def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, extra: Sequence[str]) -> list[Path]:
+    """Run the config once per seed (skipping finished ones); returns the TensorBoard folders."""
+    config = yaml.safe_load(config_path.read_text())
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    runs, todo = [], []
+    for s in seeds:
+        tb = out / "tb" / f"seed{s}"
+        path = out / "configs" / f"seed{s}.yaml"
+        path.write_text(yaml.safe_dump(seed_config(config, s, tb), sort_keys=False))
+        runs.append(tb)
+        if not (tb / DONE).exists():
+            todo.append((s, path, tb))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running: list[tuple[int, Path, subprocess.Popen]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            s, path, tb = todo.pop(0)
+            tb.mkdir(parents=True, exist_ok=True)
+            logf = open(tb.parent / f"seed{s}.log", "w")  # noqa: SIM115 - closed with the process
+            cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", str(path), *extra]
+            log.info("seed %d: %s", s, " ".join(cmd))
+            running.append((s, tb, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)))
+        s, tb, proc = running.pop(0)
+        if proc.wait() == 0:
+            (tb / DONE).write_text("ok\n")
+        else:
+            failed.append(s)
+    if failed:
+        log.error("seeds %s failed; see %s", failed, out / "tb")
+    return runs
+
+
+def load_curves(run: Path) -> dict[str, np.ndarray]:
+    """``steps`` and per-layer ``units`` (one point per logged step) and ``loss`` (train loss at
+    its logged steps) of one TensorBoard run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    out: dict[str, np.ndarray] = {}
+    layers = sorted(t for t in tags if t.startswith("structure/units/layer"))
+    for t in layers:
+        ev = acc.Scalars(t)
+        out[t.rsplit("/", 1)[-1]] = np.array([[e.step, e.value] for e in ev])
+    if "train/loss" in tags:
+        out["loss"] = np.array([[e.step, e.value] for e in acc.Scalars("train/loss")])
+    if not out:
+        raise ArgumentError("run", allowed="a TensorBoard folder with structure/units/* or train/loss",
+                            received=str(run))
+    return out
+
+
+def _on_grid(series: np.ndarray, grid: np.ndarray, smooth: int = 1) -> np.ndarray:
+    values = series[:, 1]
+    if smooth > 1:  # trailing mean over `smooth` logged points, like the paper's smoothed loss
+        kernel = np.ones(smooth) / smooth
+        values = np.convolve(np.pad(values, (smooth - 1, 0), mode="edge"), kernel, mode="valid")
+    idx = np.searchsorted(series[:, 0], grid, side="right") - 1
+    return np.where(idx >= 0, values[np.clip(idx, 0, None)], np.nan)
+
+
+def summarise(runs: Sequence[Path], points: int = 200, smooth: int = 50) -> dict[str, Any]:
+    """Median and quartiles over runs of each curve on a common step grid."""
+    curves = [load_curves(r) for r in runs]
+    first = max(int(c[k][0, 0]) for c in curves for k in c)
+    last = min(int(c[k][-1, 0]) for c in curves for k in c)
+    grid = np.linspace(first, max(first, last), points)
+    out: dict[str, Any] = {"steps": grid, "runs": len(runs)}
+    for key in curves[0]:
+        stack = np.stack([_on_grid(c[key], grid, smooth if key == "loss" else 1) for c in curves if key in c])
+        out[key] = np.nanpercentile(stack, [25, 50, 75], axis=0)
+    return out
+
+
+def plot_groups(groups: dict[str, Sequence[Path]], out: Path, title: str = "") -> dict[str, dict[str, Any]]:
+    """Units (every layer) and smoothed train loss against steps: median line, interquartile band,
+    one colour per group. Returns the summaries."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_u, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
+    sums = {}
+    for i, (name, runs) in enumerate(groups.items()):
+        s = summarise(runs)
+        sums[name] = s
+        colour = f"C{i}"
+        for key in sorted(k for k in s if k.startswith("layer")):
+            q = s[key]
+            label = f"{name} ({s['runs']} runs)" + (f" {key}" if key != "layer0" else "")
+            ax_u.plot(s["steps"], q[1], color=colour, label=label)
+            ax_u.fill_between(s["steps"], q[0], q[2], color=colour, alpha=0.25)
+        if "loss" in s:
+            ax_l.plot(s["steps"], s["loss"][1], color=colour, label=f"{name} ({s['runs']} runs)")
+            ax_l.fill_between(s["steps"], s["loss"][0], s["loss"][2], color=colour, alpha=0.25)
+    ax_u.set(xlabel="step", ylabel="units", title="units (median, interquartile band)")
+    ax_l.set(xlabel="step", ylabel="train loss (smoothed)", title="loss (median, interquartile band)")
+    for ax in (ax_u, ax_l):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return sums
+
+
+def write_summary(sums: dict[str, dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["group", "runs", "curve", "q25_end", "median_end", "q75_end"])
+        for name, s in sums.items():
+            for key in sorted(k for k in s if k not in ("steps", "runs")):
+                q = s[key][:, -1]
+                w.writerow([name, s["runs"], key, *(f"{v:.4g}" for v in q)])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="growrnn grow", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    seeds = sub.add_parser("seeds", help="run a config over seeds, then plot")
+    seeds.add_argument("--config", type=Path, required=True)
+    seeds.add_argument("--seeds", type=_seeds, default=_seeds("0-4"), help="e.g. 0-4 or 0,3,7 (default 0-4)")
+    seeds.add_argument("--jobs", type=int, default=1, help="runs at a time (one torch thread each)")
+    seeds.add_argument("--out", type=Path, required=True)
+    plot = sub.add_parser("plot", help="plot groups of finished runs")
+    plot.add_argument("groups", nargs="+", metavar="NAME=GLOB", help="a label and a glob of TensorBoard run folders")
+    plot.add_argument("--out", type=Path, required=True)
+    plot.add_argument("--title", default="")
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
+    if args.action == "seeds":
+        if not args.config.is_file():
+            raise ArgumentError("--config", allowed="an existing YAML file", received=str(args.config))
+        runs = run_seeds(args.config, args.seeds, args.out, max(1, args.jobs), extra)
+        done = [r for r in runs if (r / DONE).exists()]
+        if not done:
+            return 1
+        sums = plot_groups({args.config.stem: done}, args.out / "growth.png", title=args.config.stem)
+        write_summary(sums, args.out / "summary.csv")
+        print(args.out / "growth.png")
+        return 0 if len(done) == len(runs) else 1
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    groups: dict[str, Sequence[Path]] = {}
+    for item in args.groups:
+        name, sep, pattern = item.partition("=")
+        paths = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+        if not sep or not paths:
+            raise ArgumentError("groups", allowed="NAME=GLOB matching at least one run folder", received=item)
+        groups[name] = paths
+    sums = plot_groups(groups, args.out, args.title)
+    write_summary(sums, args.out.with_suffix(".csv"))
+    print(args.out)
+    return 0
