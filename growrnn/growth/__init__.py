@@ -1,9 +1,15 @@
-"""Growth: recurrent layers whose unit count is learned (Miconi 2016). Unit surgery, the
-controller rule and the ``outgoing_l1`` signal are here; the ``multiplier`` signal and the
-stateful Lightning callback come with issue [C]."""
+"""Growth: recurrent layers whose unit count is learned (Miconi 2016).
 
-from growrnn.growth.rule import GrowthRule, outgoing_l1, structure_step
+Unit surgery (:mod:`~growrnn.growth.surgery`), the growable stack with per-layer sizes and unit
+multipliers (:mod:`~growrnn.growth.stack`), and the controller rule with the ``outgoing_l1``
+score (:mod:`~growrnn.growth.rule`). The Lightning callback that applies them while training is
+:class:`growrnn.training.growth.StructureController`.
+"""
+
+from growrnn.growth.rule import GrowthRule, outgoing_l1, reader_scales, structure_step
+from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, resize_layer, resize_to
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
-__all__ = ["GrowthRule", "UnitMap", "outgoing_l1", "remap_parameter", "remap_state", "resize_readers",
-           "resize_units", "structure_step"]
+__all__ = ["GrowableRNN", "GrowthRule", "UnitMap", "layers_of", "outgoing_l1", "outgoing_weights", "reader_scales",
+           "remap_parameter", "remap_state", "resize_layer", "resize_readers", "resize_to", "resize_units",
+           "structure_step"]

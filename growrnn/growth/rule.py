@@ -14,6 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from growrnn.errors import ArgumentError
@@ -64,6 +65,8 @@ def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> Unit
     none_spare = sum(above[j] for j in kept) > n - rule.reserve
     add = int(n < rule.max_units - 1 and ((none_spare and rng.random() < rule.p_add)
                                           or rng.random() < rule.p_spontaneous))
+    if n == H and not add:  # the common case, every step: skip UnitMap.of's checks
+        return UnitMap(torch.arange(H))
     return UnitMap.of(H, kept, add)
 
 

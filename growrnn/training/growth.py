@@ -151,10 +151,10 @@ class StructureController(L.Callback):
         rnn, decoder = pl_module.rnn, pl_module.decoder
         H = int(scores.numel())
         units = structure_step(scores, self.rule, self.rng)
+        if units.size == H and int(units.index[-1]) == H - 1:  # kept in order, none added: unchanged
+            return
         fresh = torch.nonzero(units.index < 0).flatten().tolist()
         kept = units.size - len(fresh)
-        if kept == H and not fresh:
-            return
         v2 = self.signal == "multiplier"
         state = getattr(pl_module, "_state", {}).get("train")
         state = resize_layer(rnn, decoder, k, units, optimizer, self.gen, self.init_std, self.fresh_second_moment,
