@@ -126,3 +126,21 @@ def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, c
     assert len(whole.rows) == 60 and [r[0] for r in resumed.rows] == list(range(31, 61))
     assert resumed.rows == whole.rows[30:]
     assert len({tuple(r[2]) for r in whole.rows}) > 2  # the structure did change along the way
+
+
+def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    grow = StructureController(p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=4, histogram_every_n_steps=2)
+    model = _model([2, 1])
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(
+        model, tasks.get("miconi_hard", train_windows=7, eval_windows=2).datamodule())
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    units = events.Scalars("structure/units/layer0")
+    assert [e.step for e in units] == list(range(1, 8)) and units[-1].value == 3
+    assert "structure/units/layer1" in events.Tags()["scalars"] and "structure/added" in events.Tags()["scalars"]
+    assert {"structure/scores/layer0", "structure/scores/layer1"} <= set(events.Tags()["histograms"])
+    layout = [e for e in (tmp_path / "tb").glob("events.out.tfevents.*")]
+    assert layout and b"custom_scalars" in b"".join(p.read_bytes() for p in layout)
