@@ -20,7 +20,9 @@ flattened ``+``/``*`` chain).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -106,6 +108,15 @@ class _Planner:
         for nid in g.topological:
             n = self.nodes[nid]
             self.seq[nid] = n.op != "state" and all(self.seq[a] for a in n.args)
+        # constant-only subexpressions (``relu(1)``, ``1 * 0.5``) are folded to a number here:
+        # torch functions do not take Python floats, and the value never changes anyway
+        self.folded: dict[int, float] = {}
+        for nid in g.topological:
+            n = self.nodes[nid]
+            if n.op == "const":
+                self.folded[nid] = float(n.value or 0.0)
+            elif n.args and all(a in self.folded for a in n.args) and (n.op in BINARY or n.op in FOLD):
+                self.folded[nid] = _fold(n.op, [self.folded[a] for a in n.args])
         self.uses = {i: len(p) for i, p in g.parents.items()}
         for nid in g.outputs.values():
             self.uses[nid] += 1
@@ -216,7 +227,8 @@ class _Writer:
             parent = self.g.parents[d][0] if p.uses[d] == 1 and d not in p.outputs else None
             if (parent is not None and not p.seq[d] and self.nodes[parent].op == "add"
                     and parent not in p.pair_add.values() and parent not in self.diag_fuse.values()
-                    and len(set(self.nodes[parent].args)) == 2):
+                    and len(set(self.nodes[parent].args)) == 2
+                    and not any(a in p.folded for a in self.nodes[parent].args)):  # addcmul needs a tensor
                 self.diag_fuse[d] = parent
         self.fused_adds = {a: d for d, a in self.diag_fuse.items()}
 
@@ -233,7 +245,7 @@ class _Writer:
         for nid in self.g.topological:
             if not p.seq[nid]:
                 for a in nodes[nid].args:
-                    if p.seq[a] and nodes[a].op not in ("x", "const"):
+                    if p.seq[a] and nodes[a].op != "x" and a not in p.folded:
                         need(a)
         for j in sorted(p.block):
             if ("g", p.block[j][0]) not in slots:
@@ -262,8 +274,8 @@ class _Writer:
             n = nodes[nid]
             if n.op == "x":
                 return "x2"
-            if n.op == "const":
-                return repr(float(n.value or 0.0))
+            if nid in p.folded:
+                return repr(p.folded[nid])
             if nid in val:
                 return val[nid]
             j = p.group_of[nid]
@@ -277,7 +289,7 @@ class _Writer:
         done: set[int] = set()
         for nid in self.g.topological:
             n = nodes[nid]
-            if not p.seq[nid] or n.op in ("x", "const"):
+            if not p.seq[nid] or n.op == "x" or nid in p.folded:
                 continue
             if nid in p.group_of:
                 j = p.group_of[nid]
@@ -327,8 +339,8 @@ class _Writer:
 
         def v(nid: int) -> str:
             n = nodes[nid]
-            if n.op == "const":
-                return repr(float(n.value or 0.0))
+            if nid in p.folded:
+                return repr(p.folded[nid])
             if n.op == "state":
                 return f"s{state_index[str(n.name)]}"
             if nid in val:
@@ -344,7 +356,8 @@ class _Writer:
         done: set[int] = set()
         for nid in g.topological:
             n = nodes[nid]
-            if p.seq[nid] or n.op in ("x", "const", "state") or nid in self.diag_fuse or nid in val:
+            if (p.seq[nid] or n.op in ("x", "state") or nid in p.folded or nid in self.diag_fuse
+                    or nid in val):
                 continue
             if nid in p.group_of:
                 j = p.group_of[nid]
@@ -433,3 +446,20 @@ class _Writer:
                       for j in args]
         lines.append("    return torch.stack(outs, 0), states")
         return "\n".join(lines)
+
+
+#: activations the planner can fold when their operand is a constant
+FOLD: dict[str, Callable[[float], float]] = {
+    "sigmoid": lambda a: 0.5 * (1.0 + math.tanh(a / 2)), "tanh": math.tanh, "relu": lambda a: max(a, 0.0),
+    "identity": lambda a: a,
+}
+
+
+def _fold(op: str, args: list[float]) -> float:
+    if op == "add":
+        return args[0] + args[1]
+    if op == "sub":
+        return args[0] - args[1]
+    if op == "mul":
+        return args[0] * args[1]
+    return FOLD[op](args[0])

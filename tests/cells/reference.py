@@ -30,7 +30,7 @@ def reference_forward(rnn: GenomeRNN, x: torch.Tensor, state: tuple[torch.Tensor
                 elif n.op == "state":
                     val[nid] = cur[n.name]
                 elif n.op == "const":
-                    val[nid] = float(n.value)
+                    val[nid] = torch.tensor(float(n.value), dtype=x.dtype)  # a 0-d tensor: torch ops take it
                 elif n.op in ("affine", "linear"):
                     _, w, b = weights[nid]
                     val[nid] = val[n.args[0]] @ w.t() + (b if b is not None else 0.0)

@@ -162,3 +162,20 @@ def test_empty_input_and_weightless_cells() -> None:
         gr.GenomeRNN("gru", 3, 4)(torch.zeros(0, 2, 3))
     rnn = gr.GenomeRNN("h' = tanh(h) * 0.5 + affine(x)", 3, 4)
     assert "generic" in repr(rnn) and not rnn.uses_fast_path
+
+
+@pytest.mark.parametrize("text", [
+    "h' = tanh(affine(x)) * (1 + diag(h))",                      # a constant beside a diag call
+    "h' = tanh(affine(x) + affine(h)) * relu(1)",                # an activation of a constant
+    "c' = c + 1 * 1\nh' = tanh(affine(x) + affine(h) + c')",     # constant arithmetic feeding a state
+    "h' = tanh(affine(x) + affine(h)) * sigmoid(0.5 - 1) + diag(h)",
+])
+def test_constant_subexpressions_are_folded_and_match_the_reference(text: str) -> None:
+    rnn = gr.GenomeRNN(gr.parse(text), 3, 4, fast_path=False, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out, final = rnn(x)
+    ref_out, ref_final = reference_forward(rnn, x, None)
+    torch.testing.assert_close(out, ref_out)
+    for a, b in zip(final, ref_final, strict=True):
+        torch.testing.assert_close(a, b)
