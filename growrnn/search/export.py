@@ -1,0 +1,152 @@
+"""Export a search's cells as files growrnn reads back: ``cell_<id>.txt`` (the equations, under a
+comment header with the candidate's id, key, lineage and metrics) and ``cell_<id>.json`` (the
+JSON form, with its stable node ids), plus ``front.csv`` listing them. Either file can be given
+as ``cell=`` to :class:`growrnn.training.SequenceModel` or ``growrnn fit --model.cell``.
+
+>>> # export_front("runs/search/search.db", "front/")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from growrnn.errors import ArgumentError, SearchError, format_message
+from growrnn.search.report import first_front, values_of
+from growrnn.search.selection import OBJECTIVES
+from growrnn.search.storage import Archive, CandidateRow
+
+__all__ = ["CSV_COLUMNS", "cell_text", "export_front"]
+
+log = logging.getLogger(__name__)
+
+#: Columns of ``front.csv``; ``path`` is the ``.txt`` file as written (``out`` joined with its name).
+CSV_COLUMNS = ("id", "key", "val", "test", "params", "macs", "path")
+#: Metrics left out of the text header: long (the curve, the genome itself) or already named.
+_SKIP = {"curve", "genome", "key"}
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and "\n" not in value
+                                                                     and len(value) < 80)
+
+
+def cell_text(row: CandidateRow) -> str:
+    """The candidate's genome text under a ``#`` comment header (id, key, parents, operator,
+    generation, objectives and scalar metrics); :func:`growrnn.parse` reads it back."""
+    head = [f"# growrnn search cell {row.id} (generation {row.generation})", f"# key: {row.key}",
+            f"# parents: {', '.join(map(str, row.parents)) or '-'}; operator: {row.operator}; seed: {row.seed}"]
+    if row.objectives:
+        head.append("# objectives: " + ", ".join(f"{k}={_number(v)}" for k, v in row.objectives.items()))
+    metrics = {k: v for k, v in (row.metrics or {}).items() if k not in _SKIP and _scalar(v)}
+    if metrics:
+        head.append("# metrics: " + ", ".join(f"{k}={_number(v)}" for k, v in metrics.items()))
+    return "\n".join(head) + "\n" + row.genome_text.strip() + "\n"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _names_and_direction(rows: Sequence[CandidateRow], config: Mapping[str, Any], objectives: Sequence[str] | None,
+                         direction: str | None) -> tuple[list[str], str]:
+    """The objectives the search used (the keys of its rows' ``objectives``) and the direction of
+    ``val`` (the task's, as :class:`growrnn.evaluation.Result` records it in ``metrics``)."""
+    names = list(objectives) if objectives is not None else \
+        [k for k in (rows[0].objectives or {}) if k in OBJECTIVES]
+    if not names:
+        raise SearchError(format_message("the archive's candidates record no known objective",
+                                         allowed=", ".join(OBJECTIVES), received=sorted(rows[0].objectives or {}),
+                                         hint="pass objectives= to export_front"))
+    if direction is None:
+        found = sorted({str((r.metrics or {}).get("direction")) for r in rows} - {"None"})
+        if len(found) == 1:
+            direction = found[0]
+        else:
+            direction = str(config.get("direction", "min"))
+            log.warning("the candidates record %s metric directions; taking %r (pass direction=)",
+                        "no" if not found else "several", direction)
+    return names, str(direction)
+
+
+def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, objectives: Sequence[str] | None = None,
+                 direction: str | None = None) -> list[Path]:
+    """Write the last saved generation's cells to ``out`` (created if needed).
+
+    Args:
+        db: the search's archive (SQLite file written by the search loop); only read.
+        out: the folder for the files; existing files of the same names are replaced.
+        front_only: export the first Pareto front of the last generation's population (its
+            finished candidates, over the search's objectives); ``False`` exports every finished
+            candidate of that population.
+        objectives: the objectives defining the front (default: those the candidates recorded).
+        direction: ``"min"``/``"max"`` for ``val`` (default: recorded in the candidates' metrics).
+
+    Returns:
+        The written paths: ``cell_<id>.txt`` and ``cell_<id>.json`` per cell (best ``val``
+        first), then ``front.csv``.
+
+    Raises:
+        SearchError: ``db`` is missing or not an archive, no generation was saved yet, or the
+            generation has no finished candidate.
+    """
+    db, out = Path(db), Path(out)
+    if not db.is_file():
+        raise SearchError(format_message(f"no search archive at {db}", received=str(db),
+                                         hint="pass the archive path the search wrote (its --archive / "
+                                         "search.db in its output folder)"))
+    with Archive.open(db) as archive:
+        last = archive.last_generation()
+        if last is None:
+            raise SearchError(format_message(f"the archive {db} has no saved generation",
+                                             hint="let the search finish generation 0 (or resume it) first"))
+        rows = [archive.get(i) for i in last.population]
+        config = archive.config
+    done = [r for r in rows if r.status == "done" and r.objectives is not None]
+    if not done:
+        raise SearchError(format_message(f"generation {last.gen} of {db} has no finished candidate",
+                                         hint="resume the search until some candidates are evaluated"))
+    if direction is not None and direction not in ("min", "max"):
+        raise ArgumentError("direction", allowed="'min' or 'max' or None", received=direction)
+    names, sense = _names_and_direction(done, config, objectives, direction)
+    index = first_front(done, names, sense)
+    if not front_only:  # every finished one, best val first, the front's order kept at the top
+        on_front = set(index)
+        rest = [i for i in range(len(done)) if i not in on_front]
+        sign = 1.0 if sense == "min" else -1.0
+        rest.sort(key=lambda i: (_sort_val(done[i], sign), done[i].id))
+        index = index + rest
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    table = []
+    for row in (done[i] for i in index):
+        txt, js = out / f"cell_{row.id}.txt", out / f"cell_{row.id}.json"
+        txt.write_text(cell_text(row))
+        js.write_text(json.dumps(json.loads(row.genome_json), indent=2) + "\n")
+        written += [txt, js]
+        values = values_of(row)
+        table.append({"id": row.id, "key": row.key, "val": values.get("val"), "test": values.get("test"),
+                      "params": values.get("params"), "macs": values.get("macs", values.get("macs_per_step")),
+                      "path": str(txt)})
+    csv_path = out / "front.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+    written.append(csv_path)
+    log.info("exported %d cells of generation %d from %s to %s", len(table), last.gen, db, out)
+    return written
+
+
+def _sort_val(row: CandidateRow, sign: float) -> float:
+    value = values_of(row).get("val")
+    try:
+        v = sign * float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.inf
+    return v if math.isfinite(v) else math.inf

@@ -1,0 +1,322 @@
+"""The generation loop: a (mu + lambda) NSGA-II search over cell genomes, resumable after a crash.
+
+One generation ``g`` goes: **plan** the offspring (``g = 0``: the ``initial`` cells and mutants of
+them; ``g >= 1``: binary tournaments on the population's ranks and crowding, then
+:func:`~growrnn.search.operators.vary`), **record** them in the archive as ``pending`` rows,
+**evaluate** the pending rows through the executor, **select** the next population from parents
+plus offspring (:func:`~growrnn.search.selection.survive`), and **save** the generation: its
+population, the RNG states, the predictor and the novelty archive, and the TensorBoard stats.
+
+**Why a killed search reaches the same final population.** Everything random comes from
+generators whose states are saved with each generation, and each candidate's training seed is a
+function of the search seed and the candidate's place (generation, slot). Offspring are written
+as ``pending`` rows *before* any is evaluated, so a resumed search re-plans generation ``g`` from
+the state saved with ``g - 1``, finds the rows it planned (and checks them), and evaluates only
+what is not ``done``. Evaluation is deterministic (one torch thread, ``evaluate`` seeds
+everything, no wall-clock budget), and outcomes are read back in candidate-id order, whichever
+executor finished them first.
+
+**Deduplication.** A planned child whose canonical key already has a ``done`` row is recorded as
+done with that row's results (``metrics["reused_from"]``), and of several new rows with one key in
+a generation only the first is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from growrnn.errors import SearchError, VariationError, format_message
+from growrnn.genome.graph import Genome
+from growrnn.search import selection
+from growrnn.search._survival import fit_predictor, novelty_column, objective_matrix, prune_weights
+from growrnn.search.config import NEUTRAL, SearchConfig, check_config, config_to_dict, initial_genome
+from growrnn.search.executors import Executor, Job, make_executor
+from growrnn.search.operators import CROSSOVERS, vary
+from growrnn.search.storage import NEUTRAL_KEYS, Archive, CandidateRow, decode_state, encode_state
+
+__all__ = ["SearchResult", "run_search", "candidate_seed", "tensorboard_dir", "weights_dir"]
+log = logging.getLogger(__name__)
+
+#: Tournaments tried for one offspring slot before it is left empty (variation can fail).
+PLAN_TRIES = 5
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The end of :func:`run_search`: the final ``population`` (candidate ids, best first), the
+    last generation saved, and where the archive and TensorBoard logs are."""
+
+    population: tuple[int, ...]
+    generation: int
+    db: Path
+    tensorboard: Path
+
+
+@dataclass(frozen=True)
+class _Plan:
+    genome: Genome
+    operator: str
+    parents: tuple[int, ...] = ()
+    parent_slots: tuple[int, ...] = ()  # generation 0: parents named by slot (their ids come later)
+
+
+def candidate_seed(search_seed: int, generation: int, slot: int) -> int:
+    """The training seed of the candidate in ``slot`` of ``generation`` (< 2**31)."""
+    return int(np.random.SeedSequence([search_seed, generation, slot]).generate_state(1)[0]) % 2**31
+
+
+def tensorboard_dir(config: SearchConfig, db: Path) -> Path:
+    """``config.tensorboard``, or the database path without its suffix plus ``_tb``."""
+    return Path(config.tensorboard) if config.tensorboard else Path(f"{db.with_suffix('')}_tb")
+
+
+def weights_dir(db: Path) -> Path:
+    """Where candidates' trained weights go (for their children): the database path without its
+    suffix plus ``_weights`` (one folder per search, so two searches in one folder do not mix)."""
+    return Path(f"{db.with_suffix('')}_weights")
+
+
+def run_search(config: SearchConfig, db: str | Path, *, executor: Executor | None = None) -> SearchResult:
+    """Run (or resume) the search described by ``config``, stored in the SQLite file ``db``.
+
+    An existing ``db`` is resumed: its stored config must equal ``config`` except in keys that do
+    not change results (``generations``, ``workers``, ``executor``, ...; else
+    :class:`~growrnn.errors.SearchError`), interrupted evaluations go back to pending, and the
+    search goes on from the last saved generation, re-evaluating nothing that finished.
+    ``executor`` overrides the one the config names (the caller then closes it).
+    """
+    check_config(config)
+    db = Path(db)
+    with Archive.open(db, config_to_dict(config), neutral=NEUTRAL_KEYS | NEUTRAL) as archive:
+        archive.reset_running()
+        owned = executor is None
+        ex = executor if executor is not None else _make_executor(config)
+        try:
+            return _Search(config, db, archive, ex).run()
+        finally:
+            if owned:
+                ex.close()
+
+
+def _make_executor(config: SearchConfig) -> Executor:
+    if config.executor == "ray":
+        num_cpus = config.workers if config.address is None and config.workers > 0 else None
+        return make_executor("ray", address=config.address, num_cpus=num_cpus)
+    return make_executor("local", workers=config.workers)
+
+
+class _Search:
+    def __init__(self, config: SearchConfig, db: Path, archive: Archive, executor: Executor):
+        self.config, self.db, self.archive, self.executor = config, db, archive, executor
+        self.tb = tensorboard_dir(config, db)
+        self.weights = weights_dir(db) if config.inherit else None
+        self.behaviours: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------------------- driver
+    def run(self) -> SearchResult:
+        last = self.archive.last_generation()
+        if last is None:
+            gen, state = 0, self._initial_state()
+        else:
+            gen, state = last.gen + 1, decode_state(last.state)
+            # a crash may have come between the save and the pruning
+            prune_weights(self.weights, self.archive, last.gen, last.population)
+            log.info("resuming %s after generation %d", self.db, last.gen)
+        population = tuple(last.population) if last is not None else ()
+        while gen <= self.config.generations:
+            population, state = self._generation(gen, state)
+            gen += 1
+        return SearchResult(population, gen - 1, self.db, self.tb)
+
+    def _initial_state(self) -> dict[str, Any]:
+        seed = self.config.seed
+        state: dict[str, Any] = {"rng": random.Random(seed), "np_rng": np.random.default_rng(seed),
+                                 "population": [], "F": [], "direction": None, "predictor": None,
+                                 "threshold": None, "novelty": None, "ref": None}
+        if self.config.novelty is not None:
+            from growrnn.search.novelty import NoveltyArchive
+
+            n = self.config.novelty
+            state["novelty"] = NoveltyArchive(n.k, n.add_threshold, n.max_size, seed).state_dict()
+        return state
+
+    def _generation(self, gen: int, state: dict[str, Any]) -> tuple[tuple[int, ...], dict[str, Any]]:
+        plans = self._plan(gen, state)  # advances state["rng"] and state["np_rng"]
+        rows = self._record(gen, plans)
+        self._evaluate(gen, rows, state)
+        pool = sorted(set(state["population"]) | {r.id for r in rows})
+        population, F = self._select(gen, pool, state)
+        new_state = self._next_state(state, population, F)
+        from growrnn.search import report
+
+        # one hypervolume reference for the whole search: generation 0's, kept in the state
+        stats = report.log_generation(self.tb, self.archive, gen, list(population), list(self.config.objectives),
+                                      direction=new_state["direction"] or "min", ref=state.get("ref"))
+        new_state["ref"] = stats.get("ref")
+        self.archive.save_generation(gen, population, encode_state(new_state), stats)
+        prune_weights(self.weights, self.archive, gen, population)
+        counts = self.archive.counts()
+        log.info("generation %d/%d saved: %d candidates done, %d failed so far", gen, self.config.generations,
+                 counts["done"], counts["failed"])
+        return population, new_state
+
+    # ------------------------------------------------------------------------------- planning
+    def _plan(self, gen: int, state: dict[str, Any]) -> list[_Plan]:
+        cfg, rng = self.config, state["rng"]
+        if gen == 0:
+            seeds = [initial_genome(c, f"initial[{i}]") for i, c in enumerate(cfg.initial)]
+            plans = [_Plan(g, "init") for g in seeds]
+            for i in range(cfg.population - len(seeds)):
+                slot = i % len(seeds)
+                try:
+                    child, name = vary([seeds[slot]], rng, cfg.limits, cfg.operators, 0.0)
+                except VariationError as err:
+                    log.warning("generation 0: no mutant of initial[%d] (%s)", slot, err)
+                    continue
+                plans.append(_Plan(child, name, parent_slots=(slot,)))
+            return plans
+        ids = list(state["population"])
+        genomes = [Genome.from_json(self.archive.get(i).genome_json) for i in ids]
+        F = np.asarray(state["F"], dtype=float).reshape(len(ids), -1)
+        ranks = selection.nondominated_ranks(F)
+        crowding = selection.crowding_distances(F, ranks)
+        plans = []
+        for slot in range(cfg.offspring):
+            for _ in range(PLAN_TRIES):
+                a, b = (int(i) for i in selection.tournament(ranks, crowding, 2, state["np_rng"]))
+                try:
+                    child, name = vary([genomes[a], genomes[b]], rng, cfg.limits, cfg.operators, cfg.p_crossover)
+                except VariationError:
+                    continue
+                plans.append(_Plan(child, name, (ids[a], ids[b]) if name in CROSSOVERS else (ids[a],)))
+                break
+            else:
+                log.warning("generation %d: offspring slot %d left empty (variation kept failing)", gen, slot)
+        return plans
+
+    def _record(self, gen: int, plans: list[_Plan]) -> list[CandidateRow]:
+        """The generation's rows: those a previous run already wrote (checked against the plan),
+        then the rest, added as pending."""
+        rows = self.archive.rows(generation=gen)
+        if len(rows) > len(plans):
+            raise self._mismatch(gen, f"it holds {len(rows)} candidates, the plan {len(plans)}")
+        for slot, plan in enumerate(plans):
+            parents = plan.parents or tuple(rows[s].id for s in plan.parent_slots)
+            if slot < len(rows):
+                row = rows[slot]
+                # JSON, not text: the node ids (what children inherit through) must match too
+                if (row.genome_json, row.operator, row.parents) != (plan.genome.to_json(), plan.operator, parents):
+                    raise self._mismatch(gen, f"candidate {row.id} differs from the plan's slot {slot}")
+                continue
+            i = self.archive.add(plan.genome.to_json(), plan.genome.to_text(), plan.genome.key, parents,
+                                 plan.operator, seed=candidate_seed(self.config.seed, gen, slot), generation=gen)
+            rows.append(self.archive.get(i))
+        return rows
+
+    def _mismatch(self, gen: int, what: str) -> SearchError:
+        return SearchError(format_message(
+            f"generation {gen} in {self.archive.path} is not what this search makes ({what})",
+            hint="the archive was written by another growrnn version or another config; resume it with "
+                 "those, or start a new database"))
+
+    # ------------------------------------------------------------------------------- evaluation
+    def _evaluate(self, gen: int, rows: list[CandidateRow], state: dict[str, Any]) -> None:
+        from tqdm.auto import tqdm
+
+        from growrnn.search.job import run_candidate
+
+        archive, cfg = self.archive, self.config
+        pending = [r for r in rows if r.status == "pending"]
+        jobs, copies, first = [], [], {}  # first: key -> the row of this batch that trains
+        for row in pending:
+            done = archive.find_done(row.key)
+            if done is not None:
+                self._reuse(row, done)
+            elif row.key in first:
+                copies.append(row)
+            else:
+                first[row.key] = row
+                jobs.append(Job(str(row.id), run_candidate, (self._payload(row, state),), timeout_s=cfg.timeout_s,
+                                retries=cfg.retries))
+        bar = tqdm(total=len(rows), initial=len(rows) - len(jobs) - len(copies), desc=f"generation {gen}",
+                   unit="cell", disable=not cfg.progress, leave=False)
+        try:
+            for job in jobs:
+                archive.mark_running(int(job.key))
+            for outcome in self.executor.run(jobs):
+                i = int(outcome.key)
+                if outcome.ok:
+                    value = outcome.value
+                    archive.finish(i, value["metrics"], value["curve"], value["objectives"], value["seconds"])
+                else:
+                    log.warning("candidate %d %s after %d attempt(s)", i, outcome.status, outcome.attempts)
+                    archive.fail(i, f"{outcome.status} after {outcome.attempts} attempt(s): {outcome.error}")
+                bar.update()
+            for row in copies:
+                source = archive.get(first[row.key].id)
+                if source.status == "done":
+                    self._reuse(row, source)
+                else:
+                    archive.fail(row.id, f"duplicate of candidate {source.id}, which failed")
+                bar.update()
+        finally:
+            bar.close()
+
+    def _reuse(self, row: CandidateRow, source: CandidateRow) -> None:
+        """Record ``row`` as done with ``source``'s results (same canonical key), and give it a
+        copy of ``source``'s weights so that its children can inherit them."""
+        assert source.metrics is not None and source.curve is not None and source.objectives is not None
+        if self.weights is not None and (self.weights / f"{source.id}.pt").is_file():
+            shutil.copyfile(self.weights / f"{source.id}.pt", self.weights / f"{row.id}.pt")
+        metrics = {**source.metrics, "reused_from": source.metrics.get("reused_from", source.id)}
+        self.archive.finish(row.id, metrics, source.curve, source.objectives, 0.0)
+
+    def _payload(self, row: CandidateRow, state: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        payload: dict[str, Any] = {
+            "genome_json": row.genome_json, "task": cfg.task, "task_options": dict(cfg.task_options),
+            "model": dict(cfg.model), "trainer": dict(cfg.trainer), "budget": cfg.budget.as_dict(),
+            "seed": row.seed, "test": cfg.test, "objectives": list(cfg.objectives), "threads": 1,
+            "grow": dict(cfg.grow) if cfg.grow is not None else None, "parent": None, "predictor": None,
+            "weights_out": str(self.weights / f"{row.id}.pt") if self.weights is not None else None}
+        if self.weights is not None and row.parents:
+            # inherit only across generations: within one, the parent may not have finished yet, and
+            # whether it had would depend on the executor's timing
+            parent = self.archive.get(row.parents[0])
+            path = self.weights / f"{parent.id}.pt"
+            if parent.status == "done" and parent.generation < row.generation and path.is_file():
+                payload["parent"] = {"path": str(path), "genome_json": parent.genome_json}
+        if cfg.predictor is not None and state.get("predictor") is not None:
+            payload["predictor"] = {"state": state["predictor"], "threshold": state["threshold"],
+                                    "margin": cfg.predictor.margin, "min_train": cfg.predictor.min_train,
+                                    "direction": state["direction"]}
+        return payload
+
+    # ------------------------------------------------------------------------------- selection
+    def _select(self, gen: int, pool: list[int], state: dict[str, Any]) -> tuple[tuple[int, ...], np.ndarray]:
+        """The survivors of parents plus offspring (best first) and their rows of ``F``."""
+        rows = [self.archive.get(i) for i in pool]
+        if state.get("direction") is None:  # the task's, recorded by any finished candidate
+            state["direction"] = next((r.metrics["direction"] for r in rows if r.metrics is not None), None)
+        F = objective_matrix(rows, self.config.objectives, state["direction"] or "min")
+        if self.config.novelty is not None:
+            column, state["novelty"] = novelty_column(rows, gen, F, self.config.novelty, self.config.seed,
+                                                      state["novelty"], self.behaviours)
+            F = np.hstack([F, column[:, None]])
+        keep = selection.survive(F, self.config.population)
+        return tuple(pool[k] for k in keep), F[keep]
+
+    def _next_state(self, state: dict[str, Any], population: tuple[int, ...], F: np.ndarray) -> dict[str, Any]:
+        new = {**state, "population": list(population), "F": F.tolist()}
+        if self.config.predictor is not None:
+            new["predictor"], new["threshold"] = fit_predictor(
+                self.archive, self.config.predictor, self.config.seed, population, F, len(self.config.objectives),
+                new["direction"] or "min")
+        return new

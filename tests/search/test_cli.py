@@ -1,0 +1,107 @@
+"""`growrnn search` and `growrnn search export`: every search config loads, the debug search runs
+and resumes from its database alone, exported cells load in GenomeRNN and train in `growrnn fit`,
+and config mistakes are errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import growrnn as gr
+from growrnn.cli import main
+from growrnn.errors import ArgumentError
+from growrnn.search.config import SearchConfig, load_config
+from growrnn.search.storage import Archive
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "configs" / "debug" / "search.yaml"
+CONFIGS = [DEBUG, *sorted((REPO / "configs" / "search").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_search_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, SearchConfig) and config.population >= len(config.initial)
+
+
+def test_shipped_searches_are_the_issues_sizes() -> None:
+    jsb, ptb = load_config(REPO / "configs/search/jsb.yaml"), load_config(REPO / "configs/search/ptb_moe.yaml")
+    assert jsb.task == "jsb" and jsb.population >= 20 and jsb.generations >= 10
+    assert (ptb.population, ptb.generations, ptb.model["hidden_size"], ptb.model["lr"], ptb.model["dropout"],
+            ptb.model["plateau_factor"], ptb.trainer["gradient_clip_val"]) == (100, 25, 650, 20.0, 0.5, 4.0, 0.25)
+
+
+def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "x.db"
+    assert main(["search", "--config", str(DEBUG), "--db", str(db), "--progress", "false"]) == 0
+    assert "search done: generation 2" in capsys.readouterr().out
+    # resume from the database alone (its stored config), one generation further
+    assert main(["search", "--db", str(db), "--generations", "3", "--progress", "false"]) == 0
+    with Archive.open(db) as archive:
+        assert [g.gen for g in archive.generations()] == [0, 1, 2, 3]
+    out = tmp_path / "front"
+    assert main(["search", "export", "--db", str(db), "--front", "--out", str(out)]) == 0
+    texts, jsons = sorted(out.glob("*.txt")), sorted(out.glob("*.json"))
+    assert texts and len(texts) == len(jsons)
+    x = torch.randn(2, 5, 3)
+    for text, js in zip(texts, jsons, strict=True):
+        from_text, from_json = gr.parse(text.read_text()), gr.Genome.from_json(js.read_text())
+        assert from_text == from_json
+        out_text, _ = gr.GenomeRNN(from_text, 3, 4, generator=torch.Generator().manual_seed(0))(x)
+        out_json, _ = gr.GenomeRNN(from_json, 3, 4, generator=torch.Generator().manual_seed(0))(x)
+        torch.testing.assert_close(out_text, out_json)
+    for cell in (texts[0], jsons[0]):
+        assert main(["fit", "--config", str(REPO / "configs/debug/adding.yaml"), "--model.cell", str(cell),
+                     "--trainer.fast_dev_run", "true", "--trainer.logger.init_args.save_dir", str(tmp_path),
+                     "--trainer.default_root_dir", str(tmp_path)]) == 0
+    everything = tmp_path / "all"
+    assert main(["search", "export", "--db", str(db), "--out", str(everything)]) == 0
+    assert len(list(everything.glob("*.txt"))) == 4, "without --front: the whole last population"
+
+
+@pytest.mark.parametrize(("yaml", "match"), [
+    ("bogus: 1\n", "bogus"),
+    ("budget: {steps: 5, epoch: 2}\n", "epoch"),
+    ("objectives: [val, accuracy]\n", "'objectives'.*Received: \\['val', 'accuracy'\\]"),
+    ("model: {hiden_size: 8}\n", "'model.hiden_size'"),
+    ("model: {cell: gru}\n", "'model.cell'.*the search sets"),
+    ("trainer: {max_epochs: 3}\n", "'trainer.max_epochs'.*the search sets"),
+    ("grow: {max_units: 20}\n", "'model.hidden_size'.*a list of start sizes"),
+    ("initial: [lstm, gru, elman, mgu, indrnn]\n", "'initial'.*1 to population \\(4\\)"),
+    ("initial: [lsmt]\n", "'initial\\[0\\]'.*a library cell"),
+    ("operators: [flip]\n", "'operators'"),
+    ("task: nosuchtask\n", "'task'"),
+    ("budget: {val_every: 5}\n", "'budget'.*at least one of steps, epochs, seconds"),
+    ("address: auto\n", "'address'.*executor: ray"),
+])
+def test_config_mistakes_name_the_key(tmp_path: Path, yaml: str, match: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(DEBUG.read_text() + yaml)  # a repeated key: the later one wins
+    with pytest.raises(ArgumentError, match=match):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--db", "{db}"], "'--config'.*required unless --db names an existing search"),
+    (["--config", str(DEBUG), "--db", "{db}", "--populaton", "3"], "populaton"),
+])
+def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                          match: str) -> None:
+    import re
+    args = [a.format(db=tmp_path / "none.db") for a in args]
+    assert main(["search", *args]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_package_names_are_lazy_and_complete() -> None:
+    import subprocess
+    import sys
+
+    import growrnn.search as search
+    code = "import sys, growrnn.search; sys.exit(sum(m in sys.modules for m in ('torch', 'numpy', 'lightning')))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+    assert set(search.__all__) == set(search._LAZY)
+    assert all(getattr(search, name) is not None for name in search.__all__)

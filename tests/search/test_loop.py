@@ -1,0 +1,289 @@
+"""The search loop: a tiny end-to-end search, resume after kill -9, the same population from every
+executor, deduplication, failures, and the job's inheritance, predictor and growth hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing  # a sqlite3 connection's own __exit__ commits but does not close
+from pathlib import Path
+
+import pytest
+import torch
+
+from growrnn.errors import SearchError
+from growrnn.genome import Genome, library_cell
+from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
+from growrnn.search.executors import Job, LocalExecutor, Outcome
+from growrnn.search.job import _save_weights, inherit_into, run_candidate
+from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
+from growrnn.search.morphisms import add_connection
+from growrnn.search.operators import Limits
+from growrnn.search.storage import Archive, CandidateRow
+
+REPO = Path(__file__).resolve().parents[2]
+DEBUG = REPO / "configs" / "debug" / "search.yaml"
+TASK = {"task": "adding", "task_options": {"length": 20, "n_train": 64, "n_eval": 16, "batch_size": 16},
+        "trainer": {"gradient_clip_val": 1.0}, "budget": {"steps": 20, "val_every": 5}, "test": False,
+        "objectives": ["val", "params"], "threads": 1, "weights_out": None, "parent": None, "grow": None,
+        "predictor": None}
+
+
+def debug_config(**changes: object) -> SearchConfig:
+    return dataclasses.replace(load_config(DEBUG), progress=False, **changes)  # type: ignore[arg-type]
+
+
+def population_keys(db: Path) -> list[str]:
+    with Archive.open(db) as archive:
+        last = archive.last_generation()
+        assert last is not None
+        return [archive.get(i).key for i in last.population]
+
+
+def final_values(db: Path) -> list[tuple[int, str, dict[str, float] | None]]:
+    with Archive.open(db) as archive:
+        last = archive.last_generation()
+        assert last is not None
+        return [(r.id, r.key, r.objectives) for r in (archive.get(i) for i in last.population)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SearchResult]:
+    """The debug search, uninterrupted and inline: what every other run must reproduce."""
+    db = tmp_path_factory.mktemp("reference") / "search.db"
+    return db, run_search(debug_config(), db)
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_search_saves_generations_stats_and_a_front(reference: tuple[Path, SearchResult]) -> None:
+    db, result = reference
+    config = debug_config()
+    with Archive.open(db) as archive:
+        generations = archive.generations()
+        rows = archive.rows()
+        assert [g.gen for g in generations] == list(range(config.generations + 1))
+        assert result.population == generations[-1].population and len(result.population) == config.population
+        for g in generations:
+            assert g.stats["hypervolume"] > 0 and g.stats["front_size"] >= 1
+            assert set(g.stats["front"]) <= set(g.population)
+            assert len(g.state["F"]) == config.population
+        # hypervolume against one reference point never falls in (mu + lambda): the parents stay
+        volumes = [g.stats["hypervolume"] for g in generations]
+        assert volumes == sorted(volumes)
+    assert {r.status for r in rows} == {"done"}
+    assert len(rows) == config.population + config.generations * config.offspring
+    trained = [r.key for r in rows if "reused_from" not in (r.metrics or {})]
+    assert len(trained) == len(set(trained)), "a canonical key was trained twice"
+    assert list(result.tensorboard.glob("events.out.tfevents.*"))
+
+
+def test_rows_carry_lineage_seeds_and_inherited_weights(reference: tuple[Path, SearchResult]) -> None:
+    db, _ = reference
+    with Archive.open(db) as archive:
+        rows = archive.rows()
+        by_id = {r.id: r for r in rows}
+        for gen in range(3):
+            for slot, row in enumerate(archive.rows(generation=gen)):
+                assert row.seed == candidate_seed(0, gen, slot)
+    children = [r for r in rows if r.generation > 0]
+    assert all(r.parents and all(by_id[p].generation < r.generation for p in r.parents) for r in children)
+    trained = [r for r in children if "reused_from" not in (r.metrics or {})]
+    assert trained and all((r.metrics or {})["inherited"] > 0 for r in trained), "children start from parents"
+    for r in rows:
+        source = (r.metrics or {}).get("reused_from")
+        if source is not None:
+            assert by_id[source].key == r.key and by_id[source].objectives == r.objectives
+    assert sorted(p.name for p in weights_dir(db).glob("*")) == sorted(f"{i}.pt" for i in reference[1].population)
+
+
+def test_resuming_a_finished_search_evaluates_nothing(reference: tuple[Path, SearchResult]) -> None:
+    db, result = reference
+    before = final_values(db)
+    with Archive.open(db) as archive:
+        rows = archive.rows()
+    again = run_search(debug_config(), db)
+    assert again.population == result.population and final_values(db) == before
+    with Archive.open(db) as archive:
+        assert archive.rows() == rows
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"seed": 1}, "keys seed differ"),
+    ({"population": 5}, "keys population differ"),
+    ({"model": {"hidden_size": 9, "optimizer": "adam", "lr": 0.01}}, r"keys model\.hidden_size differ"),
+])
+def test_resume_with_another_config_is_a_search_error(reference: tuple[Path, SearchResult], change: dict,
+                                                       match: str) -> None:
+    with pytest.raises(SearchError, match=match):
+        run_search(debug_config(**change), reference[0])
+
+
+# ------------------------------------------------------------------------------------ resume
+def _done_rows(db: Path) -> dict[int, CandidateRow]:
+    with Archive.open(db) as archive:
+        return {r.id: r for r in archive.rows("done")}
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_reaches_the_uninterrupted_population(reference: tuple[Path, SearchResult],
+                                                                  tmp_path: Path) -> None:
+    db = tmp_path / "killed.db"
+    cmd = [sys.executable, "-m", "growrnn.cli", "search", "--config", str(DEBUG), "--db", str(db),
+           "--progress", "false"]
+    log = tmp_path / "search.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.is_file():  # read-only, as a second process may: WAL lets us read while it writes
+                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                    try:
+                        (n,) = conn.execute("SELECT COUNT(*) FROM candidates WHERE status = 'done' "
+                                            "AND generation >= 1").fetchone()
+                    except sqlite3.OperationalError:  # the schema is being created
+                        n = 0
+                if n >= 1:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    before = _done_rows(db)
+    with Archive.open(db) as archive:
+        last = archive.last_generation()
+        assert last is not None and last.gen < 2, "the kill came after the search had finished"
+        assert any(r.generation >= 1 for r in before.values())
+    from growrnn.search.cli import main
+    assert main(["--config", str(DEBUG), "--db", str(db), "--progress", "false"]) == 0
+    after = _done_rows(db)
+    for i, row in before.items():  # finished before the kill: not evaluated again
+        assert (after[i].started, after[i].finished, after[i].attempts, after[i].metrics) == \
+            (row.started, row.finished, row.attempts, row.metrics)
+    assert population_keys(db) == population_keys(reference[0])
+    assert final_values(db) == final_values(reference[0])
+
+
+# ------------------------------------------------------------------------------------ executors
+@pytest.mark.slow
+def test_process_pool_gives_the_inline_population(reference: tuple[Path, SearchResult], tmp_path: Path) -> None:
+    db = tmp_path / "pool.db"
+    run_search(debug_config(workers=2), db)
+    assert final_values(db) == final_values(reference[0])
+
+
+@pytest.mark.slow
+def test_ray_gives_the_inline_population(reference: tuple[Path, SearchResult], tmp_path: Path) -> None:
+    try:
+        import ray
+    except ImportError:
+        msg = "ray is not installed: pip install 'growrnn[ray]'"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    db = tmp_path / "ray.db"
+    run_search(debug_config(executor="ray", workers=2), db)
+    assert not ray.is_initialized(), "the search shuts down the Ray it started"
+    assert final_values(db) == final_values(reference[0])
+
+
+class FailingExecutor(LocalExecutor):
+    """Inline, except that the jobs named in ``fail`` fail (as a crashed worker would)."""
+
+    def __init__(self, fail: set[str]):
+        super().__init__(workers=0)
+        self.fail = fail
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:  # type: ignore[override]
+        for job in jobs:
+            if job.key in self.fail:
+                yield Outcome(job.key, "crashed", error="worker process 1 was killed by SIGKILL", attempts=2)
+            else:
+                yield from super().run([job])
+
+
+def test_a_failed_candidate_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "failing.db"
+    with FailingExecutor({"2", "6"}) as executor:
+        result = run_search(debug_config(generations=1), db, executor=executor)
+    with Archive.open(db) as archive:
+        assert [(r.id, r.status) for r in archive.rows("failed")] == [(2, "failed"), (6, "failed")]
+        assert "crashed after 2 attempt(s)" in str(archive.get(2).error)
+        assert archive.last_generation() is not None
+    assert 2 not in result.population and 6 not in result.population, "failed rows are worst in every objective"
+
+
+def test_novelty_and_predictor_state_travel_with_the_generations(tmp_path: Path) -> None:
+    db = tmp_path / "extras.db"
+    config = debug_config(generations=1, novelty=NoveltyConfig(k=2, steps=5), predictor=PredictorConfig(k=2,
+                                                                                                         min_train=2))
+    run_search(config, db)
+    with Archive.open(db) as archive:
+        state = archive.generations()[0].state
+        assert state["predictor"]["n_train"] == 4 and math.isfinite(state["threshold"])
+        assert len(state["novelty"]["entries"]) == 4
+        assert all(len(row) == 3 for row in archive.generations()[1].state["F"]), "val, params, -novelty"
+        assert all("stopped_early" in (r.metrics or {}) for r in archive.rows(generation=1))
+
+
+# ------------------------------------------------------------------------------------ the job
+def test_diverging_candidate_is_a_bad_fitness_not_a_crash() -> None:
+    out = run_candidate({**TASK, "genome_json": library_cell("elman").to_json(), "seed": 0,
+                         "model": {"hidden_size": 8, "optimizer": "sgd", "lr": 1e12}, "trainer": {}})
+    assert out["metrics"]["diverged"] and out["objectives"]["val"] == math.inf
+
+
+def test_predictor_stops_a_hopeless_candidate() -> None:
+    from growrnn.search.predictor import CurvePredictor
+    predictor = CurvePredictor(k=1, epochs=5).fit([[1.0, 0.5], [2.0, 1.0], [3.0, 1.5]], [0.5, 1.0, 1.5])
+    spec = {"state": predictor.state_dict(), "threshold": -1e9, "margin": 0.0, "min_train": 2, "direction": "min"}
+    out = run_candidate({**TASK, "genome_json": library_cell("gru").to_json(), "seed": 0,
+                         "model": {"hidden_size": 8}, "predictor": spec})
+    m = out["metrics"]
+    assert m["stopped_early"] and m["steps"] == 5, "stopped at the first validation"
+    assert out["objectives"]["val"] == m["predicted"] and len(out["curve"]) == 1
+
+
+def test_growth_makes_params_the_grown_count(tmp_path: Path) -> None:
+    from growrnn.task import get_task
+    from growrnn.training.model import SequenceModel
+    grow = {"p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12}
+    payload = {**TASK, "genome_json": library_cell("gru").to_json(), "seed": 0, "grow": grow,
+               "model": {"hidden_size": [4]}, "weights_out": str(tmp_path / "parent.pt")}
+    out = run_candidate(payload)
+    (size,) = out["metrics"]["hidden_sizes"]
+    spec = get_task("adding", **TASK["task_options"]).spec  # type: ignore[arg-type]
+    grown = SequenceModel(spec, cell="gru", hidden_size=[size])
+    assert size > 4 and out["objectives"]["params"] == sum(p.numel() for p in grown.parameters())
+    # a child starts at the parent's grown width, with its weights
+    child = run_candidate({**payload, "weights_out": None,
+                           "parent": {"path": str(tmp_path / "parent.pt"), "genome_json": payload["genome_json"]}})
+    assert child["metrics"]["inherited"] == 6 and child["metrics"]["hidden_sizes"][0] >= size
+
+
+def test_inherited_child_of_a_function_preserving_morphism_computes_the_parent(tmp_path: Path) -> None:
+    from growrnn.task import get_task
+    from growrnn.training.model import SequenceModel
+    spec = get_task("adding", **TASK["task_options"]).spec  # type: ignore[arg-type]
+    parent_genome = library_cell("gru")
+    # JSON round trip: the ids a search stores
+    child_genome = Genome.from_json(add_connection(parent_genome, random.Random(0), Limits()).to_json())
+    parent = SequenceModel(spec, cell=parent_genome.to_text(), hidden_size=6, seed=1)
+    _save_weights(tmp_path / "p.pt", parent, parent_genome.to_json())
+    child = SequenceModel(spec, cell=child_genome.to_text(), hidden_size=6, seed=2)
+    assert inherit_into(child, child_genome, tmp_path / "p.pt", parent_genome) == 6
+    x = torch.randn(3, 7, spec.input_size, generator=torch.Generator().manual_seed(0))
+    parent.eval()
+    child.eval()
+    torch.testing.assert_close(child(x)[0], parent(x)[0], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,179 @@
+"""Search reporting: TensorBoard scalars/figures/text per generation, the fixed hypervolume
+reference, the Pareto figure's baselines, and exporting cells that growrnn reads back."""
+
+import csv
+import math
+import random
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import growrnn
+from growrnn.errors import ArgumentError, SearchError
+from growrnn.genome.generate import random_genome
+from growrnn.genome.graph import Genome
+from growrnn.genome.library import library_cell
+from growrnn.search.export import export_front
+from growrnn.search.report import first_front, log_generation, pareto_figure, reference_point
+from growrnn.search.selection import hypervolume, objective_matrix
+from growrnn.search.storage import Archive
+
+OBJ = ["val", "params"]
+# name -> (val, params, in the population); the expected first front is r0, lstm, gru, r1 (best val first)
+ROWS = {"lstm": (0.30, 400, True), "gru": (0.35, 300, True), "elman": (0.60, 100, False),
+        "r0": (0.20, 900, True), "r1": (0.50, 150, True), "r2": (0.40, 500, True), "r3": (math.nan, 200, True)}
+
+
+class Built(NamedTuple):
+    db: Archive
+    ids: dict[str, int]
+    population: list[int]
+
+
+def _genome(name: str, rng: random.Random) -> Genome:
+    return library_cell(name) if not name.startswith("r") else random_genome(rng)
+
+
+@pytest.fixture
+def built(tmp_path: Path):
+    rng = random.Random(7)
+    with Archive.open(tmp_path / "search.db", {"seed": 0, "task": "adding"}) as db:
+        ids: dict[str, int] = {}
+        for name, (val, params, _) in ROWS.items():
+            g = _genome(name, rng)
+            i = db.add(g.to_json(), g.to_text(), g.key, [ids["lstm"]] if name == "r2" else [], "init", 0, 0)
+            metrics = {"val": val, "test": val + 0.01, "params": params, "macs_per_step": 2 * params,
+                       "diverged": math.isnan(val), "direction": "min", "genome": g.to_text(), "curve": []}
+            db.finish(i, metrics, [], {"val": val, "params": params}, seconds=0.1)
+            ids[name] = i
+        g = random_genome(rng)
+        ids["pending"] = db.add(g.to_json(), g.to_text(), g.key, [], "init", 0, 0)
+        yield Built(db, ids, [ids[n] for n, row in ROWS.items() if row[2]] + [ids["pending"]])
+
+
+def _F(built: Built, names: list[str]) -> np.ndarray:
+    return objective_matrix([built.db.get(built.ids[n]).objectives or {} for n in names], OBJ, {"val": "min"})
+
+
+def test_log_generation_writes_scalars_figures_and_text(tmp_path: Path, built: Built) -> None:
+    stats = log_generation(tmp_path / "tb", built.db, 3, built.population, OBJ)
+    ids = built.ids
+    assert stats["front"] == [ids["r0"], ids["lstm"], ids["gru"], ids["r1"]]
+    assert (stats["front_size"], stats["evaluated"], stats["best_val"]) == (4, 6, 0.20)
+    assert stats["ref"] == pytest.approx([0.5 * 1.1, 900 * 1.1])
+    finite = _F(built, ["lstm", "gru", "r0", "r1", "r2"])
+    assert stats["hypervolume"] == pytest.approx(hypervolume(finite, np.array(stats["ref"])))
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"search/hypervolume", "search/best_val", "search/front_size", "search/evaluated"} <= set(tags["scalars"])
+    assert {"search/pareto", *(f"search/front_cell_{k}" for k in range(4))} == set(tags["images"])
+    assert "search/front/text_summary" in tags["tensors"]
+    (event,) = acc.Scalars("search/hypervolume")
+    assert (event.step, event.value) == (3, pytest.approx(stats["hypervolume"], rel=1e-6))
+    text = acc.Tensors("search/front/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert f"cell {ids['gru']}" in text and "sigmoid(affine(x) + affine(h))" in text and "| val | params |" in text
+
+
+@pytest.mark.parametrize(("ref", "expected"), [(None, [0.55, 990.0]), ([1.0, 1000.0], [1.0, 1000.0]),
+                                               ((0.3, 500), [0.3, 500.0])])
+def test_reference_is_fixed_when_given(tmp_path: Path, built: Built, ref, expected) -> None:
+    stats = log_generation(tmp_path, built.db, 1, built.population, OBJ, baselines=(), ref=ref)
+    assert stats["ref"] == pytest.approx(expected)
+    F = _F(built, ["lstm", "gru", "r0", "r1", "r2"])
+    assert stats["hypervolume"] == pytest.approx(hypervolume(F, np.array(expected)))
+
+
+def test_empty_population_reports_zero(tmp_path: Path, built: Built) -> None:
+    stats = log_generation(tmp_path, built.db, 0, [built.ids["pending"]], OBJ, baselines=())
+    assert stats == {"hypervolume": 0.0, "best_val": None, "front_size": 0, "evaluated": 0, "ref": None, "front": []}
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"ref": [1.0]}, ArgumentError, "'ref'.*2 finite numbers"),
+    ({"ref": [1.0, math.inf]}, ArgumentError, "'ref'"),
+    ({"direction": "up"}, ArgumentError, "'direction'.*'min' or 'max'"),
+    ({"baselines": ("lsmt",)}, ArgumentError, "'baselines'.*lstm"),
+    ({"gen": -1}, ArgumentError, "'gen'"),
+])
+def test_log_generation_errors(tmp_path: Path, built: Built, kwargs: dict, error: type, match: str) -> None:
+    args = {"gen": 0, **kwargs}
+    with pytest.raises(error, match=match):
+        log_generation(tmp_path, built.db, population=built.population, objectives=OBJ, **args)
+
+
+def test_pareto_figure_marks_baselines(built: Built) -> None:
+    from growrnn.search.report import find_baselines
+    rows = [built.db.get(i) for i in built.population if built.db.get(i).status == "done"]
+    found = find_baselines(built.db, ("lstm", "gru", "elman", "mgu"))  # mgu is not in the archive
+    assert list(found) == ["LSTM", "GRU", "Elman"] and found["Elman"].id == built.ids["elman"]
+    fig = pareto_figure(rows, OBJ, "min", found)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["population", "first front", "LSTM", "GRU", "Elman"]
+    markers = {c.get_paths()[0].vertices.round(3).tobytes() for c in ax.collections[1:]}
+    assert len(ax.collections) == 4 and len(markers) == 3  # three distinct baseline markers
+    (line,) = ax.get_lines()
+    assert line.get_xdata().tolist() == [150, 300, 400, 900]  # the front, joined in order of params
+
+
+@pytest.mark.parametrize(("F", "expected"), [
+    ([[0.5, 10.0], [0.2, 30.0]], [0.55, 33.0]),
+    ([[-0.9, 10.0], [math.inf, math.inf]], [-0.81, 11.0]),  # a negated accuracy: 10 % further out
+    ([[math.inf, math.inf]], None),
+])
+def test_reference_point(F: list, expected) -> None:
+    ref = reference_point(np.array(F))
+    assert ref == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(("direction", "expected"), [("min", [0, 1]), ("max", [2, 1])])
+def test_first_front_orders_by_val(direction: str, expected: list) -> None:
+    rows = [{"val": 0.1, "params": 9}, {"val": 0.5, "params": 1}, {"val": 0.9, "params": 5},
+            {"val": 0.05, "params": 2, "diverged": True}]
+    assert first_front(rows, OBJ, direction) == expected
+
+
+@pytest.mark.parametrize(("front_only", "names"), [(True, ["r0", "lstm", "gru", "r1"]),
+                                                  (False, ["r0", "lstm", "gru", "r1", "r2", "r3"])])
+def test_export_round_trips(tmp_path: Path, built: Built, front_only: bool, names: list) -> None:
+    built.db.save_generation(0, built.population, {}, {})
+    paths = export_front(built.db.path, tmp_path / "out", front_only=front_only)
+    ids = [built.ids[n] for n in names]
+    assert [p.name for p in paths] == [f"cell_{i}.{ext}" for i in ids for ext in ("txt", "json")] + ["front.csv"]
+    for i in ids:
+        stored = built.db.get(i)
+        text = (tmp_path / "out" / f"cell_{i}.txt").read_text()
+        assert text.startswith(f"# growrnn search cell {i}") and f"# key: {stored.key}" in text
+        assert growrnn.parse(text).to_text() == stored.genome_text
+        assert Genome.from_json((tmp_path / "out" / f"cell_{i}.json").read_text()).to_json() == stored.genome_json
+    with (tmp_path / "out" / "front.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["id"]) for r in table] == ids
+    assert (table[0]["val"], table[0]["params"], table[0]["macs"]) == ("0.2", "900", "1800")
+
+
+def test_exported_cells_load_in_a_model(tmp_path: Path, built: Built) -> None:
+    from growrnn.task import TaskSpec
+    from growrnn.training.model import SequenceModel
+    built.db.save_generation(0, built.population, {}, {})
+    export_front(built.db.path, tmp_path)
+    spec = TaskSpec("toy", "features", 3, "real", 2, "mse")
+    for ext in ("txt", "json"):
+        model = SequenceModel(spec, cell=str(tmp_path / f"cell_{built.ids['lstm']}.{ext}"), hidden_size=4)
+        assert model.genome.key == library_cell("lstm").key
+
+
+def test_export_errors(tmp_path: Path, built: Built) -> None:
+    with pytest.raises(SearchError, match="no search archive at .*HINT"):
+        export_front(tmp_path / "missing.db", tmp_path / "out")
+    with pytest.raises(SearchError, match="no saved generation.*HINT"):
+        export_front(built.db.path, tmp_path / "out")
+    built.db.save_generation(0, [built.ids["pending"]], {}, {})
+    with pytest.raises(SearchError, match="no finished candidate.*HINT"):
+        export_front(built.db.path, tmp_path / "out")
+    (tmp_path / "junk.db").write_text("not sqlite")
+    with pytest.raises(SearchError, match="not a readable SQLite|not a growrnn search archive"):
+        export_front(tmp_path / "junk.db", tmp_path / "out")
