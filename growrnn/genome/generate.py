@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 
 from growrnn.genome.graph import Genome, Node, make_genome
+from growrnn.genome.validate import reachable
 
 __all__ = ["GenomeSpace", "random_genome"]
 
@@ -94,25 +95,14 @@ def random_genome(rng: random.Random, space: GenomeSpace | None = None) -> Genom
     roots: dict[str, int] = {}
     for s in (*memory, "h"):  # memory first, so h' may read the new memory values
         roots[s] = b.hidden(space.max_depth, root=True)
-    reach = _reachable(b.nodes, list(roots.values()))
+    reach = reachable(b.nodes, list(roots.values()))
     for s in memory:
         if not any(b.nodes[i].op == "state" and b.nodes[i].name == s for i in reach):
             roots[s] = b.add("add", roots[s], b.add("diag", b.add("state", name=s)))
-            reach = _reachable(b.nodes, list(roots.values()))
-    if not any(b.nodes[i].op == "x" for i in _reachable(b.nodes, [roots["h"]])):
+            reach = reachable(b.nodes, list(roots.values()))
+    if not any(b.nodes[i].op == "x" for i in reachable(b.nodes, [roots["h"]])):
         roots["h"] = b.add("add", roots["h"], b.add("affine", b.add("x")))
-    live = _reachable(b.nodes, list(roots.values()))
+    live = reachable(b.nodes, list(roots.values()))
     nodes = [n for i, n in b.nodes.items() if i in live]
     bindings = [(f"{s}'", roots[s]) for s in memory] + [("h'", roots["h"])]
     return make_genome(nodes, bindings)
-
-
-def _reachable(nodes: dict[int, Node], roots: list[int]) -> set[int]:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(nodes[i].args)
-    return seen

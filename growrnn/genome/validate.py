@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from growrnn.errors import (
     ArityError,
@@ -124,24 +124,24 @@ def validate(nodes: list[Node], bindings: list[tuple[str, int]], pos: Mapping[in
                          hint=CYCLE_HINT) from None
 
     written = {n[:-1] for n, _ in bindings if n.endswith("'")}
-    reachable = _reachable(node_map, [i for n, i in bindings if n.endswith("'")])
+    live = reachable(node_map, [i for n, i in bindings if n.endswith("'")])
     for n in node_map.values():
         if n.op == "state" and n.name not in written and n.name != "h":
             raise StateNotWrittenError(f"state '{n.name}' is read but never written",
                                        **_where(pos, n.id),
                                        hint=f"give its next value with a line `{n.name}' = ...`")
-    read = {node_map[i].name for i in reachable if node_map[i].op == "state"}
+    read = {node_map[i].name for i in live if node_map[i].op == "state"}
     for name, _ in bindings:
         if name.endswith("'") and name != "h'" and name[:-1] not in read:
             raise StateNotReadError(
                 f"state '{name[:-1]}' is written but never read", **bwhere(name),
                 hint=f"use its previous value `{name[:-1]}` in an equation, or delete the `{name}` line")
     for name, nid in bindings:
-        if not name.endswith("'") and nid not in reachable:
+        if not name.endswith("'") and nid not in live:
             raise UnusedLocalError(f"local '{name}' is assigned but never used", **bwhere(name),
                                    hint="use it in an output's equation or delete the line")
     for nid in node_map:
-        if nid not in reachable:
+        if nid not in live:
             raise GenomeSyntaxError(f"node {nid} ({node_map[nid].op}) is not used by any output",
                                     **_where(pos, nid), hint="remove unused nodes")
     _check_spaces(node_map, order, bindings, pos, bwhere)
@@ -171,7 +171,8 @@ def _check_node(n: Node, node_map: Mapping[int, Node], pos: Mapping[int, Positio
         raise GenomeSyntaxError("'x' is the input, not a state")
 
 
-def _reachable(node_map: Mapping[int, Node], roots: list[int]) -> set[int]:
+def reachable(node_map: Mapping[int, Node], roots: Iterable[int]) -> set[int]:
+    """The ids of ``roots`` and every node they depend on."""
     seen: set[int] = set()
     stack = list(roots)
     while stack:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from growrnn.errors import ArgumentError, GenomeError, VariationError
 from growrnn.genome.graph import ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node, make_genome
-from growrnn.genome.validate import CONST, HIDDEN, INPUT, value_spaces
+from growrnn.genome.validate import CONST, HIDDEN, INPUT, reachable, value_spaces
 
 __all__ = ["Limits", "Draft", "Retry", "Pos", "attempt", "random_term", "measure", "CONSTANTS", "STATE_NAMES",
            "reachable", "dead_states", "constant_expressions"]
@@ -85,17 +85,6 @@ class Retry(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def reachable(nodes: dict[int, Node], roots: Iterable[int]) -> set[int]:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        i = stack.pop()
-        if i not in seen:
-            seen.add(i)
-            stack.extend(nodes[i].args)
-    return seen
 
 
 class Draft:
