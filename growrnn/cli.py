@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--hidden-size", type=int, default=650)
     show.add_argument("--layers", type=int, default=1)
     show.add_argument("--json", action="store_true", help="print the genome's JSON form too")
+    show.add_argument("--out", type=Path, help="write the cell's diagram to OUT.png and OUT.svg")
 
     for name, what in (("fit", "train a model from a config"), ("validate", "score a checkpoint on valid"),
                        ("test", "score a checkpoint on test")):
@@ -94,6 +95,14 @@ def cmd_show(args: argparse.Namespace) -> int:
           + ", ".join(f"{k}={v:,}" for k, v in c.as_dict().items()))
     if args.json:
         print(g.to_json(indent=1))
+    if args.out:
+        from growrnn.training.figures import draw_genome
+        fig = draw_genome(g, title=Path(args.cell).stem)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".png", ".svg"):
+            path = args.out.with_suffix(suffix)
+            fig.savefig(path, dpi=120)
+            print(f"# diagram: {path}")
     return 0
 
 

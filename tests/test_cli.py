@@ -52,3 +52,10 @@ def test_bench_cells_quick_writes_a_table(tmp_path: Path) -> None:
 def test_console_script_help() -> None:
     res = subprocess.run([sys.executable, "-m", "growrnn.cli", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "bench" in res.stdout and "show" in res.stdout
+
+
+def test_show_writes_the_diagram_as_png_and_svg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "gru", "--hidden-size", "8", "--out", str(tmp_path / "d" / "gru")]) == 0
+    png, svg = tmp_path / "d" / "gru.png", tmp_path / "d" / "gru.svg"
+    assert png.read_bytes()[:4] == b"\x89PNG" and b"<svg" in svg.read_bytes()[:400]
+    assert f"# diagram: {png}" in capsys.readouterr().out
