@@ -40,7 +40,9 @@ class GrowableRNN(nn.Module):
         hidden_sizes: the unit count of each layer (bottom first).
         dropout: dropout between layers (not after the last).
         multipliers: give every unit a learned multiplier on its outgoing path (initialised at 1).
-        fast_path, generator, dtype: as for ``GenomeRNN``.
+        fast_path: as for ``GenomeRNN``.
+        generator: draws the initial weights (as for ``GenomeRNN``).
+        dtype: the parameters' dtype.
 
     ``forward(x (B, T, I), state)`` returns ``(B, T, H_last)`` and a tuple with one state tuple per
     layer (each tensor ``(1, B, H_k)``), h first. Always batch-first.

@@ -37,9 +37,10 @@ def make_executor(name: Literal["local", "ray"], **kwargs: Any) -> Executor:
     """Build an executor by name: ``"local"`` → :class:`LocalExecutor`, ``"ray"`` →
     :class:`RayExecutor`; ``kwargs`` go to its constructor.
 
-    >>> with make_executor("local", workers=0) as ex:
-    ...     [o.value for o in ex.run([Job("one", abs, args=(-1,))])]
-    [1]
+    Examples:
+        >>> with make_executor("local", workers=0) as ex:
+        ...     [o.value for o in ex.run([Job("one", abs, args=(-1,))])]
+        [1]
     """
     if name not in _EXECUTORS:
         raise ArgumentError("name", allowed=", ".join(repr(k) for k in _EXECUTORS), received=name,

@@ -46,6 +46,14 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI like 8,20; received {text!r}") from None
+    return lo, hi
+
+
 def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, Any]:
     """A copy of a ``growrnn fit`` config with every seed set to ``seed`` and TensorBoard logging
     into ``tb_dir``."""
@@ -80,18 +88,20 @@ def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, ext
         if not (tb / DONE).exists():
             todo.append((s, path, tb))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: list[tuple[int, Path, subprocess.Popen]] = []
+    running: list[tuple[int, Path, subprocess.Popen, Any]] = []
     failed = []
     while todo or running:
         while todo and len(running) < jobs:
             s, path, tb = todo.pop(0)
             tb.mkdir(parents=True, exist_ok=True)
-            logf = open(tb.parent / f"seed{s}.log", "w")  # noqa: SIM115 - closed with the process
+            logf = open(tb.parent / f"seed{s}.log", "w")  # noqa: SIM115 - closed when the process ends
             cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", str(path), *extra]
             log.info("seed %d: %s", s, " ".join(cmd))
-            running.append((s, tb, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)))
-        s, tb, proc = running.pop(0)
-        if proc.wait() == 0:
+            running.append((s, tb, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), logf))
+        s, tb, proc, logf = running.pop(0)
+        code = proc.wait()
+        logf.close()
+        if code == 0:
             (tb / DONE).write_text("ok\n")
         else:
             failed.append(s)
@@ -142,7 +152,8 @@ def summarise(runs: Sequence[Path], points: int = 200, smooth: int = 50) -> dict
     return out
 
 
-def plot_groups(groups: dict[str, Sequence[Path]], out: Path, title: str = "") -> dict[str, dict[str, Any]]:
+def plot_groups(groups: dict[str, Sequence[Path]], out: Path, title: str = "",
+                loss_range: tuple[float, float] | None = None) -> dict[str, dict[str, Any]]:
     """Units (every layer) and smoothed train loss against steps: median line, interquartile band,
     one colour per group. Returns the summaries."""
     import matplotlib
@@ -164,6 +175,8 @@ def plot_groups(groups: dict[str, Sequence[Path]], out: Path, title: str = "") -
             ax_l.fill_between(s["steps"], s["loss"][0], s["loss"][2], color=colour, alpha=0.25)
     ax_u.set(xlabel="step", ylabel="units", title="units (median, interquartile band)")
     ax_l.set(xlabel="step", ylabel="train loss (smoothed)", title="loss (median, interquartile band)")
+    if loss_range:
+        ax_l.set_ylim(*loss_range)
     for ax in (ax_u, ax_l):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -198,6 +211,7 @@ def main(argv: list[str]) -> int:
     plot.add_argument("groups", nargs="+", metavar="NAME=GLOB", help="a label and a glob of TensorBoard run folders")
     plot.add_argument("--out", type=Path, required=True)
     plot.add_argument("--title", default="")
+    plot.add_argument("--loss-range", type=_range, help="y range of the loss panel, e.g. 8,20")
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
@@ -221,7 +235,7 @@ def main(argv: list[str]) -> int:
         if not sep or not paths:
             raise ArgumentError("groups", allowed="NAME=GLOB matching at least one run folder", received=item)
         groups[name] = paths
-    sums = plot_groups(groups, args.out, args.title)
+    sums = plot_groups(groups, args.out, args.title, args.loss_range)
     write_summary(sums, args.out.with_suffix(".csv"))
     print(args.out)
     return 0

@@ -1,0 +1,38 @@
+"""growrnn grow seeds|plot: one config over seeds, median and interquartile curves."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from growrnn.cli import main
+from growrnn.training.seeds import seed_config
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "debug" / "grow_miconi_hard.yaml"
+
+
+def test_seed_config_sets_every_seed_and_the_log_folder(tmp_path: Path) -> None:
+    c = seed_config(yaml.safe_load(CONFIG.read_text()), 7, tmp_path / "tb" / "seed7")
+    assert c["seed_everything"] == 7 and c["model"]["seed"] == 7 and c["data"]["options"]["seed"] == 7
+    (controller,) = c["trainer"]["callbacks"]
+    assert controller["init_args"]["seed"] == 7 and controller["init_args"]["p_add"] == 1.0
+    assert c["trainer"]["logger"]["init_args"] == {"save_dir": str(tmp_path / "tb"), "name": "seed7", "version": ""}
+
+
+@pytest.mark.slow
+def test_seeds_run_plot_and_skip_finished_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "seeds"
+    assert main(["grow", "seeds", "--config", str(CONFIG), "--seeds", "0,1", "--jobs", "2", "--out", str(out)]) == 0
+    assert (out / "growth.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("group,runs,curve") and any(",2,layer0," in r for r in rows)
+    before = (out / "tb" / "seed0" / "done.txt").stat().st_mtime
+    assert main(["grow", "seeds", "--config", str(CONFIG), "--seeds", "0-1", "--out", str(out)]) == 0
+    assert (out / "tb" / "seed0" / "done.txt").stat().st_mtime == before  # finished seeds are not rerun
+    png = tmp_path / "both.png"
+    assert main(["grow", "plot", f"a={out}/tb/seed0", f"b={out}/tb/seed*", "--out", str(png),
+                 "--loss-range", "0,100"]) == 0
+    assert png.exists() and png.with_suffix(".csv").read_text().count("\n") >= 4
+    capsys.readouterr()
+    assert main(["grow", "plot", f"a={tmp_path}/nothing*", "--out", str(png)]) == 2
+    assert "NAME=GLOB" in capsys.readouterr().err
