@@ -3,7 +3,7 @@ sets of variable-length sequences padded and masked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -103,6 +103,25 @@ def pad_collate(per_step: bool) -> Callable[[list[tuple[Tensor, Tensor]]], dict[
     return collate
 
 
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A permutation drawn from ``(seed, epoch)`` alone: Lightning calls ``set_epoch`` before each
+    epoch, so a run resumed from a checkpoint sees the same order in every epoch as an
+    uninterrupted one (a generator that advances from epoch to epoch would restart)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
 class SequenceData(L.LightningDataModule):
     """Sets of (input, target) sequences of any length, shuffled (seeded) for training."""
 
@@ -121,9 +140,9 @@ class SequenceData(L.LightningDataModule):
     def _loader(self, split: str, batch: int, shuffle: bool) -> DataLoader:
         self.setup()
         assert self.items is not None
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(_Items(self.items[split]), batch_size=batch, shuffle=shuffle, generator=gen,
-                          collate_fn=pad_collate(self.per_step))
+        items = _Items(self.items[split])
+        sampler = EpochShuffle(len(items), self.seed) if shuffle else None
+        return DataLoader(items, batch_size=batch, sampler=sampler, collate_fn=pad_collate(self.per_step))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, True)

@@ -25,7 +25,8 @@ __all__ = ["GrowthRule", "structure_step", "outgoing_l1", "reader_scales"]
 
 @dataclass(frozen=True)
 class GrowthRule:
-    """The controller's meta-parameters; defaults are the paper's code (v3)."""
+    """The controller's meta-parameters; defaults are the paper's code (v3). A layer grows to at most
+    ``max_units - 1`` units (the paper's ``MAX_HIDDEN_SIZE - 1``)."""
 
     threshold: float = 0.05
     reserve: int = 1
@@ -39,10 +40,17 @@ class GrowthRule:
         for name in ("p_delete", "p_add", "p_spontaneous"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
-                raise ArgumentError(name, allowed="a probability in [0, 1]", received=p)
-        if self.reserve < 0 or self.min_units < 1 or self.max_units < self.min_units:
-            raise ArgumentError("reserve/min_units/max_units", allowed="reserve >= 0, 1 <= min_units <= max_units",
-                                received=(self.reserve, self.min_units, self.max_units))
+                raise ArgumentError(name, allowed="a probability in [0, 1]", received=p,
+                                    hint="the paper's code uses P_del 0.05, P_add 0.01 (v3)")
+        if self.reserve < 0:
+            raise ArgumentError("reserve", allowed="an int >= 0", received=self.reserve,
+                                hint="the paper keeps 1 sub-threshold unit in reserve")
+        if self.min_units < 1 or self.max_units < self.min_units + 1:
+            raise ArgumentError("min_units, max_units", allowed="1 <= min_units < max_units",
+                                received=(self.min_units, self.max_units),
+                                hint="the layer grows to at most max_units - 1, as the paper's code")
+        if not self.threshold >= 0:
+            raise ArgumentError("threshold", allowed="a number >= 0", received=self.threshold)
 
 
 def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> UnitMap:

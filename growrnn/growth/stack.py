@@ -3,8 +3,10 @@
 ``GenomeRNN`` stacks layers of one hidden size, and its state tensors ``(L, B, H)`` cannot hold
 layers of different sizes. A growable stack is therefore a list of one-layer ``GenomeRNN``s; its
 state is a tuple with one state tuple per layer. Optionally every unit has a learned multiplier on
-its outgoing path (Miconi's v2 structure signal): each weight that reads the unit's output — the
-layer's own recurrent weights, the next layer's input weights and the decoder — sees ``m_j * h_j``.
+its outgoing path (Miconi's v2 structure signal, as in ``rnn.py.modif`` of ThomasMiconi/DiffRNN):
+each weight that reads the unit's output ``h`` — the layer's own weighted reads of ``h``, the next
+layer's input weights and the decoder — sees ``m_j * h_j``. (Element-wise uses of ``h`` such as a
+GRU's ``z * h``, ``diag(h)`` and reads of memory states are not scaled.)
 
 Layout of unit ``j`` in layer ``k`` (what surgery moves together, see :func:`resize_layer`): row
 ``j`` of every gate block of the layer's weights and biases, entry ``j`` of its diag vectors and of
@@ -54,7 +56,8 @@ class GrowableRNN(nn.Module):
         super().__init__()
         sizes = list(hidden_sizes)
         if not sizes or any(not isinstance(h, int) or h < 1 for h in sizes):
-            raise ArgumentError("hidden_sizes", allowed="a non-empty list of ints >= 1", received=hidden_sizes)
+            raise ArgumentError("hidden_sizes", allowed="a non-empty list of ints >= 1", received=hidden_sizes,
+                                hint="one unit count per layer, e.g. [64, 32]")
         layers = []
         for k, h in enumerate(sizes):
             layers.append(GenomeRNN(genome, input_size if k == 0 else sizes[k - 1], h, 1, batch_first=True,
@@ -84,7 +87,7 @@ class GrowableRNN(nn.Module):
         """x: (B, T, I) -> (B, T, H_last), one state tuple per layer."""
         if state is not None and len(state) != self.num_layers:
             raise ArgumentError("state", allowed=f"one state tuple per layer ({self.num_layers})",
-                                received=f"{len(state)} entries")
+                                received=f"{len(state)} entries", hint="pass the state this module returned")
         out, new = x, []
         for k, layer in enumerate(self.layers):
             if k:
@@ -96,7 +99,7 @@ class GrowableRNN(nn.Module):
                 # recurrent reads see m * h: scale the reading columns (one product per window);
                 # readers ahead see m * h: scale the output
                 m = self.multipliers[k]
-                scaled = {name: w * m for name, w in recurrent_weights(layer)}
+                scaled = {name: w * m for name, w in h_weights(layer)}
                 with _swapped(layer, scaled):
                     out, s = layer(out, prev)
                 out = out * m
@@ -136,6 +139,18 @@ def recurrent_weights(layer: GenomeRNN) -> list[tuple[str, Tensor]]:
             if not g.input_sized]
 
 
+def h_weights(layer: GenomeRNN) -> list[tuple[str, Tensor]]:
+    """The layer's weights whose argument is the cell output ``h`` itself (what a unit multiplier
+    scales: reads of memory states, of locals and ``diag`` calls are not scaled)."""
+    g = layer.genome
+
+    def reads_h(j: int) -> bool:
+        arg = g.nodes[g.nodes[g.weighted[j]].args[0]]
+        return arg.op == "state" and arg.name == "h"
+    return [(f"weight_{grp.tag}_l0", getattr(layer, f"weight_{grp.tag}_l0")) for grp in layer.plan.groups
+            if not grp.input_sized and reads_h(grp.members[0])]
+
+
 def input_weights(layer: GenomeRNN) -> list[tuple[str, Tensor]]:
     """The layer's weights that read its input ``x`` (their columns are the input features)."""
     return [(f"weight_{g.tag}_l0", getattr(layer, f"weight_{g.tag}_l0")) for g in layer.plan.groups
@@ -163,12 +178,15 @@ def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
     the carried ``state`` (returned, resized; fresh units at zero)."""
     layers = layers_of(rnn)
     if not 0 <= k < len(layers):
-        raise ArgumentError("k", allowed=f"a layer index in 0..{len(layers) - 1}", received=k)
+        raise ArgumentError("k", allowed=f"a layer index in 0..{len(layers) - 1}", received=k,
+                            hint="layers are numbered from the input up")
     resize_units(layers[k], units, optimizer, generator, init_std, fresh_second_moment)
     ahead, _ = outgoing_weights(rnn, decoder, k)
     resize_readers(ahead, units, optimizer, fresh_second_moment=fresh_second_moment)
     if k + 1 < len(layers):
         layers[k + 1].input_size = units.size
+    else:
+        decoder.in_features = units.size
     if isinstance(rnn, GrowableRNN) and rnn.multipliers is not None:
         m = rnn.multipliers[k]
         fresh = torch.full((units.size,), fresh_multiplier, dtype=m.dtype, device=m.device)
@@ -187,7 +205,8 @@ def resize_to(rnn: nn.Module, decoder: nn.Linear, sizes: Sequence[int]) -> None:
     ones): how a checkpoint's sizes are rebuilt before its weights load."""
     layers = layers_of(rnn)
     if len(sizes) != len(layers):
-        raise ArgumentError("sizes", allowed=f"one size per layer ({len(layers)})", received=list(sizes))
+        raise ArgumentError("sizes", allowed=f"one size per layer ({len(layers)})", received=list(sizes),
+                            hint="a checkpoint of another architecture cannot be loaded into this one")
     for k, (layer, h) in enumerate(zip(layers, sizes, strict=True)):
         current = int(layer.hidden_size)
         if h != current:

@@ -64,7 +64,9 @@ class ResumableLoader:
         return getattr(self.loader, name)
 
     def state_dict(self) -> dict[str, int]:
-        return {"processed": int(self._processed())}
+        processed = int(self._processed())
+        # an epoch whose every batch was processed resumes with the next epoch, from its start
+        return {"processed": processed if processed < len(self.loader) else 0}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._skip = int(state.get("processed", 0))

@@ -22,6 +22,7 @@ resumed from a checkpoint makes the same decisions as the uninterrupted run.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -35,8 +36,10 @@ from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, resiz
 
 __all__ = ["StructureController", "SIGNALS"]
 
-#: signal -> (P_del, P_add) defaults of the paper's code for that signal
-SIGNALS = {"outgoing_l1": (0.05, 0.01), "multiplier": (0.25, 0.05)}
+log = logging.getLogger(__name__)
+
+#: signal -> (P_del, P_add, new units' optimizer second moment) defaults of the paper's code for that signal
+SIGNALS = {"outgoing_l1": (0.05, 0.01, 0.01), "multiplier": (0.25, 0.05, 0.0)}
 
 
 class StructureController(L.Callback):
@@ -48,7 +51,8 @@ class StructureController(L.Callback):
         every_n_steps: apply the rule after every n-th optimizer step.
         seed: seeds the rule's and the new weights' random numbers.
         fresh_second_moment: start a new unit's optimizer second moment (RMSprop/Adam/Adagrad)
-            here instead of at zero (Miconi's v3 code: 0.01, which keeps its first updates small).
+            here instead of at zero; default per signal: 0.01 for ``outgoing_l1`` (Miconi's v3
+            code, which keeps a new unit's first updates small), 0 for ``multiplier`` (v2).
         reference_rows: the row count the ``outgoing_l1`` score is normalised to (default: the
             decoder's outputs, as in the paper).
         multiplier_floor, multiplier_l1, multiplier_grad_scale: the v2 signal's M_min, L1
@@ -60,22 +64,32 @@ class StructureController(L.Callback):
     def __init__(self, signal: str = "outgoing_l1", threshold: float = 0.05, reserve: int = 1,
                  p_delete: float | None = None, p_add: float | None = None, p_spontaneous: float = 1e-4,
                  max_units: int = 100, min_units: int = 1, init_std: float = 0.01, every_n_steps: int = 1,
-                 seed: int = 0, fresh_second_moment: float = 0.0, reference_rows: int | None = None,
+                 seed: int = 0, fresh_second_moment: float | None = None, reference_rows: int | None = None,
                  multiplier_floor: float = 0.025, multiplier_l1: float = 8e-4, multiplier_grad_scale: float = 0.1,
                  histogram_every_n_steps: int = 1000) -> None:
         if signal not in SIGNALS:
-            raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal)
-        d_del, d_add = SIGNALS[signal]
+            raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
+                                hint="outgoing_l1 is the paper's v3 (HEAD) signal, multiplier its v2")
+        d_del, d_add, d_moment = SIGNALS[signal]
         self.signal = signal
         self.rule = GrowthRule(threshold, reserve, d_del if p_delete is None else p_delete,
                                d_add if p_add is None else p_add, p_spontaneous, max_units, min_units)
         if every_n_steps < 1:
-            raise ArgumentError("every_n_steps", allowed="an int >= 1", received=every_n_steps)
+            raise ArgumentError("every_n_steps", allowed="an int >= 1", received=every_n_steps,
+                                hint="1 applies the rule after every optimizer step, as the paper")
+        for name, value in (("init_std", init_std), ("fresh_second_moment", fresh_second_moment),
+                            ("multiplier_l1", multiplier_l1), ("multiplier_grad_scale", multiplier_grad_scale)):
+            if value is not None and not value >= 0:
+                raise ArgumentError(name, allowed="a number >= 0", received=value)
+        if reference_rows is not None and reference_rows < 1:
+            raise ArgumentError("reference_rows", allowed="an int >= 1, or None for the decoder's outputs",
+                                received=reference_rows)
         if signal == "multiplier" and not 0 <= multiplier_floor < threshold:
             raise ArgumentError("multiplier_floor", allowed=f"0 <= floor < threshold ({threshold})",
                                 received=multiplier_floor, hint="the v2 code uses 0.025 with threshold 0.05")
         self.init_std, self.every_n_steps = init_std, every_n_steps
-        self.fresh_second_moment, self.reference_rows = fresh_second_moment, reference_rows
+        self.fresh_second_moment = d_moment if fresh_second_moment is None else fresh_second_moment
+        self.reference_rows = reference_rows
         self.m_floor, self.m_l1, self.m_scale = multiplier_floor, multiplier_l1, multiplier_grad_scale
         self.histogram_every = histogram_every_n_steps
         self.rng = random.Random(seed)
@@ -83,6 +97,7 @@ class StructureController(L.Callback):
         self.added: list[int] = []
         self.deleted: list[int] = []
         self._pending: list[tuple[int, list[int]]] = []  # (step, units per layer) not yet logged
+        self._last_step = -1  # with gradient accumulation, act once per optimizer step
 
     # ------------------------------------------------------------------ checks and hooks
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
@@ -97,6 +112,14 @@ class StructureController(L.Callback):
         n = len(layers)
         self.added = self.added or [0] * n
         self.deleted = self.deleted or [0] * n
+        hp = dict(getattr(pl_module, "hparams", {}))
+        if self.signal == "outgoing_l1" and not hp.get("l1"):
+            log.warning("signal outgoing_l1 with model.l1 = 0: nothing pulls the units' scores down, so units "
+                        "are added but rarely deleted. HINT: set model.l1 (the paper's code uses 1e-4)")
+        if self.signal == "multiplier" and not hp.get("loss_sum_over_time", True):
+            log.warning("signal multiplier with a loss averaged over time steps: multiplier_l1 is per window "
+                        "and assumes a summed loss (the paper's), so it is about T times stronger here. "
+                        "HINT: set model.loss_sum_over_time: true, or scale multiplier_l1 down")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         n = len(layers_of(pl_module.rnn))
@@ -124,6 +147,9 @@ class StructureController(L.Callback):
                 for m in rnn.multipliers:
                     m.masked_fill_(m < self.m_floor, self.m_floor)
         step = trainer.global_step
+        if step == self._last_step:  # a micro-batch of an accumulated step: the weights did not move
+            return
+        self._last_step = step
         if step % self.every_n_steps == 0:
             optimizer = trainer.optimizers[0] if trainer.optimizers else None
             for k in range(len(layers_of(rnn))):
@@ -211,9 +237,15 @@ class StructureController(L.Callback):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.getstate(), "gen": self.gen.get_state(), "added": list(self.added),
-                "deleted": list(self.deleted), "signal": self.signal}
+                "deleted": list(self.deleted), "signal": self.signal, "pending": list(self._pending),
+                "last_step": self._last_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("signal", self.signal) != self.signal:
+            raise ArgumentError("signal", allowed=f"the checkpoint's signal ({state_dict['signal']})",
+                                received=self.signal, hint="resume with the controller the run was trained with")
+        self._pending = [(int(a), list(b)) for a, b in state_dict.get("pending", [])]
+        self._last_step = int(state_dict.get("last_step", -1))
         self.rng.setstate(state_dict["rng"])
         self.gen.set_state(state_dict["gen"])
         added, deleted = state_dict["added"], state_dict["deleted"]

@@ -121,6 +121,7 @@ class SequenceModel(L.LightningModule):
         self._init(init_range, gen)
         self._state: dict[str, Any] = {}
         self._resume: dict[str, Any] | None = None
+        self._step_params: tuple[list[Tensor], list[Tensor]] | None = None
         self._sums: dict[str, list[float]] = {}
 
     def _init(self, init_range: float | None, gen: torch.Generator) -> None:
@@ -142,7 +143,10 @@ class SequenceModel(L.LightningModule):
         out, state = self.rnn(self.drop(self.encoder(x)), state)
         return self.decoder(self.drop(out)), state
 
-    def _step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, float, float, float]:
+    def _step(self, batch: dict[str, Tensor], stage: str,
+              measure: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The loss to train on, and the loss sum, count and correct count as tensors (no host
+        syncs here: a training step reads them only when it logs; ``measure`` = count correct)."""
         x, y, mask = batch["x"], batch["y"], batch.get("mask")
         state = self._state.get(stage) if self.spec.stateful else None
         if state is not None and _first(state).shape[1] != x.shape[0]:
@@ -150,36 +154,46 @@ class SequenceModel(L.LightningModule):
         logits, new_state = self(x, state)
         if self.spec.stateful:
             self._state[stage] = _detach(new_state)
-        loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"))
+        loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"), measure)
         if self.hparams["loss_sum_over_time"] and self.spec.per_step:
             loss = loss_sum / x.shape[0]
         else:
-            loss = loss_sum / max(count, 1.0)
-        return loss, float(loss_sum.detach()), count, correct
+            loss = loss_sum / count.clamp(min=1.0)
+        return loss, loss_sum.detach(), count, correct
 
-    def _loss(self, logits: Tensor, y: Tensor, mask: Tensor | None,
-              lengths: Tensor | None) -> tuple[Tensor, float, float]:
+    def _loss(self, logits: Tensor, y: Tensor, mask: Tensor | None, lengths: Tensor | None,
+              measure: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         kind = self.spec.output_kind
         if not self.spec.per_step:  # one target per sequence, read at the last valid step
             last = (lengths - 1) if lengths is not None else torch.full((logits.shape[0],), logits.shape[1] - 1)
             logits = logits[torch.arange(logits.shape[0]), last.to(logits.device)]
+            n = torch.tensor(float(y.numel()))
             if kind == "class":
                 loss = F.cross_entropy(logits, y, reduction="sum")
-                return loss, float(y.numel()), float((logits.argmax(-1) == y).sum())
+                return loss, n, (logits.argmax(-1) == y).sum() if measure else None
             loss = F.mse_loss(logits, y, reduction="sum")
-            return loss, float(y.numel()), 0.0
-        keep = mask if mask is not None else torch.ones(y.shape[:2], dtype=torch.bool, device=y.device)
+            return loss, n, torch.zeros(())
+        if mask is None:  # every step counts: plain sums, no mask products
+            keep: Tensor | None = None
+            count = torch.tensor(float(y.shape[0] * y.shape[1]))
+        else:
+            keep, count = mask, mask.sum().float()
+        correct: Tensor | None = torch.zeros(())
         if kind == "tokens":
             per = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
-            correct = ((logits.argmax(-1) == y) & keep).sum()
+            hit = logits.argmax(-1) == y if measure else None
         elif kind == "multi_hot":
             per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
-            correct = (((logits > 0) == (y > 0.5)).all(-1) & keep).sum()
+            hit = ((logits > 0) == (y > 0.5)).all(-1) if measure else None
         else:
             per = F.mse_loss(logits, y, reduction="none").sum(-1)
-            correct = torch.zeros(())
-        loss = (per * keep).sum()
-        return loss, float(keep.sum()), float(correct)
+            hit = None
+        if measure and hit is not None:
+            correct = (hit & keep).sum() if keep is not None else hit.sum()
+        elif not measure:
+            correct = None
+        loss = (per * keep).sum() if keep is not None else per.sum()
+        return loss, count, correct
 
     # ---------------------------------------------------------------------------- lightning hooks
     def on_train_epoch_start(self) -> None:
@@ -189,12 +203,12 @@ class SequenceModel(L.LightningModule):
             self._state["train"], self._resume = None, None
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # the global RNG (dropout) as it was at the checkpoint: set here, after Lightning has made
-        # its data iterators (each draws a base seed from it)
-        if self._resume is not None:
-            if self._resume.get("rng") is not None:
-                torch.set_rng_state(self._resume["rng"])
-            self._resume = None
+        self._resume = None
+        if self.hparams["dropout"]:
+            # dropout draws from the global RNG; seeding it from (seed, step) makes every step's
+            # masks the same in a resumed run as in an uninterrupted one, whatever else drew from
+            # it in between (Lightning's data iterators do)
+            torch.manual_seed(self.hparams["seed"] * 1_000_003 + self.global_step)
 
     def _start(self, stage: str) -> None:
         self._state[stage] = None
@@ -207,11 +221,12 @@ class SequenceModel(L.LightningModule):
         self._start("test")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, loss_sum, count, correct = self._step(batch, "train")
-        if self._logs_now():  # self.log costs ~0.2 ms; Lightning writes a step's value only on these steps anyway
+        logs = self._logs_now()  # self.log costs ~0.2 ms; Lightning writes a step's value only then anyway
+        loss, loss_sum, count, correct = self._step(batch, "train", measure=logs)
+        if logs:
+            value = metric_value(self.spec.metric, float(loss_sum), float(count), float(correct or 0.0))
             self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["x"].shape[0]))
-            self.log(f"train/{self.spec.metric}", metric_value(self.spec.metric, loss_sum, count, correct),
-                     batch_size=int(batch["x"].shape[0]))
+            self.log(f"train/{self.spec.metric}", value, batch_size=int(batch["x"].shape[0]))
         return loss
 
     def _logs_now(self) -> bool:
@@ -224,9 +239,9 @@ class SequenceModel(L.LightningModule):
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         _, loss_sum, count, correct = self._step(batch, stage)
         sums = self._sums[stage]
-        sums[0] += loss_sum
-        sums[1] += count
-        sums[2] += correct
+        sums[0] += float(loss_sum)
+        sums[1] += float(count)
+        sums[2] += float(correct or 0.0)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -267,8 +282,11 @@ class SequenceModel(L.LightningModule):
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         limit, l1 = self.hparams["max_update"], self.hparams["l1"]
-        # foreach ops: a handful of kernel calls per step instead of a few per parameter
-        params: list[Tensor] = [p for p in self.parameters() if p.requires_grad] if limit is not None else []
+        # foreach ops: a handful of kernel calls per step instead of a few per parameter. The lists
+        # are built once: growth resizes parameters in place, so the objects stay the same.
+        if self._step_params is None:
+            self._step_params = ([p for p in self.parameters() if p.requires_grad], self.outgoing_weights())
+        params = self._step_params[0] if limit is not None else []
         before = torch._foreach_mul(params, 1.0) if params else None
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         with torch.no_grad():
@@ -279,7 +297,7 @@ class SequenceModel(L.LightningModule):
                 torch._foreach_add_(before, change)
                 torch._foreach_copy_(params, before)
             if l1:
-                weights = self.outgoing_weights()
+                weights = self._step_params[1]
                 torch._foreach_sub_(weights, torch._foreach_mul(torch._foreach_sign(weights), l1))  # type: ignore[arg-type]
 
     def outgoing_weights(self) -> list[Tensor]:
@@ -306,20 +324,22 @@ class SequenceModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         encoded = isinstance(self.encoder, (nn.Embedding, nn.Linear))
         growable = not isinstance(self.rnn, GenomeRNN)
+        progress = self._trainer.fit_loop.epoch_loop.batch_progress if self._trainer is not None else None
+        epoch_done = progress is None or bool(progress.is_last_batch)  # the next epoch starts afresh
         checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_text(),
                                  "hidden_size": self.hidden_sizes() if growable else self.rnn.hidden_size,
                                  "embedding_size": self.rnn.input_size if encoded else None,
-                                 # what an exact mid-epoch resume needs besides weights and optimizer
-                                 "train_state": self._state.get("train"), "torch_rng": torch.get_rng_state()}
+                                 # the carried state an exact mid-epoch resume goes on with
+                                 "train_state": None if epoch_done else self._state.get("train")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the stored unit counts before the weights load (Lightning calls this hook before
         ``load_state_dict``), so a run whose layers grew or shrank resumes with ``fit(ckpt_path=)``;
         keep the carried state and the global RNG state for an exact mid-epoch resume."""
         meta = checkpoint.get("growrnn", {})
-        if "train_state" in meta:  # Lightning resumes mid-epoch without calling on_train_epoch_start
+        if meta.get("train_state") is not None:  # Lightning resumes mid-epoch without on_train_epoch_start
             self._state["train"] = meta["train_state"]
-            self._resume = {"step": checkpoint.get("global_step"), "rng": meta.get("torch_rng")}
+            self._resume = {"step": checkpoint.get("global_step")}
         stored = meta.get("hidden_size")
         if stored is None or stored == self.rnn.hidden_size or stored == self.hidden_sizes():
             return

@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,16 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _takes_seed(task: str | None) -> bool:
+    """Whether the task has a ``seed`` option (generated and shuffled data do; PTB does not)."""
+    if not task:
+        return False
+    import inspect
+
+    from growrnn.task import task_factory
+    return "seed" in inspect.signature(task_factory(task)).parameters
+
+
 def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, Any]:
     """A copy of a ``growrnn fit`` config with every seed set to ``seed`` and TensorBoard logging
     into ``tb_dir``."""
@@ -61,7 +72,7 @@ def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, An
     c["seed_everything"] = seed
     c.setdefault("model", {})["seed"] = seed
     data = c.setdefault("data", {})
-    if isinstance(data.get("options"), dict) or data.get("options") is None:
+    if _takes_seed(data.get("task")) and (isinstance(data.get("options"), dict) or data.get("options") is None):
         data["options"] = {**(data.get("options") or {}), "seed": seed}
     trainer = c.setdefault("trainer", {})
     for cb in trainer.get("callbacks") or []:
@@ -98,7 +109,10 @@ def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, ext
             cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", str(path), *extra]
             log.info("seed %d: %s", s, " ".join(cmd))
             running.append((s, tb, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), logf))
-        s, tb, proc, logf = running.pop(0)
+        while all(r[2].poll() is None for r in running):  # wait for whichever run ends first
+            time.sleep(0.5)
+        s, tb, proc, logf = next(r for r in running if r[2].poll() is not None)
+        running = [r for r in running if r[2] is not proc]
         code = proc.wait()
         logf.close()
         if code == 0:

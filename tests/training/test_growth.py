@@ -144,3 +144,39 @@ def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Pat
     assert {"structure/scores/layer0", "structure/scores/layer1"} <= set(events.Tags()["histograms"])
     layout = [e for e in (tmp_path / "tb").glob("events.out.tfevents.*")]
     assert layout and b"custom_scalars" in b"".join(p.read_bytes() for p in layout)
+
+
+@pytest.mark.parametrize("ckpt_name", ["epoch=0-step=8.ckpt", "epoch=1-step=12.ckpt"])
+def test_resume_on_a_shuffled_task_with_dropout_over_epochs(tmp_path: Path, ckpt_name: str) -> None:
+    """An epoch-end checkpoint, and one in the middle of a later epoch of a shuffled task."""
+    def run(ckpt: str | None, callbacks: list) -> _Record:
+        record = _Record()
+        controller = StructureController(threshold=0.05, p_add=0.5, p_delete=0.5, seed=3)
+        t = tasks.get("copy", delay=3, n_train=64, n_eval=8, batch_size=8)
+        model = SequenceModel(t.spec, cell="lstm", hidden_size=[3, 2], dropout=0.3, optimizer="adam", l1=1e-3)
+        data = TaskData("copy", {"delay": 3, "n_train": 64, "n_eval": 8, "batch_size": 8})
+        trainer = _trainer(tmp_path, [controller, record, *callbacks], max_epochs=3, enable_checkpointing=True,
+                           limit_val_batches=None)
+        trainer.fit(model, data, ckpt_path=ckpt)
+        return record
+
+    def saver() -> L.Callback:
+        return L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "a", every_n_train_steps=4, save_top_k=-1,
+                                                   filename="{epoch}-{step}")
+    whole = run(None, [saver()])
+    ckpt = tmp_path / "mid.ckpt"
+    (tmp_path / "a" / ckpt_name).rename(ckpt)
+    shutil.rmtree(tmp_path / "a")
+    resumed = run(str(ckpt), [saver()])
+    start = int(ckpt_name.split("step=")[1].split(".")[0])
+    assert len(whole.rows) == 24 and resumed.rows == whole.rows[start:]
+
+
+@pytest.mark.parametrize("signal, model_kw, message", [
+    ("outgoing_l1", {"l1": 0.0}, "model.l1 = 0"),
+    ("multiplier", {"unit_multipliers": True, "loss_sum_over_time": False}, "averaged over time steps"),
+])
+def test_setups_that_cannot_work_as_the_paper_are_warned(tmp_path: Path, signal: str, model_kw: dict, message: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    _fit(tmp_path, StructureController(signal=signal), steps=2, start=[2], **model_kw)
+    assert message in caplog.text

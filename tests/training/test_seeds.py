@@ -36,3 +36,9 @@ def test_seeds_run_plot_and_skip_finished_runs(tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert main(["grow", "plot", f"a={tmp_path}/nothing*", "--out", str(png)]) == 2
     assert "NAME=GLOB" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, has_seed", [("ptb", False), ("jsb", True), ("miconi_hard", True)])
+def test_the_data_seed_is_set_only_for_tasks_that_take_one(tmp_path: Path, task: str, has_seed: bool) -> None:
+    c = seed_config({"data": {"task": task, "options": {"batch_size": 4}}}, 5, tmp_path / "s5")
+    assert ("seed" in c["data"]["options"]) == has_seed and c["data"]["options"]["batch_size"] == 4
