@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{what} (LightningCLI: growrnn {name} --config FILE; --help for all options)",
                        add_help=False)
     for name, what in (("search", "evolve cells: growrnn search --config FILE --db PATH; growrnn search export ..."),
-                       ("grow", "growth runs over seeds and their figures: growrnn grow seeds|plot ...")):
+                       ("grow", "growth runs over seeds and their figures: growrnn grow seeds|plot ..."),
+                       ("compare", "baselines vs grown vs evolved cells: growrnn compare --config FILE --out DIR")):
         sub.add_parser(name, help=f"{what} (--help for all options)", add_help=False)
     sub.add_parser("tasks", help="list the registered tasks")
     data = sub.add_parser("data", help="benchmark data sets")
@@ -153,7 +154,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 #: subcommands with their own argument parsers, imported only when used
-DELEGATED = {"search": "growrnn.search.cli", "grow": "growrnn.training.seeds"}
+DELEGATED = {"search": "growrnn.search.cli", "grow": "growrnn.training.seeds", "compare": "growrnn.compare"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,284 @@
+"""A comparison's configuration: a tree of dataclasses read from YAML through jsonargparse.
+
+Every shipped comparison is a YAML file in ``configs/compare/`` (plus ``configs/debug/compare.yaml``);
+its top-level keys are the fields of :class:`CompareConfig`, and unknown keys are errors::
+
+    task: jsb
+    task_options: {batch_size: 8}
+    model: {dropout: 0.2, optimizer: adam}        # shared by every entry
+    budget: {epochs: 40}                           # the same for every entry
+    seeds: [0, 1, 2]
+    tuning: {lr: [0.001, 0.003, 0.01]}             # the same grid for every entry
+    entries:
+      - {name: lstm_64, family: baseline, cell: lstm, hidden_size: 64}
+      - {name: lstm_grown, family: grown, cell: lstm, hidden_size: [16], grow: {p_add: 0.05}, model: {l1: 1.0e-4}}
+      - {name: evolved, family: evolved, search_db: runs/search/jsb.db, front: true, hidden_size: 64}
+
+Fairness is built into the shape: the budget, the seeds, the shared model and trainer options and
+the tuning grid are top-level, so no entry can have more of them than another. An entry adds only
+what makes it that entry: its cell, its size, its growth options, and the few model options its
+family needs (the L1 decrement that drives the v3 growth signal, say), which the results name.
+
+:func:`load_config` reads and checks a file; :func:`growrnn.compare.entries.resolve_entries`
+turns the entries into the runnable list. This module imports only the standard library,
+jsonargparse and the search's small config module at module level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from growrnn.errors import ArgumentError
+from growrnn.search.config import BudgetConfig
+
+__all__ = ["FAMILIES", "CompareConfig", "EntryConfig", "build_config", "check_config", "config_parser", "load_config",
+           "tuning_grid"]
+
+#: The families of a comparison, in the order the plot's legend lists them.
+FAMILIES = ("baseline", "grown", "evolved", "evolved_grown")
+_GROWN = ("grown", "evolved_grown")
+_EVOLVED = ("evolved", "evolved_grown")
+#: SequenceModel arguments the comparison sets per run (the entry's cell and size, the run's seed).
+_MODEL_OWNED = ("spec", "cell", "seed")
+#: Trainer arguments the comparison sets: the budget sets the length, evaluate() the logging.
+_TRAINER_OWNED = ("callbacks", "logger", "max_steps", "max_epochs", "max_time", "enable_checkpointing",
+                  "val_check_interval", "check_val_every_n_epoch")
+#: An entry name is a folder name under runs/ and tb/, so keep it to safe characters.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+@dataclass(frozen=True)
+class EntryConfig:
+    """One line of the comparison (or, with ``search_db``, one per cell of a search's front).
+
+    Args:
+        name: the entry's name (a folder name; for a search archive, the prefix of its cells'
+            names ``<name>_<candidate id>``).
+        family: ``baseline`` (a fixed-size cell), ``grown`` (a cell whose layers size themselves),
+            ``evolved`` (a cell found by ``growrnn search``) or ``evolved_grown`` (one, grown).
+        cell: a library cell name, genome text, or a ``.txt``/``.json`` genome file.
+        hidden_size: units per layer; for grown families the start size (an int for one layer, a
+            list for a growable stack). Default: the shared ``model.hidden_size``.
+        grow: ``StructureController`` options (grown families only; ``{}`` for the defaults). The
+            controller's seed is the run's seed.
+        model: ``SequenceModel`` options of this entry only, on top of the shared ones (e.g. the
+            ``l1`` decrement the v3 growth signal needs).
+        search_db: evolved families: a search archive whose last generation supplies the cells.
+        front: with ``search_db``: only the first Pareto front (else the whole last population).
+    """
+
+    name: str
+    family: str = "baseline"
+    cell: str | None = None
+    hidden_size: int | list[int] | None = None
+    grow: dict[str, Any] | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    search_db: str | None = None
+    front: bool = True
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A comparison: every entry trained with the same budget, seeds and tuning grid.
+
+    Args:
+        task: the task's name (``growrnn tasks`` lists them).
+        budget: each run's training budget (the same for every entry).
+        entries: what to compare (see :class:`EntryConfig`).
+        task_options: options of the task; its ``seed`` is the run's seed, so it cannot be set.
+        model: ``SequenceModel`` options shared by every entry.
+        trainer: extra ``lightning.Trainer`` options shared by every run.
+        seeds: every entry runs once per seed; each seed sets the weights, the data order and
+            the growth controller's random numbers.
+        tuning: a grid of ``SequenceModel`` options (name -> values; the grid is their product).
+            Every entry trains each setting once at the first seed, and its best setting on
+            validation is used for all its seeds. Empty: no tuning, one setting.
+        workers: runs in parallel (processes); 0 runs them one after the other in this process.
+        threads: torch threads per run, so that training times per step compare.
+    """
+
+    task: str
+    budget: BudgetConfig
+    entries: list[EntryConfig]
+    task_options: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    tuning: dict[str, list[Any]] = field(default_factory=dict)
+    workers: int = 0
+    threads: int = 1
+
+
+def config_parser(prog: str = "growrnn compare") -> Any:
+    """The jsonargparse parser of :class:`CompareConfig` (``--config FILE`` plus one option per
+    field, e.g. ``--workers 2``, ``--seeds [0,1]``)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, exit_on_error=False,
+                            description="Train baselines, self-sizing and evolved cells side by side with the same "
+                            "budget, seeds and tuning; write results.csv, results.md, pareto.png and TensorBoard runs.")
+    parser.add_argument("--config", action=ActionConfigFile, help="a comparison YAML (configs/compare/*.yaml)")
+    parser.add_class_arguments(CompareConfig, fail_untyped=True)
+    return parser
+
+
+def build_config(parser: Any, namespace: Any) -> CompareConfig:
+    """The :class:`CompareConfig` in a namespace that :func:`config_parser`'s parser returned."""
+    values = parser.instantiate(namespace)
+    names = {f.name for f in dataclasses.fields(CompareConfig)}
+    return CompareConfig(**{k: v for k, v in vars(values).items() if k in names})
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+    """Read a comparison YAML (unknown keys are errors), apply command-line style ``overrides``
+    (``["--workers", "2"]``) and run :func:`check_config`."""
+    from jsonargparse import ArgumentError as ParseError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArgumentError("config", allowed="a comparison YAML file", received=str(path),
+                            hint="the shipped ones are in configs/compare/ and configs/debug/compare.yaml")
+    parser = config_parser()
+    try:
+        config = build_config(parser, parser.parse_args(["--config", str(path), *(overrides or [])]))
+    except ParseError as err:
+        raise ArgumentError(str(path), allowed="a comparison config with the fields of "
+                            "growrnn.compare.CompareConfig", received=str(err).strip(),
+                            hint="see configs/debug/compare.yaml") from None
+    check_config(config)
+    return config
+
+
+def tuning_grid(tuning: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The settings of the grid, in a fixed order (keys sorted, values as listed); ``[{}]`` for
+    no tuning."""
+    keys = sorted(tuning)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(tuning[k] for k in keys))]
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
+
+
+def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str) -> None:
+    params = inspect.signature(target).parameters
+    known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    for key in given:
+        if key in owned:
+            raise ArgumentError(f"{name}.{key}", allowed=f"not set: the comparison sets {', '.join(owned)}",
+                                received=given[key], hint=hint)
+        if key not in known:
+            raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
+                                hint=hint)
+
+
+def _size(name: str, value: object) -> None:
+    sizes = value if isinstance(value, list) else [value]
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise ArgumentError(name, allowed="an int >= 1, or a non-empty list of them (one per layer)", received=value)
+
+
+def check_config(config: CompareConfig) -> None:
+    """Checks a YAML schema cannot express; raises :class:`~growrnn.errors.ArgumentError` naming
+    the key. Imports the task registry, ``SequenceModel``, Lightning and the growth controller to
+    check their options; a search archive is only checked to exist (it is read when the
+    comparison runs)."""
+    import lightning as L
+
+    from growrnn.search.config import initial_genome
+    from growrnn.task import task_factory, task_names
+    from growrnn.training.growth import StructureController
+    from growrnn.training.model import SequenceModel
+
+    b = config.budget
+    if b.steps is None and b.epochs is None and b.seconds is None:
+        raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=b,
+                            hint="e.g. budget: {epochs: 40}")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ArgumentError("seeds", allowed="a non-empty list of distinct ints >= 0", received=config.seeds)
+    for k, seed in enumerate(config.seeds):
+        _int(f"seeds[{k}]", seed, 0)
+    _int("workers", config.workers, 0)
+    _int("threads", config.threads, 1)
+    if config.task not in task_names():
+        raise ArgumentError("task", allowed=", ".join(task_names()), received=config.task,
+                            hint="growrnn tasks lists the registered tasks")
+    _keys("task_options", config.task_options, task_factory(config.task), ("seed",),
+          "each run's seed seeds the task's data")
+    _keys("model", config.model, SequenceModel, _MODEL_OWNED, "SequenceModel options, as under model: in a fit config")
+    _keys("trainer", config.trainer, L.Trainer, _TRAINER_OWNED, "the budget sets how long each run trains")
+    if "hidden_size" in config.model:
+        _size("model.hidden_size", config.model["hidden_size"])
+    _keys("tuning", config.tuning, SequenceModel, (*_MODEL_OWNED, "hidden_size"),
+          "tune shared SequenceModel options such as lr; sizes are the entries'")
+    for key, values in config.tuning.items():
+        if not isinstance(values, list) or not values:
+            raise ArgumentError(f"tuning.{key}", allowed="a non-empty list of values", received=values,
+                                hint="e.g. tuning: {lr: [0.001, 0.003]}")
+    if not config.entries:
+        raise ArgumentError("entries", allowed="a non-empty list of entries", received=config.entries)
+    names: set[str] = set()
+    for i, entry in enumerate(config.entries):
+        where = f"entries[{i}]"
+        _check_entry(where, entry, config, SequenceModel, StructureController)
+        if entry.cell is not None:
+            initial_genome(entry.cell, f"{where}.cell")
+        if entry.name in names:
+            raise ArgumentError(f"{where}.name", allowed="a name no other entry has", received=entry.name)
+        names.add(entry.name)
+
+
+def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cls: Any, controller: Any) -> None:
+    if entry.family not in FAMILIES:
+        raise ArgumentError(f"{where}.family", allowed=", ".join(FAMILIES), received=entry.family,
+                            hint="baseline and grown take a cell; evolved families a cell or a search_db")
+    if not isinstance(entry.name, str) or not _NAME.fullmatch(entry.name):
+        raise ArgumentError(f"{where}.name", allowed="letters, digits, '_', '.', '+', '-' (not first)",
+                            received=entry.name, hint="the name is a folder under runs/ and tb/")
+    _keys(f"{where}.model", entry.model, model_cls, (*_MODEL_OWNED, "hidden_size"),
+          "the entry's own SequenceModel options; set its size with hidden_size")
+    if entry.family in _EVOLVED:
+        if (entry.cell is None) == (entry.search_db is None):
+            raise ArgumentError(f"{where}.cell/search_db", allowed="exactly one of cell and search_db",
+                                received=(entry.cell, entry.search_db),
+                                hint="a genome file (growrnn search export writes them) or a search archive")
+        if entry.search_db is not None and not Path(entry.search_db).is_file():
+            raise ArgumentError(f"{where}.search_db", allowed="an existing search archive", received=entry.search_db,
+                                hint="run growrnn search first, or comment the entry out")
+    else:
+        if entry.cell is None:
+            raise ArgumentError(f"{where}.cell", allowed=f"a cell for family {entry.family}", received=None,
+                                hint="a library name (lstm, gru, elman, ...) or a genome file")
+        if entry.search_db is not None:
+            raise ArgumentError(f"{where}.search_db", allowed="only with family evolved or evolved_grown",
+                                received=entry.search_db)
+    if entry.family in _GROWN:
+        if entry.grow is None:
+            raise ArgumentError(f"{where}.grow", allowed=f"StructureController options for family {entry.family} "
+                                "({} for the defaults)", received=None)
+        _keys(f"{where}.grow", entry.grow, controller, ("seed",), "StructureController options; the run's seed "
+              "seeds the controller")
+    elif entry.grow is not None:
+        raise ArgumentError(f"{where}.grow", allowed="only with family grown or evolved_grown", received=entry.grow,
+                            hint=f"make the family {'evolved_grown' if entry.family == 'evolved' else 'grown'}")
+    size = entry.hidden_size if entry.hidden_size is not None else config.model.get("hidden_size")
+    if size is None:
+        raise ArgumentError(f"{where}.hidden_size", allowed="units per layer (or set the shared model.hidden_size)",
+                            received=None)
+    _size(f"{where}.hidden_size", size)
+    layers = {**config.model, **entry.model}.get("num_layers")
+    if layers is not None and isinstance(size, list) and len(size) != layers:
+        raise ArgumentError(f"{where}.hidden_size", allowed=f"a list of {layers} sizes, one per layer "
+                            f"(model.num_layers is {layers})", received=size,
+                            hint="a list of sizes sets the number of layers")
+    if entry.family in _GROWN and not isinstance(size, list) and (layers or 1) != 1:
+        raise ArgumentError(f"{where}.hidden_size", allowed=f"a list of {layers} start sizes (model.num_layers "
+                            f"is {layers})", received=size, hint="growth needs a growable stack: one size per layer")

@@ -1,0 +1,81 @@
+"""The entries of a comparison, resolved into what runs: each with its genome text, its merged
+model options and its size; an evolved entry with a ``search_db`` becomes one entry per cell of
+that search's last generation (its first front, by default).
+
+Cells from a search are exported once into ``DIR/cells/<name>/`` (``cell_<id>.txt`` and
+``.json``, via :func:`growrnn.search.export.export_front`) and read from there afterwards, so a
+resumed comparison keeps the cells it started with even if the search has gone on since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from growrnn.compare.config import CompareConfig
+from growrnn.errors import ArgumentError
+
+__all__ = ["ResolvedEntry", "resolve_entries"]
+
+
+@dataclass(frozen=True)
+class ResolvedEntry:
+    """An entry ready to run: ``cell`` is genome text, ``label`` what the config named (a library
+    name or a file path), ``model`` the shared options overlaid with the entry's own."""
+
+    name: str
+    family: str
+    cell: str
+    label: str
+    hidden_size: int | list[int]
+    grow: dict[str, Any] | None
+    model: dict[str, Any]
+
+
+def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
+    """The runnable entries, in config order. An entry with a ``search_db`` becomes one entry per
+    cell of the archive's last generation (its first front with ``front: true``), named
+    ``<name>_<candidate id>``; the cells are exported once to ``out/cells/<name>/`` and read from
+    there afterwards, so a resumed comparison keeps its cells even if the search went on."""
+    from growrnn.search.config import initial_genome
+
+    resolved: list[ResolvedEntry] = []
+    for i, entry in enumerate(config.entries):
+        size: Any = entry.hidden_size if entry.hidden_size is not None else config.model["hidden_size"]
+        model = {k: v for k, v in {**config.model, **entry.model}.items() if k != "hidden_size"}
+        cells: list[tuple[str, str, str]] = []  # (name, genome text, label)
+        if entry.search_db is not None:
+            for path in _front_cells(Path(entry.search_db), out / "cells" / entry.name, entry.front):
+                genome = initial_genome(str(path), f"entries[{i}].search_db")
+                cells.append((f"{entry.name}_{path.stem.removeprefix('cell_')}", genome.to_text(),
+                              str(path.relative_to(out))))  # the table names it as a path inside DIR
+        elif entry.cell is not None:  # check_config: an entry without a search_db has a cell
+            genome = initial_genome(entry.cell, f"entries[{i}].cell")
+            label = entry.cell if "\n" not in entry.cell and "=" not in entry.cell else f"key {genome.key}"
+            cells.append((entry.name, genome.to_text(), label))
+        for name, text, label in cells:
+            resolved.append(ResolvedEntry(name, entry.family, text, label, size,
+                                          dict(entry.grow) if entry.grow is not None else None, model))
+    seen: set[str] = set()
+    for r in resolved:
+        if r.name in seen:
+            raise ArgumentError("entries", allowed="distinct names after expanding search archives",
+                                received=r.name, hint="rename the entry whose name clashes with <name>_<id>")
+        seen.add(r.name)
+    return resolved
+
+
+def _front_cells(db: Path, folder: Path, front: bool) -> list[Path]:
+    """The ``cell_<id>.txt`` files of the archive's cells, exported into ``folder`` the first time
+    (``front.csv`` marks a finished export; a half-written folder is exported again)."""
+    import csv
+
+    from growrnn.search.export import export_front
+
+    listing = folder / "front.csv"
+    if not listing.is_file():
+        export_front(db, folder, front_only=front)
+    with listing.open(newline="") as fh:
+        ids = [row["id"] for row in csv.DictReader(fh)]
+    return [folder / f"cell_{i}.txt" for i in ids]

@@ -1,0 +1,311 @@
+"""Running a comparison: every (entry, seed) through :func:`growrnn.evaluation.evaluate`, each
+finished run stored at once as ``DIR/runs/<entry>/seed<k>.json``, so that an interrupted
+comparison resumes where it stopped.
+
+Layout of ``DIR``::
+
+    runs/<entry>/seed<k>.json     one finished run: settings, Result, final units, train time
+    runs/<entry>/tune<j>.json     with a tuning grid: setting j trained at the first seed
+    tb/<entry>/seed<k>/           that run's TensorBoard events (tb/<entry>/tune<j>/ likewise)
+    cells/<name>/                 the cells exported from a search archive (see resolve_entries)
+
+**Resume.** A run whose JSON exists is not trained again; its stored ``settings`` (task, options,
+model, trainer, budget, seed, cell, growth) must equal what the config asks now, else the
+comparison stops with an error naming the file: mixing runs of two configs in one table would be
+unfair, and silently retraining would throw results away. A run is written only when it has
+finished, atomically, so a killed comparison leaves no half-written file; its TensorBoard folder
+is cleared before it is trained again.
+
+**Tuning.** With a grid of more than one setting, each entry first trains every setting at the
+first seed (``tune<j>``); the best on validation is then used for every seed. The first seed's
+run with that setting *is* the winning tuning run (same seed, same setting), so it is adopted
+(copied) rather than trained twice.
+
+**Timing.** ``train_seconds`` sums the time between the start and end of each training batch
+(forward, backward, optimizer step and the growth controller's surgery; not validation), and
+``train_seconds / train_steps`` is the training time per step the tables report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from growrnn.compare.config import CompareConfig, tuning_grid
+from growrnn.compare.entries import ResolvedEntry, resolve_entries
+from growrnn.errors import ArgumentError
+
+__all__ = ["Comparison", "run_comparison", "run_one", "run_settings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Comparison:
+    """What :func:`run_comparison` did: the entries, each entry's finished seed records (the
+    stored JSON dicts), and the runs that failed or are still to do (``"<entry>/<run>"``)."""
+
+    out: Path
+    entries: list[ResolvedEntry]
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Run:
+    entry: ResolvedEntry
+    seed: int
+    setting: dict[str, Any]
+    tag: str  # seed<k> or tune<j>
+
+    @property
+    def key(self) -> str:
+        return f"{self.entry.name}/{self.tag}"
+
+
+def run_settings(config: CompareConfig, entry: ResolvedEntry, seed: int, setting: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides one run's outcome, as JSON values (what a run file stores and a
+    resume compares)."""
+    model = {**entry.model, **setting, "hidden_size": entry.hidden_size}
+    values = {"task": config.task, "task_options": config.task_options, "model": model, "trainer": config.trainer,
+              "budget": config.budget.as_dict(), "seed": seed, "cell": entry.cell, "grow": entry.grow}
+    return json.loads(json.dumps(values))  # tuples become lists, as they come back from a file
+
+
+def run_one(payload: dict[str, Any]) -> dict[str, Any]:
+    """Train one run (a top-level function of plain data, so the executor's workers can pickle
+    it). ``payload``: ``settings`` (see :func:`run_settings`), ``tb`` (``[save_dir, name,
+    version]`` of its TensorBoard folder), ``threads`` (torch threads while it runs).
+
+    Returns ``{"result": Result.as_dict(), "hidden_sizes", "train_seconds", "train_steps"}``."""
+    import torch
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from growrnn.evaluation import evaluate
+
+    s = payload["settings"]
+    clock = _Clock()
+    callbacks: list[L.Callback] = []
+    if s["grow"] is not None:
+        from growrnn.training.growth import StructureController
+
+        # each seed's growth draws its own numbers, as its weights and data do
+        callbacks.append(StructureController(**s["grow"], seed=int(s["seed"])))
+    callbacks.append(clock)  # last: its batch-end time includes the controller's surgery
+    save_dir, name, version = payload["tb"]
+    logger = TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(payload.get("threads", 1)))
+    try:
+        result = evaluate(s["cell"], s["task"], s["budget"], int(s["seed"]), task_options=s["task_options"],
+                          model=s["model"], trainer={**s["trainer"], "callbacks": callbacks}, test=True, logger=logger)
+    finally:
+        torch.set_num_threads(previous)  # (Lightning finalizes the logger after every stage itself)
+    sizes = clock.module.hidden_sizes() if clock.module is not None else None
+    return {"result": result.as_dict(), "hidden_sizes": sizes, "train_seconds": clock.seconds,
+            "train_steps": clock.steps}
+
+
+class _Clock(L.Callback):
+    """Times the training batches and keeps the trained module (whose layers may have grown)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.steps, self._start = 0.0, 0, 0.0
+        self.module: Any = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.module = pl_module
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.steps += 1
+
+
+# ------------------------------------------------------------------------------------------ files
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+
+
+def _read_finished(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored record of a finished run, or ``None``; an error if it was made with other settings."""
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text())
+    if record.get("settings") != settings:
+        stored = record.get("settings") or {}
+        keys = sorted(k for k in {*stored, *settings} if stored.get(k) != settings.get(k))
+        raise ArgumentError("--out", allowed="a new folder, or the config that made the runs already in it",
+                            received=f"{path} was made with other {', '.join(keys)}",
+                            hint=f"use a new --out folder for this config, or delete {path} (and its tb/ "
+                            "folder) to redo that run with it")
+    return record
+
+
+def _value(record: dict[str, Any], split: str) -> float:
+    value = record["result"].get(split)
+    return math.nan if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_comparison(config: CompareConfig, out: str | Path, *, dry_run: bool = False) -> Comparison:
+    """Run (or resume) the comparison into ``out`` and return what is there; the report is written
+    by :func:`growrnn.compare.report.write_report`. With ``dry_run`` nothing is trained: the log
+    lists what would be."""
+    from growrnn.search.executors import LocalExecutor
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = resolve_entries(config, out)
+    if not dry_run:
+        import dataclasses
+        _write_json(out / "config.json", dataclasses.asdict(config))  # what made these runs, for the record
+    grid = tuning_grid(config.tuning)
+    tuned = len(grid) > 1
+    done = Comparison(out, entries)
+    executor: list[Any] = []  # started on first need: spawning workers costs a torch import each
+
+    def get_executor() -> Any:
+        if not executor:
+            executor.append(LocalExecutor(workers=config.workers, threads_per_worker=config.threads))
+        return executor[0]
+
+    try:
+        chosen: dict[str, tuple[dict[str, Any], str | None]] = {}  # entry -> (setting, tune tag it came from)
+        if tuned:
+            log.info("tuning %s over %d settings per entry at seed %d", ", ".join(sorted(config.tuning)), len(grid),
+                     config.seeds[0])
+            runs = [_Run(e, config.seeds[0], s, f"tune{j}") for e in entries for j, s in enumerate(grid)]
+            tuning = _execute(runs, config, out, get_executor, dry_run, done)
+            for e in entries:
+                found = [r for j in range(len(grid)) if (r := tuning.get(f"{e.name}/tune{j}")) is not None]
+                if len(found) < len(grid):
+                    done.pending += [f"{e.name}/seed{s}" for s in config.seeds]
+                    continue  # its seeds wait for the whole grid
+                best = min(range(len(grid)), key=lambda j: _rank(found[j]))  # the first of equals
+                chosen[e.name] = (grid[best], f"tune{best}")
+                log.info("%s: best setting %s (val %.4g)", e.name, _label(grid[best]), _value(found[best], "val"))
+        else:
+            chosen = {e.name: (grid[0], None) for e in entries}
+        runs, adopted = [], set()
+        for e in entries:
+            if e.name not in chosen:
+                continue
+            setting, source = chosen[e.name]
+            for k, seed in enumerate(config.seeds):
+                run = _Run(e, seed, setting, f"seed{seed}")
+                if k == 0 and source is not None:
+                    if dry_run and not (out / "runs" / e.name / f"{run.tag}.json").is_file():
+                        log.info("%s: would take the best tuning run %s", run.key, source)
+                        continue  # nothing to train
+                    if not dry_run and _adopt(out, e.name, source, run.tag):
+                        adopted.add(run.key)
+                runs.append(run)
+        records = _execute(runs, config, out, get_executor, dry_run, done, adopted)
+    finally:
+        for ex in executor:
+            ex.close()
+    for e in entries:
+        done.records[e.name] = [records[key] for s in config.seeds if (key := f"{e.name}/seed{s}") in records]
+    return done
+
+
+def _rank(record: dict[str, Any]) -> float:
+    """Smaller is better: the validation metric in the task's direction; NaN is worst."""
+    val = _value(record, "val")
+    if math.isnan(val):
+        return math.inf
+    return val if record["result"]["direction"] == "min" else -val
+
+
+def _label(setting: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "-"
+
+
+def _adopt(out: Path, name: str, source: str, tag: str) -> bool:
+    """The first seed's run with the chosen setting is the winning tuning run: copy its record
+    and TensorBoard folder instead of training it again. False if it was there already."""
+    target = out / "runs" / name / f"{tag}.json"
+    if target.is_file():
+        return False
+    record = json.loads((out / "runs" / name / f"{source}.json").read_text())
+    record.update(run=tag, tuned_from=source)
+    tb_from, tb_to = out / "tb" / name / source, out / "tb" / name / tag
+    if tb_from.is_dir():
+        shutil.rmtree(tb_to, ignore_errors=True)
+        shutil.copytree(tb_from, tb_to)
+    _write_json(target, record)
+    log.info("%s/%s: the best tuning run %s (the same seed and setting)", name, tag, source)
+    return True
+
+
+def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executor: Callable[[], Any], dry_run: bool,
+             done: Comparison, adopted: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Train the runs without a finished file; return every finished record by run key
+    (``adopted``: keys whose file was just copied from a tuning run, neither trained nor skipped)."""
+    from growrnn.search.executors import Job
+
+    records: dict[str, dict[str, Any]] = {}
+    todo: dict[str, tuple[_Run, dict[str, Any]]] = {}
+    for run in runs:
+        settings = run_settings(config, run.entry, run.seed, run.setting)
+        path = out / "runs" / run.entry.name / f"{run.tag}.json"
+        record = _read_finished(path, settings)
+        if record is not None:
+            records[run.key] = record
+            if run.key in adopted:
+                continue
+            done.skipped.append(run.key)
+            log.info("%s: finished before, skipped (%s)", run.key, path)
+        else:
+            todo[run.key] = (run, settings)
+    if dry_run:
+        for key in todo:
+            log.info("%s: would train", key)
+        done.pending += list(todo)
+        return records
+    if not todo:
+        return records
+    jobs = []
+    for key, (run, settings) in todo.items():
+        shutil.rmtree(out / "tb" / run.entry.name / run.tag, ignore_errors=True)  # events of an interrupted try
+        payload = {"settings": settings, "tb": [str(out / "tb"), run.entry.name, run.tag], "threads": config.threads}
+        jobs.append(Job(key, run_one, args=(payload,)))
+    log.info("training %d run(s) (%d already done) with %s", len(jobs), len(records),
+             f"{config.workers} worker processes" if config.workers else "no worker processes")
+    for n, outcome in enumerate(get_executor().run(jobs), 1):
+        run, settings = todo[outcome.key]
+        if not outcome.ok:
+            done.failed.append(outcome.key)
+            last = (outcome.error or "").strip().splitlines()[-1:] or ["?"]
+            log.error("[%d/%d] %s %s: %s", n, len(jobs), outcome.key, outcome.status, last[0])
+            log.debug("%s", outcome.error)
+            continue
+        record = {"entry": run.entry.name, "family": run.entry.family, "label": run.entry.label, "run": run.tag,
+                  "setting": run.setting, "settings": settings, **outcome.value}
+        _write_json(out / "runs" / run.entry.name / f"{run.tag}.json", record)
+        records[outcome.key] = record
+        done.trained.append(outcome.key)
+        r = record["result"]
+        log.info("[%d/%d] %s: test %s %.4g (val %.4g), units %s, %.0f s%s", n, len(jobs), outcome.key, r["metric"],
+                 _value(record, "test"), _value(record, "val"), record["hidden_sizes"], outcome.seconds,
+                 " (diverged)" if r["diverged"] else "")
+    return records

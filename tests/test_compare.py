@@ -1,0 +1,224 @@
+"""`growrnn compare`: the debug comparison runs end to end and resumes without redoing finished
+runs, search archives expand into one entry per front cell, every shipped comparison config
+loads, and config mistakes are errors that name the key and the allowed values."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import growrnn as gr
+from growrnn.cli import main
+from growrnn.compare.config import FAMILIES, CompareConfig, load_config
+from growrnn.compare.entries import resolve_entries
+from growrnn.compare.runner import run_comparison
+from growrnn.errors import ArgumentError
+
+REPO = Path(__file__).resolve().parents[1]
+DEBUG = REPO / "configs" / "debug" / "compare.yaml"
+SHIPPED = sorted((REPO / "configs" / "compare").glob("*.yaml"))
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted((out / "runs").rglob("*.json"))}
+
+
+def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "cmp"
+    caplog.set_level(logging.INFO, logger="growrnn.compare")
+    assert main(["compare", "--config", str(DEBUG), "--out", str(out)]) == 0
+    with (out / "results.csv").open(newline="") as fh:
+        rows = {r["name"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"lstm_8", "elman_grown"}
+    assert {r["family"] for r in rows.values()} == {"baseline", "grown"}
+    assert all(r["n_seeds"] == "2" and r["metric"] == "mse" and float(r["mean"]) > 0 for r in rows.values())
+    assert rows["lstm_8"]["final_units"] == "8" and rows["lstm_8"]["setting"].startswith("lr=")
+    # a grown entry reports the parameters of its final size: an Elman layer of H units on the adding
+    # task (2 inputs, 1 output) has H*H + 5*H + 1 of them, encoder-free
+    grown = [json.loads((out / "runs" / "elman_grown" / f"seed{s}.json").read_text()) for s in (0, 1)]
+    sizes = [g["hidden_sizes"][0] for g in grown]
+    assert all(h > 2 for h in sizes), "the debug controller adds units"
+    assert int(rows["elman_grown"]["params"]) == round(sum(h * h + 5 * h + 1 for h in sizes) / 2)
+    md = (out / "results.md").read_text()
+    assert md.count("\n| baseline |") == 1 and md.count("\n| grown |") == 1 and " ± " in md
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("lstm_8", "elman_grown"):
+        for run in ("seed0", "seed1", "tune0", "tune1"):
+            assert list((out / "tb" / name / run).glob("events.out.tfevents.*")), f"{name}/{run} logged nothing"
+    assert list((out / "tb" / "_comparison").glob("events.out.tfevents.*"))
+
+    before = _mtimes(out)
+    assert len(before) == 8  # 2 entries x (2 tuning runs + 2 seeds)
+    caplog.clear()
+    assert main(["compare", "--config", str(DEBUG), "--out", str(out)]) == 0
+    assert _mtimes(out) == before, "a rerun trains nothing"
+    assert caplog.text.count("finished before, skipped") == 8
+
+    (out / "runs" / "lstm_8" / "seed1.json").unlink()  # as if interrupted during that run
+    caplog.clear()
+    assert main(["compare", "--config", str(DEBUG), "--out", str(out)]) == 0
+    after = _mtimes(out)
+    assert set(after) == set(before)
+    assert [k for k in after if after[k] != before[k]] == ["runs/lstm_8/seed1.json"]
+    assert "[1/1] lstm_8/seed1" in caplog.text
+
+    # runs made with another budget are not mixed into one table, nor silently thrown away
+    with pytest.raises(ArgumentError, match="tune0.json was made with other budget.*HINT: use a new --out"):
+        run_comparison(load_config(DEBUG, ["--budget.steps", "7"]), out)
+
+
+def _archive(path: Path) -> list[int]:
+    """A finished one-generation search archive: an Elman cell (small, worse) and a GRU (bigger,
+    better) are both on the front; an LSTM (bigger and worse than the GRU) is not."""
+    from growrnn.search.storage import Archive
+
+    ids = []
+    with Archive.open(path, {"seed": 0, "task": "adding"}) as db:
+        for name, val, params in (("elman", 0.30, 25.0), ("gru", 0.10, 60.0), ("lstm", 0.20, 80.0)):
+            g = gr.genome.library_cell(name)
+            i = db.add(g.to_json(), g.to_text(), g.key, [], "initial", 0, 0)
+            db.finish(i, {"direction": "min", "val": val}, [], {"val": val, "params": params}, 1.0)
+            ids.append(i)
+        db.save_generation(0, ids, {}, {})
+    return ids
+
+
+def test_search_archive_expands_into_its_front_cells(tmp_path: Path) -> None:
+    db = tmp_path / "search.db"
+    elman, gru, _ = _archive(db)
+    genome_file = tmp_path / "mine.txt"
+    genome_file.write_text(gr.genome.library_cell("mgu").to_text())
+    base = yaml.safe_load(DEBUG.read_text())
+    base["entries"] = [{"name": "evo", "family": "evolved", "search_db": str(db), "hidden_size": 8},
+                       {"name": "evo_grown", "family": "evolved_grown", "search_db": str(db), "hidden_size": [2],
+                        "grow": {}},
+                       {"name": "file", "family": "evolved", "cell": str(genome_file), "hidden_size": 8}]
+    path = tmp_path / "evo.yaml"
+    path.write_text(yaml.safe_dump(base))
+    config = load_config(path)
+    entries = resolve_entries(config, tmp_path / "out")
+    assert [e.name for e in entries] == [f"evo_{gru}", f"evo_{elman}", f"evo_grown_{gru}", f"evo_grown_{elman}",
+                                         "file"]
+    assert [e.family for e in entries] == ["evolved"] * 2 + ["evolved_grown"] * 2 + ["evolved"]
+    assert gr.parse(entries[0].cell) == gr.genome.library_cell("gru")
+    assert entries[-1].label == str(genome_file) and entries[2].grow == {}
+    assert (tmp_path / "out" / "cells" / "evo" / f"cell_{gru}.txt").is_file()
+    db.unlink()  # a resumed comparison reads its exported cells, whatever became of the search
+    assert resolve_entries(config, tmp_path / "out") == entries
+
+
+@pytest.mark.parametrize("path", [DEBUG, *SHIPPED], ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_compare_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, CompareConfig) and {e.family for e in config.entries} <= set(FAMILIES)
+    if path == DEBUG:
+        return
+    assert len(config.seeds) >= 3
+    sizes: dict[str, set[Any]] = {}
+    for e in config.entries:
+        if e.family == "baseline":
+            sizes.setdefault(str(e.cell), set()).add(e.hidden_size)
+    assert {cell for cell, s in sizes.items() if len(s) >= 3} == {"lstm", "gru", "elman"}
+    grown = {e.cell for e in config.entries if e.family == "grown"}
+    assert grown == ({"elman", "lstm"} if config.task == "miconi_hard" else {"lstm", "gru"})
+
+
+def test_shipped_configs_are_their_tasks() -> None:
+    assert [load_config(p).task for p in SHIPPED] == ["jsb", "miconi_hard", "ptb"]
+    miconi = load_config(REPO / "configs/compare/miconi_hard.yaml")
+    grow = yaml.safe_load((REPO / "configs/grow/miconi_hard.yaml").read_text())
+    controller = grow["trainer"]["callbacks"][1]["init_args"]
+    assert miconi.entries[-1].grow == {k: v for k, v in controller.items() if k != "seed"}
+    assert miconi.budget.epochs == grow["trainer"]["max_epochs"]
+    assert miconi.task_options["train_windows"] == grow["data"]["options"]["train_windows"]
+
+
+def _edit(config: dict[str, Any], where: str, value: Any) -> None:
+    """Set a dotted key (``entries.1.grow``) in a loaded YAML; ``...`` deletes it."""
+    *parents, last = where.split(".")
+    node: Any = config
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+
+
+@pytest.mark.parametrize(("where", "value", "match"), [
+    ("bogus", 1, "bogus"),
+    ("budget", {"val_every": 3}, "'budget'.*at least one of steps, epochs, seconds"),
+    ("budget.stepz", 3, "stepz"),
+    ("entries.0.famly", "grown", "famly"),
+    ("entries.0.family", "evolvd", "'entries\\[0\\].family'.*Allowed: baseline, grown, evolved, evolved_grown"),
+    ("entries.0.cell", "lsmt", "'entries\\[0\\].cell'.*a library cell"),
+    ("entries.0.name", "a/b", "'entries\\[0\\].name'"),
+    ("entries.1.name", "lstm_8", "'entries\\[1\\].name'.*no other entry"),
+    ("entries.0.grow", {}, "'entries\\[0\\].grow'.*only with family grown"),
+    ("entries.1.grow", ..., "'entries\\[1\\].grow'.*StructureController options"),
+    ("entries.1.grow", {"max_unit": 3}, "'entries\\[1\\].grow.max_unit'"),
+    ("entries.1.grow", {"seed": 3}, "'entries\\[1\\].grow.seed'.*the comparison sets"),
+    ("entries.1.model", {"hidden_size": 3}, "'entries\\[1\\].model.hidden_size'"),
+    ("entries.0.search_db", "x.db", "'entries\\[0\\].search_db'.*only with family evolved"),
+    ("entries.0.family", "evolved", None),  # an evolved entry with a cell is fine
+    ("entries.0.hidden_size", 0, "'entries\\[0\\].hidden_size'"),
+    ("model", {"hiden_size": 8}, "'model.hiden_size'"),
+    ("model", {"cell": "gru"}, "'model.cell'.*the comparison sets"),
+    ("model", {"num_layers": 2}, "'entries\\[1\\].hidden_size'.*a list of 2 sizes"),
+    ("trainer", {"max_epochs": 3}, "'trainer.max_epochs'.*the comparison sets"),
+    ("task_options", {"seed": 1}, "'task_options.seed'"),
+    ("tuning", {"lr": []}, "'tuning.lr'.*non-empty list"),
+    ("tuning", {"hidden_size": [4, 8]}, "'tuning.hidden_size'"),
+    ("seeds", [0, 0], "'seeds'.*distinct"),
+    ("seeds", [0, -1], "'seeds\\[1\\]'"),
+    ("task", "nosuchtask", "'task'"),
+])
+def test_config_mistakes_name_the_key(tmp_path: Path, where: str, value: Any, match: str | None) -> None:
+    config = yaml.safe_load(DEBUG.read_text())
+    _edit(config, where, value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if match is None:
+        assert isinstance(load_config(path), CompareConfig)
+        return
+    with pytest.raises(ArgumentError, match=match):
+        load_config(path)
+
+
+def test_evolved_entries_need_a_cell_or_an_archive(tmp_path: Path) -> None:
+    config = yaml.safe_load(DEBUG.read_text())
+    config["entries"] = [{"name": "evo", "family": "evolved", "hidden_size": 8}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ArgumentError, match="'entries\\[0\\].cell/search_db'.*exactly one"):
+        load_config(path)
+    config["entries"][0]["search_db"] = str(tmp_path / "none.db")
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ArgumentError, match="'entries\\[0\\].search_db'.*existing search archive.*HINT: run growrnn"):
+        load_config(path)
+
+
+def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--config", str(DEBUG)]) == 2  # --out is required
+    assert "--out" in capsys.readouterr().err
+    assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path), "--workrs", "2"]) == 2
+    assert "workrs" in capsys.readouterr().err
+    assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path / "dry"), "--dry-run"]) == 0
+    assert "dry run: 2 entries, 0 runs finished, 8 to train" in capsys.readouterr().out
+    assert not (tmp_path / "dry" / "runs").exists()
+
+
+def test_package_names_resolve_lazily() -> None:
+    import growrnn.compare as gc
+    from growrnn.compare.report import write_report
+
+    assert gc.write_report is write_report and gc.load_config is load_config
+    assert all(getattr(gc, name) is not None for name in gc.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        gc.nope  # noqa: B018
