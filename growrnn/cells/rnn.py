@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from growrnn.cells import gemm
+from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
 from growrnn.errors import ArgumentError, ShapeError
@@ -279,9 +280,21 @@ class GenomeRNN(nn.Module):
         if m.kernel == "lstm":
             out, h, c = torch._VF.lstm(x, states, *args)  # the kernel nn.LSTM calls
             return out, (h, c)
+        if m.kernel == "rnn_tanh" and x.device.type == "cpu" and x.shape[0] > 0:
+            return self._elman_forward(x, states[0], ordered)
         kernel = getattr(torch._VF, m.kernel)
         out, h = kernel(x, states[0], *args)
         return out, (h,)
+
+    def _elman_forward(self, x: Tensor, h0: Tensor, ordered: list[Tensor]) -> tuple[Tensor, State]:
+        """The Elman stack on CPU through a hand-written backward (see ``growrnn.cells.elman``)."""
+        finals = []
+        for k in range(self.num_layers):
+            if k > 0 and self.dropout > 0.0 and self.training:
+                x = nn.functional.dropout(x, self.dropout, True)
+            x, h = elman_layer(x, h0[k], *ordered[4 * k: 4 * k + 4])
+            finals.append(h)
+        return x, (torch.stack(finals),)
 
     def _generic_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         finals: list[State] = []

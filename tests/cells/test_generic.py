@@ -179,3 +179,11 @@ def test_constant_subexpressions_are_folded_and_match_the_reference(text: str) -
     torch.testing.assert_close(out, ref_out)
     for a, b in zip(final, ref_final, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_the_elman_backward_passes_gradcheck() -> None:
+    from growrnn.cells.elman import elman_layer
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*shape, dtype=torch.float64, generator=g).mul_(0.5).requires_grad_()
+            for shape in ((5, 2, 3), (2, 4), (4, 3), (4, 4), (4,), (4,))]
+    assert torch.autograd.gradcheck(lambda *a: elman_layer(*a), args)
