@@ -35,9 +35,10 @@ def test_divergence_is_a_result_not_an_exception() -> None:
 
 
 def test_seconds_budget_stops() -> None:
-    r = evaluate("lstm", "copy", {"seconds": 1.0}, task_options={"delay": 3, "n_train": 100000, "n_eval": 8},
+    r = evaluate("lstm", "copy", {"seconds": 1.0}, task_options={"delay": 3, "n_train": 200000, "n_eval": 8},
                  model={"hidden_size": 8}, test=False)
-    assert r.wall_time < 10 and r.test is None
+    # the budget, not the data, ended the run: far fewer steps than the 4,000 batches of an epoch
+    assert r.steps < 4000 and r.test is None
 
 
 def test_budget_needs_a_limit() -> None:
