@@ -1,5 +1,6 @@
 """The structure controller's rule and the ``outgoing_l1`` structure signal, as pure functions
-(the Lightning callback that applies them during training comes with issue [C]).
+(the Lightning callback that applies them during training is
+:class:`growrnn.training.growth.StructureController`).
 
 Faithful to the v3 code of ``ThomasMiconi/DiffRNN`` (its ``rnn.py``): a unit whose score (the
 normalised L1 norm of its outgoing weights) is below ``threshold`` is deletable; ``reserve``

@@ -7,8 +7,8 @@ are resized **in place** (``param.data`` is replaced, the ``Parameter`` object s
 optimizers, LR schedulers and Lightning keep valid references; :func:`remap_parameter` moves the
 optimizer state of retained entries exactly and starts fresh entries at zero.
 
-This is the first part of the growth regime (issue [C]); the controller that decides what to add
-and delete comes with it.
+Stacks with a size per layer resize through :func:`growrnn.growth.stack.resize_layer`, which uses
+these helpers.
 """
 
 from __future__ import annotations
