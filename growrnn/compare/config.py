@@ -27,7 +27,6 @@ jsonargparse and the search's small config module at module level.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from growrnn.errors import ArgumentError
-from growrnn.search.config import BudgetConfig
+from growrnn.search.config import BudgetConfig, check_keys
+from growrnn.search.config import check_int as _int
 
 __all__ = ["FAMILIES", "CompareConfig", "EntryConfig", "build_config", "check_config", "config_parser", "load_config",
            "tuning_grid"]
@@ -163,21 +163,8 @@ def tuning_grid(tuning: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def _int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
-
-
 def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str) -> None:
-    params = inspect.signature(target).parameters
-    known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-    for key in given:
-        if key in owned:
-            raise ArgumentError(f"{name}.{key}", allowed=f"not set: the comparison sets {', '.join(owned)}",
-                                received=given[key], hint=hint)
-        if key not in known:
-            raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
-                                hint=hint)
+    check_keys(name, given, target, owned, hint, owner="the comparison")
 
 
 def _size(name: str, value: object) -> None:

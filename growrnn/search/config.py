@@ -225,17 +225,21 @@ def config_from_dict(values: dict[str, Any]) -> SearchConfig:
     return config
 
 
-def _int(name: str, value: object, low: int) -> None:
+def check_int(name: str, value: object, low: int) -> None:
+    """An int option ``>= low`` (bools are not ints here), or an ArgumentError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
 
 
-def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str) -> None:
+def check_keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str,
+               owner: str = "the search") -> None:
+    """Every key of the options dict ``given`` is a parameter of ``target``, and none is one that
+    ``owner`` sets itself (``owned``); else an ArgumentError naming ``name.key``."""
     params = inspect.signature(target).parameters
     known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
     for key in given:
         if key in owned:
-            raise ArgumentError(f"{name}.{key}", allowed=f"not set: the search sets {', '.join(owned)}",
+            raise ArgumentError(f"{name}.{key}", allowed=f"not set: {owner} sets {', '.join(owned)}",
                                 received=given[key], hint=hint)
         if key not in known:
             raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
@@ -246,8 +250,8 @@ def check_config(config: SearchConfig) -> None:
     """Checks a YAML schema cannot express; raises :class:`~growrnn.errors.ArgumentError` naming
     the key. Imports the task registry, ``SequenceModel`` and Lightning to check their options."""
     for name, low in (("population", 1), ("offspring", 1), ("generations", 0), ("workers", 0), ("retries", 0)):
-        _int(name, getattr(config, name), low)
-    _int("seed", config.seed, 0)
+        check_int(name, getattr(config, name), low)
+    check_int("seed", config.seed, 0)
     budget = config.budget
     if budget.steps is None and budget.epochs is None and budget.seconds is None:
         raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=budget,
@@ -273,12 +277,12 @@ def check_config(config: SearchConfig) -> None:
         initial_genome(cell, f"initial[{i}]")
     if config.predictor is not None:
         p = config.predictor
-        _int("predictor.k", p.k, 1)
-        _int("predictor.min_train", p.min_train, 2)
+        check_int("predictor.k", p.k, 1)
+        check_int("predictor.min_train", p.min_train, 2)
         if not 0.0 <= p.margin < math.inf:
             raise ArgumentError("predictor.margin", allowed="a finite float >= 0", received=p.margin)
     if config.novelty is not None:
-        _int("novelty.k", config.novelty.k, 1)
+        check_int("novelty.k", config.novelty.k, 1)
     if config.executor == "local" and config.address is not None:
         raise ArgumentError("address", allowed="null with executor: local", received=config.address,
                             hint="use executor: ray to join a cluster")
@@ -295,11 +299,12 @@ def _check_components(config: SearchConfig) -> None:
     if config.task not in task_names():
         raise ArgumentError("task", allowed=", ".join(task_names()), received=config.task,
                             hint="growrnn tasks lists the registered tasks")
-    _keys("task_options", config.task_options, task_factory(config.task), (), "options of the task's constructor")
-    _keys("model", config.model, SequenceModel, _MODEL_OWNED, "SequenceModel options, as under model: in a fit config")
-    _keys("trainer", config.trainer, L.Trainer, _TRAINER_OWNED, "the budget sets how long each candidate trains")
+    check_keys("task_options", config.task_options, task_factory(config.task), (), "options of the task's constructor")
+    check_keys("model", config.model, SequenceModel, _MODEL_OWNED,
+               "SequenceModel options, as under model: in a fit config")
+    check_keys("trainer", config.trainer, L.Trainer, _TRAINER_OWNED, "the budget sets how long each candidate trains")
     if config.grow is not None:
-        _keys("grow", config.grow, StructureController, (), "StructureController options, e.g. {max_units: 64}")
+        check_keys("grow", config.grow, StructureController, (), "StructureController options, e.g. {max_units: 64}")
         size = config.model.get("hidden_size")
         if not isinstance(size, list):
             raise ArgumentError("model.hidden_size", allowed="a list of start sizes, one per layer, with grow",
