@@ -180,3 +180,16 @@ def test_setups_that_cannot_work_as_the_paper_are_warned(tmp_path: Path, signal:
                                                          caplog: pytest.LogCaptureFixture) -> None:
     _fit(tmp_path, StructureController(signal=signal), steps=2, start=[2], **model_kw)
     assert message in caplog.text
+
+
+def test_load_from_checkpoint_rebuilds_a_grown_stack(tmp_path: Path) -> None:
+    grow = StructureController(p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=5, seed=4)
+    model = _model([2, 1], cell="gru")
+    trainer = _trainer(tmp_path, [grow])
+    trainer.fit(model, tasks.get("miconi_hard", train_windows=4, eval_windows=2).datamodule())
+    trainer.save_checkpoint(tmp_path / "grown.ckpt")
+    loaded = SequenceModel.load_from_checkpoint(tmp_path / "grown.ckpt")
+    assert loaded.hidden_sizes() == model.hidden_sizes() == [4, 4]
+    x = torch.randint(0, 4, (2, 6))
+    model.eval(), loaded.eval()
+    torch.testing.assert_close(loaded(x)[0], model(x)[0])
