@@ -109,6 +109,9 @@ def test_search_archive_expands_into_its_front_cells(tmp_path: Path) -> None:
     assert gr.parse(entries[0].cell) == gr.genome.library_cell("gru")
     assert entries[-1].label == str(genome_file) and entries[2].grow == {}
     assert (tmp_path / "out" / "cells" / "evo" / f"cell_{gru}.txt").is_file()
+    top = {**base, "entries": [{**base["entries"][0], "top": 1}]}  # the best on validation only: the GRU
+    (tmp_path / "top.yaml").write_text(yaml.safe_dump(top))
+    assert [e.name for e in resolve_entries(load_config(tmp_path / "top.yaml"), tmp_path / "out")] == [f"evo_{gru}"]
     db.unlink()  # a resumed comparison reads its exported cells, whatever became of the search
     assert resolve_entries(config, tmp_path / "out") == entries
 
@@ -166,6 +169,7 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
     ("entries.1.grow", {"seed": 3}, "'entries\\[1\\].grow.seed'.*the comparison sets"),
     ("entries.1.model", {"hidden_size": 3}, "'entries\\[1\\].model.hidden_size'"),
     ("entries.0.search_db", "x.db", "'entries\\[0\\].search_db'.*only with family evolved"),
+    ("entries.0.top", 2, "'entries\\[0\\].top'.*only with a search_db"),
     ("entries.0.family", "evolved", None),  # an evolved entry with a cell is fine
     ("entries.0.hidden_size", 0, "'entries\\[0\\].hidden_size'"),
     ("model", {"hiden_size": 8}, "'model.hiden_size'"),

@@ -71,6 +71,8 @@ class EntryConfig:
             ``l1`` decrement the v3 growth signal needs).
         search_db: evolved families: a search archive whose last generation supplies the cells.
         front: with ``search_db``: only the first Pareto front (else the whole last population).
+        top: with ``search_db``: only the ``top`` of those cells best on validation (default:
+            all), to bound a comparison's cost when a front is long.
     """
 
     name: str
@@ -81,6 +83,7 @@ class EntryConfig:
     model: dict[str, Any] = field(default_factory=dict)
     search_db: str | None = None
     front: bool = True
+    top: int | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,11 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
         if entry.search_db is not None:
             raise ArgumentError(f"{where}.search_db", allowed="only with family evolved or evolved_grown",
                                 received=entry.search_db)
+    if entry.top is not None:
+        if entry.search_db is None:
+            raise ArgumentError(f"{where}.top", allowed="only with a search_db", received=entry.top,
+                                hint="top picks the best cells of a search archive's front")
+        _int(f"{where}.top", entry.top, 1)
     if entry.family in _GROWN:
         if entry.grow is None:
             raise ArgumentError(f"{where}.grow", allowed=f"StructureController options for family {entry.family} "

@@ -46,7 +46,7 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
         model = {k: v for k, v in {**config.model, **entry.model}.items() if k != "hidden_size"}
         cells: list[tuple[str, str, str]] = []  # (name, genome text, label)
         if entry.search_db is not None:
-            for path in _front_cells(Path(entry.search_db), out / "cells" / entry.name, entry.front):
+            for path in _front_cells(Path(entry.search_db), out / "cells" / entry.name, entry.front, entry.top):
                 genome = initial_genome(str(path), f"entries[{i}].search_db")
                 cells.append((f"{entry.name}_{path.stem.removeprefix('cell_')}", genome.to_text(),
                               str(path.relative_to(out))))  # the table names it as a path inside DIR
@@ -66,9 +66,10 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
     return resolved
 
 
-def _front_cells(db: Path, folder: Path, front: bool) -> list[Path]:
+def _front_cells(db: Path, folder: Path, front: bool, top: int | None) -> list[Path]:
     """The ``cell_<id>.txt`` files of the archive's cells, exported into ``folder`` the first time
-    (``front.csv`` marks a finished export; a half-written folder is exported again)."""
+    (``front.csv`` marks a finished export; a half-written folder is exported again); with
+    ``top``, only the ``top`` best on validation."""
     import csv
 
     from growrnn.search.export import export_front
@@ -77,5 +78,6 @@ def _front_cells(db: Path, folder: Path, front: bool) -> list[Path]:
     if not listing.is_file():
         export_front(db, folder, front_only=front)
     with listing.open(newline="") as fh:
-        ids = [row["id"] for row in csv.DictReader(fh)]
+        rows = list(csv.DictReader(fh))
+    ids = [row["id"] for row in rows][:top]  # export_front lists the best validation first
     return [folder / f"cell_{i}.txt" for i in ids]
