@@ -6,7 +6,9 @@ The predictor is trained on the curves of candidates that already finished. It p
 *remaining change* ``final - prefix[-1]`` rather than the final value itself, so a network that has
 learnt nothing falls back to the "last point seen" rule (up to a constant), which is a strong
 baseline; what it learns is the correction from the curve's shape. Inputs and targets are
-normalised with statistics of the training set, kept in the predictor and in its state.
+normalised with robust statistics of the training set (median and interquartile range, values
+clipped at 10 scales, so blown-up candidates do not swamp the fit), kept in the predictor and
+its state.
 
 >>> p = CurvePredictor(k=2, epochs=50).fit([[3.0, 2.0, 1.5], [2.0, 1.9, 1.85]], [1.5, 1.85])
 >>> p.predict([[3.0, 2.0]]).shape
@@ -60,6 +62,22 @@ def _prefixes(name: str, curves: Sequence[Sequence[float]], k: int) -> np.ndarra
                                 hint="wait for k validations before predicting, or use a smaller k")
         rows.append(values[:k])
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), k)
+
+
+#: normalised inputs and targets are clipped to +-_CLIP robust scales: a blown-up curve is then
+#: "far worse than usual" to the meta-LSTM, without dominating its fit
+_CLIP = 10.0
+
+
+def _scale(values: np.ndarray) -> float:
+    """A robust spread: the interquartile range / 1.349 (the standard deviation for a normal
+    sample), else the standard deviation when most values are equal, else 1."""
+    q1, q3 = np.percentile(values, [25, 75])
+    spread = float(q3 - q1) / 1.349
+    if spread > 0 and math.isfinite(spread):
+        return spread
+    std = float(values.std())
+    return std if std > 0 and math.isfinite(std) else 1.0
 
 
 class _MetaLSTM(nn.Module):
@@ -139,11 +157,15 @@ class CurvePredictor:
             raise ArgumentError("curves", allowed="at least 2 curves with finite values", received=len(y),
                                 hint="train the predictor once a few candidates have finished")
         d = y - x[:, -1]
-        self.stats = {"x_mean": float(x.mean()), "x_std": float(x.std()) or 1.0,
-                      "d_mean": float(d.mean()), "d_std": float(d.std()) or 1.0}
+        # robust centre and scale (median, IQR): a search's curves include blow-ups at 1e8 and
+        # beyond that are finite, and with the mean and standard deviation those few would squash
+        # every ordinary curve into one point (measured on the JSB archive: rho went to NaN at k=3)
+        self.stats = {"x_mean": float(np.median(x)), "x_std": _scale(x),
+                      "d_mean": float(np.median(d)), "d_std": _scale(d)}
         self.net = _MetaLSTM(self.hidden_size, self.k, torch.Generator().manual_seed(self.seed))
         z = self._normalise(x)
-        target = torch.as_tensor((d - self.stats["d_mean"]) / self.stats["d_std"], dtype=torch.float32)
+        target = torch.as_tensor(np.clip((d - self.stats["d_mean"]) / self.stats["d_std"], -_CLIP, _CLIP),
+                                 dtype=torch.float32)
         fit_rows, held_rows = self._split(len(y))
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self.net.train()
@@ -178,7 +200,8 @@ class CurvePredictor:
         return torch.as_tensor(np.sort(order[n_held:])), torch.as_tensor(np.sort(order[:n_held]))
 
     def _normalise(self, x: np.ndarray) -> Tensor:
-        return torch.as_tensor((x - self.stats["x_mean"]) / self.stats["x_std"], dtype=torch.float32)
+        z = np.clip((x - self.stats["x_mean"]) / self.stats["x_std"], -_CLIP, _CLIP)
+        return torch.as_tensor(z, dtype=torch.float32)
 
     def predict(self, prefixes: Sequence[Sequence[float]]) -> np.ndarray:
         """Predicted final values, shape ``(N,)``, from prefixes of at least ``k`` points (only the

@@ -157,8 +157,13 @@ class StructureController(L.Callback):
                 if self.histogram_every and step % self.histogram_every == 0:
                     self._histogram(trainer, k, scores, step)
                 self._grow(pl_module, k, scores, optimizer)
-        self._pending.append((step, [layer.hidden_size for layer in layers_of(rnn)]))
+        sizes = [layer.hidden_size for layer in layers_of(rnn)]
+        self._pending.append((step, sizes))
         if self._logs_now(trainer):
+            # the console's progress bar shows the sizes too (TensorBoard gets them from flush)
+            for k, size in enumerate(sizes):
+                pl_module.log("units" if len(sizes) == 1 else f"units{k}", float(size), prog_bar=True,
+                              logger=False, on_step=True, on_epoch=False)
             self.flush(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
