@@ -51,8 +51,10 @@ class StructureController(L.Callback):
         every_n_steps: apply the rule after every n-th optimizer step.
         seed: seeds the rule's and the new weights' random numbers.
         fresh_second_moment: start a new unit's optimizer second moment (RMSprop/Adam/Adagrad)
-            here instead of at zero; default per signal: 0.01 for ``outgoing_l1`` (Miconi's v3
-            code, which keeps a new unit's first updates small), 0 for ``multiplier`` (v2).
+            here instead of at zero. Default: 0.01 for ``outgoing_l1`` under RMSprop (Miconi's
+            v3 code, which keeps a new unit's first updates small), else 0 -- under Adam the
+            tiny gradients of a new unit divided by sqrt(0.01) would keep it from ever rising
+            above the threshold, so the layer could not grow.
         reference_rows: the row count the ``outgoing_l1`` score is normalised to (default: the
             decoder's outputs, as in the paper).
         multiplier_floor, multiplier_l1, multiplier_grad_scale: the v2 signal's M_min, L1
@@ -88,6 +90,7 @@ class StructureController(L.Callback):
             raise ArgumentError("multiplier_floor", allowed=f"0 <= floor < threshold ({threshold})",
                                 received=multiplier_floor, hint="the v2 code uses 0.025 with threshold 0.05")
         self.init_std, self.every_n_steps = init_std, every_n_steps
+        self._fresh_given = fresh_second_moment  # None: chosen in setup, from the model's optimizer
         self.fresh_second_moment = d_moment if fresh_second_moment is None else fresh_second_moment
         self.reference_rows = reference_rows
         self.m_floor, self.m_l1, self.m_scale = multiplier_floor, multiplier_l1, multiplier_grad_scale
@@ -113,6 +116,8 @@ class StructureController(L.Callback):
         self.added = self.added or [0] * n
         self.deleted = self.deleted or [0] * n
         hp = dict(getattr(pl_module, "hparams", {}))
+        if self._fresh_given is None and "optimizer" in hp:
+            self.fresh_second_moment = SIGNALS[self.signal][2] if hp["optimizer"] == "rmsprop" else 0.0
         if self.signal == "outgoing_l1" and not hp.get("l1"):
             log.warning("signal outgoing_l1 with model.l1 = 0: nothing pulls the units' scores down, so units "
                         "are added but rarely deleted. HINT: set model.l1 (the paper's code uses 1e-4)")

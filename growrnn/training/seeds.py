@@ -153,6 +153,10 @@ def _on_grid(series: np.ndarray, grid: np.ndarray, smooth: int = 1) -> np.ndarra
     return np.where(idx >= 0, values[np.clip(idx, 0, None)], np.nan)
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def summarise(runs: Sequence[Path], points: int = 200, smooth: int = 50) -> dict[str, Any]:
     """Median and quartiles over runs of each curve on a common step grid."""
     curves = [load_curves(r) for r in runs]
@@ -181,11 +185,11 @@ def plot_groups(groups: dict[str, Sequence[Path]], out: Path, title: str = "",
         colour = f"C{i}"
         for key in sorted(k for k in s if k.startswith("layer")):
             q = s[key]
-            label = f"{name} ({s['runs']} runs)" + (f" {key}" if key != "layer0" else "")
+            label = f"{name} ({_runs(s['runs'])})" + (f" {key}" if key != "layer0" else "")
             ax_u.plot(s["steps"], q[1], color=colour, label=label)
             ax_u.fill_between(s["steps"], q[0], q[2], color=colour, alpha=0.25)
         if "loss" in s:
-            ax_l.plot(s["steps"], s["loss"][1], color=colour, label=f"{name} ({s['runs']} runs)")
+            ax_l.plot(s["steps"], s["loss"][1], color=colour, label=f"{name} ({_runs(s['runs'])})")
             ax_l.fill_between(s["steps"], s["loss"][0], s["loss"][2], color=colour, alpha=0.25)
     ax_u.set(xlabel="step", ylabel="units", title="units (median, interquartile band)")
     ax_l.set(xlabel="step", ylabel="train loss (smoothed)", title="loss (median, interquartile band)")

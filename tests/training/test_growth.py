@@ -83,6 +83,20 @@ def test_bad_setups_are_named(tmp_path: Path, kwargs: dict, model_kw: dict, matc
         _fit(tmp_path, StructureController(**kwargs), steps=2, start=2, **model_kw)
 
 
+@pytest.mark.parametrize(("optimizer", "signal", "given", "expected"), [
+    ("rmsprop", "outgoing_l1", None, 0.01),   # Miconi's v3 code
+    ("adam", "outgoing_l1", None, 0.0),       # 0.01 would throttle a new unit's updates: no growth
+    ("adam", "outgoing_l1", 0.02, 0.02),      # a value given is kept
+    ("rmsprop", "multiplier", None, 0.0),     # Miconi's v2 code
+])
+def test_new_units_second_moment_follows_the_optimizer(optimizer: str, signal: str, given: float | None,
+                                                       expected: float) -> None:
+    controller = StructureController(signal=signal, fresh_second_moment=given)
+    model = _model([2], optimizer=optimizer, unit_multipliers=signal == "multiplier")
+    controller.setup(None, model, "fit")  # type: ignore[arg-type]
+    assert controller.fresh_second_moment == expected
+
+
 def test_the_controller_state_round_trips() -> None:
     a = StructureController(seed=3)
     a.rng.random()
