@@ -29,9 +29,9 @@ def _blocks(kind: str, scripts: bool = False) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("where", "code"), _blocks("python"))
 def test_python_blocks_run(where: str, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # blocks that write files (runs/, a search archive) write them here
-    monkeypatch.setattr(sys, "path", [*sys.path, str(ROOT)])
-    monkeypatch.setenv("GROWRNN_REPO", str(ROOT))
+    # blocks run as from the repository root (they read configs/), but write runs/ into tmp_path
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
     exec(compile(code, where, "exec"), {"__name__": "docs"})  # noqa: S102
 
 

@@ -32,6 +32,19 @@ def test_debug_config_fits(config: Path, tmp_path: Path, imdb_dir: Path, request
     assert saved, "LightningCLI saves the resolved config next to the logs"
 
 
+def test_the_quickstart_grows_a_layer(tmp_path: Path) -> None:
+    """README's first command, cut to 2,000 windows: the layer starts at one unit and grows."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.options.train_windows", "2000",
+                 "--trainer.val_check_interval", "1000", "--trainer.logger.init_args.save_dir", str(tmp_path),
+                 "--trainer.default_root_dir", str(tmp_path)]) == 0
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    units = [e.value for e in events.Scalars("structure/units/layer0")]
+    assert units[0] <= 2 and max(units) > 2
+
+
 @pytest.mark.parametrize("config", FULL, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_full_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
