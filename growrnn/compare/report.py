@@ -137,8 +137,6 @@ def pareto_plot(rows: list[dict[str, Any]], title: str | None = None) -> Any:
         ax.errorbar([r["params"] for r in mine], [r["mean"] for r in mine],
                     yerr=[0.0 if math.isnan(r["std"]) else r["std"] for r in mine], fmt=_MARKERS[family],
                     color=f"C{k}", ms=7, capsize=3, lw=1, mec="black", mew=0.5, label=family)
-        for r in mine:
-            ax.annotate(r["name"], (r["params"], r["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if shown:
         sign = 1.0 if shown[0]["direction"] == "min" else -1.0
         front = [r for r in shown if not any(o["params"] <= r["params"] and sign * o["mean"] <= sign * r["mean"]
@@ -147,7 +145,7 @@ def pareto_plot(rows: list[dict[str, Any]], title: str | None = None) -> Any:
         ax.plot([r["params"] for r in front], [r["mean"] for r in front], "--", color="#777777", lw=1, zorder=0,
                 label="Pareto front")
         xs = [r["params"] for r in shown]
-        if max(xs) / min(xs) > 20:  # sizes span decades
+        if max(xs) / min(xs) > 8:  # sizes span an order of magnitude
             ax.set_xscale("log")
         better = "lower" if shown[0]["direction"] == "min" else "higher"
         ax.set_ylabel(f"test {shown[0]['metric']} ({better} is better)")
@@ -157,7 +155,37 @@ def pareto_plot(rows: list[dict[str, Any]], title: str | None = None) -> Any:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _place_labels(fig, ax, shown)
     return fig
+
+
+#: where a point's label may go, in points from the marker, tried in this order
+_OFFSETS = ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 13, "left"),
+            (5, -20, "left"), (-5, 13, "right"), (-5, -20, "right"))
+
+
+def _place_labels(fig: Any, ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Name every point, at the first offset whose label overlaps no label placed before it (the
+    last offset tried if none is free): entries of similar size and score otherwise print their
+    names over each other."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    frame = ax.get_window_extent(renderer)
+    # the markers are obstacles too: a box of about the marker's size around each point
+    points = [ax.transData.transform((r["params"], r["mean"])) for r in rows]
+    placed: list[Any] = [Bbox.from_extents(x - 5, y - 5, x + 5, y + 5) for x, y in points]
+    for r in sorted(rows, key=lambda r: (r["params"], r["mean"])):
+        for dx, dy, align in _OFFSETS:
+            text = ax.annotate(r["name"], (r["params"], r["mean"]), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=7, ha=align)
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if (inside and not any(box.overlaps(other) for other in placed)) or (dx, dy, align) == _OFFSETS[-1]:
+                placed.append(box)
+                break
+            text.remove()
 
 
 def write_report(comparison: Comparison, config: CompareConfig) -> list[Path]:
