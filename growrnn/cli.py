@@ -92,8 +92,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(g.to_text(), end="")
     print(f"# states: {', '.join(g.states)}; canonical key {g.key}")
     c = complexity(g, args.input_size, args.hidden_size, args.layers)
-    print(f"# I={args.input_size}, H={args.hidden_size}, layers={args.layers}: "
-          + ", ".join(f"{k}={v:,}" for k, v in c.as_dict().items()))
+    print(f"# I={args.input_size}, H={args.hidden_size}, layers={args.layers} (--input-size, --hidden-size, "
+          "--layers): " + ", ".join(f"{k}={v:,}" for k, v in c.as_dict().items()))
     if args.json:
         print(g.to_json(indent=1))
     if args.out:

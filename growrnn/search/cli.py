@@ -35,9 +35,17 @@ def _export(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from growrnn.search.export import export_front
 
-    paths = export_front(Path(args.db), Path(args.out), front_only=args.front)
-    cells = sorted(p for p in paths if p.suffix == ".txt")
-    print(f"wrote {len(cells)} cells to {args.out}")
+    export_front(Path(args.db), Path(args.out), front_only=args.front)
+    import csv
+
+    with (Path(args.out) / "front.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    print(f"wrote {len(table)} cells to {args.out} (best validation first):")
+    for row in table:
+        print(f"  {row['path']}: val {float(row['val']):.4g}, {float(row['params']):,.0f} parameters")
+    if table:
+        print(f"next: growrnn show {table[0]['path']}   |   growrnn fit --config <the task's config> "
+              f"--model.cell {table[0]['path']}")
     return 0
 
 
@@ -68,7 +76,8 @@ def _run(argv: list[str]) -> int:
     check_config(config)
     result = run_search(config, namespace.db)
     print(f"search done: generation {result.generation}, population {list(result.population)}; "
-          f"archive {result.db}, TensorBoard {result.tensorboard}")
+          f"archive {result.db}, TensorBoard {result.tensorboard}\n"
+          f"next: growrnn search export --db {result.db} --front --out {Path(str(result.db)).with_suffix('')}_front")
     return 0
 
 
