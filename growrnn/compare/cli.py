@@ -16,8 +16,6 @@ import logging
 import sys
 from pathlib import Path
 
-from growrnn.errors import ArgumentError
-
 __all__ = ["main"]
 
 
@@ -25,9 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``growrnn compare`` (``argv`` without the word ``compare``); returns the exit
     code: 0, or 1 when some runs failed (the report then holds the others; rerun to retry them).
     Errors are :class:`~growrnn.errors.GrowRNNError` s, which ``growrnn.cli`` prints."""
-    from jsonargparse import ArgumentError as ParseError
-
     from growrnn.compare.config import build_config, check_config, config_parser
+    from growrnn.search.config import parse_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -40,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         parser.print_help()
         return 0
-    try:
-        namespace = parser.parse_args(argv)
-    except ParseError as err:
-        raise ArgumentError("growrnn compare", allowed="--config FILE --out DIR and config keys as options",
-                            received=str(err).strip(), hint="growrnn compare --help lists them") from None
+    namespace = parse_command(parser, argv, "growrnn compare", "--config FILE --out DIR and config keys as options")
     config = build_config(parser, namespace)
     check_config(config)
     from growrnn.compare.report import write_report

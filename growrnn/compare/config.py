@@ -26,7 +26,6 @@ jsonargparse and the search's small config module at module level.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -133,9 +132,10 @@ def config_parser(prog: str = "growrnn compare") -> Any:
 
 def build_config(parser: Any, namespace: Any) -> CompareConfig:
     """The :class:`CompareConfig` in a namespace that :func:`config_parser`'s parser returned."""
-    values = parser.instantiate(namespace)
-    names = {f.name for f in dataclasses.fields(CompareConfig)}
-    return CompareConfig(**{k: v for k, v in vars(values).items() if k in names})
+    from growrnn.search.config import build_config as build
+
+    config: CompareConfig = build(parser, namespace, CompareConfig)
+    return config
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:

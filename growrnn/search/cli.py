@@ -50,9 +50,7 @@ def _export(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from jsonargparse import ArgumentError as ParseError
-
-    from growrnn.search.config import build_config, check_config, config_parser
+    from growrnn.search.config import build_config, check_config, config_parser, parse_command
     from growrnn.search.loop import run_search
     from growrnn.search.storage import Archive
 
@@ -67,11 +65,7 @@ def _run(argv: list[str]) -> int:
                                 received=None, hint="growrnn search --config configs/debug/search.yaml --db x.db")
         with Archive.open(db) as archive:  # resume with the stored config, options on top
             argv = ["--config", json.dumps(archive.config), *argv]
-    try:
-        namespace = parser.parse_args(argv)
-    except ParseError as err:
-        raise ArgumentError("growrnn search", allowed="--config FILE --db PATH and config keys as options",
-                            received=str(err).strip(), hint="growrnn search --help lists them") from None
+    namespace = parse_command(parser, argv, "growrnn search", "--config FILE --db PATH and config keys as options")
     config = build_config(parser, namespace)
     check_config(config)
     result = run_search(config, namespace.db)

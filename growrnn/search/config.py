@@ -30,7 +30,8 @@ from growrnn.errors import ArgumentError
 from growrnn.search.operators import CROSSOVERS, OPERATORS, Limits
 
 __all__ = ["BudgetConfig", "NoveltyConfig", "PredictorConfig", "SearchConfig", "NEUTRAL", "check_config",
-           "build_config", "config_from_dict", "config_parser", "config_to_dict", "initial_genome", "load_config"]
+           "build_config", "parse_command", "config_from_dict", "config_parser", "config_to_dict", "initial_genome",
+           "load_config"]
 
 #: Config keys that may change when a search resumes, because they change where and how it
 #: computes or how long it runs, not what it finds (with storage.NEUTRAL_KEYS added in the loop).
@@ -181,11 +182,24 @@ def config_parser(prog: str = "growrnn search", *, db: bool = False) -> Any:
     return parser
 
 
-def build_config(parser: Any, namespace: Any) -> SearchConfig:
-    """The :class:`SearchConfig` in a namespace that :func:`config_parser`'s parser returned."""
+def build_config(parser: Any, namespace: Any, cls: type = SearchConfig) -> Any:
+    """The ``cls`` (a config dataclass: :class:`SearchConfig` by default, or the comparison's) in a
+    namespace that its parser returned; keys that are not its fields (``--db``, ``--out``) are left out."""
     values = parser.instantiate(namespace)
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    return SearchConfig(**{k: v for k, v in vars(values).items() if k in fields})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(values).items() if k in fields})
+
+
+def parse_command(parser: Any, argv: list[str], command: str, allowed: str) -> Any:
+    """``parser.parse_args(argv)``, with a parse failure turned into an ArgumentError naming the
+    command (``growrnn search``, ``growrnn compare``) and pointing at its ``--help``."""
+    from jsonargparse import ArgumentError as ParseError
+
+    try:
+        return parser.parse_args(argv)
+    except ParseError as err:
+        raise ArgumentError(command, allowed=allowed, received=str(err).strip(),
+                            hint=f"{command} --help lists them") from None
 
 
 def _parse(args: list[str], where: str) -> SearchConfig:
