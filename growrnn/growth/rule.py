@@ -21,7 +21,7 @@ from torch import Tensor
 from growrnn.errors import ArgumentError
 from growrnn.growth.surgery import UnitMap
 
-__all__ = ["GrowthRule", "structure_step", "outgoing_l1", "reader_scales"]
+__all__ = ["GrowthRule", "structure_step", "outgoing_l1", "reader_scales", "NeedRule", "need_step"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,50 @@ def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> Unit
     if n == H and not add:  # the common case, every step: skip UnitMap.of's checks
         return UnitMap(torch.arange(H))
     return UnitMap.of(H, kept, add)
+
+
+@dataclass(frozen=True)
+class NeedRule:
+    """The settling signals' rule (no probability anywhere): a dead unit is *spare*; a unit dead
+    for ``dead_steps`` consecutive steps is deleted (never below ``min_units``); and while fewer
+    than ``reserve`` units are spare, units are added (up to ``max_units``). A new unit is dead
+    until it proves itself, so the layer tries ``reserve`` fresh units at a time: it grows while
+    they come alive and stops when they do not, whatever the training length."""
+
+    reserve: int = 1
+    dead_steps: int = 100
+    max_units: int = 1024
+    min_units: int = 1
+
+    def __post_init__(self) -> None:
+        if self.reserve < 0:
+            raise ArgumentError("reserve", allowed="an int >= 0", received=self.reserve,
+                                hint="1 keeps one fresh unit on trial; 0 never adds units (shrink only)")
+        if self.dead_steps < 1:
+            raise ArgumentError("dead_steps", allowed="an int >= 1", received=self.dead_steps,
+                                hint="the steps a unit may stay dead (on trial) before it is deleted")
+        if self.min_units < 1 or self.max_units < self.min_units:
+            raise ArgumentError("min_units, max_units", allowed="1 <= min_units <= max_units",
+                                received=(self.min_units, self.max_units))
+
+
+def need_step(dead: Tensor, streak: Tensor, rule: NeedRule) -> tuple[UnitMap, Tensor]:
+    """One application of :class:`NeedRule` to a layer whose units are ``dead`` (bool ``(H,)``),
+    given each unit's count of consecutive dead steps before this one (``streak``, ``(H,)``).
+    Returns the units that stay (in order) plus those added, and the streaks of the new layout."""
+    H = int(dead.numel())
+    streak = torch.where(dead, streak + 1, torch.zeros_like(streak))
+    expired = (streak >= rule.dead_steps).tolist()
+    keep = [j for j in range(H) if not expired[j]]
+    if len(keep) < rule.min_units:  # never below the floor: keep the units dead the shortest time
+        order = sorted(range(H), key=lambda j: (int(streak[j]), j))
+        keep = sorted(set(keep) | set(order[: rule.min_units]))
+    spare = int(dead[keep].sum()) if keep else 0
+    add = max(0, min(rule.reserve - spare, rule.max_units - len(keep)))
+    if len(keep) == H and not add:
+        return UnitMap(torch.arange(H)), streak
+    units = UnitMap.of(H, keep, add)
+    return units, torch.cat([streak[keep], torch.zeros(add, dtype=streak.dtype)])
 
 
 def outgoing_l1(readers: Sequence[tuple[Tensor, float]]) -> Tensor:

@@ -25,10 +25,11 @@ from torch import Tensor, nn
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.graph import Genome
+from growrnn.growth.gates import hard_concrete
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
 __all__ = ["GrowableRNN", "LayerState", "resize_layer", "layers_of", "outgoing_weights", "recurrent_weights",
-           "input_weights"]
+           "input_weights", "unit_rows", "fold_gates"]
 
 LayerState = tuple[Tensor, ...]
 
@@ -42,6 +43,10 @@ class GrowableRNN(nn.Module):
         hidden_sizes: the unit count of each layer (bottom first).
         dropout: dropout between layers (not after the last).
         multipliers: give every unit a learned multiplier on its outgoing path (initialised at 1).
+        gates: give every unit a hard-concrete L0 gate on its outgoing path (Louizos et al. 2018):
+            a learned ``log_alpha`` (initialised at ``gate_init``); the unit's output is scaled by a
+            sample of the gate in training (drawn from ``gate_generator`` when it is set) and by
+            its deterministic value in evaluation (:func:`~growrnn.growth.gates.hard_concrete`).
         fast_path: as for ``GenomeRNN``.
         generator: draws the initial weights (as for ``GenomeRNN``).
         dtype: the parameters' dtype.
@@ -52,8 +57,12 @@ class GrowableRNN(nn.Module):
 
     def __init__(self, genome: Genome | str, input_size: int, hidden_sizes: Sequence[int], dropout: float = 0.0,
                  multipliers: bool = False, fast_path: bool | str = "auto",
-                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None) -> None:
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 gates: bool = False, gate_init: float = 3.0) -> None:
         super().__init__()
+        if multipliers and gates:
+            raise ArgumentError("gates", allowed="false when multipliers is true", received=True,
+                                hint="a unit has a learned multiplier (signal multiplier) or a gate (l0_gate)")
         sizes = list(hidden_sizes)
         if not sizes or any(not isinstance(h, int) or h < 1 for h in sizes):
             raise ArgumentError("hidden_sizes", allowed="a non-empty list of ints >= 1", received=hidden_sizes,
@@ -69,6 +78,10 @@ class GrowableRNN(nn.Module):
         self.dropout = float(dropout)
         self.multipliers = nn.ParameterList(
             [nn.Parameter(torch.ones(h, dtype=dtype)) for h in sizes]) if multipliers else None
+        self.gates = nn.ParameterList(
+            [nn.Parameter(torch.full((h,), float(gate_init), dtype=dtype)) for h in sizes]) if gates else None
+        #: draws the gates' training samples (set it, and re-seed it per step, for exact resumes)
+        self.gate_generator: torch.Generator | None = None
 
     @property
     def num_layers(self) -> int:
@@ -93,18 +106,27 @@ class GrowableRNN(nn.Module):
             if k:
                 out = nn.functional.dropout(out, self.dropout, self.training)
             prev = None if state is None else state[k]
-            if self.multipliers is None:
+            m = self.unit_scale(k)
+            if m is None:
                 out, s = layer(out, prev)
             else:
                 # recurrent reads see m * h: scale the reading columns (one product per window);
                 # readers ahead see m * h: scale the output
-                m = self.multipliers[k]
                 scaled = {name: w * m for name, w in h_weights(layer)}
                 with _swapped(layer, scaled):
                     out, s = layer(out, prev)
                 out = out * m
             new.append(s)
         return out, tuple(new)
+
+    def unit_scale(self, k: int) -> Tensor | None:
+        """Layer ``k``'s per-unit scale on the outgoing path: its multipliers, its gates (sampled in
+        training, deterministic in evaluation), or None."""
+        if self.multipliers is not None:
+            return self.multipliers[k]
+        if self.gates is not None:
+            return hard_concrete(self.gates[k], self.gate_generator, sample=self.training)
+        return None
 
 
 @contextmanager
@@ -166,6 +188,44 @@ def outgoing_weights(rnn: nn.Module, decoder: nn.Linear, k: int) -> tuple[list[T
     return ahead, [w for _, w in recurrent_weights(layers[k])]
 
 
+def unit_rows(layer: GenomeRNN) -> list[tuple[Tensor, Tensor]]:
+    """The one-layer ``layer``'s own weights with its units along dim 1, as ``(view, parameter)``:
+    each weight group ``(n*H, cols)`` as ``(n, H, cols)``, each bias as ``(n, H, 1)``, the diagonal
+    scales as ``(m, H, 1)`` (views of the parameters' data: writing to them writes the weights)."""
+    H = int(layer.hidden_size)
+    out = []
+    for grp in layer.plan.groups:
+        w = getattr(layer, f"weight_{grp.tag}_l0")
+        out.append((w.data.view(-1, H, w.shape[1]), w))
+        if grp.has_bias:
+            b = getattr(layer, f"bias_{grp.tag}_l0")
+            out.append((b.data.view(-1, H, 1), b))
+    if layer.plan.diags:
+        d = layer.weight_diag_l0
+        out.append((d.data.view(-1, H, 1), d))  # type: ignore[union-attr]
+    return out
+
+
+@torch.no_grad()
+def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
+    """Fold every layer's deterministic gate values into the weights that read its units (the
+    layer's own reads of ``h``, the next layer's input weights or the decoder) and remove the gates:
+    the evaluation outputs do not change, and the stack has no gates left."""
+    if rnn.gates is None:
+        return
+    was = rnn.training
+    rnn.eval()
+    scales = [rnn.unit_scale(k).detach() for k in range(rnn.num_layers)]  # type: ignore[union-attr]
+    rnn.train(was)
+    for k, z in enumerate(scales):
+        ahead, _ = outgoing_weights(rnn, decoder, k)
+        for w in ahead:
+            w.mul_(z.to(w))
+        for _, w in h_weights(rnn.layers[k]):  # type: ignore[arg-type]
+            w.mul_(z.to(w))
+    rnn.gates = None
+
+
 def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
                  optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
                  init_std: float = 0.0, fresh_second_moment: float = 0.0,
@@ -187,10 +247,11 @@ def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
         layers[k + 1].input_size = units.size
     else:
         decoder.in_features = units.size
-    if isinstance(rnn, GrowableRNN) and rnn.multipliers is not None:
-        m = rnn.multipliers[k]
-        fresh = torch.full((units.size,), fresh_multiplier, dtype=m.dtype, device=m.device)
-        remap_parameter(m, {0: units.index}, optimizer, fresh, fresh_second_moment)
+    for scales in (getattr(rnn, "multipliers", None), getattr(rnn, "gates", None)):
+        if scales is not None:
+            m = scales[k]
+            fresh = torch.full((units.size,), fresh_multiplier, dtype=m.dtype, device=m.device)
+            remap_parameter(m, {0: units.index}, optimizer, fresh, fresh_second_moment)
     if state is None:
         return None
     if isinstance(rnn, GrowableRNN):

@@ -1,28 +1,31 @@
-"""``StructureController``: the growth regime's Lightning callback (Miconi 2016).
+"""``StructureController``: the growth regime's Lightning callback.
 
-After every ``every_n_steps`` optimizer steps it scores each layer's units, applies the controller
-rule (:func:`~growrnn.growth.structure_step`) and performs the surgery on the layer, the readers
-ahead of it, the optimizer state and the carried TBPTT state together
-(:func:`~growrnn.growth.resize_layer`). Two structure signals, each with the defaults of
-``ThomasMiconi/DiffRNN``:
+After every ``every_n_steps`` optimizer steps it asks the structure signal
+(:mod:`growrnn.growth.signals`) which units live, applies the rule, and performs the surgery on
+the layer, the readers ahead of it, the optimizer state and the carried TBPTT state together
+(:func:`~growrnn.growth.resize_layer`). The signal also owns its per-step weight update.
 
-- ``outgoing_l1`` (v3, the repository's HEAD): a unit's score is the normalised L1 norm of its
-  outgoing weights (pair it with ``SequenceModel(l1=1e-4)``, the L1 decrement on those weights).
-  New units get incoming weights N(0, ``init_std``) and outgoing weights whose score is half the
-  threshold. Defaults P_del 0.05, P_add 0.01.
-- ``multiplier`` (v2): a unit's score is ``|m_j|``, its learned multiplier on the outgoing path
-  (needs ``SequenceModel(unit_multipliers=True)``). The multiplier's task gradient is scaled by
-  ``multiplier_grad_scale`` and an L1 term ``multiplier_l1 * sign(m)`` is added; after each step
-  multipliers below ``multiplier_floor`` are raised to it. New units get multiplier = threshold
-  and all their weights N(0, ``init_std``). Defaults P_del 0.25, P_add 0.05.
+- ``group_lasso`` (the default): a proximal group-lasso step after every optimizer step, in the
+  optimizer's own metric under Adam/RMSprop/Adagrad; a unit whose outgoing weights are exactly zero
+  is dead. With ``l0_gate``: a hard-concrete gate per unit with an expected-L0 cost; a closed gate
+  is dead. Both use the need rule (:class:`~growrnn.growth.NeedRule`): dead units are spare,
+  deleted after ``dead_steps`` dead steps, and one unit is added whenever none is spare. ``lam``
+  is the loss a unit must be worth, by default as a fraction of the running training loss.
+- Miconi's signals, paper-faithful with the defaults of ``ThomasMiconi/DiffRNN``:
+  ``outgoing_l1`` (v3: the normalised L1 norm of the outgoing weights, pulled down by an L1
+  decrement, ``l1`` here or ``model.l1``; P_del 0.05, P_add 0.01) and ``multiplier`` (v2: ``|m_j|``
+  of a learned multiplier, needs ``model.unit_multipliers``; P_del 0.25, P_add 0.05), with the
+  probabilistic rule (:func:`~growrnn.growth.structure_step`).
 
-The callback is stateful: its random generators and counters are in its ``state_dict``, so a run
-resumed from a checkpoint makes the same decisions as the uninterrupted run.
+The callback is stateful: its random generators, counters, dead streaks and the signal's state are
+in its ``state_dict``, so a run resumed from a checkpoint makes the same decisions as the
+uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any
 
@@ -31,25 +34,32 @@ import torch
 from torch import Tensor
 
 from growrnn.errors import ArgumentError
-from growrnn.growth.rule import GrowthRule, outgoing_l1, reader_scales, structure_step
+from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
+from growrnn.growth.signals import SIGNALS, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, resize_layer
 
 __all__ = ["StructureController", "SIGNALS"]
 
 log = logging.getLogger(__name__)
 
-#: signal -> (P_del, P_add, new units' optimizer second moment) defaults of the paper's code for that signal
-SIGNALS = {"outgoing_l1": (0.05, 0.01, 0.01), "multiplier": (0.25, 0.05, 0.0)}
-
 
 class StructureController(L.Callback):
     """Args:
-        signal: ``outgoing_l1`` (v3) or ``multiplier`` (v2).
-        threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule
-            (:class:`~growrnn.growth.GrowthRule`); ``p_delete``/``p_add`` default per signal.
-        init_std: std of a new unit's incoming weights (and, for ``multiplier``, outgoing ones).
+        signal: ``group_lasso`` (default), ``l0_gate``, ``outgoing_l1`` (Miconi v3) or
+            ``multiplier`` (Miconi v2).
+        lam: the settling signals' penalty: the loss a unit must be worth (a fraction of the running
+            training loss when ``relative``). Default 0.02 (group_lasso), 0.002 (l0_gate).
+        group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
+        preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
+        relative: ``lam`` relative to the running training loss (default) or in loss units.
+        dead_steps: steps a unit may stay dead (on trial) before it is deleted (settling signals).
+        threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
+            ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
+            ``reserve`` is the spare units kept (both rules).
+        init_std: std of a new unit's incoming weights (default: 0.01 for Miconi's signals, else
+            that of the layer's own initialisation, ``1/sqrt(3 H)``).
         every_n_steps: apply the rule after every n-th optimizer step.
-        seed: seeds the rule's and the new weights' random numbers.
+        seed: seeds the rule's and the new weights' random numbers, and the gates' samples.
         fresh_second_moment: start a new unit's optimizer second moment (RMSprop/Adam/Adagrad)
             here instead of at zero. Default: 0.01 for ``outgoing_l1`` under RMSprop (Miconi's
             v3 code, which keeps a new unit's first updates small), else 0 -- under Adam the
@@ -57,74 +67,105 @@ class StructureController(L.Callback):
             above the threshold, so the layer could not grow.
         reference_rows: the row count the ``outgoing_l1`` score is normalised to (default: the
             decoder's outputs, as in the paper).
+        l1: ``outgoing_l1``'s L1 decrement on the weights that read the units, per step (Miconi's
+            ``COEFFWPEN``, 1e-4 in the paper; or set ``model.l1``).
         multiplier_floor, multiplier_l1, multiplier_grad_scale: the v2 signal's M_min, L1
             coefficient per window (the v2 code adds 2e-5 per time step: 8e-4 over 40 steps) and
             task-gradient scale.
         histogram_every_n_steps: how often unit-score histograms go to TensorBoard.
     """
 
-    def __init__(self, signal: str = "outgoing_l1", threshold: float = 0.05, reserve: int = 1,
+    def __init__(self, signal: str = "group_lasso", threshold: float = 0.05, reserve: int = 1,
                  p_delete: float | None = None, p_add: float | None = None, p_spontaneous: float = 1e-4,
-                 max_units: int = 100, min_units: int = 1, init_std: float = 0.01, every_n_steps: int = 1,
+                 max_units: int = 100, min_units: int = 1, init_std: float | None = None, every_n_steps: int = 1,
                  seed: int = 0, fresh_second_moment: float | None = None, reference_rows: int | None = None,
                  multiplier_floor: float = 0.025, multiplier_l1: float = 8e-4, multiplier_grad_scale: float = 0.1,
-                 histogram_every_n_steps: int = 1000) -> None:
+                 histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
+                 preconditioned: bool | None = None, relative: bool = True, dead_steps: int = 100,
+                 l1: float = 0.0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
-                                hint="outgoing_l1 is the paper's v3 (HEAD) signal, multiplier its v2")
-        d_del, d_add, d_moment = SIGNALS[signal]
-        self.signal = signal
-        self.rule = GrowthRule(threshold, reserve, d_del if p_delete is None else p_delete,
-                               d_add if p_add is None else p_add, p_spontaneous, max_units, min_units)
+                                hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
+                                     "multiplier are Miconi's v3 and v2 signals")
+        cls = SIGNALS[signal]
+        if cls.settles:
+            given = [n for n, v in (("p_delete", p_delete), ("p_add", p_add)) if v is not None]
+            if given:
+                raise ArgumentError(", ".join(given), allowed=f"unset with signal {signal} (no coin decides)",
+                                    received=[p_delete, p_add] if len(given) == 2 else (p_delete or p_add),
+                                    hint="a settling signal adds a unit when none is spare and deletes a unit "
+                                         "dead for dead_steps steps; set signal: outgoing_l1 for Miconi's rule")
         if every_n_steps < 1:
             raise ArgumentError("every_n_steps", allowed="an int >= 1", received=every_n_steps,
                                 hint="1 applies the rule after every optimizer step, as the paper")
         for name, value in (("init_std", init_std), ("fresh_second_moment", fresh_second_moment),
-                            ("multiplier_l1", multiplier_l1), ("multiplier_grad_scale", multiplier_grad_scale)):
+                            ("multiplier_l1", multiplier_l1), ("multiplier_grad_scale", multiplier_grad_scale),
+                            ("l1", l1)):
             if value is not None and not value >= 0:
                 raise ArgumentError(name, allowed="a number >= 0", received=value)
         if reference_rows is not None and reference_rows < 1:
             raise ArgumentError("reference_rows", allowed="an int >= 1, or None for the decoder's outputs",
                                 received=reference_rows)
-        if signal == "multiplier" and not 0 <= multiplier_floor < threshold:
-            raise ArgumentError("multiplier_floor", allowed=f"0 <= floor < threshold ({threshold})",
-                                received=multiplier_floor, hint="the v2 code uses 0.025 with threshold 0.05")
+        self.signal_name = signal
+        self.signal: Signal
+        if signal == "group_lasso":
+            self.signal = make_signal(signal, group=group, preconditioned=preconditioned, relative=relative,
+                                      **({} if lam is None else {"lam": lam}))
+        elif signal == "l0_gate":
+            self.signal = make_signal(signal, relative=relative, **({} if lam is None else {"lam": lam}))
+        elif signal == "outgoing_l1":
+            self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
+        else:
+            self.signal = make_signal(signal, threshold=threshold, floor=multiplier_floor, l1=multiplier_l1,
+                                      grad_scale=multiplier_grad_scale)
+        d_del, d_add, d_moment = cls.rule_defaults
+        self.settles = cls.settles
+        if self.settles:
+            self.need = NeedRule(reserve, dead_steps, max_units, min_units)
+        else:
+            self.rule = GrowthRule(threshold, reserve, d_del if p_delete is None else p_delete,
+                                   d_add if p_add is None else p_add, p_spontaneous, max_units, min_units)
         self.init_std, self.every_n_steps = init_std, every_n_steps
         self._fresh_given = fresh_second_moment  # None: chosen in setup, from the model's optimizer
         self.fresh_second_moment = d_moment if fresh_second_moment is None else fresh_second_moment
         self.reference_rows = reference_rows
-        self.m_floor, self.m_l1, self.m_scale = multiplier_floor, multiplier_l1, multiplier_grad_scale
         self.histogram_every = histogram_every_n_steps
+        self.seed = seed
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
+        self.gate_gen = torch.Generator()
         self.added: list[int] = []
         self.deleted: list[int] = []
+        self.streaks: list[Tensor] = []  # per layer, per unit: consecutive dead steps (settling signals)
         self._pending: list[tuple[int, list[int]]] = []  # (step, units per layer) not yet logged
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
+        self._lrs: list[float] = []
 
     # ------------------------------------------------------------------ checks and hooks
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
         layers = layers_of(pl_module.rnn)
-        if dict(getattr(pl_module, "hparams", {})).get("tie_weights", False):
+        hp = dict(getattr(pl_module, "hparams", {}))
+        if hp.get("tie_weights", False):
             raise ArgumentError("model.tie_weights", allowed="false with a StructureController", received=True,
                                 hint="a tied decoder cannot change size with the last layer")
-        multipliers = isinstance(pl_module.rnn, GrowableRNN) and pl_module.rnn.multipliers is not None
-        if self.signal == "multiplier" and not multipliers:
-            raise ArgumentError("model.unit_multipliers", allowed="true with signal: multiplier", received=False,
-                                hint="set model.unit_multipliers: true")
+        self.signal.check(pl_module.rnn, hp)
         n = len(layers)
         self.added = self.added or [0] * n
         self.deleted = self.deleted or [0] * n
-        hp = dict(getattr(pl_module, "hparams", {}))
+        if not self.streaks or [int(s.numel()) for s in self.streaks] != [int(x.hidden_size) for x in layers]:
+            self.streaks = [torch.zeros(int(x.hidden_size), dtype=torch.long) for x in layers]
         if self._fresh_given is None and "optimizer" in hp:
-            self.fresh_second_moment = SIGNALS[self.signal][2] if hp["optimizer"] == "rmsprop" else 0.0
-        if self.signal == "outgoing_l1" and not hp.get("l1"):
-            log.warning("signal outgoing_l1 with model.l1 = 0: nothing pulls the units' scores down, so units "
-                        "are added but rarely deleted. HINT: set model.l1 (the paper's code uses 1e-4)")
-        if self.signal == "multiplier" and not hp.get("loss_sum_over_time", True):
+            self.fresh_second_moment = self.signal.rule_defaults[2] if hp["optimizer"] == "rmsprop" else 0.0
+        if self.signal_name == "outgoing_l1" and not hp.get("l1") and not getattr(self.signal, "l1", 0.0):
+            log.warning("signal outgoing_l1 without an L1 decrement: nothing pulls the units' scores down, so units "
+                        "are added but rarely deleted. HINT: set the controller's l1 (the paper's code uses 1e-4)")
+        if self.signal_name == "multiplier" and not hp.get("loss_sum_over_time", True):
             log.warning("signal multiplier with a loss averaged over time steps: multiplier_l1 is per window "
                         "and assumes a summed loss (the paper's), so it is about T times stronger here. "
                         "HINT: set model.loss_sum_over_time: true, or scale multiplier_l1 down")
+        if self.settles and hp.get("optimizer") == "rmsprop" and hp.get("max_update") is not None:
+            log.warning("a settling signal with model.max_update: the update clip also clips the proximal "
+                        "shrink's effect on the next step. HINT: leave max_update unset")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         n = len(layers_of(pl_module.rnn))
@@ -137,31 +178,30 @@ class StructureController(L.Callback):
             if hasattr(experiment, "add_custom_scalars"):
                 experiment.add_custom_scalars(layout)
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        rnn = pl_module.rnn
+        if isinstance(rnn, GrowableRNN) and rnn.gates is not None:
+            # the gates' samples depend on (seed, step) alone: a resumed run draws the same ones
+            self.gate_gen.manual_seed(self.seed * 1_000_003 + int(trainer.global_step))
+            rnn.gate_generator = self.gate_gen
+
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: Any, optimizer: Any) -> None:
-        if self.signal != "multiplier":
-            return
-        with torch.no_grad():
-            for m in pl_module.rnn.multipliers:
-                if m.grad is not None:  # scaled task gradient plus the L1 term, as the v2 code
-                    m.grad.mul_(self.m_scale).add_(m.sign(), alpha=self.m_l1)
+        self._lrs = [float(g["lr"]) for g in optimizer.param_groups]  # the step's own rates
+        self.signal.before_step(pl_module.rnn, pl_module.decoder, optimizer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         rnn, decoder = pl_module.rnn, pl_module.decoder
-        if self.signal == "multiplier":
-            with torch.no_grad():
-                for m in rnn.multipliers:
-                    m.masked_fill_(m < self.m_floor, self.m_floor)
         step = trainer.global_step
         if step == self._last_step:  # a micro-batch of an accumulated step: the weights did not move
             return
         self._last_step = step
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), _loss_of(outputs))
         if step % self.every_n_steps == 0:
-            optimizer = trainer.optimizers[0] if trainer.optimizers else None
             for k in range(len(layers_of(rnn))):
-                scores = self.scores(rnn, decoder, k)
                 if self.histogram_every and step % self.histogram_every == 0:
-                    self._histogram(trainer, k, scores, step)
-                self._grow(pl_module, k, scores, optimizer)
+                    self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
+                self._grow(pl_module, k, optimizer)
         sizes = [layer.hidden_size for layer in layers_of(rnn)]
         self._pending.append((step, sizes))
         if self._logs_now(trainer):
@@ -177,37 +217,39 @@ class StructureController(L.Callback):
     # ------------------------------------------------------------------ the rule
     def scores(self, rnn: Any, decoder: torch.nn.Linear, k: int) -> Tensor:
         """Layer ``k``'s unit scores under this controller's signal (shape ``(H_k,)``)."""
-        if self.signal == "multiplier":
-            return rnn.multipliers[k].detach().abs()
-        ahead, recurrent = outgoing_weights(rnn, decoder, k)
-        rows = self.reference_rows or decoder.out_features
-        return outgoing_l1(reader_scales(ahead, recurrent, rows))
+        return self.signal.scores(rnn, decoder, k)
 
-    def _grow(self, pl_module: Any, k: int, scores: Tensor, optimizer: Any) -> None:
+    def _grow(self, pl_module: Any, k: int, optimizer: Any) -> None:
         rnn, decoder = pl_module.rnn, pl_module.decoder
-        H = int(scores.numel())
-        units = structure_step(scores, self.rule, self.rng)
+        H = int(layers_of(rnn)[k].hidden_size)
+        if self.settles:
+            units, self.streaks[k] = need_step(self.signal.dead(rnn, decoder, k), self.streaks[k], self.need)
+        else:
+            units = structure_step(self.signal.scores(rnn, decoder, k), self.rule, self.rng)
         if units.size == H and int(units.index[-1]) == H - 1:  # kept in order, none added: unchanged
             return
         fresh = torch.nonzero(units.index < 0).flatten().tolist()
         kept = units.size - len(fresh)
-        v2 = self.signal == "multiplier"
+        std = self.init_std
+        if std is None:
+            std = 1.0 / math.sqrt(3.0 * max(kept, 1)) if self.settles else 0.01
         state = getattr(pl_module, "_state", {}).get("train")
-        state = resize_layer(rnn, decoder, k, units, optimizer, self.gen, self.init_std, self.fresh_second_moment,
-                             state, fresh_multiplier=self.rule.threshold)
+        state = resize_layer(rnn, decoder, k, units, optimizer, self.gen, std, self.fresh_second_moment,
+                             state, fresh_multiplier=self.signal.fresh_gate())
         if state is not None:
             pl_module._state["train"] = state
-        if fresh:
-            self._init_outgoing(rnn, decoder, k, fresh, kept, v2)
+        if fresh and not self.settles:
+            self._init_outgoing(rnn, decoder, k, fresh, kept, self.signal_name == "multiplier", std)
         self.added[k] += len(fresh)
         self.deleted[k] += H - kept
 
     @torch.no_grad()
     def _init_outgoing(self, rnn: Any, decoder: torch.nn.Linear, k: int, fresh: list[int], kept: int,
-                       v2: bool) -> None:
-        """New units' outgoing weights. v3: the readers ahead get a column of L1 norm giving half
-        the threshold's score, the recurrent readers likewise (sized by the rows before the
-        addition, as the v3 code); v2: N(0, ``init_std``)."""
+                       v2: bool, std: float) -> None:
+        """New units' outgoing weights under Miconi's rule. v3: the readers ahead get a column of L1
+        norm giving half the threshold's score, the recurrent readers likewise (sized by the rows
+        before the addition, as the v3 code); v2: N(0, ``init_std``). (Settling signals start new
+        units with zero outgoing weights: the function is kept and the unit is on trial.)"""
         ahead, recurrent = outgoing_weights(rnn, decoder, k)
         rows_ref = self.reference_rows or decoder.out_features
         thr = self.rule.threshold
@@ -216,10 +258,10 @@ class StructureController(L.Callback):
         per_unit = r_rec // rnn_size(rnn, k)  # recurrent rows per unit (gates reading hidden values)
         for j in fresh:
             v = torch.randn(r_ahead, generator=self.gen)
-            v = v * self.init_std if v2 else 0.5 * thr * v / (1e-8 + v.abs().sum()) * (r_ahead / rows_ref)
+            v = v * std if v2 else 0.5 * thr * v / (1e-8 + v.abs().sum()) * (r_ahead / rows_ref)
             _write_column(ahead, j, v)
             u = torch.randn(r_rec, generator=self.gen)
-            u = u * self.init_std if v2 else 0.5 * (kept * per_unit) * thr * u / (1e-8 + rows_ref * u.abs().sum())
+            u = u * std if v2 else 0.5 * (kept * per_unit) * thr * u / (1e-8 + rows_ref * u.abs().sum())
             _write_column(recurrent, j, u)
 
     # ------------------------------------------------------------------ logging
@@ -247,13 +289,14 @@ class StructureController(L.Callback):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.getstate(), "gen": self.gen.get_state(), "added": list(self.added),
-                "deleted": list(self.deleted), "signal": self.signal, "pending": list(self._pending),
-                "last_step": self._last_step}
+                "deleted": list(self.deleted), "signal": self.signal_name, "pending": list(self._pending),
+                "last_step": self._last_step, "streaks": [s.tolist() for s in self.streaks],
+                "signal_state": self.signal.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("signal", self.signal) != self.signal:
+        if state_dict.get("signal", self.signal_name) != self.signal_name:
             raise ArgumentError("signal", allowed=f"the checkpoint's signal ({state_dict['signal']})",
-                                received=self.signal, hint="resume with the controller the run was trained with")
+                                received=self.signal_name, hint="resume with the controller the run was trained with")
         self._pending = [(int(a), list(b)) for a, b in state_dict.get("pending", [])]
         self._last_step = int(state_dict.get("last_step", -1))
         self.rng.setstate(state_dict["rng"])
@@ -261,6 +304,23 @@ class StructureController(L.Callback):
         added, deleted = state_dict["added"], state_dict["deleted"]
         self.added = list(added) if isinstance(added, list) else [added]
         self.deleted = list(deleted) if isinstance(deleted, list) else [deleted]
+        self.streaks = [torch.tensor(s, dtype=torch.long) for s in state_dict.get("streaks", [])]
+        self.signal.load_state_dict(state_dict.get("signal_state", {}))
+
+
+class _AtStepRates:
+    """The optimizer as the signal sees it after the step: its state, with the learning rates the
+    step used (a scheduler may have changed them since)."""
+
+    def __init__(self, optimizer: Any, lrs: list[float]) -> None:
+        self.state = optimizer.state if optimizer is not None else {}
+        groups = optimizer.param_groups if optimizer is not None else []
+        self.param_groups = [dict(g, lr=lrs[i]) if i < len(lrs) else g for i, g in enumerate(groups)]
+
+
+def _loss_of(outputs: Any) -> float | None:
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    return float(loss.detach()) if torch.is_tensor(loss) else None
 
 
 def rnn_size(rnn: Any, k: int) -> int:

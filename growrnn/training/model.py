@@ -60,6 +60,8 @@ class SequenceModel(L.LightningModule):
             (Miconi's ``COEFFWPEN``).
         unit_multipliers: give every unit a learned multiplier on its outgoing path (the v2
             structure signal of the growth regime; builds a growable stack).
+        unit_gates: give every unit a hard-concrete L0 gate on its outgoing path (the ``l0_gate``
+            structure signal; builds a growable stack).
         fast_path: passed to ``GenomeRNN``.
         seed: seeds the initial weights (a ``torch.Generator``; no global RNG).
 
@@ -75,7 +77,8 @@ class SequenceModel(L.LightningModule):
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
                  loss_sum_over_time: bool = False, max_update: float | None = None, l1: float = 0.0,
-                 unit_multipliers: bool = False, fast_path: bool | str = "auto", seed: int = 0) -> None:
+                 unit_multipliers: bool = False, unit_gates: bool = False, fast_path: bool | str = "auto",
+                 seed: int = 0) -> None:
         super().__init__()
         if isinstance(spec, dict):
             spec = TaskSpec(**spec)
@@ -92,7 +95,7 @@ class SequenceModel(L.LightningModule):
         sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
         if sizes is not None:
             num_layers = len(sizes)
-        elif unit_multipliers:
+        elif unit_multipliers or unit_gates:
             sizes = [int(hidden_size)] * num_layers  # type: ignore[arg-type]
         size: int = sizes[0] if sizes else hidden_size  # type: ignore[assignment]
         if spec.input_kind == "tokens" and one_hot:
@@ -110,7 +113,8 @@ class SequenceModel(L.LightningModule):
                                  fast_path=fast_path, generator=gen)
         else:
             from growrnn.growth.stack import GrowableRNN
-            self.rnn = GrowableRNN(self.genome, emb, sizes, dropout, unit_multipliers, fast_path, gen)
+            self.rnn = GrowableRNN(self.genome, emb, sizes, dropout, unit_multipliers, fast_path, gen,
+                                   gates=unit_gates)
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(self.rnn.hidden_size, spec.output_size)
         if tie_weights:
@@ -127,8 +131,8 @@ class SequenceModel(L.LightningModule):
     def _init(self, init_range: float | None, gen: torch.Generator) -> None:
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if name.startswith("rnn.multipliers"):
-                    continue  # multipliers start at 1
+                if name.startswith(("rnn.multipliers", "rnn.gates")):
+                    continue  # multipliers start at 1, gates open
                 if init_range is not None:
                     p.uniform_(-init_range, init_range, generator=gen)
                 elif not name.startswith("rnn."):

@@ -36,14 +36,14 @@ def _fit(tmp_path: Path, controller: StructureController, steps: int, start: Any
 
 
 def test_units_are_added_when_none_is_spare(tmp_path: Path) -> None:
-    grow = StructureController(p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=6, seed=1)
+    grow = StructureController(signal="outgoing_l1", p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=6, seed=1)
     model = _fit(tmp_path, grow, steps=20)
     assert model.rnn.hidden_size == 5 and grow.added == [3]   # capped at max_units - 1, as the paper's code
     assert model.decoder.weight.shape == (4, 5) and model.rnn.weight_hh_l0.shape == (5, 5)
 
 
 def test_sub_threshold_units_are_deleted(tmp_path: Path) -> None:
-    shrink = StructureController(threshold=1e9, reserve=1, p_delete=1.0, p_add=0.0, p_spontaneous=0.0, seed=0)
+    shrink = StructureController(signal="outgoing_l1", threshold=1e9, reserve=1, p_delete=1.0, p_add=0.0, p_spontaneous=0.0, seed=0)
     model = _fit(tmp_path, shrink, steps=5, start=6)
     assert model.rnn.hidden_size == 1 and shrink.deleted == [5]
 
@@ -98,10 +98,10 @@ def test_new_units_second_moment_follows_the_optimizer(optimizer: str, signal: s
 
 
 def test_the_controller_state_round_trips() -> None:
-    a = StructureController(seed=3)
+    a = StructureController(signal="outgoing_l1", seed=3)
     a.rng.random()
     torch.randn(2, generator=a.gen)
-    b = StructureController(seed=99)
+    b = StructureController(signal="outgoing_l1", seed=99)
     b.load_state_dict(a.state_dict())
     assert a.rng.random() == b.rng.random()
     assert torch.equal(torch.randn(3, generator=a.gen), torch.randn(3, generator=b.gen))
@@ -145,7 +145,7 @@ def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, c
 def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Path) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    grow = StructureController(p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=4, histogram_every_n_steps=2)
+    grow = StructureController(signal="outgoing_l1", p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=4, histogram_every_n_steps=2)
     model = _model([2, 1])
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(
@@ -165,7 +165,7 @@ def test_resume_on_a_shuffled_task_with_dropout_over_epochs(tmp_path: Path, ckpt
     """An epoch-end checkpoint, and one in the middle of a later epoch of a shuffled task."""
     def run(ckpt: str | None, callbacks: list) -> _Record:
         record = _Record()
-        controller = StructureController(threshold=0.05, p_add=0.5, p_delete=0.5, seed=3)
+        controller = StructureController(signal="outgoing_l1", threshold=0.05, p_add=0.5, p_delete=0.5, seed=3)
         t = tasks.get("copy", delay=3, n_train=64, n_eval=8, batch_size=8)
         model = SequenceModel(t.spec, cell="lstm", hidden_size=[3, 2], dropout=0.3, optimizer="adam", l1=1e-3)
         data = TaskData("copy", {"delay": 3, "n_train": 64, "n_eval": 8, "batch_size": 8})
@@ -187,7 +187,7 @@ def test_resume_on_a_shuffled_task_with_dropout_over_epochs(tmp_path: Path, ckpt
 
 
 @pytest.mark.parametrize("signal, model_kw, message", [
-    ("outgoing_l1", {"l1": 0.0}, "model.l1 = 0"),
+    ("outgoing_l1", {"l1": 0.0}, "without an L1 decrement"),
     ("multiplier", {"unit_multipliers": True, "loss_sum_over_time": False}, "averaged over time steps"),
 ])
 def test_setups_that_cannot_work_as_the_paper_are_warned(tmp_path: Path, signal: str, model_kw: dict, message: str,
@@ -197,7 +197,7 @@ def test_setups_that_cannot_work_as_the_paper_are_warned(tmp_path: Path, signal:
 
 
 def test_load_from_checkpoint_rebuilds_a_grown_stack(tmp_path: Path) -> None:
-    grow = StructureController(p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=5, seed=4)
+    grow = StructureController(signal="outgoing_l1", p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=5, seed=4)
     model = _model([2, 1], cell="gru")
     trainer = _trainer(tmp_path, [grow])
     trainer.fit(model, tasks.get("miconi_hard", train_windows=4, eval_windows=2).datamodule())

@@ -1,0 +1,456 @@
+"""Structure signals: what decides that a unit is worth keeping.
+
+A signal is one object that owns everything a structure decision needs for one stack: its per-step
+weight update (an L1 decrement, a proximal shrink, a gate's cost), its unit scores (for histograms
+and Miconi's rule) and, for the settling signals, which units are *dead*. The Lightning callback
+:class:`growrnn.training.growth.StructureController` calls it; models know nothing of signals.
+
+Two families:
+
+- **Miconi's** (``outgoing_l1`` v3, ``multiplier`` v2), paper-faithful for the reproduction: a
+  score against a threshold and a probabilistic add/delete rule (:func:`~growrnn.growth.structure_step`).
+- **Settling** (``group_lasso``, ``l0_gate``): a unit is *dead* when its group of weights is exactly
+  zero (or its gate is closed); dead units are spare, deleted after a number of consecutive dead
+  steps, and one is added when no unit is spare (:func:`~growrnn.growth.need_step`). The width is
+  where the task's gradient and the penalty balance, not a function of ``p_add`` x steps.
+
+The penalty ``lam`` of both settling signals has one meaning: **the training loss a unit must be
+worth**. For ``group_lasso`` a group stays at zero exactly when the (running mean of the) loss
+gradient on it is at most ``lam`` per weight (RMS), the group lasso's optimality condition
+``||grad_g L|| <= lam * sqrt(|g|)``. For ``l0_gate`` an open unit costs ``lam`` (in loss units) per
+step, so a unit survives when closing it would raise the loss by more than ``lam``. With
+``relative=True`` (the default recipe) ``lam`` is a fraction of the running training loss, which
+makes it independent of how the loss is normalised (summed over time or averaged, nats or bits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from growrnn.errors import ArgumentError
+from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
+from growrnn.growth.rule import outgoing_l1, reader_scales
+from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, unit_rows
+
+__all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "SIGNALS", "make_signal",
+           "l1_decrement", "UpdateClip", "Member",
+           "unit_members", "reading_weights"]
+
+# ---------------------------------------------------------------------------------------- tweaks
+def l1_decrement(weights: Sequence[Tensor], l1: float) -> None:
+    """Miconi's ``COEFFWPEN``: move every weight by ``-l1 * sign(w)`` (foreach: a few kernel calls)."""
+    if l1 and weights:
+        with torch.no_grad():
+            torch._foreach_sub_(list(weights), torch._foreach_mul(torch._foreach_sign(list(weights)), l1))
+
+
+class UpdateClip:
+    """Miconi's ``MAXDW``: clamp every parameter's change per optimizer step to ``±limit``.
+    ``before(params)`` right before the step, ``after()`` right after it."""
+
+    def __init__(self, limit: float) -> None:
+        if not limit > 0:
+            raise ArgumentError("max_update", allowed="a number > 0", received=limit,
+                                hint="Miconi's code clips updates at 0.01")
+        self.limit = float(limit)
+        self._params: list[Tensor] = []
+        self._before: list[Tensor] = []
+
+    def before(self, params: Sequence[Tensor]) -> None:
+        self._params = list(params)
+        self._before = torch._foreach_mul(self._params, 1.0) if self._params else []
+
+    def after(self) -> None:
+        if not self._params:
+            return
+        with torch.no_grad():
+            change = torch._foreach_sub(self._params, self._before)
+            torch._foreach_clamp_min_(change, -self.limit)
+            torch._foreach_clamp_max_(change, self.limit)
+            torch._foreach_add_(self._before, change)
+            torch._foreach_copy_(self._params, self._before)
+        self._params, self._before = [], []
+
+
+# ---------------------------------------------------------------------------------------- signals
+@dataclass
+class Signal:
+    """The interface (see the module docstring). ``settles``: the signal marks dead units and the
+    need rule applies; otherwise Miconi's probabilistic rule on :meth:`scores` does."""
+
+    name: ClassVar[str] = ""
+    settles: ClassVar[bool] = False
+    #: P_del, P_add, new units' optimizer second moment under RMSprop (Miconi's rule only)
+    rule_defaults: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        """Refuse (or warn about) a model this signal cannot work with."""
+
+    def before_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any) -> None:
+        """Edit gradients right before the optimizer step."""
+
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        """Update weights right after the optimizer step (``loss``: the step's training loss)."""
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        """Layer ``k``'s unit scores (shape ``(H_k,)``); larger = more alive."""
+        raise NotImplementedError
+
+    def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        """Layer ``k``'s dead units (bool, shape ``(H_k,)``); settling signals only."""
+        raise NotImplementedError
+
+    def fresh_gate(self) -> float:
+        """The multiplier/gate value a new unit starts with."""
+        return 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class OutgoingL1(Signal):
+    """Miconi's v3 signal: a unit's score is the normalised L1 norm of its outgoing weights
+    (:func:`~growrnn.growth.outgoing_l1`), which the L1 decrement ``l1`` pulls down after every
+    step (``model.l1`` is the same decrement for fixed-size models; set one of them)."""
+
+    reference_rows: int | None = None
+    l1: float = 0.0
+    name: ClassVar[str] = "outgoing_l1"
+    rule_defaults: ClassVar[tuple[float, float, float]] = (0.05, 0.01, 0.01)
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        if hparams.get("l1") and self.l1:
+            raise ArgumentError("l1", allowed="set on the controller or on the model, not both",
+                                received=f"controller {self.l1}, model {hparams['l1']}",
+                                hint="drop model.l1 and keep the controller's l1")
+
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        if self.l1:
+            l1_decrement(reading_weights(rnn, decoder), self.l1)
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        ahead, recurrent = outgoing_weights(rnn, decoder, k)
+        return outgoing_l1(reader_scales(ahead, recurrent, self.reference_rows or decoder.out_features))
+
+
+@dataclass
+class Multiplier(Signal):
+    """Miconi's v2 signal: a unit's score is ``|m_j|``, its learned multiplier on the outgoing path;
+    the multiplier's task gradient is scaled by ``grad_scale`` plus ``l1 * sign(m)``, and after each
+    step multipliers below ``floor`` are raised to it."""
+
+    threshold: float = 0.05
+    floor: float = 0.025
+    l1: float = 8e-4
+    grad_scale: float = 0.1
+    name: ClassVar[str] = "multiplier"
+    rule_defaults: ClassVar[tuple[float, float, float]] = (0.25, 0.05, 0.0)
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        if not (isinstance(rnn, GrowableRNN) and rnn.multipliers is not None):
+            raise ArgumentError("model.unit_multipliers", allowed="true with signal: multiplier", received=False,
+                                hint="set model.unit_multipliers: true")
+        if not 0 <= self.floor < self.threshold:
+            raise ArgumentError("multiplier_floor", allowed=f"0 <= floor < threshold ({self.threshold})",
+                                received=self.floor, hint="the v2 code uses 0.025 with threshold 0.05")
+
+    def before_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any) -> None:
+        with torch.no_grad():
+            for m in rnn.multipliers:  # type: ignore[union-attr]
+                if m.grad is not None:
+                    m.grad.mul_(self.grad_scale).add_(m.sign(), alpha=self.l1)
+
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        with torch.no_grad():
+            for m in rnn.multipliers:  # type: ignore[union-attr]
+                m.masked_fill_(m < self.floor, self.floor)
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        return rnn.multipliers[k].detach().abs()  # type: ignore[index]
+
+    def fresh_gate(self) -> float:
+        return self.threshold
+
+
+class _LossScale:
+    """The running training loss (an exponential mean), for penalties relative to it."""
+
+    def __init__(self, horizon: int = 100) -> None:
+        self.decay = 1.0 - 1.0 / horizon
+        self.mean: float | None = None
+
+    def update(self, loss: float | None) -> float | None:
+        if loss is not None and math.isfinite(loss):
+            self.mean = loss if self.mean is None else self.decay * self.mean + (1 - self.decay) * loss
+        return self.mean
+
+
+@dataclass
+class GroupLasso(Signal):
+    """Group sparsity by a proximal step after every optimizer step (exact zeros under any
+    optimizer). Each unit's group ``g`` of weights is shrunk by the group-lasso proximal operator
+
+        W_g <- W_g * max(0, 1 - eta * lam * sqrt(|g|) / ||D_g * W_g||)
+
+    with ``eta`` the step's learning rate (schedulers included) and ``D = 1`` (``preconditioned``
+    false: the plain proximal gradient step, right for SGD) or ``D = sqrt(v_hat) + eps`` the
+    optimizer's own preconditioner (Adam, RMSprop, Adagrad; after Deleu & Bengio 2021): the
+    proximal step in the metric the optimizer steps in, whose zero set is exact — a group is set to
+    zero when ``||eta * step_g||`` in that metric is below ``eta * lam * sqrt(|g|)``, i.e. when the
+    running mean of its loss gradient is at most ``lam`` per weight — and whose shrink is the
+    closed form for a group-constant ``D`` (first order otherwise).
+
+    ``group``: ``outgoing`` (Miconi's: the columns of every weight that reads the unit) or
+    ``units`` (ISS, Wen et al. 2018: those plus the unit's rows in every gate and state, its
+    biases and diagonal scales). Under ``units`` a unit whose outgoing weights are zero (a new
+    unit, or one the shrink zeroed) keeps its incoming weights until its outgoing part comes alive:
+    they are the random features it is tried with. A unit is **dead** when its outgoing weights
+    are exactly zero.
+
+    ``relative``: ``lam`` is a fraction of the running training loss (scale-free; the default
+    recipe), else in loss units.
+    """
+
+    lam: float = 0.02
+    group: str = "outgoing"
+    preconditioned: bool | None = None
+    relative: bool = True
+    name: ClassVar[str] = "group_lasso"
+    settles: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+                                hint="the loss a unit must be worth per weight; see docs/growth.md")
+        if self.group not in ("outgoing", "units"):
+            raise ArgumentError("group", allowed="outgoing, units", received=self.group,
+                                hint="outgoing: Miconi's group; units: ISS's (outgoing and incoming)")
+        self._loss = _LossScale()
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        if self.preconditioned is None:
+            self.preconditioned = hparams.get("optimizer", "adam") != "sgd"
+
+    def strength(self, loss: float | None) -> float:
+        """``lam`` in loss units for this step."""
+        if not self.relative:
+            return self.lam
+        mean = self._loss.update(loss)
+        return 0.0 if mean is None else self.lam * abs(mean)
+
+    @torch.no_grad()
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        lam = self.strength(loss)
+        if lam <= 0:
+            return
+        for k in range(len(layers_of(rnn))):
+            out_m, in_m = unit_members(rnn, decoder, k)
+            eta = _lr_of(optimizer, out_m[0].param)
+            out_sq = _group_sq(out_m, optimizer, self.preconditioned)
+            out_factor = _shrink(out_sq, eta * lam * math.sqrt(_size(out_m)))
+            if self.group == "outgoing":
+                _scale(out_m, out_factor)
+                continue
+            factor = _shrink(out_sq + _group_sq(in_m, optimizer, self.preconditioned),
+                             eta * lam * math.sqrt(_size(out_m) + _size(in_m)))
+            # a unit whose outgoing part is zero is tried with its incoming (random) weights kept
+            probe = _group_sq(out_m, None, False) == 0
+            _scale(out_m, torch.where(probe, out_factor, factor))
+            _scale(in_m, torch.where(probe, torch.ones_like(factor), factor))
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        """The RMS of each unit's outgoing weights."""
+        out_m, _ = unit_members(rnn, decoder, k)
+        return (_group_sq(out_m, None, False) / _size(out_m)).sqrt()
+
+    def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        out_m, _ = unit_members(rnn, decoder, k)
+        return _group_sq(out_m, None, False) == 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_mean": self._loss.mean}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loss.mean = state.get("loss_mean")
+
+
+@dataclass
+class L0Gate(Signal):
+    """A hard-concrete gate per unit on its output (Louizos et al. 2018): in training the unit's
+    output is multiplied by a sample ``z_j`` of a stretched, clipped concrete variable with
+    location ``log_alpha_j``; in evaluation by its deterministic value, exactly 0 for a closed gate.
+    An open gate costs ``lam`` (times the running training loss when ``relative``) per step: the
+    gradient of ``lam * P(z_j != 0)`` is added to ``log_alpha``'s gradient before every step. A
+    unit is **dead** when its gate is closed. New units start at the closed edge with zero outgoing
+    weights. Needs ``model.unit_gates: true``; :func:`~growrnn.growth.fold_gates` folds the gates
+    into the outgoing weights (done at deletion and by ``export``)."""
+
+    lam: float = 0.002
+    relative: bool = True
+    name: ClassVar[str] = "l0_gate"
+    settles: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+                                hint="the loss an open unit costs per step; see docs/growth.md")
+        self._loss = _LossScale()
+        self._last_loss: float | None = None
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        if not (isinstance(rnn, GrowableRNN) and rnn.gates is not None):
+            raise ArgumentError("model.unit_gates", allowed="true with signal: l0_gate", received=False,
+                                hint="set model.unit_gates: true")
+
+    def before_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any) -> None:
+        mean = self._loss.mean
+        lam = self.lam * abs(mean) if self.relative else self.lam
+        if not lam:
+            return
+        for log_alpha in rnn.gates:  # type: ignore[union-attr]
+            with torch.enable_grad():
+                a = log_alpha.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(open_probability(a).sum() * lam, a)
+            if log_alpha.grad is None:
+                log_alpha.grad = g
+            else:
+                log_alpha.grad.add_(g)
+
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        self._loss.update(loss)
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        """The gates' deterministic values."""
+        return hard_concrete(rnn.gates[k].detach(), sample=False)  # type: ignore[index]
+
+    def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        return rnn.gates[k].detach() <= gate_closed_below()  # type: ignore[index]
+
+    def fresh_gate(self) -> float:
+        return gate_closed_below()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_mean": self._loss.mean}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loss.mean = state.get("loss_mean")
+
+
+#: signal name -> class
+SIGNALS: dict[str, type[Signal]] = {s.name: s for s in (OutgoingL1, Multiplier, GroupLasso, L0Gate)}
+
+
+def make_signal(name: str, **options: Any) -> Signal:
+    """The signal ``name`` with ``options`` (its dataclass fields)."""
+    if name not in SIGNALS:
+        raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=name,
+                            hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
+                                 "multiplier are Miconi's v3 and v2 signals")
+    return SIGNALS[name](**options)
+
+
+# ---------------------------------------------------------------------------------------- weights
+@dataclass(frozen=True)
+class Member:
+    """A parameter seen with one layer's units along dim 1: ``view`` is ``(blocks, H, rest)``;
+    ``columns``: the units are the parameter's columns (a reader), else its rows."""
+
+    view: Tensor
+    param: Tensor
+    columns: bool
+
+    def laid_out(self, t: Tensor) -> Tensor:
+        """``t`` (shaped like the parameter) laid out as ``view``."""
+        return t.t().unsqueeze(0) if self.columns else t.reshape(self.view.shape)
+
+
+def unit_members(rnn: nn.Module, decoder: nn.Linear, k: int) -> tuple[list[Member], list[Member]]:
+    """Layer ``k``'s weights with its units along dim 1, split into the outgoing part (every weight
+    that reads the units: the readers ahead and the layer's own hidden-size reads) and the incoming
+    part (the unit's rows in every gate block, its biases and diagonal scales)."""
+    ahead, recurrent = outgoing_weights(rnn, decoder, k)
+    outgoing = [Member(w.data.t().unsqueeze(0), w, True) for w in ahead + recurrent]
+    incoming = [Member(view, p, False) for view, p in unit_rows(layers_of(rnn)[k])]
+    return outgoing, incoming
+
+
+def reading_weights(rnn: nn.Module, decoder: nn.Linear) -> list[Tensor]:
+    """Every weight that reads a layer's units (the decoder, the next layers' input weights, the
+    layers' hidden-size reads), each once."""
+    seen: dict[int, Tensor] = {}
+    for k in range(len(layers_of(rnn))):
+        ahead, recurrent = outgoing_weights(rnn, decoder, k)
+        for w in ahead + recurrent:
+            seen.setdefault(id(w), w)
+    return list(seen.values())
+
+
+def _lr_of(optimizer: Any, param: Tensor) -> float:
+    if optimizer is None or not optimizer.param_groups:
+        return 1.0
+    for group in optimizer.param_groups:
+        if any(p is param for p in group["params"]):
+            return float(group["lr"])
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _preconditioner(optimizer: Any, param: Tensor) -> Tensor | None:
+    """``sqrt(v_hat) + eps`` of an adaptive optimizer for ``param`` (None: no such state yet)."""
+    state = optimizer.state.get(param, {}) if optimizer is not None else {}
+    if not state:
+        return None
+    group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])),
+                 optimizer.param_groups[0])
+    if "exp_avg_sq" in state:  # Adam, AdamW
+        v = state["exp_avg_sq"]
+        step = float(state["step"])
+        beta2 = group["betas"][1]
+        return (v / (1 - beta2 ** max(step, 1.0))).sqrt().add_(group["eps"])
+    if "square_avg" in state:  # RMSprop
+        return state["square_avg"].sqrt().add_(group["eps"])
+    if "sum" in state:  # Adagrad
+        return state["sum"].sqrt().add_(group["eps"])
+    return None
+
+
+def _size(members: list[Member]) -> int:
+    """Weights per unit in ``members``."""
+    return sum(m.view[:, 0].numel() for m in members)
+
+
+def _shrink(sq: Tensor, c: float) -> Tensor:
+    """The proximal factor ``max(0, 1 - c / sqrt(sq))`` per unit."""
+    return (1.0 - c / sq.sqrt().clamp_min(1e-30)).clamp_min(0.0)
+
+
+def _group_sq(members: list[Member], optimizer: Any, preconditioned: bool | None) -> Tensor:
+    """Per unit: the sum over ``members`` of ``(D * W)^2`` (``D = 1`` unless preconditioned)."""
+    total: Tensor | None = None
+    for m in members:
+        x = m.view
+        if preconditioned:
+            d = _preconditioner(optimizer, m.param)
+            if d is not None:
+                x = x * m.laid_out(d)
+        part = x.square().sum(dim=(0, 2))
+        total = part if total is None else total + part
+    if total is None:
+        raise ArgumentError("members", allowed="at least one weight", received=[])
+    return total
+
+
+def _scale(members: list[Member], factor: Tensor) -> None:
+    """Multiply every unit's part of ``members`` by its ``factor`` (shape ``(H,)``), in place."""
+    f = factor.view(1, -1, 1)
+    for m in members:
+        m.view.mul_(f.to(m.view))

@@ -1,0 +1,203 @@
+"""The settling structure signals: the proximal group step against its closed form, exact zeros
+under Adam, hard-concrete gates and their folding, and the need rule."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from growrnn.errors import ArgumentError
+from growrnn.growth import GrowableRNN, NeedRule, fold_gates, need_step
+from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
+from growrnn.growth.signals import GroupLasso, L0Gate, make_signal, unit_members
+from growrnn.growth.stack import input_weights, recurrent_weights
+
+
+def _stack(cell: str = "lstm", sizes: tuple[int, ...] = (3,), seed: int = 0, **kw: object) -> tuple[GrowableRNN, nn.Linear]:
+    gen = torch.Generator().manual_seed(seed)
+    rnn = GrowableRNN(cell, 4, list(sizes), generator=gen, dtype=torch.float64, **kw)  # type: ignore[arg-type]
+    decoder = nn.Linear(sizes[-1], 5, dtype=torch.float64)
+    with torch.no_grad():
+        decoder.weight.copy_(torch.randn(decoder.weight.shape, generator=gen, dtype=torch.float64))
+    return rnn, decoder
+
+
+def _groups(rnn: GrowableRNN, decoder: nn.Linear, k: int, group: str) -> list[torch.Tensor]:
+    """Each unit's group as one flat vector, gathered by hand (not through unit_members)."""
+    layer = rnn.layers[k]
+    H = layer.hidden_size
+    out = []
+    for j in range(H):
+        parts = [decoder.weight[:, j]] if k == rnn.num_layers - 1 else []
+        if k + 1 < rnn.num_layers:
+            parts += [w[:, j] for _, w in input_weights(rnn.layers[k + 1])]
+        parts += [w[:, j] for _, w in recurrent_weights(layer)]
+        if group == "units":
+            for n, w in layer.named_parameters():
+                if n.startswith(("weight_", "bias_")) and n != "weight_diag_l0":
+                    parts.append(w.view(-1, H, *w.shape[1:]).transpose(0, 1)[j].flatten())
+        out.append(torch.cat([p.detach().flatten() for p in parts]))
+    return out
+
+
+@pytest.mark.parametrize("group", ["outgoing"])
+@pytest.mark.parametrize("cell, sizes", [("lstm", (3,)), ("gru", (2, 3))])
+def test_the_proximal_step_is_the_group_lasso_closed_form(group: str, cell: str, sizes: tuple[int, ...]) -> None:
+    rnn, decoder = _stack(cell, sizes)
+    lam = 0.05
+    before = [_groups(rnn, decoder, k, group) for k in range(len(sizes))]
+    GroupLasso(lam=lam, group=group, preconditioned=False, relative=False).after_step(rnn, decoder, None, None)
+    for k in range(len(sizes)):
+        for j, g in enumerate(before[k]):
+            factor = max(0.0, 1.0 - lam * math.sqrt(g.numel()) / float(g.norm()))
+            torch.testing.assert_close(_groups(rnn, decoder, k, group)[j], g * factor)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_iss_groups_shrink_a_units_rows_and_columns_together_and_zero_them_together(cell: str) -> None:
+    """ISS groups overlap (entry (i, j) of a recurrent weight is in unit i's rows and unit j's
+    columns): a unit's decoder column shrinks by its group's factor, and a unit whose factor is 0
+    loses every row and column."""
+    rnn, decoder = _stack(cell, (3,))
+    with torch.no_grad():
+        decoder.weight[:, 1] *= 1e-3  # unit 1: weak everywhere -> zeroed
+        for n, w in rnn.layers[0].named_parameters():
+            w.view(-1, 3, *w.shape[1:])[:, 1] *= 1e-3
+        for _, w in recurrent_weights(rnn.layers[0]):
+            w[:, 1] *= 1e-3
+    dec = decoder.weight.detach().clone()
+    GroupLasso(lam=0.02, group="units", preconditioned=False, relative=False).after_step(rnn, decoder, None, None)
+    layer = rnn.layers[0]
+    assert torch.count_nonzero(decoder.weight[:, 1]) == 0
+    for n, w in layer.named_parameters():
+        assert torch.count_nonzero(w.view(-1, 3, *w.shape[1:])[:, 1]) == 0, n
+    for n, w in recurrent_weights(layer):
+        assert torch.count_nonzero(w[:, 1]) == 0, n
+    ratio = decoder.weight.detach()[:, 0] / dec[:, 0]
+    assert 0 < float(ratio[0]) < 1 and torch.allclose(ratio, ratio[0].expand_as(ratio))
+
+
+def test_the_preconditioned_step_uses_the_optimizers_metric() -> None:
+    """Under Adam: W_g * max(0, 1 - eta * lam * sqrt(|g|) / ||D W_g||), D = sqrt(v_hat) + eps."""
+    rnn, decoder = _stack("elman", (2,))
+    params = list(rnn.parameters()) + list(decoder.parameters())
+    opt = torch.optim.Adam(params, lr=0.1)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    lam, eta = 0.3, 0.1
+    d = {id(p): (opt.state[p]["exp_avg_sq"] / (1 - 0.999)).sqrt() + 1e-8 for p in params}
+    w_dec, w_hh = decoder.weight.detach().clone(), rnn.layers[0].weight_hh_l0.detach().clone()
+    GroupLasso(lam=lam, preconditioned=True, relative=False).after_step(rnn, decoder, opt, None)
+    for j in range(2):
+        g = torch.cat([w_dec[:, j], w_hh[:, j]])
+        dg = torch.cat([d[id(decoder.weight)][:, j], d[id(rnn.layers[0].weight_hh_l0)][:, j]])
+        factor = max(0.0, 1.0 - eta * lam * math.sqrt(g.numel()) / float((dg * g).norm()))
+        torch.testing.assert_close(decoder.weight[:, j], w_dec[:, j] * factor)
+        torch.testing.assert_close(rnn.layers[0].weight_hh_l0[:, j], w_hh[:, j] * factor)
+
+
+def test_a_useless_unit_reaches_exactly_zero_under_adam_and_a_useful_one_lives() -> None:
+    """Unit 0's outgoing weights have a target; unit 1's see only noise. Adam + the preconditioned
+    proximal step: unit 1's group becomes exactly 0 and stays there, unit 0 stays alive."""
+    torch.manual_seed(0)
+    rnn, decoder = _stack("elman", (2,))
+    signal = GroupLasso(lam=0.6, relative=False, preconditioned=True)
+    opt = torch.optim.Adam(list(decoder.parameters()) + list(rnn.parameters()), lr=0.01)
+    gen = torch.Generator().manual_seed(1)
+    dead_at = []
+    for step in range(400):
+        opt.zero_grad()
+        target = torch.ones(5, dtype=torch.float64)
+        loss = (decoder.weight[:, 0] - target).square().sum()
+        noise = torch.randn(5, generator=gen, dtype=torch.float64)
+        loss = loss + (noise * decoder.weight[:, 1]).sum() + 0 * rnn.layers[0].weight_hh_l0.sum()
+        loss.backward()
+        opt.step()
+        signal.after_step(rnn, decoder, opt, float(loss.detach()))
+        dead_at.append(signal.dead(rnn, decoder, 0).tolist())
+    assert dead_at[-1] == [False, True] and all(d == [False, True] for d in dead_at[-100:])
+    assert torch.count_nonzero(decoder.weight[:, 1]) == 0 and torch.count_nonzero(rnn.layers[0].weight_hh_l0[:, 1]) == 0
+    assert float(decoder.weight.detach()[:, 0].mean()) > 0.5
+
+
+def test_a_relative_penalty_scales_with_the_running_loss() -> None:
+    signal = GroupLasso(lam=0.01, relative=True)
+    assert signal.strength(None) == 0.0  # no loss seen yet: no shrink
+    assert signal.strength(10.0) == pytest.approx(0.1)
+    restored = GroupLasso(lam=0.01)
+    restored.load_state_dict(signal.state_dict())
+    assert restored.strength(10.0) == signal.strength(10.0)
+
+
+def test_hard_concrete_gates_are_exactly_zero_when_closed_and_their_cost_is_the_open_probability() -> None:
+    edge = gate_closed_below()
+    a = torch.tensor([edge - 1.0, edge, edge + 0.5, 10.0])
+    z = hard_concrete(a, sample=False)
+    assert z[0] == 0 and z[1] == 0 and 0 < z[2] < 1 and z[3] == 1
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.stack([hard_concrete(a, gen) for _ in range(4000)])
+    torch.testing.assert_close((samples > 0).double().mean(0), open_probability(a).double(), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("cell, sizes", [("lstm", (3,)), ("gru", (3, 2)), ("elman", (4,))])
+def test_gates_fold_into_the_outgoing_weights_without_changing_outputs(cell: str, sizes: tuple[int, ...]) -> None:
+    rnn, decoder = _stack(cell, sizes, gates=True)
+    with torch.no_grad():
+        for g in rnn.gates:  # type: ignore[union-attr]
+            g.copy_(torch.linspace(-4.0, 2.0, g.numel(), dtype=g.dtype))  # closed, partly open and open
+    rnn.eval()
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    before = decoder(rnn(x)[0])
+    fold_gates(rnn, decoder)
+    assert rnn.gates is None and not any("gates" in n for n, _ in rnn.named_parameters())
+    torch.testing.assert_close(decoder(rnn(x)[0]), before)
+
+
+def test_the_gate_cost_pushes_log_alpha_down() -> None:
+    rnn, decoder = _stack("elman", (3,), gates=True)
+    signal = L0Gate(lam=0.5, relative=False)
+    signal.before_step(rnn, decoder, None)
+    grad = rnn.gates[0].grad  # type: ignore[index]
+    assert grad is not None and bool((grad > 0).all())  # gradient descent lowers log_alpha
+
+
+@pytest.mark.parametrize("dead, streak, rule, kept, added, new_streak", [
+    # nothing spare: one unit is added (dead on arrival, on trial)
+    ([0, 0, 0], [0, 0, 0], NeedRule(reserve=1), [0, 1, 2], 1, [0, 0, 0, 0]),
+    # one unit spare: nothing happens, its streak grows
+    ([0, 1, 0], [0, 4, 0], NeedRule(reserve=1, dead_steps=10), [0, 1, 2], 0, [0, 5, 0]),
+    # dead for dead_steps: deleted, and a fresh unit takes the reserve's place
+    ([0, 1, 0], [0, 9, 0], NeedRule(reserve=1, dead_steps=10), [0, 2], 1, [0, 0, 0]),
+    # a unit that came back to life loses its streak
+    ([0, 0, 1], [0, 7, 2], NeedRule(reserve=1, dead_steps=10), [0, 1, 2], 0, [0, 0, 3]),
+    # shrink only (reserve 0), never below min_units
+    ([1, 1, 1], [5, 5, 6], NeedRule(reserve=0, dead_steps=6, min_units=2), [0, 1], 0, [6, 6]),
+    # at max_units nothing is added
+    ([0, 0], [0, 0], NeedRule(reserve=1, max_units=2), [0, 1], 0, [0, 0]),
+])
+def test_the_need_rule(dead: list[int], streak: list[int], rule: NeedRule, kept: list[int], added: int,
+                       new_streak: list[int]) -> None:
+    units, s = need_step(torch.tensor(dead, dtype=torch.bool), torch.tensor(streak), rule)
+    assert units.index.tolist() == kept + [-1] * added and s.tolist() == new_streak
+
+
+@pytest.mark.parametrize("name, options, match", [
+    ("size", {}, "signal"),
+    ("group_lasso", {"lam": -1.0}, "lam"),
+    ("group_lasso", {"group": "rows"}, "group"),
+    ("l0_gate", {"lam": float("nan")}, "lam"),
+])
+def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        make_signal(name, **options)
+
+
+def test_unit_members_see_every_weight_of_a_unit_once() -> None:
+    rnn, decoder = _stack("lstm", (3, 2))
+    out, inc = unit_members(rnn, decoder, 0)
+    n_out = sum(m.view[:, 0].numel() for m in out)
+    n_in = sum(m.view[:, 0].numel() for m in inc)
+    # outgoing: next layer's 4 gates x 2 units, own 4 gates x 3 units; incoming: 4 rows of 4 + 3 cols, 4+4 biases
+    assert (n_out, n_in) == (4 * 2 + 4 * 3, 4 * (4 + 3) + 8)
