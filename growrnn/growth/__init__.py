@@ -12,6 +12,6 @@ from growrnn.growth.rule import GrowthRule, NeedRule, need_step, outgoing_l1, re
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer, resize_to
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
-__all__ = ["GrowableRNN", "GrowthRule", "NeedRule", "UnitMap", "fold_gates", "need_step", "layers_of", "outgoing_l1", "outgoing_weights", "reader_scales",
-           "remap_parameter", "remap_state", "resize_layer", "resize_readers", "resize_to", "resize_units",
-           "structure_step"]
+__all__ = ["GrowableRNN", "GrowthRule", "NeedRule", "UnitMap", "fold_gates", "layers_of", "need_step", "outgoing_l1",
+           "outgoing_weights", "reader_scales", "remap_parameter", "remap_state", "resize_layer", "resize_readers",
+           "resize_to", "resize_units", "structure_step"]

@@ -14,7 +14,8 @@ from growrnn.growth.signals import GroupLasso, L0Gate, make_signal, unit_members
 from growrnn.growth.stack import input_weights, recurrent_weights
 
 
-def _stack(cell: str = "lstm", sizes: tuple[int, ...] = (3,), seed: int = 0, **kw: object) -> tuple[GrowableRNN, nn.Linear]:
+def _stack(cell: str = "lstm", sizes: tuple[int, ...] = (3,), seed: int = 0,
+           **kw: object) -> tuple[GrowableRNN, nn.Linear]:
     gen = torch.Generator().manual_seed(seed)
     rnn = GrowableRNN(cell, 4, list(sizes), generator=gen, dtype=torch.float64, **kw)  # type: ignore[arg-type]
     decoder = nn.Linear(sizes[-1], 5, dtype=torch.float64)
@@ -62,7 +63,7 @@ def test_iss_groups_shrink_a_units_rows_and_columns_together_and_zero_them_toget
     rnn, decoder = _stack(cell, (3,))
     with torch.no_grad():
         decoder.weight[:, 1] *= 1e-3  # unit 1: weak everywhere -> zeroed
-        for n, w in rnn.layers[0].named_parameters():
+        for _, w in rnn.layers[0].named_parameters():
             w.view(-1, 3, *w.shape[1:])[:, 1] *= 1e-3
         for _, w in recurrent_weights(rnn.layers[0]):
             w[:, 1] *= 1e-3
@@ -107,7 +108,7 @@ def test_a_useless_unit_reaches_exactly_zero_under_adam_and_a_useful_one_lives()
     opt = torch.optim.Adam(list(decoder.parameters()) + list(rnn.parameters()), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     dead_at = []
-    for step in range(400):
+    for _ in range(400):
         opt.zero_grad()
         target = torch.ones(5, dtype=torch.float64)
         loss = (decoder.weight[:, 0] - target).square().sum()
