@@ -43,7 +43,8 @@ def test_units_are_added_when_none_is_spare(tmp_path: Path) -> None:
 
 
 def test_sub_threshold_units_are_deleted(tmp_path: Path) -> None:
-    shrink = StructureController(signal="outgoing_l1", threshold=1e9, reserve=1, p_delete=1.0, p_add=0.0, p_spontaneous=0.0, seed=0)
+    shrink = StructureController(signal="outgoing_l1", threshold=1e9,
+                                  reserve=1, p_delete=1.0, p_add=0.0, p_spontaneous=0.0, seed=0)
     model = _fit(tmp_path, shrink, steps=5, start=6)
     assert model.rnn.hidden_size == 1 and shrink.deleted == [5]
 
@@ -145,7 +146,8 @@ def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, c
 def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Path) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    grow = StructureController(signal="outgoing_l1", p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=4, histogram_every_n_steps=2)
+    grow = StructureController(signal="outgoing_l1", p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=4,
+                               histogram_every_n_steps=2)
     model = _model([2, 1])
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(
