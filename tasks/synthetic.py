@@ -9,6 +9,11 @@
 - ``copy``: the copy-memory task (Arjovsky et al. 2016): 10 symbols from 8, ``delay`` blanks,
   a delimiter, and the 10 symbols must be reproduced. Metric: cross-entropy per step (the
   memoryless baseline is ``10 ln 8 / (delay + 20)``).
+- ``teacher``: the outputs of a random recurrent *teacher* network with ``units`` tanh units,
+  driven by random tokens: at every step the target is a token drawn from the teacher's softmax.
+  The width a task needs is known (the teacher's), so a self-sizing student can be checked
+  against it. Metric: cross-entropy per step; its floor (the teacher's mean entropy on the split)
+  is in ``task.info["floor"]``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 from growrnn.task import TaskSpec
 from tasks.base import SequenceData, SimpleTask, check_positive
 
-__all__ = ["anbncn", "adding", "copy"]
+__all__ = ["anbncn", "adding", "copy", "teacher"]
 
 S, A, B, C, T_END = range(5)
 
@@ -107,3 +112,41 @@ def copy(delay: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: 
                     metric="nll", direction="min",
                     description=f"copy memory, delay {delay} (cross-entropy per step)")
     return SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=True, seed=seed))
+
+
+def teacher(units: int = 16, vocab: int = 8, length: int = 50, n_train: int = 2000, n_eval: int = 400,
+            batch_size: int = 32, gain: float = 1.5, sharpness: float = 3.0, seed: int = 0) -> SimpleTask:
+    """Targets drawn from a random tanh RNN of ``units`` units (its recurrent weights scaled to
+    spectral gain ``gain``, its readout to ``sharpness``) on random token inputs. The teacher is
+    drawn from ``seed`` alone; the splits' inputs and samples from ``seed`` and the split."""
+    check_positive(units=units, vocab=vocab, length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
+    g = torch.Generator().manual_seed(seed)
+    w_in = torch.randn(units, vocab, generator=g)
+    w_hh = torch.randn(units, units, generator=g) / units ** 0.5 * gain
+    w_out = torch.randn(vocab, units, generator=g) / units ** 0.5 * sharpness
+    entropy: dict[str, float] = {}
+
+    def draw(count: int, offset: int, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gs = torch.Generator().manual_seed(seed * 1_000_003 + offset)
+        x = torch.randint(0, vocab, (count, length), generator=gs)
+        h = torch.zeros(count, units)
+        ys, ent = [], torch.zeros(())
+        for t in range(length):  # generating the data, once per task: not a training hot path
+            h = torch.tanh(w_in[:, x[:, t]].T + h @ w_hh.T)
+            logp = torch.log_softmax(h @ w_out.T, -1)
+            ys.append(torch.multinomial(logp.exp(), 1, generator=gs).squeeze(1))
+            ent = ent - (logp.exp() * logp).sum()
+        entropy[split] = float(ent) / (count * length)
+        y = torch.stack(ys, 1)
+        return list(zip(x.unbind(0), y.unbind(0), strict=True))
+
+    def splits() -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        return {"train": draw(n_train, 0, "train"), "valid": draw(n_eval, 1, "valid"),
+                "test": draw(n_eval, 2, "test")}
+
+    spec = TaskSpec(name="teacher", input_kind="tokens", input_size=vocab, output_kind="tokens", output_size=vocab,
+                    metric="nll", direction="min",
+                    description=f"outputs of a random {units}-unit tanh teacher RNN (cross-entropy per step)")
+    task = SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=True, seed=seed))
+    task.info["floor_by_split"] = entropy  # filled when the splits are drawn
+    return task

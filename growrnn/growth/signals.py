@@ -314,7 +314,7 @@ class L0Gate(Signal):
 
     def before_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any) -> None:
         mean = self._loss.mean
-        lam = self.lam * abs(mean) if self.relative else self.lam
+        lam = self.lam if not self.relative else 0.0 if mean is None else self.lam * abs(mean)
         if not lam:
             return
         for log_alpha in rnn.gates:  # type: ignore[union-attr]
@@ -385,14 +385,18 @@ def unit_members(rnn: nn.Module, decoder: nn.Linear, k: int) -> tuple[list[Membe
 
 
 def reading_weights(rnn: nn.Module, decoder: nn.Linear) -> list[Tensor]:
-    """Every weight that reads a layer's units (the decoder, the next layers' input weights, the
-    layers' hidden-size reads), each once."""
-    seen: dict[int, Tensor] = {}
-    for k in range(len(layers_of(rnn))):
-        ahead, recurrent = outgoing_weights(rnn, decoder, k)
-        for w in ahead + recurrent:
-            seen.setdefault(id(w), w)
-    return list(seen.values())
+    """Every weight that reads a layer's units, each once: the decoder, every layer's weights that
+    read hidden-size values, and the input weights of every layer above the first (for a growable
+    stack and for a fixed multi-layer ``GenomeRNN`` alike)."""
+    out = [decoder.weight]
+    if isinstance(rnn, GrowableRNN):
+        for k, layer in enumerate(rnn.layers):
+            out += [w for g in layer.plan.groups if k or not g.input_sized
+                    for w in [getattr(layer, f"weight_{g.tag}_l0")]]
+        return out
+    for k in range(rnn.num_layers):
+        out += [getattr(rnn, f"weight_{g.tag}_l{k}") for g in rnn.plan.groups if k or not g.input_sized]
+    return out
 
 
 def _lr_of(optimizer: Any, param: Tensor) -> float:

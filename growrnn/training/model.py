@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Literal
 
 import lightning as L
@@ -62,6 +61,9 @@ class SequenceModel(L.LightningModule):
             structure signal of the growth regime; builds a growable stack).
         unit_gates: give every unit a hard-concrete L0 gate on its outgoing path (the ``l0_gate``
             structure signal; builds a growable stack).
+        gate_lr: the gates' learning rate as a multiple of ``lr`` (their own parameter group): under
+            Adam a gate's location moves about ``lr * gate_lr`` per step, which sets how many steps a
+            unit takes to open or close.
         fast_path: passed to ``GenomeRNN``.
         seed: seeds the initial weights (a ``torch.Generator``; no global RNG).
 
@@ -77,8 +79,8 @@ class SequenceModel(L.LightningModule):
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
                  loss_sum_over_time: bool = False, max_update: float | None = None, l1: float = 0.0,
-                 unit_multipliers: bool = False, unit_gates: bool = False, fast_path: bool | str = "auto",
-                 seed: int = 0) -> None:
+                 unit_multipliers: bool = False, unit_gates: bool = False, gate_lr: float = 10.0,
+                 fast_path: bool | str = "auto", seed: int = 0) -> None:
         super().__init__()
         if isinstance(spec, dict):
             spec = TaskSpec(**spec)
@@ -272,7 +274,12 @@ class SequenceModel(L.LightningModule):
             kw["momentum"] = hp.momentum
         if hp.eps is not None and hp.optimizer != "sgd":
             kw["eps"] = hp.eps
-        opt = OPTIMIZERS[hp.optimizer](self.parameters(), foreach=True, **kw)
+        gates = [p for n, p in self.named_parameters() if n.startswith("rnn.gates.")]
+        rest = [p for n, p in self.named_parameters() if not n.startswith("rnn.gates.")]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if gates:
+            groups.append({"params": gates, "lr": hp.lr * hp.get("gate_lr", 10.0)})
+        opt = OPTIMIZERS[hp.optimizer](groups, foreach=True, **kw)
         if hp.schedule == "decay":
             start, decay = hp.decay_start, hp.decay
             step = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: decay ** max(0, epoch + 1 - start))
@@ -285,40 +292,28 @@ class SequenceModel(L.LightningModule):
         return opt
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """The optimizer's step, then Miconi's training rule where it is set: the update clip
+        (``max_update``) and the L1 decrement (``l1``), both from :mod:`growrnn.growth.signals`."""
+        from growrnn.growth.signals import UpdateClip, l1_decrement, reading_weights
         limit, l1 = self.hparams["max_update"], self.hparams["l1"]
-        # foreach ops: a handful of kernel calls per step instead of a few per parameter. The lists
-        # are built once: growth resizes parameters in place, so the objects stay the same.
+        # The lists are built once: growth resizes parameters in place, so the objects stay the same.
         if self._step_params is None:
-            self._step_params = ([p for p in self.parameters() if p.requires_grad], self.outgoing_weights())
-        params = self._step_params[0] if limit is not None else []
-        before = torch._foreach_mul(params, 1.0) if params else None
+            self._step_params = ([p for p in self.parameters() if p.requires_grad],
+                                 reading_weights(self.rnn, self.decoder) if l1 else [])
+        clip = UpdateClip(limit) if limit is not None else None
+        if clip is not None:
+            clip.before(self._step_params[0])
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        with torch.no_grad():
-            if before is not None:
-                change = torch._foreach_sub(params, before)
-                torch._foreach_clamp_min_(change, -limit)
-                torch._foreach_clamp_max_(change, limit)
-                torch._foreach_add_(before, change)
-                torch._foreach_copy_(params, before)
-            if l1:
-                weights = self._step_params[1]
-                torch._foreach_sub_(weights, torch._foreach_mul(torch._foreach_sign(weights), l1))  # type: ignore[arg-type]
+        if clip is not None:
+            clip.after()
+        if l1:
+            l1_decrement(self._step_params[1], l1)
 
     def outgoing_weights(self) -> list[Tensor]:
         """The weights that read the hidden units' output: the decoder, the layers' weights that
         read hidden-size values, and the input weights of every layer above the first."""
-        plan = self.rnn.plan
-        recurrent = {g.tag for g in plan.groups if not g.input_sized}
-        inputs = {g.tag for g in plan.groups if g.input_sized}
-        out = [self.decoder.weight]
-        for name, p in self.rnn.named_parameters():
-            m = re.fullmatch(r"(?:layers\.(\d+)\.)?weight_(\w+?)_l(\d+)", name)
-            if m is None:
-                continue
-            k = int(m[1] if m[1] is not None else m[3])
-            if m[2] in recurrent or (m[2] in inputs and k >= 1):
-                out.append(p)
-        return out
+        from growrnn.growth.signals import reading_weights
+        return reading_weights(self.rnn, self.decoder)
 
     def hidden_sizes(self) -> list[int]:
         """The unit count of every layer."""

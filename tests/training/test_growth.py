@@ -118,12 +118,21 @@ class _Record(L.Callback):
         self.rows.append((trainer.global_step, float(outputs["loss"]), pl_module.hidden_sizes()))
 
 
-@pytest.mark.parametrize("start, cell, signal", [(1, "elman", "outgoing_l1"), ([2, 1], "gru", "multiplier")])
+SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
+            "l0_gate": {"lam": 0.5, "dead_steps": 2}}
+SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
+
+
+@pytest.mark.parametrize("start, cell, signal", [(1, "elman", "outgoing_l1"), ([2, 1], "gru", "multiplier"),
+                                                 ([3, 2], "lstm", "group_lasso"), ([3], "gru", "l0_gate")])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str) -> None:
     def run(ckpt: str | None, callbacks: list) -> _Record:
         record = _Record()
-        controller = StructureController(signal=signal, threshold=0.05, p_add=0.5, p_delete=0.5, seed=7)
-        model = _model(start, cell, unit_multipliers=signal == "multiplier", dropout=0.1 if cell == "gru" else 0.0)
+        rule = SETTLING.get(signal, {"threshold": 0.05, "p_add": 0.5, "p_delete": 0.5})
+        controller = StructureController(signal=signal, seed=7, **rule)
+        model = _model(start, cell, unit_multipliers=signal == "multiplier", unit_gates=signal == "l0_gate",
+                       dropout=0.1 if cell == "gru" else 0.0,
+                       **(SETTLING_MODEL if signal in SETTLING else {}))
         data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
         trainer = _trainer(tmp_path, [controller, record, *callbacks], enable_checkpointing=bool(callbacks),
                            limit_val_batches=None, val_check_interval=25)
