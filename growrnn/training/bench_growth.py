@@ -4,8 +4,10 @@ with a fixed layer of the same size, timed in the same process in alternating A/
 time of the process, so that other load on the machine counts less); and the time of one resize
 (add a unit, then delete one: layer, readers, optimizer state, carried state).
 
-The controller in the timed runs can neither add nor delete (P_add = P_del = 0), so both sides
-keep the same size and the ratio is the per-step overhead of growth itself.
+The controller in the timed runs can neither add nor delete (Miconi's signals: P_add = P_del = 0;
+the settling signals: no reserve and no deletion), so both sides keep the same size and the ratio
+is the per-step overhead of growth itself: scoring, the signal's per-step update (the proximal
+shrink, the gates' samples and cost) and the rule.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ CASES = [
               loss_sum_over_time=True, fast_path=True), "multiplier"),
     Case("copy task, LSTM 128, batch 16, T 70 (v3)", "copy", {"delay": 50, "n_train": 20000, "batch_size": 16},
          dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3, l1=1e-5)),
+    Case("copy task, LSTM 128, batch 16, T 70 (group_lasso, Adam)", "copy",
+         {"delay": 50, "n_train": 20000, "batch_size": 16},
+         dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3), "group_lasso"),
+    Case("copy task, LSTM 128, batch 16, T 70 (l0_gate, Adam)", "copy",
+         {"delay": 50, "n_train": 20000, "batch_size": 16},
+         dict(cell="lstm", hidden_size=[128], unit_gates=True, optimizer="adam", lr=1e-3), "l0_gate"),
 ]
 
 
@@ -65,18 +73,21 @@ class _Clock(L.Callback):
 def _step_time(case: Case, grow: bool, steps: int) -> float:
     data = TaskData(case.task, case.options)
     model_kw = dict(case.model)
-    if grow and case.signal == "outgoing_l1" and not isinstance(model_kw["hidden_size"], list):
+    if grow and not isinstance(model_kw["hidden_size"], list):
         model_kw["hidden_size"] = [model_kw["hidden_size"]]  # the growable stack, as growth uses it
+    if not grow:  # the fixed layer: no multipliers or gates, one size
+        model_kw.pop("unit_multipliers", None)
+        model_kw.pop("unit_gates", None)
+        size = model_kw["hidden_size"]
+        model_kw["hidden_size"] = size[0] if isinstance(size, list) else size
     model = SequenceModel(data.spec, **model_kw)
     skip = 20
     clock = _Clock(skip)
     callbacks: list[L.Callback] = [clock]
-    if grow:
+    if grow and case.signal in ("group_lasso", "l0_gate"):
+        callbacks.append(StructureController(signal=case.signal, reserve=0, dead_steps=10**9, max_units=1024))
+    elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
-    elif case.signal == "multiplier":
-        model_kw["unit_multipliers"] = False
-        model_kw["hidden_size"] = model_kw["hidden_size"][0]
-        model = SequenceModel(data.spec, **model_kw)
     trainer = L.Trainer(max_steps=steps + skip, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=callbacks, log_every_n_steps=100)
     trainer.fit(model, data)
@@ -87,6 +98,7 @@ def _resize_ms(case: Case, repeats: int = 20) -> float:
     data = TaskData(case.task, case.options)
     kw = dict(case.model)
     kw["hidden_size"] = kw["hidden_size"] if isinstance(kw["hidden_size"], list) else [kw["hidden_size"]]
+    kw.pop("l1", None)
     model = SequenceModel(data.spec, **kw)
     opt = torch.optim.Adam(model.parameters())
     tokens = data.spec.input_kind == "tokens"

@@ -36,7 +36,7 @@ from torch import Tensor
 from growrnn.errors import ArgumentError
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
 from growrnn.growth.signals import SIGNALS, Signal, make_signal
-from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, resize_layer
+from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
 
 __all__ = ["StructureController", "SIGNALS"]
 
@@ -73,6 +73,9 @@ class StructureController(L.Callback):
             coefficient per window (the v2 code adds 2e-5 per time step: 8e-4 over 40 steps) and
             task-gradient scale.
         histogram_every_n_steps: how often unit-score histograms go to TensorBoard.
+        fold_at_end: with ``l0_gate``, fold the gates' deterministic values into the outgoing
+            weights when fitting ends (:func:`~growrnn.growth.fold_gates`), so the trained model has
+            no gates (its evaluation outputs unchanged; checkpoints keep the gates, to resume).
     """
 
     def __init__(self, signal: str = "group_lasso", threshold: float = 0.05, reserve: int = 1,
@@ -82,7 +85,7 @@ class StructureController(L.Callback):
                  multiplier_floor: float = 0.025, multiplier_l1: float = 8e-4, multiplier_grad_scale: float = 0.1,
                  histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
                  preconditioned: bool | None = None, relative: bool = True, dead_steps: int = 100,
-                 l1: float = 0.0) -> None:
+                 l1: float = 0.0, fold_at_end: bool = True) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
@@ -130,6 +133,7 @@ class StructureController(L.Callback):
         self.fresh_second_moment = d_moment if fresh_second_moment is None else fresh_second_moment
         self.reference_rows = reference_rows
         self.histogram_every = histogram_every_n_steps
+        self.fold_at_end = fold_at_end
         self.seed = seed
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
@@ -213,6 +217,13 @@ class StructureController(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.flush(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        rnn = pl_module.rnn
+        if self.fold_at_end and isinstance(rnn, GrowableRNN) and rnn.gates is not None:
+            fold_gates(rnn, pl_module.decoder)
+            pl_module.hparams["unit_gates"] = False  # later checkpoints describe the folded model
+            log.info("folded the units' gates into their outgoing weights: the model has no gates left")
 
     # ------------------------------------------------------------------ the rule
     def scores(self, rnn: Any, decoder: torch.nn.Linear, k: int) -> Tensor:

@@ -218,3 +218,22 @@ def test_load_from_checkpoint_rebuilds_a_grown_stack(tmp_path: Path) -> None:
     x = torch.randint(0, 4, (2, 6))
     model.eval(), loaded.eval()
     torch.testing.assert_close(loaded(x)[0], model(x)[0])
+
+
+def test_a_gated_run_ends_with_its_gates_folded_and_the_same_outputs(tmp_path: Path) -> None:
+    controller = StructureController(signal="l0_gate", lam=0.5, dead_steps=2, seed=1)
+    model = _model([3], "gru", unit_gates=True, **SETTLING_MODEL)
+    data = TaskData("miconi_hard", {"train_windows": 20, "eval_windows": 2})
+    trainer = _trainer(tmp_path, [controller], enable_checkpointing=False)
+    seen: dict[str, torch.Tensor] = {}
+
+    class Before(L.Callback):
+        def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+            pl_module.eval()
+            seen["out"] = pl_module(torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0)))[0]
+    trainer.callbacks.append(Before())
+    trainer.fit(model, data)
+    assert model.rnn.gates is None and model.hparams["unit_gates"] is False
+    model.eval()
+    torch.testing.assert_close(model(torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0)))[0],
+                               seen["out"])
