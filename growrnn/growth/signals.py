@@ -218,13 +218,15 @@ class GroupLasso(Signal):
     are exactly zero.
 
     ``relative``: ``lam`` is a fraction of the running training loss (scale-free; the default
-    recipe), else in loss units.
+    recipe), else in loss units. ``warmup_steps``: the penalty ramps up linearly over these first
+    steps, so that a large layer's units learn something before they are judged.
     """
 
-    lam: float = 0.02
+    lam: float = 3e-5
     group: str = "outgoing"
     preconditioned: bool | None = None
     relative: bool = True
+    warmup_steps: int = 0
     name: ClassVar[str] = "group_lasso"
     settles: ClassVar[bool] = True
 
@@ -232,6 +234,9 @@ class GroupLasso(Signal):
         if not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth per weight; see docs/growth.md")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ArgumentError("warmup_steps", allowed="an int >= 0", received=self.warmup_steps)
+        self.steps = 0
         if self.group not in ("outgoing", "units"):
             raise ArgumentError("group", allowed="outgoing, units", received=self.group,
                                 hint="outgoing: Miconi's group; units: ISS's (outgoing and incoming)")
@@ -242,11 +247,13 @@ class GroupLasso(Signal):
             self.preconditioned = hparams.get("optimizer", "adam") != "sgd"
 
     def strength(self, loss: float | None) -> float:
-        """``lam`` in loss units for this step."""
+        """``lam`` in loss units for this step (one call per step)."""
+        self.steps += 1
+        ramp = min(1.0, self.steps / self.warmup_steps) if self.warmup_steps else 1.0
         if not self.relative:
-            return self.lam
+            return self.lam * ramp
         mean = self._loss.update(loss)
-        return 0.0 if mean is None else self.lam * abs(mean)
+        return 0.0 if mean is None else self.lam * abs(mean) * ramp
 
     @torch.no_grad()
     def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
@@ -278,10 +285,11 @@ class GroupLasso(Signal):
         return _group_sq(out_m, None, False) == 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"loss_mean": self._loss.mean}
+        return {"loss_mean": self._loss.mean, "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._loss.mean = state.get("loss_mean")
+        self.steps = int(state.get("steps", 0))
 
 
 @dataclass

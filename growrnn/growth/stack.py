@@ -228,7 +228,7 @@ def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
 
 def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
                  optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
-                 init_std: float = 0.0, fresh_second_moment: float = 0.0,
+                 init_std: float = 0.0, fresh_second_moment: float | str = 0.0,
                  state: Sequence[LayerState] | LayerState | None = None,
                  fresh_multiplier: float = 0.0) -> Sequence[LayerState] | LayerState | None:
     """Give layer ``k`` the units of ``units`` and keep everything that touches them true: the

@@ -68,7 +68,7 @@ SECOND_MOMENTS = ("square_avg", "exp_avg_sq", "sum")
 
 
 def remap_parameter(param: Tensor, maps: dict[int, Tensor], optimizer: torch.optim.Optimizer | None = None,
-                    fresh: Tensor | None = None, fresh_second_moment: float = 0.0) -> None:
+                    fresh: Tensor | None = None, fresh_second_moment: float | str = 0.0) -> None:
     """Resize ``param`` in place along the dims in ``maps`` (dim -> index, -1 = fresh entry).
 
     Fresh entries are zero, or taken from ``fresh`` (a tensor of the new shape) where given. The
@@ -92,12 +92,13 @@ def remap_parameter(param: Tensor, maps: dict[int, Tensor], optimizer: torch.opt
                 state[key] = _apply(value, maps)
                 if fresh_second_moment and key in SECOND_MOMENTS:
                     mask = _apply(torch.ones_like(value, dtype=torch.bool), maps)
-                    state[key] = state[key].masked_fill(~mask, fresh_second_moment)
+                    fill = float(value.mean()) if fresh_second_moment == "mean" else float(fresh_second_moment)
+                    state[key] = state[key].masked_fill(~mask, fill)
 
 
 def resize_units(rnn: GenomeRNN, units: UnitMap, optimizer: torch.optim.Optimizer | None = None,
                  generator: torch.Generator | None = None, init_std: float = 0.0,
-                 fresh_second_moment: float = 0.0) -> None:
+                 fresh_second_moment: float | str = 0.0) -> None:
     """Give the one-layer ``rnn`` the units of ``units``: retained units keep every weight, fresh
     units get incoming weights (their rows) drawn N(0, ``init_std``) from ``generator`` and zero
     outgoing weights (their columns in every weight that reads a hidden-size value)."""
@@ -127,7 +128,7 @@ def resize_units(rnn: GenomeRNN, units: UnitMap, optimizer: torch.optim.Optimize
 
 
 def resize_readers(weights: Sequence[Tensor], units: UnitMap, optimizer: torch.optim.Optimizer | None = None,
-                   dim: int = 1, fresh_second_moment: float = 0.0) -> None:
+                   dim: int = 1, fresh_second_moment: float | str = 0.0) -> None:
     """Resize the input dimension of modules that read the layer's output (a decoder's or the next
     layer's input weight): retained units keep their columns, fresh units read as zero."""
     for w in weights:

@@ -48,11 +48,12 @@ class StructureController(L.Callback):
         signal: ``group_lasso`` (default), ``l0_gate``, ``outgoing_l1`` (Miconi v3) or
             ``multiplier`` (Miconi v2).
         lam: the settling signals' penalty: the loss a unit must be worth (a fraction of the running
-            training loss when ``relative``). Default 0.02 (group_lasso), 0.002 (l0_gate).
+            training loss when ``relative``). Default 3e-5 (group_lasso), 0.002 (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
         relative: ``lam`` relative to the running training loss (default) or in loss units.
         dead_steps: steps a unit may stay dead (on trial) before it is deleted (settling signals).
+        warmup_steps: group_lasso's penalty ramps up linearly over these first steps.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -61,7 +62,10 @@ class StructureController(L.Callback):
         every_n_steps: apply the rule after every n-th optimizer step.
         seed: seeds the rule's and the new weights' random numbers, and the gates' samples.
         fresh_second_moment: start a new unit's optimizer second moment (RMSprop/Adam/Adagrad)
-            here instead of at zero. Default: 0.01 for ``outgoing_l1`` under RMSprop (Miconi's
+            here instead of at zero; ``"mean"``: at the mean of the same tensor's entries (the
+            settling signals' default: a unit on trial then takes steps in proportion to its
+            gradient, not Adam's ~3 lr of a fresh entry). Else 0.01 for ``outgoing_l1`` under
+            RMSprop (Miconi's
             v3 code, which keeps a new unit's first updates small), else 0 -- under Adam the
             tiny gradients of a new unit divided by sqrt(0.01) would keep it from ever rising
             above the threshold, so the layer could not grow.
@@ -81,11 +85,11 @@ class StructureController(L.Callback):
     def __init__(self, signal: str = "group_lasso", threshold: float = 0.05, reserve: int = 1,
                  p_delete: float | None = None, p_add: float | None = None, p_spontaneous: float = 1e-4,
                  max_units: int = 100, min_units: int = 1, init_std: float | None = None, every_n_steps: int = 1,
-                 seed: int = 0, fresh_second_moment: float | None = None, reference_rows: int | None = None,
+                 seed: int = 0, fresh_second_moment: float | str | None = None, reference_rows: int | None = None,
                  multiplier_floor: float = 0.025, multiplier_l1: float = 8e-4, multiplier_grad_scale: float = 0.1,
                  histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
                  preconditioned: bool | None = None, relative: bool = True, dead_steps: int = 100,
-                 l1: float = 0.0, fold_at_end: bool = True) -> None:
+                 l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
@@ -101,7 +105,11 @@ class StructureController(L.Callback):
         if every_n_steps < 1:
             raise ArgumentError("every_n_steps", allowed="an int >= 1", received=every_n_steps,
                                 hint="1 applies the rule after every optimizer step, as the paper")
-        for name, value in (("init_std", init_std), ("fresh_second_moment", fresh_second_moment),
+        if isinstance(fresh_second_moment, str) and fresh_second_moment != "mean":
+            raise ArgumentError("fresh_second_moment", allowed="a number >= 0, 'mean', or None",
+                                received=fresh_second_moment)
+        moment = None if isinstance(fresh_second_moment, str) else fresh_second_moment
+        for name, value in (("init_std", init_std), ("fresh_second_moment", moment),
                             ("multiplier_l1", multiplier_l1), ("multiplier_grad_scale", multiplier_grad_scale),
                             ("l1", l1)):
             if value is not None and not value >= 0:
@@ -113,7 +121,7 @@ class StructureController(L.Callback):
         self.signal: Signal
         if signal == "group_lasso":
             self.signal = make_signal(signal, group=group, preconditioned=preconditioned, relative=relative,
-                                      **({} if lam is None else {"lam": lam}))
+                                      warmup_steps=warmup_steps, **({} if lam is None else {"lam": lam}))
         elif signal == "l0_gate":
             self.signal = make_signal(signal, relative=relative, **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
@@ -130,7 +138,8 @@ class StructureController(L.Callback):
                                    d_add if p_add is None else p_add, p_spontaneous, max_units, min_units)
         self.init_std, self.every_n_steps = init_std, every_n_steps
         self._fresh_given = fresh_second_moment  # None: chosen in setup, from the model's optimizer
-        self.fresh_second_moment = d_moment if fresh_second_moment is None else fresh_second_moment
+        self.fresh_second_moment: float | str = fresh_second_moment if fresh_second_moment is not None else (
+            "mean" if self.settles else d_moment)
         self.reference_rows = reference_rows
         self.histogram_every = histogram_every_n_steps
         self.fold_at_end = fold_at_end
@@ -158,7 +167,9 @@ class StructureController(L.Callback):
         self.deleted = self.deleted or [0] * n
         if not self.streaks or [int(s.numel()) for s in self.streaks] != [int(x.hidden_size) for x in layers]:
             self.streaks = [torch.zeros(int(x.hidden_size), dtype=torch.long) for x in layers]
-        if self._fresh_given is None and "optimizer" in hp:
+        if self._fresh_given is None and self.settles:
+            self.fresh_second_moment = "mean"
+        elif self._fresh_given is None and "optimizer" in hp:
             self.fresh_second_moment = self.signal.rule_defaults[2] if hp["optimizer"] == "rmsprop" else 0.0
         if self.signal_name == "outgoing_l1" and not hp.get("l1") and not getattr(self.signal, "l1", 0.0):
             log.warning("signal outgoing_l1 without an L1 decrement: nothing pulls the units' scores down, so units "

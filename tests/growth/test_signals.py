@@ -127,6 +127,8 @@ def test_a_relative_penalty_scales_with_the_running_loss() -> None:
     signal = GroupLasso(lam=0.01, relative=True)
     assert signal.strength(None) == 0.0  # no loss seen yet: no shrink
     assert signal.strength(10.0) == pytest.approx(0.1)
+    ramped = GroupLasso(lam=1.0, relative=False, warmup_steps=4)
+    assert [ramped.strength(None) for _ in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     restored = GroupLasso(lam=0.01)
     restored.load_state_dict(signal.state_dict())
     assert restored.strength(10.0) == signal.strength(10.0)

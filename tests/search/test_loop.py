@@ -260,7 +260,7 @@ def test_predictor_stops_a_hopeless_candidate() -> None:
 def test_growth_makes_params_the_grown_count(tmp_path: Path) -> None:
     from growrnn.task import get_task
     from growrnn.training.model import SequenceModel
-    grow = {"p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12}
+    grow = {"signal": "outgoing_l1", "p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12}
     payload = {**TASK, "genome_json": library_cell("gru").to_json(), "seed": 0, "grow": grow,
                "model": {"hidden_size": [4]}, "weights_out": str(tmp_path / "parent.pt")}
     out = run_candidate(payload)

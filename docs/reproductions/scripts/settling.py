@@ -1,0 +1,86 @@
+"""The runs of docs/reproductions/settling.md.
+
+Train a growable (or, with ``--fixed``, a fixed-size) ``SequenceModel`` on a task with a
+``StructureController``, on one torch thread. Prints one JSON line per validation (units, metric,
+units added and deleted) and a final line (units, parameters, test metric, seconds), and appends
+the whole record to ``--out``. The JSB defaults are those of configs/grow/jsb_lstm.yaml (Adam 1e-3,
+dropout 0.2, plateau halving, gradient clip 1). Example::
+
+    python docs/reproductions/scripts/settling.py --task-options '{"batch_size": 8}' --epochs 120 \\
+        --start 8 --seed 0 --ctrl '{"signal": "group_lasso", "lam": 3e-5}' --out runs/settling.jsonl
+"""
+
+import argparse
+import json
+import time
+
+import lightning as L
+import torch
+
+from growrnn.evaluation.evaluate import quiet_lightning
+from growrnn.training.data import TaskData
+from growrnn.training.growth import StructureController
+from growrnn.training.model import SequenceModel
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--task", default="jsb")
+parser.add_argument("--task-options", default="{}", help="JSON")
+parser.add_argument("--cell", default="lstm")
+parser.add_argument("--start", type=int, default=8, help="start width (the width, with --fixed)")
+parser.add_argument("--fixed", action="store_true")
+parser.add_argument("--epochs", type=int, default=50)
+parser.add_argument("--model", default="{}", help="SequenceModel options, JSON")
+parser.add_argument("--ctrl", default="{}", help="StructureController options, JSON")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--out", default=None)
+parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--max-steps", type=int, default=-1)
+parser.add_argument("--val-every", type=float, default=1.0, help="Trainer.val_check_interval")
+args = parser.parse_args()
+
+torch.set_num_threads(args.threads)
+quiet_lightning()
+L.seed_everything(args.seed, verbose=False)
+data = TaskData(args.task, {"seed": args.seed, **json.loads(args.task_options)})
+model_kw = dict(optimizer="adam", lr=1e-3, dropout=0.2, schedule="plateau", plateau_factor=2.0, patience=5)
+model_kw.update(json.loads(args.model))
+ctrl_kw = json.loads(args.ctrl)
+if ctrl_kw.get("signal") == "l0_gate":
+    model_kw["unit_gates"] = True
+net = SequenceModel(data.spec, cell=args.cell, hidden_size=args.start if args.fixed else [args.start],
+                    seed=args.seed, **model_kw)
+ctrl = None if args.fixed else StructureController(seed=args.seed, **{"max_units": 1024, **ctrl_kw})
+log: list[dict] = []
+t0 = time.time()
+
+
+class Record(L.Callback):
+    def on_validation_epoch_end(self, trainer: L.Trainer, model: SequenceModel) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "units": model.hidden_sizes(),
+               **{k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+               "t": round(time.time() - t0, 1)}
+        if ctrl is not None:
+            row.update(added=sum(ctrl.added), deleted=sum(ctrl.deleted))
+        log.append(row)
+        print(json.dumps(row), flush=True)
+
+
+trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=1.0, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    callbacks=[Record()] + ([ctrl] if ctrl else []), val_check_interval=args.val_every,
+                    num_sanity_val_steps=0)
+trainer.fit(net, datamodule=data)
+result = trainer.test(net, datamodule=data, verbose=False)[0]
+metric = f"val/{data.spec.metric}"
+final = {"final": True, "units": net.hidden_sizes(), "params": sum(p.numel() for p in net.rnn.parameters()),
+         **{k: float(v) for k, v in result.items()},
+         "best_val": min((r.get(metric, float("inf")) for r in log), default=None),
+         "time": round(time.time() - t0, 1), "args": vars(args)}
+if ctrl is not None:
+    final.update(added=ctrl.added, deleted=ctrl.deleted)
+print(json.dumps(final), flush=True)
+if args.out:
+    with open(args.out, "a") as f:
+        f.write(json.dumps({"log": log, **final}) + "\n")
