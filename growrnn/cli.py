@@ -73,17 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_cell(spec: str):  # noqa: ANN201 - returns a Genome
     """A genome from a library name or a .txt/.json genome file."""
-    from growrnn.genome import Genome, library_cell, parse
-    from growrnn.genome.library import LIBRARY
-    path = Path(spec)
-    if spec in LIBRARY:
-        return library_cell(spec)
-    if path.is_file():
-        text = path.read_text()
-        return Genome.from_json(text) if path.suffix == ".json" else parse(text)
-    from growrnn.errors import ArgumentError
-    raise ArgumentError("cell", allowed=f"a library cell ({', '.join(sorted(LIBRARY))}) or a genome file",
-                        received=spec, hint="check the spelling, or the file's path")
+    from growrnn.genome import load
+    return load(spec, "cell")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

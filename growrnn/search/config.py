@@ -329,21 +329,9 @@ def initial_genome(cell: str, where: str = "initial") -> Any:
     """The genome an ``initial`` entry names: a library cell, genome text, or a ``.txt``/``.json``
     genome file."""
     from growrnn.errors import GenomeError
-    from growrnn.genome import Genome, parse
-    from growrnn.genome.library import LIBRARY, library_cell
+    from growrnn.genome import load
 
-    path = Path(cell)
     try:
-        if "=" not in cell and path.suffix in (".txt", ".json"):
-            if not path.is_file():
-                raise ArgumentError(where, allowed="an existing genome file", received=cell)
-            text = path.read_text()
-            return Genome.from_json(text) if path.suffix == ".json" else parse(text)
-        if "=" in cell:
-            return parse(cell)
-        if cell in LIBRARY:
-            return library_cell(cell)
+        return load(cell, where)
     except GenomeError as err:
         raise ArgumentError(where, allowed="a valid genome", received=cell, hint=str(err)) from None
-    raise ArgumentError(where, allowed=f"a library cell ({', '.join(sorted(LIBRARY))}), genome text or a genome file",
-                        received=cell)

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from growrnn.cells.rnn import GenomeRNN, as_genome
+from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.complexity import complexity
+from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
 
 __all__ = ["SequenceModel", "OPTIMIZERS"]
@@ -87,7 +88,7 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
         if schedule not in ("none", "decay", "plateau"):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
-        self.genome = as_genome(_read_cell(cell))
+        self.genome = load_genome(cell, "cell")
         gen = torch.Generator().manual_seed(seed)
         sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
         if sizes is not None:
@@ -392,12 +393,3 @@ class _OneHot(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.one_hot(x, self.size).to(torch.get_default_dtype())
 
-
-def _read_cell(cell: str) -> Any:
-    from pathlib import Path
-    path = Path(cell)
-    if "=" not in cell and path.suffix in (".txt", ".json") and path.is_file():
-        from growrnn.genome import Genome, parse
-        text = path.read_text()
-        return Genome.from_json(text) if path.suffix == ".json" else parse(text)
-    return cell
