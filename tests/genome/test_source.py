@@ -24,7 +24,7 @@ def test_genome_files_load(tmp_path: Path, content: bytes, suffix: str) -> None:
     (None, "missing.txt", E.ArgumentError, "invalid argument 'cell'.*missing.txt.*no such file"),
     (None, "sub/missing", E.ArgumentError, "invalid argument 'cell'.*no such file"),
     ("folder", "cells", E.ArgumentError, r"cells \(a folder\)"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "cell.txt", E.GenomeError, r"cell.txt is not a UTF-8 text file.*0x89"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff", "cell.txt", E.GenomeError, r"cell.txt is not a UTF-8 text.*0x89"),
     (b"h' = tanh(affine(x))\n\x00\x00", "cell.txt", E.GenomeSyntaxError, "cell.txt: line 2.*NUL"),
     (b"h' = tanh(x)\n", "cell.txt", E.InputOutsideWeightError, "cell.txt: line 1, column 1"),
     (b"[1, 2]", "cell.json", E.GenomeSyntaxError, "cell.json: not a growrnn genome JSON"),

@@ -59,6 +59,14 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     everything = tmp_path / "all"
     assert main(["search", "export", "--db", str(db), "--out", str(everything)]) == 0
     assert len(list(everything.glob("*.txt"))) == 4, "without --front: the whole last population"
+    # export only reads: it works while a search holds the archive, and changes no byte of it
+    before = db.read_bytes()
+    with Archive.open(db) as running:  # a writer, as a running search is
+        assert main(["search", "export", "--db", str(db), "--out", str(tmp_path / "during")]) == 0
+        assert main(["search", "--db", str(db), "--generations", "4", "--progress", "false"]) == 2
+        assert "in use by another search" in capsys.readouterr().err
+        assert not running.read_only
+    assert db.read_bytes() == before
 
 
 @pytest.mark.parametrize(("yaml", "match"), [
