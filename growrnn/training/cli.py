@@ -9,8 +9,11 @@ import os
 import warnings
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
+from growrnn.training.checkpoint import SafeCheckpointIO, load_checkpoint
 from growrnn.training.data import TaskData
 from growrnn.training.model import SequenceModel
 
@@ -26,6 +29,23 @@ class GrowCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.spec", "model.spec", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads --ckpt_path here first (for its hyper-parameters): check the file with the
+        # one safe loader before, so a bad or crafted file is a clear error naming it
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path:
+            load_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's trainer, loading ``--ckpt_path`` weights-only with clear errors (see
+        :mod:`growrnn.training.checkpoint`) unless the config chose its own checkpoint IO."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
 
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (tips, device lines) and its own deprecation notices about
@@ -33,6 +53,11 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                  "lightning.fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # what a --ckpt_path holds (task, steps, cell) is worth a line on the console
+    announce = logging.getLogger("growrnn.training.checkpoint")
+    if not announce.handlers:
+        announce.setLevel(logging.INFO)
+        announce.addHandler(logging.StreamHandler())
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 

@@ -61,7 +61,8 @@ def test_state_is_carried_across_windows_and_reset_each_epoch() -> None:
     ({"optimizer": "lbfgs"}, "'optimizer'.*sgd, adam, rmsprop, adagrad"),
     ({"schedule": "cosine"}, "'schedule'.*none, decay, plateau"),
     ({"tie_weights": True, "embedding_size": 4}, "'tie_weights'"),
-    ({"cell": "lsmt"}, "'name'.*lstm"),
+    ({"cell": "lsmt"}, "'cell'.*lstm.*did you mean 'lstm'"),
+    ({"cell": "cells/missing.txt"}, "'cell'.*existing, readable genome file.*missing.txt.*no such file"),
 ])
 def test_bad_options(kwargs: dict, match: str) -> None:
     spec = tasks.get("copy", delay=2).spec
