@@ -157,6 +157,8 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
 @pytest.mark.parametrize(("where", "value", "match"), [
     ("bogus", 1, "bogus"),
     ("budget", {"val_every": 3}, "'budget'.*at least one of steps, epochs, seconds"),
+    ("budget", {"steps": 0}, "'budget.steps'.*an int >= 1"),
+    ("budget", {"epochs": -3}, "'budget.epochs'.*Received: -3"),
     ("budget.stepz", 3, "stepz"),
     ("entries.0.famly", "grown", "famly"),
     ("entries.0.family", "evolvd", "'entries\\[0\\].family'.*Allowed: baseline, grown, evolved, evolved_grown"),

@@ -82,6 +82,9 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     ("operators: [flip]\n", "'operators'"),
     ("task: nosuchtask\n", "'task'"),
     ("budget: {val_every: 5}\n", "'budget'.*at least one of steps, epochs, seconds"),
+    ("budget: {steps: 0}\n", "'budget.steps'.*an int >= 1.*trains nothing"),
+    ("budget: {steps: -3}\n", "'budget.steps'.*Received: -3"),
+    ("budget: {seconds: .nan}\n", "'budget.seconds'"),
     ("address: auto\n", "'address'.*executor: ray"),
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, yaml: str, match: str) -> None:
