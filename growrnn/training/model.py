@@ -88,6 +88,10 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
         if schedule not in ("none", "decay", "plateau"):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ArgumentError(name, allowed="a finite number >= 0", received=value,
+                                    hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
         self.genome = load_genome(cell, "cell")
         gen = torch.Generator().manual_seed(seed)
         sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
