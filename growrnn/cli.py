@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="benchmark data sets")
     data_sub = data.add_subparsers(dest="data", metavar="ACTION", required=True)
     dl = data_sub.add_parser("download", help="fetch a data set into $GROWRNN_DATA and verify its sha256")
-    dl.add_argument("name", help="ptb, wikitext2, jsb, nottingham, piano_midi or musedata")
+    dl.add_argument("name", help="ptb, wikitext2, jsb, nottingham, piano_midi, musedata or imdb")
     dl.add_argument("--mirror", help="a base URL with the same layout as the data folder")
     dl.add_argument("--force", action="store_true", help="fetch even if a verified copy is present")
 
@@ -138,7 +138,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.name not in sets:
         from growrnn.errors import ArgumentError
         raise ArgumentError("name", allowed=", ".join(sorted(sets)), received=args.name,
-                            hint="IMDB is not downloaded for you: extract aclImdb_v1.tar.gz yourself")
+                            hint="the other tasks generate their data, or read a file you give (char_stream)")
     for path in sets[args.name].load()(args.name, mirror=args.mirror, force=args.force):
         print(path)
     return 0
