@@ -97,15 +97,28 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
 
 
 def data_root() -> Path:
-    """``$GROWRNN_DATA``, or ``~/.cache/growrnn``."""
-    return Path(os.environ.get("GROWRNN_DATA") or Path.home() / ".cache" / "growrnn").expanduser()
+    """``$GROWRNN_DATA``, or ``~/.cache/growrnn``; an error if that exists but is not a folder
+    this process can read."""
+    root = Path(os.environ.get("GROWRNN_DATA") or Path.home() / ".cache" / "growrnn").expanduser()
+    where = f"the data folder {root} (GROWRNN_DATA={os.environ.get('GROWRNN_DATA', '<unset>')})"
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{where} is a file, not a folder. HINT: point GROWRNN_DATA at a folder "
+                        "(growrnn data download NAME fills one)")
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"{where} cannot be read (permissions). HINT: make it readable, e.g. "
+                        f"chmod u+rx {root}, or point GROWRNN_DATA at a copy you can read")
+    return root
 
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e}). HINT: make it readable, or delete "
+                        "it and download the set again") from None
     return h.hexdigest()
 
 

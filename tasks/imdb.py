@@ -1,5 +1,6 @@
 """IMDB sentiment (Maas et al. 2011) from an extracted ``aclImdb/`` folder (``growrnn data download
-imdb`` puts one in ``$GROWRNN_DATA/aclImdb``; ``train/{pos,neg}/*.txt``, ``test/{pos,neg}/*.txt``). Words are lower-cased, the vocabulary is
+imdb`` puts one in ``$GROWRNN_DATA/aclImdb``; ``train/{pos,neg}/*.txt``,
+``test/{pos,neg}/*.txt``). Words are lower-cased, the vocabulary is
 the ``vocab_size`` most frequent training words, reviews are cut to their first ``max_len`` words,
 and a seeded ``valid_fraction`` of train is held out. Metric: accuracy."""
 
