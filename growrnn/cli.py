@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -90,17 +91,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.out:
         from growrnn.training.figures import draw_genome
         fig = draw_genome(g, title=Path(args.cell).stem)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         for suffix in (".png", ".svg"):
             path = args.out.with_suffix(suffix)
+            _writable("--out", path)
             fig.savefig(path, dpi=120)
             print(f"# diagram: {path}")
     return 0
 
 
+def _writable(option: str, path: Path) -> None:
+    """Create ``path``'s folder; an error naming ``option`` if it cannot be (e.g. a file is in the way)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as e:
+        from growrnn.errors import ArgumentError
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        raise ArgumentError(option, allowed="a path whose folder exists or can be created", received=str(path),
+                            hint=f"{blocker} is a file, not a folder" if blocker is not None
+                            else f"it cannot be written: {e.strerror or e}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "growth":
         from growrnn.training.bench_growth import run
+        if args.out:
+            _writable("--out", args.out)
         table = run(args.steps, args.rounds, args.quick) + "\n"
         print(table, end="")
         if args.out:
@@ -111,6 +128,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_cells(args: argparse.Namespace) -> int:
     from growrnn.cells.bench import bench_cells, format_table
+    if args.out:
+        _writable("--out", args.out)
     sizes, rounds = ((64,), 5) if args.quick else (args.sizes, args.rounds)
     log.info("timing %d rounds per entry at H=%s", rounds, sizes)
     rows, peak = bench_cells(sizes, args.batch, args.steps, args.layers, rounds)
@@ -149,6 +168,21 @@ DELEGATED = {"search": "growrnn.search.cli", "grow": "growrnn.training.seeds", "
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``growrnn``; returns the exit status. Output piped into a reader that stops
+    early (``growrnn tasks | head -1``) ends quietly, as other command-line tools do."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader is gone: send what is still buffered nowhere, so the interpreter's own flush at
+        # exit does not raise again (the recipe of the Python docs on SIGPIPE)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("fit", "validate", "test"):
