@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="benchmark data sets")
     data_sub = data.add_subparsers(dest="data", metavar="ACTION", required=True)
     dl = data_sub.add_parser("download", help="fetch a data set into $GROWRNN_DATA and verify its sha256")
-    dl.add_argument("name", help="ptb, wikitext2, jsb, nottingham, piano_midi or musedata")
+    dl.add_argument("name", help="ptb, wikitext2, jsb, nottingham, piano_midi, musedata or imdb")
     dl.add_argument("--mirror", help="a base URL with the same layout as the data folder")
     dl.add_argument("--force", action="store_true", help="fetch even if a verified copy is present")
 
@@ -73,17 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_cell(spec: str):  # noqa: ANN201 - returns a Genome
     """A genome from a library name or a .txt/.json genome file."""
-    from growrnn.genome import Genome, library_cell, parse
-    from growrnn.genome.library import LIBRARY
-    path = Path(spec)
-    if spec in LIBRARY:
-        return library_cell(spec)
-    if path.is_file():
-        text = path.read_text()
-        return Genome.from_json(text) if path.suffix == ".json" else parse(text)
-    from growrnn.errors import ArgumentError
-    raise ArgumentError("cell", allowed=f"a library cell ({', '.join(sorted(LIBRARY))}) or a genome file",
-                        received=spec, hint="check the spelling, or the file's path")
+    from growrnn.genome import load
+    return load(spec, "cell")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -99,17 +91,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.out:
         from growrnn.training.figures import draw_genome
         fig = draw_genome(g, title=Path(args.cell).stem)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         for suffix in (".png", ".svg"):
             path = args.out.with_suffix(suffix)
+            _writable("--out", path)
             fig.savefig(path, dpi=120)
             print(f"# diagram: {path}")
     return 0
 
 
+def _writable(option: str, path: Path) -> None:
+    """Create ``path``'s folder; an error naming ``option`` if it cannot be (e.g. a file is in the way)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as e:
+        from growrnn.errors import ArgumentError
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        raise ArgumentError(option, allowed="a path whose folder exists or can be created", received=str(path),
+                            hint=f"{blocker} is a file, not a folder" if blocker is not None
+                            else f"it cannot be written: {e.strerror or e}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "growth":
         from growrnn.training.bench_growth import run
+        if args.out:
+            _writable("--out", args.out)
         table = run(args.steps, args.rounds, args.quick) + "\n"
         print(table, end="")
         if args.out:
@@ -120,6 +128,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_cells(args: argparse.Namespace) -> int:
     from growrnn.cells.bench import bench_cells, format_table
+    if args.out:
+        _writable("--out", args.out)
     sizes, rounds = ((64,), 5) if args.quick else (args.sizes, args.rounds)
     log.info("timing %d rounds per entry at H=%s", rounds, sizes)
     rows, peak = bench_cells(sizes, args.batch, args.steps, args.layers, rounds)
@@ -147,7 +157,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.name not in sets:
         from growrnn.errors import ArgumentError
         raise ArgumentError("name", allowed=", ".join(sorted(sets)), received=args.name,
-                            hint="IMDB is not downloaded for you: extract aclImdb_v1.tar.gz yourself")
+                            hint="the other tasks generate their data, or read a file you give (char_stream)")
     for path in sets[args.name].load()(args.name, mirror=args.mirror, force=args.force):
         print(path)
     return 0
@@ -158,6 +168,21 @@ DELEGATED = {"search": "growrnn.search.cli", "grow": "growrnn.training.seeds", "
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``growrnn``; returns the exit status. Output piped into a reader that stops
+    early (``growrnn tasks | head -1``) ends quietly, as other command-line tools do."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader is gone: send what is still buffered nowhere, so the interpreter's own flush at
+        # exit does not raise again (the recipe of the Python docs on SIGPIPE)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("fit", "validate", "test"):

@@ -3,15 +3,20 @@
 Files are read from ``$GROWRNN_DATA`` (default ``~/.cache/growrnn``) in the layout of each
 :class:`Source`. Every file is checked against its sha256 before use, so a truncated or corrupted
 copy fails with a clear error instead of training on garbage. ``growrnn data download NAME``
-fetches a set from its public home (or from a mirror with the same layout) and verifies it.
+fetches a set from its public home (or from a mirror with the same layout) and verifies it; a
+download that fails (unreachable, truncated, a wrong sha256) leaves nothing behind, not even the
+set's other files. IMDB comes as one archive, ``aclImdb_v1.tar.gz``: it is verified, then
+extracted to ``$GROWRNN_DATA/aclImdb`` (where the ``imdb`` task looks by default) and deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ class Source:
     name: str
     files: tuple[File, ...]
     citation: str
+    extract: str | None = None  # an archive set: the folder its (one) archive holds, extracted in place
 
 
 _GH = "https://raw.githubusercontent.com"
@@ -82,19 +88,37 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("musedata", (File("musedata/MuseData.mat",
              "e8d9eb422ec3833c25f43a9f854d4ee0b9118a20b45f2c183395cdc30ffa14ff",
              f"{_TCN}/MuseData.mat"),), _MUSIC),
+    # the sha256 published with the archive by TensorFlow Datasets and others
+    Source("imdb", (File("aclImdb_v1.tar.gz",
+             "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
+             "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"),),
+           "Maas et al. (2011), ACL", extract="aclImdb"),
 ]}
 
 
 def data_root() -> Path:
-    """``$GROWRNN_DATA``, or ``~/.cache/growrnn``."""
-    return Path(os.environ.get("GROWRNN_DATA") or Path.home() / ".cache" / "growrnn").expanduser()
+    """``$GROWRNN_DATA``, or ``~/.cache/growrnn``; an error if that exists but is not a folder
+    this process can read."""
+    root = Path(os.environ.get("GROWRNN_DATA") or Path.home() / ".cache" / "growrnn").expanduser()
+    where = f"the data folder {root} (GROWRNN_DATA={os.environ.get('GROWRNN_DATA', '<unset>')})"
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{where} is a file, not a folder. HINT: point GROWRNN_DATA at a folder "
+                        "(growrnn data download NAME fills one)")
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"{where} cannot be read (permissions). HINT: make it readable, e.g. "
+                        f"chmod u+rx {root}, or point GROWRNN_DATA at a copy you can read")
+    return root
 
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e}). HINT: make it readable, or delete "
+                        "it and download the set again") from None
     return h.hexdigest()
 
 
@@ -123,33 +147,101 @@ def download(name: str, mirror: str | None = None, force: bool = False, timeout:
     """Fetch data set ``name`` into :func:`data_root` and verify each file's sha256.
 
     ``mirror``: a base URL with the same layout as the data root (``MIRROR/ptb/ptb.train.txt``)
-    instead of each file's public home."""
+    instead of each file's public home. Every file is fetched and verified into a temporary file
+    first; only when all of them are good are they moved into place, so a failed download writes
+    nothing. Returns the set's files (for an archive set: the extracted folder)."""
     if name not in SOURCES:
         from growrnn.errors import ArgumentError
         raise ArgumentError("name", allowed=", ".join(sorted(SOURCES)), received=name)
-    root, done = data_root(), []
-    for f in SOURCES[name].files:
-        target = root / f.path
-        if target.is_file() and not force and sha256(target) == f.sha256:
-            log.info("%s is already here", target)
-            done.append(target)
-            continue
-        url = f"{mirror.rstrip('/')}/{f.path}" if mirror else f.url
-        target.parent.mkdir(parents=True, exist_ok=True)
-        log.info("fetching %s", url)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-                    shutil.copyfileobj(response, tmp)
-            except OSError as e:
-                Path(tmp.name).unlink(missing_ok=True)
-                raise DataError(f"could not fetch {url}: {e}. HINT: check the network, or use "
-                                f"--mirror with a copy that has the same layout") from None
-        got = sha256(Path(tmp.name))
-        if got != f.sha256:
-            Path(tmp.name).unlink()
-            raise DataError(f"{url} does not match its sha256 (got {got[:12]}…, expected "
-                            f"{f.sha256[:12]}…); nothing was written")
-        os.replace(tmp.name, target)
+    source, root = SOURCES[name], data_root()
+    if source.extract is not None and (root / source.extract).is_dir() and not force:
+        log.info("%s is already here", root / source.extract)
+        return [root / source.extract]
+    done: list[Path] = []
+    staged: list[tuple[Path, Path]] = []  # (verified temporary file, its target)
+    made = _missing_parents([root / f.path for f in source.files])
+    try:
+        for f in source.files:
+            target = root / f.path
+            if target.is_file() and not force and sha256(target) == f.sha256 and source.extract is None:
+                log.info("%s is already here", target)
+                done.append(target)
+                continue
+            url = f"{mirror.rstrip('/')}/{f.path}" if mirror else f.url
+            staged.append((_fetch(url, f.sha256, target.parent, timeout), target))
+        if source.extract is not None:
+            return [_extract(staged[0][0], root, source.extract)]
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in made:  # deepest first; only the folders this download created, if still empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
         done.append(target)
     return done
+
+
+def _missing_parents(paths: list[Path]) -> list[Path]:
+    """The folders above ``paths`` that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for path in paths:
+        for parent in path.parents:
+            if parent.exists():
+                break
+            missing.add(parent)
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _fetch(url: str, want: str, folder: Path, timeout: float) -> Path:
+    """Download ``url`` into a temporary file in ``folder`` and check its sha256; the file is
+    deleted on any failure (a network error, an interrupted or truncated transfer, a wrong hash)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("fetching %s", url)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".download-", delete=False) as tmp:
+        path = Path(tmp.name)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                shutil.copyfileobj(response, tmp)
+        except BaseException as e:
+            tmp.close()
+            path.unlink(missing_ok=True)
+            if isinstance(e, (OSError, http.client.HTTPException)):
+                raise DataError(f"could not fetch {url}: {e!r}. HINT: check the network, or use "
+                                f"--mirror with a copy that has the same layout; nothing was written") from None
+            raise
+    got = sha256(path)
+    if got != want:
+        path.unlink()
+        raise DataError(f"{url} does not match its sha256 (got {got[:12]}…, expected "
+                        f"{want[:12]}…); nothing was written")
+    return path
+
+
+def _extract(archive: Path, root: Path, folder: str) -> Path:
+    """Extract the verified ``archive`` (a .tar.gz holding ``folder/``) to ``root/folder`` through
+    a temporary folder, refusing members outside ``folder/``, links and devices; delete it."""
+    target = root / folder
+    work = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for m in members:
+                name = Path(m.name)
+                if name.is_absolute() or ".." in name.parts or name.parts[:1] != (folder,) \
+                        or not (m.isfile() or m.isdir()):
+                    raise DataError(f"{archive.name} holds {m.name!r}, which is not a plain file under {folder}/; "
+                                    "nothing was written. HINT: fetch the archive from its public home")
+            tar.extractall(work, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work / folder, target)
+    except (tarfile.TarError, EOFError) as e:
+        raise DataError(f"{archive.name} is not a readable .tar.gz ({e}); nothing was written") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+    log.info("extracted %s", target)
+    return target

@@ -1,5 +1,6 @@
-"""IMDB sentiment (Maas et al. 2011) from an extracted ``aclImdb/`` folder the user supplies
-(``train/{pos,neg}/*.txt``, ``test/{pos,neg}/*.txt``). Words are lower-cased, the vocabulary is
+"""IMDB sentiment (Maas et al. 2011) from an extracted ``aclImdb/`` folder (``growrnn data download
+imdb`` puts one in ``$GROWRNN_DATA/aclImdb``; ``train/{pos,neg}/*.txt``,
+``test/{pos,neg}/*.txt``). Words are lower-cased, the vocabulary is
 the ``vocab_size`` most frequent training words, reviews are cut to their first ``max_len`` words,
 and a seeded ``valid_fraction`` of train is held out. Metric: accuracy."""
 
@@ -44,8 +45,9 @@ def imdb(path: str | None = None, vocab_size: int = 20000, max_len: int = 400, v
         raise ArgumentError("valid_fraction", allowed="a fraction in (0, 1)", received=valid_fraction)
     root = Path(path).expanduser() if path else data_root() / "aclImdb"
     if not root.is_dir():
-        raise DataError(f"IMDB folder {root} does not exist. HINT: download aclImdb_v1.tar.gz from "
-                        "ai.stanford.edu/~amaas/data/sentiment/, extract it, and pass path=…/aclImdb")
+        raise DataError(f"IMDB folder {root} does not exist. HINT: run `growrnn data download imdb` (it fetches "
+                        "aclImdb_v1.tar.gz from ai.stanford.edu/~amaas/data/sentiment/, checks it and extracts it "
+                        "to $GROWRNN_DATA/aclImdb), or pass path=…/aclImdb of a copy you extracted")
     train_docs = _read(root / "train")
     counts = Counter(w for words, _ in train_docs for w in words)
     ids = {w: i + 2 for i, (w, _) in enumerate(counts.most_common(vocab_size))}

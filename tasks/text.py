@@ -3,13 +3,14 @@ per line, contiguous batches, truncated BPTT), and next-character prediction on 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from growrnn.errors import ArgumentError
 from growrnn.task import TaskSpec
-from tasks.base import SimpleTask, StreamData
+from tasks.base import SimpleTask, StreamData, check_positive
 from tasks.data import DataError, require
 
 __all__ = ["Vocabulary", "ptb", "wikitext2", "char_stream", "read_words"]
@@ -85,12 +86,28 @@ def char_stream(path: str, batch_size: int = 1, bptt: int = 40, valid_fraction: 
     if not (0 < valid_fraction < 0.5 and 0 < test_fraction < 0.5):
         raise ArgumentError("valid_fraction/test_fraction", allowed="fractions in (0, 0.5)",
                             received=(valid_fraction, test_fraction))
-    text = file.read_text(encoding="utf-8")
+    check_positive(batch_size=batch_size, bptt=bptt)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ArgumentError("path", allowed="a UTF-8 text file", received=str(file),
+                            hint=f"byte {e.start} is not UTF-8 ({e.reason}): is it a binary file?") from None
+    except OSError as e:
+        raise ArgumentError("path", allowed="a readable text file", received=str(file),
+                            hint=f"it cannot be read: {e.strerror or e}") from None
+    n_valid, n_test = int(len(text) * valid_fraction), int(len(text) * test_fraction)
+    n_train = len(text) - n_valid - n_test
+    # every split needs two characters per stream (an input and its next character)
+    need = max(math.ceil(2 * batch_size / valid_fraction), math.ceil(2 * batch_size / test_fraction),
+               6 * batch_size)
+    if min(n_train, n_valid, n_test) < 2 * batch_size:
+        raise ArgumentError("path", allowed=f"a text file of at least {need} characters (with batch_size "
+                            f"{batch_size}, valid_fraction {valid_fraction}, test_fraction {test_fraction})",
+                            received=f"{file} ({'empty' if not text else f'{len(text)} characters'})",
+                            hint="use a longer file; each split needs 2 characters per stream of the batch")
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     ids = torch.tensor([index[c] for c in text], dtype=torch.long)
-    n_valid, n_test = int(len(ids) * valid_fraction), int(len(ids) * test_fraction)
-    n_train = len(ids) - n_valid - n_test
 
     def splits() -> dict[str, torch.Tensor]:
         return {"train": ids[:n_train], "valid": ids[n_train:n_train + n_valid], "test": ids[n_train + n_valid:]}

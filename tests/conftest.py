@@ -34,8 +34,15 @@ def data_dir() -> Path:
 
 
 def need_data(request: pytest.FixtureRequest, task: str) -> None:
+    """Skip (fail in CI) unless the data of ``task`` is staged; generated tasks need nothing."""
     if task in DATA_TASKS:
         request.getfixturevalue("data_dir")
+
+
+def config_task(config: Path) -> str:
+    """The task a ``growrnn fit`` config trains on (``data.task``), whatever the file is called."""
+    import yaml
+    return str(yaml.safe_load(config.read_text())["data"]["task"])
 
 
 @pytest.fixture(scope="session")

@@ -59,3 +59,32 @@ def test_show_writes_the_diagram_as_png_and_svg(tmp_path: Path, capsys: pytest.C
     png, svg = tmp_path / "d" / "gru.png", tmp_path / "d" / "gru.svg"
     assert png.read_bytes()[:4] == b"\x89PNG" and b"<svg" in svg.read_bytes()[:400]
     assert f"# diagram: {png}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["show", "lstm", "--out", "{file}/sub/diagram"],
+                                     ["bench", "cells", "--quick", "--out", "{file}/table.md"]])
+def test_out_under_a_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                command: list[str]) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where a folder should be")
+    assert main([c.replace("{file}", str(blocker)) for c in command]) == 2
+    err = capsys.readouterr().err
+    assert "invalid argument '--out'" in err and f"HINT: {blocker} is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("command", [["tasks"], ["show", "dual_lstm", "--json"]])
+def test_output_into_a_closed_pipe_ends_quietly(command: list[str]) -> None:
+    """`growrnn tasks | head -1`: the reader goes away; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "growrnn.cli", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command writes anything
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_show_names_a_missing_genome_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(tmp_path / "cell_12.txt")]) == 2
+    assert "cell_12.txt. HINT: there is no such file" in capsys.readouterr().err

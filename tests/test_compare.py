@@ -72,6 +72,19 @@ def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: 
     with pytest.raises(ArgumentError, match="tune0.json was made with other budget.*HINT: use a new --out"):
         run_comparison(load_config(DEBUG, ["--budget.steps", "7"]), out)
 
+    # a damaged run record is named, with how to redo that run
+    record = out / "runs" / "lstm_8" / "seed1.json"
+    good = record.read_text()
+    for damaged, match in ((good[: len(good) // 2], "is not valid JSON .*a truncated write"),
+                           ("[1, 2]", "holds a list, not a run record"),
+                           (json.dumps({k: v for k, v in json.loads(good).items() if k != "result"}), "lacks result"),
+                           (json.dumps({**json.loads(good), "result": {"val": 1.0}}), "lacks result.metric"),
+                           (b"\xff\xfe\x00", "cannot be read")):
+        record.write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+        with pytest.raises(ArgumentError, match=f"'--out'.*seed1.json, which {match}.*HINT: delete .*seed1.json"):
+            run_comparison(load_config(DEBUG), out, dry_run=True)
+    record.write_text(good)
+
 
 def _archive(path: Path) -> list[int]:
     """A finished one-generation search archive: an Elman cell (small, worse) and a GRU (bigger,
@@ -157,6 +170,8 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
 @pytest.mark.parametrize(("where", "value", "match"), [
     ("bogus", 1, "bogus"),
     ("budget", {"val_every": 3}, "'budget'.*at least one of steps, epochs, seconds"),
+    ("budget", {"steps": 0}, "'budget.steps'.*an int >= 1"),
+    ("budget", {"epochs": -3}, "'budget.epochs'.*Received: -3"),
     ("budget.stepz", 3, "stepz"),
     ("entries.0.famly", "grown", "famly"),
     ("entries.0.family", "evolvd", "'entries\\[0\\].family'.*Allowed: baseline, grown, evolved, evolved_grown"),

@@ -26,6 +26,7 @@ jsonargparse and the search's small config module at module level.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -183,15 +184,13 @@ def check_config(config: CompareConfig) -> None:
     comparison runs)."""
     import lightning as L
 
+    from growrnn.evaluation import Budget
     from growrnn.search.config import initial_genome
     from growrnn.task import task_factory, task_names
     from growrnn.training.growth import StructureController
     from growrnn.training.model import SequenceModel
 
-    b = config.budget
-    if b.steps is None and b.epochs is None and b.seconds is None:
-        raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=b,
-                            hint="e.g. budget: {epochs: 40}")
+    Budget(**dataclasses.asdict(config.budget))  # the one budget check: every value, at least one limit
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise ArgumentError("seeds", allowed="a non-empty list of distinct ints >= 0", received=config.seeds)
     for k, seed in enumerate(config.seeds):

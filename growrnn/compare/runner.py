@@ -145,11 +145,42 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a reader sees the whole file or none
 
 
+#: What a run's record must hold (the report reads them), and what its "result" must hold.
+RECORD_KEYS = ("entry", "run", "setting", "settings", "result")
+RESULT_KEYS = ("metric", "direction", "val", "test", "diverged", "params", "macs_per_step")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A run's record file, checked; a damaged one (truncated, not an object, keys missing) is an
+    error that names it and says how to redo that run."""
+    def bad(what: str) -> ArgumentError:
+        return ArgumentError("--out", allowed="a folder of run records that growrnn compare wrote",
+                             received=f"{path}, which {what}",
+                             hint=f"delete {path} (and its tb/ folder) to train that run again")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise bad(f"cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise bad(f"is not valid JSON ({err}; a truncated write?)") from None
+    if not isinstance(record, dict):
+        raise bad(f"holds a {type(record).__name__}, not a run record")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    result = record.get("result")
+    if not missing and isinstance(result, dict):
+        missing = [f"result.{k}" for k in RESULT_KEYS if k not in result]
+    elif not missing:
+        missing = ["result (an object)"]
+    if missing:
+        raise bad(f"lacks {', '.join(missing)}")
+    return record
+
+
 def _read_finished(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The stored record of a finished run, or ``None``; an error if it was made with other settings."""
     if not path.is_file():
         return None
-    record: dict[str, Any] = json.loads(path.read_text())
+    record = _read_record(path)
     if record.get("settings") != settings:
         stored = record.get("settings") or {}
         keys = sorted(k for k in {*stored, *settings} if stored.get(k) != settings.get(k))
@@ -246,7 +277,7 @@ def _adopt(out: Path, name: str, source: str, tag: str) -> bool:
     target = out / "runs" / name / f"{tag}.json"
     if target.is_file():
         return False
-    record = json.loads((out / "runs" / name / f"{source}.json").read_text())
+    record = _read_record(out / "runs" / name / f"{source}.json")
     record.update(run=tag, tuned_from=source)
     tb_from, tb_to = out / "tb" / name / source, out / "tb" / name / tag
     if tb_from.is_dir():

@@ -5,10 +5,11 @@ from growrnn.genome.complexity import Complexity, complexity
 from growrnn.genome.generate import GenomeSpace, random_genome
 from growrnn.genome.graph import ACTIVATIONS, WEIGHTED, Genome, Node, make_genome, register_activation
 from growrnn.genome.library import LIBRARY, dual_lstm, elman, gru, indrnn, library_cell, lstm, mgu
+from growrnn.genome.source import load
 from growrnn.genome.text import parse
 
 __all__ = [
     "ACTIVATIONS", "WEIGHTED", "Genome", "Node", "make_genome", "register_activation", "parse",
     "Complexity", "complexity", "GenomeSpace", "random_genome", "LIBRARY", "library_cell",
-    "lstm", "gru", "elman", "mgu", "indrnn", "dual_lstm",
+    "lstm", "gru", "elman", "mgu", "indrnn", "dual_lstm", "load",
 ]

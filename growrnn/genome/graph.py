@@ -11,12 +11,13 @@ Standard library only (see DESIGN.md: ``growrnn.genome`` must not import torch).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 __all__ = ["Node", "Genome", "make_genome", "WEIGHTED", "ACTIVATIONS", "BINARY", "TERMINALS",
-           "register_activation", "JSON_FORMAT"]
+           "register_activation", "JSON_FORMAT", "MAX_DEPTH", "NAME"]
 
 #: Weighted functions: every call site owns its own weights and maps to the hidden size.
 WEIGHTED: tuple[str, ...] = ("affine", "linear", "diag")
@@ -35,6 +36,13 @@ TERMINALS: tuple[str, ...] = ("x", "state", "const")
 JSON_FORMAT = "growrnn-genome"
 JSON_VERSION = 1
 Position = tuple[int, int]
+#: The deepest genome accepted: the longest chain of nodes from an output down to a terminal, and
+#: the deepest nesting of parentheses and calls on one line. Searches stay far below it (their
+#: default bloat limit is depth 12); past it the recursive formatter, canonical key and compiler
+#: would exhaust Python's stack, so a deeper genome is refused with a GenomeError naming the line.
+MAX_DEPTH = 100
+#: What a local or state name may be: the text format's identifiers (ASCII, so the text parses back).
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def register_activation(name: str, description: str) -> None:

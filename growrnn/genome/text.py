@@ -9,12 +9,17 @@ Grammar (one equation per line, ``#`` starts a comment)::
 
 Node ids are given in reading order (line by line, each expression in pre-order), so weighted
 call sites are numbered as the text reads; names may be used before the line that defines them.
+
+Constants are finite numbers. Expressions nest at most ``MAX_DEPTH`` (100) levels deep, and no
+output may sit more than ``MAX_DEPTH`` nodes above a terminal (through locals too): deeper genomes
+are refused with the line, never with a ``RecursionError``.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from dataclasses import dataclass
 
@@ -30,6 +35,7 @@ from growrnn.errors import (
 from growrnn.genome.graph import (
     ACTIVATIONS,
     BINARY,
+    MAX_DEPTH,
     TERMINALS,
     WEIGHTED,
     Genome,
@@ -145,6 +151,14 @@ def _tokenize(line_text: str, lineno: int) -> list[_Tok]:
 class _LineParser:
     def __init__(self, toks: list[_Tok], lineno: int, eol_col: int):
         self.toks, self.i, self.lineno, self.eol_col = toks, 0, lineno, eol_col
+        self.depth = 0  # parentheses and calls open at the current token
+
+    def nest(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise GenomeSyntaxError(f"the expression nests deeper than {MAX_DEPTH} parentheses and calls",
+                                    line=tok.line, column=tok.col,
+                                    hint="name an inner part as a local on its own line, or simplify it")
 
     def peek(self) -> _Tok | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -178,20 +192,30 @@ class _LineParser:
             node = ("bin", "mul", node, self.factor(), tok)
         return node
 
+    def number(self, tok: _Tok, sign: float = 1.0) -> tuple:
+        value = sign * float(tok.text)
+        if not math.isfinite(value):
+            raise GenomeSyntaxError(f"the constant {tok.text} is not a finite number", line=tok.line,
+                                    column=tok.col, hint="write a finite constant such as 1 or 0.5")
+        return ("num", value, tok)
+
     def factor(self) -> tuple:
         tok = self.take()
         if tok.kind == "num":
-            return ("num", float(tok.text), tok)
+            return self.number(tok)
         if tok.text == "-" and (nxt := self.peek()) is not None and nxt.kind == "num":
             self.take()
-            return ("num", -float(nxt.text), tok)
+            return (*self.number(nxt, -1.0)[:2], tok)
         if tok.text == "(":
+            self.nest(tok)
             inner = self.expr()
             self.expect(")")
+            self.depth -= 1
             return inner
         if tok.kind == "name":
             nxt = self.peek()
             if nxt is not None and nxt.text == "(":
+                self.nest(tok)
                 self.take()
                 args = []
                 if (p := self.peek()) is not None and p.text != ")":
@@ -200,6 +224,7 @@ class _LineParser:
                         self.take()
                         args.append(self.expr())
                 self.expect(")")
+                self.depth -= 1
                 return ("call", tok.text, args, tok)
             if nxt is not None and nxt.text == "'":
                 self.take()
@@ -224,6 +249,12 @@ def parse(text: str) -> Genome:
         from growrnn.errors import ArgumentError
         raise ArgumentError("text", allowed="genome text (str)", received=type(text).__name__,
                             hint="for a file, pass Path(...).read_text()")
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write: an encoding mark, not text
+    if "\x00" in text:
+        at = text.index("\x00")
+        raise GenomeSyntaxError("the text holds NUL characters: it looks like a binary file, not genome text",
+                                line=text.count("\n", 0, at) + 1, column=at - text.rfind("\n", 0, at),
+                                hint="a genome is a UTF-8 text file of equations like h' = tanh(affine(x) + affine(h))")
     lines: list[tuple[str, tuple, _Tok]] = []
     targets: dict[str, _Tok] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -294,6 +325,10 @@ class _Builder:
             if isinstance(ref, int):
                 return ref
             _, name, tok = ref
+            if len(chain) > MAX_DEPTH:
+                raise GenomeSyntaxError(f"a chain of more than {MAX_DEPTH} names each defined as the next",
+                                        line=tok.line, column=tok.col,
+                                        hint="use the value directly instead of renaming it")
             if name in chain:
                 raise CycleError(f"cycle within one step through {' -> '.join((*chain, name))}",
                                  line=tok.line, column=tok.col,
@@ -320,15 +355,20 @@ class _Builder:
             self.terminal[key] = nid
         return nid
 
-    def node(self, ast: tuple) -> int | tuple:
+    def node(self, ast: tuple, depth: int = 1) -> int | tuple:
         kind = ast[0]
+        if depth > MAX_DEPTH:
+            tok = ast[-1]
+            raise GenomeSyntaxError(f"the expression is more than {MAX_DEPTH} operations deep",
+                                    line=tok.line, column=tok.col,
+                                    hint="split a long sum or product into locals on their own lines")
         if kind == "num":
             return self.new("const", ast[2], value=ast[1])
         if kind == "name":
             return self.name(ast[1], ast[2], ast[3])
         if kind == "bin":
             nid = self.new(ast[1], ast[4])
-            self.nodes[nid][1] = (self.node(ast[2]), self.node(ast[3]))
+            self.nodes[nid][1] = (self.node(ast[2], depth + 1), self.node(ast[3], depth + 1))
             return nid
         _, fname, args, tok = ast
         if fname not in WEIGHTED and fname not in ACTIVATIONS:
@@ -340,7 +380,7 @@ class _Builder:
                              column=tok.col,
                              hint="functions take one expression; combine values with + - * first")
         nid = self.new(fname, tok)
-        self.nodes[nid][1] = (self.node(args[0]),)
+        self.nodes[nid][1] = (self.node(args[0], depth + 1),)
         return nid
 
     def name(self, ident: str, primed: bool, tok: _Tok) -> int | tuple:

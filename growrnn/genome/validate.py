@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import heapq
+import math
 from collections.abc import Iterable, Mapping
 
 from growrnn.errors import (
@@ -24,6 +25,8 @@ from growrnn.errors import (
 from growrnn.genome.graph import (
     ACTIVATIONS,
     BINARY,
+    MAX_DEPTH,
+    NAME,
     TERMINALS,
     WEIGHTED,
     Genome,
@@ -105,6 +108,7 @@ def validate(nodes: list[Node], bindings: list[tuple[str, int]], pos: Mapping[in
 
     seen: set[str] = set()
     for name, nid in bindings:
+        _check_binding_name(name, bwhere(name))
         if name in seen:
             raise DuplicateAssignmentError(f"'{name}' is assigned twice", **bwhere(name),
                                            hint="give each value its own name; assign each state once")
@@ -123,6 +127,7 @@ def validate(nodes: list[Node], bindings: list[tuple[str, int]], pos: Mapping[in
         raise CycleError(f"cycle within one step through {' -> '.join(names)}", **bwhere(names[0]),
                          hint=CYCLE_HINT) from None
 
+    _check_depth(node_map, order, bindings, bwhere)
     written = {n[:-1] for n, _ in bindings if n.endswith("'")}
     live = reachable(node_map, [i for n, i in bindings if n.endswith("'")])
     for n in node_map.values():
@@ -165,10 +170,41 @@ def _check_node(n: Node, node_map: Mapping[int, Node], pos: Mapping[int, Positio
             raise GenomeSyntaxError(f"node {n.id} uses node {a}, which does not exist")
     if n.op == "const" and n.value is None:
         raise GenomeSyntaxError(f"constant node {n.id} has no value")
-    if n.op == "state" and not (isinstance(n.name, str) and n.name.isidentifier()):
+    if n.op == "const" and not (isinstance(n.value, (int, float)) and math.isfinite(n.value)):
+        raise GenomeSyntaxError(f"constant {n.value!r} is not a finite number", **where,
+                                hint="write a finite constant such as 1 or 0.5 (not inf or nan)")
+    if n.op == "state" and not (isinstance(n.name, str) and NAME.fullmatch(n.name)):
         raise GenomeSyntaxError(f"state node {n.id} needs an identifier name, got {n.name!r}")
     if n.op == "state" and n.name == "x":
         raise GenomeSyntaxError("'x' is the input, not a state")
+
+
+def _check_binding_name(name: object, where: dict[str, int | None]) -> None:
+    """A binding is a local ``name`` or an output ``name'``, named as the text format can read it."""
+    base = name[:-1] if isinstance(name, str) and name.endswith("'") else name
+    if not (isinstance(base, str) and NAME.fullmatch(base)):
+        raise GenomeSyntaxError(f"binding name {name!r} is not an identifier", **where,
+                                hint="name locals like `i` or `gate_1` and outputs like `h'` or `c'` "
+                                     "(ASCII letters, digits and _, not starting with a digit)")
+    if base == "x" or (base == "h" and base == name) or base in ACTIVATIONS or base in WEIGHTED:
+        raise GenomeSyntaxError(f"'{name}' cannot be assigned", **where,
+                                hint="x is the input, h the output at t-1 (write h' for its next value), "
+                                     "and function names are reserved; choose another name")
+
+
+def _check_depth(node_map: Mapping[int, Node], order: tuple[int, ...], bindings: list[tuple[str, int]],
+                 bwhere) -> None:  # noqa: ANN001
+    """Refuse a genome deeper than :data:`~growrnn.genome.graph.MAX_DEPTH` (computed without
+    recursion), naming the line of the first binding that reaches past it."""
+    depth: dict[int, int] = {}
+    for i in order:
+        depth[i] = 1 + max((depth[a] for a in node_map[i].args), default=0)
+    for name, nid in bindings:
+        if depth[nid] > MAX_DEPTH:
+            raise GenomeSyntaxError(
+                f"'{name}' is {depth[nid]} nodes deep, over the limit of {MAX_DEPTH}", **bwhere(name),
+                hint=f"genomes may chain at most {MAX_DEPTH} operations from an output down to x or a "
+                     "state; split long sums into fewer terms or shorten the chain of locals")
 
 
 def reachable(node_map: Mapping[int, Node], roots: Iterable[int]) -> set[int]:

@@ -63,7 +63,7 @@ def _run(argv: list[str]) -> int:
         if db is None or not Path(db).is_file():
             raise ArgumentError("--config", allowed="a search YAML (required unless --db names an existing search)",
                                 received=None, hint="growrnn search --config configs/debug/search.yaml --db x.db")
-        with Archive.open(db) as archive:  # resume with the stored config, options on top
+        with Archive.open(db, read_only=True) as archive:  # resume with the stored config, options on top
             argv = ["--config", json.dumps(archive.config), *argv]
     namespace = parse_command(parser, argv, "growrnn search", "--config FILE --db PATH and config keys as options")
     config = build_config(parser, namespace)

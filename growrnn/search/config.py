@@ -266,10 +266,9 @@ def check_config(config: SearchConfig) -> None:
     for name, low in (("population", 1), ("offspring", 1), ("generations", 0), ("workers", 0), ("retries", 0)):
         check_int(name, getattr(config, name), low)
     check_int("seed", config.seed, 0)
-    budget = config.budget
-    if budget.steps is None and budget.epochs is None and budget.seconds is None:
-        raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=budget,
-                            hint="e.g. budget: {steps: 500, val_every: 100}")
+    from growrnn.evaluation import Budget
+
+    Budget(**dataclasses.asdict(config.budget))  # the one budget check: every value, at least one limit
     if not 0.0 <= config.p_crossover <= 1.0:
         raise ArgumentError("p_crossover", allowed="a float in [0, 1]", received=config.p_crossover)
     if config.timeout_s is not None and not 0 < config.timeout_s < math.inf:
@@ -329,21 +328,9 @@ def initial_genome(cell: str, where: str = "initial") -> Any:
     """The genome an ``initial`` entry names: a library cell, genome text, or a ``.txt``/``.json``
     genome file."""
     from growrnn.errors import GenomeError
-    from growrnn.genome import Genome, parse
-    from growrnn.genome.library import LIBRARY, library_cell
+    from growrnn.genome import load
 
-    path = Path(cell)
     try:
-        if "=" not in cell and path.suffix in (".txt", ".json"):
-            if not path.is_file():
-                raise ArgumentError(where, allowed="an existing genome file", received=cell)
-            text = path.read_text()
-            return Genome.from_json(text) if path.suffix == ".json" else parse(text)
-        if "=" in cell:
-            return parse(cell)
-        if cell in LIBRARY:
-            return library_cell(cell)
+        return load(cell, where)
     except GenomeError as err:
         raise ArgumentError(where, allowed="a valid genome", received=cell, hint=str(err)) from None
-    raise ArgumentError(where, allowed=f"a library cell ({', '.join(sorted(LIBRARY))}), genome text or a genome file",
-                        received=cell)

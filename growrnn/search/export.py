@@ -100,7 +100,7 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
         raise SearchError(format_message(f"no search archive at {db}", received=str(db),
                                          hint="pass the archive path the search wrote (its --archive / "
                                          "search.db in its output folder)"))
-    with Archive.open(db) as archive:
+    with Archive.open(db, read_only=True) as archive:
         last = archive.last_generation()
         if last is None:
             raise SearchError(format_message(f"the archive {db} has no saved generation",

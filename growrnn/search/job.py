@@ -135,8 +135,8 @@ def inherit_into(module: Any, genome: Genome, path: Path, parent: Genome) -> int
     from growrnn.cells.rnn import GenomeRNN
     from growrnn.growth.stack import GrowableRNN, resize_to
     from growrnn.search.inherit import inherit_weights
-
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    from growrnn.training.checkpoint import load_checkpoint
+    saved = load_checkpoint(path, "parent weights")
     if Genome.from_json(saved["genome_json"]) != parent:
         log.warning("%s holds another cell than the parent's; the child trains from scratch", path)
         return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ class _Search:
             gen, state = 0, self._initial_state()
         else:
             gen, state = last.gen + 1, decode_state(last.state)
+            self._check_weights(last.population)
             # a crash may have come between the save and the pruning
             prune_weights(self.weights, self.archive, last.gen, last.population)
             log.info("resuming %s after generation %d", self.db, last.gen)
@@ -134,6 +136,24 @@ class _Search:
             population, state = self._generation(gen, state)
             gen += 1
         return SearchResult(population, gen - 1, self.db, self.tb)
+
+    def _check_weights(self, population: Sequence[int]) -> None:
+        """Refuse to resume a search with inheritance whose saved population lost its weights
+        (``<db>_weights/`` deleted or not copied along): its children would train from scratch,
+        silently making another search than the one the archive records."""
+        if self.weights is None:
+            return
+        rows = [self.archive.get(i) for i in population]
+        missing = [r.id for r in rows if r.status == "done" and not (r.metrics or {}).get("diverged")
+                   and not (self.weights / f"{r.id}.pt").is_file()]
+        if missing:
+            shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+            raise SearchError(format_message(
+                f"cannot resume {self.db}: the weights of {len(missing)} of the population's candidates "
+                f"({shown}) are missing from {self.weights}",
+                hint=f"children inherit them (inherit: true), so without them the search would go on "
+                     f"differently; copy the {self.weights.name}/ folder back beside the database, or start "
+                     "a new search with another --db"))
 
     def _initial_state(self) -> dict[str, Any]:
         seed = self.config.seed

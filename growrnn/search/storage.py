@@ -6,10 +6,17 @@ so a ``kill -9`` (or a power cut) loses at most the evaluations in flight; after
 :meth:`Archive.reset_running` to put them back to ``pending``.
 
 **One writer.** Only the search's main process writes: executors' workers return results to it
-and it calls :meth:`Archive.finish`. An :class:`Archive` is also bound to the thread that opened it
-(sqlite3's check) and must not be used in a forked child. Other processes may open the file to
-read while the search runs (WAL lets readers and the writer proceed together); WAL needs a local
-file system, not NFS.
+and it calls :meth:`Archive.finish`. A writable :class:`Archive` holds an exclusive lock on
+``<db>.lock`` (an OS file lock, released when the process ends, even by ``kill -9``), so a second
+search on the same file is refused instead of corrupting the first one's rows. An
+:class:`Archive` is also bound to the thread that opened it (sqlite3's check) and must not be used
+in a forked child. Other processes may open the file to read while the search runs
+(``read_only=True``, as ``growrnn search export`` does; WAL lets readers and the writer proceed
+together); WAL needs a local file system, not NFS.
+
+Nothing is written to a file before it is known to be a growrnn archive (or a new, empty file):
+an unrelated SQLite database is refused untouched. A damaged archive (a dropped table, a row that
+does not decode) raises :class:`~growrnn.errors.SearchError` naming the file and the row.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "search.db"
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -33,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from growrnn.errors import ArgumentError, SearchError, format_message
 from growrnn.search._state import decode_state, encode_state
@@ -50,6 +58,8 @@ STATUSES = ("pending", "running", "done", "failed")
 #: search because they do not change its results: how long it runs and where/how it computes.
 NEUTRAL_KEYS = frozenset({"generations", "workers", "executor", "ray", "progress", "log_every", "logger",
                           "log_dir", "archive", "resume", "timeout"})
+TABLES = ("meta", "candidates", "generations")
+DAMAGED_HINT = "the archive was edited or damaged; restore a copy, or start the search again with a new --db"
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -133,13 +143,14 @@ class Archive:
     """A search's SQLite archive; make one with :meth:`Archive.open`. Use as a context manager or
     call :meth:`close`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, config: dict[str, Any]):
-        self._conn, self.path, self.config = conn, path, config
+    def __init__(self, conn: sqlite3.Connection, path: Path, config: dict[str, Any], lock: IO[bytes] | None = None,
+                 read_only: bool = False):
+        self._conn, self.path, self.config, self._lock, self.read_only = conn, path, config, lock, read_only
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, config: Mapping[str, Any] | None = None, *,
-             neutral: Collection[str] = NEUTRAL_KEYS, timeout: float = 30.0) -> Archive:
+             neutral: Collection[str] = NEUTRAL_KEYS, timeout: float = 30.0, read_only: bool = False) -> Archive:
         """Create the archive at ``path`` or reopen it.
 
         Args:
@@ -150,31 +161,46 @@ class Archive:
             neutral: dotted config keys allowed to differ on reopen (the stored config is then
                 updated to ``config``).
             timeout: seconds to wait for a lock held by another connection.
+            read_only: open an existing archive to read only (no lock, nothing written; the search
+                may be running). Writing through it raises :class:`SearchError`.
         """
         path = Path(path)
-        if config is None and not path.is_file():
-            raise ArgumentError("path", allowed="an existing archive when config is None", received=str(path),
-                                hint="pass the search config to create a new archive")
+        if (config is None or read_only) and not path.is_file():
+            raise ArgumentError("path", allowed="an existing archive when config is None or read_only is set",
+                                received=str(path), hint="pass the search config to create a new archive")
         text = _dumps(dict(config), "config") if config is not None else None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        lock, conn = None, None
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _lock(path)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            if read_only:
+                conn = _connect_read_only(path, timeout)
+            else:
+                conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+            # read first: an unrelated file is refused before anything (WAL mode included) is written
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not tables and text is not None:
+            if not tables and text is not None and not read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
                 cls._create(conn, text, config)
                 log.info("created search archive %s", path)
-                tables = {"meta"}
-            stored = cls._check(conn, path, tables, text, neutral)
+                tables = set(TABLES)
+            stored = cls._check(conn, path, tables, None if read_only else text, neutral)
+            if not read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as err:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            _unlock(lock)
             raise SearchError(format_message(f"{path} is not a readable SQLite database ({err})",
                                              hint="pass the path of a growrnn search archive or a new file")) from err
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            _unlock(lock)
             raise
-        return cls(conn, path, stored)
+        return cls(conn, path, stored, lock, read_only)
 
     @staticmethod
     def _create(conn: sqlite3.Connection, text: str, config: Mapping[str, Any] | None) -> None:
@@ -201,7 +227,15 @@ class Archive:
         if meta.get("schema_version") != str(SCHEMA_VERSION):
             raise SearchError(format_message(f"{path} has archive schema {meta.get('schema_version')}",
                                              allowed=str(SCHEMA_VERSION), hint="open it with the growrnn that made it"))
-        stored = json.loads(meta["config"])
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise SearchError(format_message(f"the archive {path} has lost its table(s) {', '.join(missing)}",
+                                             hint=DAMAGED_HINT))
+        try:
+            stored = json.loads(meta["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise SearchError(format_message(f"the archive {path} holds no readable config ({err!r})",
+                                             hint=DAMAGED_HINT)) from None
         if text is None:
             return stored
         given = json.loads(text)
@@ -228,6 +262,7 @@ class Archive:
             seed: int, generation: int) -> int:
         """Record a new ``pending`` candidate and return its id. ``parents`` are ids already in
         the archive (empty for an initial genome); ``operator`` names how it was made."""
+        self._writable()
         for name, value in (("genome_json", genome_json), ("genome_text", genome_text), ("key", key),
                             ("operator", operator)):
             if not isinstance(value, str) or not value:
@@ -277,6 +312,7 @@ class Archive:
 
     def mark_running(self, id: int) -> None:
         """``pending`` → ``running``: count an attempt and stamp ``started``."""
+        self._writable()
         self._move(id, ("pending",), "status = 'running', attempts = attempts + 1, started = ?", (time.time(),))
 
     def finish(self, id: int, metrics: Mapping[str, Any], curve: Sequence[Mapping[str, Any]],
@@ -284,6 +320,7 @@ class Archive:
         """``pending``/``running`` → ``done`` with its results: ``metrics`` (e.g. ``Result.as_dict()``),
         the learning ``curve`` (one dict per validation), the ``objectives`` by name, and the
         evaluation's duration in ``seconds``. NaN and inf are stored as such."""
+        self._writable()
         values = (_dumps(dict(metrics), "metrics"), _dumps([dict(p) for p in curve], "curve"),
                   _dumps(dict(objectives), "objectives"), float(seconds), time.time())
         self._move(id, ("pending", "running"),
@@ -292,6 +329,7 @@ class Archive:
 
     def fail(self, id: int, error: str, status: str = "failed") -> None:
         """``pending``/``running`` → ``failed`` (or back to ``pending`` to retry), recording ``error``."""
+        self._writable()
         if status not in ("failed", "pending"):
             raise ArgumentError("status", allowed="'failed' or 'pending' (retry)", received=status)
         self._move(id, ("pending", "running"), "status = ?, error = ?, finished = ?",
@@ -299,6 +337,7 @@ class Archive:
 
     def reset_running(self) -> list[int]:
         """After a crash: every ``running`` candidate back to ``pending``; returns their ids."""
+        self._writable()
         with self._transaction():
             ids = [r[0] for r in self._conn.execute("SELECT id FROM candidates WHERE status = 'running' ORDER BY id")]
             self._conn.execute("UPDATE candidates SET status = 'pending', started = NULL WHERE status = 'running'")
@@ -310,6 +349,7 @@ class Archive:
     def save_generation(self, gen: int, population: Sequence[int], state: Any, stats: Mapping[str, Any]) -> None:
         """Record generation ``gen`` (replacing an earlier save of it): the ids of its population,
         the loop's ``state`` (JSON values; see :func:`encode_state`) and ``stats``."""
+        self._writable()
         if not _is_int(gen):
             raise ArgumentError("gen", allowed="an int >= 0", received=gen)
         ids = list(population)
@@ -328,8 +368,10 @@ class Archive:
 
     # ---- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection and release the lock (idempotent)."""
         self._conn.close()
+        _unlock(self._lock)
+        self._lock = None
 
     def __enter__(self) -> Archive:
         return self
@@ -338,6 +380,11 @@ class Archive:
         self.close()
 
     # ---- helpers -------------------------------------------------------------------------------
+    def _writable(self) -> None:
+        if self.read_only:
+            raise SearchError(format_message(f"the archive {self.path} was opened read-only",
+                                             hint="open it with Archive.open(path) to write"))
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._conn.execute("BEGIN IMMEDIATE")
@@ -370,14 +417,70 @@ class Archive:
                                              hint="each candidate goes pending -> running -> done/failed once; "
                                              "after a crash call reset_running()"))
 
-    @staticmethod
-    def _row(r: tuple[Any, ...]) -> CandidateRow:
-        return CandidateRow(id=r[0], key=r[1], genome_json=r[2], genome_text=r[3], parents=tuple(json.loads(r[4])),
-                            operator=r[5], seed=r[6], generation=r[7], status=r[8], metrics=_loads(r[9]),
-                            curve=_loads(r[10]), objectives=_loads(r[11]), error=r[12], attempts=r[13],
-                            started=r[14], finished=r[15], seconds=r[16])
+    def _row(self, r: tuple[Any, ...]) -> CandidateRow:
+        with self._decoding(f"candidate {r[0]}"):
+            return CandidateRow(id=r[0], key=r[1], genome_json=r[2], genome_text=r[3],
+                                parents=tuple(json.loads(r[4])), operator=r[5], seed=r[6], generation=r[7],
+                                status=r[8], metrics=_loads(r[9]), curve=_loads(r[10]), objectives=_loads(r[11]),
+                                error=r[12], attempts=r[13], started=r[14], finished=r[15], seconds=r[16])
 
-    @staticmethod
-    def _generation(r: tuple[Any, ...]) -> GenerationRow:
-        return GenerationRow(gen=r[0], population=tuple(json.loads(r[1])), state=json.loads(r[2]),
-                             stats=json.loads(r[3]), created=r[4])
+    def _generation(self, r: tuple[Any, ...]) -> GenerationRow:
+        with self._decoding(f"generation {r[0]}"):
+            return GenerationRow(gen=r[0], population=tuple(json.loads(r[1])), state=json.loads(r[2]),
+                                 stats=json.loads(r[3]), created=r[4])
+
+    @contextmanager
+    def _decoding(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (TypeError, ValueError, IndexError) as err:
+            raise SearchError(format_message(f"the archive {self.path} holds a broken row: {what} does not "
+                                             f"decode ({type(err).__name__}: {err})", hint=DAMAGED_HINT)) from None
+
+
+def _lock(path: Path) -> IO[bytes] | None:
+    """Take the exclusive lock ``<db>.lock`` of a writable archive (None where the OS has no
+    ``fcntl``); a second writer gets :class:`SearchError` at once instead of waiting."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one search per file is then up to the user
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    handle = open(lock_path, "a+b")  # noqa: SIM115 - held open for the archive's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().decode(errors="replace").strip() or "another process"
+        handle.close()
+        raise SearchError(format_message(
+            f"the archive {path} is in use by another search ({holder})",
+            hint="wait for it to finish, or give this search its own --db; growrnn search export and "
+                 "Archive.open(path, read_only=True) can read it while it runs")) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}".encode())
+    handle.flush()
+    return handle
+
+
+def _unlock(handle: IO[bytes] | None) -> None:
+    if handle is not None and not handle.closed:
+        handle.close()  # closing the file releases its flock
+
+
+def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write. SQLite reads a WAL archive read-only through its ``-shm``
+    file, which it cannot create in a read-only folder; with no ``-wal`` file beside the archive
+    (no search running, none crashed) every row is in the main file, which is then read as
+    immutable."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+    try:
+        conn.execute("SELECT name FROM sqlite_master LIMIT 1")
+    except sqlite3.OperationalError:
+        if Path(f"{path}-wal").exists():
+            raise
+        conn.close()
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, isolation_level=None)
+    return conn

@@ -14,7 +14,11 @@ __all__ = ["CellLogger"]
 
 class CellLogger(L.Callback):
     """Logs ``cell/equations`` (text) and ``cell/diagram`` (figure) once per fit, and after every
-    validation the validation metric as ``hp_metric`` (what the hparams dashboard shows)."""
+    validation the validation metric as ``hp_metric`` (what the hparams dashboard shows);
+    ``validated_at`` is the global step of the last validation (``None`` before the first)."""
+
+    def __init__(self) -> None:
+        self.validated_at: int | None = None
 
     def _tensorboard(self, trainer: L.Trainer) -> Any:
         for logger in trainer.loggers:
@@ -36,6 +40,7 @@ class CellLogger(L.Callback):
         spec = getattr(pl_module, "spec", None)
         if trainer.sanity_checking or spec is None:
             return
+        self.validated_at = trainer.global_step
         value = trainer.callback_metrics.get(f"val/{spec.metric}")
         if value is not None and math.isfinite(float(value)):
             for logger in trainer.loggers:

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
+from growrnn.errors import format_message
+from growrnn.training.checkpoint import SafeCheckpointIO, load_checkpoint
 from growrnn.training.data import TaskData
 from growrnn.training.model import SequenceModel
+from growrnn.training.summary import fit_summary
 
 __all__ = ["GrowCLI", "run"]
 
@@ -25,6 +31,26 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 class GrowCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.spec", "model.spec", apply_on="instantiate")
+        parser.add_argument("--allow_divergence", type=bool, default=False,
+                            help="fit: exit 0 even if the loss or the weights became NaN or infinite "
+                                 "(by default such a run ends with an error and exit status 1)")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads --ckpt_path here first (for its hyper-parameters): check the file with the
+        # one safe loader before, so a bad or crafted file is a clear error naming it
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path:
+            load_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's trainer, loading ``--ckpt_path`` weights-only with clear errors (see
+        :mod:`growrnn.training.checkpoint`) unless the config chose its own checkpoint IO."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
 
 
 def quiet_lightning() -> None:
@@ -33,16 +59,32 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                  "lightning.fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # what a --ckpt_path holds (task, steps, cell) is worth a line on the console
+    announce = logging.getLogger("growrnn.training.checkpoint")
+    if not announce.handlers:
+        announce.setLevel(logging.INFO)
+        announce.addHandler(logging.StreamHandler())
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 def run(args: list[str] | None) -> int:
-    """Run LightningCLI on ``args`` (``None``: on ``sys.argv``)."""
+    """Run LightningCLI on ``args`` (``None``: on ``sys.argv``); a fit ends with its summary
+    (:mod:`growrnn.training.summary`) and exit status 1 if it diverged (unless allowed)."""
     quiet_lightning()
     with warnings.catch_warnings():
         # we pass args on purpose when called from Python (tests, notebooks)
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        GrowCLI(SequenceModel, TaskData, args=args, trainer_defaults=TRAINER_DEFAULTS,
-                save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+        cli = GrowCLI(SequenceModel, TaskData, args=args, trainer_defaults=TRAINER_DEFAULTS,
+                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+        if cli.subcommand != "fit":
+            return 0
+        summary = fit_summary(cli.trainer, cli.model, cli.datamodule)
+    print(summary.text())
+    if summary.diverged and not cli.config["fit"].get("allow_divergence", False):
+        print(format_message("growrnn: error: the run diverged: its loss or weights became NaN or infinite",
+                             hint="lower model.lr, clip the gradients (trainer.gradient_clip_val: 1.0), or "
+                                  "try another cell; pass --allow_divergence true to exit 0 anyway"),
+              file=sys.stderr)
+        return 1
     return 0

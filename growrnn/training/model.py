@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from growrnn.cells.rnn import GenomeRNN, as_genome
+from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.complexity import complexity
+from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
 
 __all__ = ["SequenceModel", "OPTIMIZERS"]
@@ -92,7 +93,11 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
         if schedule not in ("none", "decay", "plateau"):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
-        self.genome = as_genome(_read_cell(cell))
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ArgumentError(name, allowed="a finite number >= 0", received=value,
+                                    hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
+        self.genome = load_genome(cell, "cell")
         gen = torch.Generator().manual_seed(seed)
         sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
         if sizes is not None:
@@ -336,6 +341,7 @@ class SequenceModel(L.LightningModule):
         ``load_state_dict``), so a run whose layers grew or shrank resumes with ``fit(ckpt_path=)``;
         keep the carried state and the global RNG state for an exact mid-epoch resume."""
         meta = checkpoint.get("growrnn", {})
+        _check_same_model(self, meta)
         if meta.get("train_state") is not None:  # Lightning resumes mid-epoch without on_train_epoch_start
             self._state["train"] = meta["train_state"]
             self._resume = {"step": checkpoint.get("global_step")}
@@ -353,14 +359,20 @@ class SequenceModel(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SequenceModel:  # type: ignore[override]
         """As Lightning's, with the task spec and the cell read from the checkpoint (so a cell given
         as a file that has since changed cannot load the wrong equations)."""
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        from growrnn.training.checkpoint import ALLOWED_GLOBALS, load_checkpoint
+        ckpt = load_checkpoint(checkpoint_path, "checkpoint_path")  # weights only: a checkpoint runs no code
+        if not isinstance(ckpt.get("growrnn"), dict):
+            raise ArgumentError("checkpoint_path", allowed="a checkpoint of a growrnn SequenceModel",
+                                received=str(checkpoint_path), hint="it has no 'growrnn' entry (spec, cell, sizes)")
         kwargs.setdefault("spec", TaskSpec(**ckpt["growrnn"]["spec"]))
         kwargs.setdefault("cell", ckpt["growrnn"]["genome"])
         if "hidden_size" in ckpt["growrnn"]:  # the sizes the weights have, which growth may have changed
             kwargs.setdefault("hidden_size", ckpt["growrnn"]["hidden_size"])
             if ckpt["growrnn"]["embedding_size"] is not None:
                 kwargs.setdefault("embedding_size", ckpt["growrnn"]["embedding_size"])
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
+        kwargs["weights_only"] = True
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
 
     def configure_callbacks(self) -> list[L.Callback]:
         from growrnn.training.callbacks import CellLogger
@@ -373,6 +385,23 @@ class SequenceModel(L.LightningModule):
             c = complexity(self.genome, self.rnn.input_size if k == 0 else self.hidden_sizes()[k - 1], h, 1)
             params, macs = params + c.params, macs + c.macs
         return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": params, "macs_per_step": macs}
+
+
+def _check_same_model(model: SequenceModel, meta: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another cell or task before its weights load into ``model`` (equal
+    shapes would load them silently into other equations)."""
+    stored_cell, stored_spec = meta.get("genome"), meta.get("spec") or {}
+    if stored_cell is not None and stored_cell != model.genome.to_text():
+        raise ArgumentError("ckpt_path", allowed=f"a checkpoint of this model's cell (key {model.genome.key})",
+                            received=f"a checkpoint of another cell ({'; '.join(str(stored_cell).splitlines())})",
+                            hint="pass the config the checkpoint was trained with, or --model.cell with its cell")
+    keys = ("name", "input_kind", "input_size", "output_kind", "output_size")
+    mine = {k: v for k, v in model.spec.as_dict().items() if k in keys}
+    theirs = {k: stored_spec[k] for k in keys if k in stored_spec}
+    if theirs and theirs != {k: mine[k] for k in theirs}:
+        raise ArgumentError("ckpt_path", allowed=f"a checkpoint of task {mine['name']} ({mine})",
+                            received=f"a checkpoint of task {theirs.get('name')} ({theirs})",
+                            hint="pass the config (data.task and its options) the checkpoint was trained with")
 
 
 def _first(state: Any) -> Tensor:
@@ -391,12 +420,3 @@ class _OneHot(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.one_hot(x, self.size).to(torch.get_default_dtype())
 
-
-def _read_cell(cell: str) -> Any:
-    from pathlib import Path
-    path = Path(cell)
-    if "=" not in cell and path.suffix in (".txt", ".json") and path.is_file():
-        from growrnn.genome import Genome, parse
-        text = path.read_text()
-        return Genome.from_json(text) if path.suffix == ".json" else parse(text)
-    return cell

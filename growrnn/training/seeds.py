@@ -37,13 +37,19 @@ DONE = "done.txt"
 
 
 def _seeds(text: str) -> list[int]:
+    """Seeds from ``0-4`` (a range, both ends included) and ``0,3,7`` (a list), or both mixed."""
     out: list[int] = []
     for part in text.split(","):
-        a, _, b = part.partition("-")
+        a, dash, b = part.partition("-")
         try:
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+            first, last = int(a), int(b) if dash else int(a)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected seeds like 0-4 or 0,3,7; received {text!r}") from None
+        if last < first:
+            raise argparse.ArgumentTypeError(f"the range {part!r} ends before it starts: write it as {last}-{first}")
+        out += range(first, last + 1)
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
     return out
 
 
@@ -239,6 +245,7 @@ def main(argv: list[str]) -> int:
         runs = run_seeds(args.config, args.seeds, args.out, max(1, args.jobs), extra)
         done = [r for r in runs if (r / DONE).exists()]
         if not done:
+            log.error("no seed finished, so there is nothing to plot; see %s", args.out / "tb" / "seed*.log")
             return 1
         sums = plot_groups({args.config.stem: done}, args.out / "growth.png", title=args.config.stem)
         write_summary(sums, args.out / "summary.csv")

@@ -46,6 +46,23 @@ def test_budget_needs_a_limit() -> None:
         Budget()
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"steps": 0}, r"'budget.steps'.*an int >= 1.*Received: 0.*trains nothing"),
+    ({"steps": -3}, r"'budget.steps'.*Received: -3"),
+    ({"steps": 2.5}, r"'budget.steps'.*Received: 2.5"),
+    ({"steps": True}, r"'budget.steps'.*Received: True"),
+    ({"epochs": 0}, r"'budget.epochs'"),
+    ({"steps": 5, "val_every": 0}, r"'budget.val_every'"),
+    ({"seconds": 0}, r"'budget.seconds'.*finite number of seconds > 0"),
+    ({"seconds": -1.0}, r"'budget.seconds'"),
+    ({"seconds": float("nan")}, r"'budget.seconds'.*Received: nan"),
+    ({"seconds": float("inf")}, r"'budget.seconds'.*Received: inf"),
+])
+def test_budget_values_are_checked(kwargs: dict, match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        Budget(**kwargs)
+
+
 def test_extra_callbacks_keep_the_learning_curve() -> None:
     import lightning as L
 

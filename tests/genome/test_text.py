@@ -113,3 +113,70 @@ def test_invalid_json_is_rejected(text: str, cls: type, match: str) -> None:
 def test_parse_rejects_non_text() -> None:
     with pytest.raises(gr.ArgumentError, match="'text'.*Received: bytes"):
         parse(b"h' = tanh(affine(x))")  # type: ignore[arg-type]
+
+
+# Hostile sizes: past MAX_DEPTH a genome is refused with its line, never a RecursionError.
+_CHAIN = "a0 = affine(x) + affine(h)\n" + "".join(f"a{k} = tanh(a{k - 1})\n" for k in range(1, 300)) + "h' = a299\n"
+_ALIASES = "a0 = affine(x) + affine(h)\n" + "".join(f"a{k} = a{k - 1}\n" for k in range(1, 300)) + "h' = tanh(a299)\n"
+
+
+@pytest.mark.parametrize(("text", "match", "line"), [
+    ("h' = " + "tanh(" * 400 + "affine(x) + affine(h)" + ")" * 400, "nests deeper than 100", 1),
+    ("h' = tanh(" + "(" * 400 + "affine(x)" + ")" * 400 + " + affine(h))", "nests deeper than 100", 1),
+    ("h' = tanh(" + " + ".join(["affine(h)"] * 1000) + " + affine(x))", "more than 100 operations deep", 1),
+    ("h' = tanh(" + " * ".join(["affine(h)"] * 1000) + " + affine(x))", "more than 100 operations deep", 1),
+    (_CHAIN, "'a98' is 101 nodes deep, over the limit of 100", 99),
+    (_ALIASES, "chain of more than 100 names", None),
+    ("h' = tanh(affine(x) + 1e999 * affine(h))", "constant 1e999 is not a finite number", 1),
+    ("h' = tanh(affine(x) + -1e999 * affine(h))", "constant 1e999 is not a finite number", 1),
+    ("h' = tanh(affine(x))\n\x00\x01binary", "NUL characters.*binary file", 2),
+])
+def test_hostile_text_is_refused_with_its_line(text: str, match: str, line: int | None) -> None:
+    with pytest.raises(E.GenomeSyntaxError, match=match) as info:
+        parse(text)
+    if line is not None:
+        assert info.value.line == line
+
+
+def test_a_genome_at_the_depth_limit_parses_formats_and_keys() -> None:
+    from growrnn.genome.graph import MAX_DEPTH
+    # depth: h' = tanh^(k)(affine(x) + affine(h)) is k + 3 nodes deep
+    text = "h' = " + "tanh(" * (MAX_DEPTH - 3) + "affine(x) + affine(h)" + ")" * (MAX_DEPTH - 3)
+    g = parse(text)
+    assert parse(g.to_text()) == g and g.key
+
+
+def test_a_leading_byte_order_mark_is_ignored() -> None:
+    assert parse("\ufeffh' = tanh(affine(x) + affine(h))") == library_cell("elman")
+
+
+def _const_json(value: object) -> str:
+    g = parse("h' = tanh(affine(x) + 0.5 * affine(h))").to_dict()
+    for node in g["nodes"]:  # type: ignore[union-attr]
+        if node["op"] == "const":
+            node["value"] = value
+    return json.dumps(g)
+
+
+def _binding_json(name: str) -> str:
+    g = parse("a = affine(x) + affine(h)\nh' = tanh(a)").to_dict()
+    g["bindings"][0][0] = name  # type: ignore[index]
+    return json.dumps(g)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    (_const_json("nan"), "constant nan is not a finite number"),
+    (_const_json("inf"), "constant inf is not a finite number"),
+    (_const_json("-Infinity"), "constant -inf is not a finite number"),
+    (_const_json(float("nan")), "constant nan is not a finite number"),  # json.dumps writes NaN
+    (_binding_json("not an id"), "binding name 'not an id' is not an identifier"),
+    (_binding_json("a\nh' = x"), "is not an identifier"),
+    (_binding_json("été"), "is not an identifier"),
+    (_binding_json("x"), "'x' cannot be assigned"),
+    (_binding_json("tanh"), "'tanh' cannot be assigned"),
+    (_binding_json("h"), "'h' cannot be assigned"),
+])
+def test_hostile_json_is_refused(text: str, match: str) -> None:
+    with pytest.raises(E.GenomeSyntaxError, match=match):
+        Genome.from_json(text)
+

@@ -59,6 +59,14 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     everything = tmp_path / "all"
     assert main(["search", "export", "--db", str(db), "--out", str(everything)]) == 0
     assert len(list(everything.glob("*.txt"))) == 4, "without --front: the whole last population"
+    # export only reads: it works while a search holds the archive, and changes no byte of it
+    before = db.read_bytes()
+    with Archive.open(db) as running:  # a writer, as a running search is
+        assert main(["search", "export", "--db", str(db), "--out", str(tmp_path / "during")]) == 0
+        assert main(["search", "--db", str(db), "--generations", "4", "--progress", "false"]) == 2
+        assert "in use by another search" in capsys.readouterr().err
+        assert not running.read_only
+    assert db.read_bytes() == before
 
 
 @pytest.mark.parametrize(("yaml", "match"), [
@@ -74,6 +82,9 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     ("operators: [flip]\n", "'operators'"),
     ("task: nosuchtask\n", "'task'"),
     ("budget: {val_every: 5}\n", "'budget'.*at least one of steps, epochs, seconds"),
+    ("budget: {steps: 0}\n", "'budget.steps'.*an int >= 1.*trains nothing"),
+    ("budget: {steps: -3}\n", "'budget.steps'.*Received: -3"),
+    ("budget: {seconds: .nan}\n", "'budget.seconds'"),
     ("address: auto\n", "'address'.*executor: ray"),
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, yaml: str, match: str) -> None:

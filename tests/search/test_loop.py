@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -289,3 +290,15 @@ def test_inherited_child_of_a_function_preserving_morphism_computes_the_parent(t
     parent.eval()
     child.eval()
     torch.testing.assert_close(child(x)[0], parent(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_without_the_weights_folder_is_refused(reference: tuple[Path, SearchResult], tmp_path: Path) -> None:
+    """Without ``<db>_weights/`` the children would train from scratch: another search than the
+    archive records, so the resume is refused and names the folder."""
+    db = tmp_path / "moved.db"
+    shutil.copyfile(reference[0], db)  # the database copied along, its weights folder not
+    with pytest.raises(SearchError, match=r"cannot resume .*moved.db: the weights of \d+ of the population's "
+                       r"candidates .* are missing from .*moved_weights.*HINT: .*copy the moved_weights/ folder"):
+        run_search(debug_config(generations=3), db)
+    shutil.copytree(weights_dir(reference[0]), weights_dir(db))
+    assert run_search(debug_config(generations=3), db).generation == 3  # with the folder back it goes on

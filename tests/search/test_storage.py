@@ -210,3 +210,116 @@ def test_survives_kill_9(tmp_path: Path) -> None:
             [(f"k{i}", {"val": i / 10}, [{"step": 1, "val": i / 10}], {"val": i / 10}) for i in range(4)]
         assert db.reset_running() == [5]
         assert db.find_done("k3") is not None and db.find_done("k4") is None
+
+
+# ------------------------------------------------------------------------------------ hostile files
+def test_a_second_writer_is_refused_while_readers_may_read(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path, CONFIG) as first:
+        _add(first)
+        with pytest.raises(SearchError, match=f"in use by another search \\(pid {os.getpid()}\\).*HINT: wait"):
+            Archive.open(path, CONFIG)
+        with pytest.raises(SearchError, match="in use by another search"):
+            Archive.open(path)
+        with Archive.open(path, read_only=True) as reader:
+            assert len(reader.rows()) == 1
+        first.mark_running(1)  # the refused opens left the first writer's rows alone
+    with Archive.open(path, CONFIG) as again:  # the lock went with the first writer
+        assert again.get(1).status == "running"
+
+
+SECOND_WRITER = """
+import sys
+from growrnn.errors import SearchError
+from growrnn.search.storage import Archive
+try:
+    Archive.open(sys.argv[1], {"seed": 0})
+except SearchError as err:
+    print(err)
+    sys.exit(3)
+"""
+
+
+def test_a_second_search_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path, {"seed": 0}):
+        proc = subprocess.run([sys.executable, "-c", SECOND_WRITER, str(path)], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+    assert proc.returncode == 3 and "in use by another search" in proc.stdout, proc.stderr
+
+
+def test_an_unrelated_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(SearchError, match="not a growrnn search archive"):
+        Archive.open(other, CONFIG)
+    assert other.read_bytes() == before  # still in rollback-journal mode: not converted to WAL
+    assert not Path(f"{other}-wal").exists()
+
+
+def test_read_only_archive_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path, CONFIG) as db:
+        _add(db)
+    before = path.read_bytes()
+    with Archive.open(path, read_only=True) as db:
+        assert db.read_only and db.config == CONFIG and len(db.rows()) == 1
+        with pytest.raises(SearchError, match="opened read-only"):
+            _add(db)
+        with pytest.raises(SearchError, match="opened read-only"):
+            db.reset_running()
+    assert path.read_bytes() == before
+    with pytest.raises(ArgumentError, match="'path'.*existing archive"):
+        Archive.open(tmp_path / "missing.db", read_only=True)
+
+
+@pytest.mark.parametrize(("damage", "match"), [
+    ("DROP TABLE generations", "lost its table\\(s\\) generations"),
+    ("DROP TABLE candidates", "lost its table\\(s\\) candidates"),
+    ("UPDATE meta SET value = '{broken' WHERE key = 'config'", "holds no readable config"),
+])
+def test_a_damaged_archive_is_a_clear_error(tmp_path: Path, damage: str, match: str) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path, CONFIG) as db:
+        _add(db)
+    conn = sqlite3.connect(path)
+    conn.execute(damage)
+    conn.commit()
+    conn.close()
+    for kwargs in ({}, {"read_only": True}):
+        with pytest.raises(SearchError, match=f"{match}.*HINT: the archive was edited or damaged"):
+            Archive.open(path, **kwargs)
+
+
+@pytest.mark.parametrize(("column", "value", "call"), [
+    ("metrics", "{not json", lambda db: db.rows()),
+    ("parents", "[1,", lambda db: db.get(1)),
+    ("objectives", "nope", lambda db: db.find_done("k")),
+])
+def test_a_broken_row_is_a_clear_error(tmp_path: Path, column: str, value: str, call) -> None:  # noqa: ANN001
+    path = tmp_path / "s.db"
+    with Archive.open(path, CONFIG) as db:
+        db.finish(_add(db), {"val": 1.0}, [], {"val": 1.0}, 1.0)
+    conn = sqlite3.connect(path)
+    conn.execute(f"UPDATE candidates SET {column} = ?", (value,))
+    conn.commit()
+    conn.close()
+    with Archive.open(path) as db, pytest.raises(SearchError, match="broken row: candidate 1 does not decode"):
+        call(db)
+
+
+def test_a_broken_generation_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path, CONFIG) as db:
+        db.save_generation(0, [_add(db)], {}, {})
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE generations SET population = 'x'")
+    conn.commit()
+    conn.close()
+    with Archive.open(path) as db, pytest.raises(SearchError, match="generation 0 does not decode"):
+        db.last_generation()

@@ -118,3 +118,79 @@ def test_download_command(serve, tmp_path: Path, data_dir: Path, monkeypatch: py
     assert main(["data", "download", "jsb", "--mirror", "http://127.0.0.1:9/unreachable"]) == 0  # already here
     assert main(["data", "download", "nottingham", "--mirror", "http://127.0.0.1:9/unreachable"]) == 2
     assert "could not fetch" in capsys.readouterr().err
+
+
+def test_a_failed_download_writes_nothing(serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second file of a set is corrupt: the first, good one is not kept either, nor any folder."""
+    from tasks.data import SOURCES, File, Source
+    mirror = tmp_path / "mirror" / "two"
+    mirror.mkdir(parents=True)
+    (mirror / "a.txt").write_text("good")
+    (mirror / "b.txt").write_text("corrupt")
+    files = (File("two/a.txt", sha256(mirror / "a.txt"), "unused"), File("two/b.txt", "0" * 64, "unused"))
+    monkeypatch.setitem(SOURCES, "two", Source("two", files, "test"))
+    monkeypatch.setenv("GROWRNN_DATA", str(tmp_path / "data" / "root"))
+    with pytest.raises(DataError, match="b.txt does not match its sha256.*nothing was written"):
+        download("two", mirror=serve(tmp_path / "mirror"))
+    assert not (tmp_path / "data").exists(), list((tmp_path / "data").rglob("*"))
+
+
+def _imdb_archive(imdb_dir: Path, out: Path, extra: str | None = None) -> Path:
+    import tarfile
+    out.mkdir(parents=True, exist_ok=True)
+    archive = out / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(imdb_dir, arcname="aclImdb")
+        if extra is not None:
+            evil = out / "evil.txt"
+            evil.write_text("outside")
+            tar.add(evil, arcname=extra)
+    return archive
+
+
+def test_imdb_has_its_public_home_and_sha256() -> None:
+    from tasks.data import SOURCES
+    (f,) = SOURCES["imdb"].files
+    assert f.url == "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+    assert f.sha256 == "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+
+
+def _mirror_imdb(archive: Path, monkeypatch: pytest.MonkeyPatch, sha: str | None = None) -> None:
+    """The real set's entry, with the sha256 of the tiny test archive (or ``sha``)."""
+    import dataclasses
+
+    from tasks.data import SOURCES
+    (f,) = SOURCES["imdb"].files
+    monkeypatch.setitem(SOURCES, "imdb", dataclasses.replace(
+        SOURCES["imdb"], files=(dataclasses.replace(f, sha256=sha or sha256(archive)),)))
+
+
+def test_download_imdb_from_a_mirror(serve, imdb_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from growrnn.cli import main
+    archive = _imdb_archive(imdb_dir, tmp_path / "mirror")
+    _mirror_imdb(archive, monkeypatch)
+    monkeypatch.setenv("GROWRNN_DATA", str(tmp_path / "data"))
+    assert main(["data", "download", "imdb", "--mirror", serve(tmp_path / "mirror")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "data" / "aclImdb")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["aclImdb"]  # the archive is gone
+    task = tasks.get("imdb", vocab_size=50, max_len=6, batch_size=4)  # from $GROWRNN_DATA/aclImdb
+    dm = task.datamodule()
+    dm.setup()
+    assert len(dm.items["test"]) == 8
+    assert main(["data", "download", "imdb", "--mirror", "http://127.0.0.1:9/unreachable"]) == 0  # already here
+
+
+@pytest.mark.parametrize(("extra", "sha", "match"), [
+    (None, "0" * 64, "does not match its sha256.*nothing was written"),
+    ("../evil.txt", None, "holds '../evil.txt', which is not a plain file under aclImdb/.*nothing was written"),
+    ("elsewhere/evil.txt", None, "holds 'elsewhere/evil.txt'"),
+])
+def test_a_bad_imdb_archive_writes_nothing(serve, imdb_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           extra: str | None, sha: str | None, match: str) -> None:
+    archive = _imdb_archive(imdb_dir, tmp_path / "mirror", extra)
+    _mirror_imdb(archive, monkeypatch, sha)
+    monkeypatch.setenv("GROWRNN_DATA", str(tmp_path / "data"))
+    with pytest.raises(DataError, match=match):
+        download("imdb", mirror=serve(tmp_path / "mirror"))
+    assert not (tmp_path / "data").exists() and not (tmp_path / "evil.txt").exists()

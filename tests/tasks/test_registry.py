@@ -1,5 +1,8 @@
 """Tasks are found through the growrnn.tasks entry-point group."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 import tasks
@@ -42,3 +45,36 @@ def test_specs(name: str, options: dict, metric: str, direction: str, request: p
 def test_bad_names_and_options(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
         tasks.get(name, **options)
+
+
+@pytest.mark.parametrize(("content", "options", "match"), [
+    (b"", {}, r"'path'.*at least 40 characters.*Received: .*t.txt \(empty\)"),
+    (b"abc", {}, r"'path'.*at least 40 characters.*\(3 characters\)"),
+    (b"ab" * 30, {"batch_size": 4}, r"'path'.*at least 160 characters \(with batch_size 4.*\(60 characters\)"),
+    (b"\x89PNG\r\n\x1a\n\xff\x00", {}, r"'path'.*a UTF-8 text file.*binary file"),
+])
+def test_char_stream_names_the_file_not_the_batch_size(tmp_path: Path, content: bytes, options: dict,
+                                                       match: str) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(content)
+    with pytest.raises(ArgumentError, match=match):
+        tasks.get("char_stream", path=str(path), **options)
+
+
+def test_a_data_folder_that_is_a_file_or_unreadable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.data import DataError
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("GROWRNN_DATA", str(not_a_folder))
+    with pytest.raises(DataError, match=f"the data folder {not_a_folder} .* is a file, not a folder"):
+        tasks.get("ptb")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o000)
+    monkeypatch.setenv("GROWRNN_DATA", str(locked))
+    try:
+        if os.access(locked, os.R_OK):  # root reads any folder: nothing to refuse
+            return
+        with pytest.raises(DataError, match="cannot be read \\(permissions\\).*chmod u\\+rx"):
+            tasks.get("jsb")
+    finally:
+        locked.chmod(0o755)

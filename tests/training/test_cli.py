@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from growrnn.cli import main
-from tests.conftest import need_data
+from tests.conftest import config_task, need_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # configs of `growrnn fit` (search and compare configs have their own commands and tests)
@@ -22,7 +22,7 @@ def test_every_task_has_a_config_and_a_debug_config() -> None:
 
 @pytest.mark.parametrize("config", DEBUG, ids=lambda p: p.stem)
 def test_debug_config_fits(config: Path, tmp_path: Path, imdb_dir: Path, request: pytest.FixtureRequest) -> None:
-    need_data(request, config.stem)
+    need_data(request, config_task(config))
     args = ["fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.default_root_dir", str(tmp_path)]
     if config.stem == "imdb":
@@ -92,3 +92,12 @@ def test_tasks_command_lists_every_task(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert all(f"{name} " in out for name in names())
     assert "Penn Treebank" in out
+
+
+@pytest.mark.parametrize("config", DEBUG, ids=lambda p: p.stem)
+def test_debug_configs_name_their_task(config: Path) -> None:
+    """need_data reads the task from the config, not its file name (grow_jsb_lstm trains jsb)."""
+    from tasks import names
+    assert config_task(config) in names()
+    if config.stem.startswith("grow_"):
+        assert config_task(config) != config.stem

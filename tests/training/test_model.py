@@ -61,7 +61,13 @@ def test_state_is_carried_across_windows_and_reset_each_epoch() -> None:
     ({"optimizer": "lbfgs"}, "'optimizer'.*sgd, adam, rmsprop, adagrad"),
     ({"schedule": "cosine"}, "'schedule'.*none, decay, plateau"),
     ({"tie_weights": True, "embedding_size": 4}, "'tie_weights'"),
-    ({"cell": "lsmt"}, "'name'.*lstm"),
+    ({"cell": "lsmt"}, "'cell'.*lstm.*did you mean 'lstm'"),
+    ({"lr": float("nan")}, "'lr'.*a finite number >= 0.*Received: nan"),
+    ({"lr": -1e-3}, "'lr'.*Received: -0.001"),
+    ({"lr": float("inf")}, "'lr'.*Received: inf"),
+    ({"momentum": -0.9}, "'momentum'"),
+    ({"weight_decay": float("nan")}, "'weight_decay'"),
+    ({"cell": "cells/missing.txt"}, "'cell'.*existing, readable genome file.*missing.txt.*no such file"),
 ])
 def test_bad_options(kwargs: dict, match: str) -> None:
     spec = tasks.get("copy", delay=2).spec

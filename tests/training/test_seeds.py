@@ -42,3 +42,18 @@ def test_seeds_run_plot_and_skip_finished_runs(tmp_path: Path, capsys: pytest.Ca
 def test_the_data_seed_is_set_only_for_tasks_that_take_one(tmp_path: Path, task: str, has_seed: bool) -> None:
     c = seed_config({"data": {"task": task, "options": {"batch_size": 4}}}, 5, tmp_path / "s5")
     assert ("seed" in c["data"]["options"]) == has_seed and c["data"]["options"]["batch_size"] == 4
+
+
+@pytest.mark.parametrize(("seeds", "match"), [
+    ("5-0", "the range '5-0' ends before it starts: write it as 0-5"),
+    ("0,x", "expected seeds like 0-4 or 0,3,7"),
+    ("-3", "expected seeds like 0-4"),
+    ("0-2,2", "a seed is given twice"),
+])
+def test_bad_seeds_are_an_error_that_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str], seeds: str,
+                                              match: str) -> None:
+    from growrnn.cli import main
+    with pytest.raises(SystemExit) as done:
+        main(["grow", "seeds", "--config", str(tmp_path / "c.yaml"), "--seeds", seeds, "--out", str(tmp_path)])
+    assert done.value.code == 2
+    assert match in capsys.readouterr().err

@@ -1,0 +1,61 @@
+"""The end of `growrnn fit`: a summary that teaches (units, added/deleted, the final metric
+against the task's floor, where TensorBoard finds the run), hp_metric = the final model's metric,
+and a diverged run is an error unless allowed."""
+
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from growrnn.cli import main
+
+DEBUG = Path(__file__).resolve().parents[2] / "configs" / "debug"
+DIVERGES = "h' = relu(affine(x) + 1e200 * affine(h) * affine(h))"  # overflows to inf, then NaN
+
+
+def _fit(tmp_path: Path, config: str, *options: str) -> int:
+    return main(["fit", "--config", str(DEBUG / config), "--trainer.logger.init_args.save_dir", str(tmp_path),
+                 "--trainer.default_root_dir", str(tmp_path), *options])
+
+
+def _scalars(tmp_path: Path, tag: str) -> list[tuple[int, float]]:
+    (run,) = {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_a_growing_fit_ends_with_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _fit(tmp_path, "grow_miconi_hard.yaml") == 0
+    out = capsys.readouterr().out
+    units = _scalars(tmp_path, "structure/units/layer0")[-1][1]
+    added = _scalars(tmp_path, "structure/added")[-1][1]
+    assert "growrnn fit done: miconi_hard, 6 steps" in out
+    assert f"units: layer 0: {units:.0f} (+{added:.0f} -0); {added:.0f} added, 0 deleted in all" in out
+    final = _scalars(tmp_path, "val/nats_per_40")[-1][1]
+    assert f"val/nats_per_40: {final:.4g} (the task's floor: 8.959)" in out
+    assert f"tensorboard --logdir {tmp_path}" in out
+
+
+def test_hp_metric_is_the_final_models_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # validation every 3 steps of 4: the summary validates the final model once more
+    assert _fit(tmp_path, "copy.yaml", "--trainer.val_check_interval", "3") == 0
+    hp, val = _scalars(tmp_path, "hp_metric"), _scalars(tmp_path, "val/nll")
+    assert hp[-1] == val[-1] and hp[-1][0] == 4 and hp[-1][1] != -1.0
+    out = capsys.readouterr().out
+    assert f"val/nll: {val[-1][1]:.4g}" in out and "units: 8 (fixed size)" in out
+
+
+@pytest.mark.parametrize(("options", "code"), [([], 1), (["--allow_divergence", "true"], 0)])
+def test_a_diverged_fit_exits_non_zero_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      options: list[str], code: int) -> None:
+    assert _fit(tmp_path, "copy.yaml", "--model.cell", DIVERGES, *options) == code
+    captured = capsys.readouterr()
+    assert "DIVERGED" in captured.out
+    assert ("the run diverged" in captured.err and "--allow_divergence true" in captured.err) == (code == 1)
+
+
+@pytest.mark.parametrize("lr", [".nan", "-0.1", ".inf"])
+def test_a_bad_lr_is_an_argument_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], lr: str) -> None:
+    assert _fit(tmp_path, "copy.yaml", "--model.lr", lr) == 2
+    assert "invalid argument 'lr'. Allowed: a finite number >= 0" in capsys.readouterr().err
