@@ -14,10 +14,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from growrnn.cells import gemm
+from growrnn.cells import fused, gemm
 from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
+from growrnn.cells.program import M_BIAS
 from growrnn.errors import ArgumentError, ShapeError
 from growrnn.genome.graph import Genome
 from growrnn.genome.library import LIBRARY, library_cell
@@ -110,6 +111,9 @@ class GenomeRNN(nn.Module):
             oneDNN is unavailable (there, torch's GRU/RNN kernels lose to the generic path; see
             docs/benchmarks.md).
         compile: wrap the generic path's step function in ``torch.compile``.
+        fused: run the generic path's time loop in the fused native layer (one library call per
+            layer, forward and backward; CPU, float32/float64) where it is available. ``False``:
+            the per-op Python loop, the reference. See ``growrnn.cells.fused``.
         generator: the ``torch.Generator`` that initialises the weights (default: torch's global).
 
     Shapes: input ``(T, B, I)`` (or ``(B, T, I)``, or unbatched ``(T, I)``); state a tuple of
@@ -124,7 +128,7 @@ class GenomeRNN(nn.Module):
 
     def __init__(self, genome: Genome | str, input_size: int, hidden_size: int, num_layers: int = 1,
                  batch_first: bool = False, dropout: float = 0.0, *, fast_path: bool | str = "auto",
-                 compile: bool = False, device: torch.device | str | None = None,
+                 compile: bool = False, fused: bool = True, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.genome = as_genome(genome)
@@ -141,7 +145,8 @@ class GenomeRNN(nn.Module):
         self.native: NativeMatch | None = match_native(self.genome) if fast_path else None
         self.compiled = bool(compile)
         fns = _functions(self.plan.source)
-        self._layer_fn = fns["layer"]
+        self._layer_fn, self._seq_fn = fns["layer"], fns["seq"]
+        self.fused = bool(fused)
         self._step_fn = torch.compile(fns["step"], dynamic=False) if compile else fns["step"]
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         H = self.hidden_size
@@ -296,24 +301,50 @@ class GenomeRNN(nn.Module):
             finals.append(h)
         return x, (torch.stack(finals),)
 
+    @property
+    def uses_fused_path(self) -> bool:
+        """Whether an input on the parameters' device and dtype runs on the fused native layer
+        (the generic path's time loop in one library call; see ``growrnn.cells.fused``)."""
+        p = next(self.parameters(), None)
+        return p is not None and not self.uses_fast_path and self._fused_for(p.device, p.dtype)
+
+    def _fused_for(self, device: torch.device, dtype: torch.dtype) -> bool:
+        return (self.fused and not self.compiled and self.plan.program is not None and device.type == "cpu"
+                and dtype in (torch.float32, torch.float64) and fused.available())
+
+    def _fused_layer(self, x: Tensor, states: State, k: int) -> tuple[Tensor, State]:
+        prog = self.plan.program
+        assert prog is not None
+        P, _ = self._prepared(k, x.shape[1], False, raw=True)
+        slots = list(self._seq_fn(x, P, self.hidden_size)) if prog.num_slots else []
+        weights = [P[2 * j] for j in prog.step_groups]
+        biases = [P[2 * j + 1] for j, m in zip(prog.step_groups, prog.modes, strict=True) if m == M_BIAS]
+        diags = list(P[2 * len(self.plan.groups):])
+        return fused.fused_layer(prog, slots, list(states), weights, biases, diags, self.hidden_size)
+
     def _generic_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         finals: list[State] = []
         H = self.hidden_size
+        fused_ok = self._fused_for(x.device, x.dtype)
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0.0 and self.training:
                 x = nn.functional.dropout(x, self.dropout, True)
-            track = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-            P, R = self._prepared(k, x.shape[1], track)
-            x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
-                                      step=self._step_fn)
+            if fused_ok:
+                x, final = self._fused_layer(x, tuple(s[k] for s in states), k)
+            else:
+                track = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+                P, R = self._prepared(k, x.shape[1], track)
+                x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
+                                          step=self._step_fn)
             finals.append(final)
         return x, tuple(torch.stack([f[i] for f in finals], 0) for i in range(len(states)))
 
-    def _prepared(self, k: int, batch: int, track: bool) -> tuple[tuple[Any, ...], tuple[Tensor | None, ...]]:
+    def _prepared(self, k: int, batch: int, track: bool,
+                  raw: bool = False) -> tuple[tuple[Any, ...], tuple[Tensor | None, ...]]:
         """Layer k's parameters in the plan's order. ``P`` holds per group its weight (a sequence
-        group's plan-ordered W; a step group's :class:`~growrnn.cells.gemm.RecurrentWeight`) and
-        bias, then the diag vectors. A step group's weight gradient comes through ``R``, which
-        holds its plan-ordered weight (``None`` for sequence groups)."""
+        group's plan-ordered W; a step group's :class:`~growrnn.cells.gemm.RecurrentWeight`, or with
+        ``raw`` its plan-ordered W) and bias, then the diag vectors. A step group's weight gradient
+        comes through ``R``, which holds its plan-ordered weight (``None`` for sequence groups)."""
         H, groups = self.hidden_size, self.plan.groups
         params: list[Any] = []
         recurrent: list[Tensor | None] = []
@@ -332,8 +363,8 @@ class GenomeRNN(nn.Module):
                 bias = folded if bias is None else bias + folded
             # pack the input-gradient weight whenever autograd is on: the input may want a gradient
             # even when the weights are frozen
-            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, torch.is_grad_enabled(), not self.compiled),
-                       bias]
+            params += [w if grp.seq or raw else
+                       gemm.RecurrentWeight(w, batch, torch.is_grad_enabled(), not self.compiled), bias]
             recurrent.append(None if grp.seq else w)
         if self.plan.diags:
             params += list(getattr(self, f"weight_diag_l{k}").unbind(0))
@@ -379,6 +410,7 @@ class GenomeRNN(nn.Module):
 
     def extra_repr(self) -> str:
         eqs = "; ".join(self.genome.to_text().strip().splitlines())
-        path = f"native {self.native.kernel}" if self.uses_fast_path and self.native else "generic"
+        path = (f"native {self.native.kernel}" if self.uses_fast_path and self.native
+                else "generic-fused" if self.uses_fused_path else "generic")
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, path={path}, cell=[{eqs}]")
