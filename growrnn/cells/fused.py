@@ -34,7 +34,7 @@ __all__ = ["available", "library_path", "fused_layer", "SOURCE"]
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "fused.cpp"
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC", "-w")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC", "-w")
 
 
 def _cache_root() -> Path:

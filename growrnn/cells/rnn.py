@@ -317,7 +317,7 @@ class GenomeRNN(nn.Module):
         assert prog is not None
         P, _ = self._prepared(k, x.shape[1], False, raw=True)
         slots = list(self._seq_fn(x, P, self.hidden_size)) if prog.num_slots else []
-        weights = [P[2 * j] for j in prog.step_groups]
+        weights = [P[2 * j].contiguous() for j in prog.step_groups]
         biases = [P[2 * j + 1] for j, m in zip(prog.step_groups, prog.modes, strict=True) if m == M_BIAS]
         diags = list(P[2 * len(self.plan.groups):])
         return fused.fused_layer(prog, slots, list(states), weights, biases, diags, self.hidden_size)

@@ -47,13 +47,14 @@ struct Prog {
 // float: a Cephes-style exp that the compiler vectorizes (about 1 ulp); double: libm.
 inline float fexp(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const int32_t ni = (int32_t)(x * 1.44269504088896341f + 256.5f) - 256;  // floor; the sum is > 0
+  const float n = (float)ni;
   float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float r2 = r * r;
   float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
               4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
   y = y * r2 + r + 1.0f;
-  int32_t e = ((int32_t)n + 127) << 23;
+  int32_t e = (ni + 127) << 23;
   float s;
   std::memcpy(&s, &e, sizeof s);
   return y * s;
@@ -74,6 +75,48 @@ struct Loc {
   bool is_const;
   T c;
 };
+
+// ------------------------------------------------------------------ products
+// The BLAS torch links (MKL on x86 wheels) exports the Fortran gemm; called directly it costs no
+// tensor or dispatcher work per step. Weak: where it is absent, ATen's mm runs instead.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+            const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
+
+inline void blas(const char* ta, const int* m, const int* n, const int* k, const float* al, const float* a,
+                 const int* lda, const float* b, const int* ldb, const float* be, float* c, const int* ldc) {
+  sgemm_(ta, "N", m, n, k, al, a, lda, b, ldb, be, c, ldc);
+}
+inline void blas(const char* ta, const int* m, const int* n, const int* k, const double* al, const double* a,
+                 const int* lda, const double* b, const int* ldb, const double* be, double* c, const int* ldc) {
+  dgemm_(ta, "N", m, n, k, al, a, lda, b, ldb, be, c, ldc);
+}
+template <typename T> bool have_blas();
+template <> bool have_blas<float>() { return sgemm_ != nullptr; }
+template <> bool have_blas<double>() { return dgemm_ != nullptr; }
+
+// Row-major C (M x N, ldc) = beta * C + A (M x K, lda) . X, with X = Bm^T for Bm (N x K, ldb)
+// when b_trans, else X = Bm (K x N, ldb).
+template <typename T>
+void gemm_rm(bool b_trans, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* Bm, int64_t ldb,
+             T beta, T* C, int64_t ldc) {
+  if (have_blas<T>()) {
+    const int m = (int)N, n = (int)M, k = (int)K, la = (int)ldb, lb = (int)lda, lc = (int)ldc;
+    const T one = T(1);
+    blas(b_trans ? "T" : "N", &m, &n, &k, &one, Bm, &la, A, &lb, &beta, C, &lc);
+    return;
+  }
+  auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opt);
+  at::Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opt);
+  at::Tensor b = b_trans ? at::from_blob(const_cast<T*>(Bm), {N, K}, {ldb, 1}, opt).t()
+                         : at::from_blob(const_cast<T*>(Bm), {K, N}, {ldb, 1}, opt);
+  if (beta == T(0)) at::mm_out(c, a, b);
+  else c.addmm_(a, b);
+}
 
 template <typename T>
 struct Layer {
@@ -111,15 +154,20 @@ void act_fwd(int op, const Loc<T>& a, T* __restrict o, int64_t B, int64_t H) {
     T* __restrict ob = o + b * H;
     if (a.is_const) {
       for (int64_t c = 0; c < H; ++c) ob[c] = a.c;
-    } else {
-      const T* __restrict ab = a.p + b * a.ld;
-      for (int64_t c = 0; c < H; ++c) ob[c] = ab[c];
+      switch (op) {
+        case O_SIGMOID: for (int64_t c = 0; c < H; ++c) ob[c] = sigmoid_f(ob[c]); break;
+        case O_TANH: for (int64_t c = 0; c < H; ++c) ob[c] = tanh_f(ob[c]); break;
+        case O_RELU: for (int64_t c = 0; c < H; ++c) ob[c] = ob[c] > T(0) ? ob[c] : T(0); break;
+        default: break;
+      }
+      continue;
     }
+    const T* __restrict ab = a.p + b * a.ld;
     switch (op) {
-      case O_SIGMOID: for (int64_t c = 0; c < H; ++c) ob[c] = sigmoid_f(ob[c]); break;
-      case O_TANH: for (int64_t c = 0; c < H; ++c) ob[c] = tanh_f(ob[c]); break;
-      case O_RELU: for (int64_t c = 0; c < H; ++c) ob[c] = ob[c] > T(0) ? ob[c] : T(0); break;
-      default: break;
+      case O_SIGMOID: for (int64_t c = 0; c < H; ++c) ob[c] = sigmoid_f(ab[c]); break;
+      case O_TANH: for (int64_t c = 0; c < H; ++c) ob[c] = tanh_f(ab[c]); break;
+      case O_RELU: for (int64_t c = 0; c < H; ++c) ob[c] = ab[c] > T(0) ? ab[c] : T(0); break;
+      default: for (int64_t c = 0; c < H; ++c) ob[c] = ab[c]; break;
     }
   }
 }
@@ -192,22 +240,33 @@ std::vector<at::Tensor> forward_impl(const Prog& P, const std::vector<at::Tensor
   const int64_t B = init[0].size(0);
   auto opt = init[0].options();
   at::Tensor reg = at::empty({std::max(P.nr, 1), Tn, B, H}, opt);
-  std::vector<at::Tensor> gt, wt;
+  std::vector<at::Tensor> gt;
   for (int i = 0; i < P.ng; ++i) {
     gt.push_back(at::empty({Tn, B, P.gw[i] * H}, opt));
-    wt.push_back(weights[i].t());
   }
   Layer<T> L = make_layer<T>(P, slots, init, gt, reg, consts, Tn, B, H);
+  std::vector<const T*> pw;
+  for (auto& w : weights) pw.push_back(w.data_ptr<T>());
   for (int64_t t = 0; t < Tn; ++t) {
     for (int k = 0; k < P.ni; ++k) {
       const int64_t* in = &P.ins[6 * k];
       const int op = (int)in[0];
       if (op == O_MM) {
         const int64_t sj = in[1], r = P.val[3 * in[2] + 1], w = P.gw[sj] * H;
-        at::Tensor out = gt[sj].select(0, t), arg = reg.select(0, r).select(0, t);
-        if (in[3] == M_SLOT) at::addmm_out(out, slots[in[4]].select(0, t).narrow(1, in[5] * H, w), arg, wt[sj]);
-        else if (in[3] == M_BIAS) at::addmm_out(out, biases[sj], arg, wt[sj]);
-        else at::mm_out(out, arg, wt[sj]);
+        T* out = L.g[sj] + t * B * w;
+        const T* arg = L.reg + (r * Tn + t) * B * H;
+        T beta = T(0);
+        if (in[3] == M_SLOT) {
+          const int64_t ld = L.sld[in[4]];
+          const T* src = L.slot[in[4]] + t * B * ld + in[5] * H;
+          for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * w, src + b * ld, w * sizeof(T));
+          beta = T(1);
+        } else if (in[3] == M_BIAS) {
+          const T* bias = biases[sj].data_ptr<T>();
+          for (int64_t b = 0; b < B; ++b) std::memcpy(out + b * w, bias, w * sizeof(T));
+          beta = T(1);
+        }
+        gemm_rm<T>(true, B, w, H, arg, H, pw[sj], H, beta, out, w);
         continue;
       }
       T* o = L.loc(in[1], t).p;
@@ -252,22 +311,31 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
   auto opt = init[0].options();
   Layer<T> L = make_layer<T>(P, slots, init, gt, reg, consts, Tn, B, H);
   std::vector<at::Tensor> dslots, dg;
-  for (auto& s : slots) dslots.push_back(at::zeros_like(s));
-  for (auto& g : gt) dg.push_back(at::zeros_like(g));
-  at::Tensor dreg = at::empty({std::max(P.nr, 1), B, H}, opt);
-  at::Tensor carry = at::empty({P.nst, B, H}, opt), carry_next = at::empty({P.nst, B, H}, opt);
-  for (int i = 0; i < P.nst; ++i) carry.select(0, i).copy_(dfinal[i]);
+  for (auto& x : slots) dslots.push_back(at::empty_like(x));  // each step zeroes its own rows
+  for (auto& g : gt) dg.push_back(at::empty_like(g));
+  const int64_t nst = P.nst;
+  std::vector<T> dreg(std::max(P.nr, 1) * B * H), c0(nst * B * H), c1(nst * B * H);
+  T* carry = c0.data();
+  T* carry_next = c1.data();
+  for (int i = 0; i < nst; ++i) {
+    at::Tensor d = dfinal[i].to(opt.dtype()).contiguous();
+    std::memcpy(carry + i * B * H, d.data_ptr<T>(), B * H * sizeof(T));
+  }
   at::Tensor ddiag = at::zeros({std::max(P.nd, 1), H}, opt);
-  T* pdreg = dreg.data_ptr<T>();
+  T* pdreg = dreg.data();
   const T* pdout = dout.data_ptr<T>();
   T* pdd = ddiag.data_ptr<T>();
   std::vector<T*> pds, pdg;
   for (auto& d : dslots) pds.push_back(d.data_ptr<T>());
   for (auto& d : dg) pdg.push_back(d.data_ptr<T>());
+  std::vector<const T*> pw;
+  for (auto& w : weights) pw.push_back(w.data_ptr<T>());
   for (int64_t t = Tn - 1; t >= 0; --t) {
-    dreg.zero_();
-    carry_next.zero_();
-    T* pcn = carry_next.data_ptr<T>();
+    std::fill(dreg.begin(), dreg.end(), T(0));
+    std::fill(carry_next, carry_next + nst * B * H, T(0));
+    for (int i = 0; i < P.ns; ++i) std::fill(pds[i] + t * B * L.sld[i], pds[i] + (t + 1) * B * L.sld[i], T(0));
+    for (int i = 0; i < P.ng; ++i) std::fill(pdg[i] + t * B * L.gld[i], pdg[i] + (t + 1) * B * L.gld[i], T(0));
+    T* pcn = carry_next;
     auto gloc = [&](int64_t v) -> Loc<T> {
       const int64_t* d = &P.val[3 * v];
       switch (d[0]) {
@@ -278,20 +346,20 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
         default: return {nullptr, 0, true, T(0)};
       }
     };
-    const T* pc = carry.data_ptr<T>();
-    for (int i = 0; i < P.nst; ++i) accum<T>(gloc(P.sout[i]), pc + i * B * H, H, nullptr, T(1), B, H);
+    const T* pc = carry;
+    for (int i = 0; i < nst; ++i) accum<T>(gloc(P.sout[i]), pc + i * B * H, H, nullptr, T(1), B, H);
     accum<T>(gloc(P.sout[0]), pdout + t * B * H, H, nullptr, T(1), B, H);
     for (int k = P.ni - 1; k >= 0; --k) {
       const int64_t* in = &P.ins[6 * k];
       const int op = (int)in[0];
       if (op == O_MM) {
         const int64_t sj = in[1], r = P.val[3 * in[2] + 1], w = P.gw[sj] * H;
-        at::Tensor dG = dg[sj].select(0, t);
+        const T* dG = pdg[sj] + t * B * w;
         if (in[3] == M_SLOT) {
           Loc<T> dst{pds[in[4]] + t * B * L.sld[in[4]] + in[5] * H, L.sld[in[4]], false, T(0)};
-          accum<T>(dst, dG.data_ptr<T>(), w, nullptr, T(1), B, w);
+          accum<T>(dst, dG, w, nullptr, T(1), B, w);
         }
-        dreg.select(0, r).addmm_(dG, weights[sj]);
+        gemm_rm<T>(false, B, H, w, dG, w, pw[sj], H, T(1), pdreg + r * B * H, H);
         continue;
       }
       Loc<T> go = gloc(in[1]);
@@ -334,7 +402,11 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
     std::swap(carry, carry_next);
   }
   std::vector<at::Tensor> result = dslots;
-  for (int i = 0; i < P.nst; ++i) result.push_back(carry.select(0, i).clone());
+  for (int i = 0; i < nst; ++i) {
+    at::Tensor d = at::empty({B, H}, opt);
+    std::memcpy(d.data_ptr<T>(), carry + i * B * H, B * H * sizeof(T));
+    result.push_back(d);
+  }
   std::vector<at::Tensor> dbias;
   for (int sj = 0; sj < P.ng; ++sj) {
     const int64_t w = P.gw[sj] * H;
