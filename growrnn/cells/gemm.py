@@ -45,9 +45,41 @@ def _lp(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
 
+@cache
+def _tn_prefers_onednn() -> bool:
+    """Whether oneDNN (with the two transposed copies its op needs) beats torch's ``mm`` (which
+    reads transposed operands in place) for a weight gradient on this machine: on some AMD
+    processors MKL runs at half oneDNN's speed, on Intel ones ``mm`` wins by about 2x.
+    Decided once per process, on a typical shape (best of five runs each), on one thread: with
+    more threads than idle cores both kernels read as the same wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _tn_race()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tn_race() -> bool:
+    import time
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1024, 256, generator=g), torch.randn(1024, 128, generator=g)
+    kernels = {True: lambda: _lp(a.t().contiguous(), b.t().contiguous()), False: lambda: a.t().mm(b)}
+    best = {}
+    for key, run in kernels.items():
+        run()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        best[key] = min(times)
+    return best[True] < best[False]
+
+
 def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
     """``a.T @ b`` for ``a`` (M, N) and ``b`` (M, K): the weight gradient of a linear map."""
-    if _onednn(a):
+    if _onednn(a) and _tn_prefers_onednn():
         return _lp(a.t().contiguous(), b.t().contiguous())
     return a.t().mm(b)
 
