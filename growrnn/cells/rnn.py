@@ -267,9 +267,43 @@ class GenomeRNN(nn.Module):
                                  f"received {received}")
         return tuple(s.unsqueeze(1) for s in state) if unbatched else tuple(state)
 
+    def _native_params(self) -> list[Tensor]:
+        """The native path's parameters in cuDNN's order: per layer w_ih, w_hh, b_ih, b_hh."""
+        return [getattr(self, f"{kind}_{tag}_l{k}") for k in range(self.num_layers)
+                for kind, tag in (("weight", "ih"), ("weight", "hh"), ("bias", "ih"), ("bias", "hh"))]
+
+    def flatten_parameters(self) -> None:
+        """On CUDA, lay the native path's weights out as cuDNN's one flat buffer, as
+        ``nn.LSTM.flatten_parameters`` does (the parameters become views of it; names and values
+        are unchanged), so cuDNN reads them in place instead of copying them at every call. A
+        no-op on CPU, without cuDNN, on the generic path, and for genomes whose gates are written
+        in another order than torch's (their weights are permuted per call anyway). Runs after
+        ``.to()``/``.cuda()`` and again before a call whose weights were replaced (growth)."""
+        m = self.native
+        if m is None or not m.identity or not self.uses_fast_path:
+            return
+        params = self._native_params()
+        first = params[0]
+        if (first.device.type != "cuda" or any(p.dtype != first.dtype for p in params)
+                or not torch._use_cudnn_rnn_flatten_weight()):
+            return
+        mode = {"rnn_relu": 0, "rnn_tanh": 1, "lstm": 2, "gru": 3}[m.kernel]  # cudnnRNNMode_t
+        with torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(params, 4, self.input_size, mode, self.hidden_size, 0,
+                                            self.num_layers, self.batch_first, False)
+        self._flat_key = tuple(p.data_ptr() for p in params)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GenomeRNN:
+        ret = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return ret
+
     def _native_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         m = self.native
         assert m is not None
+        if x.device.type == "cuda" and m.identity and getattr(self, "_flat_key", None) != tuple(
+                p.data_ptr() for p in self._native_params()):
+            self.flatten_parameters()  # new weights since the last call (a resize, load_state_dict)
         H, ordered = self.hidden_size, []
         for k in range(self.num_layers):
             pairs = []

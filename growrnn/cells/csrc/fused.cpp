@@ -74,7 +74,18 @@ struct Loc {
   int64_t ld;
   bool is_const;
   T c;
+  char* fresh = nullptr;  // a register gradient: whether it was written in this step (else garbage)
 };
+
+// Whether an accumulation into ``d`` is its first in this step (then it stores instead of adding,
+// which saves zeroing the registers' gradients every step); marks it written.
+template <typename T>
+inline bool first_write(const Loc<T>& d) {
+  if (d.fresh == nullptr) return false;
+  const bool first = !*d.fresh;
+  *d.fresh = 1;
+  return first;
+}
 
 // ------------------------------------------------------------------ products
 // The BLAS torch links (MKL on x86 wheels) exports the Fortran gemm; called directly it costs no
@@ -195,17 +206,18 @@ void bin_fwd(int op, const Loc<T>& a, const Loc<T>& b_, T* __restrict o, int64_t
 template <typename T>
 void accum(const Loc<T>& dst, const T* g, int64_t gld, const Loc<T>* f, T scale, int64_t B, int64_t H) {
   if (dst.is_const || dst.p == nullptr) return;
+  const bool st = first_write(dst);
   for (int64_t b = 0; b < B; ++b) {
     T* d = dst.p + b * dst.ld;
     const T* gb = g + b * gld;
-    if (f == nullptr) {
-      for (int64_t c = 0; c < H; ++c) d[c] += scale * gb[c];
-    } else if (f->is_const) {
-      T k = scale * f->c;
-      for (int64_t c = 0; c < H; ++c) d[c] += k * gb[c];
+    if (f == nullptr || f->is_const) {
+      const T k = f == nullptr ? scale : scale * f->c;
+      if (st) for (int64_t c = 0; c < H; ++c) d[c] = k * gb[c];
+      else for (int64_t c = 0; c < H; ++c) d[c] += k * gb[c];
     } else {
       const T* fb = f->p + b * f->ld;
-      for (int64_t c = 0; c < H; ++c) d[c] += scale * gb[c] * fb[c];
+      if (st) for (int64_t c = 0; c < H; ++c) d[c] = scale * gb[c] * fb[c];
+      else for (int64_t c = 0; c < H; ++c) d[c] += scale * gb[c] * fb[c];
     }
   }
 }
@@ -315,6 +327,7 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
   for (auto& g : gt) dg.push_back(at::empty_like(g));
   const int64_t nst = P.nst;
   std::vector<T> dreg(std::max(P.nr, 1) * B * H), c0(nst * B * H), c1(nst * B * H);
+  std::vector<char> wr(std::max(P.nr, 1));
   T* carry = c0.data();
   T* carry_next = c1.data();
   for (int i = 0; i < nst; ++i) {
@@ -331,7 +344,7 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
   std::vector<const T*> pw;
   for (auto& w : weights) pw.push_back(w.data_ptr<T>());
   for (int64_t t = Tn - 1; t >= 0; --t) {
-    std::fill(dreg.begin(), dreg.end(), T(0));
+    std::fill(wr.begin(), wr.end(), char(0));
     std::fill(carry_next, carry_next + nst * B * H, T(0));
     for (int i = 0; i < P.ns; ++i) std::fill(pds[i] + t * B * L.sld[i], pds[i] + (t + 1) * B * L.sld[i], T(0));
     for (int i = 0; i < P.ng; ++i) std::fill(pdg[i] + t * B * L.gld[i], pdg[i] + (t + 1) * B * L.gld[i], T(0));
@@ -341,7 +354,7 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
       switch (d[0]) {
         case K_SLOT: return {pds[d[1]] + t * B * L.sld[d[1]] + d[2] * H, L.sld[d[1]], false, T(0)};
         case K_GROUP: return {pdg[d[1]] + t * B * L.gld[d[1]] + d[2] * H, L.gld[d[1]], false, T(0)};
-        case K_REG: return {pdreg + d[1] * B * H, H, false, T(0)};
+        case K_REG: return {pdreg + d[1] * B * H, H, false, T(0), &wr[d[1]]};
         case K_STATE: return {pcn + d[1] * B * H, H, false, T(0)};
         default: return {nullptr, 0, true, T(0)};
       }
@@ -359,33 +372,45 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
           Loc<T> dst{pds[in[4]] + t * B * L.sld[in[4]] + in[5] * H, L.sld[in[4]], false, T(0)};
           accum<T>(dst, dG, w, nullptr, T(1), B, w);
         }
-        gemm_rm<T>(false, B, H, w, dG, w, pw[sj], H, T(1), pdreg + r * B * H, H);
+        char* fr = &wr[r];
+        gemm_rm<T>(false, B, H, w, dG, w, pw[sj], H, *fr ? T(1) : T(0), pdreg + r * B * H, H);
+        *fr = 1;
         continue;
       }
       Loc<T> go = gloc(in[1]);
+      if (go.fresh && !*go.fresh) continue;  // nothing read this value: its gradient is zero
       Loc<T> y = L.loc(in[1], t);
       Loc<T> a = L.loc(in[2], t), ga = gloc(in[2]);
       if (op == O_IDENTITY || op == O_COPY) {
         accum<T>(ga, go.p, H, nullptr, T(1), B, H);
       } else if (op <= O_RELU) {
         if (ga.is_const) continue;
+        const bool st = first_write(ga);
         for (int64_t b = 0; b < B; ++b) {
           T* d = ga.p + b * ga.ld;
           const T* g = go.p + b * H;
           const T* yb = y.p + b * H;
-          if (op == O_SIGMOID) for (int64_t c = 0; c < H; ++c) d[c] += g[c] * yb[c] * (T(1) - yb[c]);
-          else if (op == O_TANH) for (int64_t c = 0; c < H; ++c) d[c] += g[c] * (T(1) - yb[c] * yb[c]);
-          else for (int64_t c = 0; c < H; ++c) d[c] += yb[c] > T(0) ? g[c] : T(0);
+          if (st) {
+            if (op == O_SIGMOID) for (int64_t c = 0; c < H; ++c) d[c] = g[c] * yb[c] * (T(1) - yb[c]);
+            else if (op == O_TANH) for (int64_t c = 0; c < H; ++c) d[c] = g[c] * (T(1) - yb[c] * yb[c]);
+            else for (int64_t c = 0; c < H; ++c) d[c] = yb[c] > T(0) ? g[c] : T(0);
+          } else {
+            if (op == O_SIGMOID) for (int64_t c = 0; c < H; ++c) d[c] += g[c] * yb[c] * (T(1) - yb[c]);
+            else if (op == O_TANH) for (int64_t c = 0; c < H; ++c) d[c] += g[c] * (T(1) - yb[c] * yb[c]);
+            else for (int64_t c = 0; c < H; ++c) d[c] += yb[c] > T(0) ? g[c] : T(0);
+          }
         }
       } else if (op == O_DIAG) {
         const T* u = diags[in[3]].data_ptr<T>();
         T* du = pdd + in[3] * H;
+        const bool st = !ga.is_const && first_write(ga);
         for (int64_t b = 0; b < B; ++b) {
           const T* g = go.p + b * H;
           for (int64_t c = 0; c < H; ++c) du[c] += g[c] * at_(a, b, c);
           if (!ga.is_const) {
             T* d = ga.p + b * ga.ld;
-            for (int64_t c = 0; c < H; ++c) d[c] += g[c] * u[c];
+            if (st) for (int64_t c = 0; c < H; ++c) d[c] = g[c] * u[c];
+            else for (int64_t c = 0; c < H; ++c) d[c] += g[c] * u[c];
           }
         }
       } else {
