@@ -108,8 +108,8 @@ class GenomeRNN(nn.Module):
         fast_path: run canonically LSTM/GRU/Elman genomes on torch's own kernels: ``True``
             always, ``False`` never (the generic path), ``"auto"`` (default) where torch's kernel is
             the fastest exact option: LSTM everywhere; GRU and Elman off CPU, or on CPUs where
-            oneDNN is unavailable (there, torch's GRU/RNN kernels lose to the generic path; see
-            docs/benchmarks.md).
+            neither the fused layer nor oneDNN is available (there, torch's GRU/RNN kernels lose
+            to the generic path; see docs/benchmarks.md).
         compile: wrap the generic path's step function in ``torch.compile``.
         fused: run the generic path's time loop in the fused native layer (one library call per
             layer, forward and backward; CPU, float32/float64) where it is available. ``False``:
@@ -191,6 +191,8 @@ class GenomeRNN(nn.Module):
             return False
         if self.fast_path is True or self.native.kernel == "lstm":
             return True
+        if self._fused_for(device, dtype):  # the fused layer beats torch's CPU GRU/RNN kernels
+            return False
         return not (device.type == "cpu" and dtype == torch.float32 and gemm.onednn_available())
 
     @property
