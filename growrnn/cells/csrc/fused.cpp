@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -95,7 +96,17 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const float*, const int*, const float*, float*, const int*) __attribute__((weak));
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
             const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+
+// MKL's threading of the per-step products: a step's product is small, and waking a thread team
+// for it costs more than it saves (on a loaded machine, 10x more). Single-threaded inside the loop.
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));  // the C interface (by value)
 }
+
+struct OneBlasThread {
+  int prev = 0;
+  OneBlasThread() { if (MKL_Set_Num_Threads_Local) prev = MKL_Set_Num_Threads_Local(1); }
+  ~OneBlasThread() { if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(prev); }
+};
 
 inline void blas(const char* ta, const int* m, const int* n, const int* k, const float* al, const float* a,
                  const int* lda, const float* b, const int* ldb, const float* be, float* c, const int* ldc) {
@@ -259,6 +270,7 @@ std::vector<at::Tensor> forward_impl(const Prog& P, const std::vector<at::Tensor
   Layer<T> L = make_layer<T>(P, slots, init, gt, reg, consts, Tn, B, H);
   std::vector<const T*> pw;
   for (auto& w : weights) pw.push_back(w.data_ptr<T>());
+  OneBlasThread one_thread;
   for (int64_t t = 0; t < Tn; ++t) {
     for (int k = 0; k < P.ni; ++k) {
       const int64_t* in = &P.ins[6 * k];
@@ -343,6 +355,7 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
   for (auto& d : dg) pdg.push_back(d.data_ptr<T>());
   std::vector<const T*> pw;
   for (auto& w : weights) pw.push_back(w.data_ptr<T>());
+  std::optional<OneBlasThread> one_thread(std::in_place);
   for (int64_t t = Tn - 1; t >= 0; --t) {
     std::fill(wr.begin(), wr.end(), char(0));
     std::fill(carry_next, carry_next + nst * B * H, T(0));
@@ -426,6 +439,7 @@ std::vector<at::Tensor> backward_impl(const Prog& P, const std::vector<at::Tenso
     }
     std::swap(carry, carry_next);
   }
+  one_thread.reset();  // the whole-sequence weight gradients below may use every thread
   std::vector<at::Tensor> result = dslots;
   for (int i = 0; i < nst; ++i) {
     at::Tensor d = at::empty({B, H}, opt);
