@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("--rounds", type=int, default=20, help="timed steps per entry (median taken)")
     cells.add_argument("--input", type=int, default=None, help="input size I (default: H)")
     cells.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    cells.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                       help="cpu: the calling thread's CPU time (with --threads 1, robust on a shared machine)")
     cells.add_argument("--search", action="store_true",
                        help="the sizes a CPU search trains: B 8, T 100, I 88, H 32/64/128, one layer")
     cells.add_argument("--quick", action="store_true", help="H=64, 5 rounds: a smoke run in seconds")
@@ -135,7 +137,7 @@ def cmd_bench_cells(args: argparse.Namespace) -> int:
     if args.quick:
         shape["sizes"], rounds = (64,), 5
     log.info("timing %d rounds per entry at H=%s", rounds, shape["sizes"])
-    rows, peak = bench_cells(rounds=rounds, **shape)
+    rows, peak = bench_cells(rounds=rounds, clock=args.clock, **shape)
     table = format_table(rows, peak, shape["batch"], shape["steps"], shape["layers"], shape["input_size"])
     print(table, end="")
     if args.out:

@@ -104,10 +104,15 @@ def _train_step(model: nn.Module, x: Tensor) -> Callable[[], None]:
     return run
 
 
-def _time(run: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
+def _time(run: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     run()
-    return time.perf_counter() - t0
+    return clock() - t0
+
+
+#: ``wall``: elapsed time; ``cpu``: the CPU time of the calling thread (with one torch thread,
+#: all the work; immune to being preempted on a machine shared with other jobs).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 #: An evolved cell: JSB cell 156 of the search (docs/reproductions/search.md), a quarter of an
@@ -120,12 +125,12 @@ SEARCH_SIZES = {"sizes": (32, 64, 128), "batch": 8, "steps": 100, "layers": 1, "
 
 def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int = 35,
                 layers: int = 2, rounds: int = 20, seed: int = 0,
-                input_size: int | None = None) -> tuple[list[BenchRow], dict[str, float]]:
+                input_size: int | None = None, clock: str = "wall") -> tuple[list[BenchRow], dict[str, float]]:
     """Time every entry; return the rows and the measured matmul GFLOP/s by kernel.
 
     Paths: ``fast`` (torch's own kernel, where the genome is LSTM/GRU/Elman), ``fused`` (the
     fused native layer, ``growrnn.cells.fused``) and ``generic`` (the per-op loop, ``fused=False``).
-    ``input_size`` defaults to H.
+    ``input_size`` defaults to H. ``clock``: ``"wall"`` or ``"cpu"`` (see :data:`CLOCKS`).
 
     Every entry is timed in A/B pairs with ``nn.LSTM`` (reference first, then the entry), in a
     fresh random order each round; ratios are medians of the per-pair ratios, so that drift and
@@ -167,7 +172,7 @@ def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int
         for _ in range(rounds):
             order_rng.shuffle(keys)
             for k in keys:
-                t_ref, t = _time(ref_run), _time(runs[k])
+                t_ref, t = _time(ref_run, CLOCKS[clock]), _time(runs[k], CLOCKS[clock])
                 times[k].append(t)
                 ratios[k].append(t / t_ref)
         med = {k: statistics.median(v) for k, v in times.items()}
