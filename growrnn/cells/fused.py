@@ -156,12 +156,11 @@ class _FusedLayer(torch.autograd.Function):
         return (None, None, None, *d_slots, *d_init, *d_w, *d_bias, *d_diag.unbind(0)[:len(diags)])
 
 
-def fused_layer(prog: Program, slots: list[Tensor], init: list[Tensor], weights: list[Tensor],
+def fused_layer(prog: Program, T: int, slots: list[Tensor], init: list[Tensor], weights: list[Tensor],
                 biases: list[Tensor], diags: list[Tensor], H: int) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run one layer: ``slots`` (T, B, ·) as ``seq`` returned them, ``init`` the states (B, H),
-    ``weights``/``biases`` of the step groups (biases of bias-mode groups only), ``diags`` (H,).
-    Returns the output (T, B, H) and the final states."""
-    T = init[0].shape[0] if not slots else slots[0].shape[0]
+    """Run one layer of ``T`` steps: ``slots`` (T, B, ·) as ``seq`` returned them, ``init`` the
+    states (B, H), ``weights``/``biases`` of the step groups (biases of bias-mode groups only),
+    ``diags`` (H,). Returns the output (T, B, H) and the final states."""
     res = _FusedLayer.apply(prog, T, H, *[s.contiguous() for s in slots], *[s.contiguous() for s in init],
                             *weights, *biases, *diags)
     return res[0], tuple(res[1:])

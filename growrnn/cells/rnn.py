@@ -145,7 +145,7 @@ class GenomeRNN(nn.Module):
         self.native: NativeMatch | None = match_native(self.genome) if fast_path else None
         self.compiled = bool(compile)
         fns = _functions(self.plan.source)
-        self._layer_fn, self._seq_fn = fns["layer"], fns["seq"]
+        self._layer_fn = fns["layer"]
         self.fused = bool(fused)
         self._step_fn = torch.compile(fns["step"], dynamic=False) if compile else fns["step"]
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -345,18 +345,20 @@ class GenomeRNN(nn.Module):
         return p is not None and not self.uses_fast_path and self._fused_for(p.device, p.dtype)
 
     def _fused_for(self, device: torch.device, dtype: torch.dtype) -> bool:
-        return (self.fused and not self.compiled and self.plan.program is not None and device.type == "cpu"
+        return (getattr(self, "fused", True) and not self.compiled and self.plan.program is not None
+                and device.type == "cpu"
                 and dtype in (torch.float32, torch.float64) and fused.available())
 
     def _fused_layer(self, x: Tensor, states: State, k: int) -> tuple[Tensor, State]:
         prog = self.plan.program
         assert prog is not None
         P, _ = self._prepared(k, x.shape[1], False, raw=True)
-        slots = list(self._seq_fn(x, P, self.hidden_size)) if prog.num_slots else []
+        seq = _functions(self.plan.source)["seq"]  # cached by source
+        slots = list(seq(x, P, self.hidden_size)) if prog.num_slots else []
         weights = [P[2 * j].contiguous() for j in prog.step_groups]
         biases = [P[2 * j + 1] for j, m in zip(prog.step_groups, prog.modes, strict=True) if m == M_BIAS]
         diags = list(P[2 * len(self.plan.groups):])
-        return fused.fused_layer(prog, slots, list(states), weights, biases, diags, self.hidden_size)
+        return fused.fused_layer(prog, x.shape[0], slots, list(states), weights, biases, diags, self.hidden_size)
 
     def _generic_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         finals: list[State] = []
