@@ -66,7 +66,8 @@ def _assert_same(a, b, tol, scaled=False):
 
 @needs_fused
 @pytest.mark.parametrize("cell", [*sorted(LIBRARY), CELL_156, "h' = tanh(h) * 0.5 + affine(x)",
-                                  "c' = c * 0.9 + affine(x)\nh' = tanh(linear(c') + diag(h)) * relu(c)"])
+                                  "c' = c * 0.9 + affine(x)\nh' = tanh(linear(c') + diag(h)) * relu(c)",
+                                  "h' = tanh(linear(h))"])  # reads no input: T must come from x
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_fused_equals_generic(cell: str, dtype: torch.dtype, batch_first: bool) -> None:
