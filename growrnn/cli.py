@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("--steps", type=int, default=35, help="sequence length T")
     cells.add_argument("--layers", type=int, default=2)
     cells.add_argument("--rounds", type=int, default=20, help="timed steps per entry (median taken)")
+    cells.add_argument("--input", type=int, default=None, help="input size I (default: H)")
+    cells.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    cells.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                       help="cpu: the calling thread's CPU time (with --threads 1, robust on a shared machine)")
+    cells.add_argument("--search", action="store_true",
+                       help="the sizes a CPU search trains: B 8, T 100, I 88, H 32/64/128, one layer")
     cells.add_argument("--quick", action="store_true", help="H=64, 5 rounds: a smoke run in seconds")
     cells.add_argument("--out", type=Path, help="also write the markdown table to this file")
     growth = bench_sub.add_parser("growth", help="training step of a growable layer vs a fixed one; resize cost")
@@ -127,13 +133,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_cells(args: argparse.Namespace) -> int:
-    from growrnn.cells.bench import bench_cells, format_table
+    from growrnn.cells.bench import SEARCH_SIZES, bench_cells, format_table
     if args.out:
         _writable("--out", args.out)
-    sizes, rounds = ((64,), 5) if args.quick else (args.sizes, args.rounds)
-    log.info("timing %d rounds per entry at H=%s", rounds, sizes)
-    rows, peak = bench_cells(sizes, args.batch, args.steps, args.layers, rounds)
-    table = format_table(rows, peak, args.batch, args.steps, args.layers)
+    shape = {"sizes": args.sizes, "batch": args.batch, "steps": args.steps, "layers": args.layers,
+             "input_size": args.input}
+    if args.search:
+        shape.update(SEARCH_SIZES)
+    rounds = args.rounds
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        shape["sizes"], rounds = (64,), 5
+    log.info("timing %d rounds per entry at H=%s", rounds, shape["sizes"])
+    rows, peak = bench_cells(rounds=rounds, clock=args.clock, **shape)
+    table = format_table(rows, peak, shape["batch"], shape["steps"], shape["layers"], shape["input_size"])
     print(table, end="")
     if args.out:
         args.out.write_text(table)

@@ -45,8 +45,11 @@ def test_bench_cells_quick_writes_a_table(tmp_path: Path) -> None:
     out = tmp_path / "bench.md"
     assert main(["bench", "cells", "--quick", "--batch", "4", "--steps", "5", "--layers", "1", "--out", str(out)]) == 0
     table = out.read_text()
-    for needle in ("| 64 | nn.LSTM | torch |", "| 64 | lstm | generic |", "| 64 | dual_lstm | hand-written |"):
+    for needle in ("| 64 | nn.LSTM | torch |", "| 64 | lstm | generic |", "| 64 | dual_lstm | hand-written |",
+                   "| 64 | evolved_156 | generic |"):
         assert needle in table
+    from growrnn.cells import fused
+    assert ("| 64 | gru | fused |" in table) == fused.available()
 
 
 def test_console_script_help() -> None:

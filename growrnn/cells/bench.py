@@ -19,8 +19,9 @@ from growrnn.cells import gemm
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.genome.complexity import complexity
 from growrnn.genome.library import LIBRARY, library_cell
+from growrnn.genome.text import parse
 
-__all__ = ["HandDualLSTM", "BenchRow", "bench_cells", "matmul_gflops", "format_table"]
+__all__ = ["HandDualLSTM", "BenchRow", "bench_cells", "matmul_gflops", "format_table", "EVOLVED", "SEARCH_SIZES"]
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +81,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> dict[str, float]:
     a, b = torch.randn(n, n), torch.randn(n, n)
     kernels: dict[str, Callable[[], object]] = {"torch.mm": lambda: a @ b}
     if gemm.onednn_available():
-        kernels["oneDNN"] = lambda: gemm.linear(a, b, None)
+        kernels["oneDNN"] = lambda: gemm._lp(a, b, None)
     out = {}
     for name, run in kernels.items():
         for _ in range(2):
@@ -103,15 +104,33 @@ def _train_step(model: nn.Module, x: Tensor) -> Callable[[], None]:
     return run
 
 
-def _time(run: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
+def _time(run: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    t0 = clock()
     run()
-    return time.perf_counter() - t0
+    return clock() - t0
+
+
+#: ``wall``: elapsed time; ``cpu``: the CPU time of the calling thread (with one torch thread,
+#: all the work; immune to being preempted on a machine shared with other jobs).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+#: An evolved cell: JSB cell 156 of the search (docs/reproductions/search.md), a quarter of an
+#: LSTM's multiply-adds.
+EVOLVED = {"evolved_156": "h' = sigmoid(affine(x) + linear(relu(h)))"}
+
+#: ``growrnn bench cells --search``: the sizes a CPU search trains (configs/search/jsb.yaml).
+SEARCH_SIZES = {"sizes": (32, 64, 128), "batch": 8, "steps": 100, "layers": 1, "input_size": 88}
 
 
 def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int = 35,
-                layers: int = 2, rounds: int = 20, seed: int = 0) -> tuple[list[BenchRow], dict[str, float]]:
+                layers: int = 2, rounds: int = 20, seed: int = 0,
+                input_size: int | None = None, clock: str = "wall") -> tuple[list[BenchRow], dict[str, float]]:
     """Time every entry; return the rows and the measured matmul GFLOP/s by kernel.
+
+    Paths: ``fast`` (torch's own kernel, where the genome is LSTM/GRU/Elman), ``fused`` (the
+    fused native layer, ``growrnn.cells.fused``) and ``generic`` (the per-op loop, ``fused=False``).
+    ``input_size`` defaults to H. ``clock``: ``"wall"`` or ``"cpu"`` (see :data:`CLOCKS`).
 
     Every entry is timed in A/B pairs with ``nn.LSTM`` (reference first, then the entry), in a
     fresh random order each round; ratios are medians of the per-pair ratios, so that drift and
@@ -121,23 +140,27 @@ def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int
     rows: list[BenchRow] = []
     gen = torch.Generator().manual_seed(seed)
     order_rng = random.Random(seed)
+    cells = {name: library_cell(name) for name in LIBRARY}
+    cells.update({name: parse(text) for name, text in EVOLVED.items()})
     for H in sizes:
-        x = torch.randn(steps, batch, H, generator=gen)
+        d_in = input_size or H
+        x = torch.randn(steps, batch, d_in, generator=gen)
         entries: dict[tuple[str, str], tuple[nn.Module, float]] = {}
 
-        def flops(cell: str, H: int = H) -> float:
-            return 3.0 * complexity(library_cell(cell), H, H, layers).flops * steps * batch
+        def flops(cell: str, H: int = H, d_in: int = d_in) -> float:
+            return 3.0 * complexity(cells[cell], d_in, H, layers).flops * steps * batch
 
-        reference = nn.LSTM(H, H, layers)
+        reference = nn.LSTM(d_in, H, layers)
         entries[("nn.LSTM", "torch")] = (reference, flops("lstm"))
-        entries[("nn.GRU", "torch")] = (nn.GRU(H, H, layers), flops("gru"))
-        for name in LIBRARY:
-            for fast in (True, False):
-                m = GenomeRNN(name, H, H, layers, fast_path=fast, generator=gen)
-                if fast and m.native is None:
+        entries[("nn.GRU", "torch")] = (nn.GRU(d_in, H, layers), flops("gru"))
+        for name, genome in cells.items():
+            for path in ("fast", "fused", "generic"):
+                m = GenomeRNN(genome, d_in, H, layers, fast_path=path == "fast", fused=path == "fused",
+                              generator=gen)
+                if (path == "fast" and not m.uses_fast_path) or (path == "fused" and not m.uses_fused_path):
                     continue
-                entries[(name, "fast" if fast else "generic")] = (m, flops(name))
-        entries[("dual_lstm", "hand-written")] = (HandDualLSTM(H, H, layers), flops("dual_lstm"))
+                entries[(name, path)] = (m, flops(name))
+        entries[("dual_lstm", "hand-written")] = (HandDualLSTM(d_in, H, layers), flops("dual_lstm"))
         ref_run = _train_step(reference, x)
         runs = {k: _train_step(m, x) for k, (m, _) in entries.items()}
         for run in runs.values():  # warm-up
@@ -149,7 +172,7 @@ def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int
         for _ in range(rounds):
             order_rng.shuffle(keys)
             for k in keys:
-                t_ref, t = _time(ref_run), _time(runs[k])
+                t_ref, t = _time(ref_run, CLOCKS[clock]), _time(runs[k], CLOCKS[clock])
                 times[k].append(t)
                 ratios[k].append(t / t_ref)
         med = {k: statistics.median(v) for k, v in times.items()}
@@ -167,14 +190,16 @@ def bench_cells(sizes: tuple[int, ...] = (200, 650), batch: int = 20, steps: int
     return rows, peak
 
 
-def format_table(rows: list[BenchRow], peak: dict[str, float], batch: int, steps: int, layers: int) -> str:
+def format_table(rows: list[BenchRow], peak: dict[str, float], batch: int, steps: int, layers: int,
+                 input_size: int | None = None) -> str:
     """A markdown table of the rows."""
     def f(v: float, fmt: str) -> str:
         return "" if v != v else format(v, fmt)
 
     kernels = ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
     lines = [f"Machine matmul (float32, 1024^3, GFLOP/s): {kernels}; the best is the peak below. "
-             f"B={batch}, T={steps}, {layers} layers, input size = H; torch "
+             f"B={batch}, T={steps}, {layers} layer{'s' if layers > 1 else ''}, input size = "
+             f"{input_size or 'H'}; torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads.", "",
              "| H | cell | path | ms / train step | x nn.LSTM | x nn.GRU | x hand-written | GFLOP/s "
              "| % of matmul peak |",

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from growrnn.cells.program import Program, lower
 from growrnn.genome.canonical import canonical_form
 from growrnn.genome.graph import ACTIVATIONS, BINARY, Genome
 from growrnn.genome.validate import INPUT, value_spaces
@@ -68,6 +69,8 @@ class Plan:
     diags: tuple[int, ...]
     num_states: int
     source: str = field(repr=False)
+    #: the time step as the fused native layer's op list (None: no native form; see program.py)
+    program: Program | None = field(default=None, repr=False)
 
 
 def weight_map(g: Genome) -> tuple[int, ...]:
@@ -162,8 +165,10 @@ class _Planner:
                 plan_order=tuple(ms.index(m) for m in self.order[j]), fold=fold,
                 fused=j in self.full))
         self.groups = groups
-        source = _Writer(self).write()
-        return Plan(tuple(groups), tuple(self.wpos[d] for d in self.diags), len(g.states), source)
+        writer = _Writer(self)
+        source = writer.write()
+        program = lower(self, [k for k in writer.slots if not _is_carrier(k)])
+        return Plan(tuple(groups), tuple(self.wpos[d] for d in self.diags), len(g.states), source, program)
 
     def _affine(self, m: int) -> bool:
         return self.nodes[m].op == "affine"
@@ -260,7 +265,7 @@ class _Writer:
         return slots
 
     def write(self) -> str:
-        slots = self._slots()
+        slots = self.slots = self._slots()
         return "\n\n".join([self._seq(slots), self._step(slots), self._layer(slots)]) + "\n"
 
     def _seq(self, slots: list) -> str:

@@ -14,10 +14,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from growrnn.cells import gemm
+from growrnn.cells import fused, gemm
 from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
+from growrnn.cells.program import M_BIAS
 from growrnn.errors import ArgumentError, ShapeError
 from growrnn.genome.graph import Genome
 from growrnn.genome.library import LIBRARY, library_cell
@@ -107,9 +108,12 @@ class GenomeRNN(nn.Module):
         fast_path: run canonically LSTM/GRU/Elman genomes on torch's own kernels: ``True``
             always, ``False`` never (the generic path), ``"auto"`` (default) where torch's kernel is
             the fastest exact option: LSTM everywhere; GRU and Elman off CPU, or on CPUs where
-            oneDNN is unavailable (there, torch's GRU/RNN kernels lose to the generic path; see
-            docs/benchmarks.md).
+            neither the fused layer nor oneDNN is available (there, torch's GRU/RNN kernels lose
+            to the generic path; see docs/benchmarks.md).
         compile: wrap the generic path's step function in ``torch.compile``.
+        fused: run the generic path's time loop in the fused native layer (one library call per
+            layer, forward and backward; CPU, float32/float64) where it is available. ``False``:
+            the per-op Python loop, the reference. See ``growrnn.cells.fused``.
         generator: the ``torch.Generator`` that initialises the weights (default: torch's global).
 
     Shapes: input ``(T, B, I)`` (or ``(B, T, I)``, or unbatched ``(T, I)``); state a tuple of
@@ -124,7 +128,7 @@ class GenomeRNN(nn.Module):
 
     def __init__(self, genome: Genome | str, input_size: int, hidden_size: int, num_layers: int = 1,
                  batch_first: bool = False, dropout: float = 0.0, *, fast_path: bool | str = "auto",
-                 compile: bool = False, device: torch.device | str | None = None,
+                 compile: bool = False, fused: bool = True, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.genome = as_genome(genome)
@@ -142,6 +146,7 @@ class GenomeRNN(nn.Module):
         self.compiled = bool(compile)
         fns = _functions(self.plan.source)
         self._layer_fn = fns["layer"]
+        self.fused = bool(fused)
         self._step_fn = torch.compile(fns["step"], dynamic=False) if compile else fns["step"]
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         H = self.hidden_size
@@ -186,6 +191,8 @@ class GenomeRNN(nn.Module):
             return False
         if self.fast_path is True or self.native.kernel == "lstm":
             return True
+        if self._fused_for(device, dtype):  # the fused layer beats torch's CPU GRU/RNN kernels
+            return False
         return not (device.type == "cpu" and dtype == torch.float32 and gemm.onednn_available())
 
     @property
@@ -262,9 +269,43 @@ class GenomeRNN(nn.Module):
                                  f"received {received}")
         return tuple(s.unsqueeze(1) for s in state) if unbatched else tuple(state)
 
+    def _native_params(self) -> list[Tensor]:
+        """The native path's parameters in cuDNN's order: per layer w_ih, w_hh, b_ih, b_hh."""
+        return [getattr(self, f"{kind}_{tag}_l{k}") for k in range(self.num_layers)
+                for kind, tag in (("weight", "ih"), ("weight", "hh"), ("bias", "ih"), ("bias", "hh"))]
+
+    def flatten_parameters(self) -> None:
+        """On CUDA, lay the native path's weights out as cuDNN's one flat buffer, as
+        ``nn.LSTM.flatten_parameters`` does (the parameters become views of it; names and values
+        are unchanged), so cuDNN reads them in place instead of copying them at every call. A
+        no-op on CPU, without cuDNN, on the generic path, and for genomes whose gates are written
+        in another order than torch's (their weights are permuted per call anyway). Runs after
+        ``.to()``/``.cuda()`` and again before a call whose weights were replaced (growth)."""
+        m = self.native
+        if m is None or not m.identity or not self.uses_fast_path:
+            return
+        params = self._native_params()
+        first = params[0]
+        if (first.device.type != "cuda" or any(p.dtype != first.dtype for p in params)
+                or not torch._use_cudnn_rnn_flatten_weight()):
+            return
+        mode = {"rnn_relu": 0, "rnn_tanh": 1, "lstm": 2, "gru": 3}[m.kernel]  # cudnnRNNMode_t
+        with torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(params, 4, self.input_size, mode, self.hidden_size, 0,
+                                            self.num_layers, self.batch_first, False)
+        self._flat_key = tuple(p.data_ptr() for p in params)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GenomeRNN:
+        ret = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return ret
+
     def _native_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         m = self.native
         assert m is not None
+        if x.device.type == "cuda" and m.identity and getattr(self, "_flat_key", None) != tuple(
+                p.data_ptr() for p in self._native_params()):
+            self.flatten_parameters()  # new weights since the last call (a resize, load_state_dict)
         H, ordered = self.hidden_size, []
         for k in range(self.num_layers):
             pairs = []
@@ -296,24 +337,52 @@ class GenomeRNN(nn.Module):
             finals.append(h)
         return x, (torch.stack(finals),)
 
+    @property
+    def uses_fused_path(self) -> bool:
+        """Whether an input on the parameters' device and dtype runs on the fused native layer
+        (the generic path's time loop in one library call; see ``growrnn.cells.fused``)."""
+        p = next(self.parameters(), None)
+        return p is not None and not self.uses_fast_path and self._fused_for(p.device, p.dtype)
+
+    def _fused_for(self, device: torch.device, dtype: torch.dtype) -> bool:
+        return (getattr(self, "fused", True) and not self.compiled and self.plan.program is not None
+                and device.type == "cpu"
+                and dtype in (torch.float32, torch.float64) and fused.available())
+
+    def _fused_layer(self, x: Tensor, states: State, k: int) -> tuple[Tensor, State]:
+        prog = self.plan.program
+        assert prog is not None
+        P, _ = self._prepared(k, x.shape[1], False, raw=True)
+        seq = _functions(self.plan.source)["seq"]  # cached by source
+        slots = list(seq(x, P, self.hidden_size)) if prog.num_slots else []
+        weights = [P[2 * j].contiguous() for j in prog.step_groups]
+        biases = [P[2 * j + 1] for j, m in zip(prog.step_groups, prog.modes, strict=True) if m == M_BIAS]
+        diags = list(P[2 * len(self.plan.groups):])
+        return fused.fused_layer(prog, x.shape[0], slots, list(states), weights, biases, diags, self.hidden_size)
+
     def _generic_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         finals: list[State] = []
         H = self.hidden_size
+        fused_ok = self._fused_for(x.device, x.dtype)
         for k in range(self.num_layers):
             if k > 0 and self.dropout > 0.0 and self.training:
                 x = nn.functional.dropout(x, self.dropout, True)
-            track = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
-            P, R = self._prepared(k, x.shape[1], track)
-            x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
-                                      step=self._step_fn)
+            if fused_ok:
+                x, final = self._fused_layer(x, tuple(s[k] for s in states), k)
+            else:
+                track = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+                P, R = self._prepared(k, x.shape[1], track)
+                x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
+                                          step=self._step_fn)
             finals.append(final)
         return x, tuple(torch.stack([f[i] for f in finals], 0) for i in range(len(states)))
 
-    def _prepared(self, k: int, batch: int, track: bool) -> tuple[tuple[Any, ...], tuple[Tensor | None, ...]]:
+    def _prepared(self, k: int, batch: int, track: bool,
+                  raw: bool = False) -> tuple[tuple[Any, ...], tuple[Tensor | None, ...]]:
         """Layer k's parameters in the plan's order. ``P`` holds per group its weight (a sequence
-        group's plan-ordered W; a step group's :class:`~growrnn.cells.gemm.RecurrentWeight`) and
-        bias, then the diag vectors. A step group's weight gradient comes through ``R``, which
-        holds its plan-ordered weight (``None`` for sequence groups)."""
+        group's plan-ordered W; a step group's :class:`~growrnn.cells.gemm.RecurrentWeight`, or with
+        ``raw`` its plan-ordered W) and bias, then the diag vectors. A step group's weight gradient
+        comes through ``R``, which holds its plan-ordered weight (``None`` for sequence groups)."""
         H, groups = self.hidden_size, self.plan.groups
         params: list[Any] = []
         recurrent: list[Tensor | None] = []
@@ -332,8 +401,8 @@ class GenomeRNN(nn.Module):
                 bias = folded if bias is None else bias + folded
             # pack the input-gradient weight whenever autograd is on: the input may want a gradient
             # even when the weights are frozen
-            params += [w if grp.seq else gemm.RecurrentWeight(w, batch, torch.is_grad_enabled(), not self.compiled),
-                       bias]
+            params += [w if grp.seq or raw else
+                       gemm.RecurrentWeight(w, batch, torch.is_grad_enabled(), not self.compiled), bias]
             recurrent.append(None if grp.seq else w)
         if self.plan.diags:
             params += list(getattr(self, f"weight_diag_l{k}").unbind(0))
@@ -379,6 +448,7 @@ class GenomeRNN(nn.Module):
 
     def extra_repr(self) -> str:
         eqs = "; ".join(self.genome.to_text().strip().splitlines())
-        path = f"native {self.native.kernel}" if self.uses_fast_path and self.native else "generic"
+        path = (f"native {self.native.kernel}" if self.uses_fast_path and self.native
+                else "generic-fused" if self.uses_fused_path else "generic")
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, path={path}, cell=[{eqs}]")

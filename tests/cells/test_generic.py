@@ -16,9 +16,10 @@ def _loss(out, state):
 
 @pytest.mark.parametrize("cell", sorted(LIBRARY))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_library_cells_match_the_reference(cell: str, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_library_cells_match_the_reference(cell: str, dtype: torch.dtype, fused: bool) -> None:
     torch.manual_seed(0)
-    rnn = gr.GenomeRNN(cell, 3, 4, num_layers=2, fast_path=False, dtype=dtype)
+    rnn = gr.GenomeRNN(cell, 3, 4, num_layers=2, fast_path=False, fused=fused, dtype=dtype)
     x = torch.randn(6, 2, 3, dtype=dtype)
     state = tuple(0.5 * torch.randn(2, 2, 4, dtype=dtype) for _ in rnn.genome.states)
     out, final = rnn(x, state)

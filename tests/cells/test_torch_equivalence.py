@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import growrnn as gr
-from growrnn.cells import gemm
+from growrnn.cells import fused, gemm
 
 MODULES = {
     "lstm": lambda *a, **k: nn.LSTM(*a, **k),
@@ -17,7 +17,8 @@ MODULES = {
     "rnn_relu": lambda *a, **k: nn.RNN(*a, nonlinearity="relu", **k),
 }
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
-CASES = list(itertools.product(MODULES, (1, 2), (False, True), (False, True), (True, False),
+PATHS = ("native", "fused", "generic")  # torch's kernel, the fused native layer, the per-op loop
+CASES = list(itertools.product(MODULES, (1, 2), (False, True), (False, True), PATHS,
                                (torch.float32, torch.float64)))
 
 
@@ -30,12 +31,13 @@ def _run(model, x, state):
     return out, final
 
 
-@pytest.mark.parametrize(("cell", "layers", "batch_first", "with_state", "fast", "dtype"), CASES)
-def test_equals_torch(cell, layers, batch_first, with_state, fast, dtype) -> None:
+@pytest.mark.parametrize(("cell", "layers", "batch_first", "with_state", "path", "dtype"), CASES)
+def test_equals_torch(cell, layers, batch_first, with_state, path, dtype) -> None:
     torch.manual_seed(0)
     ref = MODULES[cell](3, 5, num_layers=layers, batch_first=batch_first).to(dtype)
-    rnn = gr.GenomeRNN.from_torch(ref, fast_path=fast)
-    assert rnn.uses_fast_path == fast
+    rnn = gr.GenomeRNN.from_torch(ref, fast_path=path == "native", fused=path == "fused")
+    assert rnn.uses_fast_path == (path == "native")
+    assert rnn.uses_fused_path == (path == "fused" and fused.available())
     x = torch.randn(4, 6, 3, dtype=dtype)  # (B=4, T=6, I=3)
     n_states = 2 if cell == "lstm" else 1
     state = tuple(torch.randn(layers, 4, 5, dtype=dtype) for _ in range(n_states)) \

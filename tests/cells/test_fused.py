@@ -1,0 +1,161 @@
+"""The fused native layer against the generic path (the reference), and its fallback."""
+
+import logging
+import random
+import stat
+import threading
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import growrnn as gr
+from growrnn.cells import fused
+from growrnn.genome import LIBRARY, GenomeSpace, random_genome
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+needs_fused = pytest.mark.skipif(not fused.available(), reason="no C++ compiler: the fused layer is not built")
+CELL_156 = "h' = sigmoid(affine(x) + linear(relu(h)))"
+
+
+def _both(genome, layers: int = 2, dtype=torch.float64, seed: int = 0, **kw):
+    gen = torch.Generator().manual_seed(seed)
+    a = gr.GenomeRNN(genome, 3, 5, num_layers=layers, fast_path=False, dtype=dtype, generator=gen, **kw)
+    b = gr.GenomeRNN(genome, 3, 5, num_layers=layers, fast_path=False, fused=False, dtype=dtype, **kw)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _run(rnn, x, state):
+    x = x.clone().requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in state) if state is not None else None
+    out, final = rnn(x, state)
+    w = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    ((out * w).sum() + sum((s * s.tanh()).sum() for s in final)).backward()
+    grads = {n: p.grad for n, p in rnn.named_parameters()}
+    return out, final, x.grad, [s.grad for s in state] if state else [], grads
+
+
+def _assert_same(a, b, tol, scaled=False):
+    """Equal within ``tol``; with ``scaled``, ``atol`` is ``tol`` times the largest entry of each
+    tensor when that exceeds 1 (random genomes without squashing reach gradients of 1e4, where
+    float32 rounding in another summation order exceeds 1e-5 in absolute terms)."""
+    out, final, gx, gs, grads = a
+    out2, final2, gx2, gs2, grads2 = b
+
+    def close(u, v, msg=None):
+        atol = tol * max(1.0, v.abs().max().item()) if scaled else tol
+        torch.testing.assert_close(u, v, rtol=tol, atol=atol, msg=msg)
+
+    close(out, out2)
+    for u, v in zip(final, final2, strict=True):
+        close(u, v)
+    close(gx, gx2)
+    for u, v in zip(gs, gs2, strict=True):  # a state nothing reads: zeros on one path, None on the other
+        if u is None or v is None:
+            assert all(w is None or not w.any() for w in (u, v))
+        else:
+            close(u, v)
+    for n in grads:
+        if grads[n] is None or grads2[n] is None:
+            assert grads[n] is None and grads2[n] is None, n
+        else:
+            close(grads[n], grads2[n], msg=n)
+
+
+@needs_fused
+@pytest.mark.parametrize("cell", [*sorted(LIBRARY), CELL_156, "h' = tanh(h) * 0.5 + affine(x)",
+                                  "c' = c * 0.9 + affine(x)\nh' = tanh(linear(c') + diag(h)) * relu(c)",
+                                  "h' = tanh(linear(h))"])  # reads no input: T must come from x
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_fused_equals_generic(cell: str, dtype: torch.dtype, batch_first: bool) -> None:
+    fast, ref = _both(cell, dtype=dtype, batch_first=batch_first)
+    assert fast.uses_fused_path and not ref.uses_fused_path
+    assert "generic-fused" in repr(fast)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 7, 3, dtype=dtype, generator=g)  # (B, T, I) or (T, B, I)
+    B = 4 if batch_first else 7
+    state = tuple(0.5 * torch.randn(2, B, 5, dtype=dtype, generator=g) for _ in fast.genome.states)
+    _assert_same(_run(fast, x, state), _run(ref, x, state), TOL[dtype])
+    _assert_same(_run(fast, x, None), _run(ref, x, None), TOL[dtype])
+
+
+@needs_fused
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), layers=st.integers(1, 2),
+       dtype=st.sampled_from([torch.float32, torch.float64]),
+       space=st.builds(GenomeSpace, max_memory_states=st.integers(0, 3), max_depth=st.integers(1, 5),
+                       p_share=st.sampled_from([0.0, 0.15, 0.4])))
+def test_random_genomes_fused_equal_generic(seed: int, layers: int, dtype: torch.dtype, space) -> None:
+    g = random_genome(random.Random(seed), space)
+    fast, ref = _both(g, layers=layers, dtype=dtype, seed=seed % 1000)
+    assert fast.uses_fused_path
+    x = 0.5 * torch.randn(5, 2, 3, dtype=dtype, generator=torch.Generator().manual_seed(seed % 997))
+    state = tuple(0.3 * torch.ones(layers, 2, 5, dtype=dtype) for _ in g.states)
+    _assert_same(_run(fast, x, state), _run(ref, x, state), TOL[dtype], scaled=dtype == torch.float32)
+
+
+@needs_fused
+def test_dropout_no_grad_unbatched_and_frozen_weights_on_the_fused_path() -> None:
+    torch.manual_seed(0)
+    rnn = gr.GenomeRNN("mgu", 3, 8, num_layers=2, dropout=0.5, fast_path=False)
+    assert rnn.uses_fused_path
+    x = torch.randn(5, 2, 3)
+    rnn.train()
+    assert not torch.allclose(rnn(x)[0], rnn(x)[0])
+    rnn.eval()
+    with torch.no_grad():
+        quiet = rnn(x)[0]
+    torch.testing.assert_close(rnn(x)[0], quiet)
+    out, (h,) = rnn(x[:, 0])
+    assert out.shape == (5, 8) and h.shape == (2, 8)
+    rnn.requires_grad_(False)
+    xg = x.clone().requires_grad_()
+    rnn(xg)[0].sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+def test_registered_activation_runs_on_the_generic_path() -> None:
+    from growrnn.cells import register_activation
+    register_activation("softsign", torch.nn.functional.softsign)
+    rnn = gr.GenomeRNN("h' = softsign(affine(x) + affine(h))", 3, 4)
+    assert rnn.plan.program is None and not rnn.uses_fused_path
+
+
+def test_without_a_compiler_the_generic_path_runs_after_one_log_line(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler-growrnn")
+    monkeypatch.setenv("GROWRNN_CACHE", str(tmp_path))
+    fused.available.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="growrnn.cells.fused"):
+            rnn = gr.GenomeRNN("gru", 3, 4, fast_path=False)
+            assert not rnn.uses_fused_path
+            out, _ = rnn(torch.randn(4, 2, 3))
+            rnn(torch.randn(4, 2, 3))
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "no C++ compiler (no-such-compiler-growrnn)" in lines[0]
+        assert "generic path" in lines[0] and out.shape == (4, 2, 4)
+    finally:
+        fused.available.cache_clear()
+
+
+def test_concurrent_first_builds_compile_once(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # a stand-in compiler: counts its calls, takes a moment, writes the output file
+    calls = tmp_path / "calls"
+    cxx = tmp_path / "fake-cxx"
+    cxx.write_text(f"#!/bin/sh\necho x >> {calls}\nsleep 0.3\n"
+                   'while [ "$1" != "-o" ]; do shift; done\necho lib > "$2"\n')
+    cxx.chmod(cxx.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CXX", str(cxx))
+    monkeypatch.setenv("GROWRNN_CACHE", str(tmp_path / "cache"))
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(fused.library_path())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == 1 and paths[0] is not None and paths[0].read_text() == "lib\n"
+    assert calls.read_text().count("x") == 1
