@@ -11,7 +11,7 @@ from growrnn.task import Task
 from tests.conftest import need_data
 
 ALL = ["adding", "anbncn", "char_stream", "copy", "imdb", "jsb", "miconi_easy", "miconi_hard", "miconi_switch",
-       "musedata", "nottingham", "piano_midi", "ptb", "wikitext2"]
+       "musedata", "nottingham", "piano_midi", "ptb", "teacher", "wikitext2"]
 
 
 def test_every_task_is_registered() -> None:
