@@ -382,7 +382,8 @@ class Ablation(Signal):
     touches the weights, so the units that stay train as in a fixed layer.
 
     New units start with zero outgoing weights (the function is kept) and are on trial (spare)
-    for ``trial_steps`` steps; then they are measured first. Units are measured round-robin at
+    for ``trial_steps`` steps (counted at the first step's learning rate: a unit added after a
+    scheduler halved the rate is tried twice as many steps); then they are measured first. Units are measured round-robin at
     ``rate`` units per step on average, in rounds every ``check_every`` steps (each round costs
     one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
     per step); a unit's worth is a running mean over its measurements (the newest weighted
@@ -420,7 +421,8 @@ class Ablation(Signal):
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
         self.worth: list[Tensor] = []  # per layer, per unit: running worth (nan: not measured yet)
-        self.age: list[Tensor] = []  # per layer, per unit: steps since the unit was added
+        self.age: list[Tensor] = []  # per layer, per unit: steps since the unit was added, at the first rate
+        self.lr0: float | None = None  # the first step's learning rate
         self.seen: list[Tensor] = []  # per layer, per unit: the step of its last measurement (-1: never)
         self.budget = 0.0
         self.base: float | None = None  # running loss with every unit (the relative bar's scale)
@@ -429,7 +431,7 @@ class Ablation(Signal):
         sizes = [int(x.hidden_size) for x in layers_of(rnn)]
         if [int(w.numel()) for w in self.worth] != sizes:  # a new run (a resume loads the state after)
             self.worth = [torch.full((h,), math.nan) for h in sizes]
-            self.age = [torch.zeros(h, dtype=torch.long) for h in sizes]
+            self.age = [torch.zeros(h, dtype=torch.float64) for h in sizes]
             self.seen = [torch.full((h,), -1, dtype=torch.long) for h in sizes]
 
     def bar(self) -> float:
@@ -438,10 +440,17 @@ class Ablation(Signal):
             return self.lam
         return math.inf if self.base is None else self.lam * abs(self.base)
 
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        # a unit ages by the step's learning rate over the first one: a trial lasts as much
+        # learning as trial_steps steps at the starting rate, however far a schedule has cut it
+        lr = _lr_of(optimizer, decoder.weight)
+        if self.lr0 is None:
+            self.lr0 = lr
+        for a in self.age:
+            a += lr / self.lr0 if self.lr0 > 0 else 1.0
+
     @torch.no_grad()
     def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int) -> None:
-        for a in self.age:
-            a += 1
         if step % self.check_every:
             return
         self.budget += self.rate * self.check_every
@@ -484,21 +493,22 @@ class Ablation(Signal):
         old = units.index.clamp_min(0)
         fresh = units.index < 0
         self.worth[k] = torch.where(fresh, math.nan, self.worth[k][old])
-        self.age[k] = torch.where(fresh, 0, self.age[k][old])
+        self.age[k] = torch.where(fresh, 0.0, self.age[k][old])
         self.seen[k] = torch.where(fresh, -1, self.seen[k][old])
 
     def state_dict(self) -> dict[str, Any]:
         return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
-                "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base}
+                "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "worth" not in state:
             return
         self.worth = [torch.tensor(w, dtype=torch.float32) for w in state["worth"]]
-        self.age = [torch.tensor(a, dtype=torch.long) for a in state["age"]]
+        self.age = [torch.tensor(a, dtype=torch.float64) for a in state["age"]]
         self.seen = [torch.tensor(s, dtype=torch.long) for s in state["seen"]]
         self.budget = float(state["budget"])
         self.base = state["base"]
+        self.lr0 = state.get("lr0")
 
 
 #: signal name -> class
