@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from growrnn.errors import ArgumentError
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
-from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, unit_rows
+from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, unit_rows
 from growrnn.growth.surgery import UnitMap
 
 __all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "SIGNALS", "make_signal",
@@ -388,11 +388,15 @@ class Ablation(Signal):
     one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
     per step); a unit's worth is a running mean over its measurements (the newest weighted
     ``memory``). A measured unit below the bar is **dead**. Works for any cell and stack: a unit
-    is ablated by zeroing the columns of every weight that reads it.
+    is ablated by zeroing the columns of every weight that reads it. With ``baseline: mean`` (the
+    default) its mean output over the batch is kept, as a bias of the readers that read ``h``: a
+    unit is not credited with a constant that a bias already provides (this matters: a trained
+    unit's constant part is a large share of its zero-ablation worth, and a new unit has none).
     """
 
     lam: float = 1e-3
     relative: bool = True
+    baseline: str = "mean"
     trial_steps: int = 100
     rate: float = 0.25
     check_every: int = 20
@@ -417,6 +421,9 @@ class Ablation(Signal):
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
+        if self.baseline not in ("mean", "zero"):
+            raise ArgumentError("baseline", allowed="mean, zero", received=self.baseline,
+                                hint="mean: an ablated unit's mean output stays, as a bias of its readers")
         if not 0 < self.memory <= 1:
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
@@ -462,18 +469,33 @@ class Ablation(Signal):
         if not picked:
             return
         self.budget -= len(picked)
-        base = probe()
+        layers = layers_of(rnn)
+        means: dict[int, Tensor] = {}
+        hooks = [layers[k].register_forward_hook(_mean_output(means, k)) for k in {k for _, k, _ in picked}] \
+            if self.baseline == "mean" else []
+        try:
+            base = probe()
+        finally:
+            for hook in hooks:
+                hook.remove()
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
         for _, k, j in picked:
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
-            saved = [w[:, j].clone() for w in ahead + recurrent]
-            for w in ahead + recurrent:
+            readers = ahead + recurrent
+            biases = reader_biases(rnn, decoder, k) if self.baseline == "mean" else [None] * len(readers)
+            saved = [w[:, j].clone() for w in readers]
+            saved_b = [None if b is None else b.clone() for b in biases]
+            for w, b, col in zip(readers, biases, saved):
                 w[:, j] = 0
+                if b is not None:  # the unit's mean output stays, as a bias
+                    b += col * means[k][j].to(col)
             loss = probe()
-            for w, col in zip(ahead + recurrent, saved):
+            for w, b, col, old_b in zip(readers, biases, saved, saved_b):
                 w[:, j] = col
+                if b is not None and old_b is not None:
+                    b.copy_(old_b)
             worth = loss - base if math.isfinite(loss) else math.inf
             old = float(self.worth[k][j])
             self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
@@ -509,6 +531,14 @@ class Ablation(Signal):
         self.budget = float(state["budget"])
         self.base = state["base"]
         self.lr0 = state.get("lr0")
+
+
+def _mean_output(means: dict[int, Tensor], k: int) -> Callable[..., None]:
+    """A forward hook that keeps a layer's mean output per unit (over batch and time) in ``means[k]``."""
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        out = output[0]
+        means[k] = out.detach().reshape(-1, out.shape[-1]).mean(0)
+    return hook
 
 
 #: signal name -> class

@@ -90,7 +90,8 @@ class StructureController(L.Callback):
                  histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
                  preconditioned: bool | None = None, relative: bool = True, dead_steps: int | None = None,
                  l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0, reserve_fraction: float | None = None,
-                 trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20) -> None:
+                 trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
+                 ablation_baseline: str = "mean") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
@@ -127,7 +128,8 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, **({} if lam is None else {"lam": lam}))
         elif signal == "ablation":
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
-                                      check_every=ablation_every, **({} if lam is None else {"lam": lam}))
+                                      check_every=ablation_every, baseline=ablation_baseline,
+                                      **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
         else:
