@@ -388,15 +388,16 @@ class Ablation(Signal):
     one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
     per step); a unit's worth is a running mean over its measurements (the newest weighted
     ``memory``). A measured unit below the bar is **dead**. Works for any cell and stack: a unit
-    is ablated by zeroing the columns of every weight that reads it. With ``baseline: mean`` (the
-    default) its mean output over the batch is kept, as a bias of the readers that read ``h``: a
-    unit is not credited with a constant that a bias already provides (this matters: a trained
-    unit's constant part is a large share of its zero-ablation worth, and a new unit has none).
+    is ablated by zeroing the columns of every weight that reads it (``baseline: zero``). With
+    ``baseline: mean`` its mean output over the batch is kept, as a bias of the readers that read
+    ``h``, so a unit is not credited with a constant that a bias provides: a stricter test that
+    shrinks a large layer further, but that starves a layer started small (measured: a JSB LSTM
+    started at 8 units fell to 2-4; see docs/reproductions/settling.md).
     """
 
     lam: float = 1e-3
     relative: bool = True
-    baseline: str = "mean"
+    baseline: str = "zero"
     trial_steps: int = 100
     rate: float = 0.25
     check_every: int = 20

@@ -91,7 +91,7 @@ class StructureController(L.Callback):
                  preconditioned: bool | None = None, relative: bool = True, dead_steps: int | None = None,
                  l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0, reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
-                 ablation_baseline: str = "mean") -> None:
+                 ablation_baseline: str = "zero") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "

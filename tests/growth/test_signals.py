@@ -248,7 +248,7 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
     y = decoder(rnn(x)[0]).detach()  # the current function is the target: every live unit matters
-    signal = Ablation(lam=0.01, relative=False, trial_steps=2, rate=1.5, check_every=2, baseline="zero")
+    signal = Ablation(lam=0.01, relative=False, trial_steps=2, rate=1.5, check_every=2)
     signal.check(rnn, {})
     probe = _probe(rnn, decoder, x, y)
     opt = torch.optim.SGD(decoder.parameters(), lr=0.1)
