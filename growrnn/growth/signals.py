@@ -9,18 +9,21 @@ Two families:
 
 - **Miconi's** (``outgoing_l1`` v3, ``multiplier`` v2), paper-faithful for the reproduction: a
   score against a threshold and a probabilistic add/delete rule (:func:`~growrnn.growth.structure_step`).
-- **Settling** (``group_lasso``, ``l0_gate``): a unit is *dead* when its group of weights is exactly
-  zero (or its gate is closed); dead units are spare, deleted after a number of consecutive dead
-  steps, and one is added when no unit is spare (:func:`~growrnn.growth.need_step`). The width is
-  where the task's gradient and the penalty balance, not a function of ``p_add`` x steps.
+- **Settling** (``ablation``, ``group_lasso``, ``l0_gate``): a unit is *dead* when it is measured
+  to be worth less than the bar (``ablation``), when its group of weights is exactly zero
+  (``group_lasso``) or when its gate is closed (``l0_gate``); dead units and units on trial are
+  spare, dead ones are deleted, and units are added while too few are spare
+  (:func:`~growrnn.growth.need_step`). The width is where the task's worth of a unit and the bar
+  balance, not a function of ``p_add`` x steps.
 
-The penalty ``lam`` of both settling signals has one meaning: **the training loss a unit must be
-worth**. For ``group_lasso`` a group stays at zero exactly when the (running mean of the) loss
-gradient on it is at most ``lam`` per weight (RMS), the group lasso's optimality condition
-``||grad_g L|| <= lam * sqrt(|g|)``. For ``l0_gate`` an open unit costs ``lam`` (in loss units) per
-step, so a unit survives when closing it would raise the loss by more than ``lam``. With
-``relative=True`` (the default recipe) ``lam`` is a fraction of the running training loss, which
-makes it independent of how the loss is normalised (summed over time or averaged, nats or bits).
+The bar ``lam`` of the settling signals has one meaning: **the training loss a unit must be
+worth**. For ``ablation`` that is literal: the loss rises by at least ``lam`` when the unit's
+outgoing weights are zeroed. For ``group_lasso`` a group stays at zero exactly when the (running
+mean of the) loss gradient on it is at most ``lam`` per weight (RMS), the group lasso's optimality
+condition ``||grad_g L|| <= lam * sqrt(|g|)``. For ``l0_gate`` an open unit costs ``lam`` (in loss
+units) per step, so a unit survives when closing it would raise the loss by more than ``lam``. With
+``relative=True`` (the default) ``lam`` is a fraction of the running loss, which makes it
+independent of how the loss is normalised (summed over time or averaged, nats or bits).
 """
 
 from __future__ import annotations
@@ -550,8 +553,8 @@ def make_signal(name: str, **options: Any) -> Signal:
     """The signal ``name`` with ``options`` (its dataclass fields)."""
     if name not in SIGNALS:
         raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=name,
-                            hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
-                                 "multiplier are Miconi's v3 and v2 signals")
+                            hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
+                                 "and multiplier are Miconi's v3 and v2 signals")
     return SIGNALS[name](**options)
 
 
