@@ -201,7 +201,7 @@ def run_comparison(config: CompareConfig, out: str | Path, *, dry_run: bool = Fa
     """Run (or resume) the comparison into ``out`` and return what is there; the report is written
     by :func:`growrnn.compare.report.write_report`. With ``dry_run`` nothing is trained: the log
     lists what would be."""
-    from growrnn.search.executors import LocalExecutor
+    from growrnn.executors import LocalExecutor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,7 +292,7 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
              done: Comparison, adopted: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Train the runs without a finished file; return every finished record by run key
     (``adopted``: keys whose file was just copied from a tuning run, neither trained nor skipped)."""
-    from growrnn.search.executors import Job
+    from growrnn.executors import Job
 
     records: dict[str, dict[str, Any]] = {}
     todo: dict[str, tuple[_Run, dict[str, Any]]] = {}

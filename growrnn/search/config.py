@@ -14,7 +14,7 @@ top-level keys are the fields of :class:`SearchConfig`, and unknown keys are err
 that :func:`config_to_dict` wrote into a search archive, and :func:`check_config` runs the checks
 that need the rest of growrnn (task names, ``SequenceModel`` and ``Trainer`` options, objective and
 operator names). This module imports only the standard library, jsonargparse and
-:mod:`growrnn.search.operators` at module level, so reading a config stays cheap.
+:mod:`growrnn.search.variation.operators` at module level, so reading a config stays cheap.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from growrnn.errors import ArgumentError
-from growrnn.search.operators import CROSSOVERS, OPERATORS, Limits
+from growrnn.search.variation.operators import CROSSOVERS, OPERATORS, Limits
 
 __all__ = ["BudgetConfig", "NoveltyConfig", "PredictorConfig", "SearchConfig", "NEUTRAL", "check_config",
            "build_config", "parse_command", "config_from_dict", "config_parser", "config_to_dict", "initial_genome",
@@ -116,7 +116,7 @@ class SearchConfig:
         initial: generation 0: library cell names, genome texts or genome files; the rest of the
             population is filled with mutants of them.
         operators: the variation operators to use (names from ``OPERATORS`` and ``CROSSOVERS`` of
-            :mod:`growrnn.search.operators`); ``None`` for all.
+            :mod:`growrnn.search.variation.operators`); ``None`` for all.
         limits: bloat limits every child respects.
         p_crossover: probability that a child is a crossover of two parents.
         novelty: turn novelty on as an extra objective (``{}`` for the defaults).

@@ -130,11 +130,11 @@ def inherit_into(module: Any, genome: Genome, path: Path, parent: Genome) -> int
     descends from the parent. The weights file may hold another genome with the parent's text (a
     deduplicated candidate): equal text means equal weight order, so its tensors fit the parent.
     A growable model first takes the parent's layer sizes (the parent may have grown); then every
-    layer's call sites go through :func:`~growrnn.search.inherit.inherit_weights`, and every other
+    layer's call sites go through :func:`~growrnn.search.variation.inherit.inherit_weights`, and every other
     tensor (encoder, decoder, unit multipliers) is copied where the shapes agree."""
     from growrnn.cells.rnn import GenomeRNN
     from growrnn.growth.stack import GrowableRNN, resize_to
-    from growrnn.search.inherit import inherit_weights
+    from growrnn.search.variation.inherit import inherit_weights
     from growrnn.training.checkpoint import load_checkpoint
     saved = load_checkpoint(path, "parent weights")
     if Genome.from_json(saved["genome_json"]) != parent:

@@ -25,9 +25,11 @@ import torch
 
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
+from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
+from growrnn.search.storage import CandidateRow
 
-__all__ = ["behaviour", "NoveltyArchive", "BEHAVIOUR_LIMIT"]
+__all__ = ["behaviour", "NoveltyArchive", "BEHAVIOUR_LIMIT", "novelty_column"]
 
 #: Behaviour values are clipped to [-LIMIT, LIMIT] (NaN -> 0) so that an exploding cell has a large
 #: but finite distance to the others.
@@ -152,3 +154,27 @@ class NoveltyArchive:
         self.entries = [np.asarray(e, dtype=np.float64) for e in state["entries"]]
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
+
+
+def novelty_column(rows: Sequence[CandidateRow], gen: int, F: np.ndarray, config: Any, seed: int,
+                   archive_state: dict[str, Any], cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The novelty objective column of a generation (``config``: the search's
+    :class:`~growrnn.search.config.NoveltyConfig`): minus each row's novelty against the other
+    rows and the archive (failed rows: ``+inf``), and the archive's state after generation
+    ``gen``'s rows joined it. ``cache`` maps genome text to behaviour (a behaviour depends on the
+    text only)."""
+    archive = NoveltyArchive(config.k, config.add_threshold, config.max_size, seed)
+    archive.load_state_dict(archive_state)
+    with torch_threads(1):  # as in the workers: results do not depend on the core count
+        for r in rows:
+            if r.genome_text not in cache:
+                cache[r.genome_text] = behaviour(Genome.from_json(r.genome_json), config.input_size,
+                                                 config.hidden_size, config.steps, seed)
+    # copies, so that two rows of one genome are two neighbours at distance 0 (score skips only itself)
+    B = [cache[r.genome_text].copy() for r in rows]
+    column = np.array([-archive.score(b, B) for b in B])
+    column[~np.isfinite(F).all(axis=1)] = math.inf
+    for r, b in zip(rows, B, strict=True):
+        if r.generation == gen:
+            archive.add(b)
+    return column, archive.state_dict()

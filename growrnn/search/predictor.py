@@ -29,8 +29,11 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from growrnn.errors import ArgumentError
+from growrnn.executors import torch_threads
+from growrnn.search.selection import nondominated_ranks
+from growrnn.search.storage import Archive
 
-__all__ = ["CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"]
+__all__ = ["CurvePredictor", "EarlyStopRule", "PredictorStop", "fit_predictor", "holdout_report"]
 log = logging.getLogger(__name__)
 
 
@@ -377,3 +380,31 @@ class PredictorStop(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.curve, self.steps = list(state_dict["curve"]), list(state_dict["steps"])
         self.stopped = bool(state_dict["stopped"])
+
+
+def fit_predictor(archive: Archive, config: Any, seed: int, population: Sequence[int], F: np.ndarray,
+                  n_objectives: int, direction: str) -> tuple[dict[str, Any] | None, float | None]:
+    """Refit the curve predictor (``config``: the search's
+    :class:`~growrnn.search.config.PredictorConfig`) on every candidate that trained to its end (not stopped early,
+    not a reused result, not diverged) and return its state with the next generation's threshold:
+    the worst ``val`` on the population's front (over the first ``n_objectives`` columns of ``F``;
+    ``inf`` when none is finite, which stops nothing). ``(None, None)`` below two curves."""
+    curves, finals = [], []
+    for r in archive.rows("done"):
+        m = r.metrics or {}
+        final = float(m.get("val", math.nan))
+        if m.get("reused_from") is None and not m.get("stopped_early") and not m.get("diverged") \
+                and r.curve is not None and len(r.curve) >= config.k and math.isfinite(final):
+            curves.append([float(point["val"]) for point in r.curve])
+            finals.append(final)
+    if len(curves) < 2:
+        return None, None
+    with torch_threads(1):  # as in the workers: results do not depend on the core count
+        predictor = CurvePredictor(config.k, hidden_size=config.hidden_size, epochs=config.epochs, seed=seed)
+        predictor.fit(curves, finals)
+    front = nondominated_ranks(F[:, :n_objectives]) == 0
+    objectives = [archive.get(i).objectives for i, on in zip(population, front, strict=True) if on]
+    finite = [float(o["val"]) for o in objectives if o is not None and math.isfinite(float(o["val"]))]
+    if not finite:
+        return predictor.state_dict(), math.inf
+    return predictor.state_dict(), (min(finite) if direction == "max" else max(finite))

@@ -51,11 +51,9 @@ Point = CandidateRow | Mapping[str, Any]
 
 
 def values_of(row: Point) -> dict[str, Any]:
-    """A candidate's figures in one dict: its ``metrics`` overlaid with its ``objectives`` (the
-    objectives win; ``diverged`` comes from the metrics). A mapping is returned as a dict."""
-    if isinstance(row, CandidateRow):
-        return {**(row.metrics or {}), **(row.objectives or {})}
-    return dict(row)
+    """A candidate's figures in one dict: :attr:`CandidateRow.values` for an archive row (metrics
+    overlaid with objectives), a mapping as a dict."""
+    return row.values if isinstance(row, CandidateRow) else dict(row)
 
 
 def _check_direction(direction: str) -> None:

@@ -182,7 +182,9 @@ def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
 
     Args:
         rows: one mapping per candidate holding each objective under its name (or an alias in
-            :data:`OBJECTIVES`); a truthy ``"diverged"`` key marks a failed run.
+            :data:`OBJECTIVES`); a truthy ``"diverged"`` key marks a failed run, and a truthy
+            ``"failed"`` key a candidate without results (it needs no objectives). An archive's
+            :attr:`CandidateRow.values <growrnn.search.storage.CandidateRow.values>` is such a mapping.
         names: the objectives, in column order, from :data:`OBJECTIVES`.
         directions: ``"min"`` or ``"max"`` per objective name; required for ``"val"`` (the task's
             direction), optional for the others (their default is ``"min"``).
@@ -207,6 +209,9 @@ def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
         signs.append(1.0 if direction == "min" else -1.0)
     F = np.empty((len(rows), len(names)))
     for i, row in enumerate(rows):
+        if row.get("failed"):
+            F[i] = math.inf
+            continue
         for j, name in enumerate(names):
             key = next((k for k in (name, *OBJECTIVES[name].aliases) if k in row), None)
             if key is None:

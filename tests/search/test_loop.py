@@ -21,14 +21,14 @@ import pytest
 import torch
 
 from growrnn.errors import SearchError
+from growrnn.executors import Job, LocalExecutor, Outcome
 from growrnn.genome import Genome, library_cell
 from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
-from growrnn.search.executors import Job, LocalExecutor, Outcome
 from growrnn.search.job import _save_weights, inherit_into, run_candidate
 from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
-from growrnn.search.morphisms import add_connection
-from growrnn.search.operators import Limits
 from growrnn.search.storage import Archive, CandidateRow
+from growrnn.search.variation.morphisms import add_connection
+from growrnn.search.variation.operators import Limits
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"

@@ -1,9 +1,9 @@
 """Weight inheritance: a child network starts from its parent's trained weights, call site by
-call site, matched by the genome's stable node ids (see :mod:`growrnn.search.operators`).
+call site, matched by the genome's stable node ids (see :mod:`growrnn.search.variation.operators`).
 
 >>> import random, torch, growrnn as gr
->>> from growrnn.search.operators import Limits
->>> from growrnn.search.morphisms import add_connection
+>>> from growrnn.search.variation.operators import Limits
+>>> from growrnn.search.variation.morphisms import add_connection
 >>> parent = gr.GenomeRNN(gr.cells.gru(), input_size=3, hidden_size=4)
 >>> child = gr.GenomeRNN(add_connection(parent.genome, random.Random(0), Limits()), 3, 4)
 >>> report = inherit_weights(child, parent)
@@ -21,7 +21,7 @@ import torch
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.validate import value_spaces
-from growrnn.search.morphisms import zero_init_nodes
+from growrnn.search.variation.morphisms import zero_init_nodes
 
 __all__ = ["InheritReport", "inherit_weights"]
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class InheritReport:
         inherited: call sites whose weights (and bias) were copied from the parent.
         new: call sites the parent lacks (kept their initialisation, or zeroed).
         zeroed: of the new ones, identity inserts set to zero (see
-            :func:`growrnn.search.morphisms.zero_init_nodes`).
+            :func:`growrnn.search.variation.morphisms.zero_init_nodes`).
         names: the child's parameter tensors that received parent weights, sorted.
         inherited_ids / new_ids / zeroed_ids: the node ids behind the counts.
     """
@@ -60,7 +60,7 @@ def inherit_weights(child: GenomeRNN, parent: GenomeRNN, zero_new: bool = True) 
     set to zero when ``zero_new`` (so a morphism's child computes what its parent computed).
 
     Both networks need the same ``input_size``, ``hidden_size`` and ``num_layers``, and the child's
-    genome must descend from the parent's through :mod:`growrnn.search.operators` (node ids are
+    genome must descend from the parent's through :mod:`growrnn.search.variation.operators` (node ids are
     kept by the JSON form, not by the text form).
     """
     for arg, value in (("child", child), ("parent", parent)):
