@@ -95,7 +95,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(g.to_json(indent=1))
     if args.out:
-        from growrnn.training.figures import draw_genome
+        from growrnn.genome.figures import draw_genome
         fig = draw_genome(g, title=Path(args.cell).stem)
         for suffix in (".png", ".svg"):
             path = args.out.with_suffix(suffix)

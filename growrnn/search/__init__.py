@@ -40,7 +40,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["Archive", "BudgetConfig", "CROSSOVERS", "CandidateRow", "Crossover", "CurvePredictor", "EarlyStopRule",
            "GenerationRow", "InheritReport", "Limits", "MORPHISMS",
-           "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "OPERATORS", "Objective", "Operator", 
+           "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "OPERATORS", "Objective", "Operator",
            "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig", "SearchResult",
            "add_connection", "add_recurrent_connection", "add_state", "add_unit", "behaviour", "candidate_seed",
            "change_activation", "change_combination", "check_config", "config_from_dict", "config_to_dict",
@@ -62,9 +62,24 @@ if TYPE_CHECKING:  # pragma: no cover
         load_config,
     )
     from growrnn.search.export import export_front
-    from growrnn.search.variation.inherit import InheritReport, inherit_weights
     from growrnn.search.job import run_candidate
     from growrnn.search.loop import SearchResult, candidate_seed, run_search
+    from growrnn.search.novelty import NoveltyArchive, behaviour
+    from growrnn.search.predictor import CurvePredictor, EarlyStopRule, PredictorStop, holdout_report
+    from growrnn.search.report import first_front, log_generation, pareto_figure
+    from growrnn.search.selection import (
+        OBJECTIVES,
+        Objective,
+        crowding_distances,
+        hypervolume,
+        nondominated_ranks,
+        objective_matrix,
+        survive,
+        tournament,
+    )
+    from growrnn.search.storage import STATUSES, Archive, CandidateRow, GenerationRow, decode_state, encode_state
+    from growrnn.search.variation.draft import Limits
+    from growrnn.search.variation.inherit import InheritReport, inherit_weights
     from growrnn.search.variation.morphisms import (
         MORPHISMS,
         add_connection,
@@ -76,8 +91,6 @@ if TYPE_CHECKING:  # pragma: no cover
         remove_unit,
         zero_init_nodes,
     )
-    from growrnn.search.novelty import NoveltyArchive, behaviour
-    from growrnn.search.variation.draft import Limits
     from growrnn.search.variation.operators import (
         CROSSOVERS,
         OPERATORS,
@@ -92,19 +105,6 @@ if TYPE_CHECKING:  # pragma: no cover
         subtree_crossover,
         vary,
     )
-    from growrnn.search.predictor import CurvePredictor, EarlyStopRule, PredictorStop, holdout_report
-    from growrnn.search.report import first_front, log_generation, pareto_figure
-    from growrnn.search.selection import (
-        OBJECTIVES,
-        Objective,
-        crowding_distances,
-        hypervolume,
-        nondominated_ranks,
-        objective_matrix,
-        survive,
-        tournament,
-    )
-    from growrnn.search.storage import STATUSES, Archive, CandidateRow, GenerationRow, decode_state, encode_state
 
 
 def __getattr__(name: str) -> Any:

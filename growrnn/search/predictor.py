@@ -32,6 +32,7 @@ from growrnn.errors import ArgumentError
 from growrnn.executors import torch_threads
 from growrnn.search.selection import nondominated_ranks
 from growrnn.search.storage import Archive
+from growrnn.training.callbacks import ValidationCurve
 
 __all__ = ["CurvePredictor", "EarlyStopRule", "PredictorStop", "fit_predictor", "holdout_report"]
 log = logging.getLogger(__name__)
@@ -339,9 +340,10 @@ class EarlyStopRule:
         return value < threshold - self.margin
 
 
-class PredictorStop(L.Callback):
-    """Lightning callback: after each validation, append the monitored metric to the candidate's
-    curve and set ``trainer.should_stop`` when ``rule.should_stop(curve, threshold)`` says so.
+class PredictorStop(ValidationCurve):
+    """Lightning callback: after each validation, the monitored metric joins the candidate's
+    curve (see :class:`~growrnn.training.callbacks.ValidationCurve`) and ``trainer.should_stop``
+    is set when ``rule.should_stop(curve, threshold)`` says so.
 
     Args:
         rule: the :class:`EarlyStopRule`.
@@ -351,34 +353,32 @@ class PredictorStop(L.Callback):
     """
 
     def __init__(self, rule: EarlyStopRule, threshold: float, monitor: str | None = None) -> None:
-        self.rule, self.threshold, self.monitor = rule, float(threshold), monitor
-        self.curve: list[float] = []
-        self.steps: list[int] = []
+        super().__init__(monitor)
+        self.rule, self.threshold = rule, float(threshold)
         self.stopped = False
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        spec = getattr(pl_module, "spec", None)
-        monitor = self.monitor or (f"val/{spec.metric}" if spec is not None else "val/loss")
-        value = trainer.callback_metrics.get(monitor)
-        if value is None:
-            return
-        if self.steps and self.steps[-1] == trainer.global_step:  # the end-of-epoch check repeats the last
-            self.curve.pop()
-            self.steps.pop()
-        self.curve.append(float(value))
-        self.steps.append(trainer.global_step)
+    @property
+    def curve(self) -> list[float]:
+        """The monitored values, one per validation."""
+        return [p["val"] for p in self.points]
+
+    @property
+    def steps(self) -> list[int]:
+        """The global step of each value of :attr:`curve`."""
+        return [int(p["step"]) for p in self.points]
+
+    def on_point(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.stopped and self.rule.should_stop(self.curve, self.threshold):
             self.stopped = trainer.should_stop = True
             log.info("predictor stops the run at step %d: predicted %s worse than %.4g",
-                     trainer.global_step, monitor, self.threshold)
+                     trainer.global_step, self.monitored(pl_module), self.threshold)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"curve": list(self.curve), "steps": list(self.steps), "stopped": self.stopped}
+        return {"curve": self.curve, "steps": self.steps, "stopped": self.stopped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.curve, self.steps = list(state_dict["curve"]), list(state_dict["steps"])
+        self.points = [{"step": step, "epoch": math.nan, "val": float(value), "train_loss": math.nan}
+                       for step, value in zip(state_dict["steps"], state_dict["curve"], strict=True)]
         self.stopped = bool(state_dict["stopped"])
 
 

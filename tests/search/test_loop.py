@@ -24,7 +24,7 @@ from growrnn.errors import SearchError
 from growrnn.executors import Job, LocalExecutor, Outcome
 from growrnn.genome import Genome, library_cell
 from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
-from growrnn.search.job import _save_weights, inherit_into, run_candidate
+from growrnn.search.job import inherit_into, run_candidate, save_weights
 from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
 from growrnn.search.storage import Archive, CandidateRow
 from growrnn.search.variation.morphisms import add_connection
@@ -283,9 +283,9 @@ def test_inherited_child_of_a_function_preserving_morphism_computes_the_parent(t
     # JSON round trip: the ids a search stores
     child_genome = Genome.from_json(add_connection(parent_genome, random.Random(0), Limits()).to_json())
     parent = SequenceModel(spec, cell=parent_genome.to_text(), hidden_size=6, seed=1)
-    _save_weights(tmp_path / "p.pt", parent, parent_genome.to_json())
-    child = SequenceModel(spec, cell=child_genome.to_text(), hidden_size=6, seed=2)
-    assert inherit_into(child, child_genome, tmp_path / "p.pt", parent_genome) == 6
+    save_weights(tmp_path / "p.pt", parent, parent_genome.to_json())
+    child = SequenceModel(spec, cell=child_genome, hidden_size=6, seed=2)  # the genome as it is: ids and all
+    assert inherit_into(child, tmp_path / "p.pt", parent_genome) == 6
     x = torch.randn(3, 7, spec.input_size, generator=torch.Generator().manual_seed(0))
     parent.eval()
     child.eval()
