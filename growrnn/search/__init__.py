@@ -30,7 +30,7 @@ _LAZY: dict[str, str] = {
                     "storage"),
     **dict.fromkeys(("CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"), "predictor"),
     **dict.fromkeys(("behaviour", "NoveltyArchive"), "novelty"),
-    **dict.fromkeys(("SearchConfig", "BudgetConfig", "NoveltyConfig", "PredictorConfig", "load_config",
+    **dict.fromkeys(("SearchConfig", "NoveltyConfig", "PredictorConfig", "load_config",
                      "check_config", "config_from_dict", "config_to_dict"), "config"),
     **dict.fromkeys(("run_search", "SearchResult", "candidate_seed"), "loop"),
     "run_candidate": "job",
@@ -38,7 +38,7 @@ _LAZY: dict[str, str] = {
     "export_front": "export",
 }
 
-__all__ = ["Archive", "BudgetConfig", "CROSSOVERS", "CandidateRow", "Crossover", "CurvePredictor", "EarlyStopRule",
+__all__ = ["Archive", "CROSSOVERS", "CandidateRow", "Crossover", "CurvePredictor", "EarlyStopRule",
            "GenerationRow", "InheritReport", "Limits", "MORPHISMS",
            "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "OPERATORS", "Objective", "Operator",
            "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig", "SearchResult",
@@ -52,7 +52,6 @@ __all__ = ["Archive", "BudgetConfig", "CROSSOVERS", "CandidateRow", "Crossover",
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.config import (
-        BudgetConfig,
         NoveltyConfig,
         PredictorConfig,
         SearchConfig,

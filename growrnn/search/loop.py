@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from growrnn.errors import SearchError, VariationError, format_message
+from growrnn.evaluation.config import load_cell
 from growrnn.executors import Executor, Job, make_executor
 from growrnn.genome.graph import Genome
 from growrnn.search import selection
-from growrnn.search.config import NEUTRAL, SearchConfig, check_config, config_to_dict, initial_genome
+from growrnn.search.config import NEUTRAL, SearchConfig, check_config, config_to_dict
 from growrnn.search.selection import objective_matrix
-from growrnn.search.storage import NEUTRAL_KEYS, Archive, CandidateRow, decode_state, encode_state
+from growrnn.search.storage import Archive, CandidateRow, decode_state, encode_state
 from growrnn.search.variation.operators import CROSSOVERS, vary
 
 __all__ = ["SearchResult", "run_search", "candidate_seed", "prune_weights", "tensorboard_dir", "weights_dir"]
@@ -95,7 +96,7 @@ def run_search(config: SearchConfig, db: str | Path, *, executor: Executor | Non
     """
     check_config(config)
     db = Path(db)
-    with Archive.open(db, config_to_dict(config), neutral=NEUTRAL_KEYS | NEUTRAL) as archive:
+    with Archive.open(db, config_to_dict(config), neutral=NEUTRAL) as archive:
         archive.reset_running()
         owned = executor is None
         ex = executor if executor is not None else _make_executor(config)
@@ -191,7 +192,7 @@ class _Search:
     def _plan(self, gen: int, state: dict[str, Any]) -> list[_Plan]:
         cfg, rng = self.config, state["rng"]
         if gen == 0:
-            seeds = [initial_genome(c, f"initial[{i}]") for i, c in enumerate(cfg.initial)]
+            seeds = [load_cell(c, f"initial[{i}]") for i, c in enumerate(cfg.initial)]
             plans = [_Plan(g, "init") for g in seeds]
             for i in range(cfg.population - len(seeds)):
                 slot = i % len(seeds)

@@ -210,8 +210,8 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from growrnn.genome.graph import Genome
     from growrnn.genome.figures import draw_genome
+    from growrnn.genome.graph import Genome
     _check_direction(direction)
     if isinstance(gen, bool) or not isinstance(gen, int) or gen < 0:
         raise ArgumentError("gen", allowed="an int >= 0", received=gen)

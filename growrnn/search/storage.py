@@ -52,7 +52,7 @@ import numpy as np
 
 from growrnn.errors import ArgumentError, SearchError, format_message
 
-__all__ = ["NEUTRAL_KEYS", "SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
            "decode_state", "encode_state"]
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 FORMAT = "growrnn-search"
 STATUSES = ("pending", "running", "done", "failed")
-#: Config keys (dotted paths; a prefix covers its sub-keys) that may change between runs of one
-#: search because they do not change its results: how long it runs and where/how it computes.
-NEUTRAL_KEYS = frozenset({"generations", "workers", "executor", "ray", "progress", "log_every", "logger",
-                          "log_dir", "archive", "resume", "timeout"})
 TABLES = ("meta", "candidates", "generations")
 DAMAGED_HINT = "the archive was edited or damaged; restore a copy, or start the search again with a new --db"
 
@@ -166,7 +162,7 @@ class Archive:
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, config: Mapping[str, Any] | None = None, *,
-             neutral: Collection[str] = NEUTRAL_KEYS, timeout: float = 30.0, read_only: bool = False) -> Archive:
+             neutral: Collection[str] | None = None, timeout: float = 30.0, read_only: bool = False) -> Archive:
         """Create the archive at ``path`` or reopen it.
 
         Args:
@@ -174,13 +170,17 @@ class Archive:
             config: the search's config (JSON values). Stored on creation; on reopen it must equal
                 the stored one except in ``neutral`` keys, else :class:`SearchError` names the keys
                 that differ. ``None`` opens an existing archive with its stored config.
-            neutral: dotted config keys allowed to differ on reopen (the stored config is then
-                updated to ``config``).
+            neutral: dotted config keys (a prefix covers its sub-keys) allowed to differ on reopen
+                (the stored config is then updated to ``config``); ``None``: the keys a
+                :class:`~growrnn.search.config.SearchConfig` marks as free to change on resume
+                (:data:`growrnn.search.config.NEUTRAL`).
             timeout: seconds to wait for a lock held by another connection.
             read_only: open an existing archive to read only (no lock, nothing written; the search
                 may be running). Writing through it raises :class:`SearchError`.
         """
         path = Path(path)
+        if neutral is None:
+            from growrnn.search.config import NEUTRAL as neutral
         if (config is None or read_only) and not path.is_file():
             raise ArgumentError("path", allowed="an existing archive when config is None or read_only is set",
                                 received=str(path), hint="pass the search config to create a new archive")

@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 
-from growrnn.errors import ArgumentError
+from growrnn.evaluation.config import Budget
 from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
 from growrnn.task import Task, get_task, task_factory
@@ -24,34 +24,6 @@ from growrnn.training.cli import quiet_lightning
 from growrnn.training.model import SequenceModel
 
 __all__ = ["Budget", "Result", "evaluate"]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long to train: any of optimizer ``steps``, ``epochs``, wall-clock ``seconds`` (the first
-    reached stops), and how often to validate for the learning curve (``val_every`` steps; default
-    once per epoch)."""
-
-    steps: int | None = None
-    epochs: int | None = None
-    seconds: float | None = None
-    val_every: int | None = None
-
-    def __post_init__(self) -> None:
-        hint = "e.g. budget: {steps: 500, val_every: 100} in a config, Budget(steps=500) in Python"
-        for name in ("steps", "epochs", "val_every"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ArgumentError(f"budget.{name}", allowed="an int >= 1, or null", received=value,
-                                    hint=hint if value != 0 else "a budget of 0 trains nothing; " + hint)
-        seconds = self.seconds
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not 0 < seconds < math.inf):
-            raise ArgumentError("budget.seconds", allowed="a finite number of seconds > 0, or null",
-                                received=seconds, hint=hint)
-        if self.steps is None and self.epochs is None and self.seconds is None:
-            raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=self,
-                                hint=hint)
 
 
 @dataclass
