@@ -168,7 +168,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_population(reference: tupl
         last = archive.last_generation()
         assert last is not None and last.gen < 2, "the kill came after the search had finished"
         assert any(r.generation >= 1 for r in before.values())
-    from growrnn.search.cli import main
+    from growrnn.commands.search import main
     assert main(["--config", str(DEBUG), "--db", str(db), "--progress", "false"]) == 0
     after = _done_rows(db)
     for i, row in before.items():  # finished before the kill: not evaluated again
