@@ -7,6 +7,8 @@ allowed, what was received, and a ``HINT:``. This module imports nothing from gr
 
 from __future__ import annotations
 
+import numbers
+
 __all__ = [
     "GrowRNNError",
     "GenomeError",
@@ -60,15 +62,16 @@ class ArgumentError(GrowRNNError, ValueError):
 
 
 def check_int(argument: str, value: object, low: int, *, hint: str | None = None, allowed: str | None = None) -> int:
-    """``value`` if it is an int ``>= low`` (a bool is not an int here), else an
-    :class:`ArgumentError` naming ``argument`` (``allowed`` overrides the "an int >= low" wording).
+    """``value`` as an int if it is an integer ``>= low`` (a Python or numpy integer; a bool is
+    not one here), else an :class:`ArgumentError` naming ``argument`` (``allowed`` overrides the
+    "an int >= low" wording).
 
     >>> check_int("workers", 2, 0)
     2
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ArgumentError(argument, allowed=allowed or f"an int >= {low}", received=value, hint=hint)
-    return value
+    return int(value)
 
 
 class ShapeError(GrowRNNError, ValueError):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from growrnn.cells.rnn import GenomeRNN
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
 from growrnn.search.storage import CandidateRow
@@ -42,12 +42,6 @@ def _generator(*entropy: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]))
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
-    return int(value)
-
-
 def behaviour(genome: Genome | str, input_size: int = 4, hidden_size: int = 8, steps: int = 20,
               seed: int = 0) -> np.ndarray:
     """The cell's outputs ``h_1 .. h_steps`` on a fixed standard-normal input sequence, flattened
@@ -61,10 +55,10 @@ def behaviour(genome: Genome | str, input_size: int = 4, hidden_size: int = 8, s
     >>> behaviour(gr.cells.gru(), steps=5).shape
     (40,)
     """
-    input_size = _check_int("input_size", input_size, 1)
-    hidden_size = _check_int("hidden_size", hidden_size, 1)
-    steps = _check_int("steps", steps, 1)
-    seed = _check_int("seed", seed, 0)
+    input_size = check_int("input_size", input_size, 1)
+    hidden_size = check_int("hidden_size", hidden_size, 1)
+    steps = check_int("steps", steps, 1)
+    seed = check_int("seed", seed, 0)
     # generator= keeps the constructor off torch's global RNG; the weights are overwritten below
     rnn = GenomeRNN(genome, input_size, hidden_size, fast_path=False, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0))
@@ -94,13 +88,13 @@ class NoveltyArchive:
     """
 
     def __init__(self, k: int = 10, add_threshold: float | None = None, max_size: int = 500, seed: int = 0) -> None:
-        self.k = _check_int("k", k, 1)
-        self.max_size = _check_int("max_size", max_size, 1)
+        self.k = check_int("k", k, 1)
+        self.max_size = check_int("max_size", max_size, 1)
         if add_threshold is not None and (isinstance(add_threshold, bool) or not isinstance(add_threshold, (int, float))
                                           or not math.isfinite(add_threshold)):
             raise ArgumentError("add_threshold", allowed="a finite float or None", received=add_threshold)
         self.add_threshold = None if add_threshold is None else float(add_threshold)
-        self.rng = random.Random(_check_int("seed", seed, 0))
+        self.rng = random.Random(check_int("seed", seed, 0))
         self.entries: list[np.ndarray] = []
 
     def __len__(self) -> int:
@@ -149,7 +143,7 @@ class NoveltyArchive:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (scores and later additions come back identical)."""
-        self.k, self.max_size = _check_int("k", state["k"], 1), _check_int("max_size", state["max_size"], 1)
+        self.k, self.max_size = check_int("k", state["k"], 1), check_int("max_size", state["max_size"], 1)
         self.add_threshold = None if state["add_threshold"] is None else float(state["add_threshold"])
         self.entries = [np.asarray(e, dtype=np.float64) for e in state["entries"]]
         version, internal, gauss = state["rng"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 from growrnn.genome.library import LIBRARY, library_cell
 from growrnn.search.selection import OBJECTIVES, hypervolume, nondominated_ranks, objective_matrix
 from growrnn.search.storage import Archive, CandidateRow
@@ -213,8 +213,7 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
     from growrnn.genome.figures import draw_genome
     from growrnn.genome.graph import Genome
     _check_direction(direction)
-    if isinstance(gen, bool) or not isinstance(gen, int) or gen < 0:
-        raise ArgumentError("gen", allowed="an int >= 0", received=gen)
+    check_int("gen", gen, 0)
     done = [row for row in (archive.get(i) for i in population) if row.status == "done" and row.objectives is not None]
     F = _matrix(done, objectives, direction) if done else np.zeros((0, len(objectives)))
     if ref is None:

@@ -50,7 +50,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from growrnn.errors import ArgumentError, SearchError, format_message
+from growrnn.errors import ArgumentError, SearchError, check_int, format_message
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
            "decode_state", "encode_state"]
@@ -366,8 +366,7 @@ class Archive:
         """Record generation ``gen`` (replacing an earlier save of it): the ids of its population,
         the loop's ``state`` (JSON values; see :func:`encode_state`) and ``stats``."""
         self._writable()
-        if not _is_int(gen):
-            raise ArgumentError("gen", allowed="an int >= 0", received=gen)
+        check_int("gen", gen, 0)
         ids = list(population)
         self._check_ids(ids, "population")
         self._conn.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",

@@ -28,7 +28,7 @@ import random
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from growrnn.errors import ArgumentError, VariationError
+from growrnn.errors import ArgumentError, VariationError, check_int
 from growrnn.genome.graph import ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node
 from growrnn.genome.validate import CONST, HIDDEN, value_spaces
 from growrnn.search.variation import morphisms
@@ -281,8 +281,7 @@ def vary(parents: Sequence[Genome], rng: random.Random, limits: Limits,
                             hint="pass [genome] to mutate, [a, b] to allow crossover")
     if isinstance(p_crossover, bool) or not isinstance(p_crossover, (int, float)) or not 0 <= p_crossover <= 1:
         raise ArgumentError("p_crossover", allowed="a float in [0, 1]", received=p_crossover)
-    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
-        raise ArgumentError("tries", allowed="an int >= 1", received=tries)
+    check_int("tries", tries, 1)
     names = list(OPERATORS) + list(CROSSOVERS) if operators is None else list(operators)
     unknown = [n for n in names if n not in OPERATORS and n not in CROSSOVERS]
     if unknown or not names or isinstance(operators, str):
