@@ -38,14 +38,15 @@ from growrnn.errors import ArgumentError, check_int
 from growrnn.evaluation.config import (
     MODEL_OWNED,
     Budget,
-    build_config,
     check_grow,
     check_keys,
     check_options,
     config_parser,
     load_cell,
-    parse_args,
     read_config,
+)
+from growrnn.evaluation.config import (
+    parse_command as parse,
 )
 
 __all__ = ["FAMILIES", "CompareConfig", "EntryConfig", "check_config", "compare_parser", "load_config", "parse_command",
@@ -141,12 +142,8 @@ def compare_parser(prog: str = "growrnn compare", *, out: bool = False) -> Any:
 def parse_command(argv: list[str]) -> tuple[CompareConfig, Any]:
     """``growrnn compare``'s arguments -> the (checked) config and the namespace (``out``,
     ``dry_run``)."""
-    parser = compare_parser(out=True)
-    namespace = parse_args(parser, argv, "growrnn compare", "--config FILE --out DIR and config keys as options",
-                           "growrnn compare --help lists them")
-    config = build_config(parser, namespace, CompareConfig)
-    check_config(config)
-    return config, namespace
+    return parse(CompareConfig, compare_parser(out=True), argv, "growrnn compare",
+                 "--config FILE --out DIR and config keys as options", check_config)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:

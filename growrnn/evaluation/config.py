@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from growrnn.errors import ArgumentError, GenomeError, check_int
 
 __all__ = ["Budget", "MODEL_OWNED", "TRAINER_OWNED", "RESUMABLE", "build_config", "check_keys", "check_options",
-           "check_grow", "config_parser", "load_cell", "neutral_keys", "parse_args", "read_config"]
+           "check_grow", "config_parser", "load_cell", "neutral_keys", "parse_args", "parse_command", "read_config"]
 
 _C = TypeVar("_C")
 
@@ -106,6 +106,17 @@ def parse_args(parser: Any, argv: list[str], argument: str, allowed: str, hint: 
         return parser.parse_args(argv)
     except ParseError as err:
         raise ArgumentError(argument, allowed=allowed, received=str(err).strip(), hint=hint) from None
+
+
+def parse_command(cls: type[_C], parser: Any, argv: list[str], command: str, allowed: str,
+                  check: Callable[[_C], None]) -> tuple[_C, Any]:
+    """A command's arguments (``--config FILE`` and config keys as options) -> its config of
+    ``cls``, checked by ``check``, and the namespace (for the options that are not config keys,
+    such as ``--db``). Errors name ``command`` and point at its ``--help``."""
+    namespace = parse_args(parser, argv, command, allowed, f"{command} --help lists them")
+    config = build_config(parser, namespace, cls)
+    check(config)
+    return config, namespace
 
 
 def build_config(parser: Any, namespace: Any, cls: type[_C]) -> _C:

@@ -1,5 +1,6 @@
-"""Evolutionary cell search (issue [D]): variation (:mod:`growrnn.search.variation`: operators,
-network morphisms, weight inheritance), multi-objective selection, the SQLite archive, the
+"""Evolutionary cell search (issue [D]): variation (its own package,
+:mod:`growrnn.search.variation`: the draft editor and ``Limits``, operators, network morphisms,
+weight inheritance), multi-objective selection, the SQLite archive, the
 learning-curve predictor, novelty, the generation loop, TensorBoard reports and export. Jobs run
 on the executors of :mod:`growrnn.executors`.
 
@@ -17,13 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the submodule of growrnn.search that defines it
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("Limits",), "variation.draft"),
-    **dict.fromkeys(("Operator", "Crossover", "point_mutation", "insert_branch", "shrink", "add_state",
-                     "remove_state", "subtree_crossover", "homologous_crossover", "OPERATORS", "CROSSOVERS",
-                     "vary"), "variation.operators"),
-    **dict.fromkeys(("add_unit", "remove_unit", "add_connection", "add_recurrent_connection", "remove_connection",
-                     "change_activation", "change_combination", "zero_init_nodes", "MORPHISMS"), "variation.morphisms"),
-    **dict.fromkeys(("InheritReport", "inherit_weights"), "variation.inherit"),
     **dict.fromkeys(("OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
                      "objective_matrix", "survive", "tournament"), "selection"),
     **dict.fromkeys(("Archive", "CandidateRow", "GenerationRow", "STATUSES", "decode_state", "encode_state"),
@@ -38,17 +32,12 @@ _LAZY: dict[str, str] = {
     "export_front": "export",
 }
 
-__all__ = ["Archive", "CROSSOVERS", "CandidateRow", "Crossover", "CurvePredictor", "EarlyStopRule",
-           "GenerationRow", "InheritReport", "Limits", "MORPHISMS",
-           "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "OPERATORS", "Objective", "Operator",
-           "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig", "SearchResult",
-           "add_connection", "add_recurrent_connection", "add_state", "add_unit", "behaviour", "candidate_seed",
-           "change_activation", "change_combination", "check_config", "config_from_dict", "config_to_dict",
+__all__ = ["Archive", "CandidateRow", "CurvePredictor", "EarlyStopRule", "GenerationRow", "NoveltyArchive",
+           "NoveltyConfig", "OBJECTIVES", "Objective", "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig",
+           "SearchResult", "behaviour", "candidate_seed", "check_config", "config_from_dict", "config_to_dict",
            "crowding_distances", "decode_state", "encode_state", "export_front", "first_front", "holdout_report",
-           "homologous_crossover", "hypervolume", "inherit_weights", "insert_branch", "load_config",
-           "log_generation", "nondominated_ranks", "objective_matrix", "pareto_figure",
-           "point_mutation", "remove_connection", "remove_state", "remove_unit", "run_candidate", "run_search",
-           "shrink", "subtree_crossover", "survive", "tournament", "vary", "zero_init_nodes"]
+           "hypervolume", "load_config", "log_generation", "nondominated_ranks", "objective_matrix", "pareto_figure",
+           "run_candidate", "run_search", "survive", "tournament"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.config import (
@@ -77,33 +66,6 @@ if TYPE_CHECKING:  # pragma: no cover
         tournament,
     )
     from growrnn.search.storage import STATUSES, Archive, CandidateRow, GenerationRow, decode_state, encode_state
-    from growrnn.search.variation.draft import Limits
-    from growrnn.search.variation.inherit import InheritReport, inherit_weights
-    from growrnn.search.variation.morphisms import (
-        MORPHISMS,
-        add_connection,
-        add_recurrent_connection,
-        add_unit,
-        change_activation,
-        change_combination,
-        remove_connection,
-        remove_unit,
-        zero_init_nodes,
-    )
-    from growrnn.search.variation.operators import (
-        CROSSOVERS,
-        OPERATORS,
-        Crossover,
-        Operator,
-        add_state,
-        homologous_crossover,
-        insert_branch,
-        point_mutation,
-        remove_state,
-        shrink,
-        subtree_crossover,
-        vary,
-    )
 
 
 def __getattr__(name: str) -> Any:

@@ -29,14 +29,15 @@ from growrnn.errors import ArgumentError, check_int
 from growrnn.evaluation.config import (
     RESUMABLE,
     Budget,
-    build_config,
     check_grow,
     check_options,
     config_parser,
     load_cell,
     neutral_keys,
-    parse_args,
     read_config,
+)
+from growrnn.evaluation.config import (
+    parse_command as parse,
 )
 from growrnn.search.variation.draft import Limits
 from growrnn.search.variation.operators import CROSSOVERS, OPERATORS
@@ -173,11 +174,8 @@ def search_parser(prog: str = "growrnn search", *, db: bool = False) -> Any:
 
 def parse_command(argv: list[str]) -> tuple[SearchConfig, str]:
     """``growrnn search``'s arguments -> the (checked) config and the ``--db`` path."""
-    parser = search_parser(db=True)
-    namespace = parse_args(parser, argv, "growrnn search", "--config FILE --db PATH and config keys as options",
-                           "growrnn search --help lists them")
-    config = build_config(parser, namespace, SearchConfig)
-    check_config(config)
+    config, namespace = parse(SearchConfig, search_parser(db=True), argv, "growrnn search",
+                              "--config FILE --db PATH and config keys as options", check_config)
     return config, namespace.db
 
 
