@@ -110,6 +110,14 @@ class Signal:
         """The multiplier/gate value a new unit starts with."""
         return 0.0
 
+    def across_processes(self, t: Tensor) -> Tensor:
+        """``t`` averaged over the processes of a data-parallel run (``t`` itself in one process).
+        A signal that measures something on its batch (not on the weights, which every process
+        holds alike) passes it through here, so every process uses the global batch's value. The
+        controller sets ``process_mean`` (:class:`growrnn.training.distributed.Replicas`)."""
+        mean = getattr(self, "process_mean", None)
+        return t if mean is None else mean(t)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 
 from growrnn.task import TaskSpec, get_task
+from growrnn.training.distributed import shard_loader
 
 __all__ = ["TaskData"]
 
@@ -33,13 +34,15 @@ class TaskData(L.LightningDataModule):
         if trainer is None:
             return self.inner.train_dataloader()
         progress = trainer.fit_loop.epoch_loop.batch_progress
-        return ResumableLoader(self.inner.train_dataloader(), lambda: progress.current.processed)  # type: ignore[attr-defined]
+        # on many processes each trains on its rows of every (global) batch (training/distributed.py)
+        return ResumableLoader(shard_loader(self.inner.train_dataloader(), trainer),
+                               lambda: progress.current.processed)  # type: ignore[attr-defined]
 
     def val_dataloader(self) -> Any:
-        return self.inner.val_dataloader()
+        return shard_loader(self.inner.val_dataloader(), self.trainer, training=False)
 
     def test_dataloader(self) -> Any:
-        return self.inner.test_dataloader()
+        return shard_loader(self.inner.test_dataloader(), self.trainer, training=False)
 
 
 class ResumableLoader:
