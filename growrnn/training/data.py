@@ -22,8 +22,20 @@ class TaskData(L.LightningDataModule):
 
     def __init__(self, task: str, options: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self._made_with = (task, dict(options or {}))
         self.task = get_task(task, **(options or {}))
         self.spec: TaskSpec = self.task.spec
+        self.inner = self.task.datamodule()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # tasks hold closures, which cannot be pickled (ddp_spawn sends the data to its workers by
+        # pickle): the task is made again from its name and options
+        return {k: v for k, v in self.__dict__.items() if k not in ("task", "inner")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        task, options = self._made_with
+        self.task = get_task(task, **options)
         self.inner = self.task.datamodule()
 
     def setup(self, stage: str | None = None) -> None:

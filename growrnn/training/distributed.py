@@ -21,7 +21,7 @@ quantities measured on the process's own batch. This module keeps the replicas o
   step or a gate's cost is then the same on every process, so the weights stay bit-identical, and
   the decision equals that of one process training on the whole batch.
 - **The reducer is rebuilt after a resize, never otherwise** (:meth:`Replicas.resized`): the
-  processes first check that their parameters, optimizer state and carried state are bit-identical
+  processes first check that their parameters and optimizer state are bit-identical
   (a fingerprint of each tensor, gathered), then the strategy wraps the module anew through its
   own ``configure_ddp`` (Lightning's supported route, with the strategy's DDP options). The
   parameters are resized in place, so the optimizer and its scheduler keep their references.
@@ -155,7 +155,7 @@ class Replicas:
 
     def resized(self, pl_module: Any, optimizer: Any = None) -> None:
         """After every process resized the same layers: check that the replicas are bit-identical
-        (parameters, optimizer state, carried state) and rebuild DDP's reducer through the
+        (parameters and optimizer state) and rebuild DDP's reducer through the
         strategy (``configure_ddp``: the module wrapped anew, with the strategy's DDP options).
         Raises :class:`~growrnn.errors.ReplicaError` if the replicas differ."""
         if not self.active:
@@ -199,8 +199,8 @@ class Replicas:
 
 
 def _replica_tensors(pl_module: Any, optimizer: Any) -> list[tuple[str, Tensor]]:
-    """What must be identical on every process: the parameters, every optimizer state tensor, and
-    the carried hidden state, by name."""
+    """What must be identical on every process, by name: the parameters and every optimizer state
+    tensor. (The carried hidden state is each process's own rows; it is resized by the same map.)"""
     out = [(name, p) for name, p in pl_module.named_parameters()]
     names = {id(p): name for name, p in out}
     if optimizer is not None:
@@ -209,8 +209,6 @@ def _replica_tensors(pl_module: Any, optimizer: Any) -> list[tuple[str, Tensor]]
                 for key, value in optimizer.state.get(p, {}).items():
                     if torch.is_tensor(value):
                         out.append((f"optimizer state {key} of {names.get(id(p), '?')}", value))
-    state = getattr(pl_module, "_state", {}).get("train")
-    out += [(f"carried state {i}", t) for i, t in enumerate(_leaves(state))]
     return out
 
 

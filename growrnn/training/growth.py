@@ -329,6 +329,22 @@ class StructureController(L.Callback):
                 experiment.add_histogram(f"structure/scores/layer{k}", scores.float().cpu(), step)
 
     # ------------------------------------------------------------------ state
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn pickles the callbacks to its workers: a torch.Generator pickles through a
+        # temporary tensor whose shared-memory file descriptor torch may hand out twice (the spawn
+        # then fails with "bad value(s) in fds_to_keep"); its state travels as bytes instead
+        state = dict(self.__dict__)
+        for key in ("gen", "gate_gen"):
+            state[key] = bytes(state[key].get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in ("gen", "gate_gen"):
+            gen = torch.Generator()
+            gen.set_state(torch.frombuffer(bytearray(state[key]), dtype=torch.uint8))
+            state[key] = gen
+        self.__dict__.update(state)
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.getstate(), "gen": self.gen.get_state(), "added": list(self.added),
                 "deleted": list(self.deleted), "signal": self.signal_name, "pending": list(self._pending),
