@@ -11,6 +11,7 @@ probability ``p_add``, and with probability ``p_spontaneous`` in any case, up to
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,16 +82,19 @@ def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> Unit
 
 @dataclass(frozen=True)
 class NeedRule:
-    """The settling signals' rule (no probability anywhere): a dead unit is *spare*; a unit dead
-    for ``dead_steps`` consecutive steps is deleted (never below ``min_units``); and while fewer
-    than ``reserve`` units are spare, units are added (up to ``max_units``). A new unit is dead
-    until it proves itself, so the layer tries ``reserve`` fresh units at a time: it grows while
-    they come alive and stops when they do not, whatever the training length."""
+    """The settling signals' rule (no probability anywhere): a dead unit is *spare* (and so is a
+    unit still on trial, where the signal says so); a unit dead for ``dead_steps`` consecutive
+    steps is deleted (never below ``min_units``); and while fewer than
+    ``max(reserve, ceil(reserve_fraction * units))`` units are spare, units are added (up to
+    ``max_units``). A new unit is spare until it proves itself, so the layer tries that many fresh
+    units at a time: it grows while they prove themselves and stops when they do not, whatever the
+    training length."""
 
     reserve: int = 1
     dead_steps: int = 100
     max_units: int = 1024
     min_units: int = 1
+    reserve_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.reserve < 0:
@@ -102,11 +106,20 @@ class NeedRule:
         if self.min_units < 1 or self.max_units < self.min_units:
             raise ArgumentError("min_units, max_units", allowed="1 <= min_units <= max_units",
                                 received=(self.min_units, self.max_units))
+        if not 0.0 <= self.reserve_fraction <= 1.0:
+            raise ArgumentError("reserve_fraction", allowed="a number in [0, 1]", received=self.reserve_fraction,
+                                hint="the share of the layer's units kept on trial; 0.1 grows a layer by up to 10 % "
+                                     "per trial")
+
+    def spares_wanted(self, units: int) -> int:
+        """How many spare units a layer of ``units`` units keeps."""
+        return max(self.reserve, math.ceil(self.reserve_fraction * units))
 
 
-def need_step(dead: Tensor, streak: Tensor, rule: NeedRule) -> tuple[UnitMap, Tensor]:
+def need_step(dead: Tensor, streak: Tensor, rule: NeedRule, spare: Tensor | None = None) -> tuple[UnitMap, Tensor]:
     """One application of :class:`NeedRule` to a layer whose units are ``dead`` (bool ``(H,)``),
-    given each unit's count of consecutive dead steps before this one (``streak``, ``(H,)``).
+    given each unit's count of consecutive dead steps before this one (``streak``, ``(H,)``) and
+    which units are ``spare`` (bool ``(H,)``; default: the dead ones).
     Returns the units that stay (in order) plus those added, and the streaks of the new layout."""
     H = int(dead.numel())
     streak = torch.where(dead, streak + 1, torch.zeros_like(streak))
@@ -115,8 +128,8 @@ def need_step(dead: Tensor, streak: Tensor, rule: NeedRule) -> tuple[UnitMap, Te
     if len(keep) < rule.min_units:  # never below the floor: keep the units dead the shortest time
         order = sorted(range(H), key=lambda j: (int(streak[j]), j))
         keep = sorted(set(keep) | set(order[: rule.min_units]))
-    spare = int(dead[keep].sum()) if keep else 0
-    add = max(0, min(rule.reserve - spare, rule.max_units - len(keep)))
+    spares = int((dead if spare is None else spare)[keep].sum()) if keep else 0
+    add = max(0, min(rule.spares_wanted(len(keep)) - spares, rule.max_units - len(keep)))
     if len(keep) == H and not add:
         return UnitMap(torch.arange(H)), streak
     units = UnitMap.of(H, keep, add)

@@ -26,7 +26,7 @@ makes it independent of how the loss is normalised (summed over time or averaged
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,8 +37,9 @@ from growrnn.errors import ArgumentError
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, unit_rows
+from growrnn.growth.surgery import UnitMap
 
-__all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "SIGNALS", "make_signal",
+__all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "SIGNALS", "make_signal",
            "l1_decrement", "UpdateClip", "Member",
            "unit_members", "reading_weights"]
 
@@ -86,6 +87,11 @@ class Signal:
 
     name: ClassVar[str] = ""
     settles: ClassVar[bool] = False
+    #: the signal measures the model's loss (:meth:`measure` gets a probe)
+    needs_probe: ClassVar[bool] = False
+    #: the controller's defaults with this signal (``dead_steps``, ``reserve_fraction``,
+    #: ``fresh_second_moment``), where they differ from the controller's own
+    controller_defaults: ClassVar[dict[str, Any]] = {}
     #: P_del, P_add, new units' optimizer second moment under RMSprop (Miconi's rule only)
     rule_defaults: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
 
@@ -105,6 +111,17 @@ class Signal:
     def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         """Layer ``k``'s dead units (bool, shape ``(H_k,)``); settling signals only."""
         raise NotImplementedError
+
+    def spare(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor | None:
+        """Layer ``k``'s spare units (bool ``(H_k,)``): dead or still on trial; None: the dead ones."""
+        return None
+
+    def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int) -> None:
+        """After the step's weight update: measure what needs the model's loss (``probe()``: the
+        current batch's loss with the weights as they are now, evaluation mode, no gradient)."""
+
+    def resized(self, k: int, units: UnitMap) -> None:
+        """Layer ``k`` was resized as ``units`` says: move the signal's per-unit state along."""
 
     def fresh_gate(self) -> float:
         """The multiplier/gate value a new unit starts with."""
@@ -362,8 +379,148 @@ class L0Gate(Signal):
         self._loss.mean = state.get("loss_mean")
 
 
+@dataclass
+class Ablation(Signal):
+    """A unit is worth what the loss rises by without it: every unit is tested by **ablation** —
+    the current training batch's loss (evaluation mode, no gradient) with the unit's outgoing
+    weights zeroed, minus the loss with them — and kept while that worth is at least ``lam``
+    (a fraction of the loss, when ``relative``). The one bar holds for every unit, old or new,
+    which is what makes the width an equilibrium rather than a record of where training started:
+    a layer grows while new units earn ``lam`` and shrinks while old ones do not. No penalty
+    touches the weights, so the units that stay train as in a fixed layer.
+
+    New units start with zero outgoing weights (the function is kept) and are on trial (spare)
+    for ``trial_steps`` steps (counted at the first step's learning rate: a unit added after a
+    scheduler halved the rate is tried twice as many steps); then they are measured first. Units are measured round-robin at
+    ``rate`` units per step on average, in rounds every ``check_every`` steps (each round costs
+    one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
+    per step); a unit's worth is a running mean over its measurements (the newest weighted
+    ``memory``). A measured unit below the bar is **dead**. Works for any cell and stack: a unit
+    is ablated by zeroing the columns of every weight that reads it.
+    """
+
+    lam: float = 1e-3
+    relative: bool = True
+    trial_steps: int = 100
+    rate: float = 0.25
+    check_every: int = 20
+    memory: float = 0.5
+    name: ClassVar[str] = "ablation"
+    settles: ClassVar[bool] = True
+    needs_probe: ClassVar[bool] = True
+    #: delete a unit once it is measured below the bar; keep a quarter of the layer on trial (a layer
+    #: started small grows by up to 25 % per trial); new units' Adam/RMSprop second moments start
+    #: at zero, so a unit on trial takes full-size steps (no penalty holds it at zero)
+    controller_defaults: ClassVar[dict[str, Any]] = {"dead_steps": 1, "reserve_fraction": 0.25,
+                                                     "fresh_second_moment": 0.0}
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+                                hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
+        for name in ("trial_steps", "check_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ArgumentError(name, allowed="an int >= 1", received=value)
+        if not self.rate > 0:
+            raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
+                                hint="units measured per training step; 0.25 costs about 8 % of a step")
+        if not 0 < self.memory <= 1:
+            raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
+                                hint="the newest measurement's weight in a unit's running worth")
+        self.worth: list[Tensor] = []  # per layer, per unit: running worth (nan: not measured yet)
+        self.age: list[Tensor] = []  # per layer, per unit: steps since the unit was added, at the first rate
+        self.lr0: float | None = None  # the first step's learning rate
+        self.seen: list[Tensor] = []  # per layer, per unit: the step of its last measurement (-1: never)
+        self.budget = 0.0
+        self.base: float | None = None  # running loss with every unit (the relative bar's scale)
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        sizes = [int(x.hidden_size) for x in layers_of(rnn)]
+        if [int(w.numel()) for w in self.worth] != sizes:  # a new run (a resume loads the state after)
+            self.worth = [torch.full((h,), math.nan) for h in sizes]
+            self.age = [torch.zeros(h, dtype=torch.float64) for h in sizes]
+            self.seen = [torch.full((h,), -1, dtype=torch.long) for h in sizes]
+
+    def bar(self) -> float:
+        """The worth a unit must have, in loss units."""
+        if not self.relative:
+            return self.lam
+        return math.inf if self.base is None else self.lam * abs(self.base)
+
+    def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
+        # a unit ages by the step's learning rate over the first one: a trial lasts as much
+        # learning as trial_steps steps at the starting rate, however far a schedule has cut it
+        lr = _lr_of(optimizer, decoder.weight)
+        if self.lr0 is None:
+            self.lr0 = lr
+        for a in self.age:
+            a += lr / self.lr0 if self.lr0 > 0 else 1.0
+
+    @torch.no_grad()
+    def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int) -> None:
+        if step % self.check_every:
+            return
+        self.budget += self.rate * self.check_every
+        n = int(self.budget)
+        # due units: past their trial; the never measured first, then the longest unmeasured
+        due = [(int(self.seen[k][j]), k, j) for k in range(len(self.age))
+               for j in torch.nonzero(self.age[k] >= self.trial_steps).flatten().tolist()]
+        picked = sorted(due)[:n]
+        if not picked:
+            return
+        self.budget -= len(picked)
+        base = probe()
+        if not math.isfinite(base):
+            return  # a diverged batch measures nothing
+        self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
+        for _, k, j in picked:
+            ahead, recurrent = outgoing_weights(rnn, decoder, k)
+            saved = [w[:, j].clone() for w in ahead + recurrent]
+            for w in ahead + recurrent:
+                w[:, j] = 0
+            loss = probe()
+            for w, col in zip(ahead + recurrent, saved):
+                w[:, j] = col
+            worth = loss - base if math.isfinite(loss) else math.inf
+            old = float(self.worth[k][j])
+            self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
+            self.seen[k][j] = step
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        """Each unit's running worth (0 before its first measurement)."""
+        return torch.nan_to_num(self.worth[k], nan=0.0)
+
+    def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar())
+
+    def spare(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        return torch.isnan(self.worth[k]) | (self.worth[k] < self.bar())
+
+    def resized(self, k: int, units: UnitMap) -> None:
+        old = units.index.clamp_min(0)
+        fresh = units.index < 0
+        self.worth[k] = torch.where(fresh, math.nan, self.worth[k][old])
+        self.age[k] = torch.where(fresh, 0.0, self.age[k][old])
+        self.seen[k] = torch.where(fresh, -1, self.seen[k][old])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
+                "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "worth" not in state:
+            return
+        self.worth = [torch.tensor(w, dtype=torch.float32) for w in state["worth"]]
+        self.age = [torch.tensor(a, dtype=torch.float64) for a in state["age"]]
+        self.seen = [torch.tensor(s, dtype=torch.long) for s in state["seen"]]
+        self.budget = float(state["budget"])
+        self.base = state["base"]
+        self.lr0 = state.get("lr0")
+
+
 #: signal name -> class
-SIGNALS: dict[str, type[Signal]] = {s.name: s for s in (OutgoingL1, Multiplier, GroupLasso, L0Gate)}
+SIGNALS: dict[str, type[Signal]] = {s.name: s for s in (OutgoingL1, Multiplier, GroupLasso, L0Gate, Ablation)}
 
 
 def make_signal(name: str, **options: Any) -> Signal:

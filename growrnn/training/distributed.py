@@ -38,8 +38,9 @@ parameter in place on one process and are refused (:func:`check_strategy`).
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -114,6 +115,18 @@ class Replicas:
         torch.distributed.all_reduce(t)
         total, count = t.tolist()
         return total / count if count else None
+
+    def across(self, probe: Callable[[], float]) -> Callable[[], float]:
+        """``probe`` (a loss measured on this process's rows of the batch) as the mean over the
+        processes: the global batch's loss, the same on every process (NaN if any is NaN). Every
+        process must call it as often (it is a collective)."""
+        if not self.active:
+            return probe
+
+        def global_probe() -> float:
+            value = self.mean(probe())
+            return math.nan if value is None else value
+        return global_probe
 
     def mean_tensor(self, t: Tensor) -> Tensor:
         """``t`` averaged over the processes (every process gets the same values; shape kept)."""

@@ -90,8 +90,9 @@ class StructureController(L.Callback):
                  seed: int = 0, fresh_second_moment: float | str | None = None, reference_rows: int | None = None,
                  multiplier_floor: float = 0.025, multiplier_l1: float = 8e-4, multiplier_grad_scale: float = 0.1,
                  histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
-                 preconditioned: bool | None = None, relative: bool = True, dead_steps: int = 100,
-                 l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0) -> None:
+                 preconditioned: bool | None = None, relative: bool = True, dead_steps: int | None = None,
+                 l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0, reserve_fraction: float | None = None,
+                 trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
@@ -126,6 +127,9 @@ class StructureController(L.Callback):
                                       warmup_steps=warmup_steps, **({} if lam is None else {"lam": lam}))
         elif signal == "l0_gate":
             self.signal = make_signal(signal, relative=relative, **({} if lam is None else {"lam": lam}))
+        elif signal == "ablation":
+            self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
+                                      check_every=ablation_every, **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
         else:
@@ -134,14 +138,18 @@ class StructureController(L.Callback):
         d_del, d_add, d_moment = cls.rule_defaults
         self.settles = cls.settles
         if self.settles:
-            self.need = NeedRule(reserve, dead_steps, max_units, min_units)
+            wanted = dict(cls.controller_defaults)
+            wanted.update({k: v for k, v in (("dead_steps", dead_steps), ("reserve_fraction", reserve_fraction))
+                           if v is not None})
+            self.need = NeedRule(reserve, wanted.get("dead_steps", 100), max_units, min_units,
+                                 wanted.get("reserve_fraction", 0.0))
         else:
             self.rule = GrowthRule(threshold, reserve, d_del if p_delete is None else p_delete,
                                    d_add if p_add is None else p_add, p_spontaneous, max_units, min_units)
         self.init_std, self.every_n_steps = init_std, every_n_steps
         self._fresh_given = fresh_second_moment  # None: chosen in setup, from the model's optimizer
         self.fresh_second_moment: float | str = fresh_second_moment if fresh_second_moment is not None else (
-            "mean" if self.settles else d_moment)
+            cls.controller_defaults.get("fresh_second_moment", "mean") if self.settles else d_moment)
         self.reference_rows = reference_rows
         self.histogram_every = histogram_every_n_steps
         self.fold_at_end = fold_at_end
@@ -174,7 +182,7 @@ class StructureController(L.Callback):
         if not self.streaks or [int(s.numel()) for s in self.streaks] != [int(x.hidden_size) for x in layers]:
             self.streaks = [torch.zeros(int(x.hidden_size), dtype=torch.long) for x in layers]
         if self._fresh_given is None and self.settles:
-            self.fresh_second_moment = "mean"
+            self.fresh_second_moment = self.signal.controller_defaults.get("fresh_second_moment", "mean")
         elif self._fresh_given is None and "optimizer" in hp:
             self.fresh_second_moment = self.signal.rule_defaults[2] if hp["optimizer"] == "rmsprop" else 0.0
         if self.signal_name == "outgoing_l1" and not hp.get("l1") and not getattr(self.signal, "l1", 0.0):
@@ -219,6 +227,8 @@ class StructureController(L.Callback):
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         loss = self.replicas.mean(_loss_of(outputs))  # the global batch's loss under DDP
         self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), loss)
+        if self.signal.needs_probe:  # under DDP a probe is the global batch's loss (every process's rows)
+            self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step)
         if step % self.every_n_steps == 0:
             plans = []
             for k in range(len(layers_of(rnn))):
@@ -260,7 +270,8 @@ class StructureController(L.Callback):
         """Layer ``k``'s units after the rule (``None``: unchanged)."""
         H = int(layers_of(rnn)[k].hidden_size)
         if self.settles:
-            units, self.streaks[k] = need_step(self.signal.dead(rnn, decoder, k), self.streaks[k], self.need)
+            units, self.streaks[k] = need_step(self.signal.dead(rnn, decoder, k), self.streaks[k], self.need,
+                                               self.signal.spare(rnn, decoder, k))
         else:
             units = structure_step(self.signal.scores(rnn, decoder, k), self.rule, self.rng)
         if units.size == H and int(units.index[-1]) == H - 1:  # kept in order, none added: unchanged
@@ -280,6 +291,7 @@ class StructureController(L.Callback):
                              state, fresh_multiplier=self.signal.fresh_gate())
         if state is not None:
             pl_module._state["train"] = state
+        self.signal.resized(k, units)
         if fresh and not self.settles:
             self._init_outgoing(rnn, decoder, k, fresh, kept, self.signal_name == "multiplier", std)
         self.added[k] += len(fresh)

@@ -168,11 +168,26 @@ class SequenceModel(L.LightningModule):
         if self.spec.stateful:
             self._state[stage] = _detach(new_state)
         loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"), measure)
+        return self._normalised(loss_sum, count, x.shape[0]), loss_sum.detach(), count, correct
+
+    def _normalised(self, loss_sum: Tensor, count: Tensor, batch_size: int) -> Tensor:
+        """The loss to train on from a batch's loss sum: per sequence (summed over time) or per target."""
         if self.hparams["loss_sum_over_time"] and self.spec.per_step:
-            loss = loss_sum / x.shape[0]
-        else:
-            loss = loss_sum / count.clamp(min=1.0)
-        return loss, loss_sum.detach(), count, correct
+            return loss_sum / batch_size
+        return loss_sum / count.clamp(min=1.0)
+
+    @torch.no_grad()
+    def batch_loss(self, batch: dict[str, Tensor]) -> float:
+        """``batch``'s training loss with the weights as they are, from a fresh state, in evaluation
+        mode (no dropout) and without gradients: the structure controller's ablation probe."""
+        was = self.training
+        self.eval()
+        try:
+            logits, _ = self(batch["x"])
+            loss_sum, count, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
+            return float(self._normalised(loss_sum, count, batch["x"].shape[0]))
+        finally:
+            self.train(was)
 
     def _loss(self, logits: Tensor, y: Tensor, mask: Tensor | None, lengths: Tensor | None,
               measure: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -10,8 +10,9 @@ from torch import nn
 from growrnn.errors import ArgumentError
 from growrnn.growth import GrowableRNN, NeedRule, fold_gates, need_step
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
-from growrnn.growth.signals import GroupLasso, L0Gate, make_signal, unit_members
-from growrnn.growth.stack import input_weights, recurrent_weights
+from growrnn.growth.signals import Ablation, GroupLasso, L0Gate, make_signal, unit_members
+from growrnn.growth.stack import input_weights, outgoing_weights, recurrent_weights
+from growrnn.growth.surgery import UnitMap
 
 
 def _stack(cell: str = "lstm", sizes: tuple[int, ...] = (3,), seed: int = 0,
@@ -179,6 +180,8 @@ def test_the_gate_cost_pushes_log_alpha_down() -> None:
     ([1, 1, 1], [5, 5, 6], NeedRule(reserve=0, dead_steps=6, min_units=2), [0, 1], 0, [6, 6]),
     # at max_units nothing is added
     ([0, 0], [0, 0], NeedRule(reserve=1, max_units=2), [0, 1], 0, [0, 0]),
+    # a reserve fraction: ceil(0.25 * 5) = 2 spare wanted, none spare
+    ([0] * 5, [0] * 5, NeedRule(reserve=1, reserve_fraction=0.25), [0, 1, 2, 3, 4], 2, [0] * 7),
 ])
 def test_the_need_rule(dead: list[int], streak: list[int], rule: NeedRule, kept: list[int], added: int,
                        new_streak: list[int]) -> None:
@@ -186,11 +189,94 @@ def test_the_need_rule(dead: list[int], streak: list[int], rule: NeedRule, kept:
     assert units.index.tolist() == kept + [-1] * added and s.tolist() == new_streak
 
 
+def test_units_on_trial_are_spare_without_being_dead() -> None:
+    """Unit 1 is on trial (spare, not dead): nothing is added, nothing deleted."""
+    units, s = need_step(torch.tensor([False, False, False]), torch.zeros(3, dtype=torch.long),
+                         NeedRule(reserve=1, dead_steps=1), spare=torch.tensor([False, True, False]))
+    assert units.index.tolist() == [0, 1, 2] and s.tolist() == [0, 0, 0]
+
+
+def _probe(rnn: GrowableRNN, decoder: nn.Linear, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
+    return torch.no_grad()(lambda: float((decoder(rnn(x)[0]) - y).square().mean()))
+
+
+@pytest.mark.parametrize("cell, sizes", [("lstm", (3,)), ("gru", (2, 3))])
+def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int, ...]) -> None:
+    """Each unit's worth is the loss with its outgoing weights zeroed by hand minus the loss;
+    measuring leaves the weights as they were."""
+    rnn, decoder = _stack(cell, sizes)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64)
+    probe = _probe(rnn, decoder, x, y)
+    signal = Ablation(lam=0.0, trial_steps=1, rate=100.0, check_every=1)
+    signal.check(rnn, {})
+    before = [p.detach().clone() for p in list(rnn.parameters()) + list(decoder.parameters())]
+    signal.after_step(rnn, decoder, None, None)  # one step old: due
+    signal.measure(rnn, decoder, probe, step=0)
+    after = [p.detach() for p in list(rnn.parameters()) + list(decoder.parameters())]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    base = probe()
+    for k in range(len(sizes)):
+        expected = []
+        for j in range(sizes[k]):
+            ahead, recurrent = outgoing_weights(rnn, decoder, k)
+            saved = [w.detach().clone() for w in ahead + recurrent]
+            with torch.no_grad():
+                for w in ahead + recurrent:
+                    w[:, j] = 0
+            expected.append(probe() - base)
+            with torch.no_grad():
+                for w, v in zip(ahead + recurrent, saved):
+                    w.copy_(v)
+        torch.testing.assert_close(signal.worth[k].double(), torch.tensor(expected, dtype=torch.float64),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
+    """A unit whose outgoing weights are zero is worth nothing and dies; units that carry the
+    output live; a unit on trial is spare but not dead until it is measured."""
+    rnn, decoder = _stack("elman", (3,))
+    with torch.no_grad():
+        decoder.weight[:, 1] = 0
+        rnn.layers[0].weight_hh_l0[:, 1] = 0
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    y = decoder(rnn(x)[0]).detach()  # the current function is the target: every live unit matters
+    signal = Ablation(lam=0.01, relative=False, trial_steps=2, rate=1.5, check_every=2)
+    signal.check(rnn, {})
+    probe = _probe(rnn, decoder, x, y)
+    opt = torch.optim.SGD(decoder.parameters(), lr=0.1)
+    signal.after_step(rnn, decoder, opt, None)
+    signal.measure(rnn, decoder, probe, step=1)  # too young: not measured
+    assert signal.spare(rnn, decoder, 0).tolist() == [True] * 3 and not signal.dead(rnn, decoder, 0).any()
+    opt.param_groups[0]["lr"] = 0.05  # a halved rate: units age half a step
+    signal.after_step(rnn, decoder, opt, None)
+    assert signal.age[0].tolist() == [1.5] * 3
+    signal.measure(rnn, decoder, probe, step=2)  # 1.5 steps old at the first rate: too young
+    opt.param_groups[0]["lr"] = 0.1
+    signal.after_step(rnn, decoder, opt, None)
+    signal.measure(rnn, decoder, probe, step=2)  # 3 units due, budget 3: all measured
+    assert signal.dead(rnn, decoder, 0).tolist() == [False, True, False]
+    assert signal.spare(rnn, decoder, 0).tolist() == [False, True, False]
+    signal.resized(0, UnitMap.of(3, [0, 2], add=1))
+    assert signal.spare(rnn, decoder, 0).tolist() == [False, False, True]  # the new unit is on trial
+    assert signal.age[0].tolist() == [2.5, 2.5, 0.0] and signal.seen[0].tolist() == [2, 2, -1]
+    restored = Ablation(lam=0.01)
+    restored.load_state_dict(signal.state_dict())
+    assert torch.equal(restored.worth[0].nan_to_num(-1.0), signal.worth[0].nan_to_num(-1.0))
+    assert torch.equal(restored.age[0], signal.age[0]) and torch.equal(restored.seen[0], signal.seen[0])
+    assert restored.budget == signal.budget and restored.base == signal.base
+
+
 @pytest.mark.parametrize("name, options, match", [
     ("size", {}, "signal"),
     ("group_lasso", {"lam": -1.0}, "lam"),
     ("group_lasso", {"group": "rows"}, "group"),
     ("l0_gate", {"lam": float("nan")}, "lam"),
+    ("ablation", {"trial_steps": 0}, "trial_steps"),
+    ("ablation", {"rate": 0.0}, "rate"),
+    ("ablation", {"memory": 1.5}, "memory"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):

@@ -119,12 +119,14 @@ class _Record(L.Callback):
 
 
 SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
-            "l0_gate": {"lam": 0.5, "dead_steps": 2}}
+            "l0_gate": {"lam": 0.5, "dead_steps": 2},
+            "ablation": {"lam": 0.02, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0}}
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
 @pytest.mark.parametrize("start, cell, signal", [(1, "elman", "outgoing_l1"), ([2, 1], "gru", "multiplier"),
-                                                 ([3, 2], "lstm", "group_lasso"), ([3], "gru", "l0_gate")])
+                                                 ([3, 2], "lstm", "group_lasso"), ([3], "gru", "l0_gate"),
+                                                 ([2, 3], "gru", "ablation")])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str) -> None:
     def run(ckpt: str | None, callbacks: list) -> _Record:
         record = _Record()
