@@ -41,6 +41,10 @@ JOBS: dict[str, dict[str, Any]] = {
                     "data": ("teacher", {"units": 4, "length": 10, "n_train": 16 * STEPS, "n_eval": 16,
                                          "batch_size": 16}),
                     "rule": {"lam": 0.003, "relative": True, "dead_steps": 3}},
+    "ablation": {"cell": "lstm", "start": [3], "model": SETTLE,
+                 "data": ("teacher", {"units": 4, "length": 10, "n_train": 16 * STEPS, "n_eval": 16,
+                                      "batch_size": 16}),
+                 "rule": {"lam": 0.003, "trial_steps": 3, "ablation_every": 2, "ablation_rate": 1.0}},
     "l0_gate": {"cell": "gru", "start": [3], "model": {**SETTLE, "unit_gates": True, "gate_lr": 30.0},
                 "data": STREAM, "rule": {"lam": 2.0, "dead_steps": 2}},
 }
