@@ -178,9 +178,9 @@ class Replicas:
         every: list[Any] = [None] * self.world
         torch.distributed.all_gather_object(every, mine)
         for rank, theirs in enumerate(every):
-            if theirs.shape != mine.shape or not torch.equal(theirs, every[0]):
-                rows = (theirs != every[0]).any(dim=1).nonzero().flatten().tolist() if theirs.shape == mine.shape \
-                    else [0]
+            if theirs.shape != every[0].shape or not torch.equal(theirs, every[0]):  # the same verdict everywhere
+                same_shape = theirs.shape == every[0].shape
+                rows = (theirs != every[0]).any(dim=1).nonzero().flatten().tolist() if same_shape else [0]
                 raise ReplicaError(f"after a resize, rank {rank}'s {named[rows[0]][0]} differs from rank 0's",
                                    hint="every process must apply the same surgery to the same weights; a signal "
                                         "that measures its own batch must reduce it with Signal.across_processes")

@@ -255,3 +255,19 @@ def test_the_controller_and_the_data_travel_by_pickle_as_ddp_spawn_sends_them() 
     assert torch.equal(torch.randn(3, generator=copy.gen), torch.randn(3, generator=controller.gen))
     data = pickle.loads(pickle.dumps(TaskData("teacher", {"units": 4, "n_train": 8, "n_eval": 4, "batch_size": 2})))
     assert data.spec.name == "teacher" and len(data.train_dataloader()) == 4
+
+
+@pytest.mark.slow
+def test_a_shipped_growth_config_runs_under_ddp_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", "configs/debug/grow_teacher.yaml",
+           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+           "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("growrnn fit done: teacher, 8 steps") == 1  # one summary, from rank 0
+    assert "units: layer 0: 8 (+6 -0)" in done.stdout  # as one process (tested above, step by step)
