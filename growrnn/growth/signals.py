@@ -9,18 +9,21 @@ Two families:
 
 - **Miconi's** (``outgoing_l1`` v3, ``multiplier`` v2), paper-faithful for the reproduction: a
   score against a threshold and a probabilistic add/delete rule (:func:`~growrnn.growth.structure_step`).
-- **Settling** (``group_lasso``, ``l0_gate``): a unit is *dead* when its group of weights is exactly
-  zero (or its gate is closed); dead units are spare, deleted after a number of consecutive dead
-  steps, and one is added when no unit is spare (:func:`~growrnn.growth.need_step`). The width is
-  where the task's gradient and the penalty balance, not a function of ``p_add`` x steps.
+- **Settling** (``ablation``, ``group_lasso``, ``l0_gate``): a unit is *dead* when it is measured
+  to be worth less than the bar (``ablation``), when its group of weights is exactly zero
+  (``group_lasso``) or when its gate is closed (``l0_gate``); dead units and units on trial are
+  spare, dead ones are deleted, and units are added while too few are spare
+  (:func:`~growrnn.growth.need_step`). The width is where the task's worth of a unit and the bar
+  balance, not a function of ``p_add`` x steps.
 
-The penalty ``lam`` of both settling signals has one meaning: **the training loss a unit must be
-worth**. For ``group_lasso`` a group stays at zero exactly when the (running mean of the) loss
-gradient on it is at most ``lam`` per weight (RMS), the group lasso's optimality condition
-``||grad_g L|| <= lam * sqrt(|g|)``. For ``l0_gate`` an open unit costs ``lam`` (in loss units) per
-step, so a unit survives when closing it would raise the loss by more than ``lam``. With
-``relative=True`` (the default recipe) ``lam`` is a fraction of the running training loss, which
-makes it independent of how the loss is normalised (summed over time or averaged, nats or bits).
+The bar ``lam`` of the settling signals has one meaning: **the training loss a unit must be
+worth**. For ``ablation`` that is literal: the loss rises by at least ``lam`` when the unit's
+outgoing weights are zeroed. For ``group_lasso`` a group stays at zero exactly when the (running
+mean of the) loss gradient on it is at most ``lam`` per weight (RMS), the group lasso's optimality
+condition ``||grad_g L|| <= lam * sqrt(|g|)``. For ``l0_gate`` an open unit costs ``lam`` (in loss
+units) per step, so a unit survives when closing it would raise the loss by more than ``lam``. With
+``relative=True`` (the default) ``lam`` is a fraction of the running loss, which makes it
+independent of how the loss is normalised (summed over time or averaged, nats or bits).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch import Tensor, nn
 from growrnn.errors import ArgumentError
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
-from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, unit_rows
+from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, unit_rows
 from growrnn.growth.surgery import UnitMap
 
 __all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "SIGNALS", "make_signal",
@@ -396,11 +399,16 @@ class Ablation(Signal):
     one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
     per step); a unit's worth is a running mean over its measurements (the newest weighted
     ``memory``). A measured unit below the bar is **dead**. Works for any cell and stack: a unit
-    is ablated by zeroing the columns of every weight that reads it.
+    is ablated by zeroing the columns of every weight that reads it (``baseline: zero``). With
+    ``baseline: mean`` its mean output over the batch is kept, as a bias of the readers that read
+    ``h``, so a unit is not credited with a constant that a bias provides: a stricter test that
+    shrinks a large layer further, but that starves a layer started small (measured: a JSB LSTM
+    started at 8 units fell to 2-4; see docs/reproductions/settling.md).
     """
 
     lam: float = 1e-3
     relative: bool = True
+    baseline: str = "zero"
     trial_steps: int = 100
     rate: float = 0.25
     check_every: int = 20
@@ -425,6 +433,9 @@ class Ablation(Signal):
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
+        if self.baseline not in ("mean", "zero"):
+            raise ArgumentError("baseline", allowed="mean, zero", received=self.baseline,
+                                hint="mean: an ablated unit's mean output stays, as a bias of its readers")
         if not 0 < self.memory <= 1:
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
@@ -470,18 +481,33 @@ class Ablation(Signal):
         if not picked:
             return
         self.budget -= len(picked)
-        base = probe()
+        layers = layers_of(rnn)
+        means: dict[int, Tensor] = {}
+        hooks = [layers[k].register_forward_hook(_mean_output(means, k)) for k in {k for _, k, _ in picked}] \
+            if self.baseline == "mean" else []
+        try:
+            base = probe()
+        finally:
+            for hook in hooks:
+                hook.remove()
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
         for _, k, j in picked:
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
-            saved = [w[:, j].clone() for w in ahead + recurrent]
-            for w in ahead + recurrent:
+            readers = ahead + recurrent
+            biases = reader_biases(rnn, decoder, k) if self.baseline == "mean" else [None] * len(readers)
+            saved = [w[:, j].clone() for w in readers]
+            saved_b = [None if b is None else b.clone() for b in biases]
+            for w, b, col in zip(readers, biases, saved):
                 w[:, j] = 0
+                if b is not None:  # the unit's mean output stays, as a bias
+                    b += col * means[k][j].to(col)
             loss = probe()
-            for w, col in zip(ahead + recurrent, saved):
+            for w, b, col, old_b in zip(readers, biases, saved, saved_b):
                 w[:, j] = col
+                if b is not None and old_b is not None:
+                    b.copy_(old_b)
             worth = loss - base if math.isfinite(loss) else math.inf
             old = float(self.worth[k][j])
             self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
@@ -519,6 +545,14 @@ class Ablation(Signal):
         self.lr0 = state.get("lr0")
 
 
+def _mean_output(means: dict[int, Tensor], k: int) -> Callable[..., None]:
+    """A forward hook that keeps a layer's mean output per unit (over batch and time) in ``means[k]``."""
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        out = output[0]
+        means[k] = out.detach().reshape(-1, out.shape[-1]).mean(0)
+    return hook
+
+
 #: signal name -> class
 SIGNALS: dict[str, type[Signal]] = {s.name: s for s in (OutgoingL1, Multiplier, GroupLasso, L0Gate, Ablation)}
 
@@ -527,8 +561,8 @@ def make_signal(name: str, **options: Any) -> Signal:
     """The signal ``name`` with ``options`` (its dataclass fields)."""
     if name not in SIGNALS:
         raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=name,
-                            hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
-                                 "multiplier are Miconi's v3 and v2 signals")
+                            hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
+                                 "and multiplier are Miconi's v3 and v2 signals")
     return SIGNALS[name](**options)
 
 

@@ -29,7 +29,7 @@ from growrnn.growth.gates import hard_concrete
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
 __all__ = ["GrowableRNN", "LayerState", "resize_layer", "layers_of", "outgoing_weights", "recurrent_weights",
-           "input_weights", "unit_rows", "fold_gates"]
+           "input_weights", "unit_rows", "fold_gates", "reader_biases"]
 
 LayerState = tuple[Tensor, ...]
 
@@ -186,6 +186,24 @@ def outgoing_weights(rnn: nn.Module, decoder: nn.Linear, k: int) -> tuple[list[T
     layers = layers_of(rnn)
     ahead = [w for _, w in input_weights(layers[k + 1])] if k + 1 < len(layers) else [decoder.weight]
     return ahead, [w for _, w in recurrent_weights(layers[k])]
+
+
+def reader_biases(rnn: nn.Module, decoder: nn.Linear, k: int) -> list[Tensor | None]:
+    """For each weight of :func:`outgoing_weights` (ahead, then recurrent), the bias added to its
+    product, where that product reads layer ``k``'s output ``h`` itself (None otherwise: reads of
+    a memory state or a local, and groups without a bias). A unit's constant part ``W[:, j] * mean_j``
+    can be moved into these biases."""
+    layers = layers_of(rnn)
+    if k + 1 < len(layers):
+        nxt = layers[k + 1]
+        ahead: list[Tensor | None] = [getattr(nxt, f"bias_{g.tag}_l0") if g.has_bias else None
+                                      for g in nxt.plan.groups if g.input_sized]
+    else:
+        ahead = [decoder.bias]
+    reads_h = {name for name, _ in h_weights(layers[k])}
+    rec = [getattr(layers[k], f"bias_{g.tag}_l0") if g.has_bias and f"weight_{g.tag}_l0" in reads_h else None
+           for g in layers[k].plan.groups if not g.input_sized]
+    return ahead + rec
 
 
 def unit_rows(layer: GenomeRNN) -> list[tuple[Tensor, Tensor]]:

@@ -5,12 +5,17 @@ After every ``every_n_steps`` optimizer steps it asks the structure signal
 the layer, the readers ahead of it, the optimizer state and the carried TBPTT state together
 (:func:`~growrnn.growth.resize_layer`). The signal also owns its per-step weight update.
 
-- ``group_lasso`` (the default): a proximal group-lasso step after every optimizer step, in the
-  optimizer's own metric under Adam/RMSprop/Adagrad; a unit whose outgoing weights are exactly zero
-  is dead. With ``l0_gate``: a hard-concrete gate per unit with an expected-L0 cost; a closed gate
-  is dead. Both use the need rule (:class:`~growrnn.growth.NeedRule`): dead units are spare,
-  deleted after ``dead_steps`` dead steps, and one unit is added whenever none is spare. ``lam``
-  is the loss a unit must be worth, by default as a fraction of the running training loss.
+- ``ablation`` (the default): a unit is worth what the training batch's loss rises by when its
+  outgoing weights are zeroed, measured round-robin a few units per step; a unit worth less than
+  ``lam`` (a fraction of the loss) is dead and deleted, new units are on trial (spare) for
+  ``trial_steps`` and judged by the same bar. No penalty touches the weights.
+- ``group_lasso``: a proximal group-lasso step after every optimizer step, in the optimizer's own
+  metric under Adam/RMSprop/Adagrad; a unit whose outgoing weights are exactly zero is dead. With
+  ``l0_gate``: a hard-concrete gate per unit with an expected-L0 cost; a closed gate is dead.
+  The settling signals use the need rule (:class:`~growrnn.growth.NeedRule`): dead units are
+  spare, deleted after ``dead_steps`` dead steps, and units are added whenever fewer than the
+  reserve are spare. ``lam`` is the loss a unit must be worth, by default as a fraction of the
+  running training loss.
 - Miconi's signals, paper-faithful with the defaults of ``ThomasMiconi/DiffRNN``:
   ``outgoing_l1`` (v3: the normalised L1 norm of the outgoing weights, pulled down by an L1
   decrement, ``l1`` here or ``model.l1``; P_del 0.05, P_add 0.01) and ``multiplier`` (v2: ``|m_j|``
@@ -47,14 +52,21 @@ log = logging.getLogger(__name__)
 
 class StructureController(L.Callback):
     """Args:
-        signal: ``group_lasso`` (default), ``l0_gate``, ``outgoing_l1`` (Miconi v3) or
+        signal: ``ablation`` (default), ``group_lasso``, ``l0_gate``, ``outgoing_l1`` (Miconi v3) or
             ``multiplier`` (Miconi v2).
-        lam: the settling signals' penalty: the loss a unit must be worth (a fraction of the running
-            training loss when ``relative``). Default 3e-5 (group_lasso), 0.002 (l0_gate).
+        lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
+            training loss when ``relative``). Default 1e-3 (ablation), 3e-5 (group_lasso), 0.002
+            (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
         relative: ``lam`` relative to the running training loss (default) or in loss units.
-        dead_steps: steps a unit may stay dead (on trial) before it is deleted (settling signals).
+        dead_steps: steps a unit may stay dead (on trial) before it is deleted (settling signals;
+            default 100, 1 with ablation: a unit measured below the bar goes at once).
+        reserve_fraction: keep at least this share of the layer spare (on trial); default 0, 0.25
+            with ablation (a layer started small grows by up to a quarter per trial).
+        trial_steps, ablation_rate, ablation_every, ablation_baseline: ablation's trial length (in
+            steps at the first learning rate), units measured per step, steps between measuring
+            rounds, and ``zero`` or ``mean`` (see :class:`~growrnn.growth.signals.Ablation`).
         warmup_steps: group_lasso's penalty ramps up linearly over these first steps.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -84,7 +96,7 @@ class StructureController(L.Callback):
             no gates (its evaluation outputs unchanged; checkpoints keep the gates, to resume).
     """
 
-    def __init__(self, signal: str = "group_lasso", threshold: float = 0.05, reserve: int = 1,
+    def __init__(self, signal: str = "ablation", threshold: float = 0.05, reserve: int = 1,
                  p_delete: float | None = None, p_add: float | None = None, p_spontaneous: float = 1e-4,
                  max_units: int = 100, min_units: int = 1, init_std: float | None = None, every_n_steps: int = 1,
                  seed: int = 0, fresh_second_moment: float | str | None = None, reference_rows: int | None = None,
@@ -92,11 +104,12 @@ class StructureController(L.Callback):
                  histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
                  preconditioned: bool | None = None, relative: bool = True, dead_steps: int | None = None,
                  l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0, reserve_fraction: float | None = None,
-                 trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20) -> None:
+                 trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
+                 ablation_baseline: str = "zero") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
-                                hint="group_lasso or l0_gate settle under any optimizer; outgoing_l1 and "
-                                     "multiplier are Miconi's v3 and v2 signals")
+                                hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
+                                     "and multiplier are Miconi's v3 and v2 signals")
         cls = SIGNALS[signal]
         if cls.settles:
             given = [n for n, v in (("p_delete", p_delete), ("p_add", p_add)) if v is not None]
@@ -129,7 +142,8 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, **({} if lam is None else {"lam": lam}))
         elif signal == "ablation":
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
-                                      check_every=ablation_every, **({} if lam is None else {"lam": lam}))
+                                      check_every=ablation_every, baseline=ablation_baseline,
+                                      **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
         else:

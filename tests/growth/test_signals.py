@@ -200,35 +200,40 @@ def _probe(rnn: GrowableRNN, decoder: nn.Linear, x: torch.Tensor, y: torch.Tenso
     return torch.no_grad()(lambda: float((decoder(rnn(x)[0]) - y).square().mean()))
 
 
-@pytest.mark.parametrize("cell, sizes", [("lstm", (3,)), ("gru", (2, 3))])
-def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int, ...]) -> None:
-    """Each unit's worth is the loss with its outgoing weights zeroed by hand minus the loss;
+@pytest.mark.parametrize("cell, sizes, baseline", [("lstm", (3,), "zero"), ("gru", (2, 3), "zero"),
+                                                    ("lstm", (3,), "mean")])
+def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int, ...], baseline: str) -> None:
+    """Each unit's worth is the loss with its outgoing weights zeroed by hand (with ``mean``: and
+    its mean output added to the decoder's and the recurrent product's biases) minus the loss;
     measuring leaves the weights as they were."""
     rnn, decoder = _stack(cell, sizes)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64)
     y = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64)
     probe = _probe(rnn, decoder, x, y)
-    signal = Ablation(lam=0.0, trial_steps=1, rate=100.0, check_every=1)
+    signal = Ablation(lam=0.0, trial_steps=1, rate=100.0, check_every=1, baseline=baseline)
     signal.check(rnn, {})
-    before = [p.detach().clone() for p in list(rnn.parameters()) + list(decoder.parameters())]
+    params = list(rnn.parameters()) + list(decoder.parameters())
+    before = [p.detach().clone() for p in params]
     signal.after_step(rnn, decoder, None, None)  # one step old: due
     signal.measure(rnn, decoder, probe, step=0)
-    after = [p.detach() for p in list(rnn.parameters()) + list(decoder.parameters())]
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, params))
     base = probe()
+    mean = rnn(x)[0].detach().reshape(-1, sizes[-1]).mean(0)
     for k in range(len(sizes)):
         expected = []
         for j in range(sizes[k]):
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
-            saved = [w.detach().clone() for w in ahead + recurrent]
             with torch.no_grad():
+                if baseline == "mean":  # one LSTM layer: the decoder and W_hh read h
+                    decoder.bias += decoder.weight[:, j] * mean[j]
+                    rnn.layers[0].bias_hh_l0 += rnn.layers[0].weight_hh_l0[:, j] * mean[j]
                 for w in ahead + recurrent:
                     w[:, j] = 0
             expected.append(probe() - base)
             with torch.no_grad():
-                for w, v in zip(ahead + recurrent, saved):
-                    w.copy_(v)
+                for p, v in zip(params, before):
+                    p.copy_(v)
         torch.testing.assert_close(signal.worth[k].double(), torch.tensor(expected, dtype=torch.float64),
                                    rtol=1e-5, atol=1e-6)
 
@@ -277,6 +282,7 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     ("ablation", {"trial_steps": 0}, "trial_steps"),
     ("ablation", {"rate": 0.0}, "rate"),
     ("ablation", {"memory": 1.5}, "memory"),
+    ("ablation", {"baseline": "median"}, "baseline"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):

@@ -120,7 +120,7 @@ class _Record(L.Callback):
 
 SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
             "l0_gate": {"lam": 0.5, "dead_steps": 2},
-            "ablation": {"lam": 0.02, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0}}
+            "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0}}
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
