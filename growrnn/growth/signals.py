@@ -492,6 +492,7 @@ class Ablation(Signal):
                 hook.remove()
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
+        means = {k: self.across_processes(m) for k, m in sorted(means.items())}  # the global batch's, under DDP
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
         for _, k, j in picked:
             ahead, recurrent = outgoing_weights(rnn, decoder, k)

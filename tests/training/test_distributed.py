@@ -44,7 +44,8 @@ JOBS: dict[str, dict[str, Any]] = {
     "ablation": {"cell": "lstm", "start": [3], "model": SETTLE,
                  "data": ("teacher", {"units": 4, "length": 10, "n_train": 16 * STEPS, "n_eval": 16,
                                       "batch_size": 16}),
-                 "rule": {"lam": 0.003, "trial_steps": 3, "ablation_every": 2, "ablation_rate": 1.0}},
+                 "rule": {"lam": 0.003, "trial_steps": 3, "ablation_every": 2, "ablation_rate": 1.0,
+                          "ablation_baseline": "mean"}},  # the baseline measured on the batch,
     "l0_gate": {"cell": "gru", "start": [3], "model": {**SETTLE, "unit_gates": True, "gate_lr": 30.0},
                 "data": STREAM, "rule": {"lam": 2.0, "dead_steps": 2}},
 }
@@ -263,11 +264,14 @@ def test_a_shipped_growth_config_runs_under_ddp_from_the_command_line(tmp_path: 
     import sys
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE")}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", "configs/debug/grow_teacher.yaml",
-           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-           "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("growrnn fit done: teacher, 8 steps") == 1  # one summary, from rank 0
-    assert "units: layer 0: 8 (+6 -0)" in done.stdout  # as one process (tested above, step by step)
+    out = []
+    for strategy, devices in (("auto", "1"), ("ddp", "2")):
+        cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", "configs/debug/grow_teacher.yaml",
+               "--trainer.strategy", strategy, "--trainer.devices", devices, "--trainer.accelerator", "cpu",
+               "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]
+        done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("growrnn fit done: teacher, 8 steps") == 1  # one summary, from rank 0
+        out.append([line for line in done.stdout.splitlines() if "units:" in line or "val/" in line])
+    assert out[0] == out[1] and "added" in out[0][0]  # the same units, additions, deletions and loss
