@@ -78,15 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_cell(spec: str):  # noqa: ANN201 - returns a Genome
-    """A genome from a library name or a .txt/.json genome file."""
-    from growrnn.genome import load
-    return load(spec, "cell")
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    from growrnn.genome import complexity
-    g = load_cell(args.cell)
+    from growrnn.genome import complexity, load
+    g = load(args.cell, "cell")
     print(g.to_text(), end="")
     print(f"# states: {', '.join(g.states)}; canonical key {g.key}")
     c = complexity(g, args.input_size, args.hidden_size, args.layers)
@@ -95,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(g.to_json(indent=1))
     if args.out:
-        from growrnn.training.figures import draw_genome
+        from growrnn.genome.figures import draw_genome
         fig = draw_genome(g, title=Path(args.cell).stem)
         for suffix in (".png", ".svg"):
             path = args.out.with_suffix(suffix)
@@ -121,7 +115,7 @@ def _writable(option: str, path: Path) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "growth":
-        from growrnn.training.bench_growth import run
+        from growrnn.commands.bench_growth import run
         if args.out:
             _writable("--out", args.out)
         table = run(args.steps, args.rounds, args.quick) + "\n"
@@ -133,7 +127,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_cells(args: argparse.Namespace) -> int:
-    from growrnn.cells.bench import SEARCH_SIZES, bench_cells, format_table
+    from growrnn.commands.bench_cells import SEARCH_SIZES, bench_cells, format_table
     if args.out:
         _writable("--out", args.out)
     shape = {"sizes": args.sizes, "batch": args.batch, "steps": args.steps, "layers": args.layers,
@@ -179,7 +173,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 #: subcommands with their own argument parsers, imported only when used
-DELEGATED = {"search": "growrnn.search.cli", "grow": "growrnn.training.seeds", "compare": "growrnn.compare"}
+DELEGATED = {name: f"growrnn.commands.{name}" for name in ("search", "grow", "compare")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,23 +192,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
+    """Run one command; a :class:`~growrnn.errors.GrowRNNError` from any of them is printed here,
+    the one place that prints command-line errors, and exits with status 2."""
+    try:
+        return _dispatch(argv)
+    except GrowRNNError as e:
+        print(f"growrnn: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str] | None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("fit", "validate", "test"):
         from growrnn.training.cli import run
-        try:
-            return run(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
-        except GrowRNNError as e:
-            print(f"growrnn: error: {e}", file=sys.stderr)
-            return 2
+        return run(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
     if argv and argv[0] in DELEGATED:
         import importlib
-        module = importlib.import_module(DELEGATED[argv[0]])
-        try:
-            return int(module.main(argv[1:]))
-        except GrowRNNError as e:
-            print(f"growrnn: error: {e}", file=sys.stderr)
-            return 2
+        return int(importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -227,11 +222,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    try:
-        return handlers[args.command](args)
-    except GrowRNNError as e:
-        print(f"growrnn: error: {e}", file=sys.stderr)
-        return 2
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ allowed, what was received, and a ``HINT:``. This module imports nothing from gr
 
 from __future__ import annotations
 
+import numbers
+
 __all__ = [
     "GrowRNNError",
     "GenomeError",
@@ -24,10 +26,12 @@ __all__ = [
     "UnusedLocalError",
     "SearchError",
     "VariationError",
+    "ExecutorError",
     "ShapeError",
     "ArgumentError",
     "ReplicaError",
     "format_message",
+    "check_int",
 ]
 
 
@@ -64,6 +68,19 @@ class ReplicaError(GrowRNNError, RuntimeError):
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(format_message(message, hint=hint))
+
+
+def check_int(argument: str, value: object, low: int, *, hint: str | None = None, allowed: str | None = None) -> int:
+    """``value`` as an int if it is an integer ``>= low`` (a Python or numpy integer; a bool is
+    not one here), else an :class:`ArgumentError` naming ``argument`` (``allowed`` overrides the
+    "an int >= low" wording).
+
+    >>> check_int("workers", 2, 0)
+    2
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ArgumentError(argument, allowed=allowed or f"an int >= {low}", received=value, hint=hint)
+    return int(value)
 
 
 class ShapeError(GrowRNNError, ValueError):
@@ -140,6 +157,11 @@ class UnusedLocalError(GenomeError):
 class SearchError(GrowRNNError):
     """The evolutionary search cannot go on as asked (a database made by another search, a
     config that contradicts the stored one, an objective that does not exist)."""
+
+
+class ExecutorError(GrowRNNError):
+    """An executor cannot run jobs as asked (it is closed, already running, or its workers cannot
+    start). A job that fails is an ``Outcome``, never this error."""
 
 
 class VariationError(SearchError):

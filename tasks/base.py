@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 from growrnn.task import TaskSpec
 
 __all__ = ["StreamData", "SequenceData", "SimpleTask", "check_positive"]
@@ -19,8 +19,7 @@ __all__ = ["StreamData", "SequenceData", "SimpleTask", "check_positive"]
 
 def check_positive(**values: int) -> None:
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ArgumentError(name, allowed="an int >= 1", received=v)
+        check_int(name, v, 1)
 
 
 class _Windows(Dataset):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -19,24 +19,49 @@ from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
 from growrnn.cells.program import M_BIAS
-from growrnn.errors import ArgumentError, ShapeError
+from growrnn.errors import ArgumentError, ShapeError, check_int
 from growrnn.genome.graph import Genome
-from growrnn.genome.library import LIBRARY, library_cell
+from growrnn.genome.library import library_cell
+from growrnn.genome.source import load
 from growrnn.genome.text import parse
 
-__all__ = ["GenomeRNN", "as_genome", "register_activation"]
+__all__ = ["GenomeRNN", "as_genome", "layer_weights", "register_activation"]
 log = logging.getLogger(__name__)
 State = tuple[Tensor, ...]
 
 
 def as_genome(cell: Genome | str) -> Genome:
-    """A Genome from a Genome, a library cell name (``"lstm"``) or genome text."""
-    if isinstance(cell, Genome):
-        return cell
-    if isinstance(cell, str):
-        return parse(cell) if "=" in cell else library_cell(cell)
-    raise ArgumentError("genome", allowed=f"a Genome, genome text, or one of {sorted(LIBRARY)}",
-                        received=type(cell).__name__)
+    """A Genome from a Genome (returned as it is, node ids included), a library cell name
+    (``"lstm"``), genome text or a genome file: :func:`growrnn.genome.load`, naming ``genome``."""
+    return load(cell, "genome")
+
+
+def layer_weights(genome: Genome, plan: Plan, hidden_size: int,
+                  tensor: Callable[[str], Tensor]) -> list[tuple[str, Tensor, Tensor | None]]:
+    """``[(kind, weight, bias_or_None), ...]`` of one layer's weighted calls in weight order, as
+    views of the stacked tensors that ``tensor(name)`` returns for the layer's parameter names
+    without their ``_l<k>`` suffix (``"weight_ih"``, ``"bias_hh"``, ``"weight_diag"``).
+    Weights are ``(H, d)`` for affine/linear on a size-d value, ``(H,)`` for diag.
+
+    A module's own layer (:meth:`GenomeRNN.cell_weights`) and a saved state dict read alike, so
+    weights move between two genomes without building a module for either."""
+    H = hidden_size
+    out: list[tuple[str, Tensor, Tensor | None]] = []
+    where = {w: grp for grp in plan.groups for w in grp.members}
+    for w, nid in enumerate(genome.weighted):
+        kind = genome.nodes[nid].op
+        if kind == "diag":
+            out.append((kind, tensor("weight_diag")[plan.diags.index(w)], None))
+            continue
+        grp = where[w]
+        pos = grp.members.index(w)
+        weight = tensor(f"weight_{grp.tag}").narrow(0, pos * H, H)
+        bias = None
+        if grp.affine[pos]:
+            row = sum(grp.affine[:pos])
+            bias = tensor(f"bias_{grp.tag}").narrow(0, row * H, H)
+        out.append((kind, weight, bias))
+    return out
 
 
 class _SeqWeightGrad(torch.autograd.Function):
@@ -89,12 +114,6 @@ def _functions(source: str) -> dict[str, Any]:
     return namespace
 
 
-def _check_int(name: str, value: object, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
-    return value
-
-
 class GenomeRNN(nn.Module):
     """A stack of ``num_layers`` recurrent layers whose cell is ``genome``.
 
@@ -132,9 +151,9 @@ class GenomeRNN(nn.Module):
                  dtype: torch.dtype | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.genome = as_genome(genome)
-        self.input_size = _check_int("input_size", input_size)
-        self.hidden_size = _check_int("hidden_size", hidden_size)
-        self.num_layers = _check_int("num_layers", num_layers)
+        self.input_size = check_int("input_size", input_size, 1)
+        self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
         if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
             raise ArgumentError("dropout", allowed="a float in [0, 1)", received=dropout)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
@@ -214,26 +233,10 @@ class GenomeRNN(nn.Module):
         """``[(kind, weight, bias_or_None), ...]`` of ``layer``'s weighted calls in weight order
         (the genome text's reading order). Weights are views of the stacked parameters:
         ``(H, d)`` for affine/linear on a size-d value, ``(H,)`` for diag."""
-        _check_int("layer", layer, 0)
+        check_int("layer", layer, 0)
         if layer >= self.num_layers:
             raise ArgumentError("layer", allowed=f"0..{self.num_layers - 1}", received=layer)
-        H = self.hidden_size
-        out: list[tuple[str, Tensor, Tensor | None]] = []
-        where = {w: grp for grp in self.plan.groups for w in grp.members}
-        for w, nid in enumerate(self.genome.weighted):
-            kind = self.genome.nodes[nid].op
-            if kind == "diag":
-                out.append((kind, getattr(self, f"weight_diag_l{layer}")[self.plan.diags.index(w)], None))
-                continue
-            grp = where[w]
-            pos = grp.members.index(w)
-            weight = getattr(self, f"weight_{grp.tag}_l{layer}").narrow(0, pos * H, H)
-            bias = None
-            if grp.affine[pos]:
-                row = sum(grp.affine[:pos])
-                bias = getattr(self, f"bias_{grp.tag}_l{layer}").narrow(0, row * H, H)
-            out.append((kind, weight, bias))
-        return out
+        return layer_weights(self.genome, self.plan, self.hidden_size, lambda name: getattr(self, f"{name}_l{layer}"))
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, input: Tensor, state: State | Tensor | None = None) -> tuple[Tensor, State]:

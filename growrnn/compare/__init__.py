@@ -1,7 +1,7 @@
 """Compare self-sizing RNNs, evolved cells, evolved cells that grow, and the standard cells on one
 task, fairly: the same training budget, seeds and tuning grid for every entry.
 
-``growrnn compare --config configs/compare/jsb.yaml --out DIR`` (:func:`main`) trains every
+``growrnn compare --config configs/compare/jsb.yaml --out DIR`` (:mod:`growrnn.commands.compare`) trains every
 (entry, seed) with :func:`growrnn.evaluation.evaluate`, stores each finished run at once (so an
 interrupted comparison resumes), and writes ``DIR/results.csv``, ``DIR/results.md``,
 ``DIR/pareto.png`` and one TensorBoard run per (entry, seed) under ``DIR/tb/``. From Python::
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CompareConfig", "EntryConfig", "FAMILIES", "load_config", "main", "run_comparison", "summarise",
-           "write_report"]
+__all__ = ["CompareConfig", "EntryConfig", "FAMILIES", "load_config", "run_comparison", "summarise", "write_report"]
 
 _WHERE = {"CompareConfig": "config", "EntryConfig": "config", "FAMILIES": "config", "load_config": "config",
           "run_comparison": "runner", "summarise": "report", "write_report": "report"}
@@ -31,9 +30,3 @@ def __getattr__(name: str) -> Any:
 
     return getattr(importlib.import_module(f"growrnn.compare.{_WHERE[name]}"), name)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``growrnn compare`` (see :mod:`growrnn.compare.cli`)."""
-    from growrnn.compare.cli import main as run
-
-    return run(argv)

@@ -20,35 +20,42 @@ what makes it that entry: its cell, its size, its growth options, and the few mo
 family needs (the L1 decrement that drives the v3 growth signal, say), which the results name.
 
 :func:`load_config` reads and checks a file; :func:`growrnn.compare.entries.resolve_entries`
-turns the entries into the runnable list. This module imports only the standard library,
-jsonargparse and the search's small config module at module level.
+turns the entries into the runnable list. The budget, the keys a comparison owns, the loader and
+the parse-error translation are the config layer it shares with ``growrnn search``
+(:mod:`growrnn.evaluation.config`); this module imports only the standard library and that layer
+at module level.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from growrnn.errors import ArgumentError
-from growrnn.search.config import BudgetConfig, check_keys
-from growrnn.search.config import check_int as _int
+from growrnn.errors import ArgumentError, check_int
+from growrnn.evaluation.config import (
+    MODEL_OWNED,
+    Budget,
+    check_grow,
+    check_keys,
+    check_options,
+    config_parser,
+    load_cell,
+    read_config,
+)
+from growrnn.evaluation.config import (
+    parse_command as parse,
+)
 
-__all__ = ["FAMILIES", "CompareConfig", "EntryConfig", "build_config", "check_config", "config_parser", "load_config",
+__all__ = ["FAMILIES", "CompareConfig", "EntryConfig", "check_config", "compare_parser", "load_config", "parse_command",
            "tuning_grid"]
 
 #: The families of a comparison, in the order the plot's legend lists them.
 FAMILIES = ("baseline", "grown", "evolved", "evolved_grown")
 _GROWN = ("grown", "evolved_grown")
 _EVOLVED = ("evolved", "evolved_grown")
-#: SequenceModel arguments the comparison sets per run (the entry's cell and size, the run's seed).
-_MODEL_OWNED = ("spec", "cell", "seed")
-#: Trainer arguments the comparison sets: the budget sets the length, evaluate() the logging.
-_TRAINER_OWNED = ("callbacks", "logger", "max_steps", "max_epochs", "max_time", "enable_checkpointing",
-                  "val_check_interval", "check_val_every_n_epoch")
 #: An entry name is a folder name under runs/ and tb/, so keep it to safe characters.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -107,7 +114,7 @@ class CompareConfig:
     """
 
     task: str
-    budget: BudgetConfig
+    budget: Budget
     entries: list[EntryConfig]
     task_options: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
@@ -118,43 +125,32 @@ class CompareConfig:
     threads: int = 1
 
 
-def config_parser(prog: str = "growrnn compare") -> Any:
+def compare_parser(prog: str = "growrnn compare", *, out: bool = False) -> Any:
     """The jsonargparse parser of :class:`CompareConfig` (``--config FILE`` plus one option per
-    field, e.g. ``--workers 2``, ``--seeds [0,1]``)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog=prog, exit_on_error=False,
-                            description="Train baselines, self-sizing and evolved cells side by side with the same "
-                            "budget, seeds and tuning; write results.csv, results.md, pareto.png and TensorBoard runs.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a comparison YAML (configs/compare/*.yaml)")
-    parser.add_class_arguments(CompareConfig, fail_untyped=True)
+    field, e.g. ``--workers 2``, ``--seeds [0,1]``); with ``out``, also ``--out DIR`` and
+    ``--dry-run``."""
+    parser = config_parser(CompareConfig, prog, "Train baselines, self-sizing and evolved cells side by side with the "
+                           "same budget, seeds and tuning; write results.csv, results.md, pareto.png and TensorBoard "
+                           "runs.", "a comparison YAML (configs/compare/*.yaml)")
+    if out:
+        parser.add_argument("--out", type=str, required=True,
+                            help="the comparison's folder; an existing one is resumed (finished runs are skipped)")
+        parser.add_argument("--dry-run", action="store_true", help="list what would be trained, and train nothing")
     return parser
 
 
-def build_config(parser: Any, namespace: Any) -> CompareConfig:
-    """The :class:`CompareConfig` in a namespace that :func:`config_parser`'s parser returned."""
-    from growrnn.search.config import build_config as build
-
-    config: CompareConfig = build(parser, namespace, CompareConfig)
-    return config
+def parse_command(argv: list[str]) -> tuple[CompareConfig, Any]:
+    """``growrnn compare``'s arguments -> the (checked) config and the namespace (``out``,
+    ``dry_run``)."""
+    return parse(CompareConfig, compare_parser(out=True), argv, "growrnn compare",
+                 "--config FILE --out DIR and config keys as options", check_config)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
     """Read a comparison YAML (unknown keys are errors), apply command-line style ``overrides``
     (``["--workers", "2"]``) and run :func:`check_config`."""
-    from jsonargparse import ArgumentError as ParseError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ArgumentError("config", allowed="a comparison YAML file", received=str(path),
-                            hint="the shipped ones are in configs/compare/ and configs/debug/compare.yaml")
-    parser = config_parser()
-    try:
-        config = build_config(parser, parser.parse_args(["--config", str(path), *(overrides or [])]))
-    except ParseError as err:
-        raise ArgumentError(str(path), allowed="a comparison config with the fields of "
-                            "growrnn.compare.CompareConfig", received=str(err).strip(),
-                            hint="see configs/debug/compare.yaml") from None
+    config = read_config(CompareConfig, path, compare_parser(), overrides=overrides, what="a comparison YAML",
+                         example="configs/debug/compare.yaml")
     check_config(config)
     return config
 
@@ -173,8 +169,10 @@ def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...],
 
 def _size(name: str, value: object) -> None:
     sizes = value if isinstance(value, list) else [value]
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+    if not sizes:
         raise ArgumentError(name, allowed="an int >= 1, or a non-empty list of them (one per layer)", received=value)
+    for s in sizes:
+        check_int(name, s, 1, allowed="an int >= 1, or a non-empty list of them (one per layer)")
 
 
 def check_config(config: CompareConfig) -> None:
@@ -182,31 +180,19 @@ def check_config(config: CompareConfig) -> None:
     the key. Imports the task registry, ``SequenceModel``, Lightning and the growth controller to
     check their options; a search archive is only checked to exist (it is read when the
     comparison runs)."""
-    import lightning as L
-
-    from growrnn.evaluation import Budget
-    from growrnn.search.config import initial_genome
-    from growrnn.task import task_factory, task_names
-    from growrnn.training.growth import StructureController
     from growrnn.training.model import SequenceModel
 
-    Budget(**dataclasses.asdict(config.budget))  # the one budget check: every value, at least one limit
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise ArgumentError("seeds", allowed="a non-empty list of distinct ints >= 0", received=config.seeds)
     for k, seed in enumerate(config.seeds):
-        _int(f"seeds[{k}]", seed, 0)
-    _int("workers", config.workers, 0)
-    _int("threads", config.threads, 1)
-    if config.task not in task_names():
-        raise ArgumentError("task", allowed=", ".join(task_names()), received=config.task,
-                            hint="growrnn tasks lists the registered tasks")
-    _keys("task_options", config.task_options, task_factory(config.task), ("seed",),
-          "each run's seed seeds the task's data")
-    _keys("model", config.model, SequenceModel, _MODEL_OWNED, "SequenceModel options, as under model: in a fit config")
-    _keys("trainer", config.trainer, L.Trainer, _TRAINER_OWNED, "the budget sets how long each run trains")
+        check_int(f"seeds[{k}]", seed, 0)
+    check_int("workers", config.workers, 0)
+    check_int("threads", config.threads, 1)
+    check_options(config, "the comparison", task_owned=("seed",), task_hint="each run's seed seeds the task's data",
+                  trainer_hint="the budget sets how long each run trains")
     if "hidden_size" in config.model:
         _size("model.hidden_size", config.model["hidden_size"])
-    _keys("tuning", config.tuning, SequenceModel, (*_MODEL_OWNED, "hidden_size"),
+    _keys("tuning", config.tuning, SequenceModel, (*MODEL_OWNED, "hidden_size"),
           "tune shared SequenceModel options such as lr; sizes are the entries'")
     for key, values in config.tuning.items():
         if not isinstance(values, list) or not values:
@@ -217,22 +203,22 @@ def check_config(config: CompareConfig) -> None:
     names: set[str] = set()
     for i, entry in enumerate(config.entries):
         where = f"entries[{i}]"
-        _check_entry(where, entry, config, SequenceModel, StructureController)
+        _check_entry(where, entry, config, SequenceModel)
         if entry.cell is not None:
-            initial_genome(entry.cell, f"{where}.cell")
+            load_cell(entry.cell, f"{where}.cell")
         if entry.name in names:
             raise ArgumentError(f"{where}.name", allowed="a name no other entry has", received=entry.name)
         names.add(entry.name)
 
 
-def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cls: Any, controller: Any) -> None:
+def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cls: Any) -> None:
     if entry.family not in FAMILIES:
         raise ArgumentError(f"{where}.family", allowed=", ".join(FAMILIES), received=entry.family,
                             hint="baseline and grown take a cell; evolved families a cell or a search_db")
     if not isinstance(entry.name, str) or not _NAME.fullmatch(entry.name):
         raise ArgumentError(f"{where}.name", allowed="letters, digits, '_', '.', '+', '-' (not first)",
                             received=entry.name, hint="the name is a folder under runs/ and tb/")
-    _keys(f"{where}.model", entry.model, model_cls, (*_MODEL_OWNED, "hidden_size"),
+    _keys(f"{where}.model", entry.model, model_cls, (*MODEL_OWNED, "hidden_size"),
           "the entry's own SequenceModel options; set its size with hidden_size")
     if entry.family in _EVOLVED:
         if (entry.cell is None) == (entry.search_db is None):
@@ -253,13 +239,13 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
         if entry.search_db is None:
             raise ArgumentError(f"{where}.top", allowed="only with a search_db", received=entry.top,
                                 hint="top picks the best cells of a search archive's front")
-        _int(f"{where}.top", entry.top, 1)
+        check_int(f"{where}.top", entry.top, 1)
     if entry.family in _GROWN:
         if entry.grow is None:
             raise ArgumentError(f"{where}.grow", allowed=f"StructureController options for family {entry.family} "
                                 "({} for the defaults)", received=None)
-        _keys(f"{where}.grow", entry.grow, controller, ("seed",), "StructureController options; the run's seed "
-              "seeds the controller")
+        check_grow(f"{where}.grow", entry.grow, "the comparison", "StructureController options; the run's seed "
+                   "seeds the controller", owned=("seed",))
     elif entry.grow is not None:
         raise ArgumentError(f"{where}.grow", allowed="only with family grown or evolved_grown", received=entry.grow,
                             hint=f"make the family {'evolved_grown' if entry.family == 'evolved' else 'grown'}")

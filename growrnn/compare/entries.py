@@ -38,7 +38,7 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
     cell of the archive's last generation (its first front with ``front: true``), named
     ``<name>_<candidate id>``; the cells are exported once to ``out/cells/<name>/`` and read from
     there afterwards, so a resumed comparison keeps its cells even if the search went on."""
-    from growrnn.search.config import initial_genome
+    from growrnn.evaluation.config import load_cell
 
     resolved: list[ResolvedEntry] = []
     for i, entry in enumerate(config.entries):
@@ -47,11 +47,11 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
         cells: list[tuple[str, str, str]] = []  # (name, genome text, label)
         if entry.search_db is not None:
             for path in _front_cells(Path(entry.search_db), out / "cells" / entry.name, entry.front, entry.top):
-                genome = initial_genome(str(path), f"entries[{i}].search_db")
+                genome = load_cell(str(path), f"entries[{i}].search_db")
                 cells.append((f"{entry.name}_{path.stem.removeprefix('cell_')}", genome.to_text(),
                               str(path.relative_to(out))))  # the table names it as a path inside DIR
         elif entry.cell is not None:  # check_config: an entry without a search_db has a cell
-            genome = initial_genome(entry.cell, f"entries[{i}].cell")
+            genome = load_cell(entry.cell, f"entries[{i}].cell")
             label = entry.cell if "\n" not in entry.cell and "=" not in entry.cell else f"key {genome.key}"
             cells.append((entry.name, genome.to_text(), label))
         for name, text, label in cells:

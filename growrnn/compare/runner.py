@@ -31,19 +31,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-
 from growrnn.compare.config import CompareConfig, tuning_grid
 from growrnn.compare.entries import ResolvedEntry, resolve_entries
 from growrnn.errors import ArgumentError
+from growrnn.files import write_atomic
 
 __all__ = ["Comparison", "run_comparison", "run_one", "run_settings"]
 
@@ -91,58 +88,24 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     version]`` of its TensorBoard folder), ``threads`` (torch threads while it runs).
 
     Returns ``{"result": Result.as_dict(), "hidden_sizes", "train_seconds", "train_steps"}``."""
-    import torch
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from growrnn.evaluation import evaluate
 
     s = payload["settings"]
-    clock = _Clock()
-    callbacks: list[L.Callback] = []
-    if s["grow"] is not None:
-        from growrnn.training.growth import StructureController
-
-        # each seed's growth draws its own numbers, as its weights and data do
-        callbacks.append(StructureController(**s["grow"], seed=int(s["seed"])))
-    callbacks.append(clock)  # last: its batch-end time includes the controller's surgery
     save_dir, name, version = payload["tb"]
     logger = TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(payload.get("threads", 1)))
-    try:
-        result = evaluate(s["cell"], s["task"], s["budget"], int(s["seed"]), task_options=s["task_options"],
-                          model=s["model"], trainer={**s["trainer"], "callbacks": callbacks}, test=True, logger=logger)
-    finally:
-        torch.set_num_threads(previous)  # (Lightning finalizes the logger after every stage itself)
-    sizes = clock.module.hidden_sizes() if clock.module is not None else None
-    return {"result": result.as_dict(), "hidden_sizes": sizes, "train_seconds": clock.seconds,
-            "train_steps": clock.steps}
-
-
-class _Clock(L.Callback):
-    """Times the training batches and keeps the trained module (whose layers may have grown)."""
-
-    def __init__(self) -> None:
-        self.seconds, self.steps, self._start = 0.0, 0, 0.0
-        self.module: Any = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.module = pl_module
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.seconds += time.perf_counter() - self._start
-        self.steps += 1
+    # each seed's growth draws its own numbers (evaluate seeds the controller with the run's seed)
+    result = evaluate(s["cell"], s["task"], s["budget"], int(s["seed"]), task_options=s["task_options"],
+                      model=s["model"], trainer=s["trainer"], grow=s["grow"], threads=int(payload.get("threads", 1)),
+                      test=True, logger=logger)
+    return {"result": result.as_dict(), "hidden_sizes": result.hidden_sizes, "train_seconds": result.train_seconds,
+            "train_steps": result.train_steps}
 
 
 # ------------------------------------------------------------------------------------------ files
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+    write_atomic(path, json.dumps(value, indent=1) + "\n")  # a reader sees the whole file or none
 
 
 #: What a run's record must hold (the report reads them), and what its "result" must hold.
@@ -201,7 +164,7 @@ def run_comparison(config: CompareConfig, out: str | Path, *, dry_run: bool = Fa
     """Run (or resume) the comparison into ``out`` and return what is there; the report is written
     by :func:`growrnn.compare.report.write_report`. With ``dry_run`` nothing is trained: the log
     lists what would be."""
-    from growrnn.search.executors import LocalExecutor
+    from growrnn.executors import LocalExecutor
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,7 +255,7 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
              done: Comparison, adopted: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Train the runs without a finished file; return every finished record by run key
     (``adopted``: keys whose file was just copied from a tuning run, neither trained nor skipped)."""
-    from growrnn.search.executors import Job
+    from growrnn.executors import Job
 
     records: dict[str, dict[str, Any]] = {}
     todo: dict[str, tuple[_Run, dict[str, Any]]] = {}

@@ -11,8 +11,12 @@ deduplication).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from growrnn.genome.graph import BINARY, COMMUTATIVE, Genome
+from growrnn.genome.nodes import BINARY, COMMUTATIVE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from growrnn.genome.graph import Genome
 
 __all__ = ["canonical_form"]
 

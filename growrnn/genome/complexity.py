@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from growrnn.errors import check_int
 from growrnn.genome.graph import ACTIVATIONS, BINARY, Genome
 from growrnn.genome.validate import CONST, HIDDEN, INPUT, value_spaces
 
@@ -43,10 +44,8 @@ def complexity(genome: Genome, input_size: int, hidden_size: int, num_layers: in
     >>> complexity(lstm(), 10, 20).params == 4 * (20 * 10 + 20 * 20 + 2 * 20)
     True
     """
-    from growrnn.errors import ArgumentError
     for arg, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-        if not isinstance(v, int) or v < 1:
-            raise ArgumentError(arg, allowed="an int >= 1", received=v)
+        check_int(arg, v, 1)
     space = value_spaces(genome)
     params = macs = flops = 0
     for layer in range(num_layers):

@@ -5,97 +5,45 @@ A :class:`Genome` holds typed :class:`Node` objects with stable integer ids and 
 built only through :func:`make_genome` (used by the parser, the JSON reader and the variation
 operators), which validates it, so every ``Genome`` object is a valid cell.
 
+The node kinds live in :mod:`~growrnn.genome.nodes`; validation, the canonical key and the
+formatter work on those and import this module only for type hints, so the imports run one way.
+
 Standard library only (see DESIGN.md: ``growrnn.genome`` must not import torch).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-__all__ = ["Node", "Genome", "make_genome", "WEIGHTED", "ACTIVATIONS", "BINARY", "TERMINALS",
-           "register_activation", "JSON_FORMAT", "MAX_DEPTH", "NAME"]
+from growrnn.errors import GenomeSyntaxError
+from growrnn.genome.canonical import canonical_form
+from growrnn.genome.formatter import emit
+from growrnn.genome.nodes import (
+    ACTIVATIONS,
+    BINARY,
+    COMMUTATIVE,
+    MAX_DEPTH,
+    NAME,
+    TERMINALS,
+    WEIGHTED,
+    Node,
+    Position,
+    arity,
+    format_number,
+    known_op,
+    register_activation,
+)
+from growrnn.genome.validate import topological_order, validate
 
-#: Weighted functions: every call site owns its own weights and maps to the hidden size.
-WEIGHTED: tuple[str, ...] = ("affine", "linear", "diag")
-#: Element-wise activations known to the genome format (a registry; see register_activation).
-ACTIVATIONS: dict[str, str] = {
-    "sigmoid": "logistic sigmoid",
-    "tanh": "hyperbolic tangent",
-    "relu": "rectified linear unit",
-    "identity": "no-op",
-}
-#: Binary element-wise operators, by op name, with their text symbol.
-BINARY: dict[str, str] = {"add": "+", "sub": "-", "mul": "*"}
-COMMUTATIVE = frozenset({"add", "mul"})
-#: Terminals: the input ``x``, a state's value at t-1 (``h``, ``c``, ...), a numeric constant.
-TERMINALS: tuple[str, ...] = ("x", "state", "const")
+__all__ = ["Node", "Genome", "make_genome", "WEIGHTED", "ACTIVATIONS", "BINARY", "COMMUTATIVE", "TERMINALS",
+           "register_activation", "JSON_FORMAT", "MAX_DEPTH", "NAME", "Position", "arity", "format_number", "known_op"]
+
 JSON_FORMAT = "growrnn-genome"
 JSON_VERSION = 1
-Position = tuple[int, int]
-#: The deepest genome accepted: the longest chain of nodes from an output down to a terminal, and
-#: the deepest nesting of parentheses and calls on one line. Searches stay far below it (their
-#: default bloat limit is depth 12); past it the recursive formatter, canonical key and compiler
-#: would exhaust Python's stack, so a deeper genome is refused with a GenomeError naming the line.
-MAX_DEPTH = 100
-#: What a local or state name may be: the text format's identifiers (ASCII, so the text parses back).
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def register_activation(name: str, description: str) -> None:
-    """Make ``name`` a valid activation in genome text. To compile genomes that use it, register
-    its torch function with :func:`growrnn.cells.register_activation` (which calls this)."""
-    if not name.isidentifier() or name in WEIGHTED or name in ("x", "h", *TERMINALS, *BINARY):
-        from growrnn.errors import ArgumentError
-        raise ArgumentError("name", allowed="an identifier other than x, h, a weighted function, a "
-                            "terminal or a binary op name", received=name)
-    ACTIVATIONS[name] = description
-
-
-def arity(op: str) -> int:
-    if op in TERMINALS:
-        return 0
-    if op in BINARY:
-        return 2
-    return 1
-
-
-def known_op(op: str) -> bool:
-    return op in TERMINALS or op in WEIGHTED or op in ACTIVATIONS or op in BINARY
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One node of the step DAG.
-
-    ``op`` is a terminal (``x``, ``state``, ``const``), a weighted function, an activation or a
-    binary operator (``add``, ``sub``, ``mul``). ``args`` are child node ids in operand order;
-    ``name`` is the state name of a ``state`` terminal; ``value`` the number of a ``const``.
-    """
-
-    id: int
-    op: str
-    args: tuple[int, ...] = ()
-    name: str | None = None
-    value: float | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        d: dict[str, object] = {"id": self.id, "op": self.op}
-        if self.args:
-            d["args"] = list(self.args)
-        if self.name is not None:
-            d["name"] = self.name
-        if self.value is not None:
-            d["value"] = self.value
-        return d
-
-
-def format_number(value: float) -> str:
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +88,6 @@ class Genome:
     @cached_property
     def topological(self) -> tuple[int, ...]:
         """Node ids, children before parents (ties broken by id)."""
-        from growrnn.genome.validate import topological_order
         return topological_order(self.nodes)
 
     @cached_property
@@ -163,7 +110,6 @@ class Genome:
     def _emit(self) -> tuple[str, tuple[int, ...]]:
         cached = self.__dict__.get("_emitted")
         if cached is None:
-            from growrnn.genome.text import emit
             cached = emit(self)
             object.__setattr__(self, "_emitted", cached)
         return cached
@@ -188,13 +134,11 @@ class Genome:
     def canonical(self) -> str:
         """A canonical description of the DAG, invariant to local and memory-state names and to
         the order of commutative operands (``+``, ``*``) and of flattened ``+``/``*`` chains."""
-        from growrnn.genome.canonical import canonical_form
         return canonical_form(self)[0]
 
     @cached_property
     def key(self) -> str:
         """Short canonical key (sha1 of :attr:`canonical`), for deduplication and caching."""
-        import hashlib
         return hashlib.sha1(self.canonical.encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------------------------- JSON form
@@ -213,7 +157,6 @@ class Genome:
     @classmethod
     def from_json(cls, text: str | Mapping[str, object]) -> Genome:
         """Read the JSON form (a string or an already-decoded dict); validates the genome."""
-        from growrnn.errors import GenomeSyntaxError
         try:
             data = json.loads(text) if isinstance(text, str) else dict(text)
         except json.JSONDecodeError as e:
@@ -242,7 +185,6 @@ def make_genome(nodes: Iterable[Node], bindings: Iterable[tuple[str, int]],
                 binding_positions: Mapping[str, Position] | None = None) -> Genome:
     """Validate and build a :class:`Genome`; raise a :class:`~growrnn.errors.GenomeError` subclass
     (with line and column when ``positions`` are given) if it is not a valid cell."""
-    from growrnn.genome.validate import validate
     node_map, binding_list = validate(list(nodes), list(bindings), positions or {},
                                       binding_positions or {})
     return Genome(node_map, tuple(binding_list), dict(positions or {}))

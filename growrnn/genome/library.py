@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from functools import cache
 
+from growrnn.errors import ArgumentError
 from growrnn.genome.graph import Genome
+from growrnn.genome.text import parse
 
 __all__ = ["LIBRARY", "lstm", "gru", "elman", "mgu", "indrnn", "dual_lstm", "library_cell"]
 
@@ -57,9 +59,7 @@ h' = o * tanh(c' + m')
 @cache
 def library_cell(name: str) -> Genome:
     """The library genome called ``name`` (see :data:`LIBRARY`)."""
-    from growrnn.genome.text import parse
     if name not in LIBRARY:
-        from growrnn.errors import ArgumentError
         raise ArgumentError("name", allowed=", ".join(sorted(LIBRARY)), received=name,
                             hint="or write the equations yourself and call growrnn.parse")
     return parse(LIBRARY[name])

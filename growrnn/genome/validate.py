@@ -8,6 +8,7 @@ import difflib
 import heapq
 import math
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from growrnn.errors import (
     ArityError,
@@ -22,19 +23,21 @@ from growrnn.errors import (
     UnknownFunctionError,
     UnusedLocalError,
 )
-from growrnn.genome.graph import (
+from growrnn.genome.nodes import (
     ACTIVATIONS,
     BINARY,
     MAX_DEPTH,
     NAME,
     TERMINALS,
     WEIGHTED,
-    Genome,
     Node,
     Position,
     arity,
     known_op,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from growrnn.genome.graph import Genome
 
 # Value "spaces": what size a node's value has. A constant broadcasts; x has the input size;
 # everything produced by a weighted call (and what is built from it) has the hidden size.

@@ -1,6 +1,8 @@
-"""Evolutionary cell search (issue [D]): variation operators and network morphisms, weight
-inheritance, multi-objective selection, the SQLite archive, executors, the learning-curve
-predictor, novelty, the generation loop, TensorBoard reports and export.
+"""Evolutionary cell search (issue [D]): variation (its own package,
+:mod:`growrnn.search.variation`: the draft editor and ``Limits``, operators, network morphisms,
+weight inheritance), multi-objective selection, the SQLite archive, the
+learning-curve predictor, novelty, the generation loop, TensorBoard reports and export. Jobs run
+on the executors of :mod:`growrnn.executors`.
 
 Names are loaded lazily (PEP 562), so ``import growrnn.search`` imports neither torch nor pymoo;
 each submodule loads when one of its names is first used.
@@ -16,20 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the submodule of growrnn.search that defines it
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("Limits", "Operator", "Crossover", "point_mutation", "insert_branch", "shrink", "add_state",
-                     "remove_state", "subtree_crossover", "homologous_crossover", "OPERATORS", "CROSSOVERS",
-                     "vary"), "operators"),
-    **dict.fromkeys(("add_unit", "remove_unit", "add_connection", "add_recurrent_connection", "remove_connection",
-                     "change_activation", "change_combination", "zero_init_nodes", "MORPHISMS"), "morphisms"),
-    **dict.fromkeys(("InheritReport", "inherit_weights"), "inherit"),
     **dict.fromkeys(("OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
                      "objective_matrix", "survive", "tournament"), "selection"),
     **dict.fromkeys(("Archive", "CandidateRow", "GenerationRow", "STATUSES", "decode_state", "encode_state"),
                     "storage"),
-    **dict.fromkeys(("Job", "Outcome", "Executor", "LocalExecutor", "RayExecutor", "make_executor"), "executors"),
     **dict.fromkeys(("CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"), "predictor"),
     **dict.fromkeys(("behaviour", "NoveltyArchive"), "novelty"),
-    **dict.fromkeys(("SearchConfig", "BudgetConfig", "NoveltyConfig", "PredictorConfig", "load_config",
+    **dict.fromkeys(("SearchConfig", "NoveltyConfig", "PredictorConfig", "load_config",
                      "check_config", "config_from_dict", "config_to_dict"), "config"),
     **dict.fromkeys(("run_search", "SearchResult", "candidate_seed"), "loop"),
     "run_candidate": "job",
@@ -37,21 +32,15 @@ _LAZY: dict[str, str] = {
     "export_front": "export",
 }
 
-__all__ = ["Archive", "BudgetConfig", "CROSSOVERS", "CandidateRow", "Crossover", "CurvePredictor", "EarlyStopRule",
-           "Executor", "GenerationRow", "InheritReport", "Job", "Limits", "LocalExecutor", "MORPHISMS",
-           "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "OPERATORS", "Objective", "Operator", "Outcome",
-           "PredictorConfig", "PredictorStop", "RayExecutor", "STATUSES", "SearchConfig", "SearchResult",
-           "add_connection", "add_recurrent_connection", "add_state", "add_unit", "behaviour", "candidate_seed",
-           "change_activation", "change_combination", "check_config", "config_from_dict", "config_to_dict",
+__all__ = ["Archive", "CandidateRow", "CurvePredictor", "EarlyStopRule", "GenerationRow", "NoveltyArchive",
+           "NoveltyConfig", "OBJECTIVES", "Objective", "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig",
+           "SearchResult", "behaviour", "candidate_seed", "check_config", "config_from_dict", "config_to_dict",
            "crowding_distances", "decode_state", "encode_state", "export_front", "first_front", "holdout_report",
-           "homologous_crossover", "hypervolume", "inherit_weights", "insert_branch", "load_config",
-           "log_generation", "make_executor", "nondominated_ranks", "objective_matrix", "pareto_figure",
-           "point_mutation", "remove_connection", "remove_state", "remove_unit", "run_candidate", "run_search",
-           "shrink", "subtree_crossover", "survive", "tournament", "vary", "zero_init_nodes"]
+           "hypervolume", "load_config", "log_generation", "nondominated_ranks", "objective_matrix", "pareto_figure",
+           "run_candidate", "run_search", "survive", "tournament"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.config import (
-        BudgetConfig,
         NoveltyConfig,
         PredictorConfig,
         SearchConfig,
@@ -60,38 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
         config_to_dict,
         load_config,
     )
-    from growrnn.search.executors import Executor, Job, LocalExecutor, Outcome, RayExecutor, make_executor
     from growrnn.search.export import export_front
-    from growrnn.search.inherit import InheritReport, inherit_weights
     from growrnn.search.job import run_candidate
     from growrnn.search.loop import SearchResult, candidate_seed, run_search
-    from growrnn.search.morphisms import (
-        MORPHISMS,
-        add_connection,
-        add_recurrent_connection,
-        add_unit,
-        change_activation,
-        change_combination,
-        remove_connection,
-        remove_unit,
-        zero_init_nodes,
-    )
     from growrnn.search.novelty import NoveltyArchive, behaviour
-    from growrnn.search.operators import (
-        CROSSOVERS,
-        OPERATORS,
-        Crossover,
-        Limits,
-        Operator,
-        add_state,
-        homologous_crossover,
-        insert_branch,
-        point_mutation,
-        remove_state,
-        shrink,
-        subtree_crossover,
-        vary,
-    )
     from growrnn.search.predictor import CurvePredictor, EarlyStopRule, PredictorStop, holdout_report
     from growrnn.search.report import first_front, log_generation, pareto_figure
     from growrnn.search.selection import (

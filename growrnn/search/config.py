@@ -14,50 +14,36 @@ top-level keys are the fields of :class:`SearchConfig`, and unknown keys are err
 that :func:`config_to_dict` wrote into a search archive, and :func:`check_config` runs the checks
 that need the rest of growrnn (task names, ``SequenceModel`` and ``Trainer`` options, objective and
 operator names). This module imports only the standard library, jsonargparse and
-:mod:`growrnn.search.operators` at module level, so reading a config stays cheap.
+:mod:`growrnn.search.variation.operators` at module level, so reading a config stays cheap.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from growrnn.errors import ArgumentError
-from growrnn.search.operators import CROSSOVERS, OPERATORS, Limits
+from growrnn.errors import ArgumentError, check_int
+from growrnn.evaluation.config import (
+    RESUMABLE,
+    Budget,
+    check_grow,
+    check_options,
+    config_parser,
+    load_cell,
+    neutral_keys,
+    read_config,
+)
+from growrnn.evaluation.config import (
+    parse_command as parse,
+)
+from growrnn.search.variation.draft import Limits
+from growrnn.search.variation.operators import CROSSOVERS, OPERATORS
 
-__all__ = ["BudgetConfig", "NoveltyConfig", "PredictorConfig", "SearchConfig", "NEUTRAL", "check_config",
-           "build_config", "parse_command", "config_from_dict", "config_parser", "config_to_dict", "initial_genome",
-           "load_config"]
-
-#: Config keys that may change when a search resumes, because they change where and how it
-#: computes or how long it runs, not what it finds (with storage.NEUTRAL_KEYS added in the loop).
-NEUTRAL = frozenset({"generations", "workers", "executor", "address", "timeout_s", "progress", "tensorboard"})
-#: SequenceModel arguments the search sets itself (per candidate).
-_MODEL_OWNED = ("spec", "cell", "seed")
-#: Trainer arguments the search sets itself: callbacks carry inheritance, the predictor and growth;
-#: the budget sets the length of training; evaluate() turns logging and checkpoints off.
-_TRAINER_OWNED = ("callbacks", "logger", "max_steps", "max_epochs", "max_time", "enable_checkpointing",
-                  "val_check_interval", "check_val_every_n_epoch")
-
-
-@dataclass(frozen=True)
-class BudgetConfig:
-    """The per-candidate training budget: the fields of :class:`growrnn.evaluation.Budget` (the
-    first of ``steps``, ``epochs``, ``seconds`` reached stops; ``val_every`` steps between points of
-    the learning curve, default once per epoch). A ``seconds`` budget makes results depend on the
-    machine's speed, so two runs with one seed may then differ."""
-
-    steps: int | None = None
-    epochs: int | None = None
-    seconds: float | None = None
-    val_every: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+__all__ = ["NoveltyConfig", "PredictorConfig", "SearchConfig", "NEUTRAL", "check_config", "config_from_dict",
+           "config_to_dict", "load_config", "parse_command", "search_parser"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +102,7 @@ class SearchConfig:
         initial: generation 0: library cell names, genome texts or genome files; the rest of the
             population is filled with mutants of them.
         operators: the variation operators to use (names from ``OPERATORS`` and ``CROSSOVERS`` of
-            :mod:`growrnn.search.operators`); ``None`` for all.
+            :mod:`growrnn.search.variation.operators`); ``None`` for all.
         limits: bloat limits every child respects.
         p_crossover: probability that a child is a crossover of two parents.
         novelty: turn novelty on as an extra objective (``{}`` for the defaults).
@@ -137,16 +123,20 @@ class SearchConfig:
         seed: seeds everything; the same seed gives the same search.
         tensorboard: TensorBoard folder (default: the database path without suffix, plus ``_tb``).
         progress: show a progress bar on the console.
+
+    ``generations``, ``executor``, ``workers``, ``address``, ``timeout_s``, ``tensorboard`` and
+    ``progress`` may change when a search resumes (:data:`NEUTRAL`): they change how long it runs
+    and where and how it computes, not what it finds.
     """
 
     task: str
-    budget: BudgetConfig
+    budget: Budget
     task_options: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     population: int = 20
     offspring: int = 20
-    generations: int = 10
+    generations: int = field(default=10, metadata=RESUMABLE)
     objectives: list[str] = field(default_factory=lambda: ["val", "params"])
     initial: list[str] = field(default_factory=lambda: ["lstm", "gru", "elman", "mgu"])
     operators: list[str] | None = None
@@ -157,70 +147,43 @@ class SearchConfig:
     inherit: bool = True
     grow: dict[str, Any] | None = None
     test: bool = True
-    executor: Literal["local", "ray"] = "local"
-    workers: int = 2
-    address: str | None = None
-    timeout_s: float | None = None
+    executor: Literal["local", "ray"] = field(default="local", metadata=RESUMABLE)
+    workers: int = field(default=2, metadata=RESUMABLE)
+    address: str | None = field(default=None, metadata=RESUMABLE)
+    timeout_s: float | None = field(default=None, metadata=RESUMABLE)
     retries: int = 1
     seed: int = 0
-    tensorboard: str | None = None
-    progress: bool = True
+    tensorboard: str | None = field(default=None, metadata=RESUMABLE)
+    progress: bool = field(default=True, metadata=RESUMABLE)
 
 
-def config_parser(prog: str = "growrnn search", *, db: bool = False) -> Any:
+#: Config keys that may change when a search resumes (the fields marked ``RESUMABLE``).
+NEUTRAL = neutral_keys(SearchConfig)
+
+
+def search_parser(prog: str = "growrnn search", *, db: bool = False) -> Any:
     """The jsonargparse parser of :class:`SearchConfig` (``--config FILE`` plus one option per
-    field, ``--model.lr``-style for nested ones); with ``db``, also ``--db PATH``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog=prog, exit_on_error=False, description="Evolve recurrent cells: a (mu + lambda) "
-                            "NSGA-II search whose every candidate is stored in one SQLite database.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a search YAML (configs/search/*.yaml)")
+    field, ``--budget.steps``-style for nested ones); with ``db``, also ``--db PATH``."""
+    parser = config_parser(SearchConfig, prog, "Evolve recurrent cells: a (mu + lambda) NSGA-II search whose every "
+                           "candidate is stored in one SQLite database.", "a search YAML (configs/search/*.yaml)")
     if db:
         parser.add_argument("--db", type=str, required=True,
                             help="the search's SQLite database; an existing one is resumed")
-    parser.add_class_arguments(SearchConfig, fail_untyped=True)
     return parser
 
 
-def build_config(parser: Any, namespace: Any, cls: type = SearchConfig) -> Any:
-    """The ``cls`` (a config dataclass: :class:`SearchConfig` by default, or the comparison's) in a
-    namespace that its parser returned; keys that are not its fields (``--db``, ``--out``) are left out."""
-    values = parser.instantiate(namespace)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(values).items() if k in fields})
-
-
-def parse_command(parser: Any, argv: list[str], command: str, allowed: str) -> Any:
-    """``parser.parse_args(argv)``, with a parse failure turned into an ArgumentError naming the
-    command (``growrnn search``, ``growrnn compare``) and pointing at its ``--help``."""
-    from jsonargparse import ArgumentError as ParseError
-
-    try:
-        return parser.parse_args(argv)
-    except ParseError as err:
-        raise ArgumentError(command, allowed=allowed, received=str(err).strip(),
-                            hint=f"{command} --help lists them") from None
-
-
-def _parse(args: list[str], where: str) -> SearchConfig:
-    from jsonargparse import ArgumentError as ParseError
-
-    parser = config_parser()
-    try:
-        return build_config(parser, parser.parse_args(args))
-    except ParseError as err:
-        raise ArgumentError(where, allowed="a search config with the fields of growrnn.search.SearchConfig",
-                            received=str(err).strip(), hint="see configs/debug/search.yaml") from None
+def parse_command(argv: list[str]) -> tuple[SearchConfig, str]:
+    """``growrnn search``'s arguments -> the (checked) config and the ``--db`` path."""
+    config, namespace = parse(SearchConfig, search_parser(db=True), argv, "growrnn search",
+                              "--config FILE --db PATH and config keys as options", check_config)
+    return config, namespace.db
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
     """Read a search YAML (unknown keys are errors), apply command-line style ``overrides``
     (``["--population", "8"]``) and run :func:`check_config`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArgumentError("config", allowed="a search YAML file", received=str(path),
-                            hint="the shipped ones are in configs/search/ and configs/debug/search.yaml")
-    config = _parse(["--config", str(path), *(overrides or [])], str(path))
+    config = read_config(SearchConfig, path, search_parser(), overrides=overrides, what="a search YAML",
+                         example="configs/debug/search.yaml")
     check_config(config)
     return config
 
@@ -232,32 +195,10 @@ def config_to_dict(config: SearchConfig) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any]) -> SearchConfig:
     """Rebuild (and check) a config from :func:`config_to_dict`'s dict."""
-    import json
-
-    config = _parse(["--config", json.dumps(values)], "config")
+    config = read_config(SearchConfig, values, search_parser(), what="a search config",
+                         example="configs/debug/search.yaml")
     check_config(config)
     return config
-
-
-def check_int(name: str, value: object, low: int) -> None:
-    """An int option ``>= low`` (bools are not ints here), or an ArgumentError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
-
-
-def check_keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str,
-               owner: str = "the search") -> None:
-    """Every key of the options dict ``given`` is a parameter of ``target``, and none is one that
-    ``owner`` sets itself (``owned``); else an ArgumentError naming ``name.key``."""
-    params = inspect.signature(target).parameters
-    known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
-    for key in given:
-        if key in owned:
-            raise ArgumentError(f"{name}.{key}", allowed=f"not set: {owner} sets {', '.join(owned)}",
-                                received=given[key], hint=hint)
-        if key not in known:
-            raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
-                                hint=hint)
 
 
 def check_config(config: SearchConfig) -> None:
@@ -266,9 +207,6 @@ def check_config(config: SearchConfig) -> None:
     for name, low in (("population", 1), ("offspring", 1), ("generations", 0), ("workers", 0), ("retries", 0)):
         check_int(name, getattr(config, name), low)
     check_int("seed", config.seed, 0)
-    from growrnn.evaluation import Budget
-
-    Budget(**dataclasses.asdict(config.budget))  # the one budget check: every value, at least one limit
     if not 0.0 <= config.p_crossover <= 1.0:
         raise ArgumentError("p_crossover", allowed="a float in [0, 1]", received=config.p_crossover)
     if config.timeout_s is not None and not 0 < config.timeout_s < math.inf:
@@ -287,7 +225,7 @@ def check_config(config: SearchConfig) -> None:
         raise ArgumentError("initial", allowed=f"1 to population ({config.population}) cells", received=config.initial,
                             hint="library names (lstm, gru, elman, mgu, indrnn), genome texts or genome files")
     for i, cell in enumerate(config.initial):
-        initial_genome(cell, f"initial[{i}]")
+        load_cell(cell, f"initial[{i}]")
     if config.predictor is not None:
         p = config.predictor
         check_int("predictor.k", p.k, 1)
@@ -303,34 +241,11 @@ def check_config(config: SearchConfig) -> None:
 
 
 def _check_components(config: SearchConfig) -> None:
-    import lightning as L
-
-    from growrnn.task import task_factory, task_names
-    from growrnn.training.growth import StructureController
-    from growrnn.training.model import SequenceModel
-
-    if config.task not in task_names():
-        raise ArgumentError("task", allowed=", ".join(task_names()), received=config.task,
-                            hint="growrnn tasks lists the registered tasks")
-    check_keys("task_options", config.task_options, task_factory(config.task), (), "options of the task's constructor")
-    check_keys("model", config.model, SequenceModel, _MODEL_OWNED,
-               "SequenceModel options, as under model: in a fit config")
-    check_keys("trainer", config.trainer, L.Trainer, _TRAINER_OWNED, "the budget sets how long each candidate trains")
+    check_options(config, "the search", task_hint="options of the task's constructor",
+                  trainer_hint="the budget sets how long each candidate trains")
     if config.grow is not None:
-        check_keys("grow", config.grow, StructureController, (), "StructureController options, e.g. {max_units: 64}")
+        check_grow("grow", config.grow, "the search", "StructureController options, e.g. {max_units: 64}")
         size = config.model.get("hidden_size")
         if not isinstance(size, list):
             raise ArgumentError("model.hidden_size", allowed="a list of start sizes, one per layer, with grow",
                                 received=size, hint="e.g. hidden_size: [16]")
-
-
-def initial_genome(cell: str, where: str = "initial") -> Any:
-    """The genome an ``initial`` entry names: a library cell, genome text, or a ``.txt``/``.json``
-    genome file."""
-    from growrnn.errors import GenomeError
-    from growrnn.genome import load
-
-    try:
-        return load(cell, where)
-    except GenomeError as err:
-        raise ArgumentError(where, allowed="a valid genome", received=cell, hint=str(err)) from None

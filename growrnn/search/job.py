@@ -1,17 +1,18 @@
 """What a worker runs for one candidate: :func:`run_candidate`, a top-level function of plain data
 (so every executor can pickle it, and a Ray node needs only growrnn installed).
 
-It trains the candidate with :func:`growrnn.evaluation.evaluate` and hooks into that run through
-Lightning callbacks, which ``evaluate`` accepts in ``trainer["callbacks"]``:
+It trains the candidate with :func:`growrnn.evaluation.evaluate` (which also runs the growth
+controller, sets the torch threads and measures the trained sizes) and hooks into that run
+through Lightning callbacks:
 
 - weight inheritance happens in ``setup`` (before the optimizer exists), where the child's freshly
   initialised model is overwritten, call site by call site, with its parent's trained weights;
 - the learning-curve predictor (:class:`~growrnn.search.predictor.PredictorStop`) may stop the
   run after a validation;
-- with growth on, a :class:`~growrnn.training.growth.StructureController` resizes the layers;
 - the trained model is kept so that its weights can be saved for the candidate's children.
 
-The genome travels as JSON, never as text: the text form renumbers node ids in reading order, and
+The genome travels as JSON, never as text, and reaches the model as the same
+:class:`~growrnn.genome.Genome`: the text form renumbers node ids in reading order, and
 inheritance matches call sites by the ids a child kept from its parent.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from growrnn.executors import torch_threads
+from growrnn.files import atomic_path
 from growrnn.genome.graph import Genome
 
-__all__ = ["run_candidate", "inherit_into"]
+__all__ = ["inherit_into", "run_candidate", "save_weights"]
 log = logging.getLogger(__name__)
 
 
@@ -37,49 +39,33 @@ def run_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one candidate and return ``{"metrics", "curve", "objectives", "seconds"}``.
 
     ``payload`` keys: ``genome_json``; ``task``, ``task_options``, ``model``, ``trainer``,
-    ``budget`` (as for ``evaluate``); ``seed``; ``test`` (score on test too); ``objectives`` (the
-    names to report); ``threads`` (torch threads while it runs: 1 makes results independent of the
-    executor); ``weights_out`` (a ``.pt`` path for the trained weights, or ``None``); ``parent``
-    (``{"path", "genome_json"}`` of the weights to inherit, or ``None``); ``grow``
-    (``StructureController`` options or ``None``); ``predictor`` (``{"state", "threshold",
-    "margin", "min_train", "direction"}`` or ``None``).
+    ``budget``, ``grow`` (as for ``evaluate``); ``seed``; ``test`` (score on test too);
+    ``objectives`` (the names to report); ``threads`` (torch threads while it runs: 1 makes results
+    independent of the executor); ``weights_out`` (a ``.pt`` path for the trained weights, or
+    ``None``); ``parent`` (``{"path", "genome_json"}`` of the weights to inherit, or ``None``);
+    ``predictor`` (``{"state", "threshold", "margin", "min_train", "direction"}`` or ``None``).
 
     A diverging run is a result (``diverged`` true, the worst ``val``), not an error. Weights are
-    written atomically (temporary file, then rename), so a killed worker leaves no torn file.
+    written atomically (:mod:`growrnn.files`), so a killed worker leaves no torn file.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(payload.get("threads", 1)))
-    try:
-        return _run(payload)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(payload: dict[str, Any]) -> dict[str, Any]:
     from growrnn.evaluation import evaluate
 
     start = time.perf_counter()
     genome = Genome.from_json(payload["genome_json"])
-    keeper = _Keeper(genome, payload.get("parent"))
+    threads = int(payload.get("threads", 1))
+    keeper = _Keeper(payload.get("parent"))
     callbacks: list[L.Callback] = [keeper]
     stop = _predictor_stop(payload.get("predictor"))
     if stop is not None:
         callbacks.append(stop)
-    if payload.get("grow") is not None:
-        from growrnn.training.growth import StructureController
-
-        options = dict(payload["grow"])
-        options.setdefault("seed", int(payload["seed"]))  # each candidate's growth draws its own numbers
-        callbacks.append(StructureController(**options))
-    trainer = {**payload.get("trainer", {}), "callbacks": callbacks}
     result = evaluate(genome, payload["task"], payload["budget"], int(payload["seed"]),
                       task_options=payload.get("task_options") or {}, model=payload.get("model") or {},
-                      trainer=trainer, test=bool(payload.get("test", True)))
+                      trainer=payload.get("trainer") or {}, grow=payload.get("grow"), callbacks=callbacks,
+                      threads=threads, test=bool(payload.get("test", True)))
     module = keeper.module
     metrics = result.as_dict()
     curve = metrics.pop("curve")
-    metrics.update(stopped_early=False, predicted=None, inherited=keeper.inherited,
-                   hidden_sizes=module.hidden_sizes() if module is not None else None)
+    metrics.update(stopped_early=False, predicted=None, inherited=keeper.inherited)
     val = result.val
     if stop is not None and stop.stopped and not result.diverged:
         predicted = stop.rule.predict_final(stop.curve)
@@ -89,9 +75,10 @@ def _run(payload: dict[str, Any]) -> dict[str, Any]:
     objectives: dict[str, float] = {"val": val, "params": float(result.params), "macs": float(result.macs_per_step),
                                     "weighted_nodes": float(len(genome.weighted))}
     if "latency" in payload.get("objectives", ()) and module is not None:
-        objectives["latency"] = _latency(module)
+        with torch_threads(threads):
+            objectives["latency"] = _latency(module)
     if payload.get("weights_out") and module is not None and not result.diverged:
-        _save_weights(Path(payload["weights_out"]), module, payload["genome_json"])
+        save_weights(Path(payload["weights_out"]), module, payload["genome_json"])
     return {"metrics": metrics, "curve": curve, "objectives": objectives, "seconds": time.perf_counter() - start}
 
 
@@ -108,8 +95,8 @@ def _predictor_stop(spec: dict[str, Any] | None) -> Any:
 class _Keeper(L.Callback):
     """Inherits the parent's weights when the fit starts, and keeps the trained module."""
 
-    def __init__(self, genome: Genome, parent: dict[str, Any] | None):
-        self.genome, self.parent = genome, parent
+    def __init__(self, parent: dict[str, Any] | None):
+        self.parent = parent
         self.module: Any = None
         self.inherited = 0
 
@@ -118,23 +105,24 @@ class _Keeper(L.Callback):
         if self.module is None:
             self.module = pl_module
             if stage == "fit" and self.parent is not None:
-                self.inherited = inherit_into(pl_module, self.genome, Path(self.parent["path"]),
+                self.inherited = inherit_into(pl_module, Path(self.parent["path"]),
                                               Genome.from_json(self.parent["genome_json"]))
 
 
-def inherit_into(module: Any, genome: Genome, path: Path, parent: Genome) -> int:
+def inherit_into(module: Any, path: Path, parent: Genome) -> int:
     """Load the parent's trained weights (a file written by :func:`run_candidate`) into ``module``
-    (a fresh ``SequenceModel`` of ``genome``), in place; returns the call sites inherited.
+    (a fresh ``SequenceModel`` whose genome descends from ``parent``), in place; returns the call
+    sites inherited.
 
-    ``genome`` and ``parent`` carry the stable node ids (JSON form) through which the child
+    ``module.genome`` and ``parent`` carry the stable node ids (JSON form) through which the child
     descends from the parent. The weights file may hold another genome with the parent's text (a
     deduplicated candidate): equal text means equal weight order, so its tensors fit the parent.
-    A growable model first takes the parent's layer sizes (the parent may have grown); then every
-    layer's call sites go through :func:`~growrnn.search.inherit.inherit_weights`, and every other
-    tensor (encoder, decoder, unit multipliers) is copied where the shapes agree."""
-    from growrnn.cells.rnn import GenomeRNN
+    A growable model first takes the parent's layer sizes (the parent may have grown); then the
+    call sites of every layer of the module's own network take the parent's weights
+    (:func:`~growrnn.search.variation.inherit.inherit_state`), and every other tensor (encoder,
+    decoder, unit multipliers) is copied where the shapes agree."""
     from growrnn.growth.stack import GrowableRNN, resize_to
-    from growrnn.search.inherit import inherit_weights
+    from growrnn.search.variation.inherit import inherit_state
     from growrnn.training.checkpoint import load_checkpoint
     saved = load_checkpoint(path, "parent weights")
     if Genome.from_json(saved["genome_json"]) != parent:
@@ -153,13 +141,8 @@ def inherit_into(module: Any, genome: Genome, path: Path, parent: Genome) -> int
         else [("rnn.", module.rnn)]
     inherited = 0
     for prefix, target in targets:
-        child, source = (GenomeRNN(g, target.input_size, target.hidden_size, target.num_layers, fast_path=False,
-                                   dtype=next(target.parameters()).dtype, generator=torch.Generator().manual_seed(0))
-                         for g in (genome, parent))
-        child.load_state_dict(target.state_dict())
-        source.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        inherited += inherit_weights(child, source).inherited
-        target.load_state_dict(child.state_dict())
+        theirs = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        inherited += inherit_state(target, parent, theirs).inherited
     own = module.state_dict()  # tensors sharing storage with the parameters
     with torch.no_grad():
         for name, value in state.items():
@@ -170,13 +153,12 @@ def inherit_into(module: Any, genome: Genome, path: Path, parent: Genome) -> int
     return inherited
 
 
-def _save_weights(path: Path, module: Any, genome_json: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    payload = {"genome_json": genome_json, "hidden_sizes": module.hidden_sizes(),
-               "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def save_weights(path: Path, module: Any, genome_json: str) -> None:
+    """Write ``module``'s (a ``SequenceModel``) trained weights where :func:`inherit_into` reads
+    them: ``{"genome_json", "hidden_sizes", "state_dict"}``, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"genome_json": genome_json, "hidden_sizes": module.hidden_sizes(),
+                    "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}, tmp)
 
 
 def _latency(module: Any, batch: int = 8, steps: int = 32, repeats: int = 3) -> float:

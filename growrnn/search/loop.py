@@ -2,7 +2,7 @@
 
 One generation ``g`` goes: **plan** the offspring (``g = 0``: the ``initial`` cells and mutants of
 them; ``g >= 1``: binary tournaments on the population's ranks and crowding, then
-:func:`~growrnn.search.operators.vary`), **record** them in the archive as ``pending`` rows,
+:func:`~growrnn.search.variation.operators.vary`), **record** them in the archive as ``pending`` rows,
 **evaluate** the pending rows through the executor, **select** the next population from parents
 plus offspring (:func:`~growrnn.search.selection.survive`), and **save** the generation: its
 population, the RNG states, the predictor and the novelty archive, and the TensorBoard stats.
@@ -34,15 +34,16 @@ from typing import Any
 import numpy as np
 
 from growrnn.errors import SearchError, VariationError, format_message
+from growrnn.evaluation.config import load_cell
+from growrnn.executors import Executor, Job, make_executor
 from growrnn.genome.graph import Genome
 from growrnn.search import selection
-from growrnn.search._survival import fit_predictor, novelty_column, objective_matrix, prune_weights
-from growrnn.search.config import NEUTRAL, SearchConfig, check_config, config_to_dict, initial_genome
-from growrnn.search.executors import Executor, Job, make_executor
-from growrnn.search.operators import CROSSOVERS, vary
-from growrnn.search.storage import NEUTRAL_KEYS, Archive, CandidateRow, decode_state, encode_state
+from growrnn.search.config import NEUTRAL, SearchConfig, check_config, config_to_dict
+from growrnn.search.selection import objective_matrix
+from growrnn.search.storage import Archive, CandidateRow, decode_state, encode_state
+from growrnn.search.variation.operators import CROSSOVERS, vary
 
-__all__ = ["SearchResult", "run_search", "candidate_seed", "tensorboard_dir", "weights_dir"]
+__all__ = ["SearchResult", "run_search", "candidate_seed", "prune_weights", "tensorboard_dir", "weights_dir"]
 log = logging.getLogger(__name__)
 
 #: Tournaments tried for one offspring slot before it is left empty (variation can fail).
@@ -95,7 +96,7 @@ def run_search(config: SearchConfig, db: str | Path, *, executor: Executor | Non
     """
     check_config(config)
     db = Path(db)
-    with Archive.open(db, config_to_dict(config), neutral=NEUTRAL_KEYS | NEUTRAL) as archive:
+    with Archive.open(db, config_to_dict(config), neutral=NEUTRAL) as archive:
         archive.reset_running()
         owned = executor is None
         ex = executor if executor is not None else _make_executor(config)
@@ -191,7 +192,7 @@ class _Search:
     def _plan(self, gen: int, state: dict[str, Any]) -> list[_Plan]:
         cfg, rng = self.config, state["rng"]
         if gen == 0:
-            seeds = [initial_genome(c, f"initial[{i}]") for i, c in enumerate(cfg.initial)]
+            seeds = [load_cell(c, f"initial[{i}]") for i, c in enumerate(cfg.initial)]
             plans = [_Plan(g, "init") for g in seeds]
             for i in range(cfg.population - len(seeds)):
                 slot = i % len(seeds)
@@ -325,8 +326,10 @@ class _Search:
         rows = [self.archive.get(i) for i in pool]
         if state.get("direction") is None:  # the task's, recorded by any finished candidate
             state["direction"] = next((r.metrics["direction"] for r in rows if r.metrics is not None), None)
-        F = objective_matrix(rows, self.config.objectives, state["direction"] or "min")
+        F = objective_matrix([r.values for r in rows], self.config.objectives, {"val": state["direction"] or "min"})
         if self.config.novelty is not None:
+            from growrnn.search.novelty import novelty_column
+
             column, state["novelty"] = novelty_column(rows, gen, F, self.config.novelty, self.config.seed,
                                                       state["novelty"], self.behaviours)
             F = np.hstack([F, column[:, None]])
@@ -336,7 +339,23 @@ class _Search:
     def _next_state(self, state: dict[str, Any], population: tuple[int, ...], F: np.ndarray) -> dict[str, Any]:
         new = {**state, "population": list(population), "F": F.tolist()}
         if self.config.predictor is not None:
+            from growrnn.search.predictor import fit_predictor
+
             new["predictor"], new["threshold"] = fit_predictor(
                 self.archive, self.config.predictor, self.config.seed, population, F, len(self.config.objectives),
                 new["direction"] or "min")
         return new
+
+
+def prune_weights(folder: Path | None, archive: Archive, gen: int, population: Sequence[int]) -> None:
+    """After generation ``gen`` is saved, delete the weights of candidates outside its population:
+    in (mu + lambda) a candidate that left the population never returns, so only the
+    population's weights can be inherited (the disk holds about mu files). The weights of the
+    next generation's candidates that a killed run had finished stay. Called while no evaluation
+    is in flight, so leftover temporary files are a killed worker's."""
+    if folder is None or not folder.is_dir():
+        return
+    keep = {f"{i}.pt" for i in population} | {f"{r.id}.pt" for r in archive.rows(generation=gen + 1)}
+    for path in [*folder.glob("*.pt"), *folder.glob("*.tmp")]:
+        if path.name not in keep:
+            path.unlink(missing_ok=True)

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from growrnn.cells.rnn import GenomeRNN
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
+from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
+from growrnn.search.storage import CandidateRow
 
-__all__ = ["behaviour", "NoveltyArchive", "BEHAVIOUR_LIMIT"]
+__all__ = ["behaviour", "NoveltyArchive", "BEHAVIOUR_LIMIT", "novelty_column"]
 
 #: Behaviour values are clipped to [-LIMIT, LIMIT] (NaN -> 0) so that an exploding cell has a large
 #: but finite distance to the others.
@@ -38,12 +40,6 @@ _INPUT_STREAM = 2**31 - 1  # the input sequence's generator is seeded by (seed, 
 def _generator(*entropy: int) -> torch.Generator:
     # SeedSequence mixes the ints, so (seed, i) and (seed + 1, i - 1) give unrelated streams
     return torch.Generator().manual_seed(int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]))
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ArgumentError(name, allowed=f"an int >= {low}", received=value)
-    return int(value)
 
 
 def behaviour(genome: Genome | str, input_size: int = 4, hidden_size: int = 8, steps: int = 20,
@@ -59,10 +55,10 @@ def behaviour(genome: Genome | str, input_size: int = 4, hidden_size: int = 8, s
     >>> behaviour(gr.cells.gru(), steps=5).shape
     (40,)
     """
-    input_size = _check_int("input_size", input_size, 1)
-    hidden_size = _check_int("hidden_size", hidden_size, 1)
-    steps = _check_int("steps", steps, 1)
-    seed = _check_int("seed", seed, 0)
+    input_size = check_int("input_size", input_size, 1)
+    hidden_size = check_int("hidden_size", hidden_size, 1)
+    steps = check_int("steps", steps, 1)
+    seed = check_int("seed", seed, 0)
     # generator= keeps the constructor off torch's global RNG; the weights are overwritten below
     rnn = GenomeRNN(genome, input_size, hidden_size, fast_path=False, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0))
@@ -92,13 +88,13 @@ class NoveltyArchive:
     """
 
     def __init__(self, k: int = 10, add_threshold: float | None = None, max_size: int = 500, seed: int = 0) -> None:
-        self.k = _check_int("k", k, 1)
-        self.max_size = _check_int("max_size", max_size, 1)
+        self.k = check_int("k", k, 1)
+        self.max_size = check_int("max_size", max_size, 1)
         if add_threshold is not None and (isinstance(add_threshold, bool) or not isinstance(add_threshold, (int, float))
                                           or not math.isfinite(add_threshold)):
             raise ArgumentError("add_threshold", allowed="a finite float or None", received=add_threshold)
         self.add_threshold = None if add_threshold is None else float(add_threshold)
-        self.rng = random.Random(_check_int("seed", seed, 0))
+        self.rng = random.Random(check_int("seed", seed, 0))
         self.entries: list[np.ndarray] = []
 
     def __len__(self) -> int:
@@ -147,8 +143,32 @@ class NoveltyArchive:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (scores and later additions come back identical)."""
-        self.k, self.max_size = _check_int("k", state["k"], 1), _check_int("max_size", state["max_size"], 1)
+        self.k, self.max_size = check_int("k", state["k"], 1), check_int("max_size", state["max_size"], 1)
         self.add_threshold = None if state["add_threshold"] is None else float(state["add_threshold"])
         self.entries = [np.asarray(e, dtype=np.float64) for e in state["entries"]]
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
+
+
+def novelty_column(rows: Sequence[CandidateRow], gen: int, F: np.ndarray, config: Any, seed: int,
+                   archive_state: dict[str, Any], cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The novelty objective column of a generation (``config``: the search's
+    :class:`~growrnn.search.config.NoveltyConfig`): minus each row's novelty against the other
+    rows and the archive (failed rows: ``+inf``), and the archive's state after generation
+    ``gen``'s rows joined it. ``cache`` maps genome text to behaviour (a behaviour depends on the
+    text only)."""
+    archive = NoveltyArchive(config.k, config.add_threshold, config.max_size, seed)
+    archive.load_state_dict(archive_state)
+    with torch_threads(1):  # as in the workers: results do not depend on the core count
+        for r in rows:
+            if r.genome_text not in cache:
+                cache[r.genome_text] = behaviour(Genome.from_json(r.genome_json), config.input_size,
+                                                 config.hidden_size, config.steps, seed)
+    # copies, so that two rows of one genome are two neighbours at distance 0 (score skips only itself)
+    B = [cache[r.genome_text].copy() for r in rows]
+    column = np.array([-archive.score(b, B) for b in B])
+    column[~np.isfinite(F).all(axis=1)] = math.inf
+    for r, b in zip(rows, B, strict=True):
+        if r.generation == gen:
+            archive.add(b)
+    return column, archive.state_dict()

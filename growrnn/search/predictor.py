@@ -29,8 +29,12 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from growrnn.errors import ArgumentError
+from growrnn.executors import torch_threads
+from growrnn.search.selection import nondominated_ranks
+from growrnn.search.storage import Archive
+from growrnn.training.callbacks import ValidationCurve
 
-__all__ = ["CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"]
+__all__ = ["CurvePredictor", "EarlyStopRule", "PredictorStop", "fit_predictor", "holdout_report"]
 log = logging.getLogger(__name__)
 
 
@@ -336,9 +340,10 @@ class EarlyStopRule:
         return value < threshold - self.margin
 
 
-class PredictorStop(L.Callback):
-    """Lightning callback: after each validation, append the monitored metric to the candidate's
-    curve and set ``trainer.should_stop`` when ``rule.should_stop(curve, threshold)`` says so.
+class PredictorStop(ValidationCurve):
+    """Lightning callback: after each validation, the monitored metric joins the candidate's
+    curve (see :class:`~growrnn.training.callbacks.ValidationCurve`) and ``trainer.should_stop``
+    is set when ``rule.should_stop(curve, threshold)`` says so.
 
     Args:
         rule: the :class:`EarlyStopRule`.
@@ -348,32 +353,58 @@ class PredictorStop(L.Callback):
     """
 
     def __init__(self, rule: EarlyStopRule, threshold: float, monitor: str | None = None) -> None:
-        self.rule, self.threshold, self.monitor = rule, float(threshold), monitor
-        self.curve: list[float] = []
-        self.steps: list[int] = []
+        super().__init__(monitor)
+        self.rule, self.threshold = rule, float(threshold)
         self.stopped = False
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        spec = getattr(pl_module, "spec", None)
-        monitor = self.monitor or (f"val/{spec.metric}" if spec is not None else "val/loss")
-        value = trainer.callback_metrics.get(monitor)
-        if value is None:
-            return
-        if self.steps and self.steps[-1] == trainer.global_step:  # the end-of-epoch check repeats the last
-            self.curve.pop()
-            self.steps.pop()
-        self.curve.append(float(value))
-        self.steps.append(trainer.global_step)
+    @property
+    def curve(self) -> list[float]:
+        """The monitored values, one per validation."""
+        return [p["val"] for p in self.points]
+
+    @property
+    def steps(self) -> list[int]:
+        """The global step of each value of :attr:`curve`."""
+        return [int(p["step"]) for p in self.points]
+
+    def on_point(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.stopped and self.rule.should_stop(self.curve, self.threshold):
             self.stopped = trainer.should_stop = True
             log.info("predictor stops the run at step %d: predicted %s worse than %.4g",
-                     trainer.global_step, monitor, self.threshold)
+                     trainer.global_step, self.monitored(pl_module), self.threshold)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"curve": list(self.curve), "steps": list(self.steps), "stopped": self.stopped}
+        return {"curve": self.curve, "steps": self.steps, "stopped": self.stopped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.curve, self.steps = list(state_dict["curve"]), list(state_dict["steps"])
+        self.points = [{"step": step, "epoch": math.nan, "val": float(value), "train_loss": math.nan}
+                       for step, value in zip(state_dict["steps"], state_dict["curve"], strict=True)]
         self.stopped = bool(state_dict["stopped"])
+
+
+def fit_predictor(archive: Archive, config: Any, seed: int, population: Sequence[int], F: np.ndarray,
+                  n_objectives: int, direction: str) -> tuple[dict[str, Any] | None, float | None]:
+    """Refit the curve predictor (``config``: the search's
+    :class:`~growrnn.search.config.PredictorConfig`) on every candidate that trained to its end (not stopped early,
+    not a reused result, not diverged) and return its state with the next generation's threshold:
+    the worst ``val`` on the population's front (over the first ``n_objectives`` columns of ``F``;
+    ``inf`` when none is finite, which stops nothing). ``(None, None)`` below two curves."""
+    curves, finals = [], []
+    for r in archive.rows("done"):
+        m = r.metrics or {}
+        final = float(m.get("val", math.nan))
+        if m.get("reused_from") is None and not m.get("stopped_early") and not m.get("diverged") \
+                and r.curve is not None and len(r.curve) >= config.k and math.isfinite(final):
+            curves.append([float(point["val"]) for point in r.curve])
+            finals.append(final)
+    if len(curves) < 2:
+        return None, None
+    with torch_threads(1):  # as in the workers: results do not depend on the core count
+        predictor = CurvePredictor(config.k, hidden_size=config.hidden_size, epochs=config.epochs, seed=seed)
+        predictor.fit(curves, finals)
+    front = nondominated_ranks(F[:, :n_objectives]) == 0
+    objectives = [archive.get(i).objectives for i, on in zip(population, front, strict=True) if on]
+    finite = [float(o["val"]) for o in objectives if o is not None and math.isfinite(float(o["val"]))]
+    if not finite:
+        return predictor.state_dict(), math.inf
+    return predictor.state_dict(), (min(finite) if direction == "max" else max(finite))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 from growrnn.genome.library import LIBRARY, library_cell
 from growrnn.search.selection import OBJECTIVES, hypervolume, nondominated_ranks, objective_matrix
 from growrnn.search.storage import Archive, CandidateRow
@@ -51,11 +51,9 @@ Point = CandidateRow | Mapping[str, Any]
 
 
 def values_of(row: Point) -> dict[str, Any]:
-    """A candidate's figures in one dict: its ``metrics`` overlaid with its ``objectives`` (the
-    objectives win; ``diverged`` comes from the metrics). A mapping is returned as a dict."""
-    if isinstance(row, CandidateRow):
-        return {**(row.metrics or {}), **(row.objectives or {})}
-    return dict(row)
+    """A candidate's figures in one dict: :attr:`CandidateRow.values` for an archive row (metrics
+    overlaid with objectives), a mapping as a dict."""
+    return row.values if isinstance(row, CandidateRow) else dict(row)
 
 
 def _check_direction(direction: str) -> None:
@@ -212,11 +210,10 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
     """
     from torch.utils.tensorboard import SummaryWriter
 
+    from growrnn.genome.figures import draw_genome
     from growrnn.genome.graph import Genome
-    from growrnn.training.figures import draw_genome
     _check_direction(direction)
-    if isinstance(gen, bool) or not isinstance(gen, int) or gen < 0:
-        raise ArgumentError("gen", allowed="an int >= 0", received=gen)
+    check_int("gen", gen, 0)
     done = [row for row in (archive.get(i) for i in population) if row.status == "done" and row.objectives is not None]
     F = _matrix(done, objectives, direction) if done else np.zeros((0, len(objectives)))
     if ref is None:

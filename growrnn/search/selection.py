@@ -27,7 +27,7 @@ from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_dis
 from pymoo.util.misc import find_duplicates
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 
 __all__ = ["OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
            "objective_matrix", "survive", "tournament"]
@@ -131,8 +131,7 @@ def survive(F: np.ndarray, mu: int) -> np.ndarray:
     shape ``(min(mu, n),)``, is sorted best first (rank, then crowding, then index), so it is the
     same for the same ``F``."""
     F = _check_F(F)
-    if isinstance(mu, bool) or not isinstance(mu, (int, np.integer)) or mu < 0:
-        raise ArgumentError("mu", allowed="an int >= 0", received=mu, hint="the population size to keep")
+    check_int("mu", mu, 0, hint="the population size to keep")
     ranks = nondominated_ranks(F)
     return _order(ranks, crowding_distances(F, ranks))[: int(mu)]
 
@@ -147,8 +146,7 @@ def tournament(ranks: np.ndarray, crowding: np.ndarray, n: int, rng: np.random.G
         raise ArgumentError("crowding", allowed="1-D arrays of the same non-zero length as ranks",
                             received=f"ranks {ranks.shape}, crowding {crowding.shape}",
                             hint="use nondominated_ranks(F) and crowding_distances(F, ranks)")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ArgumentError("n", allowed="an int >= 0", received=n)
+    check_int("n", n, 0)
     if not isinstance(rng, np.random.Generator):
         raise ArgumentError("rng", allowed="a numpy.random.Generator", received=type(rng).__name__,
                             hint="np.random.default_rng(seed)")
@@ -182,7 +180,9 @@ def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
 
     Args:
         rows: one mapping per candidate holding each objective under its name (or an alias in
-            :data:`OBJECTIVES`); a truthy ``"diverged"`` key marks a failed run.
+            :data:`OBJECTIVES`); a truthy ``"diverged"`` key marks a failed run, and a truthy
+            ``"failed"`` key a candidate without results (it needs no objectives). An archive's
+            :attr:`CandidateRow.values <growrnn.search.storage.CandidateRow.values>` is such a mapping.
         names: the objectives, in column order, from :data:`OBJECTIVES`.
         directions: ``"min"`` or ``"max"`` per objective name; required for ``"val"`` (the task's
             direction), optional for the others (their default is ``"min"``).
@@ -207,6 +207,9 @@ def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
         signs.append(1.0 if direction == "min" else -1.0)
     F = np.empty((len(rows), len(names)))
     for i, row in enumerate(rows):
+        if row.get("failed"):
+            F[i] = math.inf
+            continue
         for j, name in enumerate(names):
             key = next((k for k in (name, *OBJECTIVES[name].aliases) if k in row), None)
             if key is None:

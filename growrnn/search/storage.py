@@ -18,6 +18,9 @@ Nothing is written to a file before it is known to be a growrnn archive (or a ne
 an unrelated SQLite database is refused untouched. A damaged archive (a dropped table, a row that
 does not decode) raises :class:`~growrnn.errors.SearchError` naming the file and the row.
 
+A generation's state holds RNGs; :func:`encode_state` turns them into JSON values exactly and
+:func:`decode_state` rebuilds them, so a restored generator continues where it was.
+
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "search.db"
 >>> with Archive.open(path, {"seed": 0, "task": "adding"}) as db:
@@ -30,9 +33,11 @@ does not decode) raises :class:`~growrnn.errors.SearchError` naming the file and
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -43,10 +48,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from growrnn.errors import ArgumentError, SearchError, format_message
-from growrnn.search._state import decode_state, encode_state
+import numpy as np
 
-__all__ = ["NEUTRAL_KEYS", "SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
+from growrnn.errors import ArgumentError, SearchError, check_int, format_message
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
            "decode_state", "encode_state"]
 
 log = logging.getLogger(__name__)
@@ -54,10 +60,6 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 FORMAT = "growrnn-search"
 STATUSES = ("pending", "running", "done", "failed")
-#: Config keys (dotted paths; a prefix covers its sub-keys) that may change between runs of one
-#: search because they do not change its results: how long it runs and where/how it computes.
-NEUTRAL_KEYS = frozenset({"generations", "workers", "executor", "ray", "progress", "log_every", "logger",
-                          "log_dir", "archive", "resume", "timeout"})
 TABLES = ("meta", "candidates", "generations")
 DAMAGED_HINT = "the archive was edited or damaged; restore a copy, or start the search again with a new --db"
 
@@ -98,6 +100,16 @@ class CandidateRow:
     started: float | None
     finished: float | None
     seconds: float | None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Its figures in one dict, as :func:`~growrnn.search.selection.objective_matrix` reads
+        them: ``metrics`` overlaid with ``objectives`` (the objectives win; ``diverged`` comes
+        from the metrics); a candidate that is not done (or has no objectives) is
+        ``{"failed": True}``, worst in every objective."""
+        if self.status != "done" or self.objectives is None:
+            return {"failed": True}
+        return {**(self.metrics or {}), **self.objectives}
 
 
 @dataclass(frozen=True)
@@ -150,7 +162,7 @@ class Archive:
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path, config: Mapping[str, Any] | None = None, *,
-             neutral: Collection[str] = NEUTRAL_KEYS, timeout: float = 30.0, read_only: bool = False) -> Archive:
+             neutral: Collection[str] | None = None, timeout: float = 30.0, read_only: bool = False) -> Archive:
         """Create the archive at ``path`` or reopen it.
 
         Args:
@@ -158,13 +170,17 @@ class Archive:
             config: the search's config (JSON values). Stored on creation; on reopen it must equal
                 the stored one except in ``neutral`` keys, else :class:`SearchError` names the keys
                 that differ. ``None`` opens an existing archive with its stored config.
-            neutral: dotted config keys allowed to differ on reopen (the stored config is then
-                updated to ``config``).
+            neutral: dotted config keys (a prefix covers its sub-keys) allowed to differ on reopen
+                (the stored config is then updated to ``config``); ``None``: the keys a
+                :class:`~growrnn.search.config.SearchConfig` marks as free to change on resume
+                (:data:`growrnn.search.config.NEUTRAL`).
             timeout: seconds to wait for a lock held by another connection.
             read_only: open an existing archive to read only (no lock, nothing written; the search
                 may be running). Writing through it raises :class:`SearchError`.
         """
         path = Path(path)
+        if neutral is None:
+            from growrnn.search.config import NEUTRAL as neutral
         if (config is None or read_only) and not path.is_file():
             raise ArgumentError("path", allowed="an existing archive when config is None or read_only is set",
                                 received=str(path), hint="pass the search config to create a new archive")
@@ -350,8 +366,7 @@ class Archive:
         """Record generation ``gen`` (replacing an earlier save of it): the ids of its population,
         the loop's ``state`` (JSON values; see :func:`encode_state`) and ``stats``."""
         self._writable()
-        if not _is_int(gen):
-            raise ArgumentError("gen", allowed="an int >= 0", received=gen)
+        check_int("gen", gen, 0)
         ids = list(population)
         self._check_ids(ids, "population")
         self._conn.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
@@ -484,3 +499,76 @@ def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
         conn.close()
         conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, isolation_level=None)
     return conn
+
+
+# ------------------------------------------------------------------------------------ RNG states
+# Exact JSON round trips of RNG states, for the saved generations: random.Random.getstate() is a
+# tuple (JSON has none) and numpy bit generators hold uint32/uint64 arrays and 128-bit ints.
+_TAGS = ("__random__", "__numpy_generator__", "__ndarray__", "__bytes__")
+
+
+def encode_state(value: Any, _where: str = "state") -> Any:
+    """``value`` as JSON values, exactly: ``random.Random`` and ``numpy.random.Generator`` objects
+    (their full state), numpy arrays and scalars, ``bytes`` (e.g. a ``torch.Generator`` state as
+    ``bytes(t.numpy())``), nested in dicts with str keys, lists and tuples (which become lists),
+    and JSON scalars. Anything else is an :class:`ArgumentError` naming where it was.
+
+    >>> import json, random
+    >>> rng = random.Random(1)
+    >>> copy = decode_state(json.loads(json.dumps(encode_state({"rng": rng}))))["rng"]
+    >>> copy.random() == rng.random()
+    True
+    """
+    if isinstance(value, random.Random):
+        version, internal, gauss_next = value.getstate()
+        return {"__random__": [version, list(internal), gauss_next]}
+    if isinstance(value, np.random.Generator):
+        return {"__numpy_generator__": encode_state(value.bit_generator.state, _where)}
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"__bytes__": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [encode_state(v, f"{_where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or k in _TAGS:
+                raise ArgumentError(f"{_where} key", allowed=f"str keys other than {', '.join(_TAGS)}", received=k)
+            out[k] = encode_state(v, f"{_where}[{k!r}]")
+        return out
+    raise ArgumentError(_where, allowed="random.Random, numpy Generator/array/scalar, bytes, dict, list, tuple, "
+                        "str, int, float, bool, None", received=type(value).__name__,
+                        hint="store a torch.Generator as bytes(gen.get_state().numpy())")
+
+
+def decode_state(value: Any) -> Any:
+    """Invert :func:`encode_state`: tagged dicts become new ``random.Random`` /
+    ``numpy.random.Generator`` objects (same bit generator, same state), arrays and bytes."""
+    if isinstance(value, list):
+        return [decode_state(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__random__" in value:
+        version, internal, gauss_next = value["__random__"]
+        rng = random.Random()
+        rng.setstate((version, tuple(internal), gauss_next))
+        return rng
+    if "__numpy_generator__" in value:
+        state = decode_state(value["__numpy_generator__"])
+        kind = getattr(np.random, str(state.get("bit_generator")), None)
+        if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+            raise ArgumentError("state", allowed="a numpy bit generator name (PCG64, MT19937, ...)",
+                                received=state.get("bit_generator"))
+        bit_generator = kind()
+        bit_generator.state = state
+        return np.random.Generator(bit_generator)
+    if "__ndarray__" in value:
+        return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"])).reshape(value["shape"])
+    if "__bytes__" in value:
+        return base64.b64decode(value["__bytes__"])
+    return {k: decode_state(v) for k, v in value.items()}

@@ -1,5 +1,6 @@
-"""Callbacks that put the cell itself in TensorBoard: its equations, a picture of its DAG, and the
-run's final validation metric as the hparams-dashboard metric."""
+"""Callbacks: :class:`CellLogger` puts the cell itself in TensorBoard (its equations, a picture of
+its DAG, and the run's final validation metric as the hparams-dashboard metric);
+:class:`ValidationCurve` records a run's learning curve and stops a run whose loss diverged."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-__all__ = ["CellLogger"]
+__all__ = ["CellLogger", "ValidationCurve"]
 
 
 class CellLogger(L.Callback):
@@ -33,7 +34,7 @@ class CellLogger(L.Callback):
             return
         text = genome.to_text()
         tb.add_text("cell/equations", "    " + text.replace("\n", "\n    "), global_step=0)
-        from growrnn.training.figures import draw_genome
+        from growrnn.genome.figures import draw_genome
         tb.add_figure("cell/diagram", draw_genome(genome, title=f"key {genome.key}"), global_step=0)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -45,3 +46,46 @@ class CellLogger(L.Callback):
         if value is not None and math.isfinite(float(value)):
             for logger in trainer.loggers:
                 logger.log_metrics({"hp_metric": float(value)}, step=trainer.global_step)
+
+
+class ValidationCurve(L.Callback):
+    """Records the learning curve: after every validation (not the sanity check) one point
+    ``{"step", "epoch", "val", "train_loss"}`` in :attr:`points`, ``val`` being the ``monitor``
+    metric (default: ``val/<metric>`` of the module's task spec, ``val/loss`` without one). The
+    end-of-epoch validation that repeats a check at the same step replaces its point. A training
+    loss that is no longer finite sets :attr:`diverged` and stops the run.
+
+    Subclasses act on each new point in :meth:`on_point` (the search's predictor stops hopeless
+    runs there)."""
+
+    def __init__(self, monitor: str | None = None) -> None:
+        self.monitor = monitor
+        self.points: list[dict[str, float]] = []
+        self.diverged, self.last_loss = False, math.nan
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.last_loss = float(loss.detach())
+        if not math.isfinite(self.last_loss):
+            self.diverged = True
+            trainer.should_stop = True
+
+    def monitored(self, pl_module: Any) -> str:
+        """The logged metric the curve follows."""
+        spec = getattr(pl_module, "spec", None)
+        return self.monitor or (f"val/{spec.metric}" if spec is not None else "val/loss")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitored(pl_module))
+        if value is None:
+            return
+        if self.points and self.points[-1]["step"] == trainer.global_step:
+            self.points.pop()  # the end-of-epoch check repeats the last one
+        self.points.append({"step": trainer.global_step, "epoch": trainer.current_epoch, "val": float(value),
+                            "train_loss": self.last_loss})
+        self.on_point(trainer, pl_module)
+
+    def on_point(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """Called after each new point; nothing here."""

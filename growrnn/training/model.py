@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.complexity import complexity
+from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
 from growrnn.training.distributed import gather_rows, shard_rows
@@ -30,7 +31,8 @@ class SequenceModel(L.LightningModule):
 
     Args:
         spec: the task's spec (linked from the datamodule by the CLI).
-        cell: a library cell name, genome text, or a path to a ``.txt``/``.json`` genome file.
+        cell: a :class:`~growrnn.genome.Genome` (used as it is, node ids included), a library cell
+            name, genome text, or a path to a ``.txt``/``.json`` genome file.
         hidden_size: units per layer of the ``GenomeRNN`` stack; a list gives every layer its own
             count and builds a growable stack (:class:`~growrnn.growth.GrowableRNN`).
         num_layers: layers of the stack (with a list of sizes: its length).
@@ -74,8 +76,8 @@ class SequenceModel(L.LightningModule):
     batches of stateful tasks and reset at every epoch's start.
     """
 
-    def __init__(self, spec: TaskSpec, cell: str = "lstm", hidden_size: int | list[int] = 128, num_layers: int = 1,
-                 embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
+    def __init__(self, spec: TaskSpec, cell: Genome | str = "lstm", hidden_size: int | list[int] = 128,
+                 num_layers: int = 1, embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
                  tie_weights: bool = False,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
                  eps: float | None = None,
@@ -100,6 +102,8 @@ class SequenceModel(L.LightningModule):
                 raise ArgumentError(name, allowed="a finite number >= 0", received=value,
                                     hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
         self.genome = load_genome(cell, "cell")
+        if isinstance(cell, Genome):  # hyper-parameters are plain values (a checkpoint loads them weights-only)
+            self.hparams["cell"] = self.genome.to_text()
         gen = torch.Generator().manual_seed(seed)
         sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
         if sizes is not None:

@@ -29,7 +29,7 @@ def test_call_time_shape_errors(args, cls, match) -> None:
     ({"num_layers": True}, "'num_layers'"),
     ({"dropout": 1.0}, r"'dropout'.*\[0, 1\)"),
     ({"fast_path": "yes"}, "'fast_path'.*True, False or 'auto'"),
-    ({"genome": "lsmt"}, "'name'.*dual_lstm, elman, gru.*Received: lsmt"),
+    ({"genome": "lsmt"}, "'genome'.*dual_lstm, elman, gru.*Received: lsmt"),
     ({"genome": 3}, "'genome'.*Received: int"),
 ])
 def test_constructor_errors(kwargs, match) -> None:

@@ -21,14 +21,14 @@ import pytest
 import torch
 
 from growrnn.errors import SearchError
+from growrnn.executors import Job, LocalExecutor, Outcome
 from growrnn.genome import Genome, library_cell
 from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
-from growrnn.search.executors import Job, LocalExecutor, Outcome
-from growrnn.search.job import _save_weights, inherit_into, run_candidate
+from growrnn.search.job import inherit_into, run_candidate, save_weights
 from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
-from growrnn.search.morphisms import add_connection
-from growrnn.search.operators import Limits
 from growrnn.search.storage import Archive, CandidateRow
+from growrnn.search.variation.morphisms import add_connection
+from growrnn.search.variation.operators import Limits
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"
@@ -168,7 +168,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_population(reference: tupl
         last = archive.last_generation()
         assert last is not None and last.gen < 2, "the kill came after the search had finished"
         assert any(r.generation >= 1 for r in before.values())
-    from growrnn.search.cli import main
+    from growrnn.commands.search import main
     assert main(["--config", str(DEBUG), "--db", str(db), "--progress", "false"]) == 0
     after = _done_rows(db)
     for i, row in before.items():  # finished before the kill: not evaluated again
@@ -283,9 +283,9 @@ def test_inherited_child_of_a_function_preserving_morphism_computes_the_parent(t
     # JSON round trip: the ids a search stores
     child_genome = Genome.from_json(add_connection(parent_genome, random.Random(0), Limits()).to_json())
     parent = SequenceModel(spec, cell=parent_genome.to_text(), hidden_size=6, seed=1)
-    _save_weights(tmp_path / "p.pt", parent, parent_genome.to_json())
-    child = SequenceModel(spec, cell=child_genome.to_text(), hidden_size=6, seed=2)
-    assert inherit_into(child, child_genome, tmp_path / "p.pt", parent_genome) == 6
+    save_weights(tmp_path / "p.pt", parent, parent_genome.to_json())
+    child = SequenceModel(spec, cell=child_genome, hidden_size=6, seed=2)  # the genome as it is: ids and all
+    assert inherit_into(child, tmp_path / "p.pt", parent_genome) == 6
     x = torch.randn(3, 7, spec.input_size, generator=torch.Generator().manual_seed(0))
     parent.eval()
     child.eval()

@@ -140,7 +140,7 @@ def test_early_stop_rule_arguments(kwargs: dict, match: str) -> None:
 def test_callback_records_the_curve_and_stops_the_trainer() -> None:
     callback = PredictorStop(EarlyStopRule(_Fixed(2.0, 10), "min", margin=0.1, min_train=5), threshold=1.0)
     module = SimpleNamespace(spec=SimpleNamespace(metric="loss"))
-    trainer = SimpleNamespace(sanity_checking=False, global_step=10, should_stop=False,
+    trainer = SimpleNamespace(sanity_checking=False, global_step=10, current_epoch=0, should_stop=False,
                               callback_metrics={"val/loss": 3.0})
     callback.on_validation_end(trainer, module)  # type: ignore[arg-type]
     callback.on_validation_end(trainer, module)  # type: ignore[arg-type]  # end-of-epoch repeat: same step
@@ -154,7 +154,7 @@ def test_callback_records_the_curve_and_stops_the_trainer() -> None:
 
 
 def test_callback_stops_a_real_run_after_k_validations() -> None:
-    from growrnn.evaluation.evaluate import evaluate
+    from growrnn.evaluation.runner import evaluate
     rule = EarlyStopRule(_Fixed(2.0, 10), "min", margin=0.0, min_train=5)
     callback = PredictorStop(rule, threshold=1.0)
     result = evaluate("elman", "adding", {"steps": 40, "val_every": 5}, seed=0, model={"hidden_size": 8},

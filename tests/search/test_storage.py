@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from growrnn.errors import ArgumentError, SearchError
-from growrnn.search.storage import NEUTRAL_KEYS, Archive, CandidateRow, decode_state, encode_state
+from growrnn.search.config import NEUTRAL
+from growrnn.search.storage import Archive, CandidateRow, decode_state, encode_state
 
 CONFIG = {"seed": 0, "task": "adding", "model": {"hidden_size": 8}, "workers": 2}
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +114,7 @@ def test_reopen_and_config_check(tmp_path: Path) -> None:
         Archive.open(path, bad)
     with pytest.raises(SearchError, match="keys extra differ"):
         Archive.open(path, {**CONFIG, "extra": 1})
-    with Archive.open(path, bad, neutral={*NEUTRAL_KEYS, "seed", "model"}) as db:
+    with Archive.open(path, bad, neutral={*NEUTRAL, "seed", "model"}) as db:
         assert db.config == bad
 
 

@@ -17,7 +17,7 @@ import time
 import lightning as L
 import torch
 
-from growrnn.evaluation.evaluate import quiet_lightning
+from growrnn.training.cli import quiet_lightning
 from growrnn.training.data import TaskData
 from growrnn.training.growth import StructureController
 from growrnn.training.model import SequenceModel

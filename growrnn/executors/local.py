@@ -1,4 +1,4 @@
-"""The process-pool executor (see :mod:`growrnn.search.executors`)."""
+"""The process-pool executor (see :mod:`growrnn.executors`)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from growrnn.errors import SearchError, format_message
-from growrnn.search._exec_common import (
+from growrnn.errors import ExecutorError, check_int, format_message
+from growrnn.executors.base import (
     PICKLE_HINT,
     THREAD_ENV,
     Attempt,
@@ -29,7 +29,6 @@ from growrnn.search._exec_common import (
     Outcome,
     Status,
     call_job,
-    check_count,
     limit_threads,
     settle,
 )
@@ -153,8 +152,8 @@ class LocalExecutor(BaseExecutor):
 
     def __init__(self, workers: int = 2, threads_per_worker: int = 1, *, preload: Sequence[str] = ("torch",)):
         super().__init__()
-        self.workers = check_count("workers", workers, 0)
-        self.threads_per_worker = check_count("threads_per_worker", threads_per_worker, 1)
+        self.workers = check_int("workers", workers, 0)
+        self.threads_per_worker = check_int("threads_per_worker", threads_per_worker, 1)
         self.preload = tuple(preload)
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: list[_Worker] = []
@@ -186,7 +185,7 @@ class LocalExecutor(BaseExecutor):
         try:
             while True:
                 if self._closed:
-                    raise SearchError("LocalExecutor was closed while its run() was still being read")
+                    raise ExecutorError("LocalExecutor was closed while its run() was still being read")
                 for w in [w for w in self._pool if w.ready and w.task is None]:
                     while queue and w.task is None and w in self._pool:  # a job that does not pickle frees w again
                         yield from self._dispatch(w, queue)
@@ -238,7 +237,7 @@ class LocalExecutor(BaseExecutor):
             reason = w.death()
             t = self._replace(w)
             if t is None:
-                raise SearchError(format_message(
+                raise ExecutorError(format_message(
                     f"an executor worker failed to start ({reason})",
                     hint="scripts must guard their entry point with `if __name__ == '__main__':`, and the "
                          f"preload modules {list(self.preload)} must import"))

@@ -8,53 +8,31 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import lightning as L
 
-from growrnn.errors import ArgumentError
+from growrnn.evaluation.config import Budget
+from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
 from growrnn.task import Task, get_task, task_factory
+from growrnn.training.callbacks import ValidationCurve
 from growrnn.training.cli import quiet_lightning
 from growrnn.training.model import SequenceModel
 
 __all__ = ["Budget", "Result", "evaluate"]
 
 
-@dataclass(frozen=True)
-class Budget:
-    """How long to train: any of optimizer ``steps``, ``epochs``, wall-clock ``seconds`` (the first
-    reached stops), and how often to validate for the learning curve (``val_every`` steps; default
-    once per epoch)."""
-
-    steps: int | None = None
-    epochs: int | None = None
-    seconds: float | None = None
-    val_every: int | None = None
-
-    def __post_init__(self) -> None:
-        hint = "e.g. budget: {steps: 500, val_every: 100} in a config, Budget(steps=500) in Python"
-        for name in ("steps", "epochs", "val_every"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ArgumentError(f"budget.{name}", allowed="an int >= 1, or null", received=value,
-                                    hint=hint if value != 0 else "a budget of 0 trains nothing; " + hint)
-        seconds = self.seconds
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not 0 < seconds < math.inf):
-            raise ArgumentError("budget.seconds", allowed="a finite number of seconds > 0, or null",
-                                received=seconds, hint=hint)
-        if self.steps is None and self.epochs is None and self.seconds is None:
-            raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=self,
-                                hint=hint)
-
-
 @dataclass
 class Result:
     """What one evaluation measured. ``curve`` holds one point per validation:
-    ``{"step", "epoch", "val", "train_loss"}``."""
+    ``{"step", "epoch", "val", "train_loss"}``. ``hidden_sizes`` are the trained model's unit
+    counts per layer (growth may have changed them); ``train_seconds`` sums the time between the
+    start and end of each training batch (forward, backward, optimizer step and the growth
+    controller's surgery; not validation) over ``train_steps`` batches."""
 
     task: str
     metric: str
@@ -71,6 +49,9 @@ class Result:
     wall_time: float = 0.0
     diverged: bool = False
     seed: int = 0
+    hidden_sizes: list[int] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,46 +60,57 @@ class Result:
         return self.val < other.val if self.direction == "min" else self.val > other.val
 
 
-class _Watch(L.Callback):
-    """Records the learning curve and stops a run whose loss is no longer finite."""
+class _Clock(L.Callback):
+    """Times the training batches (the last callback, so that its batch end includes the growth
+    controller's surgery)."""
 
-    def __init__(self, metric: str):
-        self.metric, self.diverged, self.last_loss = metric, False, math.nan
-        self.curve: list[dict[str, float]] = []
+    def __init__(self) -> None:
+        self.seconds, self.steps, self._start = 0.0, 0, 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.last_loss = float(loss.detach())
-        if not math.isfinite(self.last_loss):
-            self.diverged = True
-            trainer.should_stop = True
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking:
-            return
-        value = trainer.callback_metrics.get(f"val/{self.metric}")
-        if value is not None:
-            if self.curve and self.curve[-1]["step"] == trainer.global_step:
-                self.curve.pop()  # the end-of-epoch check repeats the last one
-            self.curve.append({"step": trainer.global_step, "epoch": trainer.current_epoch,
-                               "val": float(value), "train_loss": self.last_loss})
+        self.seconds += time.perf_counter() - self._start
+        self.steps += 1
 
 
-def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, Any], seed: int = 0, *,
-             task_options: dict[str, Any] | None = None, model: dict[str, Any] | None = None,
-             trainer: dict[str, Any] | None = None, test: bool = True, logger: Any = False) -> Result:
+def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int = 0, *,
+             task_options: Mapping[str, Any] | None = None, model: Mapping[str, Any] | None = None,
+             trainer: Mapping[str, Any] | None = None, grow: Mapping[str, Any] | None = None,
+             callbacks: Sequence[L.Callback] = (), threads: int | None = None, test: bool = True,
+             logger: Any = False) -> Result:
     """Train ``genome`` on ``task`` for ``budget`` and score it on valid (and test).
 
     Args:
-        genome: a Genome, genome text or library cell name.
+        genome: a Genome (it reaches the model as it is, node ids included), or anything
+            :func:`growrnn.genome.load` reads: a library cell name, genome text or a genome file.
         task: a task name (built with ``task_options``) or a task object.
         budget: a :class:`Budget` or its fields as a dict.
-        seed: seeds the weights, dropout and the task's data (its ``seed`` option, unless
-            ``task_options`` sets one).
+        seed: seeds the weights, dropout, the task's data (its ``seed`` option, unless
+            ``task_options`` sets one) and the growth controller (unless ``grow`` sets one).
         model: ``SequenceModel`` options (``hidden_size``, ``optimizer``, ``lr``, ...).
         trainer: extra ``lightning.Trainer`` options (``gradient_clip_val``, ...).
+        grow: ``StructureController`` options: train with growth on (``{}`` for the defaults;
+            ``None``: no growth). ``model.hidden_size`` is then the start size.
+        callbacks: more Lightning callbacks, run after the learning-curve recorder and before
+            the growth controller (e.g. weight inheritance in ``setup``, an early stop).
+        threads: torch threads while it runs (then restored); ``None`` leaves them as they are.
+            One thread makes results independent of the machine's core count.
         logger: a Lightning logger (e.g. TensorBoard), or False.
+
+    Shapes: the model reads the task's batches, ``(B, T, I)`` features or ``(B, T)`` tokens.
     """
+    if threads is None:
+        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger)
+    with torch_threads(threads):
+        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger)
+
+
+def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int,
+              task_options: Mapping[str, Any] | None, model: Mapping[str, Any] | None,
+              trainer: Mapping[str, Any] | None, grow: Mapping[str, Any] | None, callbacks: Sequence[L.Callback],
+              test: bool, logger: Any) -> Result:
     quiet_lightning()
     budget = budget if isinstance(budget, Budget) else Budget(**budget)
     if isinstance(task, str):
@@ -130,10 +122,9 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, 
         task_obj = task
     spec = task_obj.spec
     L.seed_everything(seed, workers=True, verbose=False)
-    cell = genome.to_text() if isinstance(genome, Genome) else genome
-    net = SequenceModel(spec, cell=cell, seed=seed, **(model or {}))
+    net = SequenceModel(spec, cell=genome, seed=seed, **(model or {}))  # a Genome goes in as it is
     datamodule = task_obj.datamodule()
-    watch = _Watch(spec.metric)
+    watch, clock = ValidationCurve(f"val/{spec.metric}"), _Clock()
     kw: dict[str, Any] = {
         "max_steps": budget.steps if budget.steps is not None else -1,
         "max_epochs": budget.epochs if budget.epochs is not None else (-1 if budget.steps or budget.seconds else None),
@@ -146,7 +137,12 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, 
         kw["val_check_interval"] = budget.val_every
         kw["check_val_every_n_epoch"] = None
     extra = dict(trainer or {})
-    kw["callbacks"] = [watch, *extra.pop("callbacks", [])]
+    hooks = [watch, *callbacks, *extra.pop("callbacks", [])]
+    if grow is not None:
+        from growrnn.training.growth import StructureController
+
+        hooks.append(StructureController(**{"seed": seed, **grow}))  # each run's growth draws its own numbers
+    kw["callbacks"] = [*hooks, clock]  # the clock last: its batch end includes the controller's surgery
     kw.update(extra)
     fitter = L.Trainer(**kw)
     start = time.perf_counter()
@@ -163,8 +159,7 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | dict[str, 
     g = net.genome
     figures = net.complexity()
     return Result(task=spec.name, metric=spec.metric, direction=spec.direction, genome=g.to_text(), key=g.key,
-                  val=val, test=test_value, curve=watch.curve, params=figures["params"],
+                  val=val, test=test_value, curve=watch.points, params=figures["params"],
                   rnn_params=figures["rnn_params"], macs_per_step=figures["macs_per_step"],
-                  steps=fitter.global_step, wall_time=wall, diverged=watch.diverged, seed=seed)
-
-
+                  steps=fitter.global_step, wall_time=wall, diverged=watch.diverged, seed=seed,
+                  hidden_sizes=net.hidden_sizes(), train_seconds=clock.seconds, train_steps=clock.steps)

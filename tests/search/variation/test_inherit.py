@@ -13,9 +13,9 @@ from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome import Genome, library_cell
 from growrnn.genome.validate import value_spaces
-from growrnn.search import inherit
-from growrnn.search.inherit import inherit_weights
-from growrnn.search.operators import OPERATORS, Limits
+from growrnn.search.variation import inherit
+from growrnn.search.variation.inherit import inherit_weights
+from growrnn.search.variation.operators import OPERATORS, Limits
 
 IN, H = 3, 4
 

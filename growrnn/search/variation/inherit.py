@@ -1,9 +1,9 @@
 """Weight inheritance: a child network starts from its parent's trained weights, call site by
-call site, matched by the genome's stable node ids (see :mod:`growrnn.search.operators`).
+call site, matched by the genome's stable node ids (see :mod:`growrnn.search.variation.operators`).
 
 >>> import random, torch, growrnn as gr
->>> from growrnn.search.operators import Limits
->>> from growrnn.search.morphisms import add_connection
+>>> from growrnn.search.variation.operators import Limits
+>>> from growrnn.search.variation.morphisms import add_connection
 >>> parent = gr.GenomeRNN(gr.cells.gru(), input_size=3, hidden_size=4)
 >>> child = gr.GenomeRNN(add_connection(parent.genome, random.Random(0), Limits()), 3, 4)
 >>> report = inherit_weights(child, parent)
@@ -14,16 +14,19 @@ call site, matched by the genome's stable node ids (see :mod:`growrnn.search.ope
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from growrnn.cells.rnn import GenomeRNN
+from growrnn.cells.plan import plan_for
+from growrnn.cells.rnn import GenomeRNN, layer_weights
 from growrnn.errors import ArgumentError
+from growrnn.genome.graph import Genome
 from growrnn.genome.validate import value_spaces
-from growrnn.search.morphisms import zero_init_nodes
+from growrnn.search.variation.morphisms import zero_init_nodes
 
-__all__ = ["InheritReport", "inherit_weights"]
+__all__ = ["InheritReport", "inherit_state", "inherit_weights"]
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +39,7 @@ class InheritReport:
         inherited: call sites whose weights (and bias) were copied from the parent.
         new: call sites the parent lacks (kept their initialisation, or zeroed).
         zeroed: of the new ones, identity inserts set to zero (see
-            :func:`growrnn.search.morphisms.zero_init_nodes`).
+            :func:`growrnn.search.variation.morphisms.zero_init_nodes`).
         names: the child's parameter tensors that received parent weights, sorted.
         inherited_ids / new_ids / zeroed_ids: the node ids behind the counts.
     """
@@ -53,16 +56,8 @@ class InheritReport:
 def inherit_weights(child: GenomeRNN, parent: GenomeRNN, zero_new: bool = True) -> InheritReport:
     """Copy ``parent``'s weights into ``child`` (in place) wherever their genomes share a call site.
 
-    A weighted call node of the child inherits when the parent's genome has a node with the same
-    id, the same kind (``affine``/``linear``/``diag``) and an argument of the same size (input-sized
-    vs hidden-sized); its weight block ``(H, d)`` or ``(H,)`` and bias ``(H,)`` are copied in every
-    layer. Other call sites keep the child's initialisation, except identity inserts, which are
-    set to zero when ``zero_new`` (so a morphism's child computes what its parent computed).
-
-    Both networks need the same ``input_size``, ``hidden_size`` and ``num_layers``, and the child's
-    genome must descend from the parent's through :mod:`growrnn.search.operators` (node ids are
-    kept by the JSON form, not by the text form).
-    """
+    Both networks need the same ``input_size``, ``hidden_size`` and ``num_layers``; see
+    :func:`inherit_state`, which this calls with the parent's genome and state dict."""
     for arg, value in (("child", child), ("parent", parent)):
         if not isinstance(value, GenomeRNN):
             raise ArgumentError(arg, allowed="a GenomeRNN", received=type(value).__name__)
@@ -71,7 +66,39 @@ def inherit_weights(child: GenomeRNN, parent: GenomeRNN, zero_new: bool = True) 
             raise ArgumentError(f"child.{size}", allowed=f"the parent's {size}, {getattr(parent, size)}",
                                 received=getattr(child, size),
                                 hint="build the child with the parent's sizes, then grow it if needed")
-    cg, pg = child.genome, parent.genome
+    return inherit_state(child, parent.genome, parent.state_dict(), zero_new)
+
+
+def inherit_state(child: GenomeRNN, parent: Genome, state: Mapping[str, torch.Tensor],
+                  zero_new: bool = True) -> InheritReport:
+    """Copy the weights of a ``parent`` genome's network, given as its ``state`` dict (the names
+    :class:`GenomeRNN` uses: ``weight_ih_l0``, ...), into ``child`` (in place), wherever the two
+    genomes share a call site. No module of the parent is built: its weights are read from the
+    state dict through the parent's plan.
+
+    A weighted call node of the child inherits when the parent's genome has a node with the same
+    id, the same kind (``affine``/``linear``/``diag``) and an argument of the same size (input-sized
+    vs hidden-sized); its weight block ``(H, d)`` or ``(H,)`` and bias ``(H,)`` are copied in every
+    layer (where the parent's block has the same shape). Other call sites keep the child's
+    initialisation, except identity inserts, which are set to zero when ``zero_new`` (so a
+    morphism's child computes what its parent computed).
+
+    The child's genome must descend from ``parent`` through :mod:`growrnn.search.variation`
+    (node ids are kept by the JSON form, not by the text form), and ``state`` must hold
+    ``child.num_layers`` layers.
+    """
+    if not isinstance(child, GenomeRNN):
+        raise ArgumentError("child", allowed="a GenomeRNN", received=type(child).__name__)
+    cg, pg = child.genome, parent
+    plan = plan_for(pg)
+    sizes = {state[f"weight_{g.tag}_l0"].shape[0] // len(g.members) for g in plan.groups
+             if f"weight_{g.tag}_l0" in state}
+    if plan.diags and "weight_diag_l0" in state:
+        sizes.add(state["weight_diag_l0"].shape[-1])
+    if sizes and sizes != {child.hidden_size}:
+        raise ArgumentError("state", allowed=f"weights of hidden size {child.hidden_size} (the child's)",
+                            received=f"hidden size {sorted(sizes)}",
+                            hint="resize the child to the parent's sizes first (growrnn.growth.resize_to)")
     c_space, p_space = value_spaces(cg), value_spaces(pg)
     p_index = {nid: k for k, nid in enumerate(pg.weighted)}
     zero = zero_init_nodes(pg, cg) if zero_new else set()
@@ -81,7 +108,13 @@ def inherit_weights(child: GenomeRNN, parent: GenomeRNN, zero_new: bool = True) 
     names: set[str] = set()
     with torch.no_grad():
         for layer in range(child.num_layers):
-            mine, theirs = child.cell_weights(layer), parent.cell_weights(layer)
+            mine = child.cell_weights(layer)
+            try:
+                theirs = layer_weights(pg, plan, child.hidden_size, lambda name: state[f"{name}_l{layer}"])  # noqa: B023
+            except KeyError as err:
+                raise ArgumentError("state", allowed=f"the state dict of the parent's {child.num_layers}-layer "
+                                    "GenomeRNN", received=f"no tensor {err}",
+                                    hint="pass GenomeRNN.state_dict() of a network of the parent genome") from None
             for k, nid in enumerate(cg.weighted):
                 node, j = cg.nodes[nid], p_index.get(nid)
                 _, weight, bias = mine[k]

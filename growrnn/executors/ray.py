@@ -1,4 +1,4 @@
-"""The Ray executor (see :mod:`growrnn.search.executors`). Ray is imported only when one is built."""
+"""The Ray executor (see :mod:`growrnn.executors`). Ray is imported only when one is built."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from growrnn.errors import ArgumentError
-from growrnn.search._exec_common import (
+from growrnn.errors import ArgumentError, check_int
+from growrnn.executors.base import (
     PICKLE_HINT,
     Attempt,
     BaseExecutor,
@@ -18,7 +18,6 @@ from growrnn.search._exec_common import (
     Outcome,
     Status,
     call_job,
-    check_count,
     limit_threads,
     settle,
 )
@@ -59,11 +58,11 @@ class RayExecutor(BaseExecutor):
                  preload: Sequence[str] = ("torch",), init_kwargs: Mapping[str, Any] | None = None):
         super().__init__()
         if num_cpus is not None:
-            check_count("num_cpus", num_cpus, 1)
+            check_int("num_cpus", num_cpus, 1)
             if address is not None:
                 raise ArgumentError("num_cpus", allowed="None when joining a cluster (address given)",
                                     received=num_cpus, hint="the cluster's nodes declare their own CPUs")
-        self.threads_per_worker = check_count("threads_per_worker", threads_per_worker, 1)
+        self.threads_per_worker = check_int("threads_per_worker", threads_per_worker, 1)
         self.preload = tuple(preload)
         self._ray = ray = _import_ray()
         self._owns_ray = not ray.is_initialized()

@@ -1,8 +1,9 @@
 """Shared parts of the executors: the job and outcome records, retries, thread limits, the base
-class. Import them from :mod:`growrnn.search.executors`."""
+class. Import the public ones from :mod:`growrnn.executors`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from growrnn.errors import ArgumentError, SearchError
+from growrnn.errors import ArgumentError, ExecutorError, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ class Job:
         t = self.timeout_s
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf):
             raise ArgumentError("timeout_s", allowed="None or a positive finite number of seconds", received=t)
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ArgumentError("retries", allowed="an integer >= 0", received=self.retries)
+        check_int("retries", self.retries, 0)
 
 
 @dataclass
@@ -123,10 +123,19 @@ def limit_threads(threads: int, preload: Sequence[str] = ()) -> None:
             torch.set_num_threads(threads)
 
 
-def check_count(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ArgumentError(name, allowed=f"an integer >= {low}", received=value)
-    return value
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the body with torch using ``threads`` threads, then restore the previous count: work in
+    one process (an inline job, the search's predictor fits) on as many threads as a worker, so
+    that its floating-point results do not depend on the machine's core count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(check_int("threads", threads, 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 _E = TypeVar("_E", bound="BaseExecutor")
@@ -142,7 +151,7 @@ class BaseExecutor:
         """Start ``jobs`` and yield one :class:`Outcome` per job as each completes. Closing the
         generator early (``.close()``, or dropping it) cancels the jobs still running."""
         if self._closed:
-            raise SearchError(f"{type(self).__name__} is closed; create a new executor to run more jobs")
+            raise ExecutorError(f"{type(self).__name__} is closed; create a new executor to run more jobs")
         jobs = list(jobs)
         keys = [j.key for j in jobs if isinstance(j, Job)]
         if len(keys) != len(jobs):
@@ -155,7 +164,7 @@ class BaseExecutor:
 
     def _guarded(self, jobs: list[Job]) -> Generator[Outcome, None, None]:
         if self._running:
-            raise SearchError(f"{type(self).__name__}.run is already in progress; finish it before starting another")
+            raise ExecutorError(f"{type(self).__name__}.run is already in progress; finish it before starting another")
         self._running = True
         try:
             yield from self._run(jobs)

@@ -1,7 +1,8 @@
-"""Executors: run candidate evaluations in parallel and report each one as an :class:`Outcome`.
+"""Executors: run jobs in parallel and report each one as an :class:`Outcome`.
 
-The search loop hands an executor a batch of :class:`Job` s (a top-level function and its
-arguments) and reads outcomes back in completion order. A job never makes ``run`` raise: a job
+The search loop, the comparison and ``growrnn grow seeds`` hand an executor a batch of
+:class:`Job` s (a top-level function and its arguments) and read outcomes back in completion
+order. A job never makes ``run`` raise: a job
 that raises is ``"failed"`` (with the traceback text), a worker process that dies is
 ``"crashed"``, a job past its ``timeout_s`` is ``"timeout"``; each is retried up to
 ``Job.retries`` times and ``Outcome.attempts`` counts the tries. Executors inject no randomness
@@ -24,11 +25,12 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from growrnn.errors import ArgumentError
-from growrnn.search._exec_common import Executor, Job, Outcome, Status
-from growrnn.search._exec_local import LocalExecutor
-from growrnn.search._exec_ray import RayExecutor
+from growrnn.executors.base import Executor, Job, Outcome, Status, limit_threads, torch_threads
+from growrnn.executors.local import LocalExecutor
+from growrnn.executors.ray import RayExecutor
 
-__all__ = ["Job", "Outcome", "Status", "Executor", "LocalExecutor", "RayExecutor", "make_executor"]
+__all__ = ["Job", "Outcome", "Status", "Executor", "LocalExecutor", "RayExecutor", "make_executor", "limit_threads",
+           "torch_threads"]
 
 _EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": RayExecutor}
 

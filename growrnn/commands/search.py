@@ -50,13 +50,12 @@ def _export(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from growrnn.search.config import build_config, check_config, config_parser, parse_command
+    from growrnn.search.config import parse_command, search_parser
     from growrnn.search.loop import run_search
     from growrnn.search.storage import Archive
 
-    parser = config_parser(db=True)
     if "-h" in argv or "--help" in argv:
-        parser.print_help()
+        search_parser(db=True).print_help()
         return 0
     db = _db_of(argv)
     if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
@@ -65,10 +64,8 @@ def _run(argv: list[str]) -> int:
                                 received=None, hint="growrnn search --config configs/debug/search.yaml --db x.db")
         with Archive.open(db, read_only=True) as archive:  # resume with the stored config, options on top
             argv = ["--config", json.dumps(archive.config), *argv]
-    namespace = parse_command(parser, argv, "growrnn search", "--config FILE --db PATH and config keys as options")
-    config = build_config(parser, namespace)
-    check_config(config)
-    result = run_search(config, namespace.db)
+    config, db = parse_command(argv)
+    result = run_search(config, db)
     print(f"search done: generation {result.generation}, population {list(result.population)}; "
           f"archive {result.db}, TensorBoard {result.tensorboard}\n"
           f"next: growrnn search export --db {result.db} --front --out {Path(str(result.db)).with_suffix('')}_front")

@@ -23,23 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``growrnn compare`` (``argv`` without the word ``compare``); returns the exit
     code: 0, or 1 when some runs failed (the report then holds the others; rerun to retry them).
     Errors are :class:`~growrnn.errors.GrowRNNError` s, which ``growrnn.cli`` prints."""
-    from growrnn.compare.config import build_config, check_config, config_parser
-    from growrnn.search.config import parse_command
+    from growrnn.compare.config import compare_parser, parse_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # one line per run (trained, skipped, failed) is the progress a comparison shows
     logging.getLogger("growrnn.compare").setLevel(logging.INFO)
-    parser = config_parser()
-    parser.add_argument("--out", type=str, required=True,
-                        help="the comparison's folder; an existing one is resumed (finished runs are skipped)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be trained, and train nothing")
     if "-h" in argv or "--help" in argv:
-        parser.print_help()
+        compare_parser(out=True).print_help()
         return 0
-    namespace = parse_command(parser, argv, "growrnn compare", "--config FILE --out DIR and config keys as options")
-    config = build_config(parser, namespace)
-    check_config(config)
+    config, namespace = parse_command(argv)
     from growrnn.compare.report import write_report
     from growrnn.compare.runner import run_comparison
 

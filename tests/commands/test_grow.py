@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from growrnn.cli import main
-from growrnn.training.seeds import seed_config
+from growrnn.commands.grow import seed_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "debug" / "grow_miconi_hard.yaml"
 

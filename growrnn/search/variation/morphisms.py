@@ -1,6 +1,6 @@
 """Network morphisms on cell genomes, after MOE/RNAS (Booysen & Bosman 2024, arXiv 2403.11173):
 add or remove a unit, add a (recurrent) connection, remove a connection, change an activation,
-change how two values combine. Same contract as :mod:`growrnn.search.operators`:
+change how two values combine. Same contract as :mod:`growrnn.search.variation.operators`:
 ``op(genome, rng, limits) -> Genome`` or :class:`~growrnn.errors.VariationError`.
 
 **Function preservation.** The growing morphisms add their new term *additively*:
@@ -9,7 +9,7 @@ change how two values combine. Same contract as :mod:`growrnn.search.operators`:
 rule is structural, and :func:`zero_init_nodes` recovers it from parent and child: a weighted call
 site that is new in the child, used once, as an operand of a new ``+`` (or the right operand of a
 new ``-``) whose other operand the parent already had, is an *identity insert*.
-:func:`growrnn.search.inherit.inherit_weights` sets those weights (and biases) to zero, so the
+:func:`growrnn.search.variation.inherit.inherit_weights` sets those weights (and biases) to zero, so the
 child starts computing exactly what its trained parent computed, and training grows the new path
 from there.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from growrnn.errors import VariationError
 from growrnn.genome.graph import ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node
 from growrnn.genome.validate import HIDDEN
-from growrnn.search._draft import Draft, Limits, Pos, attempt, reachable
+from growrnn.search.variation.draft import Draft, Limits, Pos, attempt, reachable
 
 __all__ = ["add_unit", "remove_unit", "add_connection", "add_recurrent_connection", "remove_connection",
            "change_activation", "change_combination", "zero_init_nodes", "MORPHISMS"]
@@ -171,7 +171,7 @@ def zero_init_nodes(parent: Genome, child: Genome) -> set[int]:
     return out
 
 
-#: The morphisms by name (all registered in growrnn.search.operators.OPERATORS).
+#: The morphisms by name (all registered in growrnn.search.variation.operators.OPERATORS).
 MORPHISMS: dict[str, Callable[[Genome, random.Random, Limits], Genome]] = {
     "add_unit": add_unit,
     "remove_unit": remove_unit,

@@ -4,8 +4,9 @@ interquartile range of units and loss against steps.
 ``growrnn grow seeds --config C --seeds 0-4 --jobs 2 --out DIR`` writes one config per seed
 (``DIR/configs/seed<s>.yaml``: the seed set in ``seed_everything``, ``model.seed``, the data's
 ``seed`` option and every callback's ``seed``; TensorBoard into ``DIR/tb/seed<s>``), runs them as
-``growrnn fit`` subprocesses (one torch thread each, ``--jobs`` at a time; a seed whose run has
-finished is skipped on a rerun), then draws ``DIR/growth.png`` and ``DIR/summary.csv``.
+``growrnn fit`` subprocesses (one torch thread each, ``--jobs`` at a time on the process-pool
+executor; a seed whose run has finished is skipped on a rerun), then draws ``DIR/growth.png`` and
+``DIR/summary.csv``.
 
 ``growrnn grow plot NAME=GLOB [NAME=GLOB ...] --out FILE.png`` draws groups of finished runs
 (TensorBoard run folders) on one figure, e.g. a grown network against fixed sizes.
@@ -20,7 +21,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,39 +92,42 @@ def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, An
     return c
 
 
+def fit_once(cmd: list[str], log_path: str, env: dict[str, str]) -> int:
+    """Run one ``growrnn fit`` command line as a subprocess, its output into ``log_path``; returns
+    its exit status (a job for the executor: a top-level function of plain data)."""
+    with open(log_path, "w") as logf:
+        return subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env).returncode
+
+
 def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, extra: Sequence[str]) -> list[Path]:
-    """Run the config once per seed (skipping finished ones); returns the TensorBoard folders."""
+    """Run the config once per seed (skipping finished ones), ``jobs`` at a time on a
+    :class:`~growrnn.executors.LocalExecutor`; returns the TensorBoard folders."""
+    from growrnn.executors import Job, LocalExecutor
+
     config = yaml.safe_load(config_path.read_text())
     (out / "configs").mkdir(parents=True, exist_ok=True)
-    runs, todo = [], []
+    runs, todo, folders = [], [], {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for s in seeds:
         tb = out / "tb" / f"seed{s}"
         path = out / "configs" / f"seed{s}.yaml"
         path.write_text(yaml.safe_dump(seed_config(config, s, tb), sort_keys=False))
         runs.append(tb)
         if not (tb / DONE).exists():
-            todo.append((s, path, tb))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: list[tuple[int, Path, subprocess.Popen, Any]] = []
-    failed = []
-    while todo or running:
-        while todo and len(running) < jobs:
-            s, path, tb = todo.pop(0)
             tb.mkdir(parents=True, exist_ok=True)
-            logf = open(tb.parent / f"seed{s}.log", "w")  # noqa: SIM115 - closed when the process ends
             cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", str(path), *extra]
             log.info("seed %d: %s", s, " ".join(cmd))
-            running.append((s, tb, subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env), logf))
-        while all(r[2].poll() is None for r in running):  # wait for whichever run ends first
-            time.sleep(0.5)
-        s, tb, proc, logf = next(r for r in running if r[2].poll() is not None)
-        running = [r for r in running if r[2] is not proc]
-        code = proc.wait()
-        logf.close()
-        if code == 0:
-            (tb / DONE).write_text("ok\n")
-        else:
-            failed.append(s)
+            todo.append(Job(f"seed{s}", fit_once, (cmd, str(tb.parent / f"seed{s}.log"), env)))
+            folders[f"seed{s}"] = (s, tb)
+    failed = []
+    # each job waits on its own subprocess, so a worker needs no torch; one job at a time runs inline
+    with LocalExecutor(workers=jobs if jobs > 1 else 0, threads_per_worker=1, preload=()) as executor:
+        for outcome in executor.run(todo):
+            s, tb = folders[outcome.key]
+            if outcome.ok and outcome.value == 0:
+                (tb / DONE).write_text("ok\n")
+            else:
+                failed.append(s)
     if failed:
         log.error("seeds %s failed; see %s", failed, out / "tb")
     return runs

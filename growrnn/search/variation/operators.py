@@ -1,11 +1,11 @@
 """Variation operators on cell genomes: tree genetic programming (Rawal & Miikkulainen 2018) plus
-the network morphisms of :mod:`growrnn.search.morphisms` (Booysen & Bosman 2024).
+the network morphisms of :mod:`growrnn.search.variation.morphisms` (Booysen & Bosman 2024).
 
 Every operator is a pure function ``op(genome, rng, limits) -> Genome``: it returns a new, valid
 genome (built through :func:`~growrnn.genome.make_genome`, the parser's validation path) that
 respects :class:`Limits`, or raises :class:`~growrnn.errors.VariationError` when it cannot apply.
 Node ids that survive an operator keep their value and brand-new nodes get ids above every id of
-the parent(s), so :func:`growrnn.search.inherit.inherit_weights` can match weighted call sites by
+the parent(s), so :func:`growrnn.search.variation.inherit.inherit_weights` can match weighted call sites by
 id. (Ids live in the JSON form; the text form renumbers them in reading order.)
 
 Besides the genome rules, a child must not lose what makes a cell useful: if the parent's ``h'``
@@ -28,11 +28,11 @@ import random
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from growrnn.errors import ArgumentError, VariationError
+from growrnn.errors import ArgumentError, VariationError, check_int
 from growrnn.genome.graph import ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node
 from growrnn.genome.validate import CONST, HIDDEN, value_spaces
-from growrnn.search import morphisms
-from growrnn.search._draft import CONSTANTS, STATE_NAMES, Draft, Limits, Retry, attempt, random_term, reachable
+from growrnn.search.variation import morphisms
+from growrnn.search.variation.draft import CONSTANTS, STATE_NAMES, Draft, Limits, Retry, attempt, random_term, reachable
 
 __all__ = ["Limits", "Operator", "Crossover", "point_mutation", "insert_branch", "shrink", "add_state",
            "remove_state", "subtree_crossover", "homologous_crossover", "OPERATORS", "CROSSOVERS", "vary"]
@@ -110,7 +110,7 @@ def add_state(genome: Genome, rng: random.Random, limits: Limits) -> Genome:
     """Add a memory state ``s``: a new line ``s' = ...`` (a leaky or gated memory of an existing
     value, or a small new recurrence) and a read ``+ linear(s)`` or ``+ diag(s)`` of ``s`` inside the
     equations of ``h'``. The read is an identity insert (see
-    :func:`growrnn.search.morphisms.zero_init_nodes`)."""
+    :func:`growrnn.search.variation.morphisms.zero_init_nodes`)."""
     if len(genome.memory_states) >= limits.max_states:
         raise VariationError("add_state", f"the genome has {len(genome.memory_states)} memory states, "
                                           f"the limit max_states={limits.max_states}")
@@ -281,8 +281,7 @@ def vary(parents: Sequence[Genome], rng: random.Random, limits: Limits,
                             hint="pass [genome] to mutate, [a, b] to allow crossover")
     if isinstance(p_crossover, bool) or not isinstance(p_crossover, (int, float)) or not 0 <= p_crossover <= 1:
         raise ArgumentError("p_crossover", allowed="a float in [0, 1]", received=p_crossover)
-    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
-        raise ArgumentError("tries", allowed="an int >= 1", received=tries)
+    check_int("tries", tries, 1)
     names = list(OPERATORS) + list(CROSSOVERS) if operators is None else list(operators)
     unknown = [n for n in names if n not in OPERATORS and n not in CROSSOVERS]
     if unknown or not names or isinstance(operators, str):

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from growrnn.errors import ArgumentError, SearchError
-from growrnn.search.executors import Executor, Job, LocalExecutor, Outcome, RayExecutor, make_executor
+from growrnn.errors import ArgumentError, ExecutorError
+from growrnn.executors import Executor, Job, LocalExecutor, Outcome, RayExecutor, make_executor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,7 +175,7 @@ def test_inline_executor_runs_in_process(tmp_path: Path, key: str) -> None:
 
 
 SCRIPT = """
-from growrnn.search.executors import Job, LocalExecutor
+from growrnn.executors import Job, LocalExecutor
 {guard}
     ex = LocalExecutor(workers=1, preload=())
     print([o.value for o in ex.run([Job("a", abs, (-3,))])])
@@ -216,7 +216,7 @@ def test_bad_arguments_are_named(build: Callable[[], object], match: str) -> Non
 def test_closed_executor_refuses_jobs() -> None:
     executor = LocalExecutor(workers=0)
     executor.close()
-    with pytest.raises(SearchError, match="closed"):
+    with pytest.raises(ExecutorError, match="closed"):
         executor.run([Job("a", double, (1,))])
 
 
@@ -225,18 +225,18 @@ def test_local_closing_while_reading_is_an_error() -> None:
     outcomes = executor.run([Job("a", nap, (0.01,)), Job("b", nap, (0.01,))])
     assert next(outcomes).key == "a"
     executor.close()
-    with pytest.raises(SearchError, match="closed while its run"):
+    with pytest.raises(ExecutorError, match="closed while its run"):
         next(outcomes)
 
 
 def test_local_worker_that_cannot_start_is_an_error() -> None:
     with LocalExecutor(workers=1, preload=("growrnn_no_such_module",)) as executor:
-        with pytest.raises(SearchError, match="failed to start.*growrnn_no_such_module"):
+        with pytest.raises(ExecutorError, match="failed to start.*growrnn_no_such_module"):
             list(executor.run([Job("a", double, (1,))]))
 
 
 def test_import_leaves_ray_out_and_missing_ray_gives_the_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    code = "import sys, growrnn.search.executors; sys.exit(int('ray' in sys.modules))"
+    code = "import sys, growrnn.executors; sys.exit(int('ray' in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(ImportError, match=r"pip install 'growrnn\[ray\]'"):

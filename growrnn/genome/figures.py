@@ -1,4 +1,6 @@
-"""A picture of a genome's DAG, drawn with matplotlib alone (no graphviz or other binaries)."""
+"""A picture of a genome's DAG, drawn with matplotlib alone (no graphviz or other binaries;
+matplotlib is imported only when a picture is drawn, so the genome package stays standard library
+only at import)."""
 
 from __future__ import annotations
 

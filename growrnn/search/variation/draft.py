@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from growrnn.errors import ArgumentError, GenomeError, VariationError
+from growrnn.errors import ArgumentError, GenomeError, VariationError, check_int
 from growrnn.genome.graph import ACTIVATIONS, BINARY, TERMINALS, WEIGHTED, Genome, Node, make_genome
 from growrnn.genome.validate import CONST, HIDDEN, INPUT, reachable, value_spaces
 
@@ -54,10 +54,8 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name, low in (("max_nodes", 1), ("max_depth", 1), ("max_states", 0), ("max_weighted", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ArgumentError(name, allowed=f"an int >= {low}", received=value,
-                                    hint="the defaults (48 nodes, depth 12, 3 states, 16 weights) fit library cells")
+            check_int(name, getattr(self, name), low,
+                      hint="the defaults (48 nodes, depth 12, 3 states, 16 weights) fit library cells")
 
     def violation(self, g: Genome) -> str | None:
         """Why ``g`` breaks a limit, or ``None`` if it respects them all."""

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError, VariationError
 from growrnn.genome import Genome, library_cell, parse
-from growrnn.search import morphisms, operators
-from growrnn.search._draft import constant_expressions, dead_states, measure
-from growrnn.search.morphisms import zero_init_nodes
-from growrnn.search.operators import CROSSOVERS, OPERATORS, Limits, subtree_crossover, vary
+from growrnn.search.variation import morphisms, operators
+from growrnn.search.variation.draft import constant_expressions, dead_states, measure
+from growrnn.search.variation.morphisms import zero_init_nodes
+from growrnn.search.variation.operators import CROSSOVERS, OPERATORS, Limits, subtree_crossover, vary
 
 CELLS = ("lstm", "gru", "elman", "mgu", "dual_lstm")
 #: (operator, cell) pairs where the operator cannot apply, with the reason it gives.
@@ -190,7 +190,7 @@ def test_docstring_examples() -> None:
 
 
 def test_operators_need_no_torch() -> None:
-    code = "import sys, growrnn.search.operators; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    code = "import sys, growrnn.search.variation.operators; assert 'torch' not in sys.modules, sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 

@@ -1,0 +1,203 @@
+"""The config layer of the commands that train cells through :func:`~growrnn.evaluation.evaluate`
+(``growrnn search`` and ``growrnn compare``): the :class:`Budget`, the ``SequenceModel`` and
+``Trainer`` keys such a command owns, the one loader and the one parse-error translation of their
+YAML files, the checks of the options they pass on, and the config keys that may change when a
+run resumes.
+
+A command's config is a dataclass whose fields are typed (nested dataclasses included, like
+``budget: Budget``), read through jsonargparse as ``growrnn fit`` reads its config: ``--config
+FILE`` plus one option per field (``--budget.steps 50``), unknown keys are errors. The options a
+command passes through to ``SequenceModel``, ``lightning.Trainer``, the task and the growth
+controller stay dicts in the file (``model: {lr: 0.01}``), and :func:`check_options` checks every
+key and value against the signature it goes to, so a mistake is an error naming the key.
+
+Standard library only at module level: jsonargparse and the components checked are imported
+when used, so reading a config stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from growrnn.errors import ArgumentError, GenomeError, check_int
+
+__all__ = ["Budget", "MODEL_OWNED", "TRAINER_OWNED", "RESUMABLE", "build_config", "check_keys", "check_options",
+           "check_grow", "config_parser", "load_cell", "neutral_keys", "parse_args", "parse_command", "read_config"]
+
+_C = TypeVar("_C")
+
+#: ``SequenceModel`` arguments a command sets itself, per run: the task's spec, the cell and the seed.
+MODEL_OWNED = ("spec", "cell", "seed")
+#: ``lightning.Trainer`` arguments a command sets itself: the budget sets how long a run trains,
+#: callbacks carry growth, inheritance and the predictor, and evaluate() sets logging and checkpoints.
+TRAINER_OWNED = ("callbacks", "logger", "max_steps", "max_epochs", "max_time", "enable_checkpointing",
+                 "val_check_interval", "check_val_every_n_epoch")
+#: Metadata of a config field that may change when a run resumes, because it changes where and how
+#: it computes or how long it runs, not what it finds: ``field(default=..., metadata=RESUMABLE)``.
+RESUMABLE: Mapping[str, Any] = {"resumable": True}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to train: any of optimizer ``steps``, ``epochs``, wall-clock ``seconds`` (the first
+    reached stops), and how often to validate for the learning curve (``val_every`` steps; default
+    once per epoch). A ``seconds`` budget makes results depend on the machine's speed, so two runs
+    with one seed may then differ.
+
+    In a search or comparison config it is the ``budget:`` key: ``budget: {steps: 500, val_every:
+    100}``."""
+
+    steps: int | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+    val_every: int | None = None
+
+    def __post_init__(self) -> None:
+        hint = "e.g. budget: {steps: 500, val_every: 100} in a config, Budget(steps=500) in Python"
+        for name in ("steps", "epochs", "val_every"):
+            value = getattr(self, name)
+            if value is not None:
+                check_int(f"budget.{name}", value, 1, allowed="an int >= 1, or null",
+                          hint=hint if value != 0 else "a budget of 0 trains nothing; " + hint)
+        seconds = self.seconds
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not 0 < seconds < math.inf):
+            raise ArgumentError("budget.seconds", allowed="a finite number of seconds > 0, or null",
+                                received=seconds, hint=hint)
+        if self.steps is None and self.epochs is None and self.seconds is None:
+            raise ArgumentError("budget", allowed="at least one of steps, epochs, seconds", received=self,
+                                hint=hint)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The limits that are set, as JSON values (``{"steps": 500}``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def neutral_keys(cls: type) -> frozenset[str]:
+    """The fields of the config dataclass ``cls`` marked :data:`RESUMABLE`."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
+
+
+# ------------------------------------------------------------------------------------------ reading
+def config_parser(cls: type, prog: str, description: str, config_help: str) -> Any:
+    """The jsonargparse parser of the config dataclass ``cls``: ``--config FILE`` plus one option
+    per field (``--workers 2``, ``--budget.steps 50``)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, exit_on_error=False, description=description)
+    parser.add_argument("--config", action=ActionConfigFile, help=config_help)
+    parser.add_class_arguments(cls, fail_untyped=True)
+    return parser
+
+
+def parse_args(parser: Any, argv: list[str], argument: str, allowed: str, hint: str) -> Any:
+    """``parser.parse_args(argv)``; a parse failure (an unknown key, a value of the wrong type) is
+    an :class:`~growrnn.errors.ArgumentError` naming ``argument`` (the command or the file) with
+    jsonargparse's explanation. The one translation of parse errors."""
+    from jsonargparse import ArgumentError as ParseError
+
+    try:
+        return parser.parse_args(argv)
+    except ParseError as err:
+        raise ArgumentError(argument, allowed=allowed, received=str(err).strip(), hint=hint) from None
+
+
+def parse_command(cls: type[_C], parser: Any, argv: list[str], command: str, allowed: str,
+                  check: Callable[[_C], None]) -> tuple[_C, Any]:
+    """A command's arguments (``--config FILE`` and config keys as options) -> its config of
+    ``cls``, checked by ``check``, and the namespace (for the options that are not config keys,
+    such as ``--db``). Errors name ``command`` and point at its ``--help``."""
+    namespace = parse_args(parser, argv, command, allowed, f"{command} --help lists them")
+    config = build_config(parser, namespace, cls)
+    check(config)
+    return config, namespace
+
+
+def build_config(parser: Any, namespace: Any, cls: type[_C]) -> _C:
+    """The ``cls`` in a namespace that its parser returned (``Budget`` checks itself here); keys
+    that are not its fields (``--db``, ``--out``) are left out."""
+    values = parser.instantiate(namespace)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in vars(values).items() if k in fields})
+
+
+def read_config(cls: type[_C], source: str | Path | Mapping[str, Any], parser: Any, *,
+                overrides: list[str] | None = None, what: str, example: str) -> _C:
+    """The one loader: read a config of ``cls`` from a YAML file (or from the dict a run stored),
+    apply command-line style ``overrides`` (``["--workers", "2"]``) and build it. ``what`` names
+    the config in errors (``"a search YAML"``), ``example`` is a shipped config to look at."""
+    if isinstance(source, Mapping):
+        import json
+
+        args, where = ["--config", json.dumps(dict(source))], "config"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ArgumentError("config", allowed=f"{what} file", received=str(path),
+                                hint=f"the shipped ones are in configs/ (e.g. {example})")
+        args, where = ["--config", str(path)], str(path)
+    namespace = parse_args(parser, [*args, *(overrides or [])], where,
+                           f"a config with the fields of {cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}",
+                           f"see {example}")
+    return build_config(parser, namespace, cls)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def check_keys(name: str, given: Mapping[str, Any], target: Callable[..., Any], owned: tuple[str, ...], hint: str,
+               owner: str) -> None:
+    """Every key of the options dict ``given`` is a parameter of ``target``, and none is one that
+    ``owner`` sets itself (``owned``); else an ArgumentError naming ``name.key``."""
+    params = inspect.signature(target).parameters
+    known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    for key in given:
+        if key in owned:
+            raise ArgumentError(f"{name}.{key}", allowed=f"not set: {owner} sets {', '.join(owned)}",
+                                received=given[key], hint=hint)
+        if key not in known:
+            raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
+                                hint=hint)
+
+
+def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), task_hint: str,
+                  model_owned: tuple[str, ...] = MODEL_OWNED, trainer_hint: str) -> None:
+    """Check what a command's ``config`` passes on: ``task`` is a registered task, and the keys
+    of ``task_options``, ``model`` and ``trainer`` are arguments of the task's factory,
+    ``SequenceModel`` and ``lightning.Trainer`` that ``owner`` (``"the search"``) does not set
+    itself. Imports the task registry, ``SequenceModel`` and Lightning."""
+    import lightning as L
+
+    from growrnn.task import task_factory, task_names
+    from growrnn.training.model import SequenceModel
+
+    if config.task not in task_names():
+        raise ArgumentError("task", allowed=", ".join(task_names()), received=config.task,
+                            hint="growrnn tasks lists the registered tasks")
+    check_keys("task_options", config.task_options, task_factory(config.task), task_owned, task_hint, owner)
+    check_keys("model", config.model, SequenceModel, model_owned,
+               "SequenceModel options, as under model: in a fit config", owner)
+    check_keys("trainer", config.trainer, L.Trainer, TRAINER_OWNED, trainer_hint, owner)
+
+
+def check_grow(name: str, grow: Mapping[str, Any], owner: str, hint: str, owned: tuple[str, ...] = ()) -> None:
+    """The keys of a ``grow`` dict are ``StructureController`` options."""
+    from growrnn.training.growth import StructureController
+
+    check_keys(name, grow, StructureController, owned, hint, owner)
+
+
+def load_cell(cell: str, where: str) -> Any:
+    """The genome a config's cell names (through :func:`growrnn.genome.load`: a library cell,
+    genome text, or a ``.txt``/``.json`` genome file); an invalid genome is an ArgumentError
+    naming the key ``where``."""
+    from growrnn.genome import load
+
+    try:
+        return load(cell, where)
+    except GenomeError as err:
+        raise ArgumentError(where, allowed="a valid genome", received=cell, hint=str(err)) from None
