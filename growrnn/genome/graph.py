@@ -185,6 +185,24 @@ def make_genome(nodes: Iterable[Node], bindings: Iterable[tuple[str, int]],
                 binding_positions: Mapping[str, Position] | None = None) -> Genome:
     """Validate and build a :class:`Genome`; raise a :class:`~growrnn.errors.GenomeError` subclass
     (with line and column when ``positions`` are given) if it is not a valid cell."""
-    node_map, binding_list = validate(list(nodes), list(bindings), positions or {},
-                                      binding_positions or {})
+    nodes, bindings = _shared_terminals(list(nodes), list(bindings))
+    node_map, binding_list = validate(nodes, bindings, positions or {}, binding_positions or {})
     return Genome(node_map, tuple(binding_list), dict(positions or {}))
+
+
+def _shared_terminals(nodes: list[Node], bindings: list[tuple[str, int]]) -> tuple[list[Node], list[tuple[str, int]]]:
+    """One node per constant value, as the parser builds them: equal constants are merged into the
+    one with the lowest id, so a genome built by an edit and the same genome read back from its
+    text are the same graph. (Two ``x`` or two nodes of one state stay an error of ``validate``.)"""
+    first: dict[tuple, int] = {}
+    alias: dict[int, int] = {}
+    for n in sorted(nodes, key=lambda n: n.id):
+        if n.op == "const":
+            key = (n.op, n.name, n.value)
+            alias[n.id] = first.setdefault(key, n.id)
+    if all(a == i for i, a in alias.items()):
+        return nodes, bindings
+    kept = [n if not any(a in alias and alias[a] != a for a in n.args)
+            else Node(n.id, n.op, tuple(alias.get(a, a) for a in n.args), n.name, n.value)
+            for n in nodes if alias.get(n.id, n.id) == n.id]
+    return kept, [(name, alias.get(nid, nid)) for name, nid in bindings]

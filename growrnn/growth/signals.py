@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, unit_rows
@@ -262,8 +262,7 @@ class GroupLasso(Signal):
         if not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth per weight; see docs/growth.md")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ArgumentError("warmup_steps", allowed="an int >= 0", received=self.warmup_steps)
+        check_int("warmup_steps", self.warmup_steps, 0)
         self.steps = 0
         if self.group not in ("outgoing", "units"):
             raise ArgumentError("group", allowed="outgoing, units", received=self.group,
@@ -426,10 +425,8 @@ class Ablation(Signal):
         if not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
-        for name in ("trial_steps", "check_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArgumentError(name, allowed="an int >= 1", received=value)
+        check_int("trial_steps", self.trial_steps, 1)
+        check_int("check_every", self.check_every, 1)
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")

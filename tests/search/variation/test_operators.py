@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from growrnn.cells.rnn import GenomeRNN
@@ -212,6 +212,7 @@ def chain(seed: int, steps: int, limits: Limits, check: bool) -> Genome:
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
+@example(seed=170319757)  # an edit left `z = 1` beside a literal 1: equal constants are one node
 def test_long_chains_stay_valid(seed: int) -> None:
     chain(seed, 50, Limits(), check=True)
 
