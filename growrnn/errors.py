@@ -29,6 +29,7 @@ __all__ = [
     "ExecutorError",
     "ShapeError",
     "ArgumentError",
+    "ReplicaError",
     "format_message",
     "check_int",
 ]
@@ -59,6 +60,14 @@ class ArgumentError(GrowRNNError, ValueError):
         self.argument = argument
         super().__init__(format_message(f"invalid argument '{argument}'", allowed=allowed,
                                         received=received, hint=hint))
+
+
+class ReplicaError(GrowRNNError, RuntimeError):
+    """The processes of a data-parallel run no longer hold the same model (a structure change
+    applied differently on one of them); ``hint`` says where to look."""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(format_message(message, hint=hint))
 
 
 def check_int(argument: str, value: object, low: int, *, hint: str | None = None, allowed: str | None = None) -> int:

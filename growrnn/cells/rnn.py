@@ -186,6 +186,17 @@ class GenomeRNN(nn.Module):
                                         nn.Parameter(torch.empty(len(self.plan.diags), H, **kw)))
         self.reset_parameters(generator)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the plan's generated functions cannot be pickled (ddp_spawn sends the model to its
+        # workers by pickle): they are rebuilt from the plan's source
+        return {k: v for k, v in self.__dict__.items() if k not in ("_layer_fn", "_step_fn")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fns = _functions(self.plan.source)
+        self._layer_fn = fns["layer"]
+        self._step_fn = torch.compile(fns["step"], dynamic=False) if self.compiled else fns["step"]
+
     # ------------------------------------------------------------------------------ weights
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Uniform(-1/sqrt(H), 1/sqrt(H)) as torch's RNNs; diag scales uniform(0, 1) (IndRNN)."""

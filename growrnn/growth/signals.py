@@ -130,6 +130,14 @@ class Signal:
         """The multiplier/gate value a new unit starts with."""
         return 0.0
 
+    def across_processes(self, t: Tensor) -> Tensor:
+        """``t`` averaged over the processes of a data-parallel run (``t`` itself in one process).
+        A signal that measures something on its batch (not on the weights, which every process
+        holds alike) passes it through here, so every process uses the global batch's value. The
+        controller sets ``process_mean`` (:class:`growrnn.training.distributed.Replicas`)."""
+        mean = getattr(self, "process_mean", None)
+        return t if mean is None else mean(t)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -481,6 +489,7 @@ class Ablation(Signal):
                 hook.remove()
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
+        means = {k: self.across_processes(m) for k, m in sorted(means.items())}  # the global batch's, under DDP
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
         for _, k, j in picked:
             ahead, recurrent = outgoing_weights(rnn, decoder, k)

@@ -80,7 +80,8 @@ def run(args: list[str] | None) -> int:
         if cli.subcommand != "fit":
             return 0
         summary = fit_summary(cli.trainer, cli.model, cli.datamodule)
-    print(summary.text())
+    if cli.trainer.global_rank == 0:  # under DDP every process gets here; one summary is enough
+        print(summary.text())
     if summary.diverged and not cli.config["fit"].get("allow_divergence", False):
         print(format_message("growrnn: error: the run diverged: its loss or weights became NaN or infinite",
                              hint="lower model.lr, clip the gradients (trainer.gradient_clip_val: 1.0), or "

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 
 from growrnn.task import TaskSpec, get_task
+from growrnn.training.distributed import shard_loader
 
 __all__ = ["TaskData"]
 
@@ -21,8 +22,20 @@ class TaskData(L.LightningDataModule):
 
     def __init__(self, task: str, options: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self._made_with = (task, dict(options or {}))
         self.task = get_task(task, **(options or {}))
         self.spec: TaskSpec = self.task.spec
+        self.inner = self.task.datamodule()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # tasks hold closures, which cannot be pickled (ddp_spawn sends the data to its workers by
+        # pickle): the task is made again from its name and options
+        return {k: v for k, v in self.__dict__.items() if k not in ("task", "inner")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        task, options = self._made_with
+        self.task = get_task(task, **options)
         self.inner = self.task.datamodule()
 
     def setup(self, stage: str | None = None) -> None:
@@ -33,13 +46,15 @@ class TaskData(L.LightningDataModule):
         if trainer is None:
             return self.inner.train_dataloader()
         progress = trainer.fit_loop.epoch_loop.batch_progress
-        return ResumableLoader(self.inner.train_dataloader(), lambda: progress.current.processed)  # type: ignore[attr-defined]
+        # on many processes each trains on its rows of every (global) batch (training/distributed.py)
+        return ResumableLoader(shard_loader(self.inner.train_dataloader(), trainer),
+                               lambda: progress.current.processed)  # type: ignore[attr-defined]
 
     def val_dataloader(self) -> Any:
-        return self.inner.val_dataloader()
+        return shard_loader(self.inner.val_dataloader(), self.trainer, training=False)
 
     def test_dataloader(self) -> Any:
-        return self.inner.test_dataloader()
+        return shard_loader(self.inner.test_dataloader(), self.trainer, training=False)
 
 
 class ResumableLoader:

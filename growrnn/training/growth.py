@@ -42,6 +42,8 @@ from growrnn.errors import ArgumentError
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
 from growrnn.growth.signals import SIGNALS, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
+from growrnn.growth.surgery import UnitMap
+from growrnn.training.distributed import Replicas, check_strategy
 
 __all__ = ["StructureController", "SIGNALS"]
 
@@ -175,6 +177,7 @@ class StructureController(L.Callback):
         self._pending: list[tuple[int, list[int]]] = []  # (step, units per layer) not yet logged
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
         self._lrs: list[float] = []
+        self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
 
     # ------------------------------------------------------------------ checks and hooks
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
@@ -184,6 +187,9 @@ class StructureController(L.Callback):
             raise ArgumentError("model.tie_weights", allowed="false with a StructureController", received=True,
                                 hint="a tied decoder cannot change size with the last layer")
         self.signal.check(pl_module.rnn, hp)
+        check_strategy(trainer)
+        self.replicas = Replicas(trainer)
+        self.signal.process_mean = self.replicas.mean_tensor  # type: ignore[attr-defined]
         n = len(layers)
         self.added = self.added or [0] * n
         self.deleted = self.deleted or [0] * n
@@ -233,14 +239,23 @@ class StructureController(L.Callback):
             return
         self._last_step = step
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), _loss_of(outputs))
-        if self.signal.needs_probe:
-            self.signal.measure(rnn, decoder, lambda: pl_module.batch_loss(batch), step)
+        loss = self.replicas.mean(_loss_of(outputs))  # the global batch's loss under DDP
+        self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), loss)
+        if self.signal.needs_probe:  # under DDP a probe is the global batch's loss (every process's rows)
+            self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step)
         if step % self.every_n_steps == 0:
+            plans = []
             for k in range(len(layers_of(rnn))):
                 if self.histogram_every and step % self.histogram_every == 0:
                     self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
-                self._grow(pl_module, k, optimizer)
+                plans.append(self._decide(rnn, decoder, k))
+            # under DDP every process applies rank 0's decisions (one small collective when none)
+            plans, self.streaks = self.replicas.agree(plans, self.streaks, self.rng, self.gen)
+            for k, units in enumerate(plans):
+                if units is not None:
+                    self._grow(pl_module, k, units, optimizer)
+            if any(units is not None for units in plans):
+                self.replicas.resized(pl_module, optimizer)  # check the replicas, rebuild DDP's reducer
         sizes = [layer.hidden_size for layer in layers_of(rnn)]
         self._pending.append((step, sizes))
         if self._logs_now(trainer):
@@ -265,8 +280,8 @@ class StructureController(L.Callback):
         """Layer ``k``'s unit scores under this controller's signal (shape ``(H_k,)``)."""
         return self.signal.scores(rnn, decoder, k)
 
-    def _grow(self, pl_module: Any, k: int, optimizer: Any) -> None:
-        rnn, decoder = pl_module.rnn, pl_module.decoder
+    def _decide(self, rnn: Any, decoder: torch.nn.Linear, k: int) -> UnitMap | None:
+        """Layer ``k``'s units after the rule (``None``: unchanged)."""
         H = int(layers_of(rnn)[k].hidden_size)
         if self.settles:
             units, self.streaks[k] = need_step(self.signal.dead(rnn, decoder, k), self.streaks[k], self.need,
@@ -274,7 +289,12 @@ class StructureController(L.Callback):
         else:
             units = structure_step(self.signal.scores(rnn, decoder, k), self.rule, self.rng)
         if units.size == H and int(units.index[-1]) == H - 1:  # kept in order, none added: unchanged
-            return
+            return None
+        return units
+
+    def _grow(self, pl_module: Any, k: int, units: UnitMap, optimizer: Any) -> None:
+        rnn, decoder = pl_module.rnn, pl_module.decoder
+        H = int(layers_of(rnn)[k].hidden_size)
         fresh = torch.nonzero(units.index < 0).flatten().tolist()
         kept = units.size - len(fresh)
         std = self.init_std
@@ -335,6 +355,22 @@ class StructureController(L.Callback):
                 experiment.add_histogram(f"structure/scores/layer{k}", scores.float().cpu(), step)
 
     # ------------------------------------------------------------------ state
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn pickles the callbacks to its workers: a torch.Generator pickles through a
+        # temporary tensor whose shared-memory file descriptor torch may hand out twice (the spawn
+        # then fails with "bad value(s) in fds_to_keep"); its state travels as bytes instead
+        state = dict(self.__dict__)
+        for key in ("gen", "gate_gen"):
+            state[key] = bytes(state[key].get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in ("gen", "gate_gen"):
+            gen = torch.Generator()
+            gen.set_state(torch.frombuffer(bytearray(state[key]), dtype=torch.uint8))
+            state[key] = gen
+        self.__dict__.update(state)
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.getstate(), "gen": self.gen.get_state(), "added": list(self.added),
                 "deleted": list(self.deleted), "signal": self.signal_name, "pending": list(self._pending),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -16,6 +17,7 @@ from growrnn.genome.complexity import complexity
 from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
+from growrnn.training.distributed import gather_rows, shard_rows
 
 __all__ = ["SequenceModel", "OPTIMIZERS"]
 
@@ -267,6 +269,8 @@ class SequenceModel(L.LightningModule):
         return (self.global_step + 1) % every == 0 or bool(getattr(trainer, "fast_dev_run", False))
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+        if batch["x"].shape[0] == 0:  # a process's empty share of a batch smaller than the processes
+            return
         _, loss_sum, count, correct = self._step(batch, stage)
         sums = self._sums[stage]
         sums[0] += float(loss_sum)
@@ -281,9 +285,15 @@ class SequenceModel(L.LightningModule):
 
     def _end(self, stage: str) -> None:
         loss, count, correct = self._sums[stage]
+        many = self._trainer is not None and self._trainer.world_size > 1
+        if many:  # every process evaluated its rows of each batch: the sums are the whole set's
+            sums = self._trainer.strategy.reduce(torch.tensor(self._sums[stage], dtype=torch.float64,  # type: ignore[union-attr]
+                                                              device=self.device), reduce_op="sum")
+            loss, count, correct = sums.tolist()
         value = metric_value(self.spec.metric, loss, count, correct)
-        self.log(f"{stage}/{self.spec.metric}", value, prog_bar=True)
-        self.log(f"{stage}/loss", loss / count if count else math.nan)
+        # the values are the same on every process; sync_dist says so to Lightning (a mean of equals)
+        self.log(f"{stage}/{self.spec.metric}", value, prog_bar=True, sync_dist=many)
+        self.log(f"{stage}/loss", loss / count if count else math.nan, sync_dist=many)
 
     def on_validation_epoch_end(self) -> None:
         self._end("val")
@@ -352,8 +362,10 @@ class SequenceModel(L.LightningModule):
         checkpoint["growrnn"] = {"spec": self.spec.as_dict(), "genome": self.genome.to_text(),
                                  "hidden_size": self.hidden_sizes() if growable else self.rnn.hidden_size,
                                  "embedding_size": self.rnn.input_size if encoded else None,
-                                 # the carried state an exact mid-epoch resume goes on with
-                                 "train_state": None if epoch_done else self._state.get("train")}
+                                 # the carried state an exact mid-epoch resume goes on with (the whole
+                                 # batch's: every process's rows, so it resumes on any number of them)
+                                 "train_state": None if epoch_done else gather_rows(self._state.get("train"),
+                                                                                   self._trainer)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the stored unit counts before the weights load (Lightning calls this hook before
@@ -362,7 +374,7 @@ class SequenceModel(L.LightningModule):
         meta = checkpoint.get("growrnn", {})
         _check_same_model(self, meta)
         if meta.get("train_state") is not None:  # Lightning resumes mid-epoch without on_train_epoch_start
-            self._state["train"] = meta["train_state"]
+            self._state["train"] = shard_rows(meta["train_state"], self._trainer)
             self._resume = {"step": checkpoint.get("global_step")}
         stored = meta.get("hidden_size")
         if stored is None or stored == self.rnn.hidden_size or stored == self.hidden_sizes():
@@ -373,6 +385,15 @@ class SequenceModel(L.LightningModule):
                                 "growable stack or one untied layer)", received=f"hidden sizes {stored}")
         from growrnn.growth.stack import resize_to
         resize_to(self.rnn, self.decoder, stored)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """As torch's, after giving a growable stack the unit counts of ``state_dict``'s weights
+        (how Lightning hands a grown model back from ``ddp_spawn``'s workers to the main process)."""
+        sizes = _sizes_in(self, state_dict)
+        if sizes is not None and sizes != self.hidden_sizes():
+            from growrnn.growth.stack import resize_to
+            resize_to(self.rnn, self.decoder, sizes)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SequenceModel:  # type: ignore[override]
@@ -421,6 +442,20 @@ def _check_same_model(model: SequenceModel, meta: dict[str, Any]) -> None:
         raise ArgumentError("ckpt_path", allowed=f"a checkpoint of task {mine['name']} ({mine})",
                             received=f"a checkpoint of task {theirs.get('name')} ({theirs})",
                             hint="pass the config (data.task and its options) the checkpoint was trained with")
+
+
+def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] | None:
+    """The unit counts of a growable stack's weights in ``state_dict`` (read off the readers of
+    each layer: the next layer's input weights, the decoder); ``None`` for a fixed stack."""
+    from growrnn.growth.stack import GrowableRNN, input_weights
+    if not isinstance(model.rnn, GrowableRNN):
+        return None
+    layers = model.rnn.layers
+    names = [f"rnn.layers.{k + 1}.{input_weights(layers[k + 1])[0][0]}" for k in range(len(layers) - 1)]
+    readers = [state_dict.get(name) for name in [*names, "decoder.weight"]]
+    if any(w is None or w.dim() != 2 for w in readers):
+        return None
+    return [int(w.shape[1]) for w in readers]  # type: ignore[union-attr]
 
 
 def _first(state: Any) -> Tensor:
