@@ -90,7 +90,8 @@ def _step_time(case: Case, grow: bool, steps: int) -> float:
     if grow and case.signal in ("group_lasso", "l0_gate", "ablation"):
         # the signal's whole per-step cost (the ablation's measurements included), no resize
         callbacks.append(StructureController(signal=case.signal, reserve=0, reserve_fraction=0.0, dead_steps=10**9,
-                                             max_units=1024, **({"lam": 0.0, "trial_steps": 1} if case.signal == "ablation" else {})))
+                                             max_units=1024,
+                                             **({"lam": 0.0, "trial_steps": 1} if case.signal == "ablation" else {})))
     elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
     trainer = L.Trainer(max_steps=steps + skip, logger=False, enable_checkpointing=False, enable_progress_bar=False,

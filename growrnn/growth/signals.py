@@ -393,8 +393,9 @@ class Ablation(Signal):
 
     New units start with zero outgoing weights (the function is kept) and are on trial (spare)
     for ``trial_steps`` steps (counted at the first step's learning rate: a unit added after a
-    scheduler halved the rate is tried twice as many steps); then they are measured first. Units are measured round-robin at
-    ``rate`` units per step on average, in rounds every ``check_every`` steps (each round costs
+    scheduler halved the rate is tried twice as many steps); then they are measured first. Units
+    are measured round-robin at ``rate`` units per step on average, in rounds every
+    ``check_every`` steps (each round costs
     one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
     per step); a unit's worth is a running mean over its measurements (the newest weighted
     ``memory``). A measured unit below the bar is **dead**. Works for any cell and stack: a unit
@@ -497,12 +498,12 @@ class Ablation(Signal):
             biases = reader_biases(rnn, decoder, k) if self.baseline == "mean" else [None] * len(readers)
             saved = [w[:, j].clone() for w in readers]
             saved_b = [None if b is None else b.clone() for b in biases]
-            for w, b, col in zip(readers, biases, saved):
+            for w, b, col in zip(readers, biases, saved, strict=True):
                 w[:, j] = 0
                 if b is not None:  # the unit's mean output stays, as a bias
                     b += col * means[k][j].to(col)
             loss = probe()
-            for w, b, col, old_b in zip(readers, biases, saved, saved_b):
+            for w, b, col, old_b in zip(readers, biases, saved, saved_b, strict=True):
                 w[:, j] = col
                 if b is not None and old_b is not None:
                     b.copy_(old_b)

@@ -103,7 +103,8 @@ class StructureController(L.Callback):
                  multiplier_floor: float = 0.025, multiplier_l1: float = 8e-4, multiplier_grad_scale: float = 0.1,
                  histogram_every_n_steps: int = 1000, lam: float | None = None, group: str = "outgoing",
                  preconditioned: bool | None = None, relative: bool = True, dead_steps: int | None = None,
-                 l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0, reserve_fraction: float | None = None,
+                 l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0,
+                 reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
                  ablation_baseline: str = "zero") -> None:
         if signal not in SIGNALS:

@@ -217,7 +217,7 @@ def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int
     before = [p.detach().clone() for p in params]
     signal.after_step(rnn, decoder, None, None)  # one step old: due
     signal.measure(rnn, decoder, probe, step=0)
-    assert all(torch.equal(a, p.detach()) for a, p in zip(before, params))
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, params, strict=True))
     base = probe()
     mean = rnn(x)[0].detach().reshape(-1, sizes[-1]).mean(0)
     for k in range(len(sizes)):
@@ -232,7 +232,7 @@ def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int
                     w[:, j] = 0
             expected.append(probe() - base)
             with torch.no_grad():
-                for p, v in zip(params, before):
+                for p, v in zip(params, before, strict=True):
                     p.copy_(v)
         torch.testing.assert_close(signal.worth[k].double(), torch.tensor(expected, dtype=torch.float64),
                                    rtol=1e-5, atol=1e-6)
