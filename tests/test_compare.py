@@ -197,6 +197,14 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
     ("seeds", [0, 0], "'seeds'.*distinct"),
     ("seeds", [0, -1], "'seeds\\[1\\]'"),
     ("task", "nosuchtask", "'task'"),
+    # values are typed against the signature they go to, as `growrnn fit` types them
+    ("model", {"lr": "abc"}, "'model.lr'.*Allowed: a value of type float.*Received: abc"),
+    ("trainer", {"gradient_clip_val": [1]}, "'trainer.gradient_clip_val'.*Received: \\[1\\]"),
+    ("task_options", {"length": "ten"}, "'task_options.length'.*int.*Received: ten"),
+    ("entries.1.grow", {"max_units": "many"}, "'entries\\[1\\].grow.max_units'.*int.*Received: many"),
+    ("entries.1.model", {"l1": "x"}, "'entries\\[1\\].model.l1'.*float.*Received: x"),
+    ("tuning", {"lr": [0.01, "fast"]}, "'tuning.lr\\[1\\]'.*float.*Received: fast"),
+    ("model", {"lr": 0.01, "fast_path": "auto", "eps": None}, None),  # valid values of float, bool | str, None
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, where: str, value: Any, match: str | None) -> None:
     config = yaml.safe_load(DEBUG.read_text())

@@ -41,6 +41,7 @@ from growrnn.evaluation.config import (
     check_grow,
     check_keys,
     check_options,
+    check_value,
     config_parser,
     load_cell,
     read_config,
@@ -163,8 +164,9 @@ def tuning_grid(tuning: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ checks
-def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str) -> None:
-    check_keys(name, given, target, owned, hint, owner="the comparison")
+def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...], hint: str, *,
+          values: bool = True) -> None:
+    check_keys(name, given, target, owned, hint, owner="the comparison", values=values)
 
 
 def _size(name: str, value: object) -> None:
@@ -192,12 +194,14 @@ def check_config(config: CompareConfig) -> None:
                   trainer_hint="the budget sets how long each run trains")
     if "hidden_size" in config.model:
         _size("model.hidden_size", config.model["hidden_size"])
-    _keys("tuning", config.tuning, SequenceModel, (*MODEL_OWNED, "hidden_size"),
-          "tune shared SequenceModel options such as lr; sizes are the entries'")
+    tuning_hint = "tune shared SequenceModel options such as lr; sizes are the entries'"
+    _keys("tuning", config.tuning, SequenceModel, (*MODEL_OWNED, "hidden_size"), tuning_hint, values=False)
     for key, values in config.tuning.items():
         if not isinstance(values, list) or not values:
             raise ArgumentError(f"tuning.{key}", allowed="a non-empty list of values", received=values,
                                 hint="e.g. tuning: {lr: [0.001, 0.003]}")
+        for j, value in enumerate(values):
+            check_value(f"tuning.{key}[{j}]", SequenceModel, key, value, tuning_hint)
     if not config.entries:
         raise ArgumentError("entries", allowed="a non-empty list of entries", received=config.entries)
     names: set[str] = set()

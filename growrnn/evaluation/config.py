@@ -7,9 +7,15 @@ run resumes.
 A command's config is a dataclass whose fields are typed (nested dataclasses included, like
 ``budget: Budget``), read through jsonargparse as ``growrnn fit`` reads its config: ``--config
 FILE`` plus one option per field (``--budget.steps 50``), unknown keys are errors. The options a
-command passes through to ``SequenceModel``, ``lightning.Trainer``, the task and the growth
-controller stay dicts in the file (``model: {lr: 0.01}``), and :func:`check_options` checks every
-key and value against the signature it goes to, so a mistake is an error naming the key.
+command passes through to ``SequenceModel``, ``lightning.Trainer``, the task's factory and the
+growth controller are dicts in the file (``model: {lr: 0.01}``, ``grow: {max_units: 64}``) typed
+as ``growrnn fit`` types them: :func:`check_options` and :func:`check_grow` check that every key is
+a parameter of the signature it goes to (and not one the command sets itself), and
+:func:`check_value` that its value is of the parameter's annotated type as jsonargparse reads it
+(``int | list[int]``, a ``Literal``, ``float | None``; an untyped or ``Any`` parameter takes any
+value). A mistake is an :class:`~growrnn.errors.ArgumentError` at load time naming the full key
+(``model.lr``, ``entries[2].grow.max_units``), the type allowed and the value received. The dicts
+passed on stay as written: nothing is converted and no default is added.
 
 Standard library only at module level: jsonargparse and the components checked are imported
 when used, so reading a config stays cheap.
@@ -18,6 +24,7 @@ when used, so reading a config stays cheap.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -28,7 +35,8 @@ from typing import Any, TypeVar
 from growrnn.errors import ArgumentError, GenomeError, check_int
 
 __all__ = ["Budget", "MODEL_OWNED", "TRAINER_OWNED", "RESUMABLE", "build_config", "check_keys", "check_options",
-           "check_grow", "config_parser", "load_cell", "neutral_keys", "parse_args", "parse_command", "read_config"]
+           "check_grow", "check_value", "config_parser", "load_cell", "neutral_keys", "parse_args", "parse_command",
+           "read_config"]
 
 _C = TypeVar("_C")
 
@@ -150,9 +158,10 @@ def read_config(cls: type[_C], source: str | Path | Mapping[str, Any], parser: A
 
 # ------------------------------------------------------------------------------------------ checks
 def check_keys(name: str, given: Mapping[str, Any], target: Callable[..., Any], owned: tuple[str, ...], hint: str,
-               owner: str) -> None:
+               owner: str, *, values: bool = True) -> None:
     """Every key of the options dict ``given`` is a parameter of ``target``, and none is one that
-    ``owner`` sets itself (``owned``); else an ArgumentError naming ``name.key``."""
+    ``owner`` sets itself (``owned``); else an ArgumentError naming ``name.key``. With ``values``
+    each value is also checked against the parameter's type (:func:`check_value`)."""
     params = inspect.signature(target).parameters
     known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
     for key in given:
@@ -162,6 +171,79 @@ def check_keys(name: str, given: Mapping[str, Any], target: Callable[..., Any], 
         if key not in known:
             raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
                                 hint=hint)
+    if values:
+        for key, value in given.items():
+            check_value(f"{name}.{key}", target, key, value, hint)
+
+
+def check_value(name: str, target: Callable[..., Any], key: str, value: Any, hint: str) -> None:
+    """``value`` is of the type that parameter ``key`` of ``target`` (a class or a function) is
+    annotated with, as jsonargparse reads it (as ``growrnn fit`` types its ``model:`` and
+    ``trainer:``: ``lr: "abc"`` is no float, a string for an ``int | list[int]`` is neither);
+    else an ArgumentError naming ``name`` (``model.lr``) with the annotated type and the value.
+    Only checks: what is passed on stays the value as written. A parameter without a type (or one
+    jsonargparse cannot read) takes any value."""
+    from jsonargparse import ArgumentError as ParseError
+
+    parser = _value_parser(target, key)
+    if parser is None:
+        return
+    try:
+        parser.parse_object({key: value})
+    except ParseError:
+        raise ArgumentError(name, allowed=_annotation(target, key), received=value, hint=hint) from None
+
+
+@functools.cache
+def _value_parser(target: Callable[..., Any], key: str) -> Any:
+    """A jsonargparse parser of parameter ``key`` of ``target`` alone (the others are skipped, so
+    none is required and none is given a default here), or None where it has no typed option."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    skip = {n for n in inspect.signature(target).parameters if n != key}
+    try:
+        if inspect.isclass(target):
+            parser.add_class_arguments(target, skip=skip, fail_untyped=False, sub_configs=True)
+        else:
+            parser.add_function_arguments(target, skip=skip, fail_untyped=False, sub_configs=True)
+    except Exception:  # noqa: BLE001 - a signature jsonargparse cannot read is not checked
+        return None
+    return parser if any(getattr(a, "dest", None) == key for a in parser._actions) else None
+
+
+def _annotation(target: Callable[..., Any], key: str) -> str:
+    """The type of parameter ``key`` of ``target`` in words (``a value of type int | list[int]``,
+    ``one of 'none', 'decay'``), aliases resolved where they can be."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve is shown as written
+        hints = {}
+    if key in hints:
+        text = _type_text(hints[key])
+        return text if text.startswith("one of ") else f"a value of type {text}"
+    annotation = inspect.signature(target).parameters[key].annotation
+    if annotation is inspect.Parameter.empty:
+        return "any value"
+    return f"a value of type {annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)}"
+
+
+def _type_text(tp: Any) -> str:
+    """``int | list[int]``, ``null``; a Literal (or a union of them) as ``one of 'a', 'b'``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        if all(typing.get_origin(a) is typing.Literal or a is type(None) for a in args):
+            values = [v for a in args for v in (typing.get_args(a) if a is not type(None) else ("null",))]
+            return "one of " + ", ".join(v if v == "null" else repr(v) for v in values)
+        return " | ".join(_type_text(a) for a in args)
+    return "null" if tp is type(None) else inspect.formatannotation(tp)
 
 
 def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), task_hint: str,

@@ -86,6 +86,12 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     ("budget: {steps: -3}\n", "'budget.steps'.*Received: -3"),
     ("budget: {seconds: .nan}\n", "'budget.seconds'"),
     ("address: auto\n", "'address'.*executor: ray"),
+    # values are typed against the signature they go to, as `growrnn fit` types them
+    ("model: {lr: abc}\n", "'model.lr'.*Allowed: a value of type float.*Received: abc"),
+    ("model: {hidden_size: big}\n", "'model.hidden_size'.*int \\| list\\[int\\].*Received: big"),
+    ("trainer: {gradient_clip_val: [1]}\n", "'trainer.gradient_clip_val'.*Received: \\[1\\]"),
+    ("task_options: {length: ten}\n", "'task_options.length'.*int.*Received: ten"),
+    ("model: {hidden_size: [8]}\ngrow: {max_units: many}\n", "'grow.max_units'.*int.*Received: many"),
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, yaml: str, match: str) -> None:
     path = tmp_path / "bad.yaml"
