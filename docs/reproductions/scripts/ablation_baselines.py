@@ -10,6 +10,7 @@ the sums and the share of units below the recipe's bar (1e-3 of the loss). Examp
 """
 
 import argparse
+import itertools
 
 import lightning as L
 import torch
@@ -34,7 +35,7 @@ net = SequenceModel(data.spec, cell="lstm", hidden_size=[args.units], seed=args.
 L.Trainer(max_epochs=args.epochs, enable_progress_bar=False, logger=False, enable_checkpointing=False,
           gradient_clip_val=1.0, num_sanity_val_steps=0, enable_model_summary=False).fit(net, datamodule=data)
 data.setup("fit")
-batches = [b for _, b in zip(range(4), data.train_dataloader())]
+batches = list(itertools.islice(data.train_dataloader(), 4))
 worth: dict[str, torch.Tensor] = {}
 for baseline in ("zero", "mean"):
     total = torch.zeros(args.units)
