@@ -33,6 +33,17 @@ def data_dir() -> Path:
     return path
 
 
+def need_ray() -> None:
+    """Skip (fail in CI) unless Ray is installed."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        msg = "ray is not installed: pip install 'growrnn[ray]'"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 def need_data(request: pytest.FixtureRequest, task: str) -> None:
     """Skip (fail in CI) unless the data of ``task`` is staged; generated tasks need nothing."""
     if task in DATA_TASKS:

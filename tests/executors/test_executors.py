@@ -18,6 +18,7 @@ import pytest
 
 from growrnn.errors import ArgumentError, ExecutorError
 from growrnn.executors import Executor, Job, LocalExecutor, Outcome, RayExecutor, make_executor
+from tests.conftest import need_ray
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -248,13 +249,9 @@ def test_import_leaves_ray_out_and_missing_ray_gives_the_hint(monkeypatch: pytes
 def ray_executor() -> Iterator[RayExecutor]:
     """One local Ray for the module: starting Ray takes seconds. Missing ray fails in CI, skips
     elsewhere. (Ray workers get the driver's sys.path, so they import this module by name.)"""
-    try:
-        import ray
-    except ImportError:
-        msg = "ray is not installed: pip install 'growrnn[ray]'"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_ray()
+    import ray
+
     with RayExecutor(num_cpus=2) as executor:
         yield executor
     assert not ray.is_initialized()

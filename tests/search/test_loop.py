@@ -29,6 +29,7 @@ from growrnn.search.loop import SearchResult, candidate_seed, run_search, weight
 from growrnn.search.storage import Archive, CandidateRow
 from growrnn.search.variation.morphisms import add_connection
 from growrnn.search.variation.operators import Limits
+from tests.conftest import need_ray
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"
@@ -188,13 +189,9 @@ def test_process_pool_gives_the_inline_population(reference: tuple[Path, SearchR
 
 @pytest.mark.slow
 def test_ray_gives_the_inline_population(reference: tuple[Path, SearchResult], tmp_path: Path) -> None:
-    try:
-        import ray
-    except ImportError:
-        msg = "ray is not installed: pip install 'growrnn[ray]'"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_ray()
+    import ray
+
     db = tmp_path / "ray.db"
     run_search(debug_config(executor="ray", workers=2), db)
     assert not ray.is_initialized(), "the search shuts down the Ray it started"
