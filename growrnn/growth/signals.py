@@ -492,10 +492,13 @@ class Ablation(Signal):
             return  # a diverged batch measures nothing
         means = {k: self.across_processes(m) for k, m in sorted(means.items())}  # the global batch's, under DDP
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
-        for _, k, j in picked:
+        readers_of: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
+        for k in {k for _, k, _ in picked}:  # each layer's readers and their biases, once
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
-            readers = ahead + recurrent
-            biases = reader_biases(rnn, decoder, k) if self.baseline == "mean" else [None] * len(readers)
+            biases = reader_biases(rnn, decoder, k) if self.baseline == "mean" else [None] * len(ahead + recurrent)
+            readers_of[k] = (ahead + recurrent, biases)
+        for _, k, j in picked:
+            readers, biases = readers_of[k]
             saved = [w[:, j].clone() for w in readers]
             saved_b = [None if b is None else b.clone() for b in biases]
             for w, b, col in zip(readers, biases, saved, strict=True):
