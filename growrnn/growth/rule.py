@@ -84,7 +84,8 @@ def structure_step(scores: Tensor, rule: GrowthRule, rng: random.Random) -> Unit
 class NeedRule:
     """The settling signals' rule (no probability anywhere): a dead unit is *spare* (and so is a
     unit still on trial, where the signal says so); a unit dead for ``dead_steps`` consecutive
-    steps is deleted (never below ``min_units``); and while fewer than
+    steps is deleted (never below ``min_units``: a unit kept only by that floor is not counted as
+    spare, so a layer whose every unit failed still tries new ones); and while fewer than
     ``max(reserve, ceil(reserve_fraction * units))`` units are spare, units are added (up to
     ``max_units``). A new unit is spare until it proves itself, so the layer tries that many fresh
     units at a time: it grows while they prove themselves and stops when they do not, whatever the
@@ -125,10 +126,14 @@ def need_step(dead: Tensor, streak: Tensor, rule: NeedRule, spare: Tensor | None
     streak = torch.where(dead, streak + 1, torch.zeros_like(streak))
     expired = (streak >= rule.dead_steps).tolist()
     keep = [j for j in range(H) if not expired[j]]
+    floor: list[int] = []
     if len(keep) < rule.min_units:  # never below the floor: keep the units dead the shortest time
         order = sorted(range(H), key=lambda j: (int(streak[j]), j))
-        keep = sorted(set(keep) | set(order[: rule.min_units]))
-    spares = int((dead if spare is None else spare)[keep].sum()) if keep else 0
+        floor = [j for j in order[: rule.min_units] if expired[j]]
+        keep = sorted(set(keep) | set(floor))
+    # a unit kept only by the floor is not a spare: it does not stop the layer from trying new ones
+    counted = [j for j in keep if j not in floor]
+    spares = int((dead if spare is None else spare)[counted].sum()) if counted else 0
     add = max(0, min(rule.spares_wanted(len(keep)) - spares, rule.max_units - len(keep)))
     if len(keep) == H and not add:
         return UnitMap(torch.arange(H)), streak

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from growrnn.errors import ArgumentError, check_int
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
-from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, unit_rows
+from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, reads_output, unit_rows
 from growrnn.growth.surgery import UnitMap
 
 __all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "SIGNALS", "make_signal",
@@ -431,9 +431,10 @@ class Ablation(Signal):
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
-        if self.baseline not in ("mean", "zero"):
-            raise ArgumentError("baseline", allowed="mean, zero", received=self.baseline,
-                                hint="mean: an ablated unit's mean output stays, as a bias of its readers")
+        if self.baseline not in ("zero", "mean", "regress"):
+            raise ArgumentError("baseline", allowed="zero, mean, regress", received=self.baseline,
+                                hint="mean: an ablated unit's mean output stays, as a bias of its readers; "
+                                     "regress: its best linear estimate from the other units stands in")
         if not 0 < self.memory <= 1:
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
@@ -480,9 +481,9 @@ class Ablation(Signal):
             return
         self.budget -= len(picked)
         layers = layers_of(rnn)
-        means: dict[int, Tensor] = {}
-        hooks = [layers[k].register_forward_hook(_mean_output(means, k)) for k in {k for _, k, _ in picked}] \
-            if self.baseline == "mean" else []
+        moments: dict[int, Tensor] = {}
+        hooks = [layers[k].register_forward_hook(_output_moments(moments, k, self.baseline == "regress"))
+                 for k in {k for _, k, _ in picked}] if self.baseline != "zero" else []
         try:
             base = probe()
         finally:
@@ -490,30 +491,42 @@ class Ablation(Signal):
                 hook.remove()
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
-        means = {k: self.across_processes(m) for k, m in sorted(means.items())}  # the global batch's, under DDP
+        moments = {k: self.across_processes(m) for k, m in sorted(moments.items())}  # the global batch's, under DDP
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
-        readers_of: dict[int, tuple[list[Tensor], list[Tensor | None]]] = {}
-        for k in {k for _, k, _ in picked}:  # each layer's readers and their biases, once
+        bar = self.bar()
+        for k in sorted({k for _, k, _ in picked}):
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
-            biases = reader_biases(rnn, decoder, k) if self.baseline == "mean" else [None] * len(ahead + recurrent)
-            readers_of[k] = (ahead + recurrent, biases)
-        for _, k, j in picked:
-            readers, biases = readers_of[k]
-            saved = [w[:, j].clone() for w in readers]
-            saved_b = [None if b is None else b.clone() for b in biases]
-            for w, b, col in zip(readers, biases, saved, strict=True):
-                w[:, j] = 0
-                if b is not None:  # the unit's mean output stays, as a bias
-                    b += col * means[k][j].to(col)
-            loss = probe()
-            for w, b, col, old_b in zip(readers, biases, saved, saved_b, strict=True):
-                w[:, j] = col
-                if b is not None and old_b is not None:
-                    b.copy_(old_b)
-            worth = loss - base if math.isfinite(loss) else math.inf
-            old = float(self.worth[k][j])
-            self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
-            self.seen[k][j] = step
+            readers, of_h = ahead + recurrent, reads_output(rnn, k)
+            biases = reader_biases(rnn, decoder, k) if k in moments else [None] * len(readers)
+            gone: list[int] = []  # units removed in this round: no longer stand-ins for others
+            stand_ins = _stand_ins(moments[k], gone) if k in moments else None
+            for j in [j for _, kk, j in picked if kk == k]:
+                saved = [w.clone() for w in readers]
+                saved_b = [None if b is None else b.clone() for b in biases]
+                for w, b, h in zip(readers, biases, of_h, strict=True):
+                    col = w[:, j].clone()
+                    if stand_ins is not None and h:  # unit j's output replaced by its stand-in
+                        coef = stand_ins[j].to(col)
+                        w.add_(torch.outer(col, coef[:-1]))
+                        if b is not None:
+                            b.add_(col * coef[-1])
+                    w[:, j] = 0
+                loss = probe()
+                worth = loss - base if math.isfinite(loss) else math.inf
+                old = float(self.worth[k][j])
+                self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
+                self.seen[k][j] = step
+                if float(self.worth[k][j]) < bar:
+                    # dead: the removal measured is kept (the controller deletes a unit that has no
+                    # outgoing weights left, so the deletion costs what was measured), and the
+                    # units measured after it are measured without it
+                    base, gone = loss, gone + [j]
+                    stand_ins = _stand_ins(moments[k], gone) if k in moments else None
+                    continue
+                for w, b, old_w, old_b in zip(readers, biases, saved, saved_b, strict=True):
+                    w.copy_(old_w)
+                    if b is not None and old_b is not None:
+                        b.copy_(old_b)
 
     def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         """Each unit's running worth (0 before its first measurement)."""
@@ -547,12 +560,44 @@ class Ablation(Signal):
         self.lr0 = state.get("lr0")
 
 
-def _mean_output(means: dict[int, Tensor], k: int) -> Callable[..., None]:
-    """A forward hook that keeps a layer's mean output per unit (over batch and time) in ``means[k]``."""
+def _output_moments(moments: dict[int, Tensor], k: int, second: bool) -> Callable[..., None]:
+    """A forward hook that keeps a layer's output moments over batch and time in ``moments[k]``:
+    the mean ``(H,)``, or with ``second`` the mean of ``[h, 1] [h, 1]^T``, ``(H + 1, H + 1)`` (the
+    last row and column are the mean)."""
     def hook(module: nn.Module, args: Any, output: Any) -> None:
-        out = output[0]
-        means[k] = out.detach().reshape(-1, out.shape[-1]).mean(0)
+        out = output[0].detach()
+        x = out.reshape(-1, out.shape[-1]).double()
+        if second:
+            x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+            moments[k] = x.T @ x / x.shape[0]
+        else:
+            moments[k] = x.mean(0)
     return hook
+
+
+def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -> Tensor:
+    """Each unit's stand-in, ``(H, H + 1)``: row ``j`` holds the coefficients ``c`` (``c[j] = 0``,
+    and 0 for the units in ``gone``) and the constant ``c[H]`` of the best linear estimate of unit
+    ``j``'s output from the other units' outputs, ``h_j ~ sum_i c[i] h_i + c[H]``. From the mean
+    output alone ``(H,)``, the constant is the mean and the other coefficients are 0; from the
+    second moments ``(H + 1, H + 1)`` of ``[h, 1]`` (see :func:`_output_moments`), it is the
+    least-squares regression on the others that are not ``gone`` (with a ``ridge`` relative to
+    the mean variance), read off the inverse ``P`` of their moment matrix:
+    ``c[i] = -P[i, j] / P[j, j]``."""
+    H = moments.shape[0] - (moments.dim() == 2)
+    coef = torch.zeros(H, H + 1, dtype=torch.float64)
+    if moments.dim() == 1:
+        coef[:, H] = moments.double()
+        return coef
+    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])
+    g = moments.double()[keep][:, keep].clone()
+    units = keep[:-1]
+    g[:-1, :-1] += torch.eye(len(units), dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
+    p = torch.linalg.inv(g)
+    fit = -p / p.diagonal()[None, :]  # column j: the coefficients that estimate unit j from the others
+    fit.fill_diagonal_(0.0)
+    coef[units[:, None], keep[None, :]] = fit.T[:-1]
+    return coef
 
 
 #: signal name -> class

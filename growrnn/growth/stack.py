@@ -200,10 +200,20 @@ def reader_biases(rnn: nn.Module, decoder: nn.Linear, k: int) -> list[Tensor | N
                                       for g in nxt.plan.groups if g.input_sized]
     else:
         ahead = [decoder.bias]
-    reads_h = {name for name, _ in h_weights(layers[k])}
-    rec = [getattr(layers[k], f"bias_{g.tag}_l0") if g.has_bias and f"weight_{g.tag}_l0" in reads_h else None
-           for g in layers[k].plan.groups if not g.input_sized]
+    of_h = reads_output(rnn, k)[len(ahead):]
+    rec = [getattr(layers[k], f"bias_{g.tag}_l0") if g.has_bias and h else None
+           for g, h in zip([g for g in layers[k].plan.groups if not g.input_sized], of_h, strict=True)]
     return ahead + rec
+
+
+def reads_output(rnn: nn.Module, k: int) -> list[bool]:
+    """For each weight of :func:`outgoing_weights` (ahead, then recurrent), whether it reads layer
+    ``k``'s output ``h`` itself (the feed-forward readers always do; a recurrent weight may read a
+    memory state or a local instead)."""
+    layers = layers_of(rnn)
+    ahead = len(input_weights(layers[k + 1])) if k + 1 < len(layers) else 1
+    reads_h = {name for name, _ in h_weights(layers[k])}
+    return [True] * ahead + [name in reads_h for name, _ in recurrent_weights(layers[k])]
 
 
 def unit_rows(layer: GenomeRNN) -> list[tuple[Tensor, Tensor]]:

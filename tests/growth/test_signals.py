@@ -178,6 +178,8 @@ def test_the_gate_cost_pushes_log_alpha_down() -> None:
     ([0, 0, 1], [0, 7, 2], NeedRule(reserve=1, dead_steps=10), [0, 1, 2], 0, [0, 0, 3]),
     # shrink only (reserve 0), never below min_units
     ([1, 1, 1], [5, 5, 6], NeedRule(reserve=0, dead_steps=6, min_units=2), [0, 1], 0, [6, 6]),
+    # every unit failed: the floor keeps one, which is not a spare, so a new unit is tried beside it
+    ([1, 1], [3, 3], NeedRule(reserve=1, dead_steps=1), [0], 1, [4, 0]),
     # at max_units nothing is added
     ([0, 0], [0, 0], NeedRule(reserve=1, max_units=2), [0, 1], 0, [0, 0]),
     # a reserve fraction: ceil(0.25 * 5) = 2 spare wanted, none spare
@@ -201,17 +203,19 @@ def _probe(rnn: GrowableRNN, decoder: nn.Linear, x: torch.Tensor, y: torch.Tenso
 
 
 @pytest.mark.parametrize("cell, sizes, baseline", [("lstm", (3,), "zero"), ("gru", (2, 3), "zero"),
-                                                    ("lstm", (3,), "mean")])
+                                                    ("lstm", (3,), "mean"), ("lstm", (3,), "regress")])
 def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int, ...], baseline: str) -> None:
     """Each unit's worth is the loss with its outgoing weights zeroed by hand (with ``mean``: and
-    its mean output added to the decoder's and the recurrent product's biases) minus the loss;
-    measuring leaves the weights as they were."""
+    its mean output added to the decoder's and the recurrent product's biases; with ``regress``:
+    its least-squares estimate from the other units' outputs and a constant, moved into the
+    readers' other columns and biases) minus the loss; measuring leaves the weights as they were."""
     rnn, decoder = _stack(cell, sizes)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(3, 5, 4, generator=gen, dtype=torch.float64)
     y = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64)
     probe = _probe(rnn, decoder, x, y)
     signal = Ablation(lam=0.0, trial_steps=1, rate=100.0, check_every=1, baseline=baseline)
+    signal.bar = lambda: -math.inf  # type: ignore[method-assign]  # every unit lives: measured, not removed
     signal.check(rnn, {})
     params = list(rnn.parameters()) + list(decoder.parameters())
     before = [p.detach().clone() for p in params]
@@ -219,15 +223,20 @@ def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int
     signal.measure(rnn, decoder, probe, step=0)
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, params, strict=True))
     base = probe()
-    mean = rnn(x)[0].detach().reshape(-1, sizes[-1]).mean(0)
+    out = rnn(x)[0].detach().reshape(-1, sizes[-1])
     for k in range(len(sizes)):
         expected = []
         for j in range(sizes[k]):
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
+            others = torch.cat([out[:, :j], out[:, j + 1:], torch.ones_like(out[:, :1])], 1)
+            fit = torch.linalg.lstsq(others, out[:, j:j + 1]).solution.flatten()
+            coef = torch.cat([fit[:j], fit.new_zeros(1), fit[j:-1]]) if baseline == "regress" else out.new_zeros(3)
+            const = {"mean": out[:, j].mean(), "regress": fit[-1]}.get(baseline, 0.0)
             with torch.no_grad():
-                if baseline == "mean":  # one LSTM layer: the decoder and W_hh read h
-                    decoder.bias += decoder.weight[:, j] * mean[j]
-                    rnn.layers[0].bias_hh_l0 += rnn.layers[0].weight_hh_l0[:, j] * mean[j]
+                for w, b in ((decoder.weight, decoder.bias),  # one LSTM layer: the decoder and W_hh read h
+                             (rnn.layers[0].weight_hh_l0, rnn.layers[0].bias_hh_l0)) if baseline != "zero" else ():
+                    b += w[:, j] * const
+                    w += torch.outer(w[:, j], coef)
                 for w in ahead + recurrent:
                     w[:, j] = 0
             expected.append(probe() - base)
@@ -235,7 +244,37 @@ def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int
                 for p, v in zip(params, before, strict=True):
                     p.copy_(v)
         torch.testing.assert_close(signal.worth[k].double(), torch.tensor(expected, dtype=torch.float64),
-                                   rtol=1e-5, atol=1e-6)
+                                   rtol=1e-5, atol=1e-5 if baseline == "regress" else 1e-6)  # regress: a tiny ridge
+
+
+@pytest.mark.parametrize("baseline, folded", [("regress", True), ("zero", False)])
+def test_a_dead_units_removal_is_kept_and_the_next_unit_is_measured_without_it(baseline: str, folded: bool) -> None:
+    """Of two twin units (the same rows, so the same output), ``regress`` finds the first
+    replaceable by the second: it is dead, its outgoing weights are moved onto its twin (the
+    function is unchanged), and the twin, measured next without it, lives. ``zero`` finds neither
+    replaceable: both live and the weights are as they were."""
+    rnn, decoder = _stack("lstm", (3,))
+    layer = rnn.layers[0]
+    with torch.no_grad():
+        for w in (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0):
+            w.view(4, 3, -1)[:, 1] = w.view(4, 3, -1)[:, 0]  # unit 1 is unit 0's twin
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    y = decoder(rnn(x)[0]).detach() + 0.1 * torch.randn(4, 6, 5, generator=gen, dtype=torch.float64)
+    probe = _probe(rnn, decoder, x, y)
+    base = probe()
+    outgoing = decoder.weight[:, :2].detach().clone()
+    signal = Ablation(lam=1e-3, relative=False, trial_steps=1, rate=100.0, check_every=1, baseline=baseline)
+    signal.check(rnn, {})
+    signal.after_step(rnn, decoder, None, None)
+    signal.measure(rnn, decoder, probe, step=0)
+    assert signal.dead(rnn, decoder, 0).tolist() == [folded, False, False]
+    if folded:
+        assert decoder.weight[:, 0].abs().max() == 0 and layer.weight_hh_l0[:, 0].abs().max() == 0
+        torch.testing.assert_close(decoder.weight[:, 1], outgoing.sum(1), rtol=1e-3, atol=1e-3)
+    else:
+        torch.testing.assert_close(decoder.weight[:, :2], outgoing, rtol=0, atol=0)
+    assert probe() == pytest.approx(base, rel=1e-4)  # the function is kept
 
 
 def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
