@@ -413,6 +413,7 @@ class Ablation(Signal):
     rate: float = 0.25
     check_every: int = 20
     memory: float = 0.5
+    warmup_steps: int = 0
     name: ClassVar[str] = "ablation"
     settles: ClassVar[bool] = True
     needs_probe: ClassVar[bool] = True
@@ -428,6 +429,7 @@ class Ablation(Signal):
                                 hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
         check_int("trial_steps", self.trial_steps, 1)
         check_int("check_every", self.check_every, 1)
+        check_int("warmup_steps", self.warmup_steps, 0)
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
@@ -444,6 +446,7 @@ class Ablation(Signal):
         self.seen: list[Tensor] = []  # per layer, per unit: the step of its last measurement (-1: never)
         self.budget = 0.0
         self.base: float | None = None  # running loss with every unit (the relative bar's scale)
+        self.steps = 0  # optimizer steps seen (no unit is removed before warmup_steps)
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         sizes = [int(x.hidden_size) for x in layers_of(rnn)]
@@ -461,6 +464,7 @@ class Ablation(Signal):
     def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
         # a unit ages by the step's learning rate over the first one: a trial lasts as much
         # learning as trial_steps steps at the starting rate, however far a schedule has cut it
+        self.steps += 1
         lr = _lr_of(optimizer, decoder.weight)
         if self.lr0 is None:
             self.lr0 = lr
@@ -516,7 +520,7 @@ class Ablation(Signal):
                 old = float(self.worth[k][j])
                 self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
                 self.seen[k][j] = step
-                if float(self.worth[k][j]) < bar:
+                if float(self.worth[k][j]) < bar and self.removing:
                     # dead: the removal measured is kept (the controller deletes a unit that has no
                     # outgoing weights left, so the deletion costs what was measured), and the
                     # units measured after it are measured without it
@@ -532,11 +536,18 @@ class Ablation(Signal):
         """Each unit's running worth (0 before its first measurement)."""
         return torch.nan_to_num(self.worth[k], nan=0.0)
 
+    @property
+    def removing(self) -> bool:
+        """Whether units below the bar are removed yet (after ``warmup_steps``)."""
+        return self.steps >= self.warmup_steps
+
     def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
-        return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar())
+        return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar()) & self.removing
 
     def spare(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
-        return torch.isnan(self.worth[k]) | (self.worth[k] < self.bar())
+        """Units on trial, and (after the warm-up) those below the bar. During the warm-up a
+        measured unit counts as kept whatever its worth, so the layer goes on trying new ones."""
+        return torch.isnan(self.worth[k]) | self.dead(rnn, decoder, k)
 
     def resized(self, k: int, units: UnitMap) -> None:
         old = units.index.clamp_min(0)
@@ -547,7 +558,8 @@ class Ablation(Signal):
 
     def state_dict(self) -> dict[str, Any]:
         return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
-                "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0}
+                "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0,
+                "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "worth" not in state:
@@ -558,6 +570,7 @@ class Ablation(Signal):
         self.budget = float(state["budget"])
         self.base = state["base"]
         self.lr0 = state.get("lr0")
+        self.steps = int(state.get("steps", 0))
 
 
 def _output_moments(moments: dict[int, Tensor], k: int, second: bool) -> Callable[..., None]:

@@ -67,7 +67,8 @@ class StructureController(L.Callback):
         trial_steps, ablation_rate, ablation_every, ablation_baseline: ablation's trial length (in
             steps at the first learning rate), units measured per step, steps between measuring
             rounds, and ``zero`` or ``mean`` (see :class:`~growrnn.growth.signals.Ablation`).
-        warmup_steps: group_lasso's penalty ramps up linearly over these first steps.
+        warmup_steps: group_lasso's penalty ramps up linearly over these first steps; ablation
+            removes no unit during these first steps (units are measured, and new ones tried).
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -144,6 +145,7 @@ class StructureController(L.Callback):
         elif signal == "ablation":
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
                                       check_every=ablation_every, baseline=ablation_baseline,
+                                      warmup_steps=warmup_steps,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

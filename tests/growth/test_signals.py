@@ -277,6 +277,29 @@ def test_a_dead_units_removal_is_kept_and_the_next_unit_is_measured_without_it(b
     assert probe() == pytest.approx(base, rel=1e-4)  # the function is kept
 
 
+def test_no_unit_is_removed_during_the_warm_up() -> None:
+    """A useless unit measured during the warm-up is neither dead nor spare (the layer goes on
+    trying new units) and keeps its weights; measured after it, it is dead."""
+    rnn, decoder = _stack("elman", (3,))
+    with torch.no_grad():
+        decoder.weight[:, 1] = 0
+        rnn.layers[0].weight_hh_l0[:, 1] = 0
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    probe = _probe(rnn, decoder, x, decoder(rnn(x)[0]).detach())
+    signal = Ablation(lam=0.01, relative=False, trial_steps=1, rate=100.0, check_every=1, warmup_steps=2,
+                      baseline="regress")
+    signal.check(rnn, {})
+    for step, dead in ((1, [False] * 3), (2, [False, True, False])):
+        signal.after_step(rnn, decoder, None, None)
+        signal.measure(rnn, decoder, probe, step=step)
+        assert signal.dead(rnn, decoder, 0).tolist() == dead and signal.spare(rnn, decoder, 0).tolist() == dead
+    assert Ablation(warmup_steps=2).removing is False
+    restored = Ablation(warmup_steps=2)
+    restored.load_state_dict(signal.state_dict())
+    assert restored.removing
+
+
 def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     """A unit whose outgoing weights are zero is worth nothing and dies; units that carry the
     output live; a unit on trial is spare but not dead until it is measured."""
@@ -322,6 +345,7 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     ("ablation", {"rate": 0.0}, "rate"),
     ("ablation", {"memory": 1.5}, "memory"),
     ("ablation", {"baseline": "median"}, "baseline"),
+    ("ablation", {"warmup_steps": -1}, "warmup_steps"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
