@@ -119,9 +119,11 @@ class Signal:
         """Layer ``k``'s spare units (bool ``(H_k,)``): dead or still on trial; None: the dead ones."""
         return None
 
-    def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int) -> None:
+    def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int,
+                mask: Tensor | None = None) -> None:
         """After the step's weight update: measure what needs the model's loss (``probe()``: the
-        current batch's loss with the weights as they are now, evaluation mode, no gradient)."""
+        current batch's loss with the weights as they are now, evaluation mode, no gradient;
+        ``mask``: the batch's valid steps, bool ``(B, T)``, where the task pads its sequences)."""
 
     def resized(self, k: int, units: UnitMap) -> None:
         """Layer ``k`` was resized as ``units`` says: move the signal's per-unit state along."""
@@ -414,6 +416,7 @@ class Ablation(Signal):
     check_every: int = 20
     memory: float = 0.5
     warmup_steps: int = 0
+    settle: float = math.inf
     name: ClassVar[str] = "ablation"
     settles: ClassVar[bool] = True
     needs_probe: ClassVar[bool] = True
@@ -430,6 +433,10 @@ class Ablation(Signal):
         check_int("trial_steps", self.trial_steps, 1)
         check_int("check_every", self.check_every, 1)
         check_int("warmup_steps", self.warmup_steps, 0)
+        if not self.settle > 0:
+            raise ArgumentError("settle", allowed="a number > 0 (inf: from the first step)", received=self.settle,
+                                hint="units are removed once the training loss falls by less than this fraction "
+                                     "per trial; 0.01 waits for the fast early fall to end")
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
@@ -447,6 +454,9 @@ class Ablation(Signal):
         self.budget = 0.0
         self.base: float | None = None  # running loss with every unit (the relative bar's scale)
         self.steps = 0  # optimizer steps seen (no unit is removed before warmup_steps)
+        self.trend: float | None = None  # the training loss's running mean over about a trial
+        self.trend_then: float | None = None  # ... one trial ago
+        self.settled = math.isinf(self.settle)  # the loss has stopped falling fast (a latch)
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         sizes = [int(x.hidden_size) for x in layers_of(rnn)]
@@ -465,6 +475,12 @@ class Ablation(Signal):
         # a unit ages by the step's learning rate over the first one: a trial lasts as much
         # learning as trial_steps steps at the starting rate, however far a schedule has cut it
         self.steps += 1
+        if loss is not None and math.isfinite(loss):
+            self.trend = loss if self.trend is None else self.trend + (loss - self.trend) / self.trial_steps
+        if self.steps % self.trial_steps == 0 and self.trend is not None:
+            if self.trend_then is not None and self.trend_then - self.trend < self.settle * abs(self.trend):
+                self.settled = True
+            self.trend_then = self.trend
         lr = _lr_of(optimizer, decoder.weight)
         if self.lr0 is None:
             self.lr0 = lr
@@ -472,7 +488,8 @@ class Ablation(Signal):
             a += lr / self.lr0 if self.lr0 > 0 else 1.0
 
     @torch.no_grad()
-    def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int) -> None:
+    def measure(self, rnn: nn.Module, decoder: nn.Linear, probe: Callable[[], float], step: int,
+                mask: Tensor | None = None) -> None:
         if step % self.check_every:
             return
         self.budget += self.rate * self.check_every
@@ -486,7 +503,7 @@ class Ablation(Signal):
         self.budget -= len(picked)
         layers = layers_of(rnn)
         moments: dict[int, Tensor] = {}
-        hooks = [layers[k].register_forward_hook(_output_moments(moments, k, self.baseline == "regress"))
+        hooks = [layers[k].register_forward_hook(_output_moments(moments, k, self.baseline == "regress", mask))
                  for k in {k for _, k, _ in picked}] if self.baseline != "zero" else []
         try:
             base = probe()
@@ -538,8 +555,9 @@ class Ablation(Signal):
 
     @property
     def removing(self) -> bool:
-        """Whether units below the bar are removed yet (after ``warmup_steps``)."""
-        return self.steps >= self.warmup_steps
+        """Whether units below the bar are removed yet: after ``warmup_steps``, and once the
+        training loss's running mean has fallen by less than ``settle`` of itself over a trial."""
+        return self.settled and self.steps >= self.warmup_steps
 
     def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar()) & self.removing
@@ -559,7 +577,7 @@ class Ablation(Signal):
     def state_dict(self) -> dict[str, Any]:
         return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
                 "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0,
-                "steps": self.steps}
+                "steps": self.steps, "trend": self.trend, "trend_then": self.trend_then, "settled": self.settled}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "worth" not in state:
@@ -571,18 +589,22 @@ class Ablation(Signal):
         self.base = state["base"]
         self.lr0 = state.get("lr0")
         self.steps = int(state.get("steps", 0))
+        self.trend, self.trend_then = state.get("trend"), state.get("trend_then")
+        self.settled = bool(state.get("settled", self.settled))
 
 
-def _output_moments(moments: dict[int, Tensor], k: int, second: bool) -> Callable[..., None]:
-    """A forward hook that keeps a layer's output moments over batch and time in ``moments[k]``:
-    the mean ``(H,)``, or with ``second`` the mean of ``[h, 1] [h, 1]^T``, ``(H + 1, H + 1)`` (the
+def _output_moments(moments: dict[int, Tensor], k: int, second: bool,
+                    mask: Tensor | None = None) -> Callable[..., None]:
+    """A forward hook that keeps a (batch-first) layer's output moments over batch and time in
+    ``moments[k]``, over the valid steps of ``mask`` (bool ``(B, T)``; default: every step): the
+    mean ``(H,)``, or with ``second`` the mean of ``[h, 1] [h, 1]^T``, ``(H + 1, H + 1)`` (the
     last row and column are the mean)."""
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         out = output[0].detach()
-        x = out.reshape(-1, out.shape[-1]).double()
+        x = (out if mask is None else out[mask.to(out.device)]).reshape(-1, out.shape[-1]).double()
         if second:
             x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
-            moments[k] = x.T @ x / x.shape[0]
+            moments[k] = x.T @ x / max(1, x.shape[0])
         else:
             moments[k] = x.mean(0)
     return hook

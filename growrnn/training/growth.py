@@ -69,6 +69,8 @@ class StructureController(L.Callback):
             rounds, and ``zero`` or ``mean`` (see :class:`~growrnn.growth.signals.Ablation`).
         warmup_steps: group_lasso's penalty ramps up linearly over these first steps; ablation
             removes no unit during these first steps (units are measured, and new ones tried).
+        ablation_settle: ablation removes no unit until the training loss's running mean falls by
+            less than this fraction of itself over a trial (default inf: from the start).
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -107,7 +109,7 @@ class StructureController(L.Callback):
                  l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0,
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
-                 ablation_baseline: str = "zero") -> None:
+                 ablation_baseline: str = "zero", ablation_settle: float = math.inf) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -145,7 +147,7 @@ class StructureController(L.Callback):
         elif signal == "ablation":
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
                                       check_every=ablation_every, baseline=ablation_baseline,
-                                      warmup_steps=warmup_steps,
+                                      warmup_steps=warmup_steps, settle=ablation_settle,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
@@ -245,7 +247,8 @@ class StructureController(L.Callback):
         loss = self.replicas.mean(_loss_of(outputs))  # the global batch's loss under DDP
         self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), loss)
         if self.signal.needs_probe:  # under DDP a probe is the global batch's loss (every process's rows)
-            self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step)
+            self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step,
+                                mask=batch.get("mask") if isinstance(batch, dict) else None)
         if step % self.every_n_steps == 0:
             plans = []
             for k in range(len(layers_of(rnn))):

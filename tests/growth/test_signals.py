@@ -300,6 +300,20 @@ def test_no_unit_is_removed_during_the_warm_up() -> None:
     assert restored.removing
 
 
+def test_units_are_removed_once_the_loss_stops_falling_fast() -> None:
+    """``settle``: the loss's running mean over a trial (2 steps) falls 10 -> 8.5 (15 %, more than
+    ``settle`` 10 %) and then 8.5 -> 8.05 (5 %): removal starts at the second check, and stays on."""
+    rnn, decoder = _stack("elman", (3,))
+    signal = Ablation(trial_steps=2, settle=0.1)
+    signal.check(rnn, {})
+    removing = []
+    for loss in (10.0, 10.0, 8.0, 8.0, 7.9, 7.9, 20.0, 20.0):
+        signal.after_step(rnn, decoder, None, loss)
+        removing.append(signal.removing)
+    assert removing == [False] * 5 + [True] * 3
+    assert signal.trend_then == pytest.approx(8.05 + (20 - 8.05) * 0.75)
+
+
 def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     """A unit whose outgoing weights are zero is worth nothing and dies; units that carry the
     output live; a unit on trial is spare but not dead until it is measured."""
@@ -346,6 +360,7 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     ("ablation", {"memory": 1.5}, "memory"),
     ("ablation", {"baseline": "median"}, "baseline"),
     ("ablation", {"warmup_steps": -1}, "warmup_steps"),
+    ("ablation", {"settle": 0.0}, "settle"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):

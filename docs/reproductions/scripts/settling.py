@@ -63,6 +63,8 @@ class Record(L.Callback):
                "t": round(time.time() - t0, 1)}
         if ctrl is not None:
             row.update(added=sum(ctrl.added), deleted=sum(ctrl.deleted))
+            if hasattr(ctrl.signal, "removing"):
+                row.update(removing=ctrl.signal.removing)
         log.append(row)
         print(json.dumps(row), flush=True)
 
