@@ -105,7 +105,8 @@ def adapt_threshold(threshold: float, species: int, target: int | None, step: fl
     check_int("species", species, 0)
     if target is None or species == check_int("target", target, 1):
         return threshold
-    return min(1.0, max(step, threshold + step if species > target else threshold - step))
+    moved = threshold + step if species > target else threshold - step
+    return round(min(1.0, max(step, moved)), 12)  # no 0.36000000000000004 in the logs
 
 
 def initial_species(config: SpeciationConfig) -> dict[str, Any]:
