@@ -67,7 +67,7 @@ class SpeciationConfig:
     """Species of similar cells, and selection within them (see :mod:`growrnn.search.species`).
 
     A cell joins the species of the nearest representative closer than ``threshold`` (a
-    :func:`~growrnn.genome.genome_distance`, in (0, 1]; one variation is about 0.05-0.25 away,
+    :func:`~growrnn.genome.genome_distance`, in (0, 1]; one variation is about 0.04-0.25 away,
     the library cells 0.23-0.89 apart) or founds a new one. Each species keeps its ``elites``
     best cells in the population, and parents win tournaments on their standing within their
     species. With ``target_species``, the threshold moves by ``threshold_step`` after each
@@ -266,7 +266,7 @@ def _check_speciation(sp: SpeciationConfig, population: int) -> None:
     for name, value in (("threshold", sp.threshold), ("threshold_step", sp.threshold_step)):
         if isinstance(value, bool) or not 0.0 < value <= 1.0:
             raise ArgumentError(f"speciation.{name}", allowed="a number in (0, 1]", received=value,
-                                hint="genome distances lie in [0, 1]; one variation is about 0.05-0.25 away")
+                                hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
     check_int("speciation.elites", sp.elites, 1, hint="each species keeps this many of its best cells")
     if sp.target_species is not None:
         check_int("speciation.target_species", sp.target_species, 1, allowed=f"null or an int in [1, {population}]",

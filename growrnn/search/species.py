@@ -52,11 +52,10 @@ __all__ = ["adapt_threshold", "initial_species", "population_niches", "select_in
 log = logging.getLogger(__name__)
 
 
-def _check_unit(name: str, value: object, *, low_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0 \
-            or (low_open and value == 0.0):
-        raise ArgumentError(name, allowed="a number in (0, 1]" if low_open else "a number in [0, 1]", received=value,
-                            hint="genome distances lie in [0, 1]; one edit is about 0.05-0.25 away")
+def _check_unit(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ArgumentError(name, allowed="a number in (0, 1]", received=value,
+                            hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
     return float(value)
 
 
