@@ -11,54 +11,76 @@ deduplication).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from growrnn.genome.nodes import BINARY, COMMUTATIVE
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.genome.graph import Genome
 
-__all__ = ["canonical_form"]
+__all__ = ["Flat", "canonical_form", "flatten"]
+
+
+class Flat(NamedTuple):
+    """A genome's DAG as its canonical form reads it (see :func:`flatten`)."""
+
+    labels: dict[int, str]
+    operands: dict[int, tuple[int, ...]]
+    absorbed: frozenset[int]
+
+
+def flatten(g: Genome) -> Flat:
+    """The DAG up to names and bracketing: each node's ``label`` (``x``; ``s<k>`` for the k-th
+    state in :attr:`~growrnn.genome.Genome.states` order; ``c<value>``; else the op, with ``!``
+    when the node is shared), its ``operands`` (a ``+``/``*`` chain flattened through children of
+    the same op used only there; sorting commutative operands is left to the caller) and the
+    ``absorbed`` nodes, the inner links of such chains, which no canonical description names."""
+    nodes = g.nodes
+    state_index = {s: k for k, s in enumerate(g.states)}
+    uses = {i: len(p) for i, p in g.parents.items()}
+    for nid in g.outputs.values():
+        uses[nid] += 1
+    absorbed = frozenset(a for n in nodes.values() if n.op in COMMUTATIVE for a in n.args
+                         if nodes[a].op == n.op and uses[a] == 1)
+
+    def operands(nid: int) -> tuple[int, ...]:
+        n = nodes[nid]
+        if n.op not in COMMUTATIVE:
+            return n.args
+        out: list[int] = []
+        for a in n.args:
+            out.extend(operands(a) if a in absorbed else (a,))
+        return tuple(out)
+
+    labels: dict[int, str] = {}
+    for nid, n in nodes.items():
+        if n.op == "x":
+            labels[nid] = "x"
+        elif n.op == "state":
+            labels[nid] = f"s{state_index[str(n.name)]}"
+        elif n.op == "const":
+            labels[nid] = f"c{float(n.value or 0.0)!r}"
+        else:
+            labels[nid] = f"{n.op}{'!' if uses[nid] > 1 else ''}"
+    return Flat(labels, {nid: operands(nid) for nid in g.topological}, absorbed)
 
 
 def canonical_form(g: Genome) -> tuple[str, tuple[int, ...]]:
     """Return ``(form, order)``: the canonical string and the node ids in canonical visit order
     (used to map the weighted nodes of two genomes with the same form onto each other)."""
     nodes = g.nodes
-    state_index = {s: k for k, s in enumerate(g.states)}
-    uses = {i: len(p) for i, p in g.parents.items()}
-    for nid in g.outputs.values():
-        uses[nid] += 1
-
-    def operands(nid: int) -> list[int]:
-        # Flatten a chain of the same commutative op through children used only here.
-        n = nodes[nid]
-        if n.op not in COMMUTATIVE:
-            return list(n.args)
-        out: list[int] = []
-        for a in n.args:
-            child = nodes[a]
-            if child.op == n.op and uses[a] == 1:
-                out.extend(operands(a))
-            else:
-                out.append(a)
-        return out
+    flat = flatten(g)
 
     sig: dict[int, str] = {}
     for nid in g.topological:
         n = nodes[nid]
-        if n.op == "x":
-            text = "x"
-        elif n.op == "state":
-            text = f"s{state_index[str(n.name)]}"
-        elif n.op == "const":
-            text = f"c{float(n.value or 0.0)!r}"
+        if n.op in ("x", "state", "const"):
+            text = flat.labels[nid]
         else:
-            kids = [sig[a] for a in operands(nid)]
+            kids = [sig[a] for a in flat.operands[nid]]
             if n.op in COMMUTATIVE:
                 kids.sort()
-            shared = "!" if uses[nid] > 1 else ""
-            text = f"{n.op}{shared}({','.join(kids)})"
+            text = f"{flat.labels[nid]}({','.join(kids)})"
         sig[nid] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest() if len(text) > 24 else text
 
     seen: dict[int, int] = {}
@@ -75,7 +97,7 @@ def canonical_form(g: Genome) -> tuple[str, tuple[int, ...]]:
             return f"#{seen[nid]}"
         seen[nid] = len(seen)
         order.append(nid)
-        kids = operands(nid)
+        kids = list(flat.operands[nid])
         if n.op in COMMUTATIVE:
             kids.sort(key=lambda a: sig[a])
         symbol = BINARY.get(n.op, n.op)

@@ -1,8 +1,8 @@
 """Evolutionary cell search (issue [D]): variation (its own package,
 :mod:`growrnn.search.variation`: the draft editor and ``Limits``, operators, network morphisms,
 weight inheritance), multi-objective selection, the SQLite archive, the
-learning-curve predictor, novelty, the generation loop, TensorBoard reports and export. Jobs run
-on the executors of :mod:`growrnn.executors`.
+learning-curve predictor, novelty, speciation, the generation loop, TensorBoard reports and
+export. Jobs run on the executors of :mod:`growrnn.executors`.
 
 Names are loaded lazily (PEP 562), so ``import growrnn.search`` imports neither torch nor pymoo;
 each submodule loads when one of its names is first used.
@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 #: public name -> the submodule of growrnn.search that defines it
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
-                     "objective_matrix", "survive", "tournament"), "selection"),
+                     "objective_matrix", "survive", "tournament", "survive_in_niches", "niche_ranks"),
+                    "selection"),
+    **dict.fromkeys(("speciate", "select_in_niches", "adapt_threshold"), "species"),
     **dict.fromkeys(("Archive", "CandidateRow", "GenerationRow", "STATUSES", "decode_state", "encode_state"),
                     "storage"),
     **dict.fromkeys(("CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"), "predictor"),
     **dict.fromkeys(("behaviour", "NoveltyArchive"), "novelty"),
-    **dict.fromkeys(("SearchConfig", "NoveltyConfig", "PredictorConfig", "load_config",
+    **dict.fromkeys(("SearchConfig", "NoveltyConfig", "PredictorConfig", "SpeciationConfig", "load_config",
                      "check_config", "config_from_dict", "config_to_dict"), "config"),
     **dict.fromkeys(("run_search", "SearchResult", "candidate_seed"), "loop"),
     "run_candidate": "job",
@@ -34,16 +36,18 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["Archive", "CandidateRow", "CurvePredictor", "EarlyStopRule", "GenerationRow", "NoveltyArchive",
            "NoveltyConfig", "OBJECTIVES", "Objective", "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig",
-           "SearchResult", "behaviour", "candidate_seed", "check_config", "config_from_dict", "config_to_dict",
-           "crowding_distances", "decode_state", "encode_state", "export_front", "first_front", "holdout_report",
-           "hypervolume", "load_config", "log_generation", "nondominated_ranks", "objective_matrix", "pareto_figure",
-           "run_candidate", "run_search", "survive", "tournament"]
+           "SearchResult", "SpeciationConfig", "adapt_threshold", "behaviour", "candidate_seed", "check_config",
+           "config_from_dict", "config_to_dict", "crowding_distances", "decode_state", "encode_state", "export_front",
+           "first_front", "holdout_report", "hypervolume", "load_config", "log_generation", "niche_ranks",
+           "nondominated_ranks", "objective_matrix", "pareto_figure", "run_candidate", "run_search",
+           "select_in_niches", "speciate", "survive", "survive_in_niches", "tournament"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.config import (
         NoveltyConfig,
         PredictorConfig,
         SearchConfig,
+        SpeciationConfig,
         check_config,
         config_from_dict,
         config_to_dict,
@@ -60,11 +64,14 @@ if TYPE_CHECKING:  # pragma: no cover
         Objective,
         crowding_distances,
         hypervolume,
+        niche_ranks,
         nondominated_ranks,
         objective_matrix,
         survive,
+        survive_in_niches,
         tournament,
     )
+    from growrnn.search.species import adapt_threshold, select_in_niches, speciate
     from growrnn.search.storage import STATUSES, Archive, CandidateRow, GenerationRow, decode_state, encode_state
 
 

@@ -42,8 +42,8 @@ from growrnn.evaluation.config import (
 from growrnn.search.variation.draft import Limits
 from growrnn.search.variation.operators import CROSSOVERS, OPERATORS
 
-__all__ = ["NoveltyConfig", "PredictorConfig", "SearchConfig", "NEUTRAL", "check_config", "config_from_dict",
-           "config_to_dict", "load_config", "parse_command", "search_parser"]
+__all__ = ["NoveltyConfig", "PredictorConfig", "SearchConfig", "SpeciationConfig", "NEUTRAL", "check_config",
+           "config_from_dict", "config_to_dict", "load_config", "parse_command", "search_parser"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,23 @@ class NoveltyConfig:
     steps: int = 20
     input_size: int = 4
     hidden_size: int = 8
+
+
+@dataclass(frozen=True)
+class SpeciationConfig:
+    """Species of similar cells, and selection within them (see :mod:`growrnn.search.species`).
+
+    A cell joins the species of the nearest representative closer than ``threshold`` (a
+    :func:`~growrnn.genome.genome_distance`, in (0, 1]; one variation is about 0.04-0.25 away,
+    the library cells 0.23-0.89 apart) or founds a new one. Each species keeps its ``elites``
+    best cells in the population, and parents win tournaments on their standing within their
+    species. With ``target_species``, the threshold moves by ``threshold_step`` after each
+    generation toward that many species; ``null`` keeps it fixed."""
+
+    threshold: float = 0.3
+    target_species: int | None = None
+    threshold_step: float = 0.02
+    elites: int = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,8 @@ class SearchConfig:
         limits: bloat limits every child respects.
         p_crossover: probability that a child is a crossover of two parents.
         novelty: turn novelty on as an extra objective (``{}`` for the defaults).
+        speciation: group cells into species by structure and select within them (``{}`` for
+            the defaults); ``null`` (the default) leaves selection as it is.
         predictor: turn the early-stopping predictor on (``{}`` for the defaults).
         inherit: a child starts from its first parent's trained weights (every weighted call site
             that survived the variation; encoder, decoder and multipliers where shapes match). The
@@ -143,6 +162,7 @@ class SearchConfig:
     limits: Limits = field(default_factory=Limits)
     p_crossover: float = 0.2
     novelty: NoveltyConfig | None = None
+    speciation: SpeciationConfig | None = None
     predictor: PredictorConfig | None = None
     inherit: bool = True
     grow: dict[str, Any] | None = None
@@ -234,10 +254,26 @@ def check_config(config: SearchConfig) -> None:
             raise ArgumentError("predictor.margin", allowed="a finite float >= 0", received=p.margin)
     if config.novelty is not None:
         check_int("novelty.k", config.novelty.k, 1)
+    if config.speciation is not None:
+        _check_speciation(config.speciation, config.population)
     if config.executor == "local" and config.address is not None:
         raise ArgumentError("address", allowed="null with executor: local", received=config.address,
                             hint="use executor: ray to join a cluster")
     _check_components(config)
+
+
+def _check_speciation(sp: SpeciationConfig, population: int) -> None:
+    for name, value in (("threshold", sp.threshold), ("threshold_step", sp.threshold_step)):
+        if isinstance(value, bool) or not 0.0 < value <= 1.0:
+            raise ArgumentError(f"speciation.{name}", allowed="a number in (0, 1]", received=value,
+                                hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
+    check_int("speciation.elites", sp.elites, 1, hint="each species keeps this many of its best cells")
+    if sp.target_species is not None:
+        check_int("speciation.target_species", sp.target_species, 1, allowed=f"null or an int in [1, {population}]",
+                  hint="at most one species per cell of the population")
+        if sp.target_species > population:
+            raise ArgumentError("speciation.target_species", allowed=f"null or an int in [1, {population}]",
+                                received=sp.target_species, hint="at most one species per cell of the population")
 
 
 def _check_components(config: SearchConfig) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from growrnn.genome.graph import Genome
 from growrnn.search import selection
 from growrnn.search.config import NEUTRAL, SearchConfig, check_config, config_to_dict
 from growrnn.search.selection import objective_matrix
+from growrnn.search.species import initial_species, population_niches, select_in_niches, species_stats
 from growrnn.search.storage import Archive, CandidateRow, decode_state, encode_state
 from growrnn.search.variation.operators import CROSSOVERS, vary
 
@@ -120,6 +122,7 @@ class _Search:
         self.tb = tensorboard_dir(config, db)
         self.weights = weights_dir(db) if config.inherit else None
         self.behaviours: dict[str, np.ndarray] = {}
+        self.profiles: dict[str, Counter[str]] = {}  # canonical key -> structure profile (speciation)
 
     # ------------------------------------------------------------------------------- driver
     def run(self) -> SearchResult:
@@ -166,6 +169,8 @@ class _Search:
 
             n = self.config.novelty
             state["novelty"] = NoveltyArchive(n.k, n.add_threshold, n.max_size, seed).state_dict()
+        if self.config.speciation is not None:  # absent when off: the state stays as it was
+            state["species"] = initial_species(self.config.speciation)
         return state
 
     def _generation(self, gen: int, state: dict[str, Any]) -> tuple[tuple[int, ...], dict[str, Any]]:
@@ -179,7 +184,8 @@ class _Search:
 
         # one hypervolume reference for the whole search: generation 0's, kept in the state
         stats = report.log_generation(self.tb, self.archive, gen, list(population), list(self.config.objectives),
-                                      direction=new_state["direction"] or "min", ref=state.get("ref"))
+                                      direction=new_state["direction"] or "min", ref=state.get("ref"),
+                                      scalars=species_stats(new_state.get("species")))
         new_state["ref"] = stats.get("ref")
         self.archive.save_generation(gen, population, encode_state(new_state), stats)
         prune_weights(self.weights, self.archive, gen, population)
@@ -208,6 +214,8 @@ class _Search:
         F = np.asarray(state["F"], dtype=float).reshape(len(ids), -1)
         ranks = selection.nondominated_ranks(F)
         crowding = selection.crowding_distances(F, ranks)
+        if state.get("species") is not None:  # speciation: parents compete within their species
+            ranks, crowding = selection.niche_ranks(F, population_niches(state["species"], ids))
         plans = []
         for slot in range(cfg.offspring):
             for _ in range(PLAN_TRIES):
@@ -333,7 +341,11 @@ class _Search:
             column, state["novelty"] = novelty_column(rows, gen, F, self.config.novelty, self.config.seed,
                                                       state["novelty"], self.behaviours)
             F = np.hstack([F, column[:, None]])
-        keep = selection.survive(F, self.config.population)
+        if self.config.speciation is not None:
+            keep, state["species"] = select_in_niches(rows, F, self.config.population, self.config.speciation,
+                                                      state["species"], gen, self.archive.get, self.profiles)
+        else:
+            keep = selection.survive(F, self.config.population)
         return tuple(pool[k] for k in keep), F[keep]
 
     def _next_state(self, state: dict[str, Any], population: tuple[int, ...], F: np.ndarray) -> dict[str, Any]:

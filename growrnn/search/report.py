@@ -192,7 +192,7 @@ def _spread(n: int, k: int) -> list[int]:
 
 def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Sequence[int], objectives: Sequence[str],
                    direction: str = "min", baselines: Sequence[str] = ("lstm", "gru", "elman"),
-                   ref: Sequence[float] | None = None) -> dict[str, Any]:
+                   ref: Sequence[float] | None = None, scalars: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Write generation ``gen``'s summary to TensorBoard in ``writer_dir`` and return it.
 
     Over the population's finished (``done``) candidates: the first front over ``objectives``,
@@ -203,10 +203,13 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
     with ``baselines``, library cell names, found among all the archive's finished candidates);
     text ``search/front`` (each front cell's equations and metrics); figures
     ``search/front_cell_<k>`` (the DAGs of up to four front cells, from best ``val`` to smallest).
+    ``scalars`` (name -> number, e.g. the number of species) are written as ``search/<name>`` and
+    added to the returned stats.
 
     Returns:
         ``{"hypervolume": float, "best_val": float | None, "front_size": int, "evaluated": int,
-        "ref": list[float] | None, "front": [candidate ids, best val first]}`` (JSON values).
+        "ref": list[float] | None, "front": [candidate ids, best val first]}`` (JSON values), plus
+        ``scalars``.
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -231,6 +234,10 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
     best = (min(vals) if direction == "min" else max(vals)) if vals else None
     stats: dict[str, Any] = {"hypervolume": float(volume), "best_val": best, "front_size": len(front),
                              "evaluated": len(done), "ref": ref_used, "front": [r.id for r in front]}
+    extra = {str(k): float(v) for k, v in (scalars or {}).items()}
+    if clash := sorted(extra.keys() & stats.keys()):
+        raise ArgumentError("scalars", allowed=f"names other than {', '.join(stats)}", received=clash)
+    stats.update(extra)
     writer = SummaryWriter(str(writer_dir))
     try:
         writer.add_scalar("search/hypervolume", stats["hypervolume"], gen)
@@ -238,6 +245,8 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
             writer.add_scalar("search/best_val", best, gen)
         writer.add_scalar("search/front_size", len(front), gen)
         writer.add_scalar("search/evaluated", len(done), gen)
+        for name, value in extra.items():
+            writer.add_scalar(f"search/{name}", value, gen)
         found = find_baselines(archive, baselines)
         writer.add_figure("search/pareto", pareto_figure(done, objectives, direction, found,
                                                          title=f"generation {gen}"), gen)

@@ -30,7 +30,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from growrnn.errors import ArgumentError, check_int
 
 __all__ = ["OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
-           "objective_matrix", "survive", "tournament"]
+           "niche_ranks", "objective_matrix", "survive", "survive_in_niches", "tournament"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,69 @@ def survive(F: np.ndarray, mu: int) -> np.ndarray:
     check_int("mu", mu, 0, hint="the population size to keep")
     ranks = nondominated_ranks(F)
     return _order(ranks, crowding_distances(F, ranks))[: int(mu)]
+
+
+def _check_niches(niches: object, n: int) -> np.ndarray:
+    labels = np.asarray(niches)
+    if labels.shape != (n,) or (n and not np.issubdtype(labels.dtype, np.integer)):
+        raise ArgumentError("niches", allowed=f"{n} ints, one niche (species id) per row of F",
+                            received=f"shape {labels.shape}, dtype {labels.dtype}",
+                            hint="use growrnn.search.species.speciate")
+    return labels.astype(int)
+
+
+def survive_in_niches(F: np.ndarray, niches: Sequence[int] | np.ndarray, mu: int, elites: int = 1) -> np.ndarray:
+    """(mu + lambda) survival that keeps every niche alive: indices of the ``mu`` rows of ``F``
+    ``(n, m)`` that survive, best first in :func:`survive`'s order.
+
+    First each niche (``niches``: one label per row) keeps its ``elites`` best rows with finite
+    objectives, best meaning first in the NSGA-II order of all of ``F`` (rank, crowding, index):
+    every niche's best, then every niche's second best, ..., niches taken in the order of their
+    best row, while room is left. The rest of the ``mu`` places go by that same order. With one
+    niche, or ``elites`` of 0, this is :func:`survive`.
+
+    >>> F = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    >>> survive_in_niches(F, [0, 0, 0, 1], 2).tolist()   # niche 1's only row beats rows 1 and 2
+    [0, 3]
+    """
+    F = _check_F(F)
+    labels = _check_niches(niches, len(F))
+    check_int("mu", mu, 0, hint="the population size to keep")
+    check_int("elites", elites, 0, hint="the rows each niche keeps before the rest are ranked together")
+    ranks = nondominated_ranks(F)
+    order = _order(ranks, crowding_distances(F, ranks))
+    finite = np.isfinite(F).all(axis=1)
+    ranked: dict[int, list[int]] = {}  # niche -> its finite rows best first; niches by their best row
+    for i in order:
+        if finite[i]:
+            ranked.setdefault(int(labels[i]), []).append(int(i))
+    protected = [rows[level] for level in range(int(elites)) for rows in ranked.values() if level < len(rows)]
+    chosen = set(protected[: int(mu)])
+    for i in order:
+        if len(chosen) >= mu:
+            break
+        chosen.add(int(i))
+    return np.array([i for i in order if i in chosen], dtype=int)
+
+
+def niche_ranks(F: np.ndarray, niches: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NSGA-II ranks and crowding distances of the rows of ``F`` ``(n, m)``, each computed among
+    the rows of its own niche only: for :func:`tournament`, so that a cell competes on its
+    standing in its niche (the best of a small niche wins as often as the best of a large one;
+    the multi-objective counterpart of NEAT's fitness sharing). Two arrays of shape ``(n,)``.
+
+    >>> F = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    >>> niche_ranks(F, [0, 0, 1])[0].tolist()
+    [0, 1, 0]
+    """
+    F = _check_F(F)
+    labels = _check_niches(niches, len(F))
+    ranks, crowding = np.zeros(len(F), dtype=int), np.zeros(len(F))
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        ranks[rows] = nondominated_ranks(F[rows])
+        crowding[rows] = crowding_distances(F[rows], ranks[rows])
+    return ranks, crowding
 
 
 def tournament(ranks: np.ndarray, crowding: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

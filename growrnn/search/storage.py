@@ -256,7 +256,10 @@ class Archive:
             return stored
         given = json.loads(text)
         old, new = _flatten(stored), _flatten(given)
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...))
+        # a key missing from the stored config and null in the given one is an option added to
+        # growrnn after the archive was made, left off: the same search
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...)
+                         and not (k not in old and new[k] is None))
         differ = [k for k in changed if not any(k == n or k.startswith(n + ".") for n in neutral)]
         if differ:
             what = "; ".join(f"{k}: stored {old.get(k, '<missing>')!r}, given {new.get(k, '<missing>')!r}"

@@ -17,7 +17,8 @@ from growrnn.search.storage import Archive
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"
-CONFIGS = [DEBUG, *sorted((REPO / "configs" / "search").glob("*.yaml"))]
+CONFIGS = [DEBUG, REPO / "configs" / "debug" / "search_species.yaml",
+           *sorted((REPO / "configs" / "search").glob("*.yaml"))]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -92,6 +93,13 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     ("trainer: {gradient_clip_val: [1]}\n", "'trainer.gradient_clip_val'.*Received: \\[1\\]"),
     ("task_options: {length: ten}\n", "'task_options.length'.*int.*Received: ten"),
     ("model: {hidden_size: [8]}\ngrow: {max_units: many}\n", "'grow.max_units'.*int.*Received: many"),
+    ("speciation: {treshold: 0.3}\n", "treshold"),
+    ("speciation: {threshold: 0}\n", r"'speciation.threshold'.*\(0, 1\].*Received: 0.*HINT: genome distances"),
+    ("speciation: {threshold: 1.5}\n", r"'speciation.threshold'.*Received: 1.5"),
+    ("speciation: {threshold_step: 0}\n", r"'speciation.threshold_step'.*\(0, 1\]"),
+    ("speciation: {elites: 0}\n", r"'speciation.elites'.*an int >= 1.*Received: 0"),
+    ("speciation: {target_species: 5}\n", r"'speciation.target_species'.*null or an int in \[1, 4\].*Received: 5"),
+    ("speciation: {target_species: 0}\n", r"'speciation.target_species'.*Received: 0"),
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, yaml: str, match: str) -> None:
     path = tmp_path / "bad.yaml"

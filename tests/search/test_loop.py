@@ -139,8 +139,15 @@ def _done_rows(db: Path) -> dict[int, CandidateRow]:
 @pytest.mark.slow
 def test_kill_9_then_resume_reaches_the_uninterrupted_population(reference: tuple[Path, SearchResult],
                                                                   tmp_path: Path) -> None:
+    kill_9_and_resume(DEBUG, tmp_path, reference[0])
+
+
+def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
+    """Run ``growrnn search --config config`` in a process, ``kill -9`` it once a candidate of
+    generation 1 is done, resume it, and check that it evaluated nothing twice and ended with the
+    population of the uninterrupted archive ``reference``. Returns the resumed archive."""
     db = tmp_path / "killed.db"
-    cmd = [sys.executable, "-m", "growrnn.cli", "search", "--config", str(DEBUG), "--db", str(db),
+    cmd = [sys.executable, "-m", "growrnn.cli", "search", "--config", str(config), "--db", str(db),
            "--progress", "false"]
     log = tmp_path / "search.log"
     with log.open("w") as out:
@@ -170,13 +177,14 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_population(reference: tupl
         assert last is not None and last.gen < 2, "the kill came after the search had finished"
         assert any(r.generation >= 1 for r in before.values())
     from growrnn.commands.search import main
-    assert main(["--config", str(DEBUG), "--db", str(db), "--progress", "false"]) == 0
+    assert main(["--config", str(config), "--db", str(db), "--progress", "false"]) == 0
     after = _done_rows(db)
     for i, row in before.items():  # finished before the kill: not evaluated again
         assert (after[i].started, after[i].finished, after[i].attempts, after[i].metrics) == \
             (row.started, row.finished, row.attempts, row.metrics)
-    assert population_keys(db) == population_keys(reference[0])
-    assert final_values(db) == final_values(reference[0])
+    assert population_keys(db) == population_keys(reference)
+    assert final_values(db) == final_values(reference)
+    return db
 
 
 # ------------------------------------------------------------------------------------ executors

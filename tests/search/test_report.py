@@ -92,12 +92,23 @@ def test_empty_population_reports_zero(tmp_path: Path, built: Built) -> None:
     assert stats == {"hypervolume": 0.0, "best_val": None, "front_size": 0, "evaluated": 0, "ref": None, "front": []}
 
 
+def test_extra_scalars_are_logged_and_returned(tmp_path: Path, built: Built) -> None:
+    stats = log_generation(tmp_path, built.db, 2, built.population, OBJ, baselines=(),
+                           scalars={"species": 3, "species_threshold": 0.25})
+    assert (stats["species"], stats["species_threshold"]) == (3.0, 0.25)
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("search/species")] == [(2, 3.0)]
+    assert [(e.step, e.value) for e in acc.Scalars("search/species_threshold")] == [(2, 0.25)]
+
+
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"ref": [1.0]}, ArgumentError, "'ref'.*2 finite numbers"),
     ({"ref": [1.0, math.inf]}, ArgumentError, "'ref'"),
     ({"direction": "up"}, ArgumentError, "'direction'.*'min' or 'max'"),
     ({"baselines": ("lsmt",)}, ArgumentError, "'baselines'.*lstm"),
     ({"gen": -1}, ArgumentError, "'gen'"),
+    ({"scalars": {"front": 1}}, ArgumentError, "'scalars'.*names other than hypervolume.*Received: \\['front'\\]"),
 ])
 def test_log_generation_errors(tmp_path: Path, built: Built, kwargs: dict, error: type, match: str) -> None:
     args = {"gen": 0, **kwargs}

@@ -118,6 +118,25 @@ def test_reopen_and_config_check(tmp_path: Path) -> None:
         assert db.config == bad
 
 
+@pytest.mark.parametrize(("given", "resumes"), [
+    ({"speciation": None}, True),         # an option added after the archive was made, left off
+    ({"speciation": {"threshold": 0.3}}, False),  # ... switched on: another search
+    ({"extra": 0}, False),
+])
+def test_an_option_newer_than_the_archive_resumes_when_off(tmp_path: Path, given: dict, resumes: bool) -> None:
+    path = tmp_path / "old.db"
+    with Archive.open(path, CONFIG):
+        pass
+    if resumes:
+        with Archive.open(path, {**CONFIG, **given}) as db:
+            assert db.config == {**CONFIG, **given}
+        with Archive.open(path) as db:
+            assert db.config == CONFIG, "nothing changed, so nothing was rewritten"
+    else:
+        with pytest.raises(SearchError, match=f"keys {next(iter(given))}.* differ"):
+            Archive.open(path, {**CONFIG, **given})
+
+
 def test_open_rejects_other_files(tmp_path: Path) -> None:
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as conn:
