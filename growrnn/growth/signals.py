@@ -416,7 +416,7 @@ class Ablation(Signal):
     check_every: int = 20
     memory: float = 0.5
     warmup_steps: int = 0
-    settle: float = math.inf
+    layer_worth: float = 0.0
     name: ClassVar[str] = "ablation"
     settles: ClassVar[bool] = True
     needs_probe: ClassVar[bool] = True
@@ -433,10 +433,12 @@ class Ablation(Signal):
         check_int("trial_steps", self.trial_steps, 1)
         check_int("check_every", self.check_every, 1)
         check_int("warmup_steps", self.warmup_steps, 0)
-        if not self.settle > 0:
-            raise ArgumentError("settle", allowed="a number > 0 (inf: from the first step)", received=self.settle,
-                                hint="units are removed once the training loss falls by less than this fraction "
-                                     "per trial; 0.01 waits for the fast early fall to end")
+        if not self.layer_worth >= 0:
+            raise ArgumentError("layer_worth", allowed="a number >= 0 (0: remove from the first measurement)",
+                                received=self.layer_worth,
+                                hint="a layer's units are removed once the layer is worth this fraction of the loss "
+                                     "beyond its units' mean outputs; 0.05 waits until it has learned more than "
+                                     "constants")
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
@@ -454,9 +456,7 @@ class Ablation(Signal):
         self.budget = 0.0
         self.base: float | None = None  # running loss with every unit (the relative bar's scale)
         self.steps = 0  # optimizer steps seen (no unit is removed before warmup_steps)
-        self.trend: float | None = None  # the training loss's running mean over about a trial
-        self.trend_then: float | None = None  # ... one trial ago
-        self.settled = math.isinf(self.settle)  # the loss has stopped falling fast (a latch)
+        self.engaged: list[bool] = []  # per layer: worth layer_worth of the loss once (a latch)
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         sizes = [int(x.hidden_size) for x in layers_of(rnn)]
@@ -464,6 +464,7 @@ class Ablation(Signal):
             self.worth = [torch.full((h,), math.nan) for h in sizes]
             self.age = [torch.zeros(h, dtype=torch.float64) for h in sizes]
             self.seen = [torch.full((h,), -1, dtype=torch.long) for h in sizes]
+            self.engaged = [False] * len(sizes)
 
     def bar(self) -> float:
         """The worth a unit must have, in loss units."""
@@ -475,12 +476,6 @@ class Ablation(Signal):
         # a unit ages by the step's learning rate over the first one: a trial lasts as much
         # learning as trial_steps steps at the starting rate, however far a schedule has cut it
         self.steps += 1
-        if loss is not None and math.isfinite(loss):
-            self.trend = loss if self.trend is None else self.trend + (loss - self.trend) / self.trial_steps
-        if self.steps % self.trial_steps == 0 and self.trend is not None:
-            if self.trend_then is not None and self.trend_then - self.trend < self.settle * abs(self.trend):
-                self.settled = True
-            self.trend_then = self.trend
         lr = _lr_of(optimizer, decoder.weight)
         if self.lr0 is None:
             self.lr0 = lr
@@ -503,8 +498,9 @@ class Ablation(Signal):
         self.budget -= len(picked)
         layers = layers_of(rnn)
         moments: dict[int, Tensor] = {}
+        latching = {k for _, k, _ in picked if self.layer_worth > 0 and not self.engaged[k]}
         hooks = [layers[k].register_forward_hook(_output_moments(moments, k, self.baseline == "regress", mask))
-                 for k in {k for _, k, _ in picked}] if self.baseline != "zero" else []
+                 for k in {k for _, k, _ in picked} if self.baseline != "zero" or k in latching]
         try:
             base = probe()
         finally:
@@ -518,9 +514,20 @@ class Ablation(Signal):
         for k in sorted({k for _, k, _ in picked}):
             ahead, recurrent = outgoing_weights(rnn, decoder, k)
             readers, of_h = ahead + recurrent, reads_output(rnn, k)
-            biases = reader_biases(rnn, decoder, k) if k in moments else [None] * len(readers)
+            biases = reader_biases(rnn, decoder, k)
+            if k in latching:  # the whole layer replaced by its units' mean outputs
+                mean = moments[k] if moments[k].dim() == 1 else moments[k][-1, :-1]
+                saved = [w.clone() for w in readers]
+                saved_b = [None if b is None else b.clone() for b in biases]
+                for w, b, h in zip(readers, biases, of_h, strict=True):
+                    if h and b is not None:
+                        b.add_(w @ mean.to(w))
+                    w.zero_()
+                lost = probe() - base
+                _restore(readers, biases, saved, saved_b)
+                self.engaged[k] = math.isfinite(lost) and lost >= self.layer_worth * abs(base)
             gone: list[int] = []  # units removed in this round: no longer stand-ins for others
-            stand_ins = _stand_ins(moments[k], gone) if k in moments else None
+            stand_ins = _stand_ins(moments[k], gone) if self.baseline != "zero" else None
             for j in [j for _, kk, j in picked if kk == k]:
                 saved = [w.clone() for w in readers]
                 saved_b = [None if b is None else b.clone() for b in biases]
@@ -537,35 +544,30 @@ class Ablation(Signal):
                 old = float(self.worth[k][j])
                 self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
                 self.seen[k][j] = step
-                if float(self.worth[k][j]) < bar and self.removing:
+                if float(self.worth[k][j]) < bar and self.removing(k):
                     # dead: the removal measured is kept (the controller deletes a unit that has no
                     # outgoing weights left, so the deletion costs what was measured), and the
                     # units measured after it are measured without it
                     base, gone = loss, gone + [j]
-                    stand_ins = _stand_ins(moments[k], gone) if k in moments else None
+                    stand_ins = _stand_ins(moments[k], gone) if stand_ins is not None else None
                     continue
-                for w, b, old_w, old_b in zip(readers, biases, saved, saved_b, strict=True):
-                    w.copy_(old_w)
-                    if b is not None and old_b is not None:
-                        b.copy_(old_b)
+                _restore(readers, biases, saved, saved_b)
 
     def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         """Each unit's running worth (0 before its first measurement)."""
         return torch.nan_to_num(self.worth[k], nan=0.0)
 
-    @property
-    def removing(self) -> bool:
-        """Whether units below the bar are removed yet: after ``warmup_steps``, and once the
-        training loss's running mean has fallen by less than ``settle`` of itself over a trial."""
-        return self.settled and self.steps >= self.warmup_steps
+    def removing(self, k: int) -> bool:
+        """Whether layer ``k``'s units below the bar are removed yet: after ``warmup_steps``, and
+        once the layer has been measured to be worth ``layer_worth`` of the loss."""
+        return self.steps >= self.warmup_steps and (self.layer_worth == 0 or self.engaged[k])
 
     def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
-        return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar()) & self.removing
+        return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar()) & self.removing(k)
 
     def spare(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
-        """Units on trial, and (after the warm-up) those below the bar. During the warm-up a
-        measured unit counts as kept whatever its worth, so the layer goes on trying new ones."""
-        return torch.isnan(self.worth[k]) | self.dead(rnn, decoder, k)
+        """Units on trial and those below the bar (removed or not yet)."""
+        return ~(self.worth[k] >= self.bar())
 
     def resized(self, k: int, units: UnitMap) -> None:
         old = units.index.clamp_min(0)
@@ -577,7 +579,7 @@ class Ablation(Signal):
     def state_dict(self) -> dict[str, Any]:
         return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
                 "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0,
-                "steps": self.steps, "trend": self.trend, "trend_then": self.trend_then, "settled": self.settled}
+                "steps": self.steps, "engaged": self.engaged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "worth" not in state:
@@ -589,8 +591,16 @@ class Ablation(Signal):
         self.base = state["base"]
         self.lr0 = state.get("lr0")
         self.steps = int(state.get("steps", 0))
-        self.trend, self.trend_then = state.get("trend"), state.get("trend_then")
-        self.settled = bool(state.get("settled", self.settled))
+        self.engaged = [bool(e) for e in state.get("engaged", self.engaged)]
+
+
+def _restore(weights: list[Tensor], biases: list[Tensor | None], saved: list[Tensor],
+             saved_b: list[Tensor | None]) -> None:
+    """Copy ``saved`` (and ``saved_b``) back into ``weights`` (and ``biases``)."""
+    for w, b, old_w, old_b in zip(weights, biases, saved, saved_b, strict=True):
+        w.copy_(old_w)
+        if b is not None and old_b is not None:
+            b.copy_(old_b)
 
 
 def _output_moments(moments: dict[int, Tensor], k: int, second: bool,

@@ -278,8 +278,8 @@ def test_a_dead_units_removal_is_kept_and_the_next_unit_is_measured_without_it(b
 
 
 def test_no_unit_is_removed_during_the_warm_up() -> None:
-    """A useless unit measured during the warm-up is neither dead nor spare (the layer goes on
-    trying new units) and keeps its weights; measured after it, it is dead."""
+    """A useless unit measured during the warm-up is spare but not dead, and keeps its weights;
+    measured after it, it is dead."""
     rnn, decoder = _stack("elman", (3,))
     with torch.no_grad():
         decoder.weight[:, 1] = 0
@@ -293,25 +293,49 @@ def test_no_unit_is_removed_during_the_warm_up() -> None:
     for step, dead in ((1, [False] * 3), (2, [False, True, False])):
         signal.after_step(rnn, decoder, None, None)
         signal.measure(rnn, decoder, probe, step=step)
-        assert signal.dead(rnn, decoder, 0).tolist() == dead and signal.spare(rnn, decoder, 0).tolist() == dead
-    assert Ablation(warmup_steps=2).removing is False
+        assert signal.dead(rnn, decoder, 0).tolist() == dead
+        assert signal.spare(rnn, decoder, 0).tolist() == [False, True, False]
+    assert decoder.weight[:, 1].abs().max() == 0  # removed (its outgoing weights were zero already)
     restored = Ablation(warmup_steps=2)
     restored.load_state_dict(signal.state_dict())
-    assert restored.removing
+    assert restored.removing(0)
 
 
-def test_units_are_removed_once_the_loss_stops_falling_fast() -> None:
-    """``settle``: the loss's running mean over a trial (2 steps) falls 10 -> 8.5 (15 %, more than
-    ``settle`` 10 %) and then 8.5 -> 8.05 (5 %): removal starts at the second check, and stays on."""
+@pytest.mark.parametrize("layer_worth, engaged", [(0.5, False), (0.01, True)])
+def test_units_are_removed_once_the_layer_is_worth_a_share_of_the_loss(layer_worth: float, engaged: bool) -> None:
+    """A layer whose units, replaced by their mean outputs, raise the loss by less than
+    ``layer_worth`` of it keeps its units below the bar (spare, not dead, weights kept); once it
+    is worth that much, they are removed."""
     rnn, decoder = _stack("elman", (3,))
-    signal = Ablation(trial_steps=2, settle=0.1)
+    with torch.no_grad():
+        decoder.weight[:, 1] = 0
+        rnn.layers[0].weight_hh_l0[:, 1] = 0
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    y = decoder(rnn(x)[0]).detach() + torch.randn(4, 6, 5, generator=gen, dtype=torch.float64)
+    probe = _probe(rnn, decoder, x, y)
+    base = probe()
+    out = rnn(x)[0].detach().reshape(-1, 3)
+    params = (decoder.weight, decoder.bias, rnn.layers[0].weight_hh_l0, rnn.layers[0].bias_hh_l0)
+    with torch.no_grad():  # the layer's worth, by hand: every unit replaced by its mean output
+        saved = [p.clone() for p in params]
+        for w, b in (params[:2], params[2:]):
+            b += w @ out.mean(0)
+            w.zero_()
+        share = (probe() - base) / base
+        for p, v in zip(params, saved, strict=True):
+            p.copy_(v)
+    assert 0.01 < share < 0.5
+    signal = Ablation(lam=1e-3, trial_steps=1, rate=100.0, check_every=1, layer_worth=layer_worth)
     signal.check(rnn, {})
-    removing = []
-    for loss in (10.0, 10.0, 8.0, 8.0, 7.9, 7.9, 20.0, 20.0):
-        signal.after_step(rnn, decoder, None, loss)
-        removing.append(signal.removing)
-    assert removing == [False] * 5 + [True] * 3
-    assert signal.trend_then == pytest.approx(8.05 + (20 - 8.05) * 0.75)
+    signal.after_step(rnn, decoder, None, None)
+    signal.measure(rnn, decoder, probe, step=0)
+    assert signal.engaged == [engaged] and signal.removing(0) is engaged
+    assert signal.dead(rnn, decoder, 0).tolist() == [False, engaged, False]
+    assert signal.spare(rnn, decoder, 0).tolist() == [False, True, False]
+    restored = Ablation(layer_worth=layer_worth)
+    restored.load_state_dict(signal.state_dict())
+    assert restored.engaged == [engaged]
 
 
 def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
@@ -360,7 +384,7 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     ("ablation", {"memory": 1.5}, "memory"),
     ("ablation", {"baseline": "median"}, "baseline"),
     ("ablation", {"warmup_steps": -1}, "warmup_steps"),
-    ("ablation", {"settle": 0.0}, "settle"),
+    ("ablation", {"layer_worth": -0.1}, "layer_worth"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):

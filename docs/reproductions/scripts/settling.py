@@ -64,7 +64,7 @@ class Record(L.Callback):
         if ctrl is not None:
             row.update(added=sum(ctrl.added), deleted=sum(ctrl.deleted))
             if hasattr(ctrl.signal, "removing"):
-                row.update(removing=ctrl.signal.removing)
+                row.update(engaged=list(ctrl.signal.engaged))
         log.append(row)
         print(json.dumps(row), flush=True)
 
