@@ -120,7 +120,8 @@ class _Record(L.Callback):
 
 SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
             "l0_gate": {"lam": 0.5, "dead_steps": 2},
-            "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0}}
+            "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0,
+                         "ablation_baseline": "regress"}}
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
@@ -133,7 +134,7 @@ def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, c
         rule = SETTLING.get(signal, {"threshold": 0.05, "p_add": 0.5, "p_delete": 0.5})
         controller = StructureController(signal=signal, seed=7, **rule)
         model = _model(start, cell, unit_multipliers=signal == "multiplier", unit_gates=signal == "l0_gate",
-                       dropout=0.1 if cell == "gru" else 0.0,
+                       dropout=0.1 if cell == "gru" else 0.0, output_prior=signal == "ablation",
                        **(SETTLING_MODEL if signal in SETTLING else {}))
         data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
         trainer = _trainer(tmp_path, [controller, record, *callbacks], enable_checkpointing=bool(callbacks),

@@ -1,6 +1,7 @@
 """SequenceModel: every output kind trains, state is carried, options are checked, checkpoints
 round-trip."""
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 
 import tasks
 from growrnn.errors import ArgumentError
+from growrnn.task import TaskSpec
 from growrnn.training import SequenceModel
 
 
@@ -133,3 +135,18 @@ def test_a_resized_model_reloads_and_resumes_with_its_unit_count(tmp_path: Path)
     fresh = SequenceModel(t.spec, cell="gru", hidden_size=5, seed=1)  # as a config would build it
     _trainer(tmp_path, max_epochs=2).fit(fresh, t.datamodule(), ckpt_path=tmp_path / "grown.ckpt")
     assert fresh.rnn.hidden_size == 7 and fresh.decoder.weight.shape == (10, 7)
+
+
+@pytest.mark.parametrize("kind, y, mask, expected", [
+    # multi_hot: each output's log-odds over the valid steps (the masked step's targets are ignored)
+    ("multi_hot", [[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]], [[True, True, False]], [math.log(1e4 - 1), 0.0]),
+    # tokens: log-frequencies over the valid steps
+    ("tokens", [[0, 2, 2, 1]], [[True, True, True, False]], [math.log(1 / 3), math.log(1e-8), math.log(2 / 3)]),
+    # regression: the mean target
+    ("real", [[[1.0, 2.0], [3.0, 6.0]]], None, [2.0, 4.0]),
+])
+def test_output_prior_is_the_targets_prior(kind: str, y: list, mask: list | None, expected: list[float]) -> None:
+    from growrnn.training.model import output_prior
+    spec = TaskSpec("t", "real", 2, kind, len(expected), "nll" if kind != "real" else "mse")
+    batch = {"y": torch.tensor(y), **({} if mask is None else {"mask": torch.tensor(mask)})}
+    torch.testing.assert_close(output_prior(spec, [batch]), torch.tensor(expected), rtol=1e-5, atol=1e-5)
