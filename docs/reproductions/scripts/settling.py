@@ -3,7 +3,8 @@
 Train a growable (or, with ``--fixed``, a fixed-size) ``SequenceModel`` on a task with a
 ``StructureController``, on one torch thread. Prints one JSON line per validation (units, metric,
 units added and deleted) and a final line (units, parameters, test metric, seconds), and appends
-the whole record to ``--out``. The JSB defaults are those of configs/grow/jsb_lstm.yaml (Adam 1e-3,
+the whole record to ``--out``; with ``--best`` the test metric is that of the model as it was at
+its best validation (early stopping). The JSB defaults are those of configs/grow/jsb_lstm.yaml (Adam 1e-3,
 dropout 0.2, plateau halving, gradient clip 1). Example::
 
     python docs/reproductions/scripts/settling.py --task-options '{"batch_size": 8}' --epochs 120 \\
@@ -11,6 +12,7 @@ dropout 0.2, plateau halving, gradient clip 1). Example::
 """
 
 import argparse
+import copy
 import json
 import time
 
@@ -35,6 +37,7 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out", default=None)
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--max-steps", type=int, default=-1)
+parser.add_argument("--best", action="store_true", help="test the model as it was at its best validation")
 parser.add_argument("--val-every", type=float, default=1.0, help="Trainer.val_check_interval")
 args = parser.parse_args()
 
@@ -67,16 +70,27 @@ class Record(L.Callback):
                 row.update(engaged=list(ctrl.signal.engaged))
         log.append(row)
         print(json.dumps(row), flush=True)
+        metric = f"val/{data.spec.metric}"
+        if args.best and metric in row and row[metric] <= min(r.get(metric, float("inf")) for r in log):
+            self.best = (model.hidden_sizes(), copy.deepcopy(model.state_dict()))
 
 
+record = Record()
 trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=1.0, logger=False,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    callbacks=[Record()] + ([ctrl] if ctrl else []), val_check_interval=args.val_every,
+                    callbacks=[record] + ([ctrl] if ctrl else []), val_check_interval=args.val_every,
                     num_sanity_val_steps=0)
 trainer.fit(net, datamodule=data)
-result = trainer.test(net, datamodule=data, verbose=False)[0]
+tested = net
+if args.best and hasattr(record, "best"):
+    sizes, state = record.best
+    tested = SequenceModel(data.spec, cell=args.cell, hidden_size=sizes[0] if args.fixed else sizes,
+                           seed=args.seed, **model_kw)
+    tested.load_state_dict(state)
+result = trainer.test(tested, datamodule=data, verbose=False)[0]
 metric = f"val/{data.spec.metric}"
 final = {"final": True, "units": net.hidden_sizes(), "params": sum(p.numel() for p in net.rnn.parameters()),
+         "tested_units": tested.hidden_sizes(),
          **{k: float(v) for k, v in result.items()},
          "best_val": min((r.get(metric, float("inf")) for r in log), default=None),
          "time": round(time.time() - t0, 1), "args": vars(args)}
