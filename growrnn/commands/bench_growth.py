@@ -55,7 +55,7 @@ CASES = [
     Case("copy task, LSTM 128, batch 16, T 70 (l0_gate, Adam)", "copy",
          {"delay": 50, "n_train": 20000, "batch_size": 16},
          dict(cell="lstm", hidden_size=[128], unit_gates=True, optimizer="adam", lr=1e-3), "l0_gate"),
-    Case("copy task, LSTM 128, batch 16, T 70 (ablation, Adam)", "copy",
+    Case("copy task, LSTM 128, batch 16, T 70 (ablation regress, Adam)", "copy",
          {"delay": 50, "n_train": 20000, "batch_size": 16},
          dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3), "ablation"),
 ]
@@ -91,7 +91,8 @@ def _step_time(case: Case, grow: bool, steps: int) -> float:
         # the signal's whole per-step cost (the ablation's measurements included), no resize
         callbacks.append(StructureController(signal=case.signal, reserve=0, reserve_fraction=0.0, dead_steps=10**9,
                                              max_units=1024,
-                                             **({"lam": 0.0, "trial_steps": 1} if case.signal == "ablation" else {})))
+                                             **({"trial_steps": 1, "warmup_steps": 10**9}  # measure all, remove none
+                                                if case.signal == "ablation" else {})))
     elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
     trainer = L.Trainer(max_steps=steps + skip, logger=False, enable_checkpointing=False, enable_progress_bar=False,

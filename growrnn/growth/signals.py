@@ -386,31 +386,37 @@ class L0Gate(Signal):
 @dataclass
 class Ablation(Signal):
     """A unit is worth what the loss rises by without it: every unit is tested by **ablation** —
-    the current training batch's loss (evaluation mode, no gradient) with the unit's outgoing
-    weights zeroed, minus the loss with them — and kept while that worth is at least ``lam``
-    (a fraction of the loss, when ``relative``). The one bar holds for every unit, old or new,
-    which is what makes the width an equilibrium rather than a record of where training started:
-    a layer grows while new units earn ``lam`` and shrinks while old ones do not. No penalty
-    touches the weights, so the units that stay train as in a fixed layer.
+    the current training batch's loss (evaluation mode, no gradient) with the unit removed, minus
+    the loss with it — and kept while that worth is at least ``lam`` (a fraction of the loss, when
+    ``relative``). The one bar holds for every unit, old or new, which is what makes the width an
+    equilibrium rather than a record of where training started: a layer grows while new units earn
+    ``lam`` and shrinks while old ones do not. No penalty touches the weights, so the units that
+    stay train as in a fixed layer.
+
+    How a unit is removed (``baseline``): ``regress`` (default) replaces its output by its
+    least-squares estimate from the other units' outputs and a constant, measured on the batch
+    (its reading weights' column is moved onto the other units' columns and the readers' biases),
+    so a unit is worth only what the others cannot stand in for — co-adapted, redundant units in
+    a wide layer are not each credited with what they share; ``mean`` keeps only its mean output
+    (as a bias); ``zero`` zeroes its reading weights. A unit measured below the bar is **dead**:
+    the removal that was measured is kept (its reading weights are zero afterwards, so deleting it
+    costs what was measured) and the units measured after it in the round are measured without it.
 
     New units start with zero outgoing weights (the function is kept) and are on trial (spare)
     for ``trial_steps`` steps (counted at the first step's learning rate: a unit added after a
     scheduler halved the rate is tried twice as many steps); then they are measured first. Units
     are measured round-robin at ``rate`` units per step on average, in rounds every
-    ``check_every`` steps (each round costs
-    one forward for the base loss and one per unit measured: about ``rate / 3`` training steps
-    per step); a unit's worth is a running mean over its measurements (the newest weighted
-    ``memory``). A measured unit below the bar is **dead**. Works for any cell and stack: a unit
-    is ablated by zeroing the columns of every weight that reads it (``baseline: zero``). With
-    ``baseline: mean`` its mean output over the batch is kept, as a bias of the readers that read
-    ``h``, so a unit is not credited with a constant that a bias provides: a stricter test that
-    shrinks a large layer further, but that starves a layer started small (measured: a JSB LSTM
-    started at 8 units fell to 2-4; see docs/reproductions/settling.md).
+    ``check_every`` steps (each round costs one forward for the base loss and one per unit
+    measured: about ``rate / 3`` training steps per step); a unit's worth is a running mean over
+    its measurements (the newest weighted ``memory``). Units below the bar are spare, but none is
+    removed during the first ``warmup_steps`` steps, nor in a layer not yet measured to be worth
+    ``layer_worth`` of the loss beyond its units' mean outputs (0: no such wait). Works for any
+    cell and stack.
     """
 
-    lam: float = 1e-3
+    lam: float = 2e-4
     relative: bool = True
-    baseline: str = "zero"
+    baseline: str = "regress"
     trial_steps: int = 100
     rate: float = 0.25
     check_every: int = 20

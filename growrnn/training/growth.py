@@ -55,7 +55,7 @@ class StructureController(L.Callback):
         signal: ``ablation`` (default), ``group_lasso``, ``l0_gate``, ``outgoing_l1`` (Miconi v3) or
             ``multiplier`` (Miconi v2).
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
-            training loss when ``relative``). Default 1e-3 (ablation), 3e-5 (group_lasso), 0.002
+            training loss when ``relative``). Default 2e-4 (ablation), 3e-5 (group_lasso), 0.002
             (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
@@ -66,7 +66,9 @@ class StructureController(L.Callback):
             with ablation (a layer started small grows by up to a quarter per trial).
         trial_steps, ablation_rate, ablation_every, ablation_baseline: ablation's trial length (in
             steps at the first learning rate), units measured per step, steps between measuring
-            rounds, and ``zero`` or ``mean`` (see :class:`~growrnn.growth.signals.Ablation`).
+            rounds, and the baseline: ``regress`` (default: the unit's output replaced by its
+            least-squares estimate from the other units'), ``mean`` or ``zero`` (see
+            :class:`~growrnn.growth.signals.Ablation`).
         warmup_steps: group_lasso's penalty ramps up linearly over these first steps; ablation
             removes no unit during these first steps (units are measured, and new ones tried).
         ablation_layer_worth: ablation removes no unit of a layer until the layer is measured to be
@@ -109,7 +111,7 @@ class StructureController(L.Callback):
                  l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0,
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
-                 ablation_baseline: str = "zero", ablation_layer_worth: float = 0.0) -> None:
+                 ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
