@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     growth.add_argument("--steps", type=int, default=300, help="timed steps per run")
     growth.add_argument("--rounds", type=int, default=3, help="A/B rounds per case (median taken)")
     growth.add_argument("--quick", action="store_true", help="30 steps, 1 round: a smoke run")
+    growth.add_argument("--case", help="only the cases whose name contains this (e.g. ablation)")
     growth.add_argument("--out", type=Path, help="also write the markdown table to this file")
     return parser
 
@@ -118,7 +119,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from growrnn.commands.bench_growth import run
         if args.out:
             _writable("--out", args.out)
-        table = run(args.steps, args.rounds, args.quick) + "\n"
+        table = run(args.steps, args.rounds, args.quick, args.case) + "\n"
         print(table, end="")
         if args.out:
             args.out.write_text(table)

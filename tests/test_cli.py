@@ -91,3 +91,13 @@ def test_output_into_a_closed_pipe_ends_quietly(command: list[str]) -> None:
 def test_show_names_a_missing_genome_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", str(tmp_path / "cell_12.txt")]) == 2
     assert "cell_12.txt. HINT: there is no such file" in capsys.readouterr().err
+
+
+def test_bench_growth_one_case_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--case`` picks the cases by name: one row, a ratio; an unknown name is refused."""
+    out = tmp_path / "growth.md"
+    assert main(["bench", "growth", "--quick", "--case", "ablation", "--out", str(out)]) == 0
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| copy")]
+    assert len(rows) == 1 and "ablation regress" in rows[0] and float(rows[0].split("|")[4]) > 0
+    assert main(["bench", "growth", "--quick", "--case", "no such case"]) != 0
+    assert "--case" in capsys.readouterr().err

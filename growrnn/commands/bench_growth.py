@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from growrnn.errors import ArgumentError
 from growrnn.growth.stack import resize_layer
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.cli import quiet_lightning
@@ -123,13 +124,17 @@ def _resize_ms(case: Case, repeats: int = 20) -> float:
     return statistics.median(times) * 1e3
 
 
-def run(steps: int = 300, rounds: int = 3, quick: bool = False) -> str:
-    """Measure every case; returns a markdown table."""
+def run(steps: int = 300, rounds: int = 3, quick: bool = False, match: str | None = None) -> str:
+    """Measure every case (or those whose name contains ``match``); returns a markdown table."""
     quiet_lightning()
     if quick:
         steps, rounds = 30, 1
+    cases = [c for c in CASES if match is None or match in c.name]
+    if not cases:
+        raise ArgumentError("--case", allowed="a part of a case's name: " + "; ".join(c.name for c in CASES),
+                            received=match, hint="e.g. --case ablation")
     rows = ["| case | fixed ms/step | growable ms/step | ratio | one resize (ms) |", "|---|---:|---:|---:|---:|"]
-    for case in CASES:
+    for case in cases:
         fixed, grown = [], []
         for _ in range(rounds):  # alternate, so drift in machine load hits both sides alike
             fixed.append(_step_time(case, False, steps))
