@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("test", "score a checkpoint on test")):
         sub.add_parser(name, help=f"{what} (LightningCLI: growrnn {name} --config FILE; --help for all options)",
                        add_help=False)
-    for name, what in (("search", "evolve cells: growrnn search --config FILE --db PATH; growrnn search export ..."),
+    for name, what in (("search", "evolve cells: growrnn search --config FILE --db PATH; search confirm|export ..."),
                        ("grow", "growth runs over seeds and their figures: growrnn grow seeds|plot ..."),
                        ("compare", "baselines vs grown vs evolved cells: growrnn compare --config FILE --out DIR")):
         sub.add_parser(name, help=f"{what} (--help for all options)", add_help=False)

@@ -1,9 +1,10 @@
-"""``growrnn search``: run or resume a search, or export its cells.
+"""``growrnn search``: run or resume a search, confirm its cells from scratch, or export them.
 
 ::
 
     growrnn search --config configs/search/jsb.yaml --db runs/jsb_search.db [--workers 2] ...
     growrnn search --db runs/jsb_search.db                 # resume with the stored config
+    growrnn search confirm --db runs/jsb_search.db [--confirm.seeds 5] [--workers 2]
     growrnn search export --db runs/jsb_search.db --front --out front/
 
 Every config key is also an option (``--population 8``, ``--model.lr 0.01``); options override
@@ -40,9 +41,16 @@ def _export(argv: list[str]) -> int:
 
     with (Path(args.out) / "front.csv").open(newline="") as fh:
         table = list(csv.DictReader(fh))
-    print(f"wrote {len(table)} cells to {args.out} (best validation first):")
+    confirmed = any(row["confirmed_runs"] not in ("", "0") for row in table)
+    order = "best confirmed validation first (mean ± std over the from-scratch seeds), the search's score beside it" \
+        if confirmed else "best validation first; not confirmed: growrnn search confirm --db retrains them from scratch"
+    print(f"wrote {len(table)} cells to {args.out} ({order}):")
     for row in table:
-        print(f"  {row['path']}: val {float(row['val']):.4g}, {float(row['params']):,.0f} parameters")
+        search = f"val {float(row['val']):.4g}"
+        if row["confirmed_val"] != "":
+            search = f"confirmed val {float(row['confirmed_val']):.4g} ± {float(row['confirmed_val_std']):.2g} " \
+                     f"({row['confirmed_runs']} seeds), search {search}"
+        print(f"  {row['path']}: {search}, {float(row['params']):,.0f} parameters")
     if table:
         print(f"next: growrnn show {table[0]['path']}   |   growrnn fit --config <the task's config> "
               f"--model.cell {table[0]['path']}")
@@ -67,9 +75,51 @@ def _run(argv: list[str]) -> int:
     config, db = parse_command(argv)
     result = run_search(config, db)
     print(f"search done: generation {result.generation}, population {list(result.population)}; "
-          f"archive {result.db}, TensorBoard {result.tensorboard}\n"
-          f"next: growrnn search export --db {result.db} --front --out {Path(str(result.db)).with_suffix('')}_front")
+          f"archive {result.db}, TensorBoard {result.tensorboard}")
+    if result.confirmation is not None:
+        _print_confirmation(result.confirmation)
+    print(f"next: growrnn search export --db {result.db} --front --out {Path(str(result.db)).with_suffix('')}_front")
     return 0
+
+
+def _confirm(argv: list[str]) -> int:
+    from growrnn.search.config import parse_command, search_parser
+    from growrnn.search.confirm import confirm_search
+    from growrnn.search.storage import Archive
+
+    if "-h" in argv or "--help" in argv:
+        print("growrnn search confirm --db PATH [options]: retrain the last saved generation's front and the "
+              "seeded baselines from scratch on confirm.seeds seeds (resumable; runs already stored are not "
+              "repeated). Options are the search's config keys; only those that may change on resume "
+              "(confirm.seeds, workers, executor, ...) may differ from the stored config.\n")
+        search_parser(db=True).print_help()
+        return 0
+    db = _db_of(argv)
+    if db is None or not Path(db).is_file():
+        raise ArgumentError("--db", allowed="the database of an existing search", received=db,
+                            hint="growrnn search confirm --db runs/search/jsb.db")
+    with Archive.open(db, read_only=True) as archive:  # the stored config, options on top
+        argv = ["--config", json.dumps(archive.config), *argv]
+    config, db = parse_command(argv)
+    _print_confirmation(confirm_search(config, db))
+    print(f"next: growrnn search export --db {db} --front --out {Path(str(db)).with_suffix('')}_front")
+    return 0
+
+
+def _print_confirmation(report: dict) -> None:
+    rho = report.get("spearman")
+    print(f"confirmation of generation {report['generation']}: {len(report['cells'])} cells retrained from scratch "
+          f"on {report['seeds']} seeds ({report['failed']} failed runs); Spearman rho(search score, confirmed mean) "
+          f"= {'n/a' if rho is None else f'{rho:.3f}'} over {report['compared']} cells")
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    for k, cell in enumerate(report["cells"], 1):
+        spread = "" if cell["val_std"] is None else f" ± {cell['val_std']:.2g}"
+        print(f"  {k:2d}. cell {cell['id']} ({'+'.join(cell['roles'])}): confirmed val {show(cell['val_mean'])}"
+              f"{spread} ({cell['done']} runs), search val {show(cell['search_val'])}, "
+              f"{show(cell['params'])} parameters")
 
 
 def _db_of(argv: list[str]) -> str | None:
@@ -90,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("growrnn.search").setLevel(logging.INFO)
     if argv and argv[0] == "export":
         return _export(argv[1:])
+    if argv and argv[0] == "confirm":
+        return _confirm(argv[1:])
     return _run(argv)

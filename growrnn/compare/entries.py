@@ -69,7 +69,7 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
 def _front_cells(db: Path, folder: Path, front: bool, top: int | None) -> list[Path]:
     """The ``cell_<id>.txt`` files of the archive's cells, exported into ``folder`` the first time
     (``front.csv`` marks a finished export; a half-written folder is exported again); with
-    ``top``, only the ``top`` best on validation."""
+    ``top``, only the ``top`` best (on confirmed validation when the search was confirmed)."""
     import csv
 
     from growrnn.search.export import export_front
@@ -79,5 +79,5 @@ def _front_cells(db: Path, folder: Path, front: bool, top: int | None) -> list[P
         export_front(db, folder, front_only=front)
     with listing.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    ids = [row["id"] for row in rows][:top]  # export_front lists the best validation first
+    ids = [row["id"] for row in rows][:top]  # export_front lists the best first (confirmed val when confirmed)
     return [folder / f"cell_{i}.txt" for i in ids]

@@ -42,7 +42,8 @@ from growrnn.evaluation.config import (
 from growrnn.search.variation.draft import Limits
 from growrnn.search.variation.operators import CROSSOVERS, OPERATORS
 
-__all__ = ["NoveltyConfig", "PredictorConfig", "SearchConfig", "SpeciationConfig", "NEUTRAL", "check_config",
+__all__ = ["ConfirmConfig", "NoveltyConfig", "PredictorConfig", "SearchConfig", "SpeciationConfig", "NEUTRAL",
+           "check_config",
            "config_from_dict", "config_to_dict", "load_config", "parse_command", "search_parser"]
 
 
@@ -99,6 +100,17 @@ class PredictorConfig:
 
 
 @dataclass(frozen=True)
+class ConfirmConfig:
+    """Confirmation (see :mod:`growrnn.search.confirm`): when the last generation ends, the final
+    front and the seeded baselines (generation 0's ``initial`` cells) are retrained from fresh
+    weights -- no inheritance, no early stop -- on the candidates' budget, ``seeds`` times each
+    (the same ``seeds`` training seeds for every cell), and what the search hands out is ranked by
+    the confirmed metric."""
+
+    seeds: int = 3
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """A (mu + lambda) NSGA-II search over cell genomes.
 
@@ -132,6 +144,9 @@ class SearchConfig:
             multi-node Ray cluster that folder must be on a file system every node shares.
         grow: ``StructureController`` options: each candidate trains with growth on, starting from
             ``model.hidden_size``, and the ``params`` objective is the grown parameter count.
+        confirm: retrain the final front and the baselines from scratch with ``seeds`` seeds when
+            the last generation ends (on by default; ``null`` turns it off, and ``growrnn search
+            confirm`` runs it on demand).
         test: also score each candidate on the test set (recorded, never used for selection).
         executor: ``local`` (a process pool on this machine) or ``ray``.
         workers: parallel evaluations (local: processes, 0 runs them inline; ray: CPUs of a
@@ -143,9 +158,10 @@ class SearchConfig:
         tensorboard: TensorBoard folder (default: the database path without suffix, plus ``_tb``).
         progress: show a progress bar on the console.
 
-    ``generations``, ``executor``, ``workers``, ``address``, ``timeout_s``, ``tensorboard`` and
-    ``progress`` may change when a search resumes (:data:`NEUTRAL`): they change how long it runs
-    and where and how it computes, not what it finds.
+    ``generations``, ``executor``, ``workers``, ``address``, ``timeout_s``, ``tensorboard``,
+    ``progress`` and ``confirm`` may change when a search resumes (:data:`NEUTRAL`): they change
+    how long it runs and where and how it computes, or how many seeds check what it found, not
+    what it finds.
     """
 
     task: str
@@ -166,6 +182,7 @@ class SearchConfig:
     predictor: PredictorConfig | None = None
     inherit: bool = True
     grow: dict[str, Any] | None = None
+    confirm: ConfirmConfig | None = field(default_factory=ConfirmConfig, metadata=RESUMABLE)
     test: bool = True
     executor: Literal["local", "ray"] = field(default="local", metadata=RESUMABLE)
     workers: int = field(default=2, metadata=RESUMABLE)
@@ -256,6 +273,9 @@ def check_config(config: SearchConfig) -> None:
         check_int("novelty.k", config.novelty.k, 1)
     if config.speciation is not None:
         _check_speciation(config.speciation, config.population)
+    if config.confirm is not None:
+        check_int("confirm.seeds", config.confirm.seeds, 1,
+                  hint="3 or more seeds give a mean and a spread; null turns confirmation off")
     if config.executor == "local" and config.address is not None:
         raise ArgumentError("address", allowed="null with executor: local", received=config.address,
                             hint="use executor: ray to join a cluster")

@@ -3,6 +3,12 @@ comment header with the candidate's id, key, lineage and metrics) and ``cell_<id
 JSON form, with its stable node ids), plus ``front.csv`` listing them. Either file can be given
 as ``cell=`` to :class:`growrnn.training.SequenceModel` or ``growrnn fit --model.cell``.
 
+When the search was confirmed (:mod:`growrnn.search.confirm`), the cells are ranked by the
+confirmed ``val`` (the mean over the from-scratch seeds, with its standard deviation), the
+search's own score beside it, and ``confirmed.csv`` lists every confirmed cell -- the front and
+the seeded baselines -- the same way. Unconfirmed cells come after the confirmed ones, by the
+search's score.
+
 >>> # export_front("runs/search/search.db", "front/")    # doctest: +SKIP
 """
 
@@ -17,16 +23,26 @@ from pathlib import Path
 from typing import Any
 
 from growrnn.errors import ArgumentError, SearchError, format_message
+from growrnn.search.confirm import ConfirmedCell, confirmed_cells, rank_cells
 from growrnn.search.report import first_front, values_of
 from growrnn.search.selection import OBJECTIVES
 from growrnn.search.storage import Archive, CandidateRow
 
-__all__ = ["CSV_COLUMNS", "cell_text", "export_front"]
+__all__ = ["CONFIRMED_COLUMNS", "CSV_COLUMNS", "cell_text", "export_front"]
 
 log = logging.getLogger(__name__)
 
-#: Columns of ``front.csv``; ``path`` is the ``.txt`` file as written (``out`` joined with its name).
-CSV_COLUMNS = ("id", "key", "val", "test", "params", "macs", "path")
+#: Columns of ``front.csv``, one row per exported cell, best first: ``confirmed_val`` and
+#: ``confirmed_test`` are means over the confirmation's finished runs (``confirmed_runs`` of them;
+#: empty when none), ``*_std`` their sample standard deviations; ``val`` and ``test`` are the
+#: search's scores; ``confirmed_front`` says whether the cell is on the first front of the exported
+#: cells by confirmed ``val`` (and the search's other objectives); ``path`` is the ``.txt`` file
+#: as written (``out`` joined with its name).
+CSV_COLUMNS = ("id", "key", "confirmed_val", "confirmed_val_std", "val", "confirmed_test", "confirmed_test_std", "test",
+               "params", "macs", "confirmed_runs", "confirmed_front", "path")
+#: Columns of ``confirmed.csv``: every confirmed cell (front and baselines), best confirmed first.
+CONFIRMED_COLUMNS = ("rank", "id", "key", "role", "confirmed_val", "confirmed_val_std", "val", "confirmed_test",
+                     "confirmed_test_std", "test", "params", "confirmed_runs", "failed_runs")
 #: Metrics left out of the text header: long (the curve, the genome itself) or already named.
 _SKIP = {"curve", "genome", "key"}
 
@@ -88,8 +104,10 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
         direction: ``"min"``/``"max"`` for ``val`` (default: recorded in the candidates' metrics).
 
     Returns:
-        The written paths: ``cell_<id>.txt`` and ``cell_<id>.json`` per cell (best ``val``
-        first), then ``front.csv``.
+        The written paths: ``cell_<id>.txt`` and ``cell_<id>.json`` per cell (best first: by
+        confirmed ``val`` when the search was confirmed, else by the search's ``val``), then
+        ``front.csv`` (:data:`CSV_COLUMNS`), then ``confirmed.csv`` (:data:`CONFIRMED_COLUMNS`,
+        only when some cell was confirmed).
 
     Raises:
         SearchError: ``db`` is missing or not an archive, no generation was saved yet, or the
@@ -107,40 +125,80 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
                                              hint="let the search finish generation 0 (or resume it) first"))
         rows = [archive.get(i) for i in last.population]
         config = archive.config
-    done = [r for r in rows if r.status == "done" and r.objectives is not None]
-    if not done:
-        raise SearchError(format_message(f"generation {last.gen} of {db} has no finished candidate",
-                                         hint="resume the search until some candidates are evaluated"))
-    if direction is not None and direction not in ("min", "max"):
-        raise ArgumentError("direction", allowed="'min' or 'max' or None", received=direction)
-    names, sense = _names_and_direction(done, config, objectives, direction)
-    index = first_front(done, names, sense)
-    if not front_only:  # every finished one, best val first, the front's order kept at the top
-        on_front = set(index)
-        rest = [i for i in range(len(done)) if i not in on_front]
-        sign = 1.0 if sense == "min" else -1.0
-        rest.sort(key=lambda i: (_sort_val(done[i], sign), done[i].id))
-        index = index + rest
+        done = [r for r in rows if r.status == "done" and r.objectives is not None]
+        if not done:
+            raise SearchError(format_message(f"generation {last.gen} of {db} has no finished candidate",
+                                             hint="resume the search until some candidates are evaluated"))
+        if direction is not None and direction not in ("min", "max"):
+            raise ArgumentError("direction", allowed="'min' or 'max' or None", received=direction)
+        names, sense = _names_and_direction(done, config, objectives, direction)
+        index = first_front(done, names, sense)
+        if not front_only:  # every finished one, best val first, the front's order kept at the top
+            on_front = set(index)
+            rest = [i for i in range(len(done)) if i not in on_front]
+            sign = 1.0 if sense == "min" else -1.0
+            rest.sort(key=lambda i: (_sort_val(done[i], sign), done[i].id))
+            index = index + rest
+        targets = {c.candidate.key: c for c in confirmed_cells(archive, names, sense)}
+        exported = [targets.get(r.key) or ConfirmedCell(r, (), tuple(archive.confirmations(key=r.key)), sense)
+                    for r in (done[i] for i in index)]
+    confirmed = [c for c in targets.values() if c.done]
+    if any(c.done for c in exported):  # rank by the confirmed metric; the search's order breaks no tie
+        exported = rank_cells(exported)
+    else:
+        log.info("the cells of %s are not confirmed: ranked by the search's score (growrnn search confirm --db %s "
+                 "retrains them from scratch)", db, db)
+    on_confirmed_front = _confirmed_front(exported, names, sense)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     table = []
-    for row in (done[i] for i in index):
+    for k, cell in enumerate(exported):
+        row = cell.candidate
         txt, js = out / f"cell_{row.id}.txt", out / f"cell_{row.id}.json"
         txt.write_text(cell_text(row))
         js.write_text(json.dumps(json.loads(row.genome_json), indent=2) + "\n")
         written += [txt, js]
-        values = values_of(row)
-        table.append({"id": row.id, "key": row.key, "val": values.get("val"), "test": values.get("test"),
-                      "params": values.get("params"), "macs": values.get("macs", values.get("macs_per_step")),
-                      "path": str(txt)})
+        table.append({**_confirmed_columns(cell), "confirmed_front": k in on_confirmed_front, "path": str(txt)})
     csv_path = out / "front.csv"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(table)
+    _write_csv(csv_path, CSV_COLUMNS, table)
     written.append(csv_path)
+    if confirmed:
+        listing = out / "confirmed.csv"
+        _write_csv(listing, CONFIRMED_COLUMNS, [{"rank": k, "role": "+".join(c.roles), **_confirmed_columns(c),
+                                                 "failed_runs": c.failed}
+                                                for k, c in enumerate(rank_cells(confirmed), 1)])
+        written.append(listing)
     log.info("exported %d cells of generation %d from %s to %s", len(table), last.gen, db, out)
     return written
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _confirmed_columns(cell: ConfirmedCell) -> dict[str, Any]:
+    """A cell's figures as CSV values: confirmed means and spreads (empty when unconfirmed), the
+    search's scores, its size."""
+    values = values_of(cell.candidate)
+
+    def number(value: Any) -> Any:
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    return {"id": cell.candidate.id, "key": cell.candidate.key, "confirmed_val": number(cell.val_mean),
+            "confirmed_val_std": number(cell.val_std), "val": values.get("val"),
+            "confirmed_test": number(cell.test_mean), "confirmed_test_std": number(cell.test_std),
+            "test": values.get("test"), "params": values.get("params"),
+            "macs": values.get("macs", values.get("macs_per_step")), "confirmed_runs": cell.done}
+
+
+def _confirmed_front(cells: Sequence[ConfirmedCell], names: Sequence[str], direction: str) -> set[int]:
+    """Indices of the cells on the first front by confirmed ``val`` (and the search's other
+    objectives); unconfirmed cells are never on it."""
+    points = [{**values_of(c.candidate), "val": c.val_mean} if c.done else {"failed": True} for c in cells]
+    return set(first_front(points, names, direction))
 
 
 def _sort_val(row: CandidateRow, sign: float) -> float:

@@ -31,8 +31,20 @@ from growrnn.executors import torch_threads
 from growrnn.files import atomic_path
 from growrnn.genome.graph import Genome
 
-__all__ = ["inherit_into", "run_candidate", "save_weights"]
+__all__ = ["base_payload", "inherit_into", "run_candidate", "save_weights"]
 log = logging.getLogger(__name__)
+
+
+def base_payload(config: Any, genome_json: str, seed: int) -> dict[str, Any]:
+    """The :func:`run_candidate` payload that trains ``genome_json`` from fresh weights with
+    ``seed`` as the search ``config`` (a :class:`~growrnn.search.config.SearchConfig`) trains its
+    candidates: its task, model, trainer, budget, growth and objectives, one torch thread, no
+    parent, no predictor, no weights written. The loop adds those; confirmation runs it as is."""
+    return {"genome_json": genome_json, "task": config.task, "task_options": dict(config.task_options),
+            "model": dict(config.model), "trainer": dict(config.trainer), "budget": config.budget.as_dict(),
+            "seed": int(seed), "test": config.test, "objectives": list(config.objectives), "threads": 1,
+            "grow": dict(config.grow) if config.grow is not None else None, "parent": None, "predictor": None,
+            "weights_out": None}
 
 
 def run_candidate(payload: dict[str, Any]) -> dict[str, Any]:

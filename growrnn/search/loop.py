@@ -19,6 +19,10 @@ executor finished them first.
 **Deduplication.** A planned child whose canonical key already has a ``done`` row is recorded as
 done with that row's results (``metrics["reused_from"]``), and of several new rows with one key in
 a generation only the first is trained.
+
+**Confirmation.** When the last generation is saved, the final front and the seeded baselines are
+retrained from scratch on ``confirm.seeds`` seeds (:mod:`growrnn.search.confirm`), resumable the
+same way; inheritance only speeds the search up, what it hands out is confirmed.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from growrnn.search.species import initial_species, population_niches, select_in
 from growrnn.search.storage import Archive, CandidateRow, decode_state, encode_state
 from growrnn.search.variation.operators import CROSSOVERS, vary
 
-__all__ = ["SearchResult", "run_search", "candidate_seed", "prune_weights", "tensorboard_dir", "weights_dir"]
+__all__ = ["SearchResult", "run_search", "candidate_seed", "prune_weights", "search_executor", "tensorboard_dir",
+           "weights_dir"]
 log = logging.getLogger(__name__)
 
 #: Tournaments tried for one offspring slot before it is left empty (variation can fail).
@@ -55,12 +60,14 @@ PLAN_TRIES = 5
 @dataclass(frozen=True)
 class SearchResult:
     """The end of :func:`run_search`: the final ``population`` (candidate ids, best first), the
-    last generation saved, and where the archive and TensorBoard logs are."""
+    last generation saved, where the archive and TensorBoard logs are, and the confirmation's
+    report (:func:`growrnn.search.confirm.summary`; ``None`` with ``confirm: null``)."""
 
     population: tuple[int, ...]
     generation: int
     db: Path
     tensorboard: Path
+    confirmation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ def run_search(config: SearchConfig, db: str | Path, *, executor: Executor | Non
     with Archive.open(db, config_to_dict(config), neutral=NEUTRAL) as archive:
         archive.reset_running()
         owned = executor is None
-        ex = executor if executor is not None else _make_executor(config)
+        ex = executor if executor is not None else search_executor(config)
         try:
             return _Search(config, db, archive, ex).run()
         finally:
@@ -109,7 +116,8 @@ def run_search(config: SearchConfig, db: str | Path, *, executor: Executor | Non
                 ex.close()
 
 
-def _make_executor(config: SearchConfig) -> Executor:
+def search_executor(config: SearchConfig) -> Executor:
+    """The executor ``config`` names (``local`` with ``workers``, or ``ray``); the caller closes it."""
     if config.executor == "ray":
         num_cpus = config.workers if config.address is None and config.workers > 0 else None
         return make_executor("ray", address=config.address, num_cpus=num_cpus)
@@ -139,7 +147,12 @@ class _Search:
         while gen <= self.config.generations:
             population, state = self._generation(gen, state)
             gen += 1
-        return SearchResult(population, gen - 1, self.db, self.tb)
+        confirmation = None
+        if self.config.confirm is not None:  # what a user receives is retrained from scratch
+            from growrnn.search.confirm import run_confirmation
+
+            confirmation = run_confirmation(self.config, self.archive, self.executor, tensorboard=self.tb)
+        return SearchResult(population, gen - 1, self.db, self.tb, confirmation)
 
     def _check_weights(self, population: Sequence[int]) -> None:
         """Refuse to resume a search with inheritance whose saved population lost its weights
@@ -308,13 +321,12 @@ class _Search:
         self.archive.finish(row.id, metrics, source.curve, source.objectives, 0.0)
 
     def _payload(self, row: CandidateRow, state: dict[str, Any]) -> dict[str, Any]:
+        from growrnn.search.job import base_payload
+
         cfg = self.config
-        payload: dict[str, Any] = {
-            "genome_json": row.genome_json, "task": cfg.task, "task_options": dict(cfg.task_options),
-            "model": dict(cfg.model), "trainer": dict(cfg.trainer), "budget": cfg.budget.as_dict(),
-            "seed": row.seed, "test": cfg.test, "objectives": list(cfg.objectives), "threads": 1,
-            "grow": dict(cfg.grow) if cfg.grow is not None else None, "parent": None, "predictor": None,
-            "weights_out": str(self.weights / f"{row.id}.pt") if self.weights is not None else None}
+        payload = base_payload(cfg, row.genome_json, row.seed)
+        if self.weights is not None:
+            payload["weights_out"] = str(self.weights / f"{row.id}.pt")
         if self.weights is not None and row.parents:
             # inherit only across generations: within one, the parent may not have finished yet, and
             # whether it had would depend on the executor's timing

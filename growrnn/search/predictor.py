@@ -25,12 +25,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from growrnn.errors import ArgumentError
 from growrnn.executors import torch_threads
-from growrnn.search.selection import nondominated_ranks
+from growrnn.search.selection import nondominated_ranks, spearman
 from growrnn.search.storage import Archive
 from growrnn.training.callbacks import ValidationCurve
 
@@ -230,7 +229,7 @@ class CurvePredictor:
         y = np.asarray([float(f) for f in finals], dtype=np.float64)
         if len(y) != len(pred):
             raise ArgumentError("finals", allowed=f"one value per curve ({len(pred)})", received=len(y))
-        return {"spearman": _spearman(pred, y), "mae": _mae(pred, y)}
+        return {"spearman": spearman(pred, y), "mae": _mae(pred, y)}
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -259,15 +258,6 @@ class CurvePredictor:
         return p
 
 
-def _spearman(pred: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(pred) & np.isfinite(y)
-    pred, y = pred[ok], y[ok]
-    # spearmanr warns (an error under pytest) and returns NaN on constant input; say NaN quietly
-    if len(y) < 2 or np.ptp(pred) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(spearmanr(pred, y).statistic)
-
-
 def _mae(pred: np.ndarray, y: np.ndarray) -> float:
     ok = np.isfinite(pred) & np.isfinite(y)
     return float(np.abs(pred[ok] - y[ok]).mean()) if ok.any() else math.nan
@@ -294,7 +284,7 @@ def holdout_report(curves: Sequence[Sequence[float]], finals: Sequence[float], k
     predictor = CurvePredictor(k, seed=seed, **options).fit(x[train].tolist(), y[train].tolist())
     scores = predictor.evaluate(x[test].tolist(), y[test].tolist())
     return {"spearman": scores["spearman"], "mae": scores["mae"],
-            "baseline_spearman": _spearman(x[test, -1], y[test]),
+            "baseline_spearman": spearman(x[test, -1], y[test]),
             "n_train": float(predictor.n_train), "n_test": float(len(test))}
 
 

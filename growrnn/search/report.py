@@ -36,8 +36,8 @@ from growrnn.genome.library import LIBRARY, library_cell
 from growrnn.search.selection import OBJECTIVES, hypervolume, nondominated_ranks, objective_matrix
 from growrnn.search.storage import Archive, CandidateRow
 
-__all__ = ["BASELINE_LABELS", "find_baselines", "first_front", "log_generation", "pareto_figure", "reference_point",
-           "values_of"]
+__all__ = ["BASELINE_LABELS", "confirmation_figure", "confirmation_markdown", "find_baselines", "first_front",
+           "log_confirmation", "log_generation", "pareto_figure", "reference_point", "values_of"]
 
 log = logging.getLogger(__name__)
 
@@ -262,3 +262,82 @@ def log_generation(writer_dir: Path, archive: Archive, gen: int, population: Seq
     log.info("generation %d: hypervolume %.4g, best val %s, %d on the front of %d evaluated", gen, volume,
              _fmt(best), len(front), len(done))
     return stats
+
+
+# ------------------------------------------------------------------------------------ confirmation
+def _pm(mean: Any, std: Any) -> str:
+    if mean is None:
+        return "-"
+    return f"{_fmt(float(mean))} ± {_fmt(float(std))}" if std is not None else _fmt(float(mean))
+
+
+def confirmation_markdown(report: Mapping[str, Any]) -> str:
+    """A confirmation report (:func:`growrnn.search.confirm.summary`) as a Markdown table, ranked by
+    the confirmed ``val`` (mean ± standard deviation over the seeds), the search's score beside it."""
+    rho = report.get("spearman")
+    head = (f"**Confirmation of generation {report['generation']}**: {len(report['cells'])} cells retrained from "
+            f"scratch on {report['seeds']} seeds ({report['failed']} failed runs), ranked by the confirmed val "
+            f"({report['direction']}). Spearman ρ(search score, confirmed mean) = "
+            f"{'n/a' if rho is None else f'{rho:.3f}'} over {report['compared']} cells.")
+    lines = ["| rank | cell | role | confirmed val | search val | confirmed test | params | runs |", "|---" * 8 + "|"]
+    for k, c in enumerate(report["cells"], 1):
+        lines.append(f"| {k} | {c['id']} | {', '.join(c['roles'])} | {_pm(c['val_mean'], c['val_std'])} | "
+                     f"{_pm(c['search_val'], None)} | {_pm(c['test_mean'], c['test_std'])} | "
+                     f"{_pm(c['params'], None)} | {c['done']} done, {c['failed']} failed |")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def confirmation_figure(report: Mapping[str, Any]) -> Any:
+    """A ``matplotlib.figure.Figure``: each confirmed cell's mean ``val`` (± one standard deviation)
+    against its parameters, baselines labelled, with the search's score of each cell as a faded
+    marker joined to its confirmed mean (how far inheritance had carried it)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    shown_search = False
+    for c in report["cells"]:
+        if c["val_mean"] is None or c["params"] is None:
+            continue
+        x, y, err = c["params"], c["val_mean"], c["val_std"] or 0.0
+        baseline = "baseline" in c["roles"] and "front" not in c["roles"]
+        style = {"fmt": "s", "color": "C1"} if baseline else {"fmt": "o", "color": "C0"}
+        ax.errorbar([x], [y], yerr=[err], ms=6, capsize=3, **style)
+        ax.annotate(str(c["id"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if c["search_val"] is not None:
+            ax.plot([x, x], [c["search_val"], y], ":", color="#999999", lw=0.8)
+            ax.scatter([x], [c["search_val"]], marker="x", color="#999999", s=20,
+                       label=None if shown_search else "search score")
+            shown_search = True
+    ax.errorbar([], [], fmt="o", color="C0", label="front cell, confirmed")
+    ax.errorbar([], [], fmt="s", color="C1", label="baseline, confirmed")
+    better = "lower" if report["direction"] == "min" else "higher"
+    ax.set_xlabel("params")
+    ax.set_ylabel(f"val ({better} is better), mean ± std over {report['seeds']} seeds")
+    ax.set_title(f"confirmation of generation {report['generation']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def log_confirmation(writer_dir: Path, report: Mapping[str, Any], step: int) -> None:
+    """Write a confirmation report (:func:`growrnn.search.confirm.summary`) to TensorBoard in
+    ``writer_dir`` at ``step`` (the confirmed generation): text ``search/confirmed`` (the ranked
+    table, :func:`confirmation_markdown`), figure ``search/confirmed_pareto``
+    (:func:`confirmation_figure`), scalars ``search/confirmed_best_val`` and
+    ``search/confirmed_spearman`` (when defined)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    check_int("step", step, 0)
+    writer = SummaryWriter(str(writer_dir))
+    try:
+        writer.add_text("search/confirmed", confirmation_markdown(report), step)
+        writer.add_figure("search/confirmed_pareto", confirmation_figure(report), step)
+        if report["cells"] and report["cells"][0]["val_mean"] is not None:
+            writer.add_scalar("search/confirmed_best_val", report["cells"][0]["val_mean"], step)
+        if report.get("spearman") is not None:
+            writer.add_scalar("search/confirmed_spearman", report["spearman"], step)
+        writer.flush()
+    finally:
+        writer.close()

@@ -30,7 +30,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from growrnn.errors import ArgumentError, check_int
 
 __all__ = ["OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
-           "niche_ranks", "objective_matrix", "survive", "survive_in_niches", "tournament"]
+           "niche_ranks", "objective_matrix", "spearman", "survive", "survive_in_niches", "tournament"]
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,27 @@ def hypervolume(F: np.ndarray, ref: np.ndarray) -> float:
     if len(inside) == 0:
         return 0.0
     return float(HV(ref_point=ref)(inside))
+
+
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Spearman rank correlation of ``a`` and ``b`` (shape ``(n,)`` each) over the pairs where both
+    are finite: how well one ordering (a predictor's, a search's score) agrees with another (the
+    true finals, the confirmed means). NaN, quietly, with fewer than two pairs or a constant side.
+
+    >>> spearman([1.0, 2.0, 3.0, float("nan")], [10.0, 30.0, 20.0, 5.0])
+    0.5
+    """
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ArgumentError("b", allowed=f"a 1-D sequence as long as a ({x.shape})", received=f"shape {y.shape}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    # spearmanr warns (an error under pytest) and returns NaN on constant input; say NaN quietly
+    if len(y) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
 
 
 def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],

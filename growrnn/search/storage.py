@@ -18,6 +18,12 @@ Nothing is written to a file before it is known to be a growrnn archive (or a ne
 an unrelated SQLite database is refused untouched. A damaged archive (a dropped table, a row that
 does not decode) raises :class:`~growrnn.errors.SearchError` naming the file and the row.
 
+**Confirmation.** The ``confirmations`` table holds the from-scratch retraining of the cells a
+search hands out (:mod:`growrnn.search.confirm`): one row per (cell key, seed index), going
+``pending`` -> ``running`` -> ``done``/``failed`` like a candidate, so a killed confirmation
+resumes the same way. An archive written before that table existed (schema 1) gets it when it is
+next opened to write; opened read-only it simply has no confirmations.
+
 A generation's state holds RNGs; :func:`encode_state` turns them into JSON values exactly and
 :func:`decode_state` rebuilds them, so a restored generator continues where it was.
 
@@ -52,14 +58,15 @@ import numpy as np
 
 from growrnn.errors import ArgumentError, SearchError, check_int, format_message
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "GenerationRow",
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "ConfirmationRow", "GenerationRow",
            "decode_state", "encode_state"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT = "growrnn-search"
 STATUSES = ("pending", "running", "done", "failed")
+#: The tables every archive has (from schema 1 on); later ones come from :data:`_MIGRATIONS`.
 TABLES = ("meta", "candidates", "generations")
 DAMAGED_HINT = "the archive was edited or damaged; restore a copy, or start the search again with a new --db"
 
@@ -76,6 +83,18 @@ CREATE TABLE generations (
     gen INTEGER PRIMARY KEY, population TEXT NOT NULL, state TEXT NOT NULL, stats TEXT NOT NULL,
     created REAL NOT NULL);
 """
+
+_CONFIRMATIONS = f"""
+CREATE TABLE confirmations (
+    key TEXT NOT NULL, seed_index INTEGER NOT NULL, candidate INTEGER NOT NULL REFERENCES candidates (id),
+    seed INTEGER NOT NULL, status TEXT NOT NULL CHECK (status IN {STATUSES}), metrics TEXT, curve TEXT,
+    objectives TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, seconds REAL,
+    PRIMARY KEY (key, seed_index));
+"""
+
+#: schema version -> (the statements that bring an archive of the version before up to it, the
+#: tables they add). A writable open upgrades an older archive; nothing is ever dropped.
+_MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {2: (_CONFIRMATIONS, ("confirmations",))}
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,35 @@ class CandidateRow:
         them: ``metrics`` overlaid with ``objectives`` (the objectives win; ``diverged`` comes
         from the metrics); a candidate that is not done (or has no objectives) is
         ``{"failed": True}``, worst in every objective."""
+        if self.status != "done" or self.objectives is None:
+            return {"failed": True}
+        return {**(self.metrics or {}), **self.objectives}
+
+
+@dataclass(frozen=True)
+class ConfirmationRow:
+    """One from-scratch retraining of a cell (:mod:`growrnn.search.confirm`): the cell's canonical
+    ``key``, which of its seeds (``seed_index``, and the training ``seed`` it stands for), the
+    ``candidate`` whose genome was trained, and the same status and result fields as a
+    :class:`CandidateRow`."""
+
+    key: str
+    seed_index: int
+    candidate: int
+    seed: int
+    status: str
+    metrics: dict[str, Any] | None
+    curve: list[dict[str, Any]] | None
+    objectives: dict[str, float] | None
+    error: str | None
+    attempts: int
+    started: float | None
+    finished: float | None
+    seconds: float | None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """As :attr:`CandidateRow.values`: metrics overlaid with objectives, or ``{"failed": True}``."""
         if self.status != "done" or self.objectives is None:
             return {"failed": True}
         return {**(self.metrics or {}), **self.objectives}
@@ -158,6 +206,7 @@ class Archive:
     def __init__(self, conn: sqlite3.Connection, path: Path, config: dict[str, Any], lock: IO[bytes] | None = None,
                  read_only: bool = False):
         self._conn, self.path, self.config, self._lock, self.read_only = conn, path, config, lock, read_only
+        self._tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -205,6 +254,7 @@ class Archive:
             if not read_only:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
+                cls._migrate(conn, path)
         except sqlite3.DatabaseError as err:
             if conn is not None:
                 conn.close()
@@ -220,7 +270,7 @@ class Archive:
 
     @staticmethod
     def _create(conn: sqlite3.Connection, text: str, config: Mapping[str, Any] | None) -> None:
-        meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": text,
+        meta = {"format": FORMAT, "schema_version": "1", "config": text,
                 "seed": json.dumps((config or {}).get("seed")), "created": datetime.now(timezone.utc).isoformat()}
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -234,16 +284,38 @@ class Archive:
             raise
 
     @staticmethod
+    def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+        """Bring a writable archive up to :data:`SCHEMA_VERSION`, one version per transaction
+        (a new archive is created at schema 1 and comes up the same way)."""
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        for target in range(int(version) + 1, SCHEMA_VERSION + 1):
+            statements, _ = _MIGRATIONS[target]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("archive %s: schema %d -> %d", path, target - 1, target)
+
+    @staticmethod
     def _check(conn: sqlite3.Connection, path: Path, tables: set[str], text: str | None,
                neutral: Collection[str]) -> dict[str, Any]:
         meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
         if meta.get("format") != FORMAT:
             raise SearchError(format_message(f"{path} is not a growrnn search archive",
                                              hint="choose a new path for the search's database"))
-        if meta.get("schema_version") != str(SCHEMA_VERSION):
-            raise SearchError(format_message(f"{path} has archive schema {meta.get('schema_version')}",
-                                             allowed=str(SCHEMA_VERSION), hint="open it with the growrnn that made it"))
-        missing = [t for t in TABLES if t not in tables]
+        version = meta.get("schema_version")
+        known = [str(v) for v in range(1, SCHEMA_VERSION + 1)]
+        if version not in known:
+            raise SearchError(format_message(f"{path} has archive schema {version}", allowed=", ".join(known),
+                                             hint="open it with the growrnn that made it"))
+        expected = [*TABLES, *(t for v in range(2, int(version) + 1) for t in _MIGRATIONS[v][1])]
+        missing = [t for t in expected if t not in tables]
         if missing:
             raise SearchError(format_message(f"the archive {path} has lost its table(s) {', '.join(missing)}",
                                              hint=DAMAGED_HINT))
@@ -256,8 +328,8 @@ class Archive:
             return stored
         given = json.loads(text)
         old, new = _flatten(stored), _flatten(given)
-        # a key missing from the stored config and null in the given one is an option added to
-        # growrnn after the archive was made, left off: the same search
+        # a key the stored config lacks is a feature added to growrnn since, which that search had
+        # off: it matches a given None (the off value of every optional feature)
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...)
                          and not (k not in old and new[k] is None))
         differ = [k for k in changed if not any(k == n or k.startswith(n + ".") for n in neutral)]
@@ -355,14 +427,78 @@ class Archive:
                    (status, str(error), time.time() if status == "failed" else None))
 
     def reset_running(self) -> list[int]:
-        """After a crash: every ``running`` candidate back to ``pending``; returns their ids."""
+        """After a crash: every ``running`` candidate (and confirmation run) back to ``pending``;
+        returns the candidates' ids."""
         self._writable()
         with self._transaction():
             ids = [r[0] for r in self._conn.execute("SELECT id FROM candidates WHERE status = 'running' ORDER BY id")]
             self._conn.execute("UPDATE candidates SET status = 'pending', started = NULL WHERE status = 'running'")
-        if ids:
-            log.info("archive %s: %d interrupted evaluations back to pending", self.path, len(ids))
+            cur = self._conn.execute("UPDATE confirmations SET status = 'pending', started = NULL "
+                                     "WHERE status = 'running'")
+        if ids or cur.rowcount:
+            log.info("archive %s: %d interrupted evaluations and %d confirmation runs back to pending", self.path,
+                     len(ids), cur.rowcount)
         return ids
+
+    # ---- confirmations -------------------------------------------------------------------------
+    def add_confirmation(self, candidate: int, seed_index: int, seed: int) -> bool:
+        """Plan the from-scratch run ``seed_index`` (with training ``seed``) of ``candidate``'s cell
+        as a ``pending`` row, unless its cell (canonical key) already has that run; returns whether
+        a row was added."""
+        self._writable()
+        if not _is_int(seed_index) or not _is_int(seed):
+            raise ArgumentError("seed_index/seed", allowed="ints >= 0", received=(seed_index, seed))
+        key = self.get(candidate).key  # an ArgumentError for an unknown id
+        cur = self._conn.execute("INSERT OR IGNORE INTO confirmations (key, seed_index, candidate, seed, status) "
+                                 "VALUES (?, ?, ?, ?, 'pending')", (key, seed_index, candidate, seed))
+        return cur.rowcount == 1
+
+    def confirmations(self, key: str | None = None, status: str | None = None) -> list[ConfirmationRow]:
+        """Confirmation runs (optionally of one cell key and/or status), by key then seed index;
+        empty for an archive opened read-only before it had the table."""
+        if status is not None and status not in STATUSES:
+            raise ArgumentError("status", allowed=", ".join(STATUSES), received=status)
+        if "confirmations" not in self._tables:
+            return []
+        sql = "SELECT * FROM confirmations WHERE (? IS NULL OR key = ?) AND (? IS NULL OR status = ?)"
+        rows = self._conn.execute(sql + " ORDER BY key, seed_index", (key, key, status, status))
+        return [self._confirmation(r) for r in rows]
+
+    def mark_confirming(self, key: str, seed_index: int) -> None:
+        """A confirmation run ``pending`` → ``running`` (an attempt counted, ``started`` stamped)."""
+        self._writable()
+        self._move_confirmation(key, seed_index, ("pending",),
+                                "status = 'running', attempts = attempts + 1, started = ?", (time.time(),))
+
+    def finish_confirmation(self, key: str, seed_index: int, metrics: Mapping[str, Any],
+                            curve: Sequence[Mapping[str, Any]], objectives: Mapping[str, float],
+                            seconds: float) -> None:
+        """A confirmation run → ``done`` with its results (as :meth:`finish`)."""
+        self._writable()
+        values = (_dumps(dict(metrics), "metrics"), _dumps([dict(p) for p in curve], "curve"),
+                  _dumps(dict(objectives), "objectives"), float(seconds), time.time())
+        self._move_confirmation(key, seed_index, ("pending", "running"), "status = 'done', metrics = ?, curve = ?, "
+                                "objectives = ?, seconds = ?, finished = ?, error = NULL", values)
+
+    def fail_confirmation(self, key: str, seed_index: int, error: str) -> None:
+        """A confirmation run → ``failed``, recording ``error``."""
+        self._writable()
+        self._move_confirmation(key, seed_index, ("pending", "running"), "status = 'failed', error = ?, finished = ?",
+                                (str(error), time.time()))
+
+    def save_confirmation_report(self, report: Mapping[str, Any]) -> None:
+        """Store the latest confirmation's summary (JSON values), replacing the previous one."""
+        self._writable()
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('confirmation', ?)",
+                           (_dumps(dict(report), "report"),))
+
+    def confirmation_report(self) -> dict[str, Any] | None:
+        """The summary :meth:`save_confirmation_report` stored last, or ``None``."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'confirmation'").fetchone()
+        if row is None:
+            return None
+        with self._decoding("the confirmation report"):
+            return dict(json.loads(row[0]))
 
     # ---- generations ---------------------------------------------------------------------------
     def save_generation(self, gen: int, population: Sequence[int], state: Any, stats: Mapping[str, Any]) -> None:
@@ -434,6 +570,28 @@ class Archive:
             raise SearchError(format_message(f"candidate {id} is '{status}'", allowed=" or ".join(sources),
                                              hint="each candidate goes pending -> running -> done/failed once; "
                                              "after a crash call reset_running()"))
+
+    def _move_confirmation(self, key: str, seed_index: int, sources: tuple[str, ...], assignments: str,
+                           values: tuple[Any, ...]) -> None:
+        marks = ",".join("?" * len(sources))
+        cur = self._conn.execute(f"UPDATE confirmations SET {assignments} WHERE key = ? AND seed_index = ? "
+                                 f"AND status IN ({marks})", (*values, key, seed_index, *sources))
+        if cur.rowcount == 0:
+            found = self._conn.execute("SELECT status FROM confirmations WHERE key = ? AND seed_index = ?",
+                                       (key, seed_index)).fetchone()
+            if found is None:
+                raise ArgumentError("key/seed_index", allowed="a confirmation run in this archive",
+                                    received=(key, seed_index), hint="plan it with Archive.add_confirmation")
+            raise SearchError(format_message(f"confirmation run {seed_index} of cell {key} is '{found[0]}'",
+                                             allowed=" or ".join(sources),
+                                             hint="each run goes pending -> running -> done/failed once; "
+                                             "after a crash call reset_running()"))
+
+    def _confirmation(self, r: tuple[Any, ...]) -> ConfirmationRow:
+        with self._decoding(f"confirmation run {r[1]} of cell {r[0]}"):
+            return ConfirmationRow(key=r[0], seed_index=r[1], candidate=r[2], seed=r[3], status=r[4],
+                                   metrics=_loads(r[5]), curve=_loads(r[6]), objectives=_loads(r[7]), error=r[8],
+                                   attempts=r[9], started=r[10], finished=r[11], seconds=r[12])
 
     def _row(self, r: tuple[Any, ...]) -> CandidateRow:
         with self._decoding(f"candidate {r[0]}"):

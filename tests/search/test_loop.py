@@ -40,6 +40,8 @@ TASK = {"task": "adding", "task_options": {"length": 20, "n_train": 64, "n_eval"
 
 
 def debug_config(**changes: object) -> SearchConfig:
+    """The debug search without its confirmation (tests/search/test_confirm.py tests that)."""
+    changes.setdefault("confirm", None)
     return dataclasses.replace(load_config(DEBUG), progress=False, **changes)  # type: ignore[arg-type]
 
 
@@ -148,7 +150,7 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
     population of the uninterrupted archive ``reference``. Returns the resumed archive."""
     db = tmp_path / "killed.db"
     cmd = [sys.executable, "-m", "growrnn.cli", "search", "--config", str(config), "--db", str(db),
-           "--progress", "false"]
+           "--progress", "false", "--confirm", "null"]
     log = tmp_path / "search.log"
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out)
@@ -177,7 +179,7 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
         assert last is not None and last.gen < 2, "the kill came after the search had finished"
         assert any(r.generation >= 1 for r in before.values())
     from growrnn.commands.search import main
-    assert main(["--config", str(config), "--db", str(db), "--progress", "false"]) == 0
+    assert main(["--config", str(config), "--db", str(db), "--progress", "false", "--confirm", "null"]) == 0
     after = _done_rows(db)
     for i, row in before.items():  # finished before the kill: not evaluated again
         assert (after[i].started, after[i].finished, after[i].attempts, after[i].metrics) == \

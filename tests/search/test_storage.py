@@ -343,3 +343,62 @@ def test_a_broken_generation_is_a_clear_error(tmp_path: Path) -> None:
     conn.close()
     with Archive.open(path) as db, pytest.raises(SearchError, match="generation 0 does not decode"):
         db.last_generation()
+
+
+def test_confirmation_rows_round_trip_and_move_once(db: Archive) -> None:
+    i = _add(db, "kc")
+    assert db.add_confirmation(i, 0, 11) and not db.add_confirmation(i, 0, 12), "one run per (cell, seed index)"
+    assert db.add_confirmation(i, 1, 13)
+    (first, second) = db.confirmations(key="kc")
+    assert (first.key, first.seed_index, first.candidate, first.seed, first.status, first.attempts) == \
+        ("kc", 0, i, 11, "pending", 0)
+    db.mark_confirming("kc", 0)
+    db.mark_confirming("kc", 1)
+    assert db.reset_running() == [] and {r.status for r in db.confirmations()} == {"pending"}
+    db.mark_confirming("kc", 0)
+    db.finish_confirmation("kc", 0, {"val": 0.5}, [{"step": 1, "val": 0.5}], {"val": 0.5, "params": 3.0}, 2.0)
+    db.fail_confirmation("kc", 1, "crashed")
+    done, failed = db.confirmations(key="kc")
+    assert (done.status, done.attempts, done.metrics, done.values, done.seconds) == \
+        ("done", 2, {"val": 0.5}, {"val": 0.5, "params": 3.0}, 2.0)
+    assert (failed.status, failed.error, failed.values) == ("failed", "crashed", {"failed": True})
+    assert [r.seed_index for r in db.confirmations(status="done")] == [0] and db.confirmations(key="x") == []
+    with pytest.raises(SearchError, match="confirmation run 0 of cell kc is 'done'.*Allowed: pending"):
+        db.mark_confirming("kc", 0)
+    with pytest.raises(ArgumentError, match="'key/seed_index'.*HINT: plan it"):
+        db.finish_confirmation("kc", 5, {}, [], {}, 1.0)
+    with pytest.raises(ArgumentError, match="'id'"):
+        db.add_confirmation(99, 0, 1)
+    assert db.confirmation_report() is None
+    db.save_confirmation_report({"spearman": 0.5, "cells": []})
+    assert db.confirmation_report() == {"spearman": 0.5, "cells": []}
+
+
+def test_a_schema_1_archive_gains_the_confirmations_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with Archive.open(path, CONFIG) as db:
+        _add(db)
+    with sqlite3.connect(path) as conn:  # what growrnn before confirmation wrote
+        conn.execute("DROP TABLE confirmations")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    with Archive.open(path, read_only=True) as db:  # read as it is: no confirmations yet
+        assert db.confirmations() == [] and len(db.rows()) == 1
+    with Archive.open(path, CONFIG) as db:  # opened to write: upgraded
+        assert db.add_confirmation(1, 0, 5) and len(db.confirmations()) == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(SearchError, match="has archive schema 9.*Allowed: 1, 2"):
+        Archive.open(path, read_only=True)
+
+
+def test_a_config_key_added_since_matches_its_off_value(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path, CONFIG):
+        pass
+    with Archive.open(path, {**CONFIG, "rungs": None}) as db:  # a feature the stored search had off
+        assert db.config["rungs"] is None
+    with pytest.raises(SearchError, match=r"keys later\.on differ"):
+        Archive.open(path, {**CONFIG, "later": {"on": 1}})
