@@ -1,8 +1,8 @@
 """Evolutionary cell search (issue [D]): variation (its own package,
 :mod:`growrnn.search.variation`: the draft editor and ``Limits``, operators, network morphisms,
 weight inheritance), multi-objective selection, the SQLite archive, the
-learning-curve predictor, novelty, the generation loop, confirmation from scratch, TensorBoard
-reports and export. Jobs run
+learning-curve predictor, multi-fidelity rungs, novelty, the generation loop, confirmation from
+scratch, TensorBoard reports and export. Jobs run
 on the executors of :mod:`growrnn.executors`.
 
 Names are loaded lazily (PEP 562), so ``import growrnn.search`` imports neither torch nor pymoo;
@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
                      "objective_matrix", "spearman", "survive", "tournament"), "selection"),
-    **dict.fromkeys(("Archive", "CandidateRow", "ConfirmationRow", "GenerationRow", "STATUSES", "decode_state",
-                     "encode_state"), "storage"),
+    **dict.fromkeys(("Archive", "CandidateRow", "ConfirmationRow", "GenerationRow", "RungRow", "STATUSES",
+                     "decode_state", "encode_state"), "storage"),
+    **dict.fromkeys(("promote", "rung_budgets", "tiered_survival"), "rungs"),
     **dict.fromkeys(("CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"), "predictor"),
     **dict.fromkeys(("behaviour", "NoveltyArchive"), "novelty"),
     **dict.fromkeys(("ConfirmedCell", "confirm_search", "confirm_seed", "confirmed_cells", "run_confirmation"),
                     "confirm"),
-    **dict.fromkeys(("SearchConfig", "ConfirmConfig", "NoveltyConfig", "PredictorConfig", "load_config",
+    **dict.fromkeys(("SearchConfig", "ConfirmConfig", "RungConfig", "NoveltyConfig", "PredictorConfig", "load_config",
                      "check_config", "config_from_dict", "config_to_dict"), "config"),
     **dict.fromkeys(("run_search", "SearchResult", "candidate_seed"), "loop"),
     "run_candidate": "job",
@@ -37,19 +38,19 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["Archive", "CandidateRow", "ConfirmConfig", "ConfirmationRow", "ConfirmedCell", "CurvePredictor",
            "EarlyStopRule", "GenerationRow", "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "Objective",
-           "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig", "SearchResult", "behaviour",
-           "candidate_seed", "check_config", "config_from_dict", "config_to_dict", "confirm_search", "confirm_seed",
-           "confirmed_cells",
-           "crowding_distances", "decode_state", "encode_state", "export_front", "first_front", "holdout_report",
-           "hypervolume", "load_config", "log_confirmation", "log_generation", "nondominated_ranks",
-           "objective_matrix", "pareto_figure", "run_candidate", "run_confirmation", "run_search", "spearman",
-           "survive", "tournament"]
+           "PredictorConfig", "PredictorStop", "RungConfig", "RungRow", "STATUSES", "SearchConfig", "SearchResult",
+           "behaviour", "candidate_seed", "check_config", "config_from_dict", "config_to_dict", "confirm_search",
+           "confirm_seed", "confirmed_cells", "crowding_distances", "decode_state", "encode_state", "export_front",
+           "first_front", "holdout_report", "hypervolume", "load_config", "log_confirmation", "log_generation",
+           "nondominated_ranks", "objective_matrix", "pareto_figure", "promote", "run_candidate", "run_confirmation",
+           "run_search", "rung_budgets", "spearman", "survive", "tiered_survival", "tournament"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.config import (
         ConfirmConfig,
         NoveltyConfig,
         PredictorConfig,
+        RungConfig,
         SearchConfig,
         check_config,
         config_from_dict,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.novelty import NoveltyArchive, behaviour
     from growrnn.search.predictor import CurvePredictor, EarlyStopRule, PredictorStop, holdout_report
     from growrnn.search.report import first_front, log_confirmation, log_generation, pareto_figure
+    from growrnn.search.rungs import promote, rung_budgets, tiered_survival
     from growrnn.search.selection import (
         OBJECTIVES,
         Objective,
@@ -80,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover
         CandidateRow,
         ConfirmationRow,
         GenerationRow,
+        RungRow,
         decode_state,
         encode_state,
     )

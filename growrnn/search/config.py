@@ -42,7 +42,7 @@ from growrnn.evaluation.config import (
 from growrnn.search.variation.draft import Limits
 from growrnn.search.variation.operators import CROSSOVERS, OPERATORS
 
-__all__ = ["ConfirmConfig", "NoveltyConfig", "PredictorConfig", "SearchConfig", "NEUTRAL", "check_config",
+__all__ = ["ConfirmConfig", "NoveltyConfig", "PredictorConfig", "RungConfig", "SearchConfig", "NEUTRAL", "check_config",
            "config_from_dict", "config_to_dict", "load_config", "parse_command", "search_parser"]
 
 
@@ -79,6 +79,18 @@ class PredictorConfig:
     min_train: int = 8
     hidden_size: int = 16
     epochs: int = 300
+
+
+@dataclass(frozen=True)
+class RungConfig:
+    """Multi-fidelity evaluation (see :mod:`growrnn.search.rungs`): from generation 1 on, each
+    generation's children train in ``count`` rungs whose budgets are ``1 / reduction_factor **
+    (count - 1)``, ..., ``1 / reduction_factor``, ``1`` of ``budget`` (steps and epochs scaled),
+    and only the best ``ceil(n / reduction_factor)`` of a rung's ``n`` go on to the next, from
+    where they stopped."""
+
+    reduction_factor: int = 2
+    count: int = 3
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,9 @@ class SearchConfig:
             multi-node Ray cluster that folder must be on a file system every node shares.
         grow: ``StructureController`` options: each candidate trains with growth on, starting from
             ``model.hidden_size``, and the ``params`` objective is the grown parameter count.
+        rungs: evaluate each generation's children in rungs of growing budget (successive
+            halving), promoting the best by NSGA-II rank and crowding on the predicted final or
+            observed metric; ``null`` (the default) trains every candidate on the whole budget.
         confirm: retrain the final front and the baselines from scratch with ``seeds`` seeds when
             the last generation ends (on by default; ``null`` turns it off, and ``growrnn search
             confirm`` runs it on demand).
@@ -159,6 +174,7 @@ class SearchConfig:
     p_crossover: float = 0.2
     novelty: NoveltyConfig | None = None
     predictor: PredictorConfig | None = None
+    rungs: RungConfig | None = None
     inherit: bool = True
     grow: dict[str, Any] | None = None
     confirm: ConfirmConfig | None = field(default_factory=ConfirmConfig, metadata=RESUMABLE)
@@ -250,6 +266,13 @@ def check_config(config: SearchConfig) -> None:
             raise ArgumentError("predictor.margin", allowed="a finite float >= 0", received=p.margin)
     if config.novelty is not None:
         check_int("novelty.k", config.novelty.k, 1)
+    if config.rungs is not None:
+        from growrnn.search.rungs import rung_budgets
+
+        check_int("rungs.reduction_factor", config.rungs.reduction_factor, 2,
+                  hint="2 halves each rung, 3 keeps a third")
+        check_int("rungs.count", config.rungs.count, 1, hint="3 rungs: 1/4, 1/2 and all of the budget with factor 2")
+        rung_budgets(config.budget, config.rungs)  # the budget must split into growing rungs
     if config.confirm is not None:
         check_int("confirm.seeds", config.confirm.seeds, 1,
                   hint="3 or more seeds give a mean and a spread; null turns confirmation off")

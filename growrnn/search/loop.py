@@ -20,6 +20,10 @@ executor finished them first.
 done with that row's results (``metrics["reused_from"]``), and of several new rows with one key in
 a generation only the first is trained.
 
+**Rungs.** With ``rungs:`` set, generations >= 1 evaluate their children in rungs of growing
+budget and promote the best part of each (:mod:`growrnn.search.rungs`); survival then ranks by
+fidelity first.
+
 **Confirmation.** When the last generation is saved, the final front and the seeded baselines are
 retrained from scratch on ``confirm.seeds`` seeds (:mod:`growrnn.search.confirm`), resumable the
 same way; inheritance only speeds the search up, what it hands out is confirmed.
@@ -194,8 +198,15 @@ class _Search:
         stats = report.log_generation(self.tb, self.archive, gen, list(population), list(self.config.objectives),
                                       direction=new_state["direction"] or "min", ref=state.get("ref"))
         new_state["ref"] = stats.get("ref")
+        # optimizer steps trained this generation (rungs spend fewer): what a measurement compares
+        finished = [self.archive.get(r.id).metrics or {} for r in rows]
+        stats["train_steps"] = sum(int(m.get("train_steps_spent") or 0) for m in finished if "reused_from" not in m)
         self.archive.save_generation(gen, population, encode_state(new_state), stats)
         prune_weights(self.weights, self.archive, gen, population)
+        if self.config.rungs is not None:
+            from growrnn.search.rungs import prune_rung_checkpoints, rung_dir
+
+            prune_rung_checkpoints(rung_dir(self.db), self.archive, gen)
         counts = self.archive.counts()
         log.info("generation %d/%d saved: %d candidates done, %d failed so far", gen, self.config.generations,
                  counts["done"], counts["failed"])
@@ -267,6 +278,10 @@ class _Search:
         from growrnn.search.job import run_candidate
 
         archive, cfg = self.archive, self.config
+        if cfg.rungs is not None and gen >= 1:  # multi-fidelity: successive halving of the children
+            from growrnn.search.rungs import evaluate_in_rungs
+
+            return evaluate_in_rungs(self, gen, rows, state)
         pending = [r for r in rows if r.status == "pending"]
         jobs, copies, first = [], [], {}  # first: key -> the row of this batch that trains
         for row in pending:
@@ -345,7 +360,13 @@ class _Search:
             column, state["novelty"] = novelty_column(rows, gen, F, self.config.novelty, self.config.seed,
                                                       state["novelty"], self.behaviours)
             F = np.hstack([F, column[:, None]])
-        keep = selection.survive(F, self.config.population)
+        if self.config.rungs is not None:  # a full-budget candidate is never displaced by an unpromoted one
+            from growrnn.search.rungs import rung_tiers, tiered_survival
+
+            tiers = rung_tiers([r.values for r in rows], F, self.config.rungs.count)
+            keep = tiered_survival(F, tiers, self.config.population)
+        else:
+            keep = selection.survive(F, self.config.population)
         return tuple(pool[k] for k in keep), F[keep]
 
     def _next_state(self, state: dict[str, Any], population: tuple[int, ...], F: np.ndarray) -> dict[str, Any]:
