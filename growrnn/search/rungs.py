@@ -179,9 +179,9 @@ def prune_rung_checkpoints(folder: Path, archive: Archive, gen: int) -> None:
     evaluated needs them. Called while no evaluation is in flight."""
     if not folder.is_dir():
         return
-    keep = {r.id for r in archive.rows(generation=gen + 1)}
+    keep = {f"{r.id}" for r in archive.rows(generation=gen + 1)}
     for path in [*folder.glob("*.ckpt"), *folder.glob("*.tmp")]:
-        if path.suffix == ".tmp" or int(path.name.split(".", 1)[0]) not in keep:
+        if path.suffix == ".tmp" or path.name.split(".", 1)[0] not in keep:
             path.unlink(missing_ok=True)
 
 

@@ -267,3 +267,48 @@ def test_kill_9_during_a_rung_then_resume_repeats_nothing(reference: tuple[Path,
         last_a, last_b = a.last_generation(), b.last_generation()
         assert last_a is not None and last_b is not None and last_a.population == last_b.population
         assert [a.get(i).objectives for i in last_a.population] == [b.get(i).objectives for i in last_b.population]
+
+
+class Killed(BaseException):
+    """Stands for a kill: nothing after it runs, not even the executor's bookkeeping."""
+
+
+class KilledOnce(FakeExecutor):
+    """:class:`FakeExecutor` killed as its first job that goes on from a rung checkpoint starts."""
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[Outcome]:  # type: ignore[override]
+        for job in jobs:
+            if job.args[0].get("resume_from") and not any(p.get("resume_from") for p in self.payloads):
+                self.payloads.append(job.args[0])
+                raise Killed
+            yield from super().run([job])
+
+
+def test_an_interrupted_rung_resumes_to_the_same_search_and_needs_its_checkpoints(tmp_path: Path) -> None:
+    import shutil
+
+    from growrnn.errors import SearchError
+    config = debug_config(generations=2, inherit=False)  # the fake writes no weights
+    reference, _ = _fake_search(tmp_path / "ref", generations=2, inherit=False)
+    db = tmp_path / "killed.db"
+    with pytest.raises(Killed):
+        run_search(config, db, executor=KilledOnce())
+    with Archive.open(db, read_only=True) as archive:
+        assert archive.last_generation().gen == 0 and any(r.status == "running" for r in archive.rungs())
+    saved = tmp_path / "saved_rungs"
+    shutil.copytree(rung_dir(db), saved)
+    shutil.rmtree(rung_dir(db))
+    with pytest.raises(SearchError, match=r"cannot go on with rung 1 of candidate \d+: its rung 0 checkpoint .* is "
+                       r"missing.*HINT: the killed_rungs/ folder"):
+        run_search(config, db, executor=FakeExecutor())
+    shutil.copytree(saved, rung_dir(db))
+    run_search(config, db, executor=FakeExecutor())
+    with Archive.open(db, read_only=True) as a, Archive.open(reference, read_only=True) as b:
+        def summary(archive: Archive) -> list:
+            return [(r.candidate, r.rung, r.status, r.steps, r.score, r.promoted) for r in archive.rungs()]
+        assert summary(a) == summary(b)
+        assert [(r.id, r.objectives, (r.metrics or {}).get("rung")) for r in a.rows()] == \
+            [(r.id, r.objectives, (r.metrics or {}).get("rung")) for r in b.rows()]
+        assert a.last_generation().population == b.last_generation().population
+        first_rung = [r for r in a.rungs() if r.rung == 0 and a.get(r.candidate).generation == 1]
+        assert all(r.attempts == 1 for r in first_rung), "rung 0 of generation 1 had finished: not trained again"
