@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from growrnn.errors import ArgumentError
 from growrnn.evaluation.config import Budget
 from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
@@ -75,11 +78,49 @@ class _Clock(L.Callback):
         self.steps += 1
 
 
+class _FinalCheckpoint(L.Callback):
+    """Writes a checkpoint after the fit's last training batch, where Lightning's own
+    ``ModelCheckpoint`` would, so that a run resumed from it goes on exactly as an uninterrupted
+    one would have (a checkpoint written after ``fit()`` returns holds the loops' finished state,
+    and the continuation drifts). Not written when the run stops before its budget (diverged).
+
+    One repair: a run that was itself resumed from a checkpoint taken at an epoch's last batch
+    counts its next epoch as completed without counting it as started (Lightning 2.6's restart
+    path), and a resume from *its* checkpoint would then replay that epoch; the written progress
+    marks the current epoch started. Measured in the test suite: a run split in three parts (mid-
+    epoch, on epochs' ends, and by epochs) reaches the uninterrupted run's every step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        epochs = trainer.max_epochs
+        last_epoch = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs \
+            and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+        if (last_step or last_epoch) and not (trainer.should_stop and not last_step):
+            from growrnn.files import atomic_path
+
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)  # optimizer and loops too: the run goes on
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
+        if not epochs or not batches or batches["current"]["processed"] == 0:
+            return
+        for part in ("total", "current"):  # this epoch has processed batches: it has started
+            counts = epochs[part]
+            if counts["started"] <= counts["completed"]:
+                counts["ready"] = counts["started"] = counts["completed"] + 1
+
+
 def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int = 0, *,
              task_options: Mapping[str, Any] | None = None, model: Mapping[str, Any] | None = None,
              trainer: Mapping[str, Any] | None = None, grow: Mapping[str, Any] | None = None,
              callbacks: Sequence[L.Callback] = (), threads: int | None = None, test: bool = True,
-             logger: Any = False) -> Result:
+             logger: Any = False, resume_from: str | os.PathLike[str] | None = None,
+             checkpoint_to: str | os.PathLike[str] | None = None) -> Result:
     """Train ``genome`` on ``task`` for ``budget`` and score it on valid (and test).
 
     Args:
@@ -98,32 +139,57 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
         threads: torch threads while it runs (then restored); ``None`` leaves them as they are.
             One thread makes results independent of the machine's core count.
         logger: a Lightning logger (e.g. TensorBoard), or False.
+        resume_from: a checkpoint that an earlier call wrote (``checkpoint_to``) with the same
+            genome, task, options and seed: training goes on from it (weights, optimizer,
+            scheduler, growth controller, step and epoch, the carried state mid-epoch) until
+            ``budget``, which then counts from the start of that first call. Read weights-only
+            (:mod:`growrnn.training.checkpoint`). ``curve``, ``steps``, ``train_steps`` and
+            ``train_seconds`` of the result cover this call alone.
+        checkpoint_to: write a Lightning checkpoint there (atomically) when training ends, so a
+            later call can go on with ``resume_from`` (the search's rungs do).
 
     Shapes: the model reads the task's batches, ``(B, T, I)`` features or ``(B, T)`` tokens.
     """
+    files = (resume_from, checkpoint_to)
     if threads is None:
-        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger)
+        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger,
+                         files)
     with torch_threads(threads):
-        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger)
+        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger,
+                         files)
 
 
 def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int,
               task_options: Mapping[str, Any] | None, model: Mapping[str, Any] | None,
               trainer: Mapping[str, Any] | None, grow: Mapping[str, Any] | None, callbacks: Sequence[L.Callback],
-              test: bool, logger: Any) -> Result:
+              test: bool, logger: Any, files: tuple[Any, Any] = (None, None)) -> Result:
     quiet_lightning()
     budget = budget if isinstance(budget, Budget) else Budget(**budget)
+    resume_from, checkpoint_to = files
+    datamodule: Any = None
     if isinstance(task, str):
         options = dict(task_options or {})
         if "seed" in inspect.signature(task_factory(task)).parameters:
             options.setdefault("seed", seed)  # one seed: weights, dropout and the data's order
-        task_obj = get_task(task, **options)
+        if resume_from is not None or checkpoint_to is not None:
+            from growrnn.training.data import TaskData
+
+            # its training loader resumes mid-epoch where the checkpoint left off
+            datamodule = TaskData(task, options)
+            task_obj = datamodule.task
+        else:
+            task_obj = get_task(task, **options)
+    elif resume_from is not None or checkpoint_to is not None:
+        raise ArgumentError("task", allowed="a task name with resume_from or checkpoint_to",
+                            received=type(task).__name__,
+                            hint="a resumed run rebuilds its data by name so that it goes on mid-epoch")
     else:
         task_obj = task
     spec = task_obj.spec
     L.seed_everything(seed, workers=True, verbose=False)
     net = SequenceModel(spec, cell=genome, seed=seed, **(model or {}))  # a Genome goes in as it is
-    datamodule = task_obj.datamodule()
+    if datamodule is None:
+        datamodule = task_obj.datamodule()
     watch, clock = ValidationCurve(f"val/{spec.metric}"), _Clock()
     kw: dict[str, Any] = {
         "max_steps": budget.steps if budget.steps is not None else -1,
@@ -142,12 +208,22 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
         from growrnn.training.growth import StructureController
 
         hooks.append(StructureController(**{"seed": seed, **grow}))  # each run's growth draws its own numbers
+    if checkpoint_to is not None:  # after the controller: the checkpoint holds the step's surgery
+        hooks.append(_FinalCheckpoint(Path(checkpoint_to)))
     kw["callbacks"] = [*hooks, clock]  # the clock last: its batch end includes the controller's surgery
     kw.update(extra)
     fitter = L.Trainer(**kw)
+    if resume_from is not None or checkpoint_to is not None:
+        from growrnn.training.checkpoint import SafeCheckpointIO
+
+        fitter.strategy.checkpoint_io = SafeCheckpointIO(announce=False)  # read weights-only, never run
     start = time.perf_counter()
-    fitter.fit(net, datamodule=datamodule)
+    if resume_from is None:
+        fitter.fit(net, datamodule=datamodule)
+    else:
+        fitter.fit(net, datamodule=datamodule, ckpt_path=str(resume_from), weights_only=True)
     wall = time.perf_counter() - start
+
     worst = math.inf if spec.direction == "min" else -math.inf
     val, test_value = worst, None
     if not watch.diverged:

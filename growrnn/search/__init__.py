@@ -1,8 +1,9 @@
 """Evolutionary cell search (issue [D]): variation (its own package,
 :mod:`growrnn.search.variation`: the draft editor and ``Limits``, operators, network morphisms,
 weight inheritance), multi-objective selection, the SQLite archive, the
-learning-curve predictor, novelty, speciation, the generation loop, confirmation from scratch,
-TensorBoard reports and export. Jobs run on the executors of :mod:`growrnn.executors`.
+learning-curve predictor, multi-fidelity rungs, novelty, speciation, the generation loop,
+confirmation from scratch, TensorBoard reports and export. Jobs run on the executors of
+:mod:`growrnn.executors`.
 
 Names are loaded lazily (PEP 562), so ``import growrnn.search`` imports neither torch nor pymoo;
 each submodule loads when one of its names is first used.
@@ -22,14 +23,15 @@ _LAZY: dict[str, str] = {
                      "objective_matrix", "spearman", "survive", "tournament", "survive_in_niches", "niche_ranks"),
                     "selection"),
     **dict.fromkeys(("speciate", "select_in_niches", "adapt_threshold"), "species"),
-    **dict.fromkeys(("Archive", "CandidateRow", "ConfirmationRow", "GenerationRow", "STATUSES", "decode_state",
-                     "encode_state"), "storage"),
+    **dict.fromkeys(("Archive", "CandidateRow", "ConfirmationRow", "GenerationRow", "RungRow", "STATUSES",
+                     "decode_state", "encode_state"), "storage"),
+    **dict.fromkeys(("promote", "rung_budgets", "tiered_survival"), "rungs"),
     **dict.fromkeys(("CurvePredictor", "EarlyStopRule", "PredictorStop", "holdout_report"), "predictor"),
     **dict.fromkeys(("behaviour", "NoveltyArchive"), "novelty"),
     **dict.fromkeys(("ConfirmedCell", "confirm_search", "confirm_seed", "confirmed_cells", "run_confirmation"),
                     "confirm"),
-    **dict.fromkeys(("SearchConfig", "ConfirmConfig", "NoveltyConfig", "PredictorConfig", "SpeciationConfig",
-                     "load_config",
+    **dict.fromkeys(("SearchConfig", "ConfirmConfig", "RungConfig", "NoveltyConfig", "PredictorConfig",
+                     "SpeciationConfig", "load_config",
                      "check_config", "config_from_dict", "config_to_dict"), "config"),
     **dict.fromkeys(("run_search", "SearchResult", "candidate_seed"), "loop"),
     "run_candidate": "job",
@@ -39,19 +41,21 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["Archive", "CandidateRow", "ConfirmConfig", "ConfirmationRow", "ConfirmedCell", "CurvePredictor",
            "EarlyStopRule", "GenerationRow", "NoveltyArchive", "NoveltyConfig", "OBJECTIVES", "Objective",
-           "PredictorConfig", "PredictorStop", "STATUSES", "SearchConfig", "SearchResult", "SpeciationConfig",
-           "adapt_threshold", "behaviour", "candidate_seed", "check_config", "config_from_dict", "config_to_dict",
-           "confirm_search", "confirm_seed", "confirmed_cells", "crowding_distances", "decode_state", "encode_state",
-           "export_front", "first_front", "holdout_report", "hypervolume", "load_config", "log_confirmation",
-           "log_generation", "niche_ranks", "nondominated_ranks", "objective_matrix", "pareto_figure",
-           "run_candidate", "run_confirmation", "run_search", "select_in_niches", "speciate", "spearman", "survive",
-           "survive_in_niches", "tournament"]
+           "PredictorConfig", "PredictorStop", "RungConfig", "RungRow", "STATUSES", "SearchConfig", "SearchResult",
+           "SpeciationConfig", "adapt_threshold", "behaviour", "candidate_seed", "check_config", "config_from_dict",
+           "config_to_dict", "confirm_search", "confirm_seed", "confirmed_cells", "crowding_distances",
+           "decode_state", "encode_state", "export_front", "first_front", "holdout_report", "hypervolume",
+           "load_config", "log_confirmation", "log_generation", "niche_ranks", "nondominated_ranks",
+           "objective_matrix", "pareto_figure", "promote", "run_candidate", "run_confirmation", "run_search",
+           "rung_budgets", "select_in_niches", "speciate", "spearman", "survive", "survive_in_niches",
+           "tiered_survival", "tournament"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.config import (
         ConfirmConfig,
         NoveltyConfig,
         PredictorConfig,
+        RungConfig,
         SearchConfig,
         SpeciationConfig,
         check_config,
@@ -66,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from growrnn.search.novelty import NoveltyArchive, behaviour
     from growrnn.search.predictor import CurvePredictor, EarlyStopRule, PredictorStop, holdout_report
     from growrnn.search.report import first_front, log_confirmation, log_generation, pareto_figure
+    from growrnn.search.rungs import promote, rung_budgets, tiered_survival
     from growrnn.search.selection import (
         OBJECTIVES,
         Objective,
@@ -86,6 +91,7 @@ if TYPE_CHECKING:  # pragma: no cover
         CandidateRow,
         ConfirmationRow,
         GenerationRow,
+        RungRow,
         decode_state,
         encode_state,
     )

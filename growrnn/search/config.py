@@ -42,8 +42,8 @@ from growrnn.evaluation.config import (
 from growrnn.search.variation.draft import Limits
 from growrnn.search.variation.operators import CROSSOVERS, OPERATORS
 
-__all__ = ["ConfirmConfig", "NoveltyConfig", "PredictorConfig", "SearchConfig", "SpeciationConfig", "NEUTRAL",
-           "check_config",
+__all__ = ["ConfirmConfig", "NoveltyConfig", "PredictorConfig", "RungConfig", "SearchConfig", "SpeciationConfig",
+           "NEUTRAL", "check_config",
            "config_from_dict", "config_to_dict", "load_config", "parse_command", "search_parser"]
 
 
@@ -100,6 +100,18 @@ class PredictorConfig:
 
 
 @dataclass(frozen=True)
+class RungConfig:
+    """Multi-fidelity evaluation (see :mod:`growrnn.search.rungs`): from generation 1 on, each
+    generation's children train in ``count`` rungs whose budgets are ``1 / reduction_factor **
+    (count - 1)``, ..., ``1 / reduction_factor``, ``1`` of ``budget`` (steps and epochs scaled),
+    and only the best ``ceil(n / reduction_factor)`` of a rung's ``n`` go on to the next, from
+    where they stopped."""
+
+    reduction_factor: int = 2
+    count: int = 3
+
+
+@dataclass(frozen=True)
 class ConfirmConfig:
     """Confirmation (see :mod:`growrnn.search.confirm`): when the last generation ends, the final
     front and the seeded baselines (generation 0's ``initial`` cells) are retrained from fresh
@@ -144,6 +156,9 @@ class SearchConfig:
             multi-node Ray cluster that folder must be on a file system every node shares.
         grow: ``StructureController`` options: each candidate trains with growth on, starting from
             ``model.hidden_size``, and the ``params`` objective is the grown parameter count.
+        rungs: evaluate each generation's children in rungs of growing budget (successive
+            halving), promoting the best by NSGA-II rank and crowding on the predicted final or
+            observed metric; ``null`` (the default) trains every candidate on the whole budget.
         confirm: retrain the final front and the baselines from scratch with ``seeds`` seeds when
             the last generation ends (on by default; ``null`` turns it off, and ``growrnn search
             confirm`` runs it on demand).
@@ -180,6 +195,7 @@ class SearchConfig:
     novelty: NoveltyConfig | None = None
     speciation: SpeciationConfig | None = None
     predictor: PredictorConfig | None = None
+    rungs: RungConfig | None = None
     inherit: bool = True
     grow: dict[str, Any] | None = None
     confirm: ConfirmConfig | None = field(default_factory=ConfirmConfig, metadata=RESUMABLE)
@@ -273,6 +289,17 @@ def check_config(config: SearchConfig) -> None:
         check_int("novelty.k", config.novelty.k, 1)
     if config.speciation is not None:
         _check_speciation(config.speciation, config.population)
+    if config.rungs is not None:
+        from growrnn.search.rungs import rung_budgets
+
+        check_int("rungs.reduction_factor", config.rungs.reduction_factor, 2,
+                  hint="2 halves each rung, 3 keeps a third")
+        check_int("rungs.count", config.rungs.count, 1, hint="3 rungs: 1/4, 1/2 and all of the budget with factor 2")
+        rung_budgets(config.budget, config.rungs)  # the budget must split into growing rungs
+    if config.speciation is not None and config.rungs is not None:
+        raise ArgumentError("speciation, rungs", allowed="one of them (or neither)", received="both set",
+                            hint="survival within niches does not yet weigh rung fidelity: set rungs: null or "
+                                 "speciation: null")
     if config.confirm is not None:
         check_int("confirm.seeds", config.confirm.seeds, 1,
                   hint="3 or more seeds give a mean and a spread; null turns confirmation off")

@@ -55,7 +55,11 @@ def run_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     ``objectives`` (the names to report); ``threads`` (torch threads while it runs: 1 makes results
     independent of the executor); ``weights_out`` (a ``.pt`` path for the trained weights, or
     ``None``); ``parent`` (``{"path", "genome_json"}`` of the weights to inherit, or ``None``);
-    ``predictor`` (``{"state", "threshold", "margin", "min_train", "direction"}`` or ``None``).
+    ``predictor`` (``{"state", "threshold", "margin", "min_train", "direction"}`` or ``None``);
+    optional ``resume_from`` / ``checkpoint_to`` (rungs, :mod:`growrnn.search.rungs`): a
+    checkpoint of an earlier rung to go on from, and where to write this rung's for the next one
+    (see :func:`~growrnn.evaluation.evaluate`). ``metrics["train_steps_spent"]`` counts the
+    optimizer steps this call trained.
 
     A diverging run is a result (``diverged`` true, the worst ``val``), not an error. Weights are
     written atomically (:mod:`growrnn.files`), so a killed worker leaves no torn file.
@@ -73,11 +77,13 @@ def run_candidate(payload: dict[str, Any]) -> dict[str, Any]:
     result = evaluate(genome, payload["task"], payload["budget"], int(payload["seed"]),
                       task_options=payload.get("task_options") or {}, model=payload.get("model") or {},
                       trainer=payload.get("trainer") or {}, grow=payload.get("grow"), callbacks=callbacks,
-                      threads=threads, test=bool(payload.get("test", True)))
+                      threads=threads, test=bool(payload.get("test", True)),
+                      resume_from=payload.get("resume_from"), checkpoint_to=payload.get("checkpoint_to"))
     module = keeper.module
     metrics = result.as_dict()
     curve = metrics.pop("curve")
-    metrics.update(stopped_early=False, predicted=None, inherited=keeper.inherited)
+    metrics.update(stopped_early=False, predicted=None, inherited=keeper.inherited,
+                   train_steps_spent=result.train_steps)
     val = result.val
     if stop is not None and stop.stopped and not result.diverged:
         predicted = stop.rule.predict_final(stop.curve)

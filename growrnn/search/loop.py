@@ -20,6 +20,10 @@ executor finished them first.
 done with that row's results (``metrics["reused_from"]``), and of several new rows with one key in
 a generation only the first is trained.
 
+**Rungs.** With ``rungs:`` set, generations >= 1 evaluate their children in rungs of growing
+budget and promote the best part of each (:mod:`growrnn.search.rungs`); survival then ranks by
+fidelity first.
+
 **Confirmation.** When the last generation is saved, the final front and the seeded baselines are
 retrained from scratch on ``confirm.seeds`` seeds (:mod:`growrnn.search.confirm`), resumable the
 same way; inheritance only speeds the search up, what it hands out is confirmed.
@@ -200,8 +204,15 @@ class _Search:
                                       direction=new_state["direction"] or "min", ref=state.get("ref"),
                                       scalars=species_stats(new_state.get("species")))
         new_state["ref"] = stats.get("ref")
+        # optimizer steps trained this generation (rungs spend fewer): what a measurement compares
+        finished = [self.archive.get(r.id).metrics or {} for r in rows]
+        stats["train_steps"] = sum(int(m.get("train_steps_spent") or 0) for m in finished if "reused_from" not in m)
         self.archive.save_generation(gen, population, encode_state(new_state), stats)
         prune_weights(self.weights, self.archive, gen, population)
+        if self.config.rungs is not None:
+            from growrnn.search.rungs import prune_rung_checkpoints, rung_dir
+
+            prune_rung_checkpoints(rung_dir(self.db), self.archive, gen)
         counts = self.archive.counts()
         log.info("generation %d/%d saved: %d candidates done, %d failed so far", gen, self.config.generations,
                  counts["done"], counts["failed"])
@@ -275,6 +286,10 @@ class _Search:
         from growrnn.search.job import run_candidate
 
         archive, cfg = self.archive, self.config
+        if cfg.rungs is not None and gen >= 1:  # multi-fidelity: successive halving of the children
+            from growrnn.search.rungs import evaluate_in_rungs
+
+            return evaluate_in_rungs(self, gen, rows, state)
         pending = [r for r in rows if r.status == "pending"]
         jobs, copies, first = [], [], {}  # first: key -> the row of this batch that trains
         for row in pending:
@@ -356,6 +371,11 @@ class _Search:
         if self.config.speciation is not None:
             keep, state["species"] = select_in_niches(rows, F, self.config.population, self.config.speciation,
                                                       state["species"], gen, self.archive.get, self.profiles)
+        elif self.config.rungs is not None:  # a full-budget candidate is never displaced by an unpromoted one
+            from growrnn.search.rungs import rung_tiers, tiered_survival
+
+            tiers = rung_tiers([r.values for r in rows], F, self.config.rungs.count)
+            keep = tiered_survival(F, tiers, self.config.population)
         else:
             keep = selection.survive(F, self.config.population)
         return tuple(pool[k] for k in keep), F[keep]

@@ -376,14 +376,15 @@ def fit_predictor(archive: Archive, config: Any, seed: int, population: Sequence
                   n_objectives: int, direction: str) -> tuple[dict[str, Any] | None, float | None]:
     """Refit the curve predictor (``config``: the search's
     :class:`~growrnn.search.config.PredictorConfig`) on every candidate that trained to its end (not stopped early,
-    not a reused result, not diverged) and return its state with the next generation's threshold:
-    the worst ``val`` on the population's front (over the first ``n_objectives`` columns of ``F``;
+    not left in a lower rung, not a reused result, not diverged) and return its state with the next generation's
+    threshold: the worst ``val`` on the population's front (over the first ``n_objectives`` columns of ``F``;
     ``inf`` when none is finite, which stops nothing). ``(None, None)`` below two curves."""
     curves, finals = [], []
     for r in archive.rows("done"):
         m = r.metrics or {}
         final = float(m.get("val", math.nan))
         if m.get("reused_from") is None and not m.get("stopped_early") and not m.get("diverged") \
+                and not m.get("unpromoted") \
                 and r.curve is not None and len(r.curve) >= config.k and math.isfinite(final):
             curves.append([float(point["val"]) for point in r.curve])
             finals.append(final)

@@ -24,6 +24,11 @@ search hands out (:mod:`growrnn.search.confirm`): one row per (cell key, seed in
 resumes the same way. An archive written before that table existed (schema 1) gets it when it is
 next opened to write; opened read-only it simply has no confirmations.
 
+**Rungs.** With multi-fidelity evaluation (:mod:`growrnn.search.rungs`) each candidate of a
+generation trains in rungs of growing budget; the ``rungs`` table holds one row per (candidate,
+rung) with its status, results, the training steps it spent, the score it was ranked on and the
+promotion decision, so a search killed in the middle of a rung resumes exactly.
+
 A generation's state holds RNGs; :func:`encode_state` turns them into JSON values exactly and
 :func:`decode_state` rebuilds them, so a restored generator continues where it was.
 
@@ -58,12 +63,12 @@ import numpy as np
 
 from growrnn.errors import ArgumentError, SearchError, check_int, format_message
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "ConfirmationRow", "GenerationRow",
+__all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "ConfirmationRow", "GenerationRow", "RungRow",
            "decode_state", "encode_state"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FORMAT = "growrnn-search"
 STATUSES = ("pending", "running", "done", "failed")
 #: The tables every archive has (from schema 1 on); later ones come from :data:`_MIGRATIONS`.
@@ -92,9 +97,18 @@ CREATE TABLE confirmations (
     PRIMARY KEY (key, seed_index));
 """
 
+_RUNGS = f"""
+CREATE TABLE rungs (
+    candidate INTEGER NOT NULL REFERENCES candidates (id), rung INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN {STATUSES}), metrics TEXT, curve TEXT, objectives TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, seconds REAL, steps INTEGER, score REAL,
+    promoted INTEGER, PRIMARY KEY (candidate, rung));
+"""
+
 #: schema version -> (the statements that bring an archive of the version before up to it, the
 #: tables they add). A writable open upgrades an older archive; nothing is ever dropped.
-_MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {2: (_CONFIRMATIONS, ("confirmations",))}
+_MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {2: (_CONFIRMATIONS, ("confirmations",)),
+                                                        3: (_RUNGS, ("rungs",))}
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,36 @@ class ConfirmationRow:
     started: float | None
     finished: float | None
     seconds: float | None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """As :attr:`CandidateRow.values`: metrics overlaid with objectives, or ``{"failed": True}``."""
+        if self.status != "done" or self.objectives is None:
+            return {"failed": True}
+        return {**(self.metrics or {}), **self.objectives}
+
+
+@dataclass(frozen=True)
+class RungRow:
+    """One rung of one candidate (:mod:`growrnn.search.rungs`): the same status and result fields
+    as a :class:`CandidateRow` for that rung's training alone, the optimizer ``steps`` it spent,
+    the ``score`` it was ranked on for promotion (its ``val``, or the predicted final ``val``) and
+    the decision: ``promoted`` is ``None`` until the rung's cohort is decided."""
+
+    candidate: int
+    rung: int
+    status: str
+    metrics: dict[str, Any] | None
+    curve: list[dict[str, Any]] | None
+    objectives: dict[str, float] | None
+    error: str | None
+    attempts: int
+    started: float | None
+    finished: float | None
+    seconds: float | None
+    steps: int | None
+    score: float | None
+    promoted: bool | None
 
     @property
     def values(self) -> dict[str, Any]:
@@ -433,12 +477,70 @@ class Archive:
         with self._transaction():
             ids = [r[0] for r in self._conn.execute("SELECT id FROM candidates WHERE status = 'running' ORDER BY id")]
             self._conn.execute("UPDATE candidates SET status = 'pending', started = NULL WHERE status = 'running'")
-            cur = self._conn.execute("UPDATE confirmations SET status = 'pending', started = NULL "
-                                     "WHERE status = 'running'")
-        if ids or cur.rowcount:
-            log.info("archive %s: %d interrupted evaluations and %d confirmation runs back to pending", self.path,
-                     len(ids), cur.rowcount)
+            side = sum(self._conn.execute(f"UPDATE {table} SET status = 'pending', started = NULL "
+                                          "WHERE status = 'running'").rowcount for table in ("confirmations", "rungs"))
+        if ids or side:
+            log.info("archive %s: %d interrupted evaluations and %d rung or confirmation runs back to pending",
+                     self.path, len(ids), side)
         return ids
+
+    # ---- rungs ---------------------------------------------------------------------------------
+    def add_rungs(self, candidates: Sequence[int], rung: int,
+                  decided: Sequence[tuple[int, int, float | None, bool]] = ()) -> None:
+        """In one transaction: record the ``decided`` promotions (``(candidate, rung, score,
+        promoted)`` of rows already done) and plan rung ``rung`` of ``candidates`` as ``pending``
+        rows (a row that exists is left as it is). One transaction, so that a crash never leaves a
+        decision without the next rung's rows or the other way round."""
+        self._writable()
+        check_int("rung", rung, 0)
+        ids = list(candidates)
+        self._check_ids(ids, "candidates")
+        with self._transaction():
+            for candidate, r, score, promoted in decided:
+                cur = self._conn.execute("UPDATE rungs SET score = ?, promoted = ? WHERE candidate = ? AND rung = ? "
+                                         "AND status IN ('done', 'failed')",
+                                         (None if score is None else float(score), int(bool(promoted)), candidate, r))
+                if cur.rowcount != 1:
+                    raise ArgumentError("decided", allowed="finished rungs of this archive", received=(candidate, r),
+                                        hint="decide a rung's promotions once all its runs are done or failed")
+            self._conn.executemany("INSERT OR IGNORE INTO rungs (candidate, rung, status) VALUES (?, ?, 'pending')",
+                                   [(i, rung) for i in ids])
+
+    def rungs(self, candidates: Sequence[int] | None = None, rung: int | None = None) -> list[RungRow]:
+        """Rung rows (of some candidates and/or one rung), by candidate then rung; empty for an
+        archive opened read-only before it had the table."""
+        if "rungs" not in self._tables:
+            return []
+        sql, args = "SELECT * FROM rungs WHERE (? IS NULL OR rung = ?)", [rung, rung]
+        if candidates is not None:
+            ids = [int(i) for i in candidates]
+            if not ids:
+                return []
+            sql += f" AND candidate IN ({','.join('?' * len(ids))})"
+            args += ids
+        return [self._rung(r) for r in self._conn.execute(sql + " ORDER BY candidate, rung", args)]
+
+    def mark_rung_running(self, candidate: int, rung: int) -> None:
+        """A rung run ``pending`` → ``running`` (an attempt counted, ``started`` stamped)."""
+        self._writable()
+        self._move_side("rungs", {"candidate": candidate, "rung": rung}, ("pending",),
+                        "status = 'running', attempts = attempts + 1, started = ?", (time.time(),))
+
+    def finish_rung(self, candidate: int, rung: int, metrics: Mapping[str, Any], curve: Sequence[Mapping[str, Any]],
+                    objectives: Mapping[str, float], seconds: float, steps: int) -> None:
+        """A rung run → ``done`` with its results and the optimizer ``steps`` it trained."""
+        self._writable()
+        values = (_dumps(dict(metrics), "metrics"), _dumps([dict(p) for p in curve], "curve"),
+                  _dumps(dict(objectives), "objectives"), float(seconds), time.time(), int(steps))
+        self._move_side("rungs", {"candidate": candidate, "rung": rung}, ("pending", "running"),
+                        "status = 'done', metrics = ?, curve = ?, objectives = ?, seconds = ?, finished = ?, "
+                        "steps = ?, error = NULL", values)
+
+    def fail_rung(self, candidate: int, rung: int, error: str) -> None:
+        """A rung run → ``failed``, recording ``error``."""
+        self._writable()
+        self._move_side("rungs", {"candidate": candidate, "rung": rung}, ("pending", "running"),
+                        "status = 'failed', error = ?, finished = ?", (str(error), time.time()))
 
     # ---- confirmations -------------------------------------------------------------------------
     def add_confirmation(self, candidate: int, seed_index: int, seed: int) -> bool:
@@ -467,8 +569,8 @@ class Archive:
     def mark_confirming(self, key: str, seed_index: int) -> None:
         """A confirmation run ``pending`` → ``running`` (an attempt counted, ``started`` stamped)."""
         self._writable()
-        self._move_confirmation(key, seed_index, ("pending",),
-                                "status = 'running', attempts = attempts + 1, started = ?", (time.time(),))
+        self._move_side("confirmations", {"key": key, "seed_index": seed_index}, ("pending",),
+                        "status = 'running', attempts = attempts + 1, started = ?", (time.time(),))
 
     def finish_confirmation(self, key: str, seed_index: int, metrics: Mapping[str, Any],
                             curve: Sequence[Mapping[str, Any]], objectives: Mapping[str, float],
@@ -477,14 +579,15 @@ class Archive:
         self._writable()
         values = (_dumps(dict(metrics), "metrics"), _dumps([dict(p) for p in curve], "curve"),
                   _dumps(dict(objectives), "objectives"), float(seconds), time.time())
-        self._move_confirmation(key, seed_index, ("pending", "running"), "status = 'done', metrics = ?, curve = ?, "
-                                "objectives = ?, seconds = ?, finished = ?, error = NULL", values)
+        self._move_side("confirmations", {"key": key, "seed_index": seed_index}, ("pending", "running"),
+                        "status = 'done', metrics = ?, curve = ?, objectives = ?, seconds = ?, finished = ?, "
+                        "error = NULL", values)
 
     def fail_confirmation(self, key: str, seed_index: int, error: str) -> None:
         """A confirmation run → ``failed``, recording ``error``."""
         self._writable()
-        self._move_confirmation(key, seed_index, ("pending", "running"), "status = 'failed', error = ?, finished = ?",
-                                (str(error), time.time()))
+        self._move_side("confirmations", {"key": key, "seed_index": seed_index}, ("pending", "running"),
+                        "status = 'failed', error = ?, finished = ?", (str(error), time.time()))
 
     def save_confirmation_report(self, report: Mapping[str, Any]) -> None:
         """Store the latest confirmation's summary (JSON values), replacing the previous one."""
@@ -571,21 +674,29 @@ class Archive:
                                              hint="each candidate goes pending -> running -> done/failed once; "
                                              "after a crash call reset_running()"))
 
-    def _move_confirmation(self, key: str, seed_index: int, sources: tuple[str, ...], assignments: str,
-                           values: tuple[Any, ...]) -> None:
+    def _move_side(self, table: str, where: Mapping[str, Any], sources: tuple[str, ...], assignments: str,
+                   values: tuple[Any, ...]) -> None:
+        """``_move`` for the side tables (confirmations, rungs): the row named by ``where``."""
         marks = ",".join("?" * len(sources))
-        cur = self._conn.execute(f"UPDATE confirmations SET {assignments} WHERE key = ? AND seed_index = ? "
-                                 f"AND status IN ({marks})", (*values, key, seed_index, *sources))
+        match = " AND ".join(f"{k} = ?" for k in where)
+        cur = self._conn.execute(f"UPDATE {table} SET {assignments} WHERE {match} AND status IN ({marks})",
+                                 (*values, *where.values(), *sources))
         if cur.rowcount == 0:
-            found = self._conn.execute("SELECT status FROM confirmations WHERE key = ? AND seed_index = ?",
-                                       (key, seed_index)).fetchone()
+            found = self._conn.execute(f"SELECT status FROM {table} WHERE {match}", tuple(where.values())).fetchone()
+            what = ", ".join(f"{k} {v}" for k, v in where.items())
             if found is None:
-                raise ArgumentError("key/seed_index", allowed="a confirmation run in this archive",
-                                    received=(key, seed_index), hint="plan it with Archive.add_confirmation")
-            raise SearchError(format_message(f"confirmation run {seed_index} of cell {key} is '{found[0]}'",
-                                             allowed=" or ".join(sources),
-                                             hint="each run goes pending -> running -> done/failed once; "
-                                             "after a crash call reset_running()"))
+                planner = "add_confirmation" if table == "confirmations" else "add_rungs"
+                raise ArgumentError("/".join(where), allowed=f"a row of the {table} table", received=what,
+                                    hint=f"plan it first (Archive.{planner})")
+            raise SearchError(format_message(f"the {table} row ({what}) is '{found[0]}'", allowed=" or ".join(sources),
+                                             hint="each run goes pending -> running -> done/failed once; after a "
+                                             "crash call reset_running()"))
+
+    def _rung(self, r: tuple[Any, ...]) -> RungRow:
+        with self._decoding(f"rung {r[1]} of candidate {r[0]}"):
+            return RungRow(candidate=r[0], rung=r[1], status=r[2], metrics=_loads(r[3]), curve=_loads(r[4]),
+                           objectives=_loads(r[5]), error=r[6], attempts=r[7], started=r[8], finished=r[9],
+                           seconds=r[10], steps=r[11], score=r[12], promoted=None if r[13] is None else bool(r[13]))
 
     def _confirmation(self, r: tuple[Any, ...]) -> ConfirmationRow:
         with self._decoding(f"confirmation run {r[1]} of cell {r[0]}"):

@@ -87,11 +87,16 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with :func:`load_checkpoint` as the loader (``weights_only``
     forced on, clear errors naming the file); the CLI's trainers use it for ``--ckpt_path``."""
 
+    def __init__(self, announce: bool = True) -> None:
+        super().__init__()
+        self.announce = announce  # a search's rungs resume hundreds of checkpoints: no line for each
+
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         checkpoint = load_checkpoint(path, map_location="cpu" if map_location is None else map_location)
         meta = checkpoint.get("growrnn") if isinstance(checkpoint.get("growrnn"), dict) else None
         if meta is not None:
             spec = meta.get("spec") or {}
-            log.info("checkpoint %s: task %s, %s steps, cell:\n%s", path, spec.get("name", "?"),
-                     checkpoint.get("global_step", "?"), str(meta.get("genome", "?")).rstrip())
+            log.log(logging.INFO if self.announce else logging.DEBUG, "checkpoint %s: task %s, %s steps, cell:\n%s",
+                    path, spec.get("name", "?"), checkpoint.get("global_step", "?"),
+                    str(meta.get("genome", "?")).rstrip())
         return checkpoint

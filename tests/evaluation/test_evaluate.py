@@ -83,3 +83,43 @@ def test_the_seed_sets_the_data_order_too() -> None:
     a, b = (evaluate("gru", "copy", {"steps": 3}, seed=s, task_options=opts, model={"hidden_size": 8}, test=False)
             for s in (1, 2))
     assert a.val != b.val
+
+
+# a run split in parts that go on from each other's checkpoints (the search's rungs) is the
+# uninterrupted run: mid-epoch, on an epoch's end, and over epochs of a shuffled task with dropout.
+# Lightning validates when a fit ends, so a part that ends off the validation cadence adds a point
+# the uninterrupted run does not have (the search's rungs drop it); every other point is the same.
+GROW = {"signal": "outgoing_l1", "p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12}
+
+
+@pytest.mark.parametrize(("task", "options", "model", "key", "parts", "grow"), [
+    ("adding", {"length": 20, **TASK}, {}, "steps", [5, 10, 20], None),       # 4 batches an epoch: mid-epoch
+    ("adding", {"length": 20, **TASK}, {}, "steps", [4, 8, 12], None),        # on epochs' ends
+    ("adding", {"length": 20, **TASK}, {}, "steps", [2, 4, 7, 8, 13], None),  # five parts, both kinds
+    ("adding", {"length": 20, **TASK}, {"hidden_size": [4]}, "steps", [3, 8, 12], GROW),  # growing as it goes
+    ("copy", {"delay": 3, "n_train": 64, "n_eval": 8, "batch_size": 8}, {"dropout": 0.3}, "epochs", [1, 2, 4], None),
+])
+def test_a_run_in_parts_is_the_uninterrupted_run(tmp_path, task: str, options: dict, model: dict, key: str,
+                                                 parts: list, grow: dict | None) -> None:
+    kw = {"task_options": options, "model": {"hidden_size": 8, "optimizer": "adam", "lr": 0.01, **model},
+          "threads": 1, "test": False, "grow": grow}
+    extra = {"val_every": 4} if key == "steps" else {}
+    whole = evaluate("lstm", task, {key: parts[-1], **extra}, 3, **kw)
+    curve, steps, previous = [], [], None
+    for k, part in enumerate(parts):
+        ckpt = tmp_path / f"part{k}.ckpt" if k < len(parts) - 1 else None
+        result = evaluate("lstm", task, {key: part, **extra}, 3, resume_from=previous, checkpoint_to=ckpt, **kw)
+        curve += [p for p in result.curve if ckpt is None or not extra or p["step"] % extra["val_every"] == 0]
+        steps.append(result.train_steps)
+        previous = ckpt
+    assert [(p["step"], p["val"]) for p in curve] == [(p["step"], p["val"]) for p in whole.curve]
+    assert result.val == whole.val and result.steps == whole.steps and sum(steps) == whole.train_steps
+    assert all(s > 0 for s in steps) and result.hidden_sizes == whole.hidden_sizes
+    if grow is not None:
+        assert whole.hidden_sizes[0] > 4, "the structure did change along the way"
+
+
+def test_resuming_needs_a_task_name(tmp_path) -> None:
+    from growrnn.task import get_task
+    with pytest.raises(ArgumentError, match="'task'.*a task name with resume_from.*HINT"):
+        evaluate("gru", get_task("adding", length=10, **TASK), {"steps": 2}, checkpoint_to=tmp_path / "x.ckpt")

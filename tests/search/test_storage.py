@@ -363,7 +363,7 @@ def test_confirmation_rows_round_trip_and_move_once(db: Archive) -> None:
         ("done", 2, {"val": 0.5}, {"val": 0.5, "params": 3.0}, 2.0)
     assert (failed.status, failed.error, failed.values) == ("failed", "crashed", {"failed": True})
     assert [r.seed_index for r in db.confirmations(status="done")] == [0] and db.confirmations(key="x") == []
-    with pytest.raises(SearchError, match="confirmation run 0 of cell kc is 'done'.*Allowed: pending"):
+    with pytest.raises(SearchError, match=r"confirmations row \(key kc, seed_index 0\) is 'done'.*Allowed: pending"):
         db.mark_confirming("kc", 0)
     with pytest.raises(ArgumentError, match="'key/seed_index'.*HINT: plan it"):
         db.finish_confirmation("kc", 5, {}, [], {}, 1.0)
@@ -374,23 +374,26 @@ def test_confirmation_rows_round_trip_and_move_once(db: Archive) -> None:
     assert db.confirmation_report() == {"spearman": 0.5, "cells": []}
 
 
-def test_a_schema_1_archive_gains_the_confirmations_table(tmp_path: Path) -> None:
+def test_a_schema_1_archive_gains_the_confirmations_and_rungs_tables(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with Archive.open(path, CONFIG) as db:
         _add(db)
     with sqlite3.connect(path) as conn:  # what growrnn before confirmation wrote
         conn.execute("DROP TABLE confirmations")
+        conn.execute("DROP TABLE rungs")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()
-    with Archive.open(path, read_only=True) as db:  # read as it is: no confirmations yet
-        assert db.confirmations() == [] and len(db.rows()) == 1
+    with Archive.open(path, read_only=True) as db:  # read as it is: no confirmations or rungs yet
+        assert db.confirmations() == [] and db.rungs() == [] and len(db.rows()) == 1
     with Archive.open(path, CONFIG) as db:  # opened to write: upgraded
         assert db.add_confirmation(1, 0, 5) and len(db.confirmations()) == 1
+        db.add_rungs([1], 0)
+        assert [(r.candidate, r.rung, r.status) for r in db.rungs()] == [(1, 0, "pending")]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
         conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(SearchError, match="has archive schema 9.*Allowed: 1, 2"):
+    with pytest.raises(SearchError, match="has archive schema 9.*Allowed: 1, 2, 3"):
         Archive.open(path, read_only=True)
 
 
@@ -402,3 +405,30 @@ def test_a_config_key_added_since_matches_its_off_value(tmp_path: Path) -> None:
         assert db.config["rungs"] is None
     with pytest.raises(SearchError, match=r"keys later\.on differ"):
         Archive.open(path, {**CONFIG, "later": {"on": 1}})
+
+
+def test_rung_rows_round_trip_with_their_decisions(db: Archive) -> None:
+    a, b = _add(db, "ka"), _add(db, "kb")
+    db.add_rungs([a, b], 0)
+    db.add_rungs([a], 0)  # planned again (a resumed search): left as it is
+    assert [(r.candidate, r.rung, r.status, r.promoted) for r in db.rungs()] == [(a, 0, "pending", None),
+                                                                                (b, 0, "pending", None)]
+    db.mark_rung_running(a, 0)
+    db.mark_rung_running(b, 0)
+    assert db.reset_running() == [] and {r.status for r in db.rungs()} == {"pending"}
+    db.mark_rung_running(a, 0)
+    db.finish_rung(a, 0, {"val": 0.4}, [{"step": 5, "val": 0.4}], {"val": 0.4, "params": 9.0}, 1.0, steps=5)
+    with pytest.raises(ArgumentError, match="'decided'.*finished rungs.*HINT: decide"):
+        db.add_rungs([a], 1, decided=[(a, 0, 0.4, True), (b, 0, 0.5, False)])  # b is not finished
+    assert db.rungs(rung=1) == [] and db.rungs([a])[0].promoted is None, "nothing of a refused transaction stays"
+    db.fail_rung(b, 0, "crashed")
+    db.add_rungs([a], 1, decided=[(a, 0, 0.4, True), (b, 0, None, False)])
+    (ra0, ra1), (rb0,) = db.rungs([a]), db.rungs([b])
+    assert (ra0.status, ra0.steps, ra0.score, ra0.promoted, ra0.values) == ("done", 5, 0.4, True,
+                                                                             {"val": 0.4, "params": 9.0})
+    assert (ra1.rung, ra1.status, rb0.status, rb0.promoted, rb0.error) == (1, "pending", "failed", False, "crashed")
+    assert [r.candidate for r in db.rungs(rung=0)] == [a, b] and db.rungs([]) == []
+    with pytest.raises(SearchError, match=r"the rungs row \(candidate 1, rung 0\) is 'done'"):
+        db.mark_rung_running(a, 0)
+    with pytest.raises(ArgumentError, match="'candidate/rung'.*HINT: plan it first"):
+        db.finish_rung(a, 7, {}, [], {}, 1.0, steps=1)
