@@ -84,8 +84,9 @@ trainer.fit(net, datamodule=data)
 tested = net
 if args.best and hasattr(record, "best"):
     sizes, state = record.best
-    tested = SequenceModel(data.spec, cell=args.cell, hidden_size=sizes[0] if args.fixed else sizes,
-                           seed=args.seed, **model_kw)
+    embedding = {"embedding_size": net.hparams.embedding_size or args.start} if data.spec.input_kind == "tokens" else {}
+    tested = SequenceModel(data.spec, cell=args.cell, hidden_size=sizes[0] if args.fixed else sizes, seed=args.seed,
+                           **{**embedding, **model_kw})
     tested.load_state_dict(state)
 result = trainer.test(tested, datamodule=data, verbose=False)[0]
 metric = f"val/{data.spec.metric}"
