@@ -61,7 +61,8 @@ def speciated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SearchRes
 def test_speciation_off_gives_the_candidates_of_before(tmp_path: Path) -> None:
     db = tmp_path / "off.db"
     config = species_config(speciation=None)
-    assert config == dataclasses.replace(load_config(REPO / "configs/debug/search.yaml"), progress=False)
+    # the debug search as it was before speciation (and before rungs)
+    assert config == dataclasses.replace(load_config(REPO / "configs/debug/search.yaml"), progress=False, rungs=None)
     run_search(config, db)
     assert json.loads(json.dumps(candidates(db))) == BEFORE_SPECIATION
     with Archive.open(db) as archive:
