@@ -80,3 +80,37 @@ def imdb_dir(tmp_path: Path) -> Path:
             for k, text in enumerate(texts * (3 if split == "train" else 1)):
                 (folder / f"{k}_{8 if label == 'pos' else 2}.txt").write_text(text)
     return root
+
+
+def kill_9_when(cmd: list[str], db: Path, count_sql: str, at_least: int, log: Path, cwd: Path,
+                timeout_s: float = 120.0) -> None:
+    """Run ``cmd`` in a process (one torch thread, output to ``log``) and ``kill -9`` it as soon as
+    ``count_sql`` (a ``SELECT COUNT(*)``) counts ``at_least`` rows in the SQLite file ``db``, read
+    read-only as a second process may (WAL lets it read while the process writes). Fails if the
+    process ended before it could be killed."""
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+    from contextlib import closing
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.is_file():
+                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                    try:
+                        (n,) = conn.execute(count_sql).fetchone()
+                    except sqlite3.OperationalError:  # the schema is being created, or locked for a moment
+                        n = 0
+                if n >= at_least:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.01)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()

@@ -111,8 +111,26 @@ _MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {2: (_CONFIRMATIONS, ("con
                                                         3: (_RUNGS, ("rungs",))}
 
 
+class _Outcome:
+    """What a row of trained results (a candidate, a confirmation run, a rung) shares: its figures."""
+
+    status: str
+    metrics: dict[str, Any] | None
+    objectives: dict[str, float] | None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Its figures in one dict, as :func:`~growrnn.search.selection.objective_matrix` reads
+        them: ``metrics`` overlaid with ``objectives`` (the objectives win; ``diverged`` comes
+        from the metrics); a row that is not done (or has no objectives) is
+        ``{"failed": True}``, worst in every objective."""
+        if self.status != "done" or self.objectives is None:
+            return {"failed": True}
+        return {**(self.metrics or {}), **self.objectives}
+
+
 @dataclass(frozen=True)
-class CandidateRow:
+class CandidateRow(_Outcome):
     """One candidate. ``metrics``/``curve``/``objectives`` are ``None`` until it is done;
     ``started``/``finished`` are Unix times; ``seconds`` is the evaluation's own duration."""
 
@@ -134,19 +152,9 @@ class CandidateRow:
     finished: float | None
     seconds: float | None
 
-    @property
-    def values(self) -> dict[str, Any]:
-        """Its figures in one dict, as :func:`~growrnn.search.selection.objective_matrix` reads
-        them: ``metrics`` overlaid with ``objectives`` (the objectives win; ``diverged`` comes
-        from the metrics); a candidate that is not done (or has no objectives) is
-        ``{"failed": True}``, worst in every objective."""
-        if self.status != "done" or self.objectives is None:
-            return {"failed": True}
-        return {**(self.metrics or {}), **self.objectives}
-
 
 @dataclass(frozen=True)
-class ConfirmationRow:
+class ConfirmationRow(_Outcome):
     """One from-scratch retraining of a cell (:mod:`growrnn.search.confirm`): the cell's canonical
     ``key``, which of its seeds (``seed_index``, and the training ``seed`` it stands for), the
     ``candidate`` whose genome was trained, and the same status and result fields as a
@@ -166,16 +174,9 @@ class ConfirmationRow:
     finished: float | None
     seconds: float | None
 
-    @property
-    def values(self) -> dict[str, Any]:
-        """As :attr:`CandidateRow.values`: metrics overlaid with objectives, or ``{"failed": True}``."""
-        if self.status != "done" or self.objectives is None:
-            return {"failed": True}
-        return {**(self.metrics or {}), **self.objectives}
-
 
 @dataclass(frozen=True)
-class RungRow:
+class RungRow(_Outcome):
     """One rung of one candidate (:mod:`growrnn.search.rungs`): the same status and result fields
     as a :class:`CandidateRow` for that rung's training alone, the optimizer ``steps`` it spent,
     the ``score`` it was ranked on for promotion (its ``val``, or the predicted final ``val``) and
@@ -195,13 +196,6 @@ class RungRow:
     steps: int | None
     score: float | None
     promoted: bool | None
-
-    @property
-    def values(self) -> dict[str, Any]:
-        """As :attr:`CandidateRow.values`: metrics overlaid with objectives, or ``{"failed": True}``."""
-        if self.status != "done" or self.objectives is None:
-            return {"failed": True}
-        return {**(self.metrics or {}), **self.objectives}
 
 
 @dataclass(frozen=True)

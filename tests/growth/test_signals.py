@@ -202,6 +202,16 @@ def _probe(rnn: GrowableRNN, decoder: nn.Linear, x: torch.Tensor, y: torch.Tenso
     return torch.no_grad()(lambda: float((decoder(rnn(x)[0]) - y).square().mean()))
 
 
+def _useless_unit_1() -> tuple[GrowableRNN, nn.Linear, torch.Tensor, torch.Generator]:
+    """A 3-unit Elman layer whose unit 1 nobody reads, an input batch, and the generator that drew it."""
+    rnn, decoder = _stack("elman", (3,))
+    with torch.no_grad():
+        decoder.weight[:, 1] = 0
+        rnn.layers[0].weight_hh_l0[:, 1] = 0
+    gen = torch.Generator().manual_seed(3)
+    return rnn, decoder, torch.randn(4, 6, 4, generator=gen, dtype=torch.float64), gen
+
+
 @pytest.mark.parametrize("cell, sizes, baseline", [("lstm", (3,), "zero"), ("gru", (2, 3), "zero"),
                                                     ("lstm", (3,), "mean"), ("lstm", (3,), "regress")])
 def test_ablation_worth_is_the_loss_without_the_unit(cell: str, sizes: tuple[int, ...], baseline: str) -> None:
@@ -280,12 +290,7 @@ def test_a_dead_units_removal_is_kept_and_the_next_unit_is_measured_without_it(b
 def test_no_unit_is_removed_during_the_warm_up() -> None:
     """A useless unit measured during the warm-up is spare but not dead, and keeps its weights;
     measured after it, it is dead."""
-    rnn, decoder = _stack("elman", (3,))
-    with torch.no_grad():
-        decoder.weight[:, 1] = 0
-        rnn.layers[0].weight_hh_l0[:, 1] = 0
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    rnn, decoder, x, gen = _useless_unit_1()
     probe = _probe(rnn, decoder, x, decoder(rnn(x)[0]).detach())
     signal = Ablation(lam=0.01, relative=False, trial_steps=1, rate=100.0, check_every=1, warmup_steps=2,
                       baseline="regress")
@@ -306,12 +311,7 @@ def test_units_are_removed_once_the_layer_is_worth_a_share_of_the_loss(layer_wor
     """A layer whose units, replaced by their mean outputs, raise the loss by less than
     ``layer_worth`` of it keeps its units below the bar (spare, not dead, weights kept); once it
     is worth that much, they are removed."""
-    rnn, decoder = _stack("elman", (3,))
-    with torch.no_grad():
-        decoder.weight[:, 1] = 0
-        rnn.layers[0].weight_hh_l0[:, 1] = 0
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    rnn, decoder, x, gen = _useless_unit_1()
     y = decoder(rnn(x)[0]).detach() + torch.randn(4, 6, 5, generator=gen, dtype=torch.float64)
     probe = _probe(rnn, decoder, x, y)
     base = probe()
@@ -341,12 +341,7 @@ def test_units_are_removed_once_the_layer_is_worth_a_share_of_the_loss(layer_wor
 def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     """A unit whose outgoing weights are zero is worth nothing and dies; units that carry the
     output live; a unit on trial is spare but not dead until it is measured."""
-    rnn, decoder = _stack("elman", (3,))
-    with torch.no_grad():
-        decoder.weight[:, 1] = 0
-        rnn.layers[0].weight_hh_l0[:, 1] = 0
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    rnn, decoder, x, gen = _useless_unit_1()
     y = decoder(rnn(x)[0]).detach()  # the current function is the target: every live unit matters
     signal = Ablation(lam=0.01, relative=False, trial_steps=2, rate=1.5, check_every=2)
     signal.check(rnn, {})

@@ -8,13 +8,9 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -29,6 +25,7 @@ from growrnn.search.job import base_payload, run_candidate
 from growrnn.search.loop import SearchResult, run_search
 from growrnn.search.report import confirmation_markdown
 from growrnn.search.storage import Archive, ConfirmationRow
+from tests.conftest import kill_9_when
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"
@@ -133,26 +130,8 @@ def test_kill_9_during_confirmation_then_resume_repeats_nothing(confirmed: tuple
     db = tmp_path / "killed.db"
     _unconfirmed_copy(confirmed[0], db)
     cmd = [sys.executable, "-m", "growrnn.cli", "search", "confirm", "--db", str(db), "--progress", "false"]
-    log = tmp_path / "confirm.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-                try:
-                    (n,) = conn.execute("SELECT COUNT(*) FROM confirmations WHERE status = 'done'").fetchone()
-                except sqlite3.OperationalError:  # locked for a moment
-                    n = 0
-            if n >= 2:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    kill_9_when(cmd, db, "SELECT COUNT(*) FROM confirmations WHERE status = 'done'", 2, tmp_path / "confirm.log",
+                REPO)
     before = {k: r for k, r in _runs(db).items() if r.status == "done"}
     assert 2 <= len(before) < len(_runs(confirmed[0])), "the kill came after the confirmation had finished"
     from growrnn.commands.search import main

@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import shutil
-import signal
-import sqlite3
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing  # a sqlite3 connection's own __exit__ commits but does not close
 from pathlib import Path
 
 import pytest
@@ -29,7 +23,7 @@ from growrnn.search.loop import SearchResult, candidate_seed, run_search, weight
 from growrnn.search.storage import Archive, CandidateRow
 from growrnn.search.variation.morphisms import add_connection
 from growrnn.search.variation.operators import Limits
-from tests.conftest import need_ray
+from tests.conftest import kill_9_when, need_ray
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"
@@ -151,28 +145,8 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
     db = tmp_path / "killed.db"
     cmd = [sys.executable, "-m", "growrnn.cli", "search", "--config", str(config), "--db", str(db),
            "--progress", "false", "--confirm", "null"]
-    log = tmp_path / "search.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if db.is_file():  # read-only, as a second process may: WAL lets us read while it writes
-                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-                    try:
-                        (n,) = conn.execute("SELECT COUNT(*) FROM candidates WHERE status = 'done' "
-                                            "AND generation >= 1").fetchone()
-                    except sqlite3.OperationalError:  # the schema is being created
-                        n = 0
-                if n >= 1:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-            time.sleep(0.02)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    kill_9_when(cmd, db, "SELECT COUNT(*) FROM candidates WHERE status = 'done' AND generation >= 1", 1,
+                tmp_path / "search.log", REPO)
     before = _done_rows(db)
     with Archive.open(db) as archive:
         last = archive.last_generation()

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import signal
-import sqlite3
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +21,7 @@ from growrnn.search.config import PredictorConfig, RungConfig, SearchConfig, che
 from growrnn.search.loop import SearchResult, run_search
 from growrnn.search.rungs import promote, rung_budgets, rung_dir, rung_tiers, tiered_survival
 from growrnn.search.storage import Archive, CandidateRow, RungRow
+from tests.conftest import kill_9_when
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "debug" / "search.yaml"
@@ -223,29 +218,10 @@ def test_kill_9_during_a_rung_then_resume_repeats_nothing(reference: tuple[Path,
     db = tmp_path / "killed.db"
     cmd = [sys.executable, "-m", "growrnn.cli", "search", "--config", str(DEBUG), "--db", str(db),
            "--progress", "false", "--confirm", "null"]
-    log = tmp_path / "search.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if db.is_file():
-                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-                    try:  # a rung past the first is done in a generation not yet saved
-                        (n,) = conn.execute("SELECT COUNT(*) FROM rungs WHERE rung >= 1 AND status = 'done' AND "
-                                            "candidate IN (SELECT id FROM candidates WHERE generation > "
-                                            "(SELECT COALESCE(MAX(gen), 0) FROM generations))").fetchone()
-                    except sqlite3.OperationalError:  # the schema is being created
-                        n = 0
-                if n >= 1:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-            time.sleep(0.01)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    # a rung past the first done, in a generation not yet saved
+    kill_9_when(cmd, db, "SELECT COUNT(*) FROM rungs WHERE rung >= 1 AND status = 'done' AND candidate IN "
+                "(SELECT id FROM candidates WHERE generation > (SELECT COALESCE(MAX(gen), 0) FROM generations))", 1,
+                tmp_path / "search.log", REPO)
     runs_before, done_before = _state(db)
     runs_before = {k: r for k, r in runs_before.items() if r.status == "done"}
     assert any(k[1] >= 1 for k in runs_before)
