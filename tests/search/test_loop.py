@@ -53,6 +53,16 @@ def final_values(db: Path) -> list[tuple[int, str, dict[str, float] | None]]:
         return [(r.id, r.key, r.objectives) for r in (archive.get(i) for i in last.population)]
 
 
+def assert_same_population(db: Path, reference: Path) -> None:
+    """The same final population (ids and keys) with the same objectives up to float32 rounding:
+    a worker process may sum in another order than the main one (seen: one candidate in four runs
+    one float32 step apart)."""
+    got, want = final_values(db), final_values(reference)
+    assert [(i, k) for i, k, _ in got] == [(i, k) for i, k, _ in want]
+    for (_, _, g), (_, _, w) in zip(got, want, strict=True):
+        assert g == (None if w is None else pytest.approx(w, rel=1e-6))
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SearchResult]:
     """The debug search, uninterrupted and inline: what every other run must reproduce."""
@@ -159,7 +169,7 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
         assert (after[i].started, after[i].finished, after[i].attempts, after[i].metrics) == \
             (row.started, row.finished, row.attempts, row.metrics)
     assert population_keys(db) == population_keys(reference)
-    assert final_values(db) == final_values(reference)
+    assert_same_population(db, reference)  # trained in another process
     return db
 
 
@@ -168,7 +178,7 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
 def test_process_pool_gives_the_inline_population(reference: tuple[Path, SearchResult], tmp_path: Path) -> None:
     db = tmp_path / "pool.db"
     run_search(debug_config(workers=2), db)
-    assert final_values(db) == final_values(reference[0])
+    assert_same_population(db, reference[0])
 
 
 @pytest.mark.slow
@@ -179,7 +189,7 @@ def test_ray_gives_the_inline_population(reference: tuple[Path, SearchResult], t
     db = tmp_path / "ray.db"
     run_search(debug_config(executor="ray", workers=2), db)
     assert not ray.is_initialized(), "the search shuts down the Ray it started"
-    assert final_values(db) == final_values(reference[0])
+    assert_same_population(db, reference[0])
 
 
 class FailingExecutor(LocalExecutor):
