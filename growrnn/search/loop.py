@@ -290,18 +290,10 @@ class _Search:
             from growrnn.search.rungs import evaluate_in_rungs
 
             return evaluate_in_rungs(self, gen, rows, state)
-        pending = [r for r in rows if r.status == "pending"]
-        jobs, copies, first = [], [], {}  # first: key -> the row of this batch that trains
-        for row in pending:
-            done = archive.find_done(row.key)
-            if done is not None:
-                self._reuse(row, done)
-            elif row.key in first:
-                copies.append(row)
-            else:
-                first[row.key] = row
-                jobs.append(Job(str(row.id), run_candidate, (self._payload(row, state),), timeout_s=cfg.timeout_s,
-                                retries=cfg.retries))
+        first: dict[str, CandidateRow] = {}  # key -> the row of this batch that trains
+        trains, copies = self._triage(rows, first)
+        jobs = [Job(str(row.id), run_candidate, (self._payload(row, state),), timeout_s=cfg.timeout_s,
+                    retries=cfg.retries) for row in trains]
         bar = tqdm(total=len(rows), initial=len(rows) - len(jobs) - len(copies), desc=f"generation {gen}",
                    unit="cell", disable=not cfg.progress, leave=False)
         try:
@@ -325,6 +317,26 @@ class _Search:
                 bar.update()
         finally:
             bar.close()
+
+    def _triage(self, rows: list[CandidateRow], first: dict[str, CandidateRow]
+                ) -> tuple[list[CandidateRow], list[CandidateRow]]:
+        """Sort the pending ``rows`` (in order): one whose cell the archive has done already is
+        recorded done now; the first of a key not in ``first`` trains (and enters ``first``); a
+        later one of the same key is a copy, to take the trained one's results. Returns (the rows
+        that train, the copies)."""
+        trains, copies = [], []
+        for row in rows:
+            if row.status != "pending":
+                continue
+            done = self.archive.find_done(row.key)
+            if done is not None:
+                self._reuse(row, done)
+            elif row.key in first:
+                copies.append(row)
+            else:
+                first[row.key] = row
+                trains.append(row)
+        return trains, copies
 
     def _reuse(self, row: CandidateRow, source: CandidateRow) -> None:
         """Record ``row`` as done with ``source``'s results (same canonical key), and give it a

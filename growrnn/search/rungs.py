@@ -197,6 +197,9 @@ class _Search(Protocol):
 
     def _reuse(self, row: CandidateRow, source: CandidateRow) -> None: ...
 
+    def _triage(self, rows: list[CandidateRow], first: dict[str, CandidateRow]
+                ) -> tuple[list[CandidateRow], list[CandidateRow]]: ...
+
 
 def evaluate_in_rungs(search: _Search, gen: int, rows: list[CandidateRow], state: dict[str, Any]) -> None:
     """Evaluate generation ``gen``'s pending ``rows`` in rungs (see the module docstring), finishing
@@ -205,23 +208,12 @@ def evaluate_in_rungs(search: _Search, gen: int, rows: list[CandidateRow], state
     budgets = rung_budgets(cfg.budget, cfg.rungs)
     top = len(budgets) - 1
     planned = {r.candidate for r in archive.rungs([r.id for r in rows], rung=0)}
-    first: dict[str, CandidateRow] = {}
-    copies: list[CandidateRow] = []
-    new: list[int] = []
-    for row in rows:  # by id: as the loop classifies them without rungs
+    first: dict[str, CandidateRow] = {}  # key -> the row that trains: those planned before a resume first
+    for row in rows:
         if row.id in planned:
             first.setdefault(row.key, row)
-            continue
-        if row.status != "pending":
-            continue
-        done = archive.find_done(row.key)
-        if done is not None:
-            search._reuse(row, done)
-        elif row.key in first:
-            copies.append(row)
-        else:
-            first[row.key] = row
-            new.append(row.id)
+    trains, copies = search._triage([r for r in rows if r.id not in planned], first)
+    new = [r.id for r in trains]
     if new:
         archive.add_rungs(new, 0)
     by_id = {r.id: r for r in rows}
