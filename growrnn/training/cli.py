@@ -11,7 +11,8 @@ import warnings
 from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from growrnn.errors import format_message
@@ -43,6 +44,16 @@ class GrowCLI(LightningCLI):
         if ckpt_path:
             load_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # `--trainer.enable_progress_bar false` wins over a progress bar the config lists (the
+        # quickstart's throttled one): Lightning would refuse the pair
+        if config.get("enable_progress_bar") is False:
+            listed = config.get("callbacks")
+            listed = listed if isinstance(listed, list) else [] if listed is None else [listed]
+            config["callbacks"] = [c for c in listed if not isinstance(c, ProgressBar)]
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Lightning's trainer, loading ``--ckpt_path`` weights-only with clear errors (see

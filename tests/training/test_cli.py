@@ -49,6 +49,18 @@ def test_the_quickstart_grows_a_layer(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "floor" in capsys.readouterr().out
 
 
+def test_switching_the_progress_bar_off_drops_the_configs_bar(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The quickstart lists a throttled progress bar; `--trainer.enable_progress_bar false` wins."""
+    assert main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--trainer.enable_progress_bar", "false",
+                 "--data.options.n_train", "64", "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
+                 "--trainer.log_every_n_steps", "1",
+                 "--trainer.logger.init_args.save_dir", str(tmp_path),
+                 "--trainer.default_root_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "growrnn fit done" in out.out and "units=" not in out.err + out.out
+
+
 @pytest.mark.parametrize("config", FULL, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_full_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:

@@ -13,12 +13,14 @@ dropout 0.2, plateau halving, gradient clip 1). Example::
 
 import argparse
 import copy
+import inspect
 import json
 import time
 
 import lightning as L
 import torch
 
+from growrnn.task import task_factory
 from growrnn.training.cli import quiet_lightning
 from growrnn.training.data import TaskData
 from growrnn.training.growth import StructureController
@@ -39,12 +41,14 @@ parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--max-steps", type=int, default=-1)
 parser.add_argument("--best", action="store_true", help="test the model as it was at its best validation")
 parser.add_argument("--val-every", type=float, default=1.0, help="Trainer.val_check_interval")
+parser.add_argument("--clip", type=float, default=1.0, help="Trainer.gradient_clip_val")
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
 quiet_lightning()
 L.seed_everything(args.seed, verbose=False)
-data = TaskData(args.task, {"seed": args.seed, **json.loads(args.task_options)})
+seeded = "seed" in inspect.signature(task_factory(args.task)).parameters  # generated tasks take a seed
+data = TaskData(args.task, {**({"seed": args.seed} if seeded else {}), **json.loads(args.task_options)})
 model_kw = dict(optimizer="adam", lr=1e-3, dropout=0.2, schedule="plateau", plateau_factor=2.0, patience=5)
 model_kw.update(json.loads(args.model))
 ctrl_kw = json.loads(args.ctrl)
@@ -76,7 +80,7 @@ class Record(L.Callback):
 
 
 record = Record()
-trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=1.0, logger=False,
+trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=args.clip, logger=False,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                     callbacks=[record] + ([ctrl] if ctrl else []), val_check_interval=args.val_every,
                     num_sanity_val_steps=0)
