@@ -423,6 +423,7 @@ class Ablation(Signal):
     memory: float = 0.5
     warmup_steps: int = 0
     layer_worth: float = 0.0
+    retrial: float = 0.0
     name: ClassVar[str] = "ablation"
     settles: ClassVar[bool] = True
     needs_probe: ClassVar[bool] = True
@@ -445,6 +446,10 @@ class Ablation(Signal):
                                 hint="a layer's units are removed once the layer is worth this fraction of the loss "
                                      "beyond its units' mean outputs; 0.05 waits until it has learned more than "
                                      "constants")
+        if not (self.retrial == 0 or self.retrial >= 1):
+            raise ArgumentError("retrial", allowed="0 (off) or a number >= 1", received=self.retrial,
+                                hint="an old unit measured below retrial x the bar is removed and tried again as "
+                                     "a new unit would be; 4 retries units worth less than four times the bar")
         if not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
@@ -550,12 +555,21 @@ class Ablation(Signal):
                 old = float(self.worth[k][j])
                 self.worth[k][j] = worth if math.isnan(old) else (1 - self.memory) * old + self.memory * worth
                 self.seen[k][j] = step
-                if float(self.worth[k][j]) < bar and self.removing(k):
+                dead = float(self.worth[k][j]) < bar
+                retried = (not dead and float(self.worth[k][j]) < self.retrial * bar
+                           and float(self.age[k][j]) >= 2 * self.trial_steps)
+                if (dead or retried) and self.removing(k):
                     # dead: the removal measured is kept (the controller deletes a unit that has no
                     # outgoing weights left, so the deletion costs what was measured), and the
-                    # units measured after it are measured without it
+                    # units measured after it are measured without it. Retried: removed the same
+                    # way, but put back on trial with no outgoing weights, as a new unit is: the
+                    # others adapt to its absence while it relearns, and it is judged after the
+                    # same trial as a new unit (an old unit's instant worth counts what the others
+                    # would learn to carry, so a layer started wide would stay wider)
                     base, gone = loss, gone + [j]
                     stand_ins = _stand_ins(moments[k], gone) if stand_ins is not None else None
+                    if retried:
+                        self.worth[k][j], self.age[k][j], self.seen[k][j] = math.nan, 0.0, -1
                     continue
                 _restore(readers, biases, saved, saved_b)
 

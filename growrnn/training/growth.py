@@ -73,6 +73,8 @@ class StructureController(L.Callback):
             removes no unit during these first steps (units are measured, and new ones tried).
         ablation_layer_worth: ablation removes no unit of a layer until the layer is measured to be
             worth this fraction of the loss beyond its units' mean outputs (default 0: from the start).
+        ablation_retrial: ablation removes an old unit measured below this multiple of the bar and
+            puts it back on trial, judged as a new unit is after the others adapted (default 0: off).
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -111,7 +113,8 @@ class StructureController(L.Callback):
                  l1: float = 0.0, fold_at_end: bool = True, warmup_steps: int = 0,
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
-                 ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0) -> None:
+                 ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
+                 ablation_retrial: float = 0.0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -150,6 +153,7 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
                                       check_every=ablation_every, baseline=ablation_baseline,
                                       warmup_steps=warmup_steps, layer_worth=ablation_layer_worth,
+                                      retrial=ablation_retrial,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

@@ -369,6 +369,35 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     assert restored.budget == signal.budget and restored.base == signal.base
 
 
+@pytest.mark.parametrize("ages, retried", [(2, True), (1, False)])
+def test_an_old_unit_worth_little_is_removed_and_tried_again(ages: int, retried: bool) -> None:
+    """With ``retrial``, the least worthy live unit (below ``retrial`` times the bar, above the
+    bar) is removed as a dead one is and put back on trial: no outgoing weights, its worth unknown,
+    spare but not dead, measured first when its trial ends. A unit younger than two trials is not
+    retried; the worthier unit and the dead one are judged as without ``retrial``."""
+    rnn, decoder, x, gen = _useless_unit_1()
+    probe = _probe(rnn, decoder, x, decoder(rnn(x)[0]).detach())  # loss 0: every read unit is worth > 0
+    plain = Ablation(lam=0.0, relative=False, trial_steps=1, rate=100.0, check_every=1, baseline="zero")
+    plain.check(rnn, {})
+    plain.after_step(rnn, decoder, None, None)
+    plain.measure(rnn, decoder, probe, step=0)
+    worth = plain.worth[0].tolist()
+    low, high = sorted((0, 2), key=lambda j: worth[j])
+    lam = worth[low] / 2
+    signal = Ablation(lam=lam, relative=False, trial_steps=1, rate=100.0, check_every=1, baseline="zero",
+                      retrial=(worth[low] + worth[high]) / 2 / lam)
+    signal.check(rnn, {})
+    for _ in range(ages):
+        signal.after_step(rnn, decoder, None, None)
+    signal.measure(rnn, decoder, probe, step=5)
+    assert signal.dead(rnn, decoder, 0).tolist() == [False, True, False]
+    assert bool(signal.spare(rnn, decoder, 0)[low]) is retried and not bool(signal.spare(rnn, decoder, 0)[high])
+    assert (decoder.weight[:, low].abs().max() == 0) is retried
+    assert probe() == pytest.approx(worth[low] if retried else 0.0, abs=1e-12)  # the measured removal is kept
+    if retried:
+        assert math.isnan(signal.worth[0][low]) and signal.age[0][low] == 0 and signal.seen[0][low] == -1
+
+
 @pytest.mark.parametrize("name, options, match", [
     ("size", {}, "signal"),
     ("group_lasso", {"lam": -1.0}, "lam"),
@@ -380,6 +409,7 @@ def test_ablation_judges_old_and_new_units_by_one_bar() -> None:
     ("ablation", {"baseline": "median"}, "baseline"),
     ("ablation", {"warmup_steps": -1}, "warmup_steps"),
     ("ablation", {"layer_worth": -0.1}, "layer_worth"),
+    ("ablation", {"retrial": 0.5}, "retrial"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
