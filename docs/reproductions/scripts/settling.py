@@ -62,7 +62,8 @@ t0 = time.time()
 
 
 class Record(L.Callback):
-    def on_validation_epoch_end(self, trainer: L.Trainer, model: SequenceModel) -> None:
+    def on_validation_end(self, trainer: L.Trainer, model: SequenceModel) -> None:
+        # after the model logged the epoch's metric (on_validation_epoch_end runs before it does)
         if trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "units": model.hidden_sizes(),
