@@ -283,7 +283,8 @@ class Archive:
                 conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
             # read first: an unrelated file is refused before anything (WAL mode included) is written
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not tables and text is not None and not read_only:
+            created = not tables and text is not None and not read_only
+            if created:
                 conn.execute("PRAGMA journal_mode=WAL")
                 cls._create(conn, text, config)
                 log.info("created search archive %s", path)
@@ -292,7 +293,7 @@ class Archive:
             if not read_only:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
-                cls._migrate(conn, path)
+                cls._migrate(conn, path, announce=not created)
         except sqlite3.DatabaseError as err:
             if conn is not None:
                 conn.close()
@@ -322,9 +323,10 @@ class Archive:
             raise
 
     @staticmethod
-    def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    def _migrate(conn: sqlite3.Connection, path: Path, announce: bool = True) -> None:
         """Bring a writable archive up to :data:`SCHEMA_VERSION`, one version per transaction
-        (a new archive is created at schema 1 and comes up the same way)."""
+        (a new archive is created at schema 1 and comes up the same way, without a log line per
+        version unless ``announce``)."""
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         for target in range(int(version) + 1, SCHEMA_VERSION + 1):
             statements, _ = _MIGRATIONS[target]
@@ -338,7 +340,8 @@ class Archive:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            log.info("archive %s: schema %d -> %d", path, target - 1, target)
+            if announce:
+                log.info("archive %s: schema %d -> %d", path, target - 1, target)
 
     @staticmethod
     def _check(conn: sqlite3.Connection, path: Path, tables: set[str], text: str | None,

@@ -374,10 +374,12 @@ def test_confirmation_rows_round_trip_and_move_once(db: Archive) -> None:
     assert db.confirmation_report() == {"spearman": 0.5, "cells": []}
 
 
-def test_a_schema_1_archive_gains_the_confirmations_and_rungs_tables(tmp_path: Path) -> None:
+def test_a_schema_1_archive_gains_the_confirmations_and_rungs_tables(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "old.db"
-    with Archive.open(path, CONFIG) as db:
+    with caplog.at_level("INFO", logger="growrnn.search.storage"), Archive.open(path, CONFIG) as db:
         _add(db)
+    assert "created" in caplog.text and " -> " not in caplog.text  # a new archive is not "upgraded"
     with sqlite3.connect(path) as conn:  # what growrnn before confirmation wrote
         conn.execute("DROP TABLE confirmations")
         conn.execute("DROP TABLE rungs")
@@ -385,10 +387,11 @@ def test_a_schema_1_archive_gains_the_confirmations_and_rungs_tables(tmp_path: P
     conn.close()
     with Archive.open(path, read_only=True) as db:  # read as it is: no confirmations or rungs yet
         assert db.confirmations() == [] and db.rungs() == [] and len(db.rows()) == 1
-    with Archive.open(path, CONFIG) as db:  # opened to write: upgraded
+    with caplog.at_level("INFO", logger="growrnn.search.storage"), Archive.open(path, CONFIG) as db:  # upgraded
         assert db.add_confirmation(1, 0, 5) and len(db.confirmations()) == 1
         db.add_rungs([1], 0)
         assert [(r.candidate, r.rung, r.status) for r in db.rungs()] == [(1, 0, "pending")]
+    assert "schema 1 -> 2" in caplog.text and "schema 2 -> 3" in caplog.text
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
         conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
