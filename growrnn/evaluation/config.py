@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -172,24 +172,26 @@ def check_keys(name: str, given: Mapping[str, Any], target: Callable[..., Any], 
             raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
                                 hint=hint)
     if values:
-        for key, value in given.items():
-            check_value(f"{name}.{key}", target, key, value, hint)
+        for key, value in list(given.items()):
+            read = check_value(f"{name}.{key}", target, key, value, hint)
+            if isinstance(value, str) and isinstance(read, int | float) and isinstance(given, MutableMapping):
+                given[key] = read  # a quoted number (YAML 1.1 reads 3e-3 as a string) goes on as the number
 
 
-def check_value(name: str, target: Callable[..., Any], key: str, value: Any, hint: str) -> None:
+def check_value(name: str, target: Callable[..., Any], key: str, value: Any, hint: str) -> Any:
     """``value`` is of the type that parameter ``key`` of ``target`` (a class or a function) is
     annotated with, as jsonargparse reads it (as ``growrnn fit`` types its ``model:`` and
     ``trainer:``: ``lr: "abc"`` is no float, a string for an ``int | list[int]`` is neither);
     else an ArgumentError naming ``name`` (``model.lr``) with the annotated type and the value.
-    Only checks: what is passed on stays the value as written. A parameter without a type (or one
-    jsonargparse cannot read) takes any value."""
+    Returns the value as read (``"3e-3"`` for a float: 0.003); a parameter without a type (or
+    one jsonargparse cannot read) takes any value, returned as given."""
     from jsonargparse import ArgumentError as ParseError
 
     parser = _value_parser(target, key)
     if parser is None:
-        return
+        return value
     try:
-        parser.parse_object({key: value})
+        return getattr(parser.parse_object({key: value}, defaults=False), key, value)
     except ParseError:
         raise ArgumentError(name, allowed=_annotation(target, key), received=value, hint=hint) from None
 

@@ -108,6 +108,15 @@ def test_config_mistakes_name_the_key(tmp_path: Path, yaml: str, match: str) -> 
         load_config(path)
 
 
+def test_a_quoted_number_goes_on_as_the_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``3e-3`` as a string; the check types it as ``growrnn fit`` does, and the
+    candidates get the float (they refused the string)."""
+    path = tmp_path / "quoted.yaml"
+    path.write_text(DEBUG.read_text() + "model: {hidden_size: 8, lr: 3e-3}\ntask_options: {length: '12'}\n")
+    config = load_config(path)
+    assert config.model["lr"] == 0.003 and config.task_options["length"] == 12
+
+
 @pytest.mark.parametrize(("args", "match"), [
     (["--db", "{db}"], "'--config'.*required unless --db names an existing search"),
     (["--config", str(DEBUG), "--db", "{db}", "--populaton", "3"], "populaton"),
