@@ -142,6 +142,7 @@ class SequenceModel(L.LightningModule):
             self.decoder.weight = self.encoder.weight  # type: ignore[assignment]
         self._init(init_range, gen)
         self._state: dict[str, Any] = {}
+        self._probe_state: Any = None  # the state the last training step started from
         self._resume: dict[str, Any] | None = None
         self._step_params: tuple[list[Tensor], list[Tensor]] | None = None
         self._sums: dict[str, list[float]] = {}
@@ -173,6 +174,8 @@ class SequenceModel(L.LightningModule):
         state = self._state.get(stage) if self.spec.stateful else None
         if state is not None and _first(state).shape[1] != x.shape[0]:
             state = None
+        if stage == "train":
+            self._probe_state = state  # what the structure controller's probe of this batch starts from
         logits, new_state = self(x, state)
         if self.spec.stateful:
             self._state[stage] = _detach(new_state)
@@ -187,12 +190,17 @@ class SequenceModel(L.LightningModule):
 
     @torch.no_grad()
     def batch_loss(self, batch: dict[str, Tensor]) -> float:
-        """``batch``'s training loss with the weights as they are, from a fresh state, in evaluation
-        mode (no dropout) and without gradients: the structure controller's ablation probe."""
+        """``batch``'s training loss with the weights as they are, in evaluation mode (no dropout)
+        and without gradients: the structure controller's ablation probe. It starts from the state
+        the last training step started from where the task carries state across batches (a
+        language model's window is read in its context, as it was trained), else from a fresh one."""
         was = self.training
         self.eval()
+        state = self._probe_state if self.spec.stateful else None
+        if state is not None and _first(state).shape[1] != batch["x"].shape[0]:
+            state = None
         try:
-            logits, _ = self(batch["x"])
+            logits, _ = self(batch["x"], state)
             loss_sum, count, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
             return float(self._normalised(loss_sum, count, batch["x"].shape[0]))
         finally:

@@ -59,6 +59,29 @@ def test_state_is_carried_across_windows_and_reset_each_epoch() -> None:
     assert model._state["train"] is None
 
 
+@pytest.mark.parametrize("task", ["miconi_hard", "copy"])
+def test_the_probe_reads_a_batch_from_the_state_its_training_step_started_from(task: str) -> None:
+    """The structure controller's probe of a stateful stream's window starts from the state
+    carried into it (as the step trained it); a task without carried state starts fresh."""
+    t = tasks.get(task, **({"train_windows": 4, "eval_windows": 2} if task == "miconi_hard" else
+                           {"delay": 3, "n_train": 32, "n_eval": 8, "batch_size": 8}))
+    model = SequenceModel(t.spec, cell="lstm", hidden_size=4)
+    batches = list(t.datamodule().train_dataloader())
+    model.on_train_epoch_start()
+    model._step(batches[0], "train")
+    carried = model._state.get("train")
+    model._step(batches[1], "train")
+    model.eval()
+    with torch.no_grad():
+        expected, _ = model(batches[1]["x"], carried if t.spec.stateful else None)
+        loss_sum, count, _ = model._loss(expected, batches[1]["y"], batches[1].get("mask"),
+                                         batches[1].get("lengths"), False)
+    model.train()
+    expected_loss = float(model._normalised(loss_sum, count, batches[1]["x"].shape[0]))
+    assert model.batch_loss(batches[1]) == pytest.approx(expected_loss)
+    assert (carried is not None) is t.spec.stateful
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"optimizer": "lbfgs"}, "'optimizer'.*sgd, adam, rmsprop, adagrad"),
     ({"schedule": "cosine"}, "'schedule'.*none, decay, plateau"),
