@@ -410,8 +410,13 @@ class Ablation(Signal):
     measured: about ``rate / 3`` training steps per step); a unit's worth is a running mean over
     its measurements (the newest weighted ``memory``). Units below the bar are spare, but none is
     removed during the first ``warmup_steps`` steps, nor in a layer not yet measured to be worth
-    ``layer_worth`` of the loss beyond its units' mean outputs (0: no such wait). Works for any
-    cell and stack.
+    ``layer_worth`` of the loss beyond its units' mean outputs (0: no such wait). With ``retrial``
+    (>= 1), an old unit (past twice its trial) measured below ``retrial`` times the bar is removed
+    as a dead one is, and put back on trial with no outgoing weights: judged again after the
+    others have had a trial's steps to adapt to its absence, as a new unit is (its optimizer
+    state is kept). With ``held_out``, ``regress`` fits each stand-in on the earlier measured
+    batches (running moments) rather than on the batch it is judged on. Works for any cell and
+    stack.
     """
 
     lam: float = 2e-4
@@ -424,6 +429,7 @@ class Ablation(Signal):
     warmup_steps: int = 0
     layer_worth: float = 0.0
     retrial: float = 0.0
+    held_out: bool = False
     name: ClassVar[str] = "ablation"
     settles: ClassVar[bool] = True
     needs_probe: ClassVar[bool] = True
@@ -476,6 +482,8 @@ class Ablation(Signal):
             self.age = [torch.zeros(h, dtype=torch.float64) for h in sizes]
             self.seen = [torch.full((h,), -1, dtype=torch.long) for h in sizes]
             self.engaged = [False] * len(sizes)
+            self.sums: list[Tensor | None] = [None] * len(sizes)  # held_out: running moment sums, per layer
+            self.weights: list[Tensor | None] = [None] * len(sizes)  # and the weight each entry has gathered
 
     def bar(self) -> float:
         """The worth a unit must have, in loss units."""
@@ -520,6 +528,7 @@ class Ablation(Signal):
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
         moments = {k: self.across_processes(m) for k, m in sorted(moments.items())}  # the global batch's, under DDP
+        fit = {k: self._held_out(k, m) for k, m in moments.items()} if self.held_out else moments
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
         bar = self.bar()
         for k in sorted({k for _, k, _ in picked}):
@@ -538,7 +547,7 @@ class Ablation(Signal):
                 _restore(readers, biases, saved, saved_b)
                 self.engaged[k] = math.isfinite(lost) and lost >= self.layer_worth * abs(base)
             gone: list[int] = []  # units removed in this round: no longer stand-ins for others
-            stand_ins = _stand_ins(moments[k], gone) if self.baseline != "zero" else None
+            stand_ins = _stand_ins(fit[k], gone) if self.baseline != "zero" else None
             for j in [j for _, kk, j in picked if kk == k]:
                 saved = [w.clone() for w in readers]
                 saved_b = [None if b is None else b.clone() for b in biases]
@@ -567,11 +576,27 @@ class Ablation(Signal):
                     # same trial as a new unit (an old unit's instant worth counts what the others
                     # would learn to carry, so a layer started wide would stay wider)
                     base, gone = loss, gone + [j]
-                    stand_ins = _stand_ins(moments[k], gone) if stand_ins is not None else None
+                    stand_ins = _stand_ins(fit[k], gone) if stand_ins is not None else None
                     if retried:
                         self.worth[k][j], self.age[k][j], self.seen[k][j] = math.nan, 0.0, -1
                     continue
                 _restore(readers, biases, saved, saved_b)
+
+    def _held_out(self, k: int, batch: Tensor) -> Tensor:
+        """The moments to fit layer ``k``'s stand-ins on: those of the earlier measured batches
+        (a running mean, the newest batch weighted :data:`HELD_OUT_WEIGHT`, each entry over the batches in
+        which both its units existed) where there are any, else ``batch``'s; then ``batch`` joins
+        the running mean. A stand-in fitted on the batch it is judged on explains part of any
+        unit by chance (about ``units / samples`` of its variance), so a wide layer's units
+        would look replaceable."""
+        S, W = self.sums[k], self.weights[k]
+        if S is None or S.shape != batch.shape:
+            self.sums[k], self.weights[k] = HELD_OUT_WEIGHT * batch, torch.full_like(batch, HELD_OUT_WEIGHT)
+            return batch
+        fit = torch.where(W > 0, S / W.clamp_min(1e-300), batch)
+        a = HELD_OUT_WEIGHT
+        self.sums[k], self.weights[k] = (1 - a) * S + a * batch, (1 - a) * W + a
+        return fit
 
     def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         """Each unit's running worth (0 before its first measurement)."""
@@ -595,11 +620,20 @@ class Ablation(Signal):
         self.worth[k] = torch.where(fresh, math.nan, self.worth[k][old])
         self.age[k] = torch.where(fresh, 0.0, self.age[k][old])
         self.seen[k] = torch.where(fresh, -1, self.seen[k][old])
+        if self.sums[k] is not None:  # the running moments follow the units; a new unit's start empty
+            index = torch.cat([units.index, torch.tensor([self.sums[k].shape[0] - 1])])  # the constant stays last
+            for held in (self.sums, self.weights):
+                t = held[k][index.clamp_min(0)][:, index.clamp_min(0)]
+                t[index < 0, :] = 0
+                t[:, index < 0] = 0
+                held[k] = t
 
     def state_dict(self) -> dict[str, Any]:
         return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
                 "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0,
-                "steps": self.steps, "engaged": self.engaged}
+                "steps": self.steps, "engaged": self.engaged,
+                "sums": [None if t is None else t.tolist() for t in self.sums],
+                "weights": [None if t is None else t.tolist() for t in self.weights]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "worth" not in state:
@@ -612,6 +646,14 @@ class Ablation(Signal):
         self.lr0 = state.get("lr0")
         self.steps = int(state.get("steps", 0))
         self.engaged = [bool(e) for e in state.get("engaged", self.engaged)]
+        for name in ("sums", "weights"):
+            held = state.get(name, [None] * len(self.worth))
+            setattr(self, name, [None if t is None else torch.tensor(t, dtype=torch.float64) for t in held])
+
+
+#: with ``held_out``, the newest measured batch's weight in a layer's running output moments (about
+#: the last ten rounds count)
+HELD_OUT_WEIGHT = 0.1
 
 
 def _restore(weights: list[Tensor], biases: list[Tensor | None], saved: list[Tensor],

@@ -75,6 +75,8 @@ class StructureController(L.Callback):
             worth this fraction of the loss beyond its units' mean outputs (default 0: from the start).
         ablation_retrial: ablation removes an old unit measured below this multiple of the bar and
             puts it back on trial, judged as a new unit is after the others adapted (default 0: off).
+        ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
+            moments), not on the batch they are judged on (default false).
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -114,7 +116,7 @@ class StructureController(L.Callback):
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
-                 ablation_retrial: float = 0.0) -> None:
+                 ablation_retrial: float = 0.0, ablation_held_out: bool = False) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -153,7 +155,7 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
                                       check_every=ablation_every, baseline=ablation_baseline,
                                       warmup_steps=warmup_steps, layer_worth=ablation_layer_worth,
-                                      retrial=ablation_retrial,
+                                      retrial=ablation_retrial, held_out=ablation_held_out,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

@@ -10,7 +10,7 @@ from torch import nn
 from growrnn.errors import ArgumentError
 from growrnn.growth import GrowableRNN, NeedRule, fold_gates, need_step
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
-from growrnn.growth.signals import Ablation, GroupLasso, L0Gate, make_signal, unit_members
+from growrnn.growth.signals import HELD_OUT_WEIGHT, Ablation, GroupLasso, L0Gate, make_signal, unit_members
 from growrnn.growth.stack import input_weights, outgoing_weights, recurrent_weights
 from growrnn.growth.surgery import UnitMap
 
@@ -396,6 +396,32 @@ def test_an_old_unit_worth_little_is_removed_and_tried_again(ages: int, retried:
     assert probe() == pytest.approx(worth[low] if retried else 0.0, abs=1e-12)  # the measured removal is kept
     if retried:
         assert math.isnan(signal.worth[0][low]) and signal.age[0][low] == 0 and signal.seen[0][low] == -1
+
+
+def test_held_out_stand_ins_are_fitted_on_earlier_batches_and_follow_the_units() -> None:
+    """With ``held_out`` the moments a stand-in is fitted on are the running mean of the earlier
+    batches' (each entry over the batches in which both its units existed): the first batch is
+    fitted on itself, later ones never; a deletion drops the unit's row and column, a new unit
+    starts with none (its entries fall back to the batch's), and the state round-trips."""
+    rnn, decoder = _stack("lstm", (2,))
+    signal = Ablation(held_out=True)
+    signal.check(rnn, {})
+    m = [torch.full((3, 3), float(i)) + torch.eye(3) for i in (1, 2, 3)]
+    a = HELD_OUT_WEIGHT
+    assert torch.equal(signal._held_out(0, m[0]), m[0])  # nothing earlier: the batch itself
+    assert torch.allclose(signal._held_out(0, m[1]), m[0])  # only the first batch
+    assert torch.allclose(signal._held_out(0, m[2]), ((1 - a) * a * m[0] + a * m[1]) / ((1 - a) * a + a))
+    signal.resized(0, UnitMap.of(2, [1], add=1))  # unit 0 deleted, one added: [old 1, new, constant]
+    assert signal.weights[0][1].abs().sum() == 0 and signal.weights[0][:, 1].abs().sum() == 0
+    kept = [0, 2]  # old unit 1 and the constant: their running means, as before the deletion
+    expected = (((1 - a) * a * m[0] + a * m[1]) * (1 - a) + a * m[2]) / (((1 - a) * a + a) * (1 - a) + a)
+    batch = torch.full((3, 3), 9.0)
+    fit = signal._held_out(0, batch)
+    assert torch.equal(fit[1], batch[1]) and torch.equal(fit[:, 1], batch[:, 1])  # the new unit: the batch's
+    assert torch.allclose(fit[kept][:, kept], expected[[1, 2]][:, [1, 2]])
+    restored = Ablation(held_out=True)
+    restored.load_state_dict(signal.state_dict())
+    assert torch.equal(restored.sums[0], signal.sums[0]) and torch.equal(restored.weights[0], signal.weights[0])
 
 
 @pytest.mark.parametrize("name, options, match", [
