@@ -125,13 +125,16 @@ SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
-@pytest.mark.parametrize("start, cell, signal", [(1, "elman", "outgoing_l1"), ([2, 1], "gru", "multiplier"),
-                                                 ([3, 2], "lstm", "group_lasso"), ([3], "gru", "l0_gate"),
-                                                 ([2, 3], "gru", "ablation")])
-def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str) -> None:
+@pytest.mark.parametrize("start, cell, signal, extra", [
+    (1, "elman", "outgoing_l1", {}), ([2, 1], "gru", "multiplier", {}), ([3, 2], "lstm", "group_lasso", {}),
+    ([3], "gru", "l0_gate", {}), ([2, 3], "gru", "ablation", {}),
+    ([3], "lstm", "ablation", {"ablation_held_out": True, "ablation_retrial": 2.0}),  # their state resumes too
+])
+def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
+                                                   extra: dict) -> None:
     def run(ckpt: str | None, callbacks: list) -> _Record:
         record = _Record()
-        rule = SETTLING.get(signal, {"threshold": 0.05, "p_add": 0.5, "p_delete": 0.5})
+        rule = {**SETTLING.get(signal, {"threshold": 0.05, "p_add": 0.5, "p_delete": 0.5}), **extra}
         controller = StructureController(signal=signal, seed=7, **rule)
         model = _model(start, cell, unit_multipliers=signal == "multiplier", unit_gates=signal == "l0_gate",
                        dropout=0.1 if cell == "gru" else 0.0, output_prior=signal == "ablation",
