@@ -171,9 +171,7 @@ class SequenceModel(L.LightningModule):
         """The loss to train on, and the loss sum, count and correct count as tensors (no host
         syncs here: a training step reads them only when it logs; ``measure`` = count correct)."""
         x, y, mask = batch["x"], batch["y"], batch.get("mask")
-        state = self._state.get(stage) if self.spec.stateful else None
-        if state is not None and _first(state).shape[1] != x.shape[0]:
-            state = None
+        state = _fitting(self._state.get(stage) if self.spec.stateful else None, x)
         if stage == "train":
             self._probe_state = state  # what the structure controller's probe of this batch starts from
         logits, new_state = self(x, state)
@@ -196,9 +194,7 @@ class SequenceModel(L.LightningModule):
         language model's window is read in its context, as it was trained), else from a fresh one."""
         was = self.training
         self.eval()
-        state = self._probe_state if self.spec.stateful else None
-        if state is not None and _first(state).shape[1] != batch["x"].shape[0]:
-            state = None
+        state = _fitting(self._probe_state if self.spec.stateful else None, batch["x"])
         try:
             logits, _ = self(batch["x"], state)
             loss_sum, count, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
@@ -510,6 +506,12 @@ def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] 
 
 def _first(state: Any) -> Tensor:
     return state if torch.is_tensor(state) else _first(state[0])
+
+
+def _fitting(state: Any, x: Tensor) -> Any:
+    """``state`` if it has one row per sequence of the batch ``x`` (a carried state from a batch
+    of another size, the last of an epoch, starts fresh), else None."""
+    return state if state is not None and _first(state).shape[1] == x.shape[0] else None
 
 
 def _detach(state: Any) -> Any:
