@@ -314,7 +314,7 @@ def _decide(archive: Archive, cfg: Any, gen: int, rung: int, cohort: list[int], 
     """Rank the finished rung, store every member's score and decision and plan the next rung for
     the promoted, in one transaction; returns the promoted ids."""
     direction = state.get("direction") or "min"
-    values, scores = [], []
+    values, scores, predicted_n = [], [], 0
     for c in cohort:
         run = runs[c]
         score = None
@@ -324,6 +324,7 @@ def _decide(archive: Archive, cfg: Any, gen: int, rung: int, cohort: list[int], 
                 curve = _curve([r for r in archive.rungs([c]) if r.rung <= rung], -1, cfg.budget.val_every)
                 predicted = predict.predict_final([float(p["val"]) for p in curve])
                 score = predicted if predicted is not None else score
+                predicted_n += predicted is not None
         scores.append(score)
         values.append({**run.values, "val": score} if score is not None else {"failed": True})
     F = selection.objective_matrix(values, list(cfg.objectives), {"val": direction})
@@ -331,7 +332,7 @@ def _decide(archive: Archive, cfg: Any, gen: int, rung: int, cohort: list[int], 
     decided = [(c, rung, s, c in promoted) for c, s in zip(cohort, scores, strict=True)]
     archive.add_rungs(promoted, rung + 1, decided)
     log.info("generation %d, rung %d: %d of %d go on (%s)", gen, rung, len(promoted), len(cohort),
-             "predicted final val" if predict is not None else "observed val")
+             f"predicted final val for {predicted_n}, observed val for the rest" if predicted_n else "observed val")
     return promoted
 
 
