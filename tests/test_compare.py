@@ -221,6 +221,38 @@ def test_config_mistakes_name_the_key(tmp_path: Path, where: str, value: Any, ma
         load_config(path)
 
 
+@pytest.mark.parametrize(("entry", "match"), [
+    ({"match_params": "lstm_8"}, None),
+    ({"match_params": "nobody"}, "'entries\\[2\\].match_params'.*a fixed-size entry with one cell: lstm_8"),
+    ({"match_params": "elman_grown"}, "'entries\\[2\\].match_params'.*Received: elman_grown"),
+    ({"match_params": "lstm_8", "hidden_size": 8}, "'entries\\[2\\].hidden_size'.*no size with match_params"),
+    ({"match_params": "lstm_8", "family": "grown", "grow": {}}, "'entries\\[2\\].match_params'.*not grown"),
+])
+def test_an_entry_takes_another_entrys_parameter_count(tmp_path: Path, entry: dict[str, Any],
+                                                       match: str | None) -> None:
+    from growrnn.compare.entries import resolve_entries
+    from growrnn.task import get_task
+    from growrnn.training.model import SequenceModel
+
+    config = yaml.safe_load(DEBUG.read_text())
+    config["entries"].append({"name": "elman_eq", "family": "baseline", "cell": "elman", **entry})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if match is not None:
+        with pytest.raises(ArgumentError, match=match):
+            load_config(path)
+        return
+    size = next(e.hidden_size for e in resolve_entries(load_config(path), tmp_path) if e.name == "elman_eq")
+    spec = get_task("adding", **config["task_options"]).spec
+
+    def params(cell: str, h: int) -> int:
+        return SequenceModel(spec, cell=cell, hidden_size=h).complexity()["params"]
+
+    wanted = params("lstm", 8)
+    assert size > 8  # an Elman unit has a quarter of an LSTM unit's weights
+    assert all(abs(params("elman", size) - wanted) <= abs(params("elman", h) - wanted) for h in (size - 1, size + 1))
+
+
 def test_evolved_entries_need_a_cell_or_an_archive(tmp_path: Path) -> None:
     config = yaml.safe_load(DEBUG.read_text())
     config["entries"] = [{"name": "evo", "family": "evolved", "hidden_size": 8}]

@@ -81,6 +81,10 @@ class EntryConfig:
         front: with ``search_db``: only the first Pareto front (else the whole last population).
         top: with ``search_db``: only the ``top`` of those cells best on validation (default:
             all), to bound a comparison's cost when a front is long.
+        match_params: the name of a fixed-size entry (family ``baseline`` or ``evolved``, not
+            itself matched): this entry's cells take the layer size (the same in every layer)
+            whose model has the parameter count closest to that entry's, so they compare at
+            equal parameters (``hidden_size`` then must not be given; not for grown families).
     """
 
     name: str
@@ -92,6 +96,7 @@ class EntryConfig:
     search_db: str | None = None
     front: bool = True
     top: int | None = None
+    match_params: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,13 @@ def check_config(config: CompareConfig) -> None:
         if entry.name in names:
             raise ArgumentError(f"{where}.name", allowed="a name no other entry has", received=entry.name)
         names.add(entry.name)
+    fixed = {e.name for e in config.entries
+             if e.family not in _GROWN and e.search_db is None and e.match_params is None}
+    for i, entry in enumerate(config.entries):
+        if entry.match_params is not None and entry.match_params not in fixed:
+            raise ArgumentError(f"entries[{i}].match_params", allowed=f"the name of a fixed-size entry with one cell: "
+                                f"{', '.join(sorted(fixed)) or 'none in this config'}", received=entry.match_params,
+                                hint="name a baseline (e.g. lstm_200) whose parameter count this entry should have")
 
 
 def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cls: Any) -> None:
@@ -253,6 +265,14 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
     elif entry.grow is not None:
         raise ArgumentError(f"{where}.grow", allowed="only with family grown or evolved_grown", received=entry.grow,
                             hint=f"make the family {'evolved_grown' if entry.family == 'evolved' else 'grown'}")
+    if entry.match_params is not None:
+        if entry.family in _GROWN:
+            raise ArgumentError(f"{where}.match_params", allowed=f"only with a fixed-size family (not {entry.family})",
+                                received=entry.match_params, hint="a grown entry sizes itself; give its start size")
+        if entry.hidden_size is not None:
+            raise ArgumentError(f"{where}.hidden_size", allowed="no size with match_params (it sets the size)",
+                                received=entry.hidden_size, hint="drop hidden_size or match_params")
+        return
     size = entry.hidden_size if entry.hidden_size is not None else config.model.get("hidden_size")
     if size is None:
         raise ArgumentError(f"{where}.hidden_size", allowed="units per layer (or set the shared model.hidden_size)",

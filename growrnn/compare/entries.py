@@ -9,6 +9,7 @@ resumed comparison keeps the cells it started with even if the search has gone o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 from growrnn.compare.config import CompareConfig
 from growrnn.errors import ArgumentError
 
-__all__ = ["ResolvedEntry", "resolve_entries"]
+__all__ = ["ResolvedEntry", "matching_size", "resolve_entries"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,12 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
     ``<name>_<candidate id>``; the cells are exported once to ``out/cells/<name>/`` and read from
     there afterwards, so a resumed comparison keeps its cells even if the search went on."""
     from growrnn.evaluation.config import load_cell
+    from growrnn.task import get_task
 
     resolved: list[ResolvedEntry] = []
+    spec = None  # the task's, read once if an entry matches another's parameter count
     for i, entry in enumerate(config.entries):
-        size: Any = entry.hidden_size if entry.hidden_size is not None else config.model["hidden_size"]
+        size: Any = entry.hidden_size if entry.hidden_size is not None else config.model.get("hidden_size")
         model = {k: v for k, v in {**config.model, **entry.model}.items() if k != "hidden_size"}
         cells: list[tuple[str, str, str]] = []  # (name, genome text, label)
         if entry.search_db is not None:
@@ -55,6 +59,15 @@ def resolve_entries(config: CompareConfig, out: Path) -> list[ResolvedEntry]:
             label = entry.cell if "\n" not in entry.cell and "=" not in entry.cell else f"key {genome.key}"
             cells.append((entry.name, genome.to_text(), label))
         for name, text, label in cells:
+            if entry.match_params is not None:  # check_config: it names a fixed-size entry with one cell
+                spec = spec or get_task(config.task, **config.task_options).spec
+                target = next(e for e in config.entries if e.name == entry.match_params)
+                target_size = target.hidden_size if target.hidden_size is not None else config.model["hidden_size"]
+                size, params, wanted = matching_size(
+                    spec, text, model, load_cell(str(target.cell), "match_params").to_text(), target_size,
+                    {k: v for k, v in {**config.model, **target.model}.items() if k != "hidden_size"})
+                log.info("%s: %d units per layer, %d parameters (%s: %d, %+.1f %%)", name, size, params,
+                         target.name, wanted, 100 * (params / wanted - 1))
             resolved.append(ResolvedEntry(name, entry.family, text, label, size,
                                           dict(entry.grow) if entry.grow is not None else None, model))
     seen: set[str] = set()
@@ -81,3 +94,26 @@ def _front_cells(db: Path, folder: Path, front: bool, top: int | None) -> list[P
         rows = list(csv.DictReader(fh))
     ids = [row["id"] for row in rows][:top]  # export_front lists the best first (confirmed val when confirmed)
     return [folder / f"cell_{i}.txt" for i in ids]
+
+
+def matching_size(spec: Any, cell: str, model: dict[str, Any], target_cell: str, target_size: int | list[int],
+                  target_model: dict[str, Any]) -> tuple[int, int, int]:
+    """The layer size (every layer) at which ``cell``'s model (``SequenceModel`` options ``model``)
+    has the parameter count closest to that of ``target_cell`` at ``target_size`` (options
+    ``target_model``), for the task ``spec``: ``(size, its parameter count, the target's)``. The
+    count is the model's own (:meth:`~growrnn.training.model.SequenceModel.complexity`: embedding,
+    recurrent layers and decoder), which grows with the size, so a bisection finds it."""
+    from growrnn.training.model import SequenceModel
+
+    def params(cell_text: str, size: int | list[int], options: dict[str, Any]) -> int:
+        return int(SequenceModel(spec, cell=cell_text, **{**options, "hidden_size": size}).complexity()["params"])
+
+    wanted = params(target_cell, target_size, target_model)
+    lo, hi = 1, 2
+    while params(cell, hi, model) < wanted:  # the smallest power of two at or above the target
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # params(lo) < wanted <= params(hi), or lo = 1
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if params(cell, mid, model) < wanted else (lo, mid)
+    best = min((lo, hi), key=lambda h: abs(params(cell, h, model) - wanted))
+    return best, params(cell, best, model), wanted
