@@ -48,8 +48,10 @@ def _export(argv: list[str]) -> int:
     for row in table:
         search = f"val {float(row['val']):.4g}"
         if row["confirmed_val"] != "":
-            search = f"confirmed val {float(row['confirmed_val']):.4g} ± {float(row['confirmed_val_std']):.2g} " \
-                     f"({row['confirmed_runs']} seeds), search {search}"
+            spread = f" ± {float(row['confirmed_val_std']):.2g}" \
+                if row["confirmed_val_std"] != "" and int(row["confirmed_runs"]) > 1 else ""  # no spread of one
+            search = f"confirmed val {float(row['confirmed_val']):.4g}{spread} ({row['confirmed_runs']} seeds), " \
+                     f"search {search}"
         print(f"  {row['path']}: {search}, {float(row['params']):,.0f} parameters")
     if table:
         print(f"next: growrnn show {table[0]['path']}   |   growrnn fit --config <the task's config> "

@@ -52,11 +52,18 @@ def _scalar(value: Any) -> bool:
                                                                      and len(value) < 80)
 
 
-def cell_text(row: CandidateRow) -> str:
+def cell_text(row: CandidateRow, confirmed: ConfirmedCell | None = None) -> str:
     """The candidate's genome text under a ``#`` comment header (id, key, parents, operator,
-    generation, objectives and scalar metrics); :func:`growrnn.parse` reads it back."""
+    generation, the confirmed figures when ``confirmed`` has finished runs, objectives and scalar
+    metrics); :func:`growrnn.parse` reads it back."""
     head = [f"# growrnn search cell {row.id} (generation {row.generation})", f"# key: {row.key}",
             f"# parents: {', '.join(map(str, row.parents)) or '-'}; operator: {row.operator}; seed: {row.seed}"]
+    if confirmed is not None and confirmed.done:
+        spread = confirmed.done > 1  # no spread of one run
+        figures = [f"{name}={mean:.6g}" + (f" +- {std:.2g}" if spread and not math.isnan(std) else "")
+                   for name, mean, std in (("val", confirmed.val_mean, confirmed.val_std),
+                                           ("test", confirmed.test_mean, confirmed.test_std)) if not math.isnan(mean)]
+        head.append(f"# confirmed from scratch ({confirmed.done} seeds, no inheritance): " + ", ".join(figures))
     if row.objectives:
         head.append("# objectives: " + ", ".join(f"{k}={_number(v)}" for k, v in row.objectives.items()))
     metrics = {k: v for k, v in (row.metrics or {}).items() if k not in _SKIP and _scalar(v)}
@@ -155,7 +162,7 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
     for k, cell in enumerate(exported):
         row = cell.candidate
         txt, js = out / f"cell_{row.id}.txt", out / f"cell_{row.id}.json"
-        txt.write_text(cell_text(row))
+        txt.write_text(cell_text(row, cell))
         js.write_text(json.dumps(json.loads(row.genome_json), indent=2) + "\n")
         written += [txt, js]
         table.append({**_confirmed_columns(cell), "confirmed_front": k in on_confirmed_front, "path": str(txt)})

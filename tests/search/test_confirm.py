@@ -204,6 +204,27 @@ def test_export_ranks_by_the_confirmed_metric(tmp_path: Path, direction: str) ->
         listing = list(csv.DictReader(fh))
     assert [(r["rank"], names[int(r["id"])], r["role"]) for r in listing] == \
         [("1", "r2", "front"), ("2", "lstm", "baseline"), ("3", "r0", "front"), ("4", "r1", "front")]
+    # the cell file a user receives carries its confirmed figures in its header
+    header = (tmp_path / "out" / "cell_3.txt").read_text().splitlines()
+    assert f"# confirmed from scratch (2 seeds, no inheritance): val={sign * 0.25:.6g} +- 0.071, " \
+           f"test={sign * 0.26:.6g} +- 0.071" in header
+
+
+def test_export_command_lists_a_cell_confirmed_once_or_diverged(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from growrnn.cli import main
+
+    db = _built(tmp_path, "min")
+    with closing(sqlite3.connect(db)) as conn, conn:  # r2: one seed left (no spread); r0 diverged in one
+        conn.execute("DELETE FROM confirmations WHERE candidate = 3 AND seed_index = 1")
+        where = "WHERE candidate = 1 AND seed_index = 0"
+        objectives = json.loads(conn.execute(f"SELECT objectives FROM confirmations {where}").fetchone()[0])
+        conn.execute(f"UPDATE confirmations SET objectives = ? {where}", (json.dumps({**objectives, "val": math.inf}),))
+    assert main(["search", "export", "--db", str(db), "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.endswith("cell_3.txt: confirmed val 0.2 (1 seeds), search val 0.3, 800 parameters")
+               for line in lines), lines
+    assert any("cell_1.txt: confirmed val inf (2 seeds)" in line for line in lines), lines
 
 
 def test_unconfirmed_cells_rank_after_confirmed_ones_by_the_search_score(tmp_path: Path) -> None:
