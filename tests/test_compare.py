@@ -145,6 +145,15 @@ def test_every_compare_config_loads(path: Path) -> None:
     assert grown == ({"elman", "lstm"} if config.task == "miconi_hard" else {"lstm", "gru"})
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "compare" / "transfer").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_transfer_configs_run_cells_of_another_task_at_the_lstms_parameters(path: Path) -> None:
+    config = load_config(path)
+    evolved = [e for e in config.entries if e.family == "evolved"]
+    assert len(config.seeds) >= 3 and evolved and {e.match_params for e in evolved} == {"lstm_64"}
+    assert all(f"configs/cells/{config.task}/" not in str(e.cell) for e in evolved), "cells of another task"
+
+
 def test_shipped_configs_are_their_tasks() -> None:
     assert [load_config(p).task for p in SHIPPED] == ["jsb", "miconi_hard", "ptb"]
     miconi = load_config(REPO / "configs/compare/miconi_hard.yaml")
