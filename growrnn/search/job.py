@@ -133,17 +133,23 @@ def inherit_into(module: Any, path: Path, parent: Genome) -> int:
     sites inherited.
 
     ``module.genome`` and ``parent`` carry the stable node ids (JSON form) through which the child
-    descends from the parent. The weights file may hold another genome with the parent's text (a
-    deduplicated candidate): equal text means equal weight order, so its tensors fit the parent.
+    descends from the parent. The weights file may hold another genome of the parent's canonical
+    form (the parent was a duplicate, and reused that cell's result): its call sites are matched to
+    the parent's through the canonical form.
     A growable model first takes the parent's layer sizes (the parent may have grown); then the
     call sites of every layer of the module's own network take the parent's weights
     (:func:`~growrnn.search.variation.inherit.inherit_state`), and every other tensor (encoder,
     decoder, unit multipliers) is copied where the shapes agree."""
+    from growrnn.genome.canonical import canonical_form
     from growrnn.growth.stack import GrowableRNN, resize_to
     from growrnn.search.variation.inherit import inherit_state
     from growrnn.training.checkpoint import load_checkpoint
+
     saved = load_checkpoint(path, "parent weights")
-    if Genome.from_json(saved["genome_json"]) != parent:
+    stored: Genome | None = Genome.from_json(saved["genome_json"])
+    if stored == parent:
+        stored = None
+    elif canonical_form(stored)[0] != canonical_form(parent)[0]:
         log.warning("%s holds another cell than the parent's; the child trains from scratch", path)
         return 0
     state: dict[str, torch.Tensor] = saved["state_dict"]
@@ -160,7 +166,7 @@ def inherit_into(module: Any, path: Path, parent: Genome) -> int:
     inherited = 0
     for prefix, target in targets:
         theirs = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        inherited += inherit_state(target, parent, theirs).inherited
+        inherited += inherit_state(target, parent, theirs, stored=stored).inherited
     own = module.state_dict()  # tensors sharing storage with the parameters
     with torch.no_grad():
         for name, value in state.items():

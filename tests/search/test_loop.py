@@ -16,7 +16,7 @@ import torch
 
 from growrnn.errors import SearchError
 from growrnn.executors import Job, LocalExecutor, Outcome
-from growrnn.genome import Genome, library_cell
+from growrnn.genome import Genome, library_cell, parse
 from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
 from growrnn.search.job import inherit_into, run_candidate, save_weights
 from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
@@ -281,6 +281,30 @@ def test_inherited_child_of_a_function_preserving_morphism_computes_the_parent(t
     parent.eval()
     child.eval()
     torch.testing.assert_close(child(x)[0], parent(x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("stored", "inherited"), [
+    ("r = sigmoid(affine(h) + affine(x))\nz = sigmoid(affine(h) + affine(x))\n"
+     "n = tanh(r * affine(h) + affine(x))\nh' = z * h + (1 - z) * n\n", 6),  # the GRU, written otherwise
+    ("h' = tanh(affine(x) + linear(h))\n", 0),  # another cell: the child trains from scratch
+])
+def test_a_parent_that_reused_an_equivalent_cells_weights_passes_them_on(tmp_path: Path, stored: str,
+                                                                          inherited: int) -> None:
+    """A duplicate's weights file holds the cell it copied: written otherwise, the same cell."""
+    from growrnn.task import get_task
+    from growrnn.training.model import SequenceModel
+    spec = get_task("adding", **TASK["task_options"]).spec  # type: ignore[arg-type]
+    parent_genome, stored_genome = library_cell("gru"), parse(stored)
+    child_genome = Genome.from_json(add_connection(parent_genome, random.Random(0), Limits()).to_json())
+    trained = SequenceModel(spec, cell=stored_genome, hidden_size=6, seed=1)
+    save_weights(tmp_path / "p.pt", trained, stored_genome.to_json())
+    child = SequenceModel(spec, cell=child_genome, hidden_size=6, seed=2)
+    assert inherit_into(child, tmp_path / "p.pt", parent_genome) == inherited
+    if inherited:  # the child computes what the trained equivalent cell computes
+        x = torch.randn(3, 7, spec.input_size, generator=torch.Generator().manual_seed(0))
+        trained.eval()
+        child.eval()
+        torch.testing.assert_close(child(x)[0], trained(x)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_resuming_without_the_weights_folder_is_refused(reference: tuple[Path, SearchResult], tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def inherit_weights(child: GenomeRNN, parent: GenomeRNN, zero_new: bool = True) 
 
 
 def inherit_state(child: GenomeRNN, parent: Genome, state: Mapping[str, torch.Tensor],
-                  zero_new: bool = True) -> InheritReport:
+                  zero_new: bool = True, *, stored: Genome | None = None) -> InheritReport:
     """Copy the weights of a ``parent`` genome's network, given as its ``state`` dict (the names
     :class:`GenomeRNN` uses: ``weight_ih_l0``, ...), into ``child`` (in place), wherever the two
     genomes share a call site. No module of the parent is built: its weights are read from the
@@ -85,11 +85,16 @@ def inherit_state(child: GenomeRNN, parent: Genome, state: Mapping[str, torch.Te
 
     The child's genome must descend from ``parent`` through :mod:`growrnn.search.variation`
     (node ids are kept by the JSON form, not by the text form), and ``state`` must hold
-    ``child.num_layers`` layers.
+    ``child.num_layers`` layers. ``state`` may instead be the network's of ``stored``, another
+    genome with the parent's canonical form (a search trains one of two equivalent cells and
+    reuses its weights for the other): its call sites are matched to the parent's through the
+    canonical visit order (:func:`~growrnn.genome.canonical.canonical_form`).
     """
     if not isinstance(child, GenomeRNN):
         raise ArgumentError("child", allowed="a GenomeRNN", received=type(child).__name__)
-    cg, pg = child.genome, parent
+    cg = child.genome
+    pg = parent if stored is None else stored  # the genome the state's layout is of
+    alias = _aliases(parent, stored) if stored is not None else {}  # parent id -> stored id
     plan = plan_for(pg)
     sizes = {state[f"weight_{g.tag}_l0"].shape[0] // len(g.members) for g in plan.groups
              if f"weight_{g.tag}_l0" in state}
@@ -101,7 +106,7 @@ def inherit_state(child: GenomeRNN, parent: Genome, state: Mapping[str, torch.Te
                             hint="resize the child to the parent's sizes first (growrnn.growth.resize_to)")
     c_space, p_space = value_spaces(cg), value_spaces(pg)
     p_index = {nid: k for k, nid in enumerate(pg.weighted)}
-    zero = zero_init_nodes(pg, cg) if zero_new else set()
+    zero = zero_init_nodes(parent, cg) if zero_new else set()
     where = {w: grp for grp in child.plan.groups for w in grp.members}
     inherited: set[int] = set()
     zeroed: set[int] = set()
@@ -116,10 +121,11 @@ def inherit_state(child: GenomeRNN, parent: Genome, state: Mapping[str, torch.Te
                                     "GenomeRNN", received=f"no tensor {err}",
                                     hint="pass GenomeRNN.state_dict() of a network of the parent genome") from None
             for k, nid in enumerate(cg.weighted):
-                node, j = cg.nodes[nid], p_index.get(nid)
+                src = nid if stored is None else alias.get(nid)
+                node, j = cg.nodes[nid], p_index.get(src)
                 _, weight, bias = mine[k]
-                if (j is not None and pg.nodes[nid].op == node.op
-                        and p_space[pg.nodes[nid].args[0]] == c_space[node.args[0]]
+                if (j is not None and pg.nodes[src].op == node.op
+                        and p_space[pg.nodes[src].args[0]] == c_space[node.args[0]]
                         and theirs[j][1].shape == weight.shape):
                     weight.copy_(theirs[j][1])
                     p_bias = theirs[j][2]
@@ -136,6 +142,19 @@ def inherit_state(child: GenomeRNN, parent: Genome, state: Mapping[str, torch.Te
     log.debug("inherited %d call sites, %d new (%d zeroed)", len(inherited), len(new), len(zeroed))
     return InheritReport(len(inherited), len(new), len(zeroed), tuple(sorted(names)),
                          frozenset(inherited), frozenset(new), frozenset(zeroed))
+
+
+def _aliases(parent: Genome, stored: Genome) -> dict[int, int]:
+    """``parent``'s node ids -> the corresponding ids of ``stored``, a genome of the same canonical
+    form (node for node in canonical visit order); an error if the forms differ."""
+    from growrnn.genome.canonical import canonical_form
+
+    (form, order), (stored_form, stored_order) = canonical_form(parent), canonical_form(stored)
+    if form != stored_form:
+        raise ArgumentError("stored", allowed="a genome with the parent's canonical form (an equivalent cell)",
+                            received=f"key {stored.key} (the parent's: {parent.key})",
+                            hint="pass the parent's own state, or the state of a cell equivalent to it")
+    return dict(zip(order, stored_order, strict=True))
 
 
 def _param_names(where: dict, k: int, op: str, layer: int, has_bias: bool) -> list[str]:

@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+import growrnn as gr
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome import Genome, library_cell
@@ -80,6 +81,24 @@ def test_a_weighted_kind_change_is_a_new_call_site() -> None:
         pytest.fail("no seed in 0..19 changed a weighted kind")
     report = inherit_weights(child, parent)
     assert (report.inherited, report.new, report.zeroed) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(("parent", "stored", "inherited"), [
+    ("h' = tanh(affine(x) + linear(h))", "h' = tanh(linear(h) + affine(x))", 2),
+    ("f = sigmoid(affine(x) + linear(h))\nh' = f * h + (1 - f) * tanh(affine(x) + linear(f * h))",
+     "f = sigmoid(linear(h) + affine(x))\nh' = (1 - f) * tanh(linear(h * f) + affine(x)) + h * f", 4),
+])
+def test_weights_of_an_equivalent_cell_map_through_the_canonical_form(parent: str, stored: str,
+                                                                       inherited: int) -> None:
+    pg, sg = gr.parse(parent), gr.parse(stored)
+    trained = GenomeRNN(sg, IN, H, num_layers=2, generator=torch.Generator().manual_seed(0))
+    child = GenomeRNN(pg, IN, H, num_layers=2, generator=torch.Generator().manual_seed(1))
+    report = inherit.inherit_state(child, pg, trained.state_dict(), stored=sg)
+    assert report.inherited == inherited == len(pg.weighted)
+    for got, want in zip(run(child), run(trained), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ArgumentError, match="'stored'.*the parent's canonical form"):
+        inherit.inherit_state(child, pg, trained.state_dict(), stored=library_cell("gru"))
 
 
 def test_ids_travel_through_json() -> None:
