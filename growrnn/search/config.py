@@ -72,12 +72,15 @@ class SpeciationConfig:
     the library cells 0.23-0.89 apart) or founds a new one. Each species keeps its ``elites``
     best cells in the population, and parents win tournaments on their standing within their
     species. With ``target_species``, the threshold moves by ``threshold_step`` after each
-    generation toward that many species; ``null`` keeps it fixed."""
+    generation toward that many species (``threshold_rule: step``, NEAT's), or is solved for
+    each generation as the smallest that splits the pool into at most that many species
+    (``threshold_rule: solve``); ``target_species: null`` keeps it fixed."""
 
     threshold: float = 0.3
     target_species: int | None = None
     threshold_step: float = 0.02
     elites: int = 1
+    threshold_rule: str = "step"
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,10 @@ def _check_speciation(sp: SpeciationConfig, population: int) -> None:
             raise ArgumentError(f"speciation.{name}", allowed="a number in (0, 1]", received=value,
                                 hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
     check_int("speciation.elites", sp.elites, 1, hint="each species keeps this many of its best cells")
+    if sp.threshold_rule not in ("step", "solve"):
+        raise ArgumentError("speciation.threshold_rule", allowed="step, solve", received=sp.threshold_rule,
+                            hint="step: NEAT's threshold_step a generation toward target_species; solve: the "
+                                 "threshold that gives target_species, found for each generation")
     if sp.target_species is not None:
         check_int("speciation.target_species", sp.target_species, 1, allowed=f"null or an int in [1, {population}]",
                   hint="at most one species per cell of the population")

@@ -98,6 +98,7 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     ("speciation: {threshold: 1.5}\n", r"'speciation.threshold'.*Received: 1.5"),
     ("speciation: {threshold_step: 0}\n", r"'speciation.threshold_step'.*\(0, 1\]"),
     ("speciation: {elites: 0}\n", r"'speciation.elites'.*an int >= 1.*Received: 0"),
+    ("speciation: {threshold_rule: bisect}\n", r"'speciation.threshold_rule'.*Allowed: step, solve.*Received: bisect"),
     ("speciation: {target_species: 5}\n", r"'speciation.target_species'.*null or an int in \[1, 4\].*Received: 5"),
     ("speciation: {target_species: 0}\n", r"'speciation.target_species'.*Received: 0"),
 ])

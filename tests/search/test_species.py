@@ -20,6 +20,7 @@ from growrnn.search.species import (
     initial_species,
     population_niches,
     select_in_niches,
+    solve_threshold,
     speciate,
     species_stats,
 )
@@ -97,6 +98,36 @@ def test_niche_ranks_are_each_niches_own() -> None:
     assert np.isinf(crowding).all(), "every rank of a two-point niche is a boundary point"
     ranks, _ = niche_ranks(CHAIN, [0, 0, 0, 0, 0])
     assert ranks.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("profiles", "reps", "target", "expected"), [
+    ([A, B, C], {}, 3, 2 ** -20),      # three species at any threshold: the smallest
+    ([A, B, C], {}, 2, 0.5),           # B joins A once 0.5 is no longer the threshold's bound
+    ([A, B, C], {}, 1, 1.0),           # C shares nothing with A: never one species
+    ([A2, A, B], {}, 1, 0.6),          # A2 represents: A is 0.2 away, B 0.6
+    ([B], {0: A, 1: C}, 1, 2 ** -20),  # one profile is one species
+])
+def test_solve_threshold_finds_the_smallest_that_meets_the_target(profiles: list, reps: dict, target: int,
+                                                                  expected: float) -> None:
+    t = solve_threshold(profiles, reps, 2, target)
+    assert t == pytest.approx(expected, abs=2 ** -19)
+    if t < 1.0:  # met at t, and not just below it
+        assert len(set(speciate(profiles, reps, t, 2))) <= target
+        assert t < 2 ** -19 or len(set(speciate(profiles, reps, t - 2 ** -18, 2))) > target
+
+
+def test_a_solved_threshold_holds_the_target_every_generation() -> None:
+    rows = [_row(1, "lstm"), _row(2, "gru"), _row(3, "dual_lstm"), _row(4, "mgu"), _row(5, "elman")]
+    F = np.array([[1.0, 5.0], [2.0, 4.0], [0.5, 6.0], [3.0, 3.0], [9.0, 9.0]])
+    config = SpeciationConfig(threshold=0.3, target_species=2, threshold_rule="solve")
+    lookup = {r.id: r for r in rows}
+    keep, state = select_in_niches(rows, F, 4, config, initial_species(config), 0, lookup.__getitem__, {})
+    assert len(state["species"]) == 2 and state["threshold"] == state["used"] > 0.3
+    lookup[6] = _row(6, "indrnn")
+    rows2 = [lookup[i] for i in [*(rows[k].id for k in keep), 6]]
+    _, state2 = select_in_niches(rows2, np.vstack([F[keep], [[0.1, 0.1]]]), 4, config, state, 1,
+                                 lookup.__getitem__, {})
+    assert len(state2["species"]) <= 2
 
 
 def _row(i: int, cell: str) -> CandidateRow:
