@@ -42,9 +42,9 @@ from growrnn.growth.rule import outgoing_l1, reader_scales
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, reads_output, unit_rows
 from growrnn.growth.surgery import UnitMap
 
-__all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "SIGNALS", "make_signal",
+__all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "Paired", "SIGNALS", "make_signal",
            "l1_decrement", "UpdateClip", "Member",
-           "unit_members", "reading_weights"]
+           "unit_members", "reading_weights", "unit_worth", "weakest_units", "fold_units"]
 
 # ---------------------------------------------------------------------------------------- tweaks
 def l1_decrement(weights: Sequence[Tensor], l1: float) -> None:
@@ -651,6 +651,125 @@ class Ablation(Signal):
             setattr(self, name, [None if t is None else torch.tensor(t, dtype=torch.float64) for t in held])
 
 
+@dataclass
+class Paired(Signal):
+    """The width a task sets, chosen by **paired trials** on held-out data. Every trial takes one
+    layer and a step ``d`` (at most ``fraction`` of its units): the controller copies the network,
+    folds away in the copy the ``d`` units the others can best stand in for (their outputs are
+    moved onto the kept units' reading weights, so the copy starts from nearly the same function),
+    adds ``d`` fresh units to the network itself (zero outgoing weights: the same function), trains
+    both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
+    validation loss plus ``lam`` per unit (a fraction of the validation loss, when ``relative``).
+    A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
+    that turns back halves it (down to one unit); a layer that turns back at one unit is settled,
+    and waits 1, 3, 7, then 15 trials' steps between trials.
+
+    Both sides of a trial are disturbed the same way -- one by a fold, one by new units -- and
+    trained the same from the same point, so a layer started wide and one started narrow face the
+    same comparison at every width (an instant ablation judges an old unit before the others
+    adapt, which keeps wide layers wide). With ``keep`` the undisturbed network is judged against
+    a copy with ``d`` more and one with ``d`` fewer units and may keep its width; measured on JSB,
+    that leaves a band of widths where neither copy wins, and the two starts end 1.3-1.4x apart.
+    ``batches`` limits the validation batches judged (None: all). A trial trains one more network
+    (two with ``keep``) beside the network, and judges two on the validation batches.
+    """
+
+    lam: float = 2e-4
+    relative: bool = True
+    fraction: float = 0.25
+    steps: int = 100
+    batches: int | None = None
+    keep: bool = False
+    name: ClassVar[str] = "paired"
+    settles: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not self.lam >= 0:
+            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+                                hint="the validation loss a unit must be worth, as a fraction of the loss")
+        if not 0 < self.fraction <= 1:
+            raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
+                                hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
+        check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
+        if self.batches is not None:
+            check_int("paired_batches", self.batches, 1, hint="None judges on every validation batch")
+        self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
+
+    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
+        sizes = [int(x.hidden_size) for x in layers_of(rnn)]
+        if [int(w.numel()) for w in self.worth] != sizes:
+            self.worth = [torch.zeros(h) for h in sizes]
+
+    def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        """Each unit's weight in what it carries alone (see :func:`unit_worth`), as last measured."""
+        return self.worth[k]
+
+    def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
+        return torch.zeros(int(self.worth[k].numel()), dtype=torch.bool)
+
+    def resized(self, k: int, units: UnitMap) -> None:
+        self.worth[k] = torch.where(units.index < 0, 0.0, self.worth[k][units.index.clamp_min(0)])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"worth": [w.tolist() for w in self.worth]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "worth" in state:
+            self.worth = [torch.tensor(w, dtype=torch.float32) for w in state["worth"]]
+
+
+def unit_worth(moments: Tensor, readers: Sequence[Tensor], gone: Sequence[int] = (), ridge: float = 1e-4) -> Tensor:
+    """What each unit carries that no other unit (outside ``gone``) can stand in for, as read:
+    ``||W[:, j]||^2`` over the reading weights times the variance of the unit's output left after
+    its least-squares estimate from the others and a constant (``1 / P[j, j]``, ``P`` the inverse
+    of their moment matrix; ``moments``: ``(H + 1, H + 1)``, see :func:`_output_moments`). Shape
+    ``(H,)``; the units in ``gone`` get ``inf``."""
+    H = moments.shape[0] - 1
+    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])
+    g = moments.double()[keep][:, keep].clone()
+    n = len(keep) - 1
+    g[:-1, :-1] += torch.eye(n, dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
+    residual = 1.0 / torch.linalg.inv(g).diagonal()[:-1]
+    read = sum(w.detach().double().pow(2).sum(0) for w in readers)
+    worth = torch.full((H,), math.inf, dtype=torch.float64)
+    worth[keep[:-1]] = read[keep[:-1]] * residual
+    return worth
+
+
+def weakest_units(moments: Tensor, readers: Sequence[Tensor], n: int) -> list[int]:
+    """The ``n`` units to remove, greedily: each time the one that carries least alone
+    (:func:`unit_worth`) among those left, so of two twins only one goes."""
+    gone: list[int] = []
+    for _ in range(n):
+        gone.append(int(unit_worth(moments, readers, gone).argmin()))
+    return gone
+
+
+@torch.no_grad()
+def fold_units(rnn: nn.Module, decoder: nn.Linear, k: int, moments: Tensor, gone: Sequence[int],
+               ridge: float = 1e-4) -> None:
+    """Fold layer ``k``'s units ``gone`` into the others: each one's output is replaced by its
+    least-squares estimate from the kept units' outputs and a constant (``moments``: their
+    ``(H + 1, H + 1)`` second moments), by moving its reading weights' columns onto the kept
+    units' columns and the readers' biases; the ``gone`` columns are zero afterwards."""
+    H = moments.shape[0] - 1
+    gone_t = torch.tensor(sorted(set(gone)), dtype=torch.long)
+    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])  # kept units, then the constant
+    m = moments.double()
+    g = m[keep][:, keep].clone()
+    n = len(keep) - 1
+    g[:-1, :-1] += torch.eye(n, dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
+    coef = torch.linalg.solve(g, m[keep][:, gone_t])  # (kept + 1, gone): h_gone ~ coef^T [h_kept, 1]
+    ahead, recurrent = outgoing_weights(rnn, decoder, k)
+    for w, b, of_h in zip(ahead + recurrent, reader_biases(rnn, decoder, k), reads_output(rnn, k), strict=True):
+        cols = w[:, gone_t].double()
+        if of_h:
+            w[:, keep[:-1]] += (cols @ coef[:-1].T).to(w)
+            if b is not None:
+                b += (cols @ coef[-1]).to(b)
+        w[:, gone_t] = 0
+
+
 #: with ``held_out``, the newest measured batch's weight in a layer's running output moments (about
 #: the last ten rounds count)
 HELD_OUT_WEIGHT = 0.1
@@ -708,7 +827,7 @@ def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -
 
 
 #: signal name -> class
-SIGNALS: dict[str, type[Signal]] = {s.name: s for s in (OutgoingL1, Multiplier, GroupLasso, L0Gate, Ablation)}
+SIGNALS: dict[str, type[Signal]] = {s.name: s for s in (OutgoingL1, Multiplier, GroupLasso, L0Gate, Ablation, Paired)}
 
 
 def make_signal(name: str, **options: Any) -> Signal:

@@ -9,6 +9,9 @@ the layer, the readers ahead of it, the optimizer state and the carried TBPTT st
   outgoing weights are zeroed, measured round-robin a few units per step; a unit worth less than
   ``lam`` (a fraction of the loss) is dead and deleted, new units are on trial (spare) for
   ``trial_steps`` and judged by the same bar. No penalty touches the weights.
+- ``paired``: the width is chosen by paired trials on validation data: the network with units
+  added is trained beside a copy with as many units folded away, on the same batches, and the one
+  with the lower validation loss plus ``lam`` per unit goes on (:mod:`growrnn.training.paired`).
 - ``group_lasso``: a proximal group-lasso step after every optimizer step, in the optimizer's own
   metric under Adam/RMSprop/Adagrad; a unit whose outgoing weights are exactly zero is dead. With
   ``l0_gate``: a hard-concrete gate per unit with an expected-L0 cost; a closed gate is dead.
@@ -40,10 +43,11 @@ from torch import Tensor
 
 from growrnn.errors import ArgumentError
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
-from growrnn.growth.signals import SIGNALS, Signal, make_signal
+from growrnn.growth.signals import SIGNALS, Paired, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.distributed import Replicas, check_strategy
+from growrnn.training.paired import PairedTrials
 
 __all__ = ["StructureController", "SIGNALS"]
 
@@ -52,10 +56,11 @@ log = logging.getLogger(__name__)
 
 class StructureController(L.Callback):
     """Args:
-        signal: ``ablation`` (default), ``group_lasso``, ``l0_gate``, ``outgoing_l1`` (Miconi v3) or
-            ``multiplier`` (Miconi v2).
+        signal: ``ablation`` (default), ``paired``, ``group_lasso``, ``l0_gate``, ``outgoing_l1``
+            (Miconi v3) or ``multiplier`` (Miconi v2).
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
-            training loss when ``relative``). Default 2e-4 (ablation), 3e-5 (group_lasso), 0.002
+            training loss when ``relative``; of the validation loss with paired). Default 2e-4 (ablation,
+            paired), 3e-5 (group_lasso), 0.002
             (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
@@ -77,6 +82,11 @@ class StructureController(L.Callback):
             puts it back on trial, judged as a new unit is after the others adapted (default 0: off).
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
+        paired_steps, paired_fraction, paired_batches, paired_keep: the ``paired`` signal's trial
+            length (steps), largest step (a share of the layer), validation batches judged (None:
+            all), and whether a trial may keep the width (a network copied twice, judged against
+            both copies; default false: bracketing -- the network with units added against one
+            copy with as many removed, see :class:`~growrnn.growth.signals.Paired`).
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -116,7 +126,8 @@ class StructureController(L.Callback):
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
-                 ablation_retrial: float = 0.0, ablation_held_out: bool = False) -> None:
+                 ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
+                 paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -157,6 +168,9 @@ class StructureController(L.Callback):
                                       warmup_steps=warmup_steps, layer_worth=ablation_layer_worth,
                                       retrial=ablation_retrial, held_out=ablation_held_out,
                                       **({} if lam is None else {"lam": lam}))
+        elif signal == "paired":
+            self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
+                                      batches=paired_batches, keep=paired_keep, **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
         else:
@@ -191,6 +205,7 @@ class StructureController(L.Callback):
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
+        self.trials = PairedTrials(self.signal, min_units, max_units) if isinstance(self.signal, Paired) else None
 
     # ------------------------------------------------------------------ checks and hooks
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
@@ -202,6 +217,10 @@ class StructureController(L.Callback):
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)
+        if self.trials is not None and int(getattr(trainer, "world_size", 1) or 1) > 1:
+            raise ArgumentError("signal", allowed="paired on one process", received=f"paired with "
+                                f"{trainer.world_size} processes", hint="the paired trials train copies of the "
+                                "network on one process's batches; use ablation under DDP")
         self.signal.process_mean = self.replicas.mean_tensor  # type: ignore[attr-defined]
         n = len(layers)
         self.added = self.added or [0] * n
@@ -257,7 +276,11 @@ class StructureController(L.Callback):
         if self.signal.needs_probe:  # under DDP a probe is the global batch's loss (every process's rows)
             self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step,
                                 mask=batch.get("mask") if isinstance(batch, dict) else None)
-        if step % self.every_n_steps == 0:
+        if self.trials is not None:
+            self._count(self.trials.step(trainer, pl_module, batch, optimizer, step))
+            for k in range(len(layers_of(rnn)) if self.histogram_every and step % self.histogram_every == 0 else 0):
+                self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
+        elif step % self.every_n_steps == 0:
             plans = []
             for k in range(len(layers_of(rnn))):
                 if self.histogram_every and step % self.histogram_every == 0:
@@ -280,7 +303,16 @@ class StructureController(L.Callback):
             self.flush(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.trials is not None and trainer.optimizers:
+            self._count(self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step))
         self.flush(trainer)
+
+    def _count(self, resized: list[tuple[int, UnitMap, int]]) -> None:
+        """Record resizes made by the paired trials: ``(layer, units, old width)`` each."""
+        for k, units, old in resized:
+            self.signal.resized(k, units)
+            self.added[k] += int((units.index < 0).sum())
+            self.deleted[k] += old - int((units.index >= 0).sum())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         rnn = pl_module.rnn
@@ -389,7 +421,8 @@ class StructureController(L.Callback):
         return {"rng": self.rng.getstate(), "gen": self.gen.get_state(), "added": list(self.added),
                 "deleted": list(self.deleted), "signal": self.signal_name, "pending": list(self._pending),
                 "last_step": self._last_step, "streaks": [s.tolist() for s in self.streaks],
-                "signal_state": self.signal.state_dict()}
+                "signal_state": self.signal.state_dict(),
+                **({"trials": self.trials.state_dict()} if self.trials is not None else {})}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("signal", self.signal_name) != self.signal_name:
@@ -404,6 +437,8 @@ class StructureController(L.Callback):
         self.deleted = list(deleted) if isinstance(deleted, list) else [deleted]
         self.streaks = [torch.tensor(s, dtype=torch.long) for s in state_dict.get("streaks", [])]
         self.signal.load_state_dict(state_dict.get("signal_state", {}))
+        if self.trials is not None and "trials" in state_dict:
+            self.trials.load_state_dict(state_dict["trials"])
 
 
 class _AtStepRates:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -199,6 +199,28 @@ class SequenceModel(L.LightningModule):
             logits, _ = self(batch["x"], state)
             loss_sum, count, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
             return float(self._normalised(loss_sum, count, batch["x"].shape[0]))
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def judged_loss(self, batches: Iterable[dict[str, Tensor]]) -> float:
+        """The loss per target over ``batches`` (evaluation mode, no gradient, the state carried
+        across batches where the task carries it, as in validation): how the structure
+        controller's paired trials compare networks of different widths on held-out data."""
+        was = self.training
+        self.eval()
+        state: Any = None
+        total, count = 0.0, 0.0
+        try:
+            for batch in batches:
+                batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                if batch["x"].shape[0] == 0:
+                    continue
+                logits, new_state = self(batch["x"], _fitting(state, batch["x"]) if self.spec.stateful else None)
+                state = new_state if self.spec.stateful else None
+                loss_sum, n, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
+                total, count = total + float(loss_sum), count + float(n)
+            return total / max(count, 1.0)
         finally:
             self.train(was)
 

@@ -449,3 +449,38 @@ def test_unit_members_see_every_weight_of_a_unit_once() -> None:
     n_in = sum(m.view[:, 0].numel() for m in inc)
     # outgoing: next layer's 4 gates x 2 units, own 4 gates x 3 units; incoming: 4 rows of 4 + 3 cols, 4+4 biases
     assert (n_out, n_in) == (4 * 2 + 4 * 3, 4 * (4 + 3) + 8)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_kept(cell: str) -> None:
+    """Of twin units 0 and 1 (same rows, same output) the paired signal removes one, moves its
+    reading weights onto the other, and the outputs do not change; a unit nobody reads is worth 0."""
+    from growrnn.growth.signals import _output_moments, fold_units, unit_worth, weakest_units
+    rnn, decoder = _stack(cell, (4,))
+    layer = rnn.layers[0]
+    with torch.no_grad():
+        for name, w in layer.named_parameters():
+            if name.startswith(("weight_", "bias_")) and w.shape[0] % 4 == 0 and w.shape[0] > 4:
+                w.view(-1, 4, *w.shape[1:])[:, 1] = w.view(-1, 4, *w.shape[1:])[:, 0]
+            elif cell == "elman" and w.shape[0] == 4:
+                w[1] = w[0]
+    moments: dict[int, torch.Tensor] = {}
+    x = torch.randn(3, 7, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    hook = layer.register_forward_hook(_output_moments(moments, 0, True))
+    before = decoder(rnn(x)[0]).detach()
+    hook.remove()
+    ahead, recurrent = outgoing_weights(rnn, decoder, 0)
+    gone = weakest_units(moments[0], ahead + recurrent, 1)
+    assert gone in ([0], [1])
+    fold_units(rnn, decoder, 0, moments[0], gone)
+    assert all(float(w[:, gone[0]].detach().abs().max()) == 0 for w in ahead + recurrent)
+    torch.testing.assert_close(decoder(rnn(x)[0]).detach(), before, rtol=1e-3, atol=1e-3)  # a tiny ridge
+    assert float(unit_worth(moments[0], ahead + recurrent)[gone[0]]) == 0.0
+    assert math.isinf(float(unit_worth(moments[0], ahead + recurrent, gone)[gone[0]]))
+
+
+@pytest.mark.parametrize("options, argument", [({"fraction": 0.0}, "paired_fraction"), ({"steps": 0}, "paired_steps"),
+                                               ({"batches": 0}, "paired_batches"), ({"lam": -1.0}, "lam")])
+def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
+    with pytest.raises(ArgumentError, match=argument):
+        make_signal("paired", **options)

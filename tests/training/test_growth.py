@@ -121,7 +121,8 @@ class _Record(L.Callback):
 SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
             "l0_gate": {"lam": 0.5, "dead_steps": 2},
             "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0,
-                         "ablation_baseline": "regress"}}
+                         "ablation_baseline": "regress"},
+            "paired": {"lam": 0.0, "paired_steps": 7, "paired_fraction": 0.5}}
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
@@ -129,6 +130,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     (1, "elman", "outgoing_l1", {}), ([2, 1], "gru", "multiplier", {}), ([3, 2], "lstm", "group_lasso", {}),
     ([3], "gru", "l0_gate", {}), ([2, 3], "gru", "ablation", {}),
     ([3], "lstm", "ablation", {"ablation_held_out": True, "ablation_retrial": 2.0}),  # their state resumes too
+    ([2, 3], "lstm", "paired", {}),  # checkpointed mid-trial (trials end at steps 7, 14, ..., 35): copies resume
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -243,3 +245,48 @@ def test_a_gated_run_ends_with_its_gates_folded_and_the_same_outputs(tmp_path: P
     model.eval()
     torch.testing.assert_close(model(torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0)))[0],
                                seen["out"])
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep: bool) -> None:
+    """With no charge per unit, each trial keeps whichever of the network and its copies has the
+    lowest validation loss, recorded with the losses it saw; bracketing (``keep`` false) compares
+    the network with units added against a copy with as many removed and never keeps the width.
+    The network ends at the last decision's width (a trial running when training ends is decided)."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_keep=keep, seed=1)
+    model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+    data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
+    decisions = controller.trials.decisions  # type: ignore[union-attr]
+    assert len(decisions) == (7 if keep else 8)  # trials end at steps 5, ..., 35; bracketing decides at 40 too
+    width = 4
+    for d in decisions:
+        losses = {int(k): v for k, v in d["losses"].items()}
+        assert d["width"] == width and (0 in losses) == keep and len(losses) in (2, 3)
+        assert d["chosen"] == min(losses, key=lambda k: (losses[k], k != max(losses) if not keep else k != 0))
+        width += d["chosen"]
+    assert model.hidden_sizes() == [width] and not controller.trials.copies  # type: ignore[union-attr]
+    assert sum(controller.added) - sum(controller.deleted) == width - 4
+    assert any(d["chosen"] for d in decisions)
+
+
+def test_an_adopted_copy_is_the_network_from_then_on() -> None:
+    """After adoption the network computes what the copy computes, and its optimizer holds the
+    copy's state (parameters stay the same objects, so Lightning's references stay valid)."""
+    from growrnn.growth.surgery import UnitMap
+    from growrnn.training.paired import _adopt, _clone, _clone_optimizer, _Copy, _resize, _train
+    model = _model([3], "gru", **SETTLING_MODEL)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = next(iter(tasks.get("miconi_switch", train_windows=2, eval_windows=1).datamodule().train_dataloader()))
+    twin = _clone(model)
+    twin_opt = _clone_optimizer(model, optimizer, twin)
+    units = UnitMap.of(3, [0, 2], add=2)
+    _resize(twin, 0, units, twin_opt)
+    copy = _Copy(1, units, twin, twin_opt)
+    _train(copy, batch, optimizer, None)
+    params = list(model.parameters())
+    _adopt(model, optimizer, copy, 0)
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params] and model.hidden_sizes() == [4]
+    assert model.judged_loss([batch]) == twin.judged_loss([batch])
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(optimizer.state[p]["exp_avg_sq"], twin_opt.state[q]["exp_avg_sq"], rtol=0, atol=0)

@@ -1,0 +1,308 @@
+"""Paired width trials: the training side of the ``paired`` signal
+(:class:`~growrnn.growth.signals.Paired`).
+
+A trial (**bracketing**, the default) starts by copying the network, folding ``d`` of a layer's
+units away in the copy and adding ``d`` fresh units to the network itself; the copy trains beside
+the network on the same batches for ``steps`` optimizer steps (with its own optimizer, a copy of
+the network's, at the network's learning rates), and then whichever of the two scores lower on
+the validation batches with ``lam`` charged per unit goes on. With ``keep``, the network keeps
+its width during the trial and is judged against two copies (``d`` more, ``d`` fewer). An adopted
+copy *becomes* the network: its layer is resized with the same unit map, then the copy's weights,
+optimizer state and carried state are copied in, so Lightning's references (parameters,
+optimizer, scheduler) stay valid.
+
+The trial's copy is part of the controller's checkpoint (unit map, weights and optimizer state):
+a run resumed mid-trial trains the same copy on the same batches and decides the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from growrnn.errors import ArgumentError
+from growrnn.growth.signals import Paired, _output_moments, fold_units, unit_worth, weakest_units
+from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer
+from growrnn.growth.surgery import UnitMap
+
+__all__ = ["PairedTrials"]
+
+log = logging.getLogger(__name__)
+
+#: a settled layer waits up to 2**MAX_CALM - 1 trials' steps between trials
+MAX_CALM = 4
+
+
+@dataclass
+class _Copy:
+    """One trial copy: layer ``k`` resized by ``units`` (``delta`` units more or fewer)."""
+
+    delta: int
+    units: UnitMap
+    model: Any
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class PairedTrials:
+    """The trials' state: which layer is tried next, each layer's step (a fraction of its width),
+    the running trial's copies and where it started, and the decisions taken (for the record)."""
+
+    signal: Paired
+    min_units: int = 1
+    max_units: int = 512
+    layer: int = 0
+    fractions: list[float] = field(default_factory=list)
+    started: int | None = None
+    copies: list[_Copy] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    calm: int = 0  # trials in a row that turned back at the smallest step: the width has settled
+    idle_until: int = 0  # no trial starts before this step
+    _batches: list[Any] | None = None
+    _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
+
+    # ------------------------------------------------------------------ the trial's life
+    def step(self, trainer: Any, model: Any, batch: Any, optimizer: Any,
+             step: int) -> list[tuple[int, UnitMap, int]]:
+        """After the network's optimizer step ``step`` on ``batch``: train the copies on it; end
+        the trial when it is due; start the next one. Returns how the network's layers were
+        resized (``(layer, units, old width)`` each: a copy adopted, units added for a trial)."""
+        n = len(layers_of(model.rnn))
+        if len(self.fractions) != n:
+            self.fractions = [self.signal.fraction] * n
+        if self._saved is not None:
+            self._rebuild(model, optimizer)
+        resized = []
+        if self.copies:
+            for c in self.copies:
+                _train(c, batch, optimizer, trainer)
+            if step - int(self.started or 0) >= self.signal.steps:
+                adopted = self._decide(trainer, model, optimizer, step)
+                resized += [adopted] if adopted is not None else []
+        if not self.copies and step >= self.idle_until:
+            grown = self._start(model, batch, optimizer, step)
+            resized += [grown] if grown is not None else []
+        return resized
+
+    def finish(self, trainer: Any, model: Any, optimizer: Any, step: int) -> list[tuple[int, UnitMap, int]]:
+        """End a running trial when training ends: decided now (bracketing: the network is not
+        left with units added for a trial and never judged); with ``keep``, its copies dropped."""
+        if not self.copies:
+            return []
+        if self.signal.keep:
+            self.copies, self.started = [], None
+            return []
+        adopted = self._decide(trainer, model, optimizer, step)
+        return [adopted] if adopted is not None else []
+
+    def _start(self, model: Any, batch: Any, optimizer: Any, step: int) -> tuple[int, UnitMap, int] | None:
+        k = self.layer
+        H = int(layers_of(model.rnn)[k].hidden_size)
+        d = max(1, round(self.fractions[k] * H))
+        moments: dict[int, Tensor] = {}
+        hook = layers_of(model.rnn)[k].register_forward_hook(
+            _output_moments(moments, k, True, batch.get("mask") if isinstance(batch, dict) else None))
+        try:
+            model.batch_loss(batch)
+        finally:
+            hook.remove()
+        ahead, recurrent = outgoing_weights(model.rnn, model.decoder, k)
+        self.signal.worth[k] = unit_worth(moments[k], ahead + recurrent).float()
+        self.copies = []
+        d_in = min(d, self.max_units - H)
+        if d_in >= 1 and self.signal.keep:
+            self.copies.append(self._copy(model, optimizer, d_in, UnitMap.of(H, range(H), add=d_in)))
+        d_out = min(d, H - self.min_units)
+        if d_out >= 1 or not self.signal.keep:
+            gone = weakest_units(moments[k], ahead + recurrent, d_out)
+            c = self._copy(model, optimizer, -d_out, UnitMap.of(H, [j for j in range(H) if j not in set(gone)]),
+                           fold=(moments[k], gone))
+            self.copies.append(c)
+        self.started = step
+        if self.signal.keep or d_in < 1:
+            return None
+        # bracketing: the network itself takes the added units; the copy with fewer is its rival
+        grown = UnitMap.of(H, range(H), add=d_in)
+        _resize(model, k, grown, optimizer)
+        return k, grown, H
+
+    def _copy(self, model: Any, optimizer: Any, delta: int, units: UnitMap,
+              fold: tuple[Tensor, list[int]] | None = None) -> _Copy:
+        twin = _clone(model)
+        twin_opt = _clone_optimizer(model, optimizer, twin)
+        k = self.layer
+        if fold is not None and fold[1]:
+            fold_units(twin.rnn, twin.decoder, k, fold[0], fold[1])
+        _resize(twin, k, units, twin_opt)
+        return _Copy(delta, units, twin, twin_opt)
+
+    def _judged(self, trainer: Any, model: Any) -> float:
+        if self._batches is None:
+            self._batches = _validation_batches(trainer, self.signal.batches)
+        loss = model.judged_loss(self._batches)
+        return loss if loss == loss else float("inf")  # nan (diverged) loses
+
+    def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int) -> tuple[int, UnitMap, int] | None:
+        k = self.layer
+        width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
+        base = self._judged(trainer, model)
+        bar = self.signal.lam * (abs(base) if self.signal.relative else 1.0)
+        H = int(layers_of(model.rnn)[k].hidden_size)
+        mine = 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
+        scored = [(base + bar * width, mine, None)]
+        losses = {mine: base}
+        for c in self.copies:
+            loss = self._judged(trainer, c.model)
+            losses[c.delta] = loss
+            scored.append((loss + bar * (width - mine + c.delta), c.delta, c))
+        _, delta, best = min(scored, key=lambda t: t[0])
+        start = H - mine  # the width the trial started from
+        self.decisions.append({"step": step, "layer": k, "width": start,
+                               "losses": {str(d): v for d, v in losses.items()}, "chosen": delta})
+        log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
+                 ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
+        if self.signal.keep:  # a kept width halves the step, a move doubles it
+            moved = best is not None
+        else:  # the same direction as the last trial doubles the step, a reversal halves it
+            last = [d["chosen"] for d in self.decisions[:-1] if d["layer"] == k][-1:]
+            moved = not last or (last[0] > 0) == (delta > 0)
+        smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
+        self.fractions[k] = (min(2 * self.fractions[k], self.signal.fraction) if moved
+                             else max(self.fractions[k] / 2, 1.0 / max(start, 1)))
+        # settled (turned back at one unit): wait 1, 3, 7, 15 trials' steps before the next trial
+        self.calm = self.calm + 1 if smallest and not moved else 0
+        self.idle_until = step + self.signal.steps * (2 ** min(self.calm, MAX_CALM) - 1)
+        self.copies, self.started = [], None
+        self.layer = (k + 1) % len(layers_of(model.rnn))
+        if best is None:
+            return None
+        _adopt(model, optimizer, best, k)
+        return k, best.units, H
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        copies = self._saved if self._saved is not None else [
+            {"delta": c.delta, "units": c.units.index.tolist(), "weights": c.model.state_dict(),
+             "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
+        return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
+                "calm": self.calm, "idle_until": self.idle_until,
+                "decisions": list(self.decisions), "copies": copies}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layer = int(state.get("layer", 0))
+        self.fractions = [float(f) for f in state.get("fractions", [])]
+        self.started = state.get("started")
+        self.calm, self.idle_until = int(state.get("calm", 0)), int(state.get("idle_until", 0))
+        self.decisions = list(state.get("decisions", []))
+        self.copies = []
+        self._saved = list(state.get("copies", [])) or None
+
+    def _rebuild(self, model: Any, optimizer: Any) -> None:
+        saved, self._saved = self._saved or [], None
+        for s in saved:
+            units = UnitMap(torch.tensor(s["units"], dtype=torch.long))
+            twin = _clone(model)
+            twin_opt = _clone_optimizer(model, optimizer, twin)
+            _resize(twin, self.layer, units, twin_opt)
+            twin.load_state_dict(s["weights"])
+            twin_opt.load_state_dict(s["optimizer"])
+            twin._state["train"] = s["carried"]
+            self.copies.append(_Copy(int(s["delta"]), units, twin, twin_opt))
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _clone(model: Any) -> Any:
+    """A deep copy of a ``SequenceModel`` without its trainer."""
+    trainer = model._trainer
+    model._trainer = None
+    try:
+        twin = copy.deepcopy(model)
+    finally:
+        model._trainer = trainer
+    twin._step_params = None
+    return twin
+
+
+def _clone_optimizer(model: Any, optimizer: torch.optim.Optimizer, twin: Any) -> torch.optim.Optimizer:
+    """``optimizer`` (of ``model``) for ``twin``: the same class, groups and hyperparameters, and a
+    copy of its state for the twin's parameters."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    theirs = dict(twin.named_parameters())
+    groups = [{**{key: v for key, v in g.items() if key != "params"},
+               "params": [theirs[names[id(p)]] for p in g["params"]]} for g in optimizer.param_groups]
+    twin_opt = type(optimizer)(groups)
+    for g, tg in zip(optimizer.param_groups, twin_opt.param_groups, strict=True):
+        for p, q in zip(g["params"], tg["params"], strict=True):
+            if p in optimizer.state:
+                twin_opt.state[q] = {key: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                                     for key, v in optimizer.state[p].items()}
+    return twin_opt
+
+
+def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer) -> None:
+    """Resize ``model``'s layer ``k`` by ``units`` (new units: incoming weights of the layer's own
+    scale, zero outgoing weights and optimizer state), its carried state along."""
+    kept = int((units.index >= 0).sum())
+    std = 1.0 / (3.0 * max(kept, 1)) ** 0.5
+    gen = torch.Generator().manual_seed(int(units.index.numel()) * 7919 + kept)
+    state = resize_layer(model.rnn, model.decoder, k, units, optimizer, gen, std, 0.0, model._state.get("train"))
+    if state is not None:
+        model._state["train"] = state
+
+
+def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any) -> None:
+    """One training step of a trial copy on ``batch``, at the network's current learning rates and
+    with the trainer's gradient clipping."""
+    for g, mine in zip(optimizer.param_groups, c.optimizer.param_groups, strict=True):
+        mine["lr"] = g["lr"]
+    c.model.train()
+    loss = c.model._step(batch, "train", measure=False)[0]
+    c.optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return
+    loss.backward()
+    clip = getattr(trainer, "gradient_clip_val", None)
+    if clip:
+        params = [p for p in c.model.parameters() if p.grad is not None]
+        if getattr(trainer, "gradient_clip_algorithm", "norm") == "value":
+            torch.nn.utils.clip_grad_value_(params, clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+    c.optimizer.step()
+
+
+@torch.no_grad()
+def _adopt(model: Any, optimizer: Any, c: _Copy, k: int) -> None:
+    """Make ``model`` the copy ``c``: resize its layer ``k`` as the copy's, then copy the copy's
+    weights, optimizer state and carried state in (the parameter objects stay the network's)."""
+    _resize(model, k, c.units, optimizer)
+    theirs = dict(c.model.named_parameters())
+    for name, p in model.named_parameters():
+        q = theirs[name]
+        p.copy_(q)
+        if q in c.optimizer.state:
+            optimizer.state[p] = {key: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+                                  for key, v in c.optimizer.state[q].items()}
+    for name, b in model.named_buffers():
+        b.copy_(dict(c.model.named_buffers())[name])
+    model._state["train"] = c.model._state.get("train")
+    model._probe_state = c.model._probe_state  # the state this step's batch was read from, as the copy read it
+
+
+def _validation_batches(trainer: Any, limit: int | None) -> list[Any]:
+    """The validation batches the trials judge on (the first ``limit``; None: all)."""
+    data = getattr(trainer, "datamodule", None)
+    loader = data.val_dataloader() if data is not None and hasattr(data, "val_dataloader") else \
+        getattr(trainer, "val_dataloaders", None)
+    if loader is None:
+        raise ArgumentError("signal", allowed="paired with validation data (a datamodule or val_dataloaders)",
+                            received="paired, and no validation data",
+                            hint="the paired trials judge widths on validation batches; pass a datamodule "
+                                 "with a val_dataloader to trainer.fit")
+    return list(itertools.islice(loader, limit))
