@@ -277,7 +277,7 @@ class StructureController(L.Callback):
             self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step,
                                 mask=batch.get("mask") if isinstance(batch, dict) else None)
         if self.trials is not None:
-            self._count(self.trials.step(trainer, pl_module, batch, optimizer, step))
+            self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
             for k in range(len(layers_of(rnn)) if self.histogram_every and step % self.histogram_every == 0 else 0):
                 self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
         elif step % self.every_n_steps == 0:
@@ -304,15 +304,14 @@ class StructureController(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.trials is not None and trainer.optimizers:
-            self._count(self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step))
+            self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step, self._count)
         self.flush(trainer)
 
-    def _count(self, resized: list[tuple[int, UnitMap, int]]) -> None:
-        """Record resizes made by the paired trials: ``(layer, units, old width)`` each."""
-        for k, units, old in resized:
-            self.signal.resized(k, units)
-            self.added[k] += int((units.index < 0).sum())
-            self.deleted[k] += old - int((units.index >= 0).sum())
+    def _count(self, k: int, units: UnitMap, old: int) -> None:
+        """Record a resize of layer ``k`` (``old`` units before) made by the paired trials."""
+        self.signal.resized(k, units)
+        self.added[k] += int((units.index < 0).sum())
+        self.deleted[k] += old - int((units.index >= 0).sum())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         rnn = pl_module.rnn

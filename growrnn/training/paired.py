@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,40 +69,36 @@ class PairedTrials:
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
     # ------------------------------------------------------------------ the trial's life
-    def step(self, trainer: Any, model: Any, batch: Any, optimizer: Any,
-             step: int) -> list[tuple[int, UnitMap, int]]:
+    def step(self, trainer: Any, model: Any, batch: Any, optimizer: Any, step: int,
+             resized: Callable[[int, UnitMap, int], None]) -> None:
         """After the network's optimizer step ``step`` on ``batch``: train the copies on it; end
-        the trial when it is due; start the next one. Returns how the network's layers were
-        resized (``(layer, units, old width)`` each: a copy adopted, units added for a trial)."""
+        the trial when it is due; start the next one. Every resize of the network's layers (a
+        copy adopted, units added for a trial) is reported at once to ``resized(layer, units,
+        old width)``."""
         n = len(layers_of(model.rnn))
         if len(self.fractions) != n:
             self.fractions = [self.signal.fraction] * n
         if self._saved is not None:
             self._rebuild(model, optimizer)
-        resized = []
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
             if step - int(self.started or 0) >= self.signal.steps:
-                adopted = self._decide(trainer, model, optimizer, step)
-                resized += [adopted] if adopted is not None else []
+                self.finish(trainer, model, optimizer, step, resized)
         if not self.copies and step >= self.idle_until:
-            grown = self._start(model, batch, optimizer, step)
-            resized += [grown] if grown is not None else []
-        return resized
+            self._start(model, batch, optimizer, step, resized)
 
-    def finish(self, trainer: Any, model: Any, optimizer: Any, step: int) -> list[tuple[int, UnitMap, int]]:
-        """End a running trial when training ends: decided now (bracketing: the network is not
-        left with units added for a trial and never judged); with ``keep``, its copies dropped."""
-        if not self.copies:
-            return []
-        if self.signal.keep:
-            self.copies, self.started = [], None
-            return []
-        adopted = self._decide(trainer, model, optimizer, step)
-        return [adopted] if adopted is not None else []
+    def finish(self, trainer: Any, model: Any, optimizer: Any, step: int,
+               resized: Callable[[int, UnitMap, int], None]) -> None:
+        """Decide the running trial now (when it is due, and when training ends: the network is
+        not left with units added for a trial and never judged)."""
+        if self.copies:
+            adopted = self._decide(trainer, model, optimizer, step)
+            if adopted is not None:
+                resized(*adopted)
 
-    def _start(self, model: Any, batch: Any, optimizer: Any, step: int) -> tuple[int, UnitMap, int] | None:
+    def _start(self, model: Any, batch: Any, optimizer: Any, step: int,
+               resized: Callable[[int, UnitMap, int], None]) -> None:
         k = self.layer
         H = int(layers_of(model.rnn)[k].hidden_size)
         d = max(1, round(self.fractions[k] * H))
@@ -125,12 +122,11 @@ class PairedTrials:
                            fold=(moments[k], gone))
             self.copies.append(c)
         self.started = step
-        if self.signal.keep or d_in < 1:
-            return None
-        # bracketing: the network itself takes the added units; the copy with fewer is its rival
-        grown = UnitMap.of(H, range(H), add=d_in)
-        _resize(model, k, grown, optimizer)
-        return k, grown, H
+        if not self.signal.keep and d_in >= 1:
+            # bracketing: the network itself takes the added units; the copy with fewer is its rival
+            grown = UnitMap.of(H, range(H), add=d_in)
+            _resize(model, k, grown, optimizer)
+            resized(k, grown, H)
 
     def _copy(self, model: Any, optimizer: Any, delta: int, units: UnitMap,
               fold: tuple[Tensor, list[int]] | None = None) -> _Copy:

@@ -252,13 +252,14 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     """With no charge per unit, each trial keeps whichever of the network and its copies has the
     lowest validation loss, recorded with the losses it saw; bracketing (``keep`` false) compares
     the network with units added against a copy with as many removed and never keeps the width.
-    The network ends at the last decision's width (a trial running when training ends is decided)."""
+    The network ends at the last decision's width (a trial running when training ends is decided).
+    A trial that ends where the next starts resizes the layer twice in one step: both are counted."""
     controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_keep=keep, seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
     decisions = controller.trials.decisions  # type: ignore[union-attr]
-    assert len(decisions) == (7 if keep else 8)  # trials end at steps 5, ..., 35; bracketing decides at 40 too
+    assert len(decisions) == 8  # trials end at steps 5, 10, ..., 35, and the one running at the end at 40
     width = 4
     for d in decisions:
         losses = {int(k): v for k, v in d["losses"].items()}
