@@ -277,7 +277,9 @@ class StructureController(L.Callback):
             self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step,
                                 mask=batch.get("mask") if isinstance(batch, dict) else None)
         if self.trials is not None:
+            seen = len(self.trials.decisions)
             self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
+            self._log_trials(trainer, seen)
             for k in range(len(layers_of(rnn)) if self.histogram_every and step % self.histogram_every == 0 else 0):
                 self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
         elif step % self.every_n_steps == 0:
@@ -304,8 +306,23 @@ class StructureController(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.trials is not None and trainer.optimizers:
+            seen = len(self.trials.decisions)
             self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step, self._count)
+            self._log_trials(trainer, seen)
         self.flush(trainer)
+
+    def _log_trials(self, trainer: L.Trainer, seen: int) -> None:
+        """The paired trials decided since ``seen``, to every logger: each side's validation loss
+        (``structure/trial/val_loss_more`` and ``_fewer``, layer 0's names without a suffix) and
+        the width moved by."""
+        for d in self.trials.decisions[seen:] if self.trials is not None else []:
+            sides = sorted((int(delta), loss) for delta, loss in d["losses"].items())
+            suffix = f"/layer{d['layer']}" if d["layer"] else ""
+            row = {f"structure/trial/val_loss_fewer{suffix}": sides[0][1],
+                   f"structure/trial/val_loss_more{suffix}": sides[-1][1],
+                   f"structure/trial/moved{suffix}": float(d["chosen"])}
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=int(d["step"]))
 
     def _count(self, k: int, units: UnitMap, old: int) -> None:
         """Record a resize of layer ``k`` (``old`` units before) made by the paired trials."""

@@ -179,6 +179,25 @@ def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Pat
     assert layout and b"custom_scalars" in b"".join(p.read_bytes() for p in layout)
 
 
+def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
+    """Each paired trial's two validation losses and its move go to TensorBoard at its step (trials
+    start after the first step and end 3 steps later, layers taking turns); a
+    second layer's under its own names."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    grow = StructureController(signal="paired", lam=0.0, paired_steps=3)
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(
+        _model([2, 2], "lstm", **SETTLING_MODEL), tasks.get("miconi_hard", train_windows=12, eval_windows=2).datamodule())
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    moved = events.Scalars("structure/trial/moved")
+    assert [e.step for e in moved] == [4, 10] and [e.value for e in moved] == [d["chosen"] for d in
+                                                                               grow.trials.decisions[::2]]  # type: ignore[union-attr]
+    assert {"structure/trial/val_loss_fewer/layer1", "structure/trial/val_loss_more/layer1"} <= set(
+        events.Tags()["scalars"])
+
+
 @pytest.mark.parametrize("ckpt_name", ["epoch=0-step=8.ckpt", "epoch=1-step=12.ckpt"])
 def test_resume_on_a_shuffled_task_with_dropout_over_epochs(tmp_path: Path, ckpt_name: str) -> None:
     """An epoch-end checkpoint, and one in the middle of a later epoch of a shuffled task."""
