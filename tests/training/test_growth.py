@@ -187,8 +187,8 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     grow = StructureController(signal="paired", lam=0.0, paired_steps=3)
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
-    _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(
-        _model([2, 2], "lstm", **SETTLING_MODEL), tasks.get("miconi_hard", train_windows=12, eval_windows=2).datamodule())
+    data = tasks.get("miconi_hard", train_windows=12, eval_windows=2).datamodule()
+    _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(_model([2, 2], "lstm", **SETTLING_MODEL), data)
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     moved = events.Scalars("structure/trial/moved")
