@@ -7,7 +7,9 @@ time of the process, so that other load on the machine counts less); and the tim
 The controller in the timed runs can neither add nor delete (Miconi's signals: P_add = P_del = 0;
 the settling signals: no reserve and no deletion), so both sides keep the same size and the ratio
 is the per-step overhead of growth itself: scoring, the signal's per-step update (the proximal
-shrink, the gates' samples and cost) and the rule.
+shrink, the gates' samples and cost) and the rule. The ``paired`` case runs its trials without
+pause (a layer that has not settled) within one unit of the fixed size: the ratio is what a
+step costs while a trial runs -- the copy's training step, the validation judging, the adoptions.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ CASES = [
     Case("copy task, LSTM 128, batch 16, T 70 (ablation regress, Adam)", "copy",
          {"delay": 50, "n_train": 20000, "batch_size": 16},
          dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3), "ablation"),
+    Case("copy task, LSTM 128, batch 16, T 70 (paired, trials of 50 steps, 8 validation batches, Adam)", "copy",
+         {"delay": 50, "n_train": 20000, "batch_size": 16},
+         dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3), "paired"),
 ]
 
 
@@ -94,6 +99,12 @@ def _step_time(case: Case, grow: bool, steps: int) -> float:
                                              max_units=1024,
                                              **({"trial_steps": 1, "warmup_steps": 10**9}  # measure all, remove none
                                                 if case.signal == "ablation" else {})))
+    elif grow and case.signal == "paired":
+        # trials running all the time (a layer not yet settled), each moving the width by one unit
+        # at most: the copy's training, the validation judging and the adoptions, at 127-129 units
+        H = int(model_kw["hidden_size"][0])
+        callbacks.append(StructureController(signal="paired", paired_steps=50, paired_batches=8, min_units=H - 1,
+                                             max_units=H + 1, paired_fraction=1.0 / H))
     elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
     trainer = L.Trainer(max_steps=steps + skip, logger=False, enable_checkpointing=False, enable_progress_bar=False,
