@@ -725,10 +725,7 @@ def unit_worth(moments: Tensor, readers: Sequence[Tensor], gone: Sequence[int] =
     of their moment matrix; ``moments``: ``(H + 1, H + 1)``, see :func:`_output_moments`). Shape
     ``(H,)``; the units in ``gone`` get ``inf``."""
     H = moments.shape[0] - 1
-    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])
-    g = moments.double()[keep][:, keep].clone()
-    n = len(keep) - 1
-    g[:-1, :-1] += torch.eye(n, dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
+    keep, g = _kept_moments(moments, gone, ridge)
     residual = 1.0 / torch.linalg.inv(g).diagonal()[:-1]
     read = sum(w.detach().double().pow(2).sum(0) for w in readers)
     worth = torch.full((H,), math.inf, dtype=torch.float64)
@@ -752,14 +749,9 @@ def fold_units(rnn: nn.Module, decoder: nn.Linear, k: int, moments: Tensor, gone
     least-squares estimate from the kept units' outputs and a constant (``moments``: their
     ``(H + 1, H + 1)`` second moments), by moving its reading weights' columns onto the kept
     units' columns and the readers' biases; the ``gone`` columns are zero afterwards."""
-    H = moments.shape[0] - 1
     gone_t = torch.tensor(sorted(set(gone)), dtype=torch.long)
-    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])  # kept units, then the constant
-    m = moments.double()
-    g = m[keep][:, keep].clone()
-    n = len(keep) - 1
-    g[:-1, :-1] += torch.eye(n, dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
-    coef = torch.linalg.solve(g, m[keep][:, gone_t])  # (kept + 1, gone): h_gone ~ coef^T [h_kept, 1]
+    keep, g = _kept_moments(moments, gone, ridge)
+    coef = torch.linalg.solve(g, moments.double()[keep][:, gone_t])  # (kept + 1, gone): h_gone ~ coef^T [h_kept, 1]
     ahead, recurrent = outgoing_weights(rnn, decoder, k)
     for w, b, of_h in zip(ahead + recurrent, reader_biases(rnn, decoder, k), reads_output(rnn, k), strict=True):
         cols = w[:, gone_t].double()
@@ -815,15 +807,25 @@ def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -
     if moments.dim() == 1:
         coef[:, H] = moments.double()
         return coef
-    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])
-    g = moments.double()[keep][:, keep].clone()
+    keep, g = _kept_moments(moments, gone, ridge)
     units = keep[:-1]
-    g[:-1, :-1] += torch.eye(len(units), dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
     p = torch.linalg.inv(g)
     fit = -p / p.diagonal()[None, :]  # column j: the coefficients that estimate unit j from the others
     fit.fill_diagonal_(0.0)
     coef[units[:, None], keep[None, :]] = fit.T[:-1]
     return coef
+
+
+def _kept_moments(moments: Tensor, gone: Sequence[int], ridge: float) -> tuple[Tensor, Tensor]:
+    """The units not in ``gone`` and then the constant (indices into ``moments``, ``(H + 1, H + 1)``),
+    and their moment matrix in float64 with a ``ridge`` (relative to the mean variance) on the units'
+    diagonal: what every least-squares stand-in here is read from."""
+    H = moments.shape[0] - 1
+    keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])
+    g = moments.double()[keep][:, keep].clone()
+    n = len(keep) - 1
+    g[:-1, :-1] += torch.eye(n, dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
+    return keep, g
 
 
 #: signal name -> class
