@@ -670,7 +670,10 @@ class Paired(Signal):
     adapt, which keeps wide layers wide). With ``keep`` the undisturbed network is judged against
     a copy with ``d`` more and one with ``d`` fewer units and may keep its width; measured on JSB,
     that leaves a band of widths where neither copy wins, and the two starts end 1.3-1.4x apart.
-    ``batches`` limits the validation batches judged (None: all). A trial trains one more network
+    ``batches`` limits the validation batches judged (None: all). With ``hold`` > 0, no trial
+    starts until the network's validation loss (judged every ``steps`` steps) improves by less than
+    ``hold`` of itself over ``steps`` steps: while the network is still learning fast, what ``steps``
+    steps show says little about what a width is worth. A trial trains one more network
     (two with ``keep``) beside the network, and judges two on the validation batches.
     """
 
@@ -680,6 +683,7 @@ class Paired(Signal):
     steps: int = 100
     batches: int | None = None
     keep: bool = False
+    hold: float = 0.0
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -693,6 +697,10 @@ class Paired(Signal):
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
         if self.batches is not None:
             check_int("paired_batches", self.batches, 1, hint="None judges on every validation batch")
+        if not 0 <= self.hold < 1:
+            raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
+                                hint="trials wait until the validation loss improves by less than this share "
+                                     "per trial's steps; 0 starts them at once")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:

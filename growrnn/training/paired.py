@@ -65,6 +65,8 @@ class PairedTrials:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     calm: int = 0  # trials in a row that turned back at the smallest step: the width has settled
     idle_until: int = 0  # no trial starts before this step
+    held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
+    holding: bool = True  # with hold: no trial has started yet
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -85,7 +87,7 @@ class PairedTrials:
                 _train(c, batch, optimizer, trainer)
             if step - int(self.started or 0) >= self.signal.steps:
                 self.finish(trainer, model, optimizer, step, resized)
-        if not self.copies and step >= self.idle_until:
+        if not self.copies and step >= self.idle_until and not self._holds(trainer, model, step):
             self._start(model, batch, optimizer, step, resized)
 
     def finish(self, trainer: Any, model: Any, optimizer: Any, step: int,
@@ -96,6 +98,22 @@ class PairedTrials:
             adopted = self._decide(trainer, model, optimizer, step)
             if adopted is not None:
                 resized(*adopted)
+
+    def _holds(self, trainer: Any, model: Any, step: int) -> bool:
+        """With ``hold``: whether trials still wait for the network's learning to slow down (the
+        validation loss judged every ``steps`` steps, until it improves by less than ``hold`` of
+        itself between two judgements; then trials run for good)."""
+        if self.signal.hold <= 0 or not self.holding:
+            return False
+        if step % self.signal.steps:
+            return True
+        loss = self._judged(trainer, model)
+        last, self.held = self.held, loss
+        self.holding = last is None or last - loss > self.signal.hold * abs(last)
+        if not self.holding:
+            log.info("paired trials start at step %d: validation loss %.4f, %.4f %d steps before", step, loss,
+                     last, self.signal.steps)
+        return self.holding
 
     def _start(self, model: Any, batch: Any, optimizer: Any, step: int,
                resized: Callable[[int, UnitMap, int], None]) -> None:
@@ -187,7 +205,7 @@ class PairedTrials:
             {"delta": c.delta, "units": c.units.index.tolist(), "weights": c.model.state_dict(),
              "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
-                "calm": self.calm, "idle_until": self.idle_until,
+                "calm": self.calm, "idle_until": self.idle_until, "held": self.held, "holding": self.holding,
                 "decisions": list(self.decisions), "copies": copies}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -195,6 +213,7 @@ class PairedTrials:
         self.fractions = [float(f) for f in state.get("fractions", [])]
         self.started = state.get("started")
         self.calm, self.idle_until = int(state.get("calm", 0)), int(state.get("idle_until", 0))
+        self.held, self.holding = state.get("held"), bool(state.get("holding", True))
         self.decisions = list(state.get("decisions", []))
         self.copies = []
         self._saved = list(state.get("copies", [])) or None

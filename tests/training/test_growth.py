@@ -290,6 +290,17 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     assert any(d["chosen"] for d in decisions)
 
 
+@pytest.mark.parametrize("hold, first", [(0.0, 6), (0.999, 15)])
+def test_paired_trials_hold_until_learning_slows(tmp_path: Path, hold: float, first: int) -> None:
+    """Without ``hold`` the first trial starts after the first step (decided 5 steps later); with
+    it, the validation loss is judged every 5 steps and trials start once it improved by less than
+    ``hold`` of itself (0.999: at the second judgement, step 10)."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_hold=hold)
+    data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
+    _trainer(tmp_path, [controller]).fit(_model([3], "lstm", **SETTLING_MODEL), data)
+    assert controller.trials.decisions[0]["step"] == first  # type: ignore[union-attr]
+
+
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
     """After adoption the network computes what the copy computes, and its optimizer holds the
     copy's state (parameters stay the same objects, so Lightning's references stay valid)."""
