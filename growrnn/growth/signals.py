@@ -844,7 +844,7 @@ def make_signal(name: str, **options: Any) -> Signal:
     """The signal ``name`` with ``options`` (its dataclass fields)."""
     if name not in SIGNALS:
         raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=name,
-                            hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
+                            hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
                                  "and multiplier are Miconi's v3 and v2 signals")
     return SIGNALS[name](**options)
 

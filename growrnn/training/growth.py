@@ -59,9 +59,8 @@ class StructureController(L.Callback):
         signal: ``ablation`` (default), ``paired``, ``group_lasso``, ``l0_gate``, ``outgoing_l1``
             (Miconi v3) or ``multiplier`` (Miconi v2).
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
-            training loss when ``relative``; of the validation loss with paired). Default 2e-4 (ablation,
-            paired), 3e-5 (group_lasso), 0.002
-            (l0_gate).
+            training loss when ``relative``; of the validation loss with ``paired``). Default 2e-4
+            (ablation, paired), 3e-5 (group_lasso), 0.002 (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
         relative: ``lam`` relative to the running training loss (default) or in loss units.
@@ -132,7 +131,7 @@ class StructureController(L.Callback):
                  paired_hold: float = 0.0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
-                                hint="ablation, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
+                                hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
                                      "and multiplier are Miconi's v3 and v2 signals")
         cls = SIGNALS[signal]
         if cls.settles:
