@@ -15,6 +15,9 @@ Two families:
   spare, dead ones are deleted, and units are added while too few are spare
   (:func:`~growrnn.growth.need_step`). The width is where the task's worth of a unit and the bar
   balance, not a function of ``p_add`` x steps.
+- **Paired** (``paired``): no unit is scored dead; the width is chosen by paired trials on
+  validation data (the network with units added against a copy with as many folded away), run by
+  :mod:`growrnn.training.paired`; this class holds its options and the units' last measured worth.
 
 The bar ``lam`` of the settling signals has one meaning: **the training loss a unit must be
 worth**. For ``ablation`` that is literal: the loss rises by at least ``lam`` when the unit's
