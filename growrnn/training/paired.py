@@ -255,9 +255,13 @@ def _clone_optimizer(model: Any, optimizer: torch.optim.Optimizer, twin: Any) ->
     for g, tg in zip(optimizer.param_groups, twin_opt.param_groups, strict=True):
         for p, q in zip(g["params"], tg["params"], strict=True):
             if p in optimizer.state:
-                twin_opt.state[q] = {key: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
-                                     for key, v in optimizer.state[p].items()}
+                twin_opt.state[q] = _state_copy(optimizer.state[p])
     return twin_opt
+
+
+def _state_copy(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one parameter's optimizer state (tensors cloned)."""
+    return {key: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for key, v in state.items()}
 
 
 def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer) -> None:
@@ -302,8 +306,7 @@ def _adopt(model: Any, optimizer: Any, c: _Copy, k: int) -> None:
         q = theirs[name]
         p.copy_(q)
         if q in c.optimizer.state:
-            optimizer.state[p] = {key: v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
-                                  for key, v in c.optimizer.state[q].items()}
+            optimizer.state[p] = _state_copy(c.optimizer.state[q])
     for name, b in model.named_buffers():
         b.copy_(dict(c.model.named_buffers())[name])
     model._state["train"] = c.model._state.get("train")

@@ -102,7 +102,11 @@ final = {"final": True, "units": net.hidden_sizes(), "params": sum(p.numel() for
          "time": round(time.time() - t0, 1), "args": vars(args)}
 if ctrl is not None:
     final.update(added=ctrl.added, deleted=ctrl.deleted)
+    if ctrl.trials is not None:  # paired: how many trials ran, and the share of steps a copy trained beside the net
+        final.update(trials=len(ctrl.trials.decisions),
+                     trial_share=round(len(ctrl.trials.decisions) * ctrl.signal.steps / max(trainer.global_step, 1), 3))
 print(json.dumps(final), flush=True)
 if args.out:
     with open(args.out, "a") as f:
-        f.write(json.dumps({"log": log, **final}) + "\n")
+        trials = {"decisions": ctrl.trials.decisions} if ctrl is not None and ctrl.trials is not None else {}
+        f.write(json.dumps({"log": log, **final, **trials}) + "\n")
