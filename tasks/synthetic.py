@@ -14,16 +14,22 @@
   The width a task needs is known (the teacher's), so a self-sizing student can be checked
   against it. Metric: cross-entropy per step; its floor (the teacher's mean entropy on the
   validation split) is in ``task.info["floor"]``.
+- ``flipflop``: the *k*-bit flip-flop (Sussillo & Barak 2013): each step may carry a pulse that
+  sets or clears one of ``bits`` bits, and the target is every bit's state after the step. A
+  network must hold ``bits`` independent bits for as long as no pulse touches them, so the width
+  it needs grows with ``bits`` (one unit latches one bit). Metric: the binary cross-entropy per
+  step, summed over the bits; its floor is 0 (the targets follow from the inputs).
 """
 
 from __future__ import annotations
 
 import torch
 
+from growrnn.errors import ArgumentError
 from growrnn.task import TaskSpec
 from tasks.base import SequenceData, SimpleTask, check_positive
 
-__all__ = ["anbncn", "adding", "copy", "teacher"]
+__all__ = ["anbncn", "adding", "copy", "flipflop", "teacher"]
 
 S, A, B, C, T_END = range(5)
 
@@ -64,7 +70,6 @@ def adding(length: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_siz
     """Adding problem over ``length`` steps; one regression target per sequence. Metric: MSE."""
     check_positive(length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
     if length < 2:
-        from growrnn.errors import ArgumentError
         raise ArgumentError("length", allowed="an int >= 2", received=length)
 
     def draw(count: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -150,3 +155,39 @@ def teacher(units: int = 16, vocab: int = 8, length: int = 50, n_train: int = 20
     draw(n_eval, 1, "valid")  # the floor is known before training (a few ms)
     return SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=True, seed=seed),
                       floor=entropy["valid"])
+
+
+def flipflop(bits: int = 4, length: int = 50, rate: float = 0.5, n_train: int = 2000, n_eval: int = 400,
+             batch_size: int = 32, seed: int = 0) -> SimpleTask:
+    """The ``bits``-bit flip-flop on token inputs: token 0 is no pulse, ``1 + 2i`` sets bit ``i``
+    and ``2 + 2i`` clears it; at each step a pulse comes with probability ``rate``, on a bit drawn
+    uniformly. Targets: the bits after each step (all clear before the first). Metric: binary
+    cross-entropy per step, summed over the bits (floor 0)."""
+    check_positive(bits=bits, length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
+    if not 0 < rate <= 1:
+        raise ArgumentError("rate", allowed="a number in (0, 1]", received=rate,
+                            hint="the probability of a pulse at each step; 0.5 touches each bit about "
+                                 "every 2 * bits steps")
+    vocab = 1 + 2 * bits
+
+    def draw(count: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + offset)
+        pulse = torch.rand(count, length, generator=g) < rate
+        bit = torch.randint(0, bits, (count, length), generator=g)
+        on = torch.rand(count, length, generator=g) < 0.5
+        x = torch.where(pulse, 1 + 2 * bit + (~on).long(), torch.zeros((), dtype=torch.long))
+        # each bit's state: the last pulse on it so far (cumulative over steps, no per-step loop)
+        hits = pulse.unsqueeze(-1) & (bit.unsqueeze(-1) == torch.arange(bits))          # (count, length, bits)
+        steps = torch.arange(length).view(1, length, 1).expand_as(hits)
+        last = torch.cummax(torch.where(hits, steps, torch.full_like(steps, -1)), dim=1).values
+        value = torch.gather(on.unsqueeze(-1).expand_as(hits), 1, last.clamp(min=0))
+        y = (value & (last >= 0)).float()
+        return list(zip(x.unbind(0), y.unbind(0), strict=True))
+
+    def splits() -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        return {"train": draw(n_train, 0), "valid": draw(n_eval, 1), "test": draw(n_eval, 2)}
+
+    spec = TaskSpec(name="flipflop", input_kind="tokens", input_size=vocab, output_kind="multi_hot",
+                    output_size=bits, metric="nll", direction="min",
+                    description=f"{bits}-bit flip-flop (binary cross-entropy per step, summed over the bits)")
+    return SimpleTask(spec, lambda: SequenceData(splits, batch_size, per_step=True, seed=seed), floor=0.0)

@@ -662,7 +662,10 @@ class Paired(Signal):
     moved onto the kept units' reading weights, so the copy starts from nearly the same function),
     adds ``d`` fresh units to the network itself (zero outgoing weights: the same function), trains
     both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
-    validation loss plus ``lam`` per unit (a fraction of the validation loss, when ``relative``).
+    validation loss plus ``lam`` per unit (with ``relative``, a fraction of a loss: ``scale``
+    ``loss``, the validation loss the trial ends at; ``start``, the validation loss before the
+    first training step, fixed for the run -- on a task the network can solve, the loss and so a
+    charge relative to it go to zero, and without a charge a solved layer grows at every trial).
     A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
     that turns back halves it (down to one unit); a layer that turns back at one unit is settled,
     and waits 1, 3, 7, then 15 trials' steps between trials.
@@ -687,6 +690,7 @@ class Paired(Signal):
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
+    scale: str = "loss"
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -704,6 +708,10 @@ class Paired(Signal):
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "
                                      "per trial's steps; 0 starts them at once")
+        if self.scale not in ("loss", "start"):
+            raise ArgumentError("paired_scale", allowed="loss, start", received=self.scale,
+                                hint="what lam is a fraction of: the validation loss at each trial, or the one "
+                                     "before training (for tasks whose loss can reach zero)")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:

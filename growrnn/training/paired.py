@@ -67,6 +67,7 @@ class PairedTrials:
     idle_until: int = 0  # no trial starts before this step
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
+    start_loss: float | None = None  # with scale "start": the validation loss before the first step
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -82,6 +83,11 @@ class PairedTrials:
             self.fractions = [self.signal.fraction] * n
         if self._saved is not None:
             self._rebuild(model, optimizer)
+        if self.signal.scale == "start" and self.start_loss is None:
+            # after the first step: its weights moved once from the initialisation (one step of
+            # a few thousand), close enough to the untrained network and judged in the one place
+            # every trial's steps pass through
+            self.start_loss = self._judged(trainer, model)
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
@@ -166,7 +172,8 @@ class PairedTrials:
         k = self.layer
         width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
         base = self._judged(trainer, model)
-        bar = self.signal.lam * (abs(base) if self.signal.relative else 1.0)
+        scale = abs(self.start_loss if self.signal.scale == "start" and self.start_loss is not None else base)
+        bar = self.signal.lam * (scale if self.signal.relative else 1.0)
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
         scored = [(base + bar * width, mine, None)]
@@ -206,6 +213,7 @@ class PairedTrials:
              "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
                 "calm": self.calm, "idle_until": self.idle_until, "held": self.held, "holding": self.holding,
+                "start_loss": self.start_loss,
                 "decisions": list(self.decisions), "copies": copies}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -214,6 +222,7 @@ class PairedTrials:
         self.started = state.get("started")
         self.calm, self.idle_until = int(state.get("calm", 0)), int(state.get("idle_until", 0))
         self.held, self.holding = state.get("held"), bool(state.get("holding", True))
+        self.start_loss = state.get("start_loss")
         self.decisions = list(state.get("decisions", []))
         self.copies = []
         self._saved = list(state.get("copies", [])) or None

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tasks
+from growrnn.errors import ArgumentError
 from tasks.miconi import ALPHABET, FLOORS, easy_text, hard_text
 
 
@@ -73,3 +74,24 @@ def test_copy_layout() -> None:
     assert x.shape == (8, 25)
     assert (x[:, 14] == 9).all() and (y[:, 15:] == x[:, :10]).all() and (y[:, :15] == 0).all()
     assert math.isclose(10 * math.log(8) / 25, 0.8318, abs_tol=1e-3)
+
+
+def test_flipflop_targets_follow_the_last_pulse_on_each_bit() -> None:
+    bits = 3
+    task = tasks.get("flipflop", bits=bits, length=30, n_train=16, n_eval=2, batch_size=16)
+    assert task.spec.input_size == 7 and task.spec.output_size == bits and task.info["floor"] == 0.0
+    batch = next(iter(task.datamodule().train_dataloader()))
+    x, y = batch["x"], batch["y"]
+    state = torch.zeros(x.shape[0], bits)
+    for t in range(x.shape[1]):  # token 1 + 2i sets bit i, 2 + 2i clears it, 0 leaves every bit
+        for row, token in enumerate(x[:, t].tolist()):
+            if token:
+                state[row, (token - 1) // 2] = float(token % 2 == 1)
+        torch.testing.assert_close(y[:, t], state)
+    assert 0 < (x > 0).float().mean() < 1 and 0 < y.mean() < 1
+
+
+@pytest.mark.parametrize("options, argument", [({"rate": 0.0}, "rate"), ({"rate": 1.5}, "rate"), ({"bits": 0}, "bits")])
+def test_flipflop_bad_options_are_named(options: dict, argument: str) -> None:
+    with pytest.raises(ArgumentError, match=argument):
+        tasks.get("flipflop", **options)

@@ -10,8 +10,8 @@ from growrnn.errors import ArgumentError
 from growrnn.task import Task
 from tests.conftest import need_data
 
-ALL = ["adding", "anbncn", "char_stream", "copy", "imdb", "jsb", "miconi_easy", "miconi_hard", "miconi_switch",
-       "musedata", "nottingham", "piano_midi", "ptb", "teacher", "wikitext2"]
+ALL = ["adding", "anbncn", "char_stream", "copy", "flipflop", "imdb", "jsb", "miconi_easy", "miconi_hard",
+       "miconi_switch", "musedata", "nottingham", "piano_midi", "ptb", "teacher", "wikitext2"]
 
 
 def test_every_task_is_registered() -> None:

@@ -1,6 +1,7 @@
 """The StructureController grows and shrinks layers during Lightning training, for any cell and
 either signal, and a run resumed from a mid-epoch checkpoint continues exactly."""
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,19 @@ def test_the_controller_state_round_trips() -> None:
     assert torch.equal(torch.randn(3, generator=a.gen), torch.randn(3, generator=b.gen))
 
 
+def test_the_paired_trials_state_round_trips() -> None:
+    """Every field a trial decision reads comes back from the controller's checkpoint state."""
+    a = StructureController(signal="paired", paired_scale="start")
+    assert a.trials is not None
+    a.trials.layer, a.trials.fractions, a.trials.calm, a.trials.idle_until = 1, [0.5, 0.125], 2, 70
+    a.trials.held, a.trials.holding, a.trials.start_loss = 1.5, False, 2.25
+    a.trials.decisions = [{"step": 5, "layer": 0, "width": 8, "losses": {"2": 1.0, "-2": 1.1}, "chosen": 2}]
+    b = StructureController(signal="paired", paired_scale="start")
+    b.load_state_dict(a.state_dict())
+    fields = ("layer", "fractions", "calm", "idle_until", "held", "holding", "start_loss", "decisions")
+    assert b.trials is not None and all(getattr(b.trials, f) == getattr(a.trials, f) for f in fields)
+
+
 class _Record(L.Callback):
     """Per-step loss and unit counts, to compare runs."""
 
@@ -131,6 +145,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "gru", "l0_gate", {}), ([2, 3], "gru", "ablation", {}),
     ([3], "lstm", "ablation", {"ablation_held_out": True, "ablation_retrial": 2.0}),  # their state resumes too
     ([2, 3], "lstm", "paired", {}),  # checkpointed mid-trial (trials end at steps 7, 14, ..., 35): copies resume
+    ([3], "gru", "paired", {"lam": 0.01, "paired_scale": "start"}),  # the loss before training resumes too
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -299,6 +314,30 @@ def test_paired_trials_hold_until_learning_slows(tmp_path: Path, hold: float, fi
     data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
     _trainer(tmp_path, [controller]).fit(_model([3], "lstm", **SETTLING_MODEL), data)
     assert controller.trials.decisions[0]["step"] == first  # type: ignore[union-attr]
+
+
+def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path) -> None:
+    """With ``paired_scale`` start, the charge per unit is ``lam`` times the validation loss judged
+    after the first step, the same for every trial of the run: each decision is the side with the
+    lowest validation loss plus that charge per unit of the width it would leave."""
+    controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale="start")
+    seen: list[float] = []
+
+    class First(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+            if trainer.global_step == 1:
+                seen.append(pl_module.judged_loss(controller.trials._batches))  # type: ignore[union-attr]
+    data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
+    _trainer(tmp_path, [controller, First()]).fit(_model([4], "lstm", **SETTLING_MODEL), data)
+    trials = controller.trials
+    # judged before the first trial's units came in (zero outgoing weights: the same function, to rounding)
+    assert trials is not None and trials.start_loss is not None
+    assert math.isclose(trials.start_loss, seen[0], rel_tol=1e-6)
+    bar = 0.02 * trials.start_loss
+    for d in trials.decisions:
+        losses = {int(k): v for k, v in d["losses"].items()}
+        assert d["chosen"] == min(losses, key=lambda k: losses[k] + bar * (d["width"] + k))
+    assert any(d["chosen"] < 0 for d in trials.decisions)
 
 
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
