@@ -86,9 +86,9 @@ class StructureController(L.Callback):
             batches judged (None: all), whether a trial may keep the width (a network copied twice,
             judged against both copies; default false: bracketing -- the network with units added
             against one copy with as many removed), the validation loss's improvement per trial's
-            steps below which trials start (default 0: at once), and what a relative ``lam`` is a
-            fraction of: ``loss`` (default: the validation loss at each trial) or ``start`` (the
-            validation loss before training; for tasks whose loss can reach zero); see
+            steps below which trials start (default 0: at once), and what a relative ``lam`` and
+            ``paired_hold`` are fractions of: ``loss`` (default: the validation loss at each trial)
+            or ``start`` (the validation loss before training; for tasks whose loss can reach zero); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),

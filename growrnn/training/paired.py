@@ -108,14 +108,15 @@ class PairedTrials:
     def _holds(self, trainer: Any, model: Any, step: int) -> bool:
         """With ``hold``: whether trials still wait for the network's learning to slow down (the
         validation loss judged every ``steps`` steps, until it improves by less than ``hold`` of
-        itself between two judgements; then trials run for good)."""
+        itself -- of the loss before training, with scale ``start`` -- between two judgements;
+        then trials run for good)."""
         if self.signal.hold <= 0 or not self.holding:
             return False
         if step % self.signal.steps:
             return True
         loss = self._judged(trainer, model)
         last, self.held = self.held, loss
-        self.holding = last is None or last - loss > self.signal.hold * abs(last)
+        self.holding = last is None or last - loss > self.signal.hold * self._scale(last)
         if not self.holding:
             log.info("paired trials start at step %d: validation loss %.4f, %.4f %d steps before", step, loss,
                      last, self.signal.steps)
@@ -162,6 +163,11 @@ class PairedTrials:
         _resize(twin, k, units, twin_opt)
         return _Copy(delta, units, twin, twin_opt)
 
+    def _scale(self, loss: float) -> float:
+        """What a share (``lam``, ``hold``) is of: ``loss``, or with scale ``start`` the validation
+        loss before training (a loss that can reach zero takes any share of itself along)."""
+        return abs(self.start_loss if self.signal.scale == "start" and self.start_loss is not None else loss)
+
     def _judged(self, trainer: Any, model: Any) -> float:
         if self._batches is None:
             self._batches = _validation_batches(trainer, self.signal.batches)
@@ -172,8 +178,7 @@ class PairedTrials:
         k = self.layer
         width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
         base = self._judged(trainer, model)
-        scale = abs(self.start_loss if self.signal.scale == "start" and self.start_loss is not None else base)
-        bar = self.signal.lam * (scale if self.signal.relative else 1.0)
+        bar = self.signal.lam * (self._scale(base) if self.signal.relative else 1.0)
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
         scored = [(base + bar * width, mine, None)]

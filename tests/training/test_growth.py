@@ -340,6 +340,18 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path) -
     assert any(d["chosen"] < 0 for d in trials.decisions)
 
 
+@pytest.mark.parametrize("scale, holding", [("loss", True), ("start", False)])
+def test_paired_hold_is_a_share_of_the_scale(scale: str, holding: bool) -> None:
+    """A validation loss falling from 1.0 to 0.9 in a trial's steps still falls by more than 5 % of
+    itself, but by less than 5 % of a loss of 10 before training: with scale ``start`` (a loss that
+    can reach zero always falls by a large share of itself) trials stop holding."""
+    from growrnn.growth.signals import Paired
+    from growrnn.training.paired import PairedTrials
+    trials = PairedTrials(Paired(hold=0.05, steps=5, scale=scale), held=1.0, start_loss=10.0)
+    trials._judged = lambda trainer, model: 0.9  # type: ignore[method-assign]
+    assert trials._holds(None, None, step=10) is holding and trials.held == 0.9
+
+
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
     """After adoption the network computes what the copy computes, and its optimizer holds the
     copy's state (parameters stay the same objects, so Lightning's references stay valid)."""
