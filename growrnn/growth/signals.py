@@ -678,8 +678,9 @@ class Paired(Signal):
     that leaves a band of widths where neither copy wins, and the two starts end 1.3-1.4x apart.
     ``batches`` limits the validation batches judged (None: all). With ``hold`` > 0, no trial
     starts until the network's validation loss (judged every ``steps`` steps) improves by less than
-    ``hold`` of itself over ``steps`` steps: while the network is still learning fast, what ``steps``
-    steps show says little about what a width is worth. A trial trains one more network
+    ``hold`` of itself over ``steps`` steps (of the loss before training, with ``scale``
+    ``start``): while the network is still learning fast, what ``steps`` steps show says little
+    about what a width is worth. A trial trains one more network
     (two with ``keep``) beside the network, and judges two on the validation batches.
     """
 
