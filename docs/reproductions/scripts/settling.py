@@ -9,12 +9,17 @@ dropout 0.2, plateau halving, gradient clip 1). Example::
 
     python docs/reproductions/scripts/settling.py --task-options '{"batch_size": 8}' --epochs 120 \\
         --start 8 --seed 0 --ctrl '{"signal": "group_lasso", "lam": 3e-5}' --out runs/settling.jsonl
+
+With ``--ckpt FILE`` the run checkpoints itself (every ``--ckpt-every`` steps and after every
+validation, replacing the file atomically) and, when the file exists, resumes from it with the
+records it had made: rerun the same command after an interruption.
 """
 
 import argparse
 import copy
 import inspect
 import json
+import os
 import time
 
 import lightning as L
@@ -42,6 +47,8 @@ parser.add_argument("--max-steps", type=int, default=-1)
 parser.add_argument("--best", action="store_true", help="test the model as it was at its best validation")
 parser.add_argument("--val-every", type=float, default=1.0, help="Trainer.val_check_interval")
 parser.add_argument("--clip", type=float, default=1.0, help="Trainer.gradient_clip_val")
+parser.add_argument("--ckpt", default=None, help="checkpoint file: written as the run goes, resumed from if it exists")
+parser.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (with --ckpt)")
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -62,6 +69,18 @@ t0 = time.time()
 
 
 class Record(L.Callback):
+    """Records every validation; its records (and the best model so far) travel in checkpoints."""
+
+    def state_dict(self) -> dict:
+        return {"log": log, "elapsed": time.time() - t0, **({"best": self.best} if hasattr(self, "best") else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        global t0
+        log[:] = state["log"]
+        t0 = time.time() - state["elapsed"]
+        if "best" in state:
+            self.best = state["best"]
+
     def on_validation_end(self, trainer: L.Trainer, model: SequenceModel) -> None:
         # after the model logged the epoch's metric (on_validation_epoch_end runs before it does)
         if trainer.sanity_checking:
@@ -80,12 +99,31 @@ class Record(L.Callback):
             self.best = (model.hidden_sizes(), copy.deepcopy(model.state_dict()))
 
 
+class Save(L.Callback):
+    """Writes the run's checkpoint to ``--ckpt`` (a temporary file, then an atomic rename)."""
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(args.ckpt + ".tmp")
+        os.replace(args.ckpt + ".tmp", args.ckpt)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        if trainer.global_step % args.ckpt_every == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, model: SequenceModel) -> None:
+        if not trainer.sanity_checking:
+            self._save(trainer)
+
+
 record = Record()
 trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=args.clip, logger=False,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    callbacks=[record] + ([ctrl] if ctrl else []), val_check_interval=args.val_every,
-                    num_sanity_val_steps=0)
-trainer.fit(net, datamodule=data)
+                    callbacks=[record] + ([ctrl] if ctrl else []) + ([Save()] if args.ckpt else []),
+                    val_check_interval=args.val_every, num_sanity_val_steps=0)
+resume = args.ckpt if args.ckpt and os.path.exists(args.ckpt) else None
+if resume:
+    print(json.dumps({"resumed": resume}), flush=True)
+trainer.fit(net, datamodule=data, ckpt_path=resume, weights_only=True)
 tested = net
 if args.best and hasattr(record, "best"):
     sizes, state = record.best
