@@ -189,7 +189,7 @@ class PairedTrials:
             scored.append((loss + bar * (width - mine + c.delta), c.delta, c))
         _, delta, best = min(scored, key=lambda t: t[0])
         start = H - mine  # the width the trial started from
-        self.decisions.append({"step": step, "layer": k, "width": start,
+        self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
                                "losses": {str(d): v for d, v in losses.items()}, "chosen": delta})
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")

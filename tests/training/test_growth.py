@@ -287,7 +287,8 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     lowest validation loss, recorded with the losses it saw; bracketing (``keep`` false) compares
     the network with units added against a copy with as many removed and never keeps the width.
     The network ends at the last decision's width (a trial running when training ends is decided).
-    A trial that ends where the next starts resizes the layer twice in one step: both are counted."""
+    A trial that ends where the next starts resizes the layer twice in one step: both are counted.
+    Each decision records the step its trial started at (the last one is cut short by the end)."""
     controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_keep=keep, seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
@@ -299,6 +300,7 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
         losses = {int(k): v for k, v in d["losses"].items()}
         assert d["width"] == width and (0 in losses) == keep and len(losses) in (2, 3)
         assert d["chosen"] == min(losses, key=lambda k: (losses[k], k != max(losses) if not keep else k != 0))
+        assert d["step"] - d["started"] == (5 if d is not decisions[-1] else d["step"] - decisions[-2]["step"])
         width += d["chosen"]
     assert model.hidden_sizes() == [width] and not controller.trials.copies  # type: ignore[union-attr]
     assert sum(controller.added) - sum(controller.deleted) == width - 4

@@ -141,8 +141,8 @@ final = {"final": True, "units": net.hidden_sizes(), "params": sum(p.numel() for
 if ctrl is not None:
     final.update(added=ctrl.added, deleted=ctrl.deleted)
     if ctrl.trials is not None:  # paired: how many trials ran, and the share of steps a copy trained beside the net
-        final.update(trials=len(ctrl.trials.decisions),
-                     trial_share=round(len(ctrl.trials.decisions) * ctrl.signal.steps / max(trainer.global_step, 1), 3))
+        trained = sum(d["step"] - d.get("started", d["step"] - ctrl.signal.steps) for d in ctrl.trials.decisions)
+        final.update(trials=len(ctrl.trials.decisions), trial_share=round(trained / max(trainer.global_step, 1), 3))
 print(json.dumps(final), flush=True)
 if args.out:
     with open(args.out, "a") as f:
