@@ -663,9 +663,11 @@ class Paired(Signal):
     adds ``d`` fresh units to the network itself (zero outgoing weights: the same function), trains
     both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
     validation loss plus ``lam`` per unit (with ``relative``, a fraction of a loss: ``scale``
-    ``loss``, the validation loss the trial ends at; ``start``, the validation loss before the
-    first training step, fixed for the run -- on a task the network can solve, the loss and so a
-    charge relative to it go to zero, and without a charge a solved layer grows at every trial).
+    ``loss``, the validation loss the trial ends at, but at least ``floor`` times the validation
+    loss before the first training step; ``start``, the loss before training itself, fixed for the
+    run -- on a task the network can solve, the loss and so a charge relative to it go to zero,
+    and without a charge a solved layer grows at every trial: ``floor`` keeps the charge from
+    vanishing while it follows the loss on every task whose loss stays above the floor).
     A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
     that turns back halves it (down to one unit); a layer that turns back at one unit is settled,
     and waits 1, 3, 7, then 15 trials' steps between trials.
@@ -678,10 +680,10 @@ class Paired(Signal):
     that leaves a band of widths where neither copy wins, and the two starts end 1.3-1.4x apart.
     ``batches`` limits the validation batches judged (None: all). With ``hold`` > 0, no trial
     starts until the network's validation loss (judged every ``steps`` steps) improves by less than
-    ``hold`` of itself over ``steps`` steps (of the loss before training, with ``scale``
-    ``start``): while the network is still learning fast, what ``steps`` steps show says little
-    about what a width is worth. A trial trains one more network
-    (two with ``keep``) beside the network, and judges two on the validation batches.
+    ``hold`` of itself over ``steps`` steps (of the same scale as ``lam``): while the network is
+    still learning fast, what ``steps`` steps show says little about what a width is worth. A
+    trial trains one more network (two with ``keep``) beside the network, and judges two on the
+    validation batches.
     """
 
     lam: float = 2e-4
@@ -692,6 +694,7 @@ class Paired(Signal):
     keep: bool = False
     hold: float = 0.0
     scale: str = "loss"
+    floor: float = 0.0
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -713,6 +716,10 @@ class Paired(Signal):
             raise ArgumentError("paired_scale", allowed="loss, start", received=self.scale,
                                 hint="what lam is a fraction of: the validation loss at each trial, or the one "
                                      "before training (for tasks whose loss can reach zero)")
+        if not 0 <= self.floor <= 1:
+            raise ArgumentError("paired_floor", allowed="a number in [0, 1]", received=self.floor,
+                                hint="the least loss lam is a share of, as a share of the loss before training; "
+                                     "0.1 keeps a solved task's charge from vanishing")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:

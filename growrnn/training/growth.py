@@ -81,14 +81,16 @@ class StructureController(L.Callback):
             puts it back on trial, judged as a new unit is after the others adapted (default 0: off).
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
-        paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale: the
+        paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
+        paired_floor: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
             batches judged (None: all), whether a trial may keep the width (a network copied twice,
             judged against both copies; default false: bracketing -- the network with units added
             against one copy with as many removed), the validation loss's improvement per trial's
             steps below which trials start (default 0: at once), and what a relative ``lam`` and
             ``paired_hold`` are fractions of: ``loss`` (default: the validation loss at each trial)
-            or ``start`` (the validation loss before training; for tasks whose loss can reach zero); see
+            or ``start`` (the validation loss before training; for tasks whose loss can reach zero), and
+            the least loss ``loss`` may be, as a share of the loss before training (default 0); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -131,7 +133,7 @@ class StructureController(L.Callback):
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
                  paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
-                 paired_hold: float = 0.0, paired_scale: str = "loss") -> None:
+                 paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float = 0.0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -175,6 +177,7 @@ class StructureController(L.Callback):
         elif signal == "paired":
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
                                       batches=paired_batches, keep=paired_keep, hold=paired_hold, scale=paired_scale,
+                                      floor=paired_floor,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

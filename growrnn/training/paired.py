@@ -67,7 +67,7 @@ class PairedTrials:
     idle_until: int = 0  # no trial starts before this step
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
-    start_loss: float | None = None  # with scale "start": the validation loss before the first step
+    start_loss: float | None = None  # with scale "start" or a floor: the validation loss before the first step
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -83,7 +83,7 @@ class PairedTrials:
             self.fractions = [self.signal.fraction] * n
         if self._saved is not None:
             self._rebuild(model, optimizer)
-        if self.signal.scale == "start" and self.start_loss is None:
+        if (self.signal.scale == "start" or self.signal.floor > 0) and self.start_loss is None:
             # after the first step: its weights moved once from the initialisation (one step of
             # a few thousand), close enough to the untrained network and judged in the one place
             # every trial's steps pass through
@@ -164,9 +164,14 @@ class PairedTrials:
         return _Copy(delta, units, twin, twin_opt)
 
     def _scale(self, loss: float) -> float:
-        """What a share (``lam``, ``hold``) is of: ``loss``, or with scale ``start`` the validation
-        loss before training (a loss that can reach zero takes any share of itself along)."""
-        return abs(self.start_loss if self.signal.scale == "start" and self.start_loss is not None else loss)
+        """What a share (``lam``, ``hold``) is of: ``loss`` but at least ``floor`` times the
+        validation loss before training, or with scale ``start`` that loss itself (a loss that can
+        reach zero takes any share of itself along)."""
+        if self.start_loss is None:
+            return abs(loss)
+        if self.signal.scale == "start":
+            return abs(self.start_loss)
+        return max(abs(loss), self.signal.floor * abs(self.start_loss))
 
     def _judged(self, trainer: Any, model: Any) -> float:
         if self._batches is None:

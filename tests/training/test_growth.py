@@ -146,6 +146,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "ablation", {"ablation_held_out": True, "ablation_retrial": 2.0}),  # their state resumes too
     ([2, 3], "lstm", "paired", {}),  # checkpointed mid-trial (trials end at steps 7, 14, ..., 35): copies resume
     ([3], "gru", "paired", {"lam": 0.01, "paired_scale": "start"}),  # the loss before training resumes too
+    ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -318,11 +319,15 @@ def test_paired_trials_hold_until_learning_slows(tmp_path: Path, hold: float, fi
     assert controller.trials.decisions[0]["step"] == first  # type: ignore[union-attr]
 
 
-def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scale, floor", [("start", 0.0), ("loss", 0.9)])
+def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, scale: str, floor: float) -> None:
     """With ``paired_scale`` start, the charge per unit is ``lam`` times the validation loss judged
-    after the first step, the same for every trial of the run: each decision is the side with the
-    lowest validation loss plus that charge per unit of the width it would leave."""
-    controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale="start")
+    after the first step, the same for every trial of the run; with a ``paired_floor``, ``lam``
+    times the network's validation loss at the trial's end but at least the floor's share of that
+    first loss. Each decision is the side with the lowest validation loss plus that charge per
+    unit of the width it would leave."""
+    controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale=scale,
+                                     paired_floor=floor)
     seen: list[float] = []
 
     class First(L.Callback):
@@ -335,21 +340,27 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path) -
     # judged before the first trial's units came in (zero outgoing weights: the same function, to rounding)
     assert trials is not None and trials.start_loss is not None
     assert math.isclose(trials.start_loss, seen[0], rel_tol=1e-6)
-    bar = 0.02 * trials.start_loss
+    floored = 0
     for d in trials.decisions:
         losses = {int(k): v for k, v in d["losses"].items()}
+        mine = losses[max(losses)]  # bracketing: the network is the side with units added
+        bar = 0.02 * (trials.start_loss if scale == "start" else max(mine, floor * trials.start_loss))
+        floored += scale == "loss" and mine < floor * trials.start_loss
         assert d["chosen"] == min(losses, key=lambda k: losses[k] + bar * (d["width"] + k))
     assert any(d["chosen"] < 0 for d in trials.decisions)
+    assert scale == "start" or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
 
 
-@pytest.mark.parametrize("scale, holding", [("loss", True), ("start", False)])
-def test_paired_hold_is_a_share_of_the_scale(scale: str, holding: bool) -> None:
+@pytest.mark.parametrize("scale, floor, holding", [("loss", 0.0, True), ("start", 0.0, False), ("loss", 0.05, True),
+                                                   ("loss", 0.5, False)])
+def test_paired_hold_is_a_share_of_the_scale(scale: str, floor: float, holding: bool) -> None:
     """A validation loss falling from 1.0 to 0.9 in a trial's steps still falls by more than 5 % of
     itself, but by less than 5 % of a loss of 10 before training: with scale ``start`` (a loss that
-    can reach zero always falls by a large share of itself) trials stop holding."""
+    can reach zero always falls by a large share of itself) trials stop holding, and so they do
+    with a floor of half that loss (5), not with one (0.5) below the loss itself."""
     from growrnn.growth.signals import Paired
     from growrnn.training.paired import PairedTrials
-    trials = PairedTrials(Paired(hold=0.05, steps=5, scale=scale), held=1.0, start_loss=10.0)
+    trials = PairedTrials(Paired(hold=0.05, steps=5, scale=scale, floor=floor), held=1.0, start_loss=10.0)
     trials._judged = lambda trainer, model: 0.9  # type: ignore[method-assign]
     assert trials._holds(None, None, step=10) is holding and trials.held == 0.9
 
