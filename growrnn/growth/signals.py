@@ -678,7 +678,7 @@ class Paired(Signal):
     adapt, which keeps wide layers wide). With ``keep`` the undisturbed network is judged against
     a copy with ``d`` more and one with ``d`` fewer units and may keep its width; measured on JSB,
     that leaves a band of widths where neither copy wins, and the two starts end 1.3-1.4x apart.
-    ``batches`` limits the validation batches judged (None: all). With ``hold`` > 0, no trial
+    ``batches`` limits the validation batches judged (None: those validation sees). With ``hold`` > 0, no trial
     starts until the network's validation loss (judged every ``steps`` steps) improves by less than
     ``hold`` of itself over ``steps`` steps (of the same scale as ``lam``): while the network is
     still learning fast, what ``steps`` steps show says little about what a width is worth. A

@@ -84,8 +84,9 @@ class StructureController(L.Callback):
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
         paired_floor: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
-            batches judged (None: all), whether a trial may keep the width (a network copied twice,
-            judged against both copies; default false: bracketing -- the network with units added
+            batches judged (None: those the trainer's limit_val_batches lets validation see),
+            whether a trial may keep the width (a network copied twice, judged against both
+            copies; default false: bracketing -- the network with units added
             against one copy with as many removed), the validation loss's improvement per trial's
             steps below which trials start (default 0: at once), and what a relative ``lam`` and
             ``paired_hold`` are fractions of: ``loss`` (default: the validation loss at each trial)

@@ -333,10 +333,18 @@ def _adopt(model: Any, optimizer: Any, c: _Copy, k: int) -> None:
 
 
 def _validation_batches(trainer: Any, limit: int | None) -> list[Any]:
-    """The validation batches the trials judge on (the first ``limit``; None: all)."""
+    """The validation batches the trials judge on: the first ``limit``; None: as many as the
+    trainer's ``limit_val_batches`` lets validation see (a count or a share of the loader), all
+    when it does not limit them (1.0) or turns validation off (0: the trials still need data)."""
     data = getattr(trainer, "datamodule", None)
     loader = data.val_dataloader() if data is not None and hasattr(data, "val_dataloader") else \
         getattr(trainer, "val_dataloaders", None)
+    if limit is None and loader is not None:
+        share = getattr(trainer, "limit_val_batches", None)
+        if isinstance(share, int) and not isinstance(share, bool) and share >= 1:
+            limit = share
+        elif isinstance(share, float) and 0 < share < 1:
+            limit = max(1, int(share * len(loader)))
     if loader is None:
         raise ArgumentError("signal", allowed="paired with validation data (a datamodule or val_dataloaders)",
                             received="paired, and no validation data",

@@ -365,6 +365,21 @@ def test_paired_hold_is_a_share_of_the_scale(scale: str, floor: float, holding: 
     assert trials._holds(None, None, step=10) is holding and trials.held == 0.9
 
 
+@pytest.mark.parametrize("batches, limit, judged", [(None, 1.0, 10), (None, 3, 3), (None, 0.25, 2), (None, 0.01, 1),
+                                                    (None, 0, 10), (4, 3, 4), (20, 1.0, 10)])
+def test_paired_trials_judge_as_many_batches_as_validation_sees(batches: int | None, limit: float,
+                                                                judged: int) -> None:
+    """Without ``paired_batches`` the trials judge the batches the trainer's ``limit_val_batches``
+    lets validation see (a count, or a share of the loader, at least one); all when it does not
+    limit or turns validation off; ``paired_batches`` wins when set."""
+    from types import SimpleNamespace
+
+    from growrnn.training.paired import _validation_batches
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: list(range(10))),
+                              limit_val_batches=limit)
+    assert _validation_batches(trainer, batches) == list(range(judged))
+
+
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
     """After adoption the network computes what the copy computes, and its optimizer holds the
     copy's state (parameters stay the same objects, so Lightning's references stay valid)."""
