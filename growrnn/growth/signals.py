@@ -664,10 +664,11 @@ class Paired(Signal):
     both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
     validation loss plus ``lam`` per unit (with ``relative``, a fraction of a loss: ``scale``
     ``loss``, the validation loss the trial ends at, but at least ``floor`` times the validation
-    loss before the first training step; ``start``, the loss before training itself, fixed for the
-    run -- on a task the network can solve, the loss and so a charge relative to it go to zero,
-    and without a charge a solved layer grows at every trial: ``floor`` keeps the charge from
-    vanishing while it follows the loss on every task whose loss stays above the floor).
+    loss judged after the first training step (the untrained network's, to one step); ``start``,
+    that loss itself, fixed for the run (``floor`` then plays no part) -- on a task the network
+    can solve, the loss and so a charge relative to it go to zero, and without a charge a solved
+    layer grows at every trial: ``floor`` keeps the charge from vanishing while it follows the
+    loss on every task whose loss stays above the floor).
     A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
     that turns back halves it (down to one unit); a layer that turns back at one unit is settled,
     and waits 1, 3, 7, then 15 trials' steps between trials.
@@ -707,7 +708,7 @@ class Paired(Signal):
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
         if self.batches is not None:
-            check_int("paired_batches", self.batches, 1, hint="None judges on every validation batch")
+            check_int("paired_batches", self.batches, 1, hint="None judges the batches validation sees")
         if not 0 <= self.hold < 1:
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "

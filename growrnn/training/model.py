@@ -273,6 +273,19 @@ class SequenceModel(L.LightningModule):
         if resume is None or resume["step"] != self.global_step:
             self._state["train"], self._resume = None, None
 
+    def on_train_epoch_end(self) -> None:
+        # Lightning does not step a ReduceLROnPlateau at the end of the epoch a run was resumed in
+        # (its metric is not in the checkpoint, so it skips the step for that epoch): when that
+        # epoch's validation ran after the resume, its metric is here, and the schedule steps as
+        # it would have without the interruption
+        loop = self.trainer.fit_loop
+        if not loop.restarting or not loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            metric = self.trainer.callback_metrics.get(config.monitor) if config.monitor else None
+            if config.reduce_on_plateau and config.interval == "epoch" and metric is not None:
+                config.scheduler.step(float(metric))
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._resume = None
         if self.hparams["dropout"]:

@@ -99,17 +99,40 @@ class PairedTrials:
     def finish(self, trainer: Any, model: Any, optimizer: Any, step: int,
                resized: Callable[[int, UnitMap, int], None]) -> None:
         """Decide the running trial now (when it is due, and when training ends: the network is
-        not left with units added for a trial and never judged)."""
+        not left with units added for a trial and never judged). A trial that has not trained a
+        step (started on the last one) decides nothing: it is dropped, and units the network took
+        for it (untrained, with zero outgoing weights: the function is unchanged) go."""
+        if self._saved is not None:  # resumed from a checkpoint written after the last step
+            self._rebuild(model, optimizer)
+        if self.copies and self.started is not None and step <= self.started:
+            k = self.layer
+            H = int(layers_of(model.rnn)[k].hidden_size)
+            # bracketing: the network took the added units (its width less the rival copy's, less d)
+            added = 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
+            self.copies, self.started = [], None
+            if added > 0:
+                back = UnitMap.of(H, range(H - added))
+                _resize(model, k, back, optimizer)
+                resized(k, back, H)
+            return
         if self.copies:
             adopted = self._decide(trainer, model, optimizer, step)
             if adopted is not None:
                 resized(*adopted)
 
+    def trained_steps(self, step: int) -> int:
+        """The steps a copy trained beside the network up to ``step``: every decided trial's, and
+        the running one's so far (what the trials cost on top of the network's own training)."""
+        decided = sum(int(d["step"]) - int(d.get("started", int(d["step"]) - self.signal.steps))
+                      for d in self.decisions)
+        running = (self.copies or self._saved) and self.started is not None
+        return decided + (step - int(self.started or 0) if running else 0)
+
     def _holds(self, trainer: Any, model: Any, step: int) -> bool:
         """With ``hold``: whether trials still wait for the network's learning to slow down (the
         validation loss judged every ``steps`` steps, until it improves by less than ``hold`` of
-        itself -- of the loss before training, with scale ``start`` -- between two judgements;
-        then trials run for good)."""
+        itself -- of at least ``floor`` times the loss after the first step, or of that loss with
+        scale ``start`` -- between two judgements; then trials run for good)."""
         if self.signal.hold <= 0 or not self.holding:
             return False
         if step % self.signal.steps:

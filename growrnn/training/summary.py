@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 class FitSummary:
     """What one fit did. ``units``/``added``/``deleted`` are per layer (``None`` when no
     structure controller ran); ``value`` is the final validation ``metric`` (``None`` if the run
-    never validated); ``floor`` the task's best possible value, where it has one."""
+    never validated); ``floor`` the task's best possible value, where it has one; ``trials`` and
+    ``trial_share``, with the ``paired`` signal, the trials decided and the share of the steps a
+    copy of the network trained beside it (their cost on top of the network's own training)."""
 
     task: str
     metric: str
@@ -41,6 +43,8 @@ class FitSummary:
     deleted: list[int] | None
     log_dir: str | None
     diverged: bool
+    trials: int | None = None
+    trial_share: float | None = None
 
     def text(self) -> str:
         """The summary as the lines ``growrnn fit`` prints."""
@@ -51,6 +55,9 @@ class FitSummary:
             lines.append(f"  units: {per}; {sum(self.added)} added, {sum(self.deleted)} deleted in all")
         else:
             lines.append(f"  units: {', '.join(map(str, self.units))} (fixed size)")
+        if self.trials is not None and self.trial_share is not None:
+            lines.append(f"  paired trials: {self.trials}; a copy trained beside the network on "
+                         f"{self.trial_share:.0%} of the steps")
         if self.value is None:
             lines.append(f"  val/{self.metric}: not measured (no validation ran)")
         else:
@@ -83,7 +90,7 @@ def fit_summary(trainer: L.Trainer, model: Any, datamodule: Any = None) -> FitSu
                       floor=float(floor) if floor is not None else None, units=units,
                       added=list(controller.added) if controller is not None else None,
                       deleted=list(controller.deleted) if controller is not None else None,
-                      log_dir=_log_dir(trainer), diverged=diverged)
+                      log_dir=_log_dir(trainer), diverged=diverged, **_trials(controller, int(trainer.global_step)))
 
 
 def _diverged(trainer: L.Trainer, model: Any) -> bool:
@@ -107,6 +114,13 @@ def _controller(trainer: L.Trainer) -> Any:
     from growrnn.training.growth import StructureController
     found = [c for c in trainer.callbacks if isinstance(c, StructureController)]  # type: ignore[attr-defined]
     return found[0] if found else None
+
+
+def _trials(controller: Any, step: int) -> dict[str, Any]:
+    trials = getattr(controller, "trials", None)
+    if trials is None:
+        return {}
+    return {"trials": len(trials.decisions), "trial_share": trials.trained_steps(step) / max(step, 1)}
 
 
 def _units(model: Any, growable: bool) -> list[int]:

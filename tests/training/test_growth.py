@@ -301,11 +301,34 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
         losses = {int(k): v for k, v in d["losses"].items()}
         assert d["width"] == width and (0 in losses) == keep and len(losses) in (2, 3)
         assert d["chosen"] == min(losses, key=lambda k: (losses[k], k != max(losses) if not keep else k != 0))
-        assert d["step"] - d["started"] == (5 if d is not decisions[-1] else d["step"] - decisions[-2]["step"])
+        assert 0 < d["step"] - d["started"] <= 5 and (d is decisions[0] or d["started"] >= decisions[0]["step"])
         width += d["chosen"]
     assert model.hidden_sizes() == [width] and not controller.trials.copies  # type: ignore[union-attr]
     assert sum(controller.added) - sum(controller.deleted) == width - 4
     assert any(d["chosen"] for d in decisions)
+
+
+def test_a_trial_that_trained_no_step_is_dropped() -> None:
+    """A trial started on the last step of training has trained nothing when training ends: it
+    decides nothing, and the unit the network took for it (untrained, zero outgoing weights) goes,
+    so the network is as it was before the trial, to the bit."""
+    from growrnn.growth.signals import Paired
+    from growrnn.training.paired import PairedTrials
+    model = _model([4], "lstm", **SETTLING_MODEL)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = next(iter(tasks.get("miconi_switch", train_windows=2, eval_windows=1).datamodule().train_dataloader()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    resizes: list[tuple[int, int, int]] = []
+    trials = PairedTrials(Paired(steps=5, lam=0.0))
+    trials.fractions = [0.25]
+    trials.signal.check(model.rnn, {})  # as the controller does when training starts
+    record = lambda k, units, old: resizes.append((k, int(units.index.numel()), old))  # noqa: E731
+    trials._start(model, batch, optimizer, 7, record)
+    assert model.hidden_sizes() == [5] and trials.trained_steps(7) == 0
+    trials.finish(None, model, optimizer, 7, record)
+    assert resizes == [(0, 5, 4), (0, 4, 5)] and not trials.decisions and not trials.copies
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before)
 
 
 @pytest.mark.parametrize("hold, first", [(0.0, 6), (0.999, 15)])
@@ -351,21 +374,25 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
     assert scale == "start" or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
 
 
-@pytest.mark.parametrize("scale, floor, holding", [("loss", 0.0, True), ("start", 0.0, False), ("loss", 0.05, True),
-                                                   ("loss", 0.5, False)])
-def test_paired_hold_is_a_share_of_the_scale(scale: str, floor: float, holding: bool) -> None:
+@pytest.mark.parametrize("scale, floor, judged, holding", [
+    ("loss", 0.0, 0.9, True), ("start", 0.0, 0.9, False), ("loss", 0.05, 0.9, True), ("loss", 0.5, 0.9, False),
+    ("loss", 0.05, 0.97, False),  # 0.03 is less than 5 % of the loss itself (the floor, 0.5, is below it)
+])
+def test_paired_hold_is_a_share_of_the_scale(scale: str, floor: float, judged: float, holding: bool) -> None:
     """A validation loss falling from 1.0 to 0.9 in a trial's steps still falls by more than 5 % of
     itself, but by less than 5 % of a loss of 10 before training: with scale ``start`` (a loss that
     can reach zero always falls by a large share of itself) trials stop holding, and so they do
-    with a floor of half that loss (5), not with one (0.5) below the loss itself."""
+    with a floor of half that loss (5), not with one (0.5) below the loss itself, which is then
+    the scale (a fall to 0.97 is less than 5 % of it, though more than 5 % of the floor)."""
     from growrnn.growth.signals import Paired
     from growrnn.training.paired import PairedTrials
     trials = PairedTrials(Paired(hold=0.05, steps=5, scale=scale, floor=floor), held=1.0, start_loss=10.0)
-    trials._judged = lambda trainer, model: 0.9  # type: ignore[method-assign]
-    assert trials._holds(None, None, step=10) is holding and trials.held == 0.9
+    trials._judged = lambda trainer, model: judged  # type: ignore[method-assign]
+    assert trials._holds(None, None, step=10) is holding and trials.held == judged
 
 
-@pytest.mark.parametrize("batches, limit, judged", [(None, 1.0, 10), (None, 3, 3), (None, 0.25, 2), (None, 0.01, 1),
+@pytest.mark.parametrize("batches, limit, judged", [(None, 1.0, 10), (None, 1, 1), (None, 3, 3), (None, 0.25, 2),
+                                                    (None, 0.01, 1),
                                                     (None, 0, 10), (4, 3, 4), (20, 1.0, 10)])
 def test_paired_trials_judge_as_many_batches_as_validation_sees(batches: int | None, limit: float,
                                                                 judged: int) -> None:

@@ -173,3 +173,42 @@ def test_output_prior_is_the_targets_prior(kind: str, y: list, mask: list | None
     spec = TaskSpec("t", "real", 2, kind, len(expected), "nll" if kind != "real" else "mse")
     batch = {"y": torch.tensor(y), **({} if mask is None else {"mask": torch.tensor(mask)})}
     torch.testing.assert_close(output_prior(spec, [batch]), torch.tensor(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_a_plateau_schedule_resumes_exactly_mid_epoch(tmp_path: Path) -> None:
+    """Lightning skips a ReduceLROnPlateau's step at the end of the epoch a run resumed in (the
+    metric is not in the checkpoint); the model steps it with that epoch's validation metric, so
+    a run resumed mid-epoch halves the learning rate when an uninterrupted one does and ends with
+    the same weights (a schedule that halves at every epoch end but the first: patience 0, lr 0.2)."""
+    from growrnn.training.data import TaskData
+
+    class Rates(L.Callback):
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def on_train_epoch_end(self, trainer: L.Trainer, model: L.LightningModule) -> None:
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    class Stop(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+            if trainer.global_step == 50:  # epoch 1 of 40 steps each, mid-way
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                raise InterruptedError
+
+    def run(callbacks: list, ckpt: Path | None = None) -> tuple[SequenceModel, Rates]:
+        L.seed_everything(0, verbose=False)
+        data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 8})
+        model = SequenceModel(data.spec, cell="lstm", hidden_size=4, optimizer="adam", lr=0.2, schedule="plateau",
+                              plateau_factor=2.0, patience=0, seed=0)
+        rates = Rates()
+        _trainer(tmp_path, max_epochs=5, callbacks=[rates, *callbacks]).fit(model, datamodule=data, ckpt_path=ckpt,
+                                                                              weights_only=True)
+        return model, rates
+
+    whole, rates = run([])
+    with pytest.raises(InterruptedError):
+        run([Stop()])
+    resumed, rates_resumed = run([], tmp_path / "mid.ckpt")
+    assert len(set(rates.seen)) > 1 and rates_resumed.seen == rates.seen[1:]  # the resumed run ends epochs 1-4
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -37,6 +37,18 @@ def test_a_growing_fit_ends_with_a_summary(tmp_path: Path, capsys: pytest.Captur
     assert f"tensorboard --logdir {tmp_path}" in out
 
 
+def test_a_paired_fit_says_what_its_trials_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the paired signal the summary counts the trials (one TensorBoard point each) and the
+    share of the steps a copy trained beside the network: here trials of 2 steps, held off for
+    the first 4 steps (the validation loss still falls), then back to back with one wait."""
+    assert _fit(tmp_path, "grow_flipflop.yaml") == 0
+    out = capsys.readouterr().out
+    moved = _scalars(tmp_path, "structure/trial/moved")
+    assert 0 < len(moved) and f"paired trials: {len(moved)}; a copy trained beside the network on " in out
+    share = int(out.split("beside the network on ")[1].split("%")[0])
+    assert 0 < share <= 100 * 2 * len(moved) / 12  # 12 steps, at most 2 a trial
+
+
 def test_hp_metric_is_the_final_models_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # validation every 3 steps of 4: the summary validates the final model once more
     assert _fit(tmp_path, "copy.yaml", "--trainer.val_check_interval", "3") == 0

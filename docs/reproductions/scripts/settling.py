@@ -10,9 +10,10 @@ dropout 0.2, plateau halving, gradient clip 1). Example::
     python docs/reproductions/scripts/settling.py --task-options '{"batch_size": 8}' --epochs 120 \\
         --start 8 --seed 0 --ctrl '{"signal": "group_lasso", "lam": 3e-5}' --out runs/settling.jsonl
 
-With ``--ckpt FILE`` the run checkpoints itself (every ``--ckpt-every`` steps and after every
-validation, replacing the file atomically) and, when the file exists, resumes from it with the
-records it had made: rerun the same command after an interruption.
+With ``--ckpt FILE`` the run checkpoints itself every ``--ckpt-every`` steps (replacing the file
+atomically; never on a step that validates, which a resumed run would not validate again) and,
+when the file exists, resumes from it with the records it had made: rerun the same command after
+an interruption. A finished run leaves ``FILE.done``, and the same command then does nothing.
 """
 
 import argparse
@@ -100,21 +101,22 @@ class Record(L.Callback):
 
 
 class Save(L.Callback):
-    """Writes the run's checkpoint to ``--ckpt`` (a temporary file, then an atomic rename)."""
+    """Writes the run's checkpoint to ``--ckpt`` (a temporary file, then an atomic rename) every
+    ``--ckpt-every`` steps, but not on a step that validates: Lightning does not validate again
+    on resuming there, and the record, the best model and the plateau schedule's step of that
+    validation would be lost."""
 
-    def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(args.ckpt + ".tmp")
-        os.replace(args.ckpt + ".tmp", args.ckpt)
-
-    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
-        if trainer.global_step % args.ckpt_every == 0:
-            self._save(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, model: SequenceModel) -> None:
-        if not trainer.sanity_checking:
-            self._save(trainer)
+    def on_train_batch_end(self, trainer: L.Trainer, model: SequenceModel, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        validates = loop.batch_progress.is_last_batch or (batch_idx + 1) % max(int(trainer.val_check_batch), 1) == 0
+        if trainer.global_step % args.ckpt_every == 0 and not validates:
+            trainer.save_checkpoint(args.ckpt + ".tmp")
+            os.replace(args.ckpt + ".tmp", args.ckpt)
 
 
+if args.ckpt and os.path.exists(args.ckpt + ".done"):
+    raise SystemExit(f"{args.ckpt}.done: this run finished (its record is in --out); delete it to run again")
 record = Record()
 trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=args.clip, logger=False,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -141,10 +143,12 @@ final = {"final": True, "units": net.hidden_sizes(), "params": sum(p.numel() for
 if ctrl is not None:
     final.update(added=ctrl.added, deleted=ctrl.deleted)
     if ctrl.trials is not None:  # paired: how many trials ran, and the share of steps a copy trained beside the net
-        trained = sum(d["step"] - d.get("started", d["step"] - ctrl.signal.steps) for d in ctrl.trials.decisions)
+        trained = ctrl.trials.trained_steps(trainer.global_step)
         final.update(trials=len(ctrl.trials.decisions), trial_share=round(trained / max(trainer.global_step, 1), 3))
 print(json.dumps(final), flush=True)
 if args.out:
     with open(args.out, "a") as f:
         trials = {"decisions": ctrl.trials.decisions} if ctrl is not None and ctrl.trials is not None else {}
         f.write(json.dumps({"log": log, **final, **trials}) + "\n")
+if args.ckpt:
+    open(args.ckpt + ".done", "w").close()
