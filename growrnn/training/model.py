@@ -144,6 +144,7 @@ class SequenceModel(L.LightningModule):
         self._state: dict[str, Any] = {}
         self._probe_state: Any = None  # the state the last training step started from
         self._resume: dict[str, Any] | None = None
+        self._validated: tuple[int, float] | None = None  # (step, metric) of the last validation, for resumes
         self._step_params: tuple[list[Tensor], list[Tensor]] | None = None
         self._sums: dict[str, list[float]] = {}
 
@@ -275,14 +276,16 @@ class SequenceModel(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Lightning does not step a ReduceLROnPlateau at the end of the epoch a run was resumed in
-        # (its metric is not in the checkpoint, so it skips the step for that epoch): when that
-        # epoch's validation ran after the resume, its metric is here, and the schedule steps as
-        # it would have without the interruption
+        # (its metric is not in the checkpoint, so it skips the step for that epoch): the schedule
+        # steps here as it would have without the interruption, with that epoch's validation
+        # metric -- validated after the resume, or before the checkpoint was written (kept in it)
         loop = self.trainer.fit_loop
         if not loop.restarting or not loop.epoch_loop.batch_progress.is_last_batch:
             return
         for config in self.trainer.lr_scheduler_configs:
             metric = self.trainer.callback_metrics.get(config.monitor) if config.monitor else None
+            if metric is None and self._validated is not None and self._validated[0] == self.global_step:
+                metric = self._validated[1]
             if config.reduce_on_plateau and config.interval == "epoch" and metric is not None:
                 config.scheduler.step(float(metric))
 
@@ -349,6 +352,9 @@ class SequenceModel(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end("val")
+        if self._trainer is not None and not self.trainer.sanity_checking:
+            metric = self.trainer.callback_metrics.get(f"val/{self.spec.metric}")
+            self._validated = (int(self.global_step), float(metric)) if metric is not None else None
 
     def on_test_epoch_end(self) -> None:
         self._end("test")
@@ -417,7 +423,9 @@ class SequenceModel(L.LightningModule):
                                  # the carried state an exact mid-epoch resume goes on with (the whole
                                  # batch's: every process's rows, so it resumes on any number of them)
                                  "train_state": None if epoch_done else gather_rows(self._state.get("train"),
-                                                                                   self._trainer)}
+                                                                                   self._trainer),
+                                 # a resume at an epoch's end steps the plateau schedule with it
+                                 "validated": list(self._validated) if self._validated is not None else None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the stored unit counts before the weights load (Lightning calls this hook before
@@ -425,6 +433,8 @@ class SequenceModel(L.LightningModule):
         keep the carried state and the global RNG state for an exact mid-epoch resume."""
         meta = checkpoint.get("growrnn", {})
         _check_same_model(self, meta)
+        validated = meta.get("validated")
+        self._validated = (int(validated[0]), float(validated[1])) if validated else None
         if meta.get("train_state") is not None:  # Lightning resumes mid-epoch without on_train_epoch_start
             self._state["train"] = shard_rows(meta["train_state"], self._trainer)
             self._resume = {"step": checkpoint.get("global_step")}

@@ -175,11 +175,13 @@ def test_output_prior_is_the_targets_prior(kind: str, y: list, mask: list | None
     torch.testing.assert_close(output_prior(spec, [batch]), torch.tensor(expected), rtol=1e-5, atol=1e-5)
 
 
-def test_a_plateau_schedule_resumes_exactly_mid_epoch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hook", ["on_train_batch_end", "on_validation_end"])
+def test_a_plateau_schedule_resumes_exactly_mid_epoch(tmp_path: Path, hook: str) -> None:
     """Lightning skips a ReduceLROnPlateau's step at the end of the epoch a run resumed in (the
     metric is not in the checkpoint); the model steps it with that epoch's validation metric, so
-    a run resumed mid-epoch halves the learning rate when an uninterrupted one does and ends with
-    the same weights (a schedule that halves at every epoch end but the first: patience 0, lr 0.2)."""
+    a run resumed mid-epoch, or from a checkpoint written after an epoch's validation (as
+    ModelCheckpoint writes them), halves the learning rate when an uninterrupted one does and ends
+    with the same weights (lr 0.2, patience 0: the schedule halves at several epoch ends)."""
     from growrnn.training.data import TaskData
 
     class Rates(L.Callback):
@@ -189,11 +191,12 @@ def test_a_plateau_schedule_resumes_exactly_mid_epoch(tmp_path: Path) -> None:
         def on_train_epoch_end(self, trainer: L.Trainer, model: L.LightningModule) -> None:
             self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    class Stop(L.Callback):
-        def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-            if trainer.global_step == 50:  # epoch 1 of 40 steps each, mid-way
-                trainer.save_checkpoint(tmp_path / "mid.ckpt")
-                raise InterruptedError
+    def stop(self: L.Callback, trainer: L.Trainer, *args: object) -> None:
+        # epochs of 40 steps: mid-way through epoch 1, or after epoch 1's validation
+        if trainer.global_step == (50 if hook == "on_train_batch_end" else 80) and not trainer.sanity_checking:
+            trainer.save_checkpoint(tmp_path / "mid.ckpt")
+            raise InterruptedError
+    Stop = type("Stop", (L.Callback,), {hook: stop})
 
     def run(callbacks: list, ckpt: Path | None = None) -> tuple[SequenceModel, Rates]:
         L.seed_everything(0, verbose=False)
