@@ -218,7 +218,7 @@ class PairedTrials:
         _, delta, best = min(scored, key=lambda t: t[0])
         start = H - mine  # the width the trial started from
         self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
-                               "losses": {str(d): v for d, v in losses.items()}, "chosen": delta})
+                               "losses": {str(d): v for d, v in losses.items()}, "chosen": delta, "bar": bar})
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
         if self.signal.keep:  # a kept width halves the step, a move doubles it
@@ -367,7 +367,14 @@ def _validation_batches(trainer: Any, limit: int | None) -> list[Any]:
         if isinstance(share, int) and not isinstance(share, bool) and share >= 1:
             limit = share
         elif isinstance(share, float) and 0 < share < 1:
-            limit = max(1, int(share * len(loader)))
+            try:
+                size = len(loader)
+            except TypeError:
+                raise ArgumentError("limit_val_batches", allowed="a count of batches (an int) with a validation "
+                                    "loader of no length", received=share,
+                                    hint="the paired trials judge a share of the validation batches only when "
+                                         "the loader has a length; pass an int, or set paired_batches") from None
+            limit = max(1, int(share * size))
     if loader is None:
         raise ArgumentError("signal", allowed="paired with validation data (a datamodule or val_dataloaders)",
                             received="paired, and no validation data",

@@ -368,6 +368,7 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
         losses = {int(k): v for k, v in d["losses"].items()}
         mine = losses[max(losses)]  # bracketing: the network is the side with units added
         bar = 0.02 * (trials.start_loss if scale == "start" else max(mine, floor * trials.start_loss))
+        assert math.isclose(d["bar"], bar, rel_tol=1e-12)  # the charge is recorded with the decision
         floored += scale == "loss" and mine < floor * trials.start_loss
         assert d["chosen"] == min(losses, key=lambda k: losses[k] + bar * (d["width"] + k))
     assert any(d["chosen"] < 0 for d in trials.decisions)
@@ -405,6 +406,16 @@ def test_paired_trials_judge_as_many_batches_as_validation_sees(batches: int | N
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: list(range(10))),
                               limit_val_batches=limit)
     assert _validation_batches(trainer, batches) == list(range(judged))
+
+
+def test_a_share_of_a_loader_without_length_is_a_clear_error() -> None:
+    from types import SimpleNamespace
+
+    from growrnn.training.paired import _validation_batches
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: iter(range(10))),
+                              limit_val_batches=0.5)
+    with pytest.raises(ArgumentError, match="limit_val_batches.*an int"):
+        _validation_batches(trainer, None)
 
 
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
