@@ -277,14 +277,15 @@ class SequenceModel(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         # Lightning does not step a ReduceLROnPlateau at the end of the epoch a run was resumed in
         # (its metric is not in the checkpoint, so it skips the step for that epoch): the schedule
-        # steps here as it would have without the interruption, with that epoch's validation
-        # metric -- validated after the resume, or before the checkpoint was written (kept in it)
+        # steps here as it would have without the interruption, with the metric it would have
+        # read: the last validation's -- run after the resume, or before the checkpoint was
+        # written (kept in it)
         loop = self.trainer.fit_loop
         if not loop.restarting or not loop.epoch_loop.batch_progress.is_last_batch:
             return
         for config in self.trainer.lr_scheduler_configs:
             metric = self.trainer.callback_metrics.get(config.monitor) if config.monitor else None
-            if metric is None and self._validated is not None and self._validated[0] == self.global_step:
+            if metric is None and self._validated is not None:
                 metric = self._validated[1]
             if config.reduce_on_plateau and config.interval == "epoch" and metric is not None:
                 config.scheduler.step(float(metric))
