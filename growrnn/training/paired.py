@@ -107,8 +107,7 @@ class PairedTrials:
         if self.copies and self.started is not None and step <= self.started:
             k = self.layer
             H = int(layers_of(model.rnn)[k].hidden_size)
-            # bracketing: the network took the added units (its width less the rival copy's, less d)
-            added = 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
+            added = self._taken(H)
             self.copies, self.started = [], None
             if added > 0:
                 back = UnitMap.of(H, range(H - added))
@@ -186,10 +185,15 @@ class PairedTrials:
         _resize(twin, k, units, twin_opt)
         return _Copy(delta, units, twin, twin_opt)
 
+    def _taken(self, H: int) -> int:
+        """The units the network itself took for the running trial, at its width ``H``: none with
+        ``keep``; bracketing, ``d`` (its width less the rival copy's, less the copy's ``d``)."""
+        return 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
+
     def _scale(self, loss: float) -> float:
         """What a share (``lam``, ``hold``) is of: ``loss`` but at least ``floor`` times the
-        validation loss before training, or with scale ``start`` that loss itself (a loss that can
-        reach zero takes any share of itself along)."""
+        validation loss judged after the first step, or with scale ``start`` that loss itself (a
+        loss that can reach zero takes any share of itself along)."""
         if self.start_loss is None:
             return abs(loss)
         if self.signal.scale == "start":
@@ -208,7 +212,7 @@ class PairedTrials:
         base = self._judged(trainer, model)
         bar = self.signal.lam * (self._scale(base) if self.signal.relative else 1.0)
         H = int(layers_of(model.rnn)[k].hidden_size)
-        mine = 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
+        mine = self._taken(H)
         scored = [(base + bar * width, mine, None)]
         losses = {mine: base}
         for c in self.copies:
