@@ -668,7 +668,11 @@ class Paired(Signal):
     that loss itself, fixed for the run (``floor`` then plays no part) -- on a task the network
     can solve, the loss and so a charge relative to it go to zero, and without a charge a solved
     layer grows at every trial: ``floor`` keeps the charge from vanishing while it follows the
-    loss on every task whose loss stays above the floor).
+    loss on every task whose loss stays above the floor; ``gain``, how far the validation loss
+    has come down since that first judgement (at least ``floor`` times that loss): a unit must
+    be worth ``lam`` of what training has learned so far, a charge that adding a constant to the
+    loss (a task's irreducible entropy) or scaling it leaves alone, near zero while the network
+    has learned little, and not vanishing when a task is solved).
     A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
     that turns back halves it (down to one unit); a layer that turns back at one unit is settled,
     and waits 1, 3, 7, then 15 trials' steps between trials.
@@ -713,10 +717,10 @@ class Paired(Signal):
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "
                                      "per trial's steps; 0 starts them at once")
-        if self.scale not in ("loss", "start"):
-            raise ArgumentError("paired_scale", allowed="loss, start", received=self.scale,
-                                hint="what lam is a fraction of: the validation loss at each trial, or the one "
-                                     "before training (for tasks whose loss can reach zero)")
+        if self.scale not in ("loss", "start", "gain"):
+            raise ArgumentError("paired_scale", allowed="loss, start, gain", received=self.scale,
+                                hint="what lam is a fraction of: the validation loss at each trial, the one "
+                                     "before training, or how far training has brought it down since")
         if not 0 <= self.floor <= 1:
             raise ArgumentError("paired_floor", allowed="a number in [0, 1]", received=self.floor,
                                 hint="the least loss lam is a share of, as a share of the loss before training; "

@@ -90,7 +90,8 @@ class StructureController(L.Callback):
             against one copy with as many removed), the validation loss's improvement per trial's
             steps below which trials start (default 0: at once), and what a relative ``lam`` and
             ``paired_hold`` are fractions of: ``loss`` (default: the validation loss at each trial)
-            or ``start`` (the validation loss before training; for tasks whose loss can reach zero), and
+            or ``start`` (the validation loss before training; for tasks whose loss can reach zero)
+            or ``gain`` (how far the validation loss has come down since then), and
             the least loss ``loss`` may be, as a share of the loss before training (default 0); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,7 @@ class PairedTrials:
     idle_until: int = 0  # no trial starts before this step
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
-    start_loss: float | None = None  # with scale "start" or a floor: the validation loss before the first step
+    start_loss: float | None = None  # with scale "start"/"gain" or a floor: the validation loss after the first step
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -83,11 +84,12 @@ class PairedTrials:
             self.fractions = [self.signal.fraction] * n
         if self._saved is not None:
             self._rebuild(model, optimizer)
-        if (self.signal.scale == "start" or self.signal.floor > 0) and self.start_loss is None:
+        if (self.signal.scale != "loss" or self.signal.floor > 0) and self.start_loss is None:
             # after the first step: its weights moved once from the initialisation (one step of
             # a few thousand), close enough to the untrained network and judged in the one place
             # every trial's steps pass through
             self.start_loss = self._judged(trainer, model)
+            log.info("paired trials: validation loss after the first step %.4f", self.start_loss)
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
@@ -191,14 +193,17 @@ class PairedTrials:
         return 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
 
     def _scale(self, loss: float) -> float:
-        """What a share (``lam``, ``hold``) is of: ``loss`` but at least ``floor`` times the
-        validation loss judged after the first step, or with scale ``start`` that loss itself (a
-        loss that can reach zero takes any share of itself along)."""
-        if self.start_loss is None:
+        """What a share (``lam``, ``hold``) is of: ``loss`` -- or with scale ``gain`` how far it
+        has come down from the validation loss judged after the first step -- but at least
+        ``floor`` times that first loss; with scale ``start`` that first loss itself (a loss that
+        can reach zero takes any share of itself along). Before that first loss is judged, or
+        when it diverged, ``loss`` itself."""
+        if self.start_loss is None or not math.isfinite(self.start_loss):
             return abs(loss)
         if self.signal.scale == "start":
             return abs(self.start_loss)
-        return max(abs(loss), self.signal.floor * abs(self.start_loss))
+        of = self.start_loss - loss if self.signal.scale == "gain" else abs(loss)
+        return max(of, self.signal.floor * abs(self.start_loss))
 
     def _judged(self, trainer: Any, model: Any) -> float:
         if self._batches is None:

@@ -342,13 +342,14 @@ def test_paired_trials_hold_until_learning_slows(tmp_path: Path, hold: float, fi
     assert controller.trials.decisions[0]["step"] == first  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("scale, floor", [("start", 0.0), ("loss", 0.9)])
+@pytest.mark.parametrize("scale, floor", [("start", 0.0), ("loss", 0.9), ("gain", 0.0), ("gain", 0.2)])
 def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, scale: str, floor: float) -> None:
     """With ``paired_scale`` start, the charge per unit is ``lam`` times the validation loss judged
     after the first step, the same for every trial of the run; with a ``paired_floor``, ``lam``
     times the network's validation loss at the trial's end but at least the floor's share of that
-    first loss. Each decision is the side with the lowest validation loss plus that charge per
-    unit of the width it would leave."""
+    first loss; with ``gain``, ``lam`` times how far the network's validation loss has come down
+    from that first loss (at least the floor's share of it). Each decision is the side with the
+    lowest validation loss plus that charge per unit of the width it would leave."""
     controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale=scale,
                                      paired_floor=floor)
     seen: list[float] = []
@@ -367,24 +368,27 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
     for d in trials.decisions:
         losses = {int(k): v for k, v in d["losses"].items()}
         mine = losses[max(losses)]  # bracketing: the network is the side with units added
-        bar = 0.02 * (trials.start_loss if scale == "start" else max(mine, floor * trials.start_loss))
-        assert math.isclose(d["bar"], bar, rel_tol=1e-12)  # the charge is recorded with the decision
-        floored += scale == "loss" and mine < floor * trials.start_loss
+        of = {"start": trials.start_loss, "loss": mine, "gain": trials.start_loss - mine}[scale]
+        bar = 0.02 * (of if scale == "start" else max(of, floor * trials.start_loss))
+        assert math.isclose(d["bar"], bar, rel_tol=1e-9)  # the charge is recorded with the decision
+        floored += scale != "start" and of < floor * trials.start_loss
         assert d["chosen"] == min(losses, key=lambda k: losses[k] + bar * (d["width"] + k))
     assert any(d["chosen"] < 0 for d in trials.decisions)
-    assert scale == "start" or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
+    assert floor == 0 or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
 
 
 @pytest.mark.parametrize("scale, floor, judged, holding", [
     ("loss", 0.0, 0.9, True), ("start", 0.0, 0.9, False), ("loss", 0.05, 0.9, True), ("loss", 0.5, 0.9, False),
     ("loss", 0.05, 0.97, False),  # 0.03 is less than 5 % of the loss itself (the floor, 0.5, is below it)
+    ("gain", 0.0, 0.9, False), ("gain", 0.0, 0.5, True),  # 5 % of the 9 the loss came down from 10: 0.45
 ])
 def test_paired_hold_is_a_share_of_the_scale(scale: str, floor: float, judged: float, holding: bool) -> None:
     """A validation loss falling from 1.0 to 0.9 in a trial's steps still falls by more than 5 % of
     itself, but by less than 5 % of a loss of 10 before training: with scale ``start`` (a loss that
     can reach zero always falls by a large share of itself) trials stop holding, and so they do
     with a floor of half that loss (5), not with one (0.5) below the loss itself, which is then
-    the scale (a fall to 0.97 is less than 5 % of it, though more than 5 % of the floor)."""
+    the scale (a fall to 0.97 is less than 5 % of it, though more than 5 % of the floor). With
+    scale ``gain`` the share is of how far the loss came down (from 10 to 1.0: 9)."""
     from growrnn.growth.signals import Paired
     from growrnn.training.paired import PairedTrials
     trials = PairedTrials(Paired(hold=0.05, steps=5, scale=scale, floor=floor), held=1.0, start_loss=10.0)
