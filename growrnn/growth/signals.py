@@ -669,7 +669,7 @@ class Paired(Signal):
     can solve, the loss and so a charge relative to it go to zero, and without a charge a solved
     layer grows at every trial: ``floor`` keeps the charge from vanishing while it follows the
     loss on every task whose loss stays above the floor; ``gain``, how far the validation loss
-    has come down since that first judgement (at least ``floor`` times that loss): a unit must
+    has come down since that first judgement (``floor`` plays no part either): a unit must
     be worth ``lam`` of what training has learned so far, a charge that adding a constant to the
     loss (a task's irreducible entropy) or scaling it leaves alone, near zero while the network
     has learned little, and not vanishing when a task is solved).

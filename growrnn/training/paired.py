@@ -193,17 +193,18 @@ class PairedTrials:
         return 0 if self.signal.keep else H - int(self.copies[0].units.index.numel()) + self.copies[0].delta
 
     def _scale(self, loss: float) -> float:
-        """What a share (``lam``, ``hold``) is of: ``loss`` -- or with scale ``gain`` how far it
-        has come down from the validation loss judged after the first step -- but at least
-        ``floor`` times that first loss; with scale ``start`` that first loss itself (a loss that
-        can reach zero takes any share of itself along). Before that first loss is judged, or
-        when it diverged, ``loss`` itself."""
+        """What a share (``lam``, ``hold``) is of: ``loss`` but at least ``floor`` times the
+        validation loss judged after the first step; with scale ``start`` that first loss itself
+        (a loss that can reach zero takes any share of itself along); with scale ``gain`` how far
+        ``loss`` has come down from it. Before that first loss is judged, or when it diverged,
+        ``loss`` itself."""
         if self.start_loss is None or not math.isfinite(self.start_loss):
             return abs(loss)
         if self.signal.scale == "start":
             return abs(self.start_loss)
-        of = self.start_loss - loss if self.signal.scale == "gain" else abs(loss)
-        return max(of, self.signal.floor * abs(self.start_loss))
+        if self.signal.scale == "gain":
+            return max(self.start_loss - loss, 0.0)
+        return max(abs(loss), self.signal.floor * abs(self.start_loss))
 
     def _judged(self, trainer: Any, model: Any) -> float:
         if self._batches is None:

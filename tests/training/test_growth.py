@@ -348,7 +348,7 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
     after the first step, the same for every trial of the run; with a ``paired_floor``, ``lam``
     times the network's validation loss at the trial's end but at least the floor's share of that
     first loss; with ``gain``, ``lam`` times how far the network's validation loss has come down
-    from that first loss (at least the floor's share of it). Each decision is the side with the
+    from that first loss (a floor plays no part). Each decision is the side with the
     lowest validation loss plus that charge per unit of the width it would leave."""
     controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale=scale,
                                      paired_floor=floor)
@@ -369,12 +369,12 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
         losses = {int(k): v for k, v in d["losses"].items()}
         mine = losses[max(losses)]  # bracketing: the network is the side with units added
         of = {"start": trials.start_loss, "loss": mine, "gain": trials.start_loss - mine}[scale]
-        bar = 0.02 * (of if scale == "start" else max(of, floor * trials.start_loss))
+        bar = 0.02 * (max(of, floor * trials.start_loss) if scale == "loss" else of)  # the floor: loss only
         assert math.isclose(d["bar"], bar, rel_tol=1e-9)  # the charge is recorded with the decision
-        floored += scale != "start" and of < floor * trials.start_loss
+        floored += scale == "loss" and of < floor * trials.start_loss
         assert d["chosen"] == min(losses, key=lambda k: losses[k] + bar * (d["width"] + k))
     assert any(d["chosen"] < 0 for d in trials.decisions)
-    assert floor == 0 or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
+    assert scale != "loss" or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
 
 
 @pytest.mark.parametrize("scale, floor, judged, holding", [

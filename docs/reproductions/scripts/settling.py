@@ -111,7 +111,7 @@ class Save(L.Callback):
         loop = trainer.fit_loop.epoch_loop
         validates = loop.batch_progress.is_last_batch or (batch_idx + 1) % max(int(trainer.val_check_batch), 1) == 0
         if trainer.global_step % args.ckpt_every == 0 and not validates:
-            trainer.save_checkpoint(args.ckpt + ".tmp")
+            trainer.save_checkpoint(args.ckpt + ".tmp", weights_only=False)  # the optimizer and loops too
             os.replace(args.ckpt + ".tmp", args.ckpt)
 
 
