@@ -663,14 +663,14 @@ class Paired(Signal):
     adds ``d`` fresh units to the network itself (zero outgoing weights: the same function), trains
     both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
     validation loss plus ``lam`` per unit (with ``relative``, a fraction of a loss: ``scale``
-    ``loss``, the validation loss the trial ends at, but at least ``floor`` times the validation
-    loss judged after the first training step (the untrained network's, to one step); ``start``,
-    that loss itself, fixed for the run (``floor`` then plays no part) -- on a task the network
-    can solve, the loss and so a charge relative to it go to zero, and without a charge a solved
-    layer grows at every trial: ``floor`` keeps the charge from vanishing while it follows the
-    loss on every task whose loss stays above the floor; ``gain``, how far the validation loss
-    has come down since that first judgement (``floor`` plays no part either): a unit must
-    be worth ``lam`` of what training has learned so far, a charge that adding a constant to the
+    ``loss`` (the default), the validation loss the trial ends at, but at least ``floor`` (0.5)
+    times the validation loss judged after the first training step (the untrained network's, to
+    one step) -- on a task the network can solve the loss, and a charge relative to it, go to
+    zero, and without a charge a solved layer grows at every trial: the floor keeps the charge
+    from vanishing while it follows the loss on every task whose loss stays above half its
+    untrained loss; ``start``, that first loss itself, fixed for the run; ``gain``, how far the
+    validation loss has come down since that first judgement (the floor bounds ``loss`` only): a
+    unit must be worth ``lam`` of what training has learned so far, a charge that adding a constant to the
     loss (a task's irreducible entropy) or scaling it leaves alone, near zero while the network
     has learned little, and not vanishing when a task is solved).
     A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
@@ -699,7 +699,7 @@ class Paired(Signal):
     keep: bool = False
     hold: float = 0.0
     scale: str = "loss"
-    floor: float = 0.0
+    floor: float = 0.5
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -724,7 +724,7 @@ class Paired(Signal):
         if not 0 <= self.floor <= 1:
             raise ArgumentError("paired_floor", allowed="a number in [0, 1]", received=self.floor,
                                 hint="the least loss lam is a share of, as a share of the loss before training; "
-                                     "0.1 keeps a solved task's charge from vanishing")
+                                     "0.5 (the default) keeps a solved task's charge from vanishing")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
