@@ -132,8 +132,9 @@ class PairedTrials:
     def _holds(self, trainer: Any, model: Any, step: int) -> bool:
         """With ``hold``: whether trials still wait for the network's learning to slow down (the
         validation loss judged every ``steps`` steps, until it improves by less than ``hold`` of
-        itself -- of at least ``floor`` times the loss after the first step, or of that loss with
-        scale ``start`` -- between two judgements; then trials run for good)."""
+        the scale ``lam`` is a share of (:meth:`_scale`: itself, at least ``floor`` times the loss
+        after the first step; that loss with ``start``; how far it came down from it with
+        ``gain``) between two judgements; then trials run for good)."""
         if self.signal.hold <= 0 or not self.holding:
             return False
         if step % self.signal.steps:
