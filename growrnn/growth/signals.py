@@ -685,7 +685,7 @@ class Paired(Signal):
     that leaves a band of widths where neither copy wins, and the two starts end 1.3-1.4x apart.
     ``batches`` limits the validation batches judged (None: those validation sees). With ``hold`` > 0, no trial
     starts until the network's validation loss (judged every ``steps`` steps) improves by less than
-    ``hold`` of itself over ``steps`` steps (of the same scale as ``lam``): while the network is
+    ``hold`` of the scale ``lam`` is a share of over ``steps`` steps: while the network is
     still learning fast, what ``steps`` steps show says little about what a width is worth. A
     trial trains one more network (two with ``keep``) beside the network, and judges two on the
     validation batches.
@@ -699,7 +699,7 @@ class Paired(Signal):
     keep: bool = False
     hold: float = 0.0
     scale: str = "loss"
-    floor: float = 0.5
+    floor: float | None = None  # None: 0.5 with scale "loss" (it bounds that scale only)
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -720,11 +720,17 @@ class Paired(Signal):
         if self.scale not in ("loss", "start", "gain"):
             raise ArgumentError("paired_scale", allowed="loss, start, gain", received=self.scale,
                                 hint="what lam is a fraction of: the validation loss at each trial, the one "
-                                     "before training, or how far training has brought it down since")
+                                     "judged after the first step, or how far it has come down since")
+        if self.floor is None:
+            self.floor = 0.5 if self.scale == "loss" else 0.0
+        elif self.scale != "loss" and self.floor:
+            raise ArgumentError("paired_floor", allowed=f"unset (or 0) with paired_scale {self.scale}",
+                                received=self.floor, hint="the floor bounds the loss scale only; a charge "
+                                                          f"of the {self.scale} scale does not vanish")
         if not 0 <= self.floor <= 1:
             raise ArgumentError("paired_floor", allowed="a number in [0, 1]", received=self.floor,
-                                hint="the least loss lam is a share of, as a share of the loss before training; "
-                                     "0.5 (the default) keeps a solved task's charge from vanishing")
+                                hint="the least loss lam is a share of, as a share of the loss after the first "
+                                     "step; 0.5 (the default) keeps a solved task's charge from vanishing")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:

@@ -90,10 +90,11 @@ class StructureController(L.Callback):
             against one copy with as many removed), the validation loss's improvement per trial's
             steps below which trials start (default 0: at once), and what a relative ``lam`` and
             ``paired_hold`` are fractions of: ``loss`` (default: the validation loss at each trial)
-            or ``start`` (the validation loss before training; for tasks whose loss can reach zero)
-            or ``gain`` (how far the validation loss has come down since then), and
-            the least loss ``loss`` may be, as a share of the loss before training (default 0.5: a
-            solved task's charge does not vanish; 0 lets it follow the loss to zero); see
+            or ``start`` (the validation loss judged after the first step; for tasks whose loss can
+            reach zero) or ``gain`` (how far the validation loss has come down since then), and
+            the least loss ``loss`` may be, as a share of that first loss (default, unset: 0.5 with
+            ``loss`` -- a solved task's charge does not vanish; 0 lets it follow the loss to zero; the
+            other scales take no floor); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -136,7 +137,7 @@ class StructureController(L.Callback):
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
                  paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
-                 paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float = 0.5) -> None:
+                 paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "

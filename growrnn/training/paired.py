@@ -84,12 +84,16 @@ class PairedTrials:
             self.fractions = [self.signal.fraction] * n
         if self._saved is not None:
             self._rebuild(model, optimizer)
-        if (self.signal.scale != "loss" or self.signal.floor > 0) and self.start_loss is None:
+        if self.start_loss is None and self._needs_start():
             # after the first step: its weights moved once from the initialisation (one step of
             # a few thousand), close enough to the untrained network and judged in the one place
             # every trial's steps pass through
             self.start_loss = self._judged(trainer, model)
-            log.info("paired trials: validation loss after the first step %.4f", self.start_loss)
+            if math.isfinite(self.start_loss):
+                log.info("paired trials: validation loss after the first step %.4f", self.start_loss)
+            else:
+                log.warning("paired trials: the validation loss after the first step is not finite; lam and "
+                            "the hold are shares of the validation loss at each trial, with no floor")
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
@@ -120,6 +124,12 @@ class PairedTrials:
             adopted = self._decide(trainer, model, optimizer, step)
             if adopted is not None:
                 resized(*adopted)
+
+    def _needs_start(self) -> bool:
+        """Whether a share (``lam`` when relative, ``hold``) is of a scale that needs the loss
+        judged after the first step."""
+        uses = self.signal.relative or self.signal.hold > 0
+        return uses and (self.signal.scale != "loss" or bool(self.signal.floor))
 
     def trained_steps(self, step: int) -> int:
         """The steps a copy trained beside the network up to ``step``: every decided trial's, and
@@ -267,6 +277,12 @@ class PairedTrials:
         self.calm, self.idle_until = int(state.get("calm", 0)), int(state.get("idle_until", 0))
         self.held, self.holding = state.get("held"), bool(state.get("holding", True))
         self.start_loss = state.get("start_loss")
+        if self.start_loss is None and state.get("fractions") and self._needs_start():
+            raise ArgumentError("paired_floor", allowed="0 to resume this checkpoint (with paired_scale loss)",
+                                received=self.signal.floor,
+                                hint="the checkpoint was written past the first step without the validation loss "
+                                     "judged there (by a run with no floor, the default before growrnn made it "
+                                     "0.5); set paired_floor: 0 to resume it as it ran")
         self.decisions = list(state.get("decisions", []))
         self.copies = []
         self._saved = list(state.get("copies", [])) or None

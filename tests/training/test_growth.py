@@ -146,6 +146,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "ablation", {"ablation_held_out": True, "ablation_retrial": 2.0}),  # their state resumes too
     ([2, 3], "lstm", "paired", {}),  # checkpointed mid-trial (trials end at steps 7, 14, ..., 35): copies resume
     ([3], "gru", "paired", {"lam": 0.01, "paired_scale": "start"}),  # the loss before training resumes too
+    ([3], "lstm", "paired", {"lam": 0.01, "paired_scale": "gain"}),
     ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
@@ -342,13 +343,13 @@ def test_paired_trials_hold_until_learning_slows(tmp_path: Path, hold: float, fi
     assert controller.trials.decisions[0]["step"] == first  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("scale, floor", [("start", 0.0), ("loss", 0.9), ("gain", 0.0), ("gain", 0.2)])
+@pytest.mark.parametrize("scale, floor", [("start", 0.0), ("loss", 0.9), ("gain", 0.0)])
 def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, scale: str, floor: float) -> None:
     """With ``paired_scale`` start, the charge per unit is ``lam`` times the validation loss judged
     after the first step, the same for every trial of the run; with a ``paired_floor``, ``lam``
     times the network's validation loss at the trial's end but at least the floor's share of that
     first loss; with ``gain``, ``lam`` times how far the network's validation loss has come down
-    from that first loss (a floor plays no part). Each decision is the side with the
+    from that first loss. Each decision is the side with the
     lowest validation loss plus that charge per unit of the width it would leave."""
     controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale=scale,
                                      paired_floor=floor)
@@ -368,7 +369,7 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
     for d in trials.decisions:
         losses = {int(k): v for k, v in d["losses"].items()}
         mine = losses[max(losses)]  # bracketing: the network is the side with units added
-        of = {"start": trials.start_loss, "loss": mine, "gain": trials.start_loss - mine}[scale]
+        of = {"start": trials.start_loss, "loss": mine, "gain": max(trials.start_loss - mine, 0.0)}[scale]
         bar = 0.02 * (max(of, floor * trials.start_loss) if scale == "loss" else of)  # the floor: loss only
         assert math.isclose(d["bar"], bar, rel_tol=1e-9)  # the charge is recorded with the decision
         floored += scale == "loss" and of < floor * trials.start_loss
@@ -394,6 +395,45 @@ def test_paired_hold_is_a_share_of_the_scale(scale: str, floor: float, judged: f
     trials = PairedTrials(Paired(hold=0.05, steps=5, scale=scale, floor=floor), held=1.0, start_loss=10.0)
     trials._judged = lambda trainer, model: judged  # type: ignore[method-assign]
     assert trials._holds(None, None, step=10) is holding and trials.held == judged
+
+
+@pytest.mark.parametrize("scale, floor, loss, start, of", [
+    (None, None, 1.0, 10.0, 5.0), (None, None, 8.0, 10.0, 8.0), (None, 0.0, 1.0, 10.0, 1.0),  # default floor: 0.5
+    ("start", None, 1.0, 10.0, 10.0), ("gain", None, 1.0, 10.0, 9.0), ("gain", None, 12.0, 10.0, 0.0),
+    ("gain", None, math.inf, 10.0, 0.0),  # a diverged side is charged nothing (it loses on its loss)
+    ("gain", None, 1.0, math.inf, 1.0), (None, None, 1.0, None, 1.0),  # no finite first loss: the loss itself
+])
+def test_paired_scale_table(scale: str | None, floor: float | None, loss: float, start: float | None,
+                            of: float) -> None:
+    """What ``lam`` and the hold are shares of, for a validation loss ``loss`` and a loss ``start``
+    judged after the first step: the loss, at least ``floor`` (0.5 unless set) of ``start``; ``start``;
+    or how far the loss came down from it (``gain``, never below 0)."""
+    from growrnn.growth.signals import Paired
+    from growrnn.training.paired import PairedTrials
+    options = {k: v for k, v in (("scale", scale), ("floor", floor)) if v is not None}
+    assert PairedTrials(Paired(**options), start_loss=start)._scale(loss) == of
+
+
+@pytest.mark.parametrize("options, state, fails", [
+    ({}, {"fractions": [0.25], "start_loss": None}, True),  # written past step 1 with no floor: refused
+    ({"floor": 0.0}, {"fractions": [0.25], "start_loss": None}, False),  # resumed as it ran
+    ({}, {"fractions": [], "start_loss": None}, False),  # before the first step: judged when it comes
+    ({}, {"fractions": [0.25], "start_loss": 4.0}, False),
+    ({"relative": False}, {"fractions": [0.25], "start_loss": None}, False),  # no share: no first loss needed
+])
+def test_paired_resume_without_the_first_loss_is_refused(options: dict, state: dict, fails: bool) -> None:
+    """A checkpoint written past the first step by a run that judged no first loss (no floor, the
+    default before it was 0.5) cannot resume under a scale that needs it: the first loss would be
+    judged on a trained network. The error names ``paired_floor`` and how to resume as it ran."""
+    from growrnn.growth.signals import Paired
+    from growrnn.training.paired import PairedTrials
+    trials = PairedTrials(Paired(**options))
+    if fails:
+        with pytest.raises(ArgumentError, match="paired_floor"):
+            trials.load_state_dict(state)
+    else:
+        trials.load_state_dict(state)
+        assert trials.start_loss == state["start_loss"]
 
 
 @pytest.mark.parametrize("batches, limit, judged", [(None, 1.0, 10), (None, 1, 1), (None, 3, 3), (None, 0.25, 2),
