@@ -64,8 +64,8 @@ class PairedTrials:
     started: int | None = None
     copies: list[_Copy] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
-    calm: int = 0  # trials in a row that turned back at the smallest step: the width has settled
-    idle_until: int = 0  # no trial starts before this step
+    calm: list[int] = field(default_factory=list)  # per layer: its trials in a row that turned back at one unit
+    idle_until: list[int] = field(default_factory=list)  # per layer: no trial of it starts before this step
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
     start_loss: float | None = None  # with scale "start"/"gain" or a floor: the validation loss after the first step
@@ -82,6 +82,8 @@ class PairedTrials:
         n = len(layers_of(model.rnn))
         if len(self.fractions) != n:
             self.fractions = [self.signal.fraction] * n
+        if len(self.calm) != n:
+            self.calm, self.idle_until = [0] * n, [0] * n
         if self._saved is not None:
             self._rebuild(model, optimizer)
         if self.start_loss is None and self._needs_start():
@@ -99,8 +101,18 @@ class PairedTrials:
                 _train(c, batch, optimizer, trainer)
             if step - int(self.started or 0) >= self.signal.steps:
                 self.finish(trainer, model, optimizer, step, resized)
-        if not self.copies and step >= self.idle_until and not self._holds(trainer, model, step):
-            self._start(model, batch, optimizer, step, resized)
+        if not self.copies:
+            k = self._due(step)
+            if k is not None and not self._holds(trainer, model, step):
+                self.layer = k
+                self._start(model, batch, optimizer, step, resized)
+
+    def _due(self, step: int) -> int | None:
+        """The layer whose trial is next at ``step``: the first from :attr:`layer` on, round the
+        stack, that is not waiting after settling (a settled layer waits alone; the others' trials
+        go on); None while every layer waits."""
+        n = len(self.idle_until)
+        return next((k % n for k in range(self.layer, self.layer + n) if step >= self.idle_until[k % n]), None)
 
     def finish(self, trainer: Any, model: Any, optimizer: Any, step: int,
                resized: Callable[[int, UnitMap, int], None]) -> None:
@@ -250,9 +262,9 @@ class PairedTrials:
         smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
         self.fractions[k] = (min(2 * self.fractions[k], self.signal.fraction) if moved
                              else max(self.fractions[k] / 2, 1.0 / max(start, 1)))
-        # settled (turned back at one unit): wait 1, 3, 7, 15 trials' steps before the next trial
-        self.calm = self.calm + 1 if smallest and not moved else 0
-        self.idle_until = step + self.signal.steps * (2 ** min(self.calm, MAX_CALM) - 1)
+        # settled (turned back at one unit): the layer waits 1, 3, 7, 15 trials' steps before its next trial
+        self.calm[k] = self.calm[k] + 1 if smallest and not moved else 0
+        self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
         self.copies, self.started = [], None
         self.layer = (k + 1) % len(layers_of(model.rnn))
         if best is None:
@@ -274,7 +286,10 @@ class PairedTrials:
         self.layer = int(state.get("layer", 0))
         self.fractions = [float(f) for f in state.get("fractions", [])]
         self.started = state.get("started")
-        self.calm, self.idle_until = int(state.get("calm", 0)), int(state.get("idle_until", 0))
+        n = len(self.fractions)
+        calm, idle = state.get("calm", 0), state.get("idle_until", 0)  # one for the stack before 2026-12-02
+        self.calm = [int(c) for c in calm] if isinstance(calm, list) else [int(calm)] * n
+        self.idle_until = [int(i) for i in idle] if isinstance(idle, list) else [int(idle)] * n
         self.held, self.holding = state.get("held"), bool(state.get("holding", True))
         self.start_loss = state.get("start_loss")
         if self.start_loss is None and state.get("fractions") and self._needs_start():

@@ -113,13 +113,34 @@ def test_the_paired_trials_state_round_trips() -> None:
     """Every field a trial decision reads comes back from the controller's checkpoint state."""
     a = StructureController(signal="paired", paired_scale="start")
     assert a.trials is not None
-    a.trials.layer, a.trials.fractions, a.trials.calm, a.trials.idle_until = 1, [0.5, 0.125], 2, 70
+    a.trials.layer, a.trials.fractions, a.trials.calm, a.trials.idle_until = 1, [0.5, 0.125], [2, 0], [70, 0]
     a.trials.held, a.trials.holding, a.trials.start_loss = 1.5, False, 2.25
     a.trials.decisions = [{"step": 5, "layer": 0, "width": 8, "losses": {"2": 1.0, "-2": 1.1}, "chosen": 2}]
     b = StructureController(signal="paired", paired_scale="start")
     b.load_state_dict(a.state_dict())
     fields = ("layer", "fractions", "calm", "idle_until", "held", "holding", "start_loss", "decisions")
     assert b.trials is not None and all(getattr(b.trials, f) == getattr(a.trials, f) for f in fields)
+
+
+@pytest.mark.parametrize("layer, idle_until, due", [
+    (0, [0, 0], 0), (0, [50, 0], 1), (1, [0, 50], 0), (1, [0, 0], 1), (0, [50, 50], None), (2, [0, 50, 50], 0),
+    (0, [10, 50], 0),  # a wait that ended at this step
+])
+def test_a_settled_layer_waits_alone(layer: int, idle_until: list[int], due: int | None) -> None:
+    """At step 10 the next trial is of the first layer from ``layer`` on, round the stack, that
+    is not waiting after settling: a settled layer's wait does not hold the others' trials."""
+    from growrnn.growth.signals import Paired
+    from growrnn.training.paired import PairedTrials
+    trials = PairedTrials(Paired(), layer=layer, idle_until=idle_until, calm=[0] * len(idle_until))
+    assert trials._due(10) == due
+
+
+def test_a_stack_wide_calm_wait_loads_as_one_per_layer() -> None:
+    """A checkpoint of a version whose calm wait was one for the stack resumes with it for every layer."""
+    a = StructureController(signal="paired")
+    assert a.trials is not None
+    a.trials.load_state_dict({"fractions": [0.25, 0.5], "calm": 3, "idle_until": 700, "start_loss": 2.0})
+    assert (a.trials.calm, a.trials.idle_until) == ([3, 3], [700, 700])
 
 
 class _Record(L.Callback):
