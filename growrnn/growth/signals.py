@@ -686,9 +686,14 @@ class Paired(Signal):
     ``batches`` limits the validation batches judged (None: those validation sees). With ``hold`` > 0, no trial
     starts until the network's validation loss (judged every ``steps`` steps) improves by less than
     ``hold`` of the scale ``lam`` is a share of over ``steps`` steps: while the network is
-    still learning fast, what ``steps`` steps show says little about what a width is worth. A
-    trial trains one more network (two with ``keep``) beside the network, and judges two on the
-    validation batches.
+    still learning fast, what ``steps`` steps show says little about what a width is worth. With
+    ``extend`` > 1, a trial's sides are also judged half-way through its last ``steps`` steps, and
+    a trial whose verdict would turn if every side went on improving as it did over that last
+    half for ``steps`` more steps is not decided: it trains ``steps`` more, up to ``extend`` times
+    ``steps`` in all (a trial ending with training is decided as it stands). What a wider layer
+    is worth can show only after longer training than a trial's; where the wider side is still
+    catching up, the trial waits for it. A trial trains one more network (two with ``keep``)
+    beside the network, and judges two on the validation batches (four with ``extend``).
     """
 
     lam: float = 2e-4
@@ -700,6 +705,7 @@ class Paired(Signal):
     hold: float = 0.0
     scale: str = "loss"
     floor: float | None = None  # None: 0.5 with scale "loss" (it bounds that scale only)
+    extend: int = 1
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -711,6 +717,9 @@ class Paired(Signal):
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
+        check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
+                                                         "verdict is still turning; 1 decides every trial after "
+                                                         "paired_steps")
         if self.batches is not None:
             check_int("paired_batches", self.batches, 1, hint="None judges the batches validation sees")
         if not 0 <= self.hold < 1:

@@ -69,6 +69,8 @@ class PairedTrials:
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
     start_loss: float | None = None  # with scale "start"/"gain" or a floor: the validation loss after the first step
+    until: int | None = None  # the step the running trial is due to be decided at (None: started + steps)
+    midway: dict[int, float] | None = None  # with extend: each side's validation loss half-way through the last steps
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -99,8 +101,11 @@ class PairedTrials:
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
-            if step - int(self.started or 0) >= self.signal.steps:
-                self.finish(trainer, model, optimizer, step, resized)
+            due = self._due_end()
+            if self.signal.extend > 1 and step == due - self.signal.steps // 2:
+                self.midway = self._sides(trainer, model)
+            if step >= due:
+                self._end(trainer, model, optimizer, step, resized, may_extend=True)
         if not self.copies:
             k = self._due(step)
             if k is not None and not self._holds(trainer, model, step):
@@ -116,24 +121,31 @@ class PairedTrials:
 
     def finish(self, trainer: Any, model: Any, optimizer: Any, step: int,
                resized: Callable[[int, UnitMap, int], None]) -> None:
-        """Decide the running trial now (when it is due, and when training ends: the network is
-        not left with units added for a trial and never judged). A trial that has not trained a
-        step (started on the last one) decides nothing: it is dropped, and units the network took
-        for it (untrained, with zero outgoing weights: the function is unchanged) go."""
+        """Decide the running trial now, as it stands (when training ends: the network is not left
+        with units added for a trial and never judged). A trial that has not trained a step
+        (started on the last one) decides nothing: it is dropped, and units the network took for it
+        (untrained, with zero outgoing weights: the function is unchanged) go."""
+        self._end(trainer, model, optimizer, step, resized, may_extend=False)
+
+    def _due_end(self) -> int:
+        return int(self.until) if self.until is not None else int(self.started or 0) + self.signal.steps
+
+    def _end(self, trainer: Any, model: Any, optimizer: Any, step: int,
+             resized: Callable[[int, UnitMap, int], None], may_extend: bool) -> None:
         if self._saved is not None:  # resumed from a checkpoint written after the last step
             self._rebuild(model, optimizer)
         if self.copies and self.started is not None and step <= self.started:
             k = self.layer
             H = int(layers_of(model.rnn)[k].hidden_size)
             added = self._taken(H)
-            self.copies, self.started = [], None
+            self.copies, self.started, self.until, self.midway = [], None, None, None
             if added > 0:
                 back = UnitMap.of(H, range(H - added))
                 _resize(model, k, back, optimizer)
                 resized(k, back, H)
             return
         if self.copies:
-            adopted = self._decide(trainer, model, optimizer, step)
+            adopted = self._decide(trainer, model, optimizer, step, may_extend)
             if adopted is not None:
                 resized(*adopted)
 
@@ -235,23 +247,37 @@ class PairedTrials:
         loss = model.judged_loss(self._batches)
         return loss if loss == loss else float("inf")  # nan (diverged) loses
 
-    def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int) -> tuple[int, UnitMap, int] | None:
+    def _sides(self, trainer: Any, model: Any) -> dict[int, float]:
+        """Each side's validation loss, keyed by its units more or fewer than the trial's start
+        width (the network's own key: the units it took, 0 with ``keep``; a copy that changes
+        nothing, at a layer's size limits, shares it and is not judged)."""
+        losses = {self._taken(int(layers_of(model.rnn)[self.layer].hidden_size)): self._judged(trainer, model)}
+        for c in self.copies:
+            losses.setdefault(c.delta, self._judged(trainer, c.model))
+        return losses
+
+    def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int,
+                may_extend: bool = False) -> tuple[int, UnitMap, int] | None:
         k = self.layer
         width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
-        base = self._judged(trainer, model)
-        bar = self.signal.lam * (self._scale(base) if self.signal.relative else 1.0)
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = self._taken(H)
-        scored = [(base + bar * width, mine, None)]
-        losses = {mine: base}
-        for c in self.copies:
-            loss = self._judged(trainer, c.model)
-            losses[c.delta] = loss
-            scored.append((loss + bar * (width - mine + c.delta), c.delta, c))
-        _, delta, best = min(scored, key=lambda t: t[0])
+        losses = self._sides(trainer, model)
+        bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
+        delta = chosen(losses, mine, width, bar)
+        room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
+        if may_extend and room and self.midway is not None and turning(losses, self.midway, mine, width, bar):
+            self.until, self.midway = step + self.signal.steps, None
+            log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k,
+                     self.signal.steps)
+            return None
+        best = None if delta == mine else next(c for c in self.copies if c.delta == delta)
         start = H - mine  # the width the trial started from
         self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
-                               "losses": {str(d): v for d, v in losses.items()}, "chosen": delta, "bar": bar})
+                               "losses": {str(d): v for d, v in losses.items()}, "chosen": delta, "bar": bar,
+                               **({} if self.midway is None else {"midway": {str(d): v for d, v in
+                                                                            self.midway.items()}})})
+        self.until, self.midway = None, None
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
         if self.signal.keep:  # a kept width halves the step, a move doubles it
@@ -279,7 +305,8 @@ class PairedTrials:
              "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
                 "calm": self.calm, "idle_until": self.idle_until, "held": self.held, "holding": self.holding,
-                "start_loss": self.start_loss,
+                "start_loss": self.start_loss, "until": self.until,
+                "midway": None if self.midway is None else {str(d): v for d, v in self.midway.items()},
                 "decisions": list(self.decisions), "copies": copies}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -298,6 +325,9 @@ class PairedTrials:
                                 hint="the checkpoint was written past the first step without the validation loss "
                                      "judged there (by a run with no floor, the default before growrnn made it "
                                      "0.5); set paired_floor: 0 to resume it as it ran")
+        self.until = state.get("until")
+        midway = state.get("midway")
+        self.midway = None if midway is None else {int(d): float(v) for d, v in midway.items()}
         self.decisions = list(state.get("decisions", []))
         self.copies = []
         self._saved = list(state.get("copies", [])) or None
@@ -316,6 +346,24 @@ class PairedTrials:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def chosen(losses: dict[int, float], mine: int, width: int, bar: float) -> int:
+    """The side a trial goes on with, by its key in ``losses`` (each side's validation loss, keyed by
+    its units more or fewer than the trial's start width; ``mine``: the network's own key): the
+    lowest loss plus ``bar`` per unit of the whole network's ``width`` (the network's, as it is
+    now); a tie goes to the network."""
+    return min(losses, key=lambda d: (losses[d] + bar * (width - mine + d), d != mine))
+
+
+def turning(losses: dict[int, float], midway: dict[int, float], mine: int, width: int, bar: float) -> bool:
+    """Whether a trial's verdict (:func:`chosen`) on the sides' validation ``losses`` at its end
+    would turn if every side went on as it did since ``midway`` (their losses half a trial length
+    before) for one more trial length; sides judged at one time only do not turn it."""
+    if set(midway) != set(losses):
+        return False
+    ahead = {d: v + 2 * (v - midway[d]) for d, v in losses.items()}
+    return chosen(ahead, mine, width, bar) != chosen(losses, mine, width, bar)
+
+
 def _clone(model: Any) -> Any:
     """A deep copy of a ``SequenceModel`` without its trainer."""
     trainer = model._trainer

@@ -115,10 +115,12 @@ def test_the_paired_trials_state_round_trips() -> None:
     assert a.trials is not None
     a.trials.layer, a.trials.fractions, a.trials.calm, a.trials.idle_until = 1, [0.5, 0.125], [2, 0], [70, 0]
     a.trials.held, a.trials.holding, a.trials.start_loss = 1.5, False, 2.25
+    a.trials.until, a.trials.midway = 40, {2: 1.25, -2: 1.5}
     a.trials.decisions = [{"step": 5, "layer": 0, "width": 8, "losses": {"2": 1.0, "-2": 1.1}, "chosen": 2}]
     b = StructureController(signal="paired", paired_scale="start")
     b.load_state_dict(a.state_dict())
-    fields = ("layer", "fractions", "calm", "idle_until", "held", "holding", "start_loss", "decisions")
+    fields = ("layer", "fractions", "calm", "idle_until", "held", "holding", "start_loss", "until", "midway",
+              "decisions")
     assert b.trials is not None and all(getattr(b.trials, f) == getattr(a.trials, f) for f in fields)
 
 
@@ -172,6 +174,23 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
+    whole, resumed = _resumed_rows(tmp_path, start, cell, signal, extra, at=30)
+    assert len(whole) == 60 and [r[0] for r in resumed] == list(range(31, 61))
+    assert resumed == whole[30:]
+    assert len({tuple(r[2]) for r in whole}) > 2  # the structure did change along the way
+
+
+@pytest.mark.parametrize("at", [40, 45])
+def test_an_extended_trial_resumes_exactly(tmp_path: Path, at: int) -> None:
+    """The trial started at step 36 is judged half-way through its length at step 40 and extended
+    at step 43 (to 50): a checkpoint at 40 holds the half-way losses, one at 45 the new end."""
+    whole, resumed = _resumed_rows(tmp_path, [3], "lstm", "paired", {"paired_extend": 4}, at=at)
+    assert len(whole) == 60 and resumed == whole[at:]
+
+
+def _resumed_rows(tmp_path: Path, start: Any, cell: str, signal: str, extra: dict,
+                  at: int) -> tuple[list, list]:
+    """The rows of a 60-step run, and of the same run resumed from its checkpoint at step ``at``."""
     def run(ckpt: str | None, callbacks: list) -> _Record:
         record = _Record()
         rule = {**SETTLING.get(signal, {"threshold": 0.05, "p_add": 0.5, "p_delete": 0.5}), **extra}
@@ -186,16 +205,14 @@ def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, c
         return record
 
     def saver(name: str) -> L.Callback:
-        return L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, every_n_train_steps=30, save_top_k=-1,
+        return L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / name, every_n_train_steps=at, save_top_k=-1,
                                                    filename="{step}")
     whole = run(None, [saver("a")])
     ckpt = tmp_path / "mid.ckpt"
-    (tmp_path / "a" / "step=30.ckpt").rename(ckpt)
+    (tmp_path / "a" / f"step={at}.ckpt").rename(ckpt)
     shutil.rmtree(tmp_path / "a")  # the resumed run writes its own checkpoints there
     resumed = run(str(ckpt), [saver("a")])
-    assert len(whole.rows) == 60 and [r[0] for r in resumed.rows] == list(range(31, 61))
-    assert resumed.rows == whole.rows[30:]
-    assert len({tuple(r[2]) for r in whole.rows}) > 2  # the structure did change along the way
+    return whole.rows, resumed.rows
 
 
 def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Path) -> None:
@@ -351,6 +368,40 @@ def test_a_trial_that_trained_no_step_is_dropped() -> None:
     assert resizes == [(0, 5, 4), (0, 4, 5)] and not trials.decisions and not trials.copies
     after = dict(model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize("losses, midway, mine, bar, turns", [
+    ({2: 1.00, -2: 1.02}, {2: 1.10, -2: 1.10}, 2, 0.0, False),  # the wider side wins and pulls away
+    ({2: 1.02, -2: 1.00}, {2: 1.10, -2: 1.06}, 2, 0.0, True),  # the narrower wins, the wider catches up
+    ({2: 1.02, -2: 1.00}, {2: 1.04, -2: 1.02}, 2, 0.0, False),  # both improve alike: the verdict stands
+    ({2: 1.00, -2: 1.02}, {2: 1.00, -2: 1.10}, 2, 0.0, True),  # the wider wins, the narrower catches up
+    ({2: 1.00, -2: 1.02}, {2: 1.10, -2: 1.15}, 2, 0.01, False),  # the charge: 4 units at 0.01 decide it
+    ({0: 1.00, 2: 1.01, -2: 1.02}, {0: 1.00, 2: 1.05, -2: 1.02}, 0, 0.0, True),  # keep: the copy with more overtakes
+    ({2: 1.02, -2: 1.00}, {2: 1.10}, 2, 0.0, False),  # a side not judged midway: no projection
+])
+def test_a_trial_goes_on_while_its_verdict_is_turning(losses: dict, midway: dict, mine: int, bar: float,
+                                                       turns: bool) -> None:
+    """With ``paired_extend``, a trial is not decided while its verdict on the sides' losses would
+    turn if each side went on improving as it did over the last half trial, for one trial more."""
+    from growrnn.training.paired import turning
+    assert turning(losses, midway, mine, 10, bar) is turns
+
+
+def test_extended_trials_are_decided_when_they_stop_turning(tmp_path: Path) -> None:
+    """Every decided trial lasted a whole number of trial lengths, at most ``paired_extend``, and
+    one cut short by that limit is the only kind decided while its verdict still turns; some
+    trials of the run were extended."""
+    from growrnn.training.paired import turning
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=6, paired_extend=3, seed=1)
+    data = TaskData("miconi_switch", {"train_windows": 80, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(_model([4], "lstm", **SETTLING_MODEL), data)
+    decisions = controller.trials.decisions  # type: ignore[union-attr]
+    lengths = [d["step"] - d["started"] for d in decisions[:-1]]  # the last is cut by the end of training
+    assert set(lengths) <= {6, 12, 18} and any(n > 6 for n in lengths)
+    for d, n in zip(decisions[:-1], lengths, strict=True):
+        losses, midway = ({int(k): v for k, v in d[key].items()} for key in ("losses", "midway"))
+        mine = max(losses)  # bracketing: the network is the side with units added
+        assert n == 18 or not turning(losses, midway, mine, d["width"] + mine, d["bar"])
 
 
 @pytest.mark.parametrize("hold, first", [(0.0, 6), (0.999, 15)])
