@@ -693,7 +693,8 @@ class Paired(Signal):
     ``steps`` in all (a trial ending with training is decided as it stands). What a wider layer
     is worth can show only after longer training than a trial's; where the wider side is still
     catching up, the trial waits for it. A trial trains one more network (two with ``keep``)
-    beside the network, and judges two on the validation batches (four with ``extend``).
+    beside the network, and judges two on the validation batches (three with ``keep``; with
+    ``extend``, as many again half-way through each trial length).
     """
 
     lam: float = 2e-4
@@ -720,6 +721,10 @@ class Paired(Signal):
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "paired_steps")
+        if self.extend > 1 and self.steps < 2:
+            raise ArgumentError("paired_extend", allowed="1 with paired_steps 1 (no half-way judgement)",
+                                received=self.extend, hint="a trial is judged half-way through to see where its "
+                                                           "verdict is going; give it at least 2 steps")
         if self.batches is not None:
             check_int("paired_batches", self.batches, 1, hint="None judges the batches validation sees")
         if not 0 <= self.hold < 1:

@@ -253,7 +253,8 @@ class PairedTrials:
         nothing, at a layer's size limits, shares it and is not judged)."""
         losses = {self._taken(int(layers_of(model.rnn)[self.layer].hidden_size)): self._judged(trainer, model)}
         for c in self.copies:
-            losses.setdefault(c.delta, self._judged(trainer, c.model))
+            if c.delta not in losses:
+                losses[c.delta] = self._judged(trainer, c.model)
         return losses
 
     def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int,
@@ -266,7 +267,9 @@ class PairedTrials:
         bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
         delta = chosen(losses, mine, width, bar)
         room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
-        if may_extend and room and self.midway is not None and turning(losses, self.midway, mine, width, bar):
+        half = self.signal.steps // 2  # the midway judgement came this many steps before the end
+        if may_extend and room and self.midway is not None and \
+                turning(losses, self.midway, mine, width, bar, ahead=self.signal.steps / max(half, 1)):
             self.until, self.midway = step + self.signal.steps, None
             log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k,
                      self.signal.steps)
@@ -354,14 +357,16 @@ def chosen(losses: dict[int, float], mine: int, width: int, bar: float) -> int:
     return min(losses, key=lambda d: (losses[d] + bar * (width - mine + d), d != mine))
 
 
-def turning(losses: dict[int, float], midway: dict[int, float], mine: int, width: int, bar: float) -> bool:
+def turning(losses: dict[int, float], midway: dict[int, float], mine: int, width: int, bar: float,
+            ahead: float = 2.0) -> bool:
     """Whether a trial's verdict (:func:`chosen`) on the sides' validation ``losses`` at its end
-    would turn if every side went on as it did since ``midway`` (their losses half a trial length
-    before) for one more trial length; sides judged at one time only do not turn it."""
-    if set(midway) != set(losses):
+    would turn if every side went on as it did since ``midway`` (their losses some steps before)
+    for ``ahead`` times those steps (one trial length from half-way: 2); sides judged at one time
+    only, or a loss that is not finite (a diverged side loses as it stands), do not turn it."""
+    if set(midway) != set(losses) or not all(map(math.isfinite, [*losses.values(), *midway.values()])):
         return False
-    ahead = {d: v + 2 * (v - midway[d]) for d, v in losses.items()}
-    return chosen(ahead, mine, width, bar) != chosen(losses, mine, width, bar)
+    projected = {d: v + ahead * (v - midway[d]) for d, v in losses.items()}
+    return chosen(projected, mine, width, bar) != chosen(losses, mine, width, bar)
 
 
 def _clone(model: Any) -> Any:

@@ -484,7 +484,8 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"hold": 1.0}, "paired_hold"), ({"scale": "end"}, "paired_scale"),
                                                ({"floor": 1.5}, "paired_floor"),
                                                ({"scale": "gain", "floor": 0.2}, "paired_floor"),
-                                               ({"extend": 0}, "paired_extend")])
+                                               ({"extend": 0}, "paired_extend"),
+                                               ({"extend": 2, "steps": 1}, "paired_extend")])
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)

@@ -150,6 +150,7 @@ class _Record(L.Callback):
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, float, list[int]]] = []
+        self.controller: Any = None  # the run's StructureController, where a test keeps it here
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int) -> None:
         self.rows.append((trainer.global_step, float(outputs["loss"]), pl_module.hidden_sizes()))
@@ -174,7 +175,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
-    whole, resumed = _resumed_rows(tmp_path, start, cell, signal, extra, at=30)
+    whole, resumed, _ = _resumed_rows(tmp_path, start, cell, signal, extra, at=30)
     assert len(whole) == 60 and [r[0] for r in resumed] == list(range(31, 61))
     assert resumed == whole[30:]
     assert len({tuple(r[2]) for r in whole}) > 2  # the structure did change along the way
@@ -184,17 +185,19 @@ def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, c
 def test_an_extended_trial_resumes_exactly(tmp_path: Path, at: int) -> None:
     """The trial started at step 36 is judged half-way through its length at step 40 and extended
     at step 43 (to 50): a checkpoint at 40 holds the half-way losses, one at 45 the new end."""
-    whole, resumed = _resumed_rows(tmp_path, [3], "lstm", "paired", {"paired_extend": 4}, at=at)
+    whole, resumed, decisions = _resumed_rows(tmp_path, [3], "lstm", "paired", {"paired_extend": 4}, at=at)
     assert len(whole) == 60 and resumed == whole[at:]
+    assert any(d["started"] == 36 and d["step"] == 50 for d in decisions)  # the extension the test is about
 
 
 def _resumed_rows(tmp_path: Path, start: Any, cell: str, signal: str, extra: dict,
-                  at: int) -> tuple[list, list]:
-    """The rows of a 60-step run, and of the same run resumed from its checkpoint at step ``at``."""
+                  at: int) -> tuple[list, list, list]:
+    """The rows of a 60-step run, and of the same run resumed from its checkpoint at step ``at``,
+    and the whole run's paired decisions (none for the other signals)."""
     def run(ckpt: str | None, callbacks: list) -> _Record:
         record = _Record()
         rule = {**SETTLING.get(signal, {"threshold": 0.05, "p_add": 0.5, "p_delete": 0.5}), **extra}
-        controller = StructureController(signal=signal, seed=7, **rule)
+        controller = record.controller = StructureController(signal=signal, seed=7, **rule)
         model = _model(start, cell, unit_multipliers=signal == "multiplier", unit_gates=signal == "l0_gate",
                        dropout=0.1 if cell == "gru" else 0.0, output_prior=signal == "ablation",
                        **(SETTLING_MODEL if signal in SETTLING else {}))
@@ -212,7 +215,8 @@ def _resumed_rows(tmp_path: Path, start: Any, cell: str, signal: str, extra: dic
     (tmp_path / "a" / f"step={at}.ckpt").rename(ckpt)
     shutil.rmtree(tmp_path / "a")  # the resumed run writes its own checkpoints there
     resumed = run(str(ckpt), [saver("a")])
-    return whole.rows, resumed.rows
+    trials = whole.controller.trials
+    return whole.rows, resumed.rows, [] if trials is None else trials.decisions
 
 
 def test_tensorboard_gets_units_every_step_histograms_and_a_layout(tmp_path: Path) -> None:
@@ -378,13 +382,24 @@ def test_a_trial_that_trained_no_step_is_dropped() -> None:
     ({2: 1.00, -2: 1.02}, {2: 1.10, -2: 1.15}, 2, 0.01, False),  # the charge: 4 units at 0.01 decide it
     ({0: 1.00, 2: 1.01, -2: 1.02}, {0: 1.00, 2: 1.05, -2: 1.02}, 0, 0.0, True),  # keep: the copy with more overtakes
     ({2: 1.02, -2: 1.00}, {2: 1.10}, 2, 0.0, False),  # a side not judged midway: no projection
+    ({2: 1.02, -2: 1.00}, {2: math.inf, -2: 1.06}, 2, 0.0, False),  # diverged midway: no projection
+    ({2: math.inf, -2: 1.00}, {2: 1.10, -2: 1.06}, 2, 0.0, False),
 ])
 def test_a_trial_goes_on_while_its_verdict_is_turning(losses: dict, midway: dict, mine: int, bar: float,
                                                        turns: bool) -> None:
     """With ``paired_extend``, a trial is not decided while its verdict on the sides' losses would
-    turn if each side went on improving as it did over the last half trial, for one trial more."""
+    turn if each side went on improving as it did over the last half trial, for one trial more;
+    a loss that is not finite turns nothing."""
     from growrnn.training.paired import turning
     assert turning(losses, midway, mine, 10, bar) is turns
+
+
+def test_the_projection_spans_one_trial_length() -> None:
+    """Judged 3 steps before the end of a 7-step trial, each side's trend is carried 7 steps on:
+    the wider side, 0.021 behind and gaining 0.01 in 3 steps, overtakes in 7 (0.0233), not in 6."""
+    from growrnn.training.paired import turning
+    losses, midway = {2: 1.021, -2: 1.00}, {2: 1.031, -2: 1.00}
+    assert turning(losses, midway, 2, 10, 0.0, ahead=7 / 3) and not turning(losses, midway, 2, 10, 0.0, ahead=2.0)
 
 
 def test_extended_trials_are_decided_when_they_stop_turning(tmp_path: Path) -> None:
@@ -393,8 +408,17 @@ def test_extended_trials_are_decided_when_they_stop_turning(tmp_path: Path) -> N
     trials of the run were extended."""
     from growrnn.training.paired import turning
     controller = StructureController(signal="paired", lam=0.0, paired_steps=6, paired_extend=3, seed=1)
+    midway: list[tuple[int, int]] = []  # (step, the step the running trial is due at) at each midway judgement
+
+    class Midway(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+            trials = controller.trials
+            if trials is not None and trials.midway is not None and (not midway or midway[-1][1] != trials._due_end()):
+                midway.append((trainer.global_step, trials._due_end()))
     data = TaskData("miconi_switch", {"train_windows": 80, "eval_windows": 3})
-    _trainer(tmp_path, [controller], limit_val_batches=None).fit(_model([4], "lstm", **SETTLING_MODEL), data)
+    _trainer(tmp_path, [controller, Midway()], limit_val_batches=None).fit(_model([4], "lstm", **SETTLING_MODEL),
+                                                                           data)
+    assert midway and all(due - step == 3 for step, due in midway)  # half-way through the last 6 steps
     decisions = controller.trials.decisions  # type: ignore[union-attr]
     lengths = [d["step"] - d["started"] for d in decisions[:-1]]  # the last is cut by the end of training
     assert set(lengths) <= {6, 12, 18} and any(n > 6 for n in lengths)
