@@ -161,6 +161,7 @@ def test_the_ptb_retraining_is_zaremba_small_at_the_lstms_parameters() -> None:
     assert config.task == "ptb" and len(config.seeds) >= 3 and config.budget.epochs == recipe["trainer"]["max_epochs"]
     assert config.model == {k: v for k, v in recipe["model"].items() if k not in ("cell", "hidden_size", "seed")}
     assert config.task_options == recipe["data"]["options"]
+    assert config.trainer["gradient_clip_val"] == recipe["trainer"]["gradient_clip_val"]
     lstm = config.entries[0]  # the evolved entry is commented out until the search has run
     assert (lstm.name, lstm.cell, lstm.hidden_size) == ("lstm_200", "lstm", recipe["model"]["hidden_size"])
     assert "match_params: lstm_200" in (REPO / "configs/compare/ptb_evolved.yaml").read_text()
