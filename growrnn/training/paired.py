@@ -102,7 +102,7 @@ class PairedTrials:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
             due = self._due_end()
-            if self.signal.extend > 1 and step == due - self.signal.steps // 2:
+            if self.signal.extend > 1 and step == due - self._half():
                 self.midway = self._sides(trainer, model)
             if step >= due:
                 self._end(trainer, model, optimizer, step, resized, may_extend=True)
@@ -126,6 +126,10 @@ class PairedTrials:
         (started on the last one) decides nothing: it is dropped, and units the network took for it
         (untrained, with zero outgoing weights: the function is unchanged) go."""
         self._end(trainer, model, optimizer, step, resized, may_extend=False)
+
+    def _half(self) -> int:
+        """How many steps before a trial's due step its sides are judged half-way (with ``extend``)."""
+        return max(self.signal.steps // 2, 1)
 
     def _due_end(self) -> int:
         return int(self.until) if self.until is not None else int(self.started or 0) + self.signal.steps
@@ -267,9 +271,8 @@ class PairedTrials:
         bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
         delta = chosen(losses, mine, width, bar)
         room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
-        half = self.signal.steps // 2  # the midway judgement came this many steps before the end
         if may_extend and room and self.midway is not None and \
-                turning(losses, self.midway, mine, width, bar, ahead=self.signal.steps / max(half, 1)):
+                turning(losses, self.midway, mine, width, bar, ahead=self.signal.steps / self._half()):
             self.until, self.midway = step + self.signal.steps, None
             log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k,
                      self.signal.steps)
@@ -277,9 +280,8 @@ class PairedTrials:
         best = None if delta == mine else next(c for c in self.copies if c.delta == delta)
         start = H - mine  # the width the trial started from
         self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
-                               "losses": {str(d): v for d, v in losses.items()}, "chosen": delta, "bar": bar,
-                               **({} if self.midway is None else {"midway": {str(d): v for d, v in
-                                                                            self.midway.items()}})})
+                               "losses": _by_name(losses), "chosen": delta, "bar": bar,
+                               **({} if self.midway is None else {"midway": _by_name(self.midway)})})
         self.until, self.midway = None, None
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
@@ -309,7 +311,7 @@ class PairedTrials:
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
                 "calm": self.calm, "idle_until": self.idle_until, "held": self.held, "holding": self.holding,
                 "start_loss": self.start_loss, "until": self.until,
-                "midway": None if self.midway is None else {str(d): v for d, v in self.midway.items()},
+                "midway": None if self.midway is None else _by_name(self.midway),
                 "decisions": list(self.decisions), "copies": copies}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -349,6 +351,11 @@ class PairedTrials:
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _by_name(sides: dict[int, float]) -> dict[str, float]:
+    """Sides' losses keyed as JSON keys them (``"-2"``), for the record and the checkpoint."""
+    return {str(d): v for d, v in sides.items()}
+
+
 def chosen(losses: dict[int, float], mine: int, width: int, bar: float) -> int:
     """The side a trial goes on with, by its key in ``losses`` (each side's validation loss, keyed by
     its units more or fewer than the trial's start width; ``mine``: the network's own key): the
