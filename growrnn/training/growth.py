@@ -82,7 +82,7 @@ class StructureController(L.Callback):
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
-        paired_floor, paired_extend: the
+        paired_floor, paired_extend, paired_margin: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -95,7 +95,9 @@ class StructureController(L.Callback):
             the least loss ``loss`` may be, as a share of that first loss (default, unset: 0.5 with
             ``loss`` -- a solved task's charge does not vanish; 0 lets it follow the loss to zero; the
             other scales take no floor), and the most trial lengths a trial may last while its
-            verdict is still turning (default 1: every trial is decided after ``paired_steps``); see
+            verdict is still turning (default 1: every trial is decided after ``paired_steps``), and
+            how many standard errors of two sides' difference a wider side must win by (default 0:
+            the lower charged loss wins; 1: the one-standard-error rule); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -139,7 +141,7 @@ class StructureController(L.Callback):
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
                  paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
-                 paired_extend: int = 1) -> None:
+                 paired_extend: int = 1, paired_margin: float = 0.0) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -183,7 +185,7 @@ class StructureController(L.Callback):
         elif signal == "paired":
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
                                       batches=paired_batches, keep=paired_keep, hold=paired_hold, scale=paired_scale,
-                                      floor=paired_floor, extend=paired_extend,
+                                      floor=paired_floor, extend=paired_extend, margin=paired_margin,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

@@ -19,7 +19,7 @@ from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
 from growrnn.training.distributed import gather_rows, shard_rows
 
-__all__ = ["SequenceModel", "OPTIMIZERS"]
+__all__ = ["SequenceModel", "OPTIMIZERS", "pooled_loss"]
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
               "adagrad": torch.optim.Adagrad}
@@ -203,25 +203,36 @@ class SequenceModel(L.LightningModule):
         finally:
             self.train(was)
 
-    @torch.no_grad()
     def judged_loss(self, batches: Iterable[dict[str, Tensor]]) -> float:
         """The loss per target over ``batches`` (evaluation mode, no gradient, the state carried
         across batches where the task carries it, as in validation): how the structure
         controller's paired trials compare networks of different widths on held-out data."""
+        return pooled_loss(*self.judged_parts(batches))
+
+    @torch.no_grad()
+    def judged_parts(self, batches: Iterable[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+        """Per batch of ``batches`` (as :meth:`judged_loss` reads them): the summed loss and the
+        number of targets, two float64 tensors of shape (B,) on the CPU (empty batches count 0) --
+        what the standard error of a difference between two networks judged on the same batches
+        is estimated from."""
         was = self.training
         self.eval()
         state: Any = None
-        total, count = 0.0, 0.0
+        sums: list[float] = []
+        counts: list[float] = []
         try:
             for batch in batches:
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 if batch["x"].shape[0] == 0:
+                    sums.append(0.0)
+                    counts.append(0.0)
                     continue
                 logits, new_state = self(batch["x"], _fitting(state, batch["x"]) if self.spec.stateful else None)
                 state = new_state if self.spec.stateful else None
                 loss_sum, n, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
-                total, count = total + float(loss_sum), count + float(n)
-            return total / max(count, 1.0)
+                sums.append(float(loss_sum))
+                counts.append(float(n))
+            return (torch.tensor(sums, dtype=torch.float64), torch.tensor(counts, dtype=torch.float64))
         finally:
             self.train(was)
 
@@ -488,6 +499,15 @@ class SequenceModel(L.LightningModule):
             c = complexity(self.genome, self.rnn.input_size if k == 0 else self.hidden_sizes()[k - 1], h, 1)
             params, macs = params + c.params, macs + c.macs
         return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": params, "macs_per_step": macs}
+
+
+def pooled_loss(sums: Tensor, counts: Tensor) -> float:
+    """The loss per target of batches' summed losses ``sums`` over their target ``counts`` (shape
+    (B,) each, as :meth:`SequenceModel.judged_parts` gives them), added in batch order."""
+    total, count = 0.0, 0.0
+    for s, n in zip(sums.tolist(), counts.tolist(), strict=True):
+        total, count = total + s, count + n
+    return total / max(count, 1.0)
 
 
 def output_prior(spec: TaskSpec, batches: Any) -> Tensor:

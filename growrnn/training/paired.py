@@ -32,6 +32,7 @@ from growrnn.errors import ArgumentError
 from growrnn.growth.signals import Paired, _output_moments, fold_units, unit_worth, weakest_units
 from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer
 from growrnn.growth.surgery import UnitMap
+from growrnn.training.model import pooled_loss
 
 __all__ = ["PairedTrials"]
 
@@ -103,7 +104,7 @@ class PairedTrials:
                 _train(c, batch, optimizer, trainer)
             due = self._due_end()
             if self.signal.extend > 1 and step == due - self._half():
-                self.midway = self._sides(trainer, model)
+                self.midway = self._sides(trainer, model)[0]
             if step >= due:
                 self._end(trainer, model, optimizer, step, resized, may_extend=True)
         if not self.copies:
@@ -246,20 +247,27 @@ class PairedTrials:
         return max(abs(loss), self.signal.floor * abs(self.start_loss))
 
     def _judged(self, trainer: Any, model: Any) -> float:
+        return _finite(pooled_loss(*self._parts(trainer, model)))
+
+    def _parts(self, trainer: Any, model: Any) -> tuple[Tensor, Tensor]:
+        """``model``'s summed validation loss and target count per judged batch."""
         if self._batches is None:
             self._batches = _validation_batches(trainer, self.signal.batches)
-        loss = model.judged_loss(self._batches)
-        return loss if loss == loss else float("inf")  # nan (diverged) loses
+        return model.judged_parts(self._batches)
 
-    def _sides(self, trainer: Any, model: Any) -> dict[int, float]:
+    def _sides(self, trainer: Any, model: Any) -> tuple[dict[int, float], dict[tuple[int, int], float]]:
         """Each side's validation loss, keyed by its units more or fewer than the trial's start
         width (the network's own key: the units it took, 0 with ``keep``; a copy that changes
-        nothing, at a layer's size limits, shares it and is not judged)."""
-        losses = {self._taken(int(layers_of(model.rnn)[self.layer].hidden_size)): self._judged(trainer, model)}
+        nothing, at a layer's size limits, shares it and is not judged), and with ``margin`` the
+        standard error of each two sides' difference (keyed by their keys, the smaller first)."""
+        parts = {self._taken(int(layers_of(model.rnn)[self.layer].hidden_size)): self._parts(trainer, model)}
         for c in self.copies:
-            if c.delta not in losses:
-                losses[c.delta] = self._judged(trainer, c.model)
-        return losses
+            if c.delta not in parts:
+                parts[c.delta] = self._parts(trainer, c.model)
+        losses = {d: _finite(pooled_loss(*p)) for d, p in parts.items()}
+        errors = {(a, b): difference_se(parts[a], parts[b]) for a in parts for b in parts
+                  if a < b} if self.signal.margin > 0 else {}
+        return losses, errors
 
     def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int,
                 may_extend: bool = False) -> tuple[int, UnitMap, int] | None:
@@ -267,12 +275,14 @@ class PairedTrials:
         width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = self._taken(H)
-        losses = self._sides(trainer, model)
+        losses, errors = self._sides(trainer, model)
         bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
-        delta = chosen(losses, mine, width, bar)
+        tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}
+        delta = chosen(losses, mine, width, bar, tolerance)
         room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
         if may_extend and room and self.midway is not None and \
-                turning(losses, self.midway, mine, width, bar, ahead=self.signal.steps / self._half()):
+                turning(losses, self.midway, mine, width, bar, ahead=self.signal.steps / self._half(),
+                        tolerance=tolerance):
             self.until, self.midway = step + self.signal.steps, None
             log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k,
                      self.signal.steps)
@@ -281,7 +291,8 @@ class PairedTrials:
         start = H - mine  # the width the trial started from
         self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
                                "losses": _by_name(losses), "chosen": delta, "bar": bar,
-                               **({} if self.midway is None else {"midway": _by_name(self.midway)})})
+                               **({} if self.midway is None else {"midway": _by_name(self.midway)}),
+                               **({} if not errors else {"se": {f"{a:+d}:{b:+d}": v for (a, b), v in errors.items()}})})
         self.until, self.midway = None, None
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
@@ -356,24 +367,55 @@ def _by_name(sides: dict[int, float]) -> dict[str, float]:
     return {str(d): v for d, v in sides.items()}
 
 
-def chosen(losses: dict[int, float], mine: int, width: int, bar: float) -> int:
+def chosen(losses: dict[int, float], mine: int, width: int, bar: float,
+           tolerance: dict[tuple[int, int], float] | None = None) -> int:
     """The side a trial goes on with, by its key in ``losses`` (each side's validation loss, keyed by
     its units more or fewer than the trial's start width; ``mine``: the network's own key): the
     lowest loss plus ``bar`` per unit of the whole network's ``width`` (the network's, as it is
-    now); a tie goes to the network."""
-    return min(losses, key=lambda d: (losses[d] + bar * (width - mine + d), d != mine))
+    now), a tie going to the network -- or, given a ``tolerance`` for two sides' difference (keyed
+    by their keys, the smaller first; ``paired_margin`` standard errors), the narrowest side whose
+    charged loss is within its tolerance of that best side's."""
+    charged = {d: v + bar * (width - mine + d) for d, v in losses.items()}
+    best = min(charged, key=lambda d: (charged[d], d != mine))
+    near = [d for d in charged if d < best and charged[d] - charged[best] <= (tolerance or {}).get((d, best), -1.0)]
+    return min(near, default=best)
 
 
 def turning(losses: dict[int, float], midway: dict[int, float], mine: int, width: int, bar: float,
-            ahead: float = 2.0) -> bool:
-    """Whether a trial's verdict (:func:`chosen`) on the sides' validation ``losses`` at its end
-    would turn if every side went on as it did since ``midway`` (their losses some steps before)
-    for ``ahead`` times those steps (one trial length from half-way: 2); sides judged at one time
-    only, or a loss that is not finite (a diverged side loses as it stands), do not turn it."""
+            ahead: float = 2.0, tolerance: dict[tuple[int, int], float] | None = None) -> bool:
+    """Whether a trial's verdict (:func:`chosen`, with ``tolerance``) on the sides' validation
+    ``losses`` at its end would turn if every side went on as it did since ``midway`` (their losses
+    some steps before) for ``ahead`` times those steps (one trial length from half-way: 2); sides
+    judged at one time only, or a loss that is not finite (a diverged side loses as it stands), do
+    not turn it."""
     if set(midway) != set(losses) or not all(map(math.isfinite, [*losses.values(), *midway.values()])):
         return False
     projected = {d: v + ahead * (v - midway[d]) for d, v in losses.items()}
-    return chosen(projected, mine, width, bar) != chosen(losses, mine, width, bar)
+    return chosen(projected, mine, width, bar, tolerance) != chosen(losses, mine, width, bar, tolerance)
+
+
+def difference_se(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> float:
+    """The standard error of the difference of two networks' losses per target, each given as its
+    summed loss and target count per validation batch (shape (B,) each, the same batches): the
+    ratio estimator's, with batches as the sampled units. 0 with fewer than 2 batches of targets;
+    not finite where a loss is not."""
+    (sa, n), (sb, nb) = a, b
+    if not torch.equal(n, nb):
+        raise ArgumentError("b", allowed="the losses of the same validation batches as a", received=nb.tolist(),
+                            hint="judge both sides on one list of batches")
+    used = n > 0
+    m = int(used.sum())
+    if m < 2:
+        return 0.0
+    diff, n = (sa - sb)[used], n[used]
+    mean = diff.sum() / n.sum()
+    resid = diff - mean * n
+    return float(torch.sqrt(m / (m - 1) * (resid * resid).sum()) / n.sum())
+
+
+def _finite(loss: float) -> float:
+    """A judged loss, with nan (a diverged network) as +inf: it loses every comparison."""
+    return loss if loss == loss else float("inf")
 
 
 def _clone(model: Any) -> Any:

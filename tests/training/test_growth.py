@@ -172,6 +172,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "gru", "paired", {"lam": 0.01, "paired_scale": "start"}),  # the loss before training resumes too
     ([3], "lstm", "paired", {"lam": 0.01, "paired_scale": "gain"}),
     ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
+    ([3], "gru", "paired", {"lam": 0.01, "paired_margin": 1.0}),
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -392,6 +393,66 @@ def test_a_trial_goes_on_while_its_verdict_is_turning(losses: dict, midway: dict
     a loss that is not finite turns nothing."""
     from growrnn.training.paired import turning
     assert turning(losses, midway, mine, 10, bar) is turns
+
+
+@pytest.mark.parametrize("losses, tolerance, expected", [
+    ({2: 1.00, -2: 1.03}, None, 2),  # no tolerance: the lower loss
+    ({2: 1.00, -2: 1.03}, {(-2, 2): 0.05}, -2),  # the wider side's lead is within the tolerance
+    ({2: 1.00, -2: 1.03}, {(-2, 2): 0.02}, 2),  # beyond it
+    ({2: 1.03, -2: 1.00}, {(-2, 2): 0.05}, -2),  # the narrower is best anyway
+    ({2: 1.00, -2: 1.03}, {(-2, 2): 0.0}, 2),  # a tolerance of 0 is no tolerance
+    ({2: 1.00, -2: 1.00}, {(-2, 2): 0.0}, -2),  # ... but a tie goes to the narrower side
+    ({0: 1.00, 2: 0.98, -2: 1.01}, {(-2, 0): 0.02, (-2, 2): 0.02, (0, 2): 0.05}, 0),  # keep: narrowest within
+    ({0: 1.00, 2: 0.98, -2: 1.01}, {(-2, 0): 0.05, (-2, 2): 0.04, (0, 2): 0.05}, -2),
+    ({2: 1.00, -2: math.inf}, {(-2, 2): math.nan}, 2),  # a diverged side is never within
+])
+def test_the_margin_keeps_the_narrowest_side_within_its_tolerance(losses: dict, tolerance: dict | None,
+                                                                   expected: int) -> None:
+    """With a tolerance per pair of sides (``paired_margin`` standard errors of their difference),
+    a trial goes on with the narrowest side whose charged loss is within it of the best side's:
+    the one-standard-error rule; without one, the lowest charged loss (a tie: the network)."""
+    from growrnn.training.paired import chosen
+    mine = max(losses)  # bracketing: the network took the units; keep: the network is 0
+    assert chosen(losses, mine, 10, 0.0, tolerance) == expected
+
+
+def test_the_standard_error_of_a_difference_is_the_ratio_estimators() -> None:
+    """Two networks' summed losses on three batches of 2, 3 and 5 targets: the difference per
+    target is 0.1 and the standard error that of the residuals about it, batch by batch,
+    sqrt(3 / 2 * sum(e ** 2)) / 10 (closed form); one batch, or networks alike, give 0."""
+    from growrnn.training.paired import difference_se
+    n = torch.tensor([2.0, 3.0, 5.0], dtype=torch.float64)
+    a = torch.tensor([2.4, 3.0, 5.6], dtype=torch.float64)
+    b = torch.tensor([2.0, 3.0, 5.0], dtype=torch.float64)
+    e = [0.4 - 0.2, 0.0 - 0.3, 0.6 - 0.5]  # each batch's difference less 0.1 of its targets
+    assert math.isclose(difference_se((a, n), (b, n)), math.sqrt(1.5 * sum(v * v for v in e)) / 10, rel_tol=1e-12)
+    assert difference_se((a, n), (a, n)) == 0.0 and difference_se((a[:1], n[:1]), (b[:1], n[:1])) == 0.0
+    with pytest.raises(ArgumentError, match="same validation batches"):
+        difference_se((a, n), (b, n + 1))
+
+
+def test_a_margin_trial_records_its_errors_and_follows_the_rule(tmp_path: Path) -> None:
+    """With ``paired_margin``, every decision records the standard error of its sides' difference,
+    each the one the judged parts give, and goes to the narrower side whenever the wider one's
+    charged lead is within ``margin`` of them; the model's judged loss is its parts' pooled loss."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_margin=2.0, seed=1)
+    model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+    data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
+    trials = controller.trials
+    assert trials is not None and len(trials._batches or []) >= 2
+    sums, counts = model.judged_parts(trials._batches)
+    assert sums.shape == counts.shape == (len(trials._batches),)
+    assert math.isclose(model.judged_loss(trials._batches), float(sums.sum() / counts.sum()), rel_tol=1e-12)
+    narrower = 0
+    for d in trials.decisions:
+        losses = {int(k): v for k, v in d["losses"].items()}
+        (pair, se), = d["se"].items()
+        assert pair == f"{min(losses):+d}:{max(losses):+d}" and se > 0
+        lead = losses[min(losses)] - losses[max(losses)]
+        assert d["chosen"] == (min(losses) if lead <= 2.0 * se else max(losses))
+        narrower += 0 < lead <= 2.0 * se
+    assert narrower  # the margin decided some trial
 
 
 def test_the_projection_spans_one_trial_length() -> None:
