@@ -696,12 +696,13 @@ class Paired(Signal):
     beside the network, and judges two on the validation batches (three with ``keep``; with
     ``extend``, as many again half-way through each trial length).
 
-    With ``margin`` > 0, a wider side is chosen over a narrower one only when its charged loss is
-    lower by more than ``margin`` standard errors of the two sides' difference (the one-standard-
-    error rule of Breiman et al. 1984 with ``margin`` 1: the narrowest side within that many standard
-    errors of the best goes on). The error is estimated from the sides' losses on the same
-    validation batches (their per-batch differences: batches are the units of the estimate, so a
-    task that carries its state across batches gets an estimate that ignores their correlation).
+    With ``margin`` > 0, the side with the lowest charged loss goes on only when no narrower side's
+    is within ``margin`` standard errors of their difference; else the narrowest side within it
+    does (the one-standard-error rule of Breiman et al. 1984 with ``margin`` 1; a tie then goes to
+    the narrower side, not to the network). The error is estimated from the sides' losses on the
+    same validation batches, at least 2 (their per-batch differences: batches are the units of the
+    estimate, so a task that carries its state across batches gets an estimate that ignores their
+    correlation).
     Where the loss is nearly flat in the width, the verdict of a plain trial is a coin that moves
     the width at random within the flat stretch; with a margin, trials there go to the narrower
     side, so a layer started wide and one started narrow both stop where the wider side's gain
@@ -740,13 +741,13 @@ class Paired(Signal):
         if self.batches is not None:
             check_int("paired_batches", self.batches, 1, hint="None judges the batches validation sees")
         if not (0 <= self.margin < math.inf):
-            raise ArgumentError("paired_margin", allowed="a number >= 0 (standard errors)", received=self.margin,
+            raise ArgumentError("paired_margin", allowed="a finite number >= 0 (standard errors)", received=self.margin,
                                 hint="1 keeps the narrower side unless the wider one is better by more than one "
                                      "standard error of their difference; 0 (the default) judges the losses alone")
         if self.margin > 0 and self.batches == 1:
             raise ArgumentError("paired_batches", allowed="at least 2 with paired_margin > 0", received=self.batches,
                                 hint="the standard error of two sides' difference is estimated across the "
-                                     "validation batches judged")
+                                     "validation batches judged; judge more, or set paired_margin 0")
         if not 0 <= self.hold < 1:
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "

@@ -104,7 +104,7 @@ class PairedTrials:
                 _train(c, batch, optimizer, trainer)
             due = self._due_end()
             if self.signal.extend > 1 and step == due - self._half():
-                self.midway = self._sides(trainer, model)[0]
+                self.midway = self._sides(trainer, model, errors=False)[0]
             if step >= due:
                 self._end(trainer, model, optimizer, step, resized, may_extend=True)
         if not self.copies:
@@ -253,21 +253,30 @@ class PairedTrials:
         """``model``'s summed validation loss and target count per judged batch."""
         if self._batches is None:
             self._batches = _validation_batches(trainer, self.signal.batches)
+            if self.signal.margin > 0 and len(self._batches) < 2:
+                raise ArgumentError("paired_margin", allowed="0 with fewer than 2 validation batches judged",
+                                    received=self.signal.margin,
+                                    hint=f"the trials judge {len(self._batches)} validation batch(es), and the "
+                                         "standard error of two sides' difference is estimated across batches; "
+                                         "judge more (paired_batches, limit_val_batches, a smaller validation "
+                                         "batch size) or set paired_margin 0")
         return model.judged_parts(self._batches)
 
-    def _sides(self, trainer: Any, model: Any) -> tuple[dict[int, float], dict[tuple[int, int], float]]:
+    def _sides(self, trainer: Any, model: Any,
+               errors: bool = True) -> tuple[dict[int, float], dict[tuple[int, int], float]]:
         """Each side's validation loss, keyed by its units more or fewer than the trial's start
         width (the network's own key: the units it took, 0 with ``keep``; a copy that changes
-        nothing, at a layer's size limits, shares it and is not judged), and with ``margin`` the
-        standard error of each two sides' difference (keyed by their keys, the smaller first)."""
+        nothing, at a layer's size limits, shares it and is not judged), and with ``margin`` (and
+        ``errors``) the standard error of each two sides' difference (keyed by their keys, the
+        smaller first)."""
         parts = {self._taken(int(layers_of(model.rnn)[self.layer].hidden_size)): self._parts(trainer, model)}
         for c in self.copies:
             if c.delta not in parts:
                 parts[c.delta] = self._parts(trainer, c.model)
         losses = {d: _finite(pooled_loss(*p)) for d, p in parts.items()}
-        errors = {(a, b): difference_se(parts[a], parts[b]) for a in parts for b in parts
-                  if a < b} if self.signal.margin > 0 else {}
-        return losses, errors
+        se = {(a, b): difference_se(parts[a], parts[b]) for a in parts for b in parts
+              if a < b} if errors and self.signal.margin > 0 else {}
+        return losses, se
 
     def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int,
                 may_extend: bool = False) -> tuple[int, UnitMap, int] | None:
@@ -292,7 +301,7 @@ class PairedTrials:
         self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
                                "losses": _by_name(losses), "chosen": delta, "bar": bar,
                                **({} if self.midway is None else {"midway": _by_name(self.midway)}),
-                               **({} if not errors else {"se": {f"{a:+d}:{b:+d}": v for (a, b), v in errors.items()}})})
+                               **({} if not errors else {"se": {f"{a}:{b}": v for (a, b), v in errors.items()}})})
         self.until, self.midway = None, None
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s -> %s", step, k, start,
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
@@ -401,8 +410,8 @@ def difference_se(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> float:
     not finite where a loss is not."""
     (sa, n), (sb, nb) = a, b
     if not torch.equal(n, nb):
-        raise ArgumentError("b", allowed="the losses of the same validation batches as a", received=nb.tolist(),
-                            hint="judge both sides on one list of batches")
+        raise ValueError("difference_se: the two networks were not judged on the same validation batches "
+                         f"(target counts {n.tolist()[:5]}... against {nb.tolist()[:5]}...)")
     used = n > 0
     m = int(used.sum())
     if m < 2:

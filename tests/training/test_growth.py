@@ -349,7 +349,7 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
         width += d["chosen"]
     assert model.hidden_sizes() == [width] and not controller.trials.copies  # type: ignore[union-attr]
     assert sum(controller.added) - sum(controller.deleted) == width - 4
-    assert any(d["chosen"] for d in decisions)
+    assert any(d["chosen"] for d in decisions) and not any("se" in d for d in decisions)  # no margin: no errors
 
 
 def test_a_trial_that_trained_no_step_is_dropped() -> None:
@@ -395,25 +395,37 @@ def test_a_trial_goes_on_while_its_verdict_is_turning(losses: dict, midway: dict
     assert turning(losses, midway, mine, 10, bar) is turns
 
 
-@pytest.mark.parametrize("losses, tolerance, expected", [
-    ({2: 1.00, -2: 1.03}, None, 2),  # no tolerance: the lower loss
-    ({2: 1.00, -2: 1.03}, {(-2, 2): 0.05}, -2),  # the wider side's lead is within the tolerance
-    ({2: 1.00, -2: 1.03}, {(-2, 2): 0.02}, 2),  # beyond it
-    ({2: 1.03, -2: 1.00}, {(-2, 2): 0.05}, -2),  # the narrower is best anyway
-    ({2: 1.00, -2: 1.03}, {(-2, 2): 0.0}, 2),  # a tolerance of 0 is no tolerance
-    ({2: 1.00, -2: 1.00}, {(-2, 2): 0.0}, -2),  # ... but a tie goes to the narrower side
-    ({0: 1.00, 2: 0.98, -2: 1.01}, {(-2, 0): 0.02, (-2, 2): 0.02, (0, 2): 0.05}, 0),  # keep: narrowest within
-    ({0: 1.00, 2: 0.98, -2: 1.01}, {(-2, 0): 0.05, (-2, 2): 0.04, (0, 2): 0.05}, -2),
-    ({2: 1.00, -2: math.inf}, {(-2, 2): math.nan}, 2),  # a diverged side is never within
+@pytest.mark.parametrize("losses, mine, bar, tolerance, expected", [
+    ({2: 1.00, -2: 1.03}, 2, 0.0, None, 2),  # no tolerance: the lower loss
+    ({2: 1.00, -2: 1.03}, 2, 0.0, {(-2, 2): 0.05}, -2),  # the wider side's lead is within the tolerance
+    ({2: 1.00, -2: 1.03}, 2, 0.0, {(-2, 2): 0.02}, 2),  # beyond it
+    ({2: 1.00, -2: 1.03}, 2, 0.003, {(-2, 2): 0.02}, -2),  # ... but within, once 4 units at 0.003 are charged
+    ({2: 1.03, -2: 1.00}, 2, 0.0, {(-2, 2): 0.05}, -2),  # the narrower is best anyway
+    ({2: 1.00, -2: 1.03}, 2, 0.0, {(-2, 2): 0.0}, 2),  # a tolerance of 0 is no tolerance
+    ({2: 1.00, -2: 1.00}, 2, 0.0, {(-2, 2): 0.0}, -2),  # ... but a tie goes to the narrower side
+    ({2: 1.00, -2: 1.00}, 2, 0.0, None, 2),  # without a margin, to the network
+    ({0: 1.00, 2: 1.00, -2: 1.01}, 0, 0.0, None, 0),  # keep: a tie goes to the network (0)
+    ({0: 1.00, 2: 0.98, -2: 1.01}, 0, 0.0, {(-2, 0): 0.02, (-2, 2): 0.02, (0, 2): 0.05}, 0),  # narrowest within
+    ({0: 1.00, 2: 0.98, -2: 1.01}, 0, 0.0, {(-2, 0): 0.05, (-2, 2): 0.04, (0, 2): 0.05}, -2),
+    ({2: 1.00, -2: math.inf}, 2, 0.0, {(-2, 2): math.nan}, 2),  # a diverged side is never within
 ])
-def test_the_margin_keeps_the_narrowest_side_within_its_tolerance(losses: dict, tolerance: dict | None,
-                                                                   expected: int) -> None:
+def test_the_margin_keeps_the_narrowest_side_within_its_tolerance(losses: dict, mine: int, bar: float,
+                                                                   tolerance: dict | None, expected: int) -> None:
     """With a tolerance per pair of sides (``paired_margin`` standard errors of their difference),
-    a trial goes on with the narrowest side whose charged loss is within it of the best side's:
-    the one-standard-error rule; without one, the lowest charged loss (a tie: the network)."""
+    a trial goes on with the narrowest side whose charged loss (``bar`` per unit) is within it of
+    the best side's: the one-standard-error rule; without one, the lowest charged loss (a tie: the
+    network, ``mine``)."""
     from growrnn.training.paired import chosen
-    mine = max(losses)  # bracketing: the network took the units; keep: the network is 0
-    assert chosen(losses, mine, 10, 0.0, tolerance) == expected
+    assert chosen(losses, mine, 10, bar, tolerance) == expected
+
+
+def test_a_tolerance_turns_the_projection_too() -> None:
+    """The extension's projection is judged by the same rule: the wider side, 0.01 behind at the
+    end and gaining 0.02 a half trial, leads by 0.03 projected -- a turn without a tolerance, none
+    with a tolerance of 0.05 (the narrower side stays within it)."""
+    from growrnn.training.paired import turning
+    losses, midway = {2: 1.01, -2: 1.00}, {2: 1.03, -2: 1.00}
+    assert turning(losses, midway, 2, 10, 0.0) and not turning(losses, midway, 2, 10, 0.0, tolerance={(-2, 2): 0.05})
 
 
 def test_the_standard_error_of_a_difference_is_the_ratio_estimators() -> None:
@@ -427,7 +439,10 @@ def test_the_standard_error_of_a_difference_is_the_ratio_estimators() -> None:
     e = [0.4 - 0.2, 0.0 - 0.3, 0.6 - 0.5]  # each batch's difference less 0.1 of its targets
     assert math.isclose(difference_se((a, n), (b, n)), math.sqrt(1.5 * sum(v * v for v in e)) / 10, rel_tol=1e-12)
     assert difference_se((a, n), (a, n)) == 0.0 and difference_se((a[:1], n[:1]), (b[:1], n[:1])) == 0.0
-    with pytest.raises(ArgumentError, match="same validation batches"):
+    zero = lambda t, v: torch.cat([t[:1], torch.tensor([v], dtype=torch.float64), t[1:]])  # noqa: E731
+    assert difference_se((zero(a, 0.0), zero(n, 0.0)), (zero(b, 0.0), zero(n, 0.0))) == difference_se((a, n), (b, n))
+    assert math.isnan(difference_se((a + torch.tensor([math.inf, 0, 0]), n), (b, n)))  # diverged: never within
+    with pytest.raises(ValueError, match="same validation batches"):
         difference_se((a, n), (b, n + 1))
 
 
@@ -441,18 +456,29 @@ def test_a_margin_trial_records_its_errors_and_follows_the_rule(tmp_path: Path) 
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
     trials = controller.trials
     assert trials is not None and len(trials._batches or []) >= 2
+    from growrnn.training.model import pooled_loss
     sums, counts = model.judged_parts(trials._batches)
     assert sums.shape == counts.shape == (len(trials._batches),)
-    assert math.isclose(model.judged_loss(trials._batches), float(sums.sum() / counts.sum()), rel_tol=1e-12)
+    assert model.judged_loss(trials._batches) == pooled_loss(sums, counts)
+    assert math.isclose(pooled_loss(sums, counts), float(sums.sum() / counts.sum()), rel_tol=1e-12)
     narrower = 0
     for d in trials.decisions:
         losses = {int(k): v for k, v in d["losses"].items()}
         (pair, se), = d["se"].items()
-        assert pair == f"{min(losses):+d}:{max(losses):+d}" and se > 0
+        assert pair == f"{min(losses)}:{max(losses)}" and se > 0
         lead = losses[min(losses)] - losses[max(losses)]
         assert d["chosen"] == (min(losses) if lead <= 2.0 * se else max(losses))
         narrower += 0 < lead <= 2.0 * se
     assert narrower  # the margin decided some trial
+
+
+def test_a_margin_needs_two_validation_batches(tmp_path: Path) -> None:
+    """The standard error is estimated across the judged validation batches: with one, a margin
+    is refused at the first judgement, naming the option."""
+    controller = StructureController(signal="paired", paired_steps=5, paired_margin=1.0)
+    data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
+    with pytest.raises(ArgumentError, match="paired_margin"):
+        _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
 
 
 def test_the_projection_spans_one_trial_length() -> None:
