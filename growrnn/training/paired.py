@@ -311,8 +311,15 @@ class PairedTrials:
             last = [d["chosen"] for d in self.decisions[:-1] if d["layer"] == k][-1:]
             moved = not last or (last[0] > 0) == (delta > 0)
         smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
-        self.fractions[k] = (min(2 * self.fractions[k], self.signal.fraction) if moved
-                             else max(self.fractions[k] / 2, 1.0 / max(start, 1)))
+        # a move the margin made (the narrower side within the noise, not better) keeps the step: it is
+        # no evidence that the layer should go faster
+        by_margin = bool(errors) and delta != chosen(losses, mine, width, bar)
+        if by_margin:
+            self.decisions[-1]["by_margin"] = True
+        if moved and not by_margin:
+            self.fractions[k] = min(2 * self.fractions[k], self.signal.fraction)
+        elif not moved:
+            self.fractions[k] = max(self.fractions[k] / 2, 1.0 / max(start, 1))
         # settled (turned back at one unit): the layer waits 1, 3, 7, 15 trials' steps before its next trial
         self.calm[k] = self.calm[k] + 1 if smallest and not moved else 0
         self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)

@@ -451,7 +451,7 @@ def test_a_margin_trial_records_its_errors_and_follows_the_rule(tmp_path: Path) 
     each the one the judged parts give, and goes to the narrower side whenever the wider one's
     charged lead is within ``margin`` of them; the model's judged loss is its parts' pooled loss."""
     controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_margin=2.0, seed=1)
-    model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+    model = _model([16], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
     trials = controller.trials
@@ -468,8 +468,18 @@ def test_a_margin_trial_records_its_errors_and_follows_the_rule(tmp_path: Path) 
         assert pair == f"{min(losses)}:{max(losses)}" and se > 0
         lead = losses[min(losses)] - losses[max(losses)]
         assert d["chosen"] == (min(losses) if lead <= 2.0 * se else max(losses))
+        assert d.get("by_margin", False) == (0 < lead <= 2.0 * se)
         narrower += 0 < lead <= 2.0 * se
     assert narrower  # the margin decided some trial
+    f, last = 0.25, None  # the step's share of the layer, as the decisions replay it
+    for d in trials.decisions:
+        assert abs(d["chosen"]) == max(1, round(f * d["width"]))
+        moved = last is None or (last > 0) == (d["chosen"] > 0)
+        if moved and not d.get("by_margin"):  # a move the margin made keeps the step
+            f = min(2 * f, 0.25)
+        elif not moved:
+            f = max(f / 2, 1 / d["width"])
+        last = d["chosen"]
 
 
 def test_a_margin_needs_two_validation_batches(tmp_path: Path) -> None:
