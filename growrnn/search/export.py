@@ -147,8 +147,9 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
             rest.sort(key=lambda i: (_sort_val(done[i], sign), done[i].id))
             index = index + rest
         targets = {c.candidate.key: c for c in confirmed_cells(archive, names, sense)}
+        picked = _one_per_genome([done[i] for i in index])
         exported = [targets.get(r.key) or ConfirmedCell(r, (), tuple(archive.confirmations(key=r.key)), sense)
-                    for r in (done[i] for i in index)]
+                    for r in picked]
     confirmed = [c for c in targets.values() if c.done]
     if any(c.done for c in exported):  # rank by the confirmed metric; the search's order breaks no tie
         exported = rank_cells(exported)
@@ -177,6 +178,18 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
         written.append(listing)
     log.info("exported %d cells of generation %d from %s to %s", len(table), last.gen, db, out)
     return written
+
+
+def _one_per_genome(rows: Sequence[CandidateRow]) -> list[CandidateRow]:
+    """``rows`` with one candidate per genome (canonical key), the first of each kept: a population
+    can hold one genome under several ids (a child the search had already evaluated), and a cell
+    is exported, confirmed and ranked by its genome."""
+    seen: set[str] = set()
+    kept = [r for r in rows if not (r.key in seen or seen.add(r.key))]  # type: ignore[func-returns-value]
+    if len(kept) < len(rows):
+        log.info("%d candidates of the population repeat a genome exported under another id: left out",
+                 len(rows) - len(kept))
+    return kept
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:

@@ -166,6 +166,21 @@ def test_export_round_trips(tmp_path: Path, built: Built, front_only: bool, name
     assert (table[0]["val"], table[0]["params"], table[0]["macs"]) == ("0.2", "900", "1800")
 
 
+@pytest.mark.parametrize("front_only", [True, False])
+def test_a_genome_held_twice_is_exported_once(tmp_path: Path, built: Built, front_only: bool) -> None:
+    """A population can hold one genome under two ids (a child the search had evaluated before):
+    the export writes it once, under the first id, in the first's place."""
+    lstm = built.db.get(built.ids["lstm"])
+    again = built.db.add(lstm.genome_json, lstm.genome_text, lstm.key, [], "init", 1, 0)
+    built.db.finish(again, dict(lstm.metrics or {}), [], dict(lstm.objectives or {}), seconds=0.1)
+    built.db.save_generation(0, [*built.population, again], {}, {})
+    export_front(built.db.path, tmp_path / "out", front_only=front_only)
+    with (tmp_path / "out" / "front.csv").open() as fh:
+        ids = [int(r["id"]) for r in csv.DictReader(fh)]
+    assert ids.count(built.ids["lstm"]) == 1 and again not in ids and len(ids) == len(set(ids))
+    assert ids[:4] == [built.ids[n] for n in ("r0", "lstm", "gru", "r1")]
+
+
 def test_exported_cells_load_in_a_model(tmp_path: Path, built: Built) -> None:
     from growrnn.task import TaskSpec
     from growrnn.training.model import SequenceModel
