@@ -162,9 +162,11 @@ def test_the_ptb_retraining_is_zaremba_small_at_the_lstms_parameters() -> None:
     assert config.model == {k: v for k, v in recipe["model"].items() if k not in ("cell", "hidden_size", "seed")}
     assert config.task_options == recipe["data"]["options"]
     assert config.trainer["gradient_clip_val"] == recipe["trainer"]["gradient_clip_val"]
-    lstm = config.entries[0]  # the evolved entry is commented out until the search has run
+    lstm, *evolved = config.entries
     assert (lstm.name, lstm.cell, lstm.hidden_size) == ("lstm_200", "lstm", recipe["model"]["hidden_size"])
-    assert "match_params: lstm_200" in (REPO / "configs/compare/ptb_evolved.yaml").read_text()
+    assert len(evolved) == 2 and {e.match_params for e in evolved} == {"lstm_200"}
+    assert all(str(e.cell).startswith("configs/cells/ptb/confirmed/") and (REPO / str(e.cell)).is_file()
+               for e in evolved)
 
 
 def test_shipped_configs_are_their_tasks() -> None:

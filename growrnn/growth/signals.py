@@ -703,10 +703,10 @@ class Paired(Signal):
     the noise, not better -- keeps the step ``d`` as it is, where a move on the losses doubles it.
     The error is estimated from the sides' losses on the same validation batches, at least 2 (their
     per-batch differences: batches are the units of the estimate, so a task that carries its state
-    across batches gets an estimate that ignores their correlation). Where the loss is nearly flat in the width, the verdict of a plain trial is a coin that moves
-    the width at random within the flat stretch; with a margin, trials there go to the narrower
-    side, so a layer started wide and one started narrow both stop where the wider side's gain
-    first exceeds the noise.
+    across batches gets an estimate that ignores their correlation). Where the loss is nearly flat
+    in the width, the verdict of a plain trial is a coin that moves the width at random within the
+    flat stretch; with a margin, trials there go to the narrower side, so a layer started wide and
+    one started narrow both stop where the wider side's gain first exceeds the noise.
     """
 
     lam: float = 2e-4
