@@ -78,10 +78,12 @@ def _number(value: Any) -> str:
 
 def _names_and_direction(rows: Sequence[CandidateRow], config: Mapping[str, Any], objectives: Sequence[str] | None,
                          direction: str | None) -> tuple[list[str], str]:
-    """The objectives the search used (the keys of its rows' ``objectives``) and the direction of
-    ``val`` (the task's, as :class:`growrnn.evaluation.Result` records it in ``metrics``)."""
+    """The objectives the search used (its config's ``objectives``; for an archive without them, the
+    keys of its rows' ``objectives``, which may hold more figures than the search selected on) and
+    the direction of ``val`` (the task's, as :class:`growrnn.evaluation.Result` records it in
+    ``metrics``)."""
     names = list(objectives) if objectives is not None else \
-        [k for k in (rows[0].objectives or {}) if k in OBJECTIVES]
+        [k for k in (config.get("objectives") or rows[0].objectives or {}) if k in OBJECTIVES]
     if not names:
         raise SearchError(format_message("the archive's candidates record no known objective",
                                          allowed=", ".join(OBJECTIVES), received=sorted(rows[0].objectives or {}),

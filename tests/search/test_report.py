@@ -181,6 +181,24 @@ def test_a_genome_held_twice_is_exported_once(tmp_path: Path, built: Built, fron
     assert ids[:4] == [built.ids[n] for n in ("r0", "lstm", "gru", "r1")]
 
 
+def test_the_front_is_over_the_searchs_own_objectives(tmp_path: Path) -> None:
+    """Candidates record more figures among their objectives than a search may select on: the
+    exported front is the one over the config's objectives (here val alone: one cell), as the
+    confirmation's is, not over every recorded figure (where the cheaper cell is on it too)."""
+    rng = random.Random(3)
+    with Archive.open(tmp_path / "s.db", {"seed": 0, "task": "adding", "objectives": ["val"]}) as db:
+        ids = []
+        for val, macs in ((0.2, 900), (0.3, 100)):
+            g = random_genome(rng)
+            i = db.add(g.to_json(), g.to_text(), g.key, [], "init", 0, 0)
+            db.finish(i, {"val": val, "direction": "min"}, [], {"val": val, "params": 50, "macs": macs}, seconds=0.1)
+            ids.append(i)
+        db.save_generation(0, ids, {}, {})
+    export_front(tmp_path / "s.db", tmp_path / "out")
+    with (tmp_path / "out" / "front.csv").open() as fh:
+        assert [int(r["id"]) for r in csv.DictReader(fh)] == ids[:1]
+
+
 def test_exported_cells_load_in_a_model(tmp_path: Path, built: Built) -> None:
     from growrnn.task import TaskSpec
     from growrnn.training.model import SequenceModel
