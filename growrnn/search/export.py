@@ -186,8 +186,10 @@ def _one_per_genome(rows: Sequence[CandidateRow]) -> list[CandidateRow]:
     """``rows`` with one candidate per genome (canonical key), the first of each kept: a population
     can hold one genome under several ids (a child the search had already evaluated), and a cell
     is exported, confirmed and ranked by its genome."""
-    seen: set[str] = set()
-    kept = [r for r in rows if not (r.key in seen or seen.add(r.key))]  # type: ignore[func-returns-value]
+    first: dict[str, CandidateRow] = {}
+    for r in rows:
+        first.setdefault(r.key, r)
+    kept = list(first.values())
     if len(kept) < len(rows):
         log.info("%d candidates of the population repeat a genome exported under another id: left out",
                  len(rows) - len(kept))
