@@ -675,7 +675,12 @@ class Paired(Signal):
     has learned little, and not vanishing when a task is solved).
     A trial that goes the same way as the layer's last doubles the step (up to ``fraction``), one
     that turns back halves it (down to one unit); a layer that turns back at one unit is settled,
-    and waits 1, 3, 7, then 15 trials' steps between trials.
+    and waits 1, 3, 7, then 15 trials' steps between trials. With ``settle`` ``cycle``, a layer is
+    also settled when its last four trials went both ways and left it within one step of where
+    they began (the sum of their moves no larger than the largest): near its width a layer whose
+    step doubles after each one-unit move in the same direction (+5, -2, -1, -2, +5 ...) never
+    turns back at one unit, and would otherwise fold units away and train fresh ones at every
+    trial to the end (``turn``, the default: a one-unit turn only).
 
     Both sides of a trial are disturbed the same way -- one by a fold, one by new units -- and
     trained the same from the same point, so a layer started wide and one started narrow face the
@@ -720,6 +725,7 @@ class Paired(Signal):
     floor: float | None = None  # None: 0.5 with scale "loss" (it bounds that scale only)
     extend: int = 1
     margin: float = 0.0
+    settle: str = "turn"
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -748,6 +754,11 @@ class Paired(Signal):
             raise ArgumentError("paired_batches", allowed="at least 2 with paired_margin > 0", received=self.batches,
                                 hint="the standard error of two sides' difference is estimated across the "
                                      "validation batches judged; judge more, or set paired_margin 0")
+        if self.settle not in ("turn", "cycle"):
+            raise ArgumentError("paired_settle", allowed="turn, cycle", received=self.settle,
+                                hint="when a layer counts as settled and waits longer between trials: turn, when "
+                                     "a one-unit trial turns back; cycle, also when its last four trials went "
+                                     "both ways and left it within one step of where they began")
         if not 0 <= self.hold < 1:
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "

@@ -82,7 +82,7 @@ class StructureController(L.Callback):
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
-        paired_floor, paired_extend, paired_margin: the
+        paired_floor, paired_extend, paired_margin, paired_settle: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -97,7 +97,10 @@ class StructureController(L.Callback):
             other scales take no floor), and the most trial lengths a trial may last while its
             verdict is still turning (default 1: every trial is decided after ``paired_steps``), and
             how many standard errors of two sides' difference a wider side must win by (default 0:
-            the lower charged loss wins; 1: the one-standard-error rule); see
+            the lower charged loss wins; 1: the one-standard-error rule), and when a layer counts as
+            settled and waits longer between trials (``turn``, the default: a one-unit trial turned
+            back; ``cycle``: also when its last four trials went both ways and left it within one
+            step of where they began); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -141,7 +144,7 @@ class StructureController(L.Callback):
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
                  paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
-                 paired_extend: int = 1, paired_margin: float = 0.0) -> None:
+                 paired_extend: int = 1, paired_margin: float = 0.0, paired_settle: str = "turn") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -186,6 +189,7 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
                                       batches=paired_batches, keep=paired_keep, hold=paired_hold, scale=paired_scale,
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,
+                                      settle=paired_settle,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

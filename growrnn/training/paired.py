@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: a settled layer waits up to 2**MAX_CALM - 1 trials' steps between trials
 MAX_CALM = 4
+#: with paired_settle cycle, the trials whose moves tell a layer going round a width (see cycling)
+CYCLE = 4
 
 
 @dataclass
@@ -320,8 +322,11 @@ class PairedTrials:
             self.fractions[k] = min(2 * self.fractions[k], self.signal.fraction)
         elif not moved:
             self.fractions[k] = max(self.fractions[k] / 2, 1.0 / max(start, 1))
-        # settled (turned back at one unit): the layer waits 1, 3, 7, 15 trials' steps before its next trial
-        self.calm[k] = self.calm[k] + 1 if smallest and not moved else 0
+        # settled (turned back at one unit; with settle cycle, also going round a width): the layer waits
+        # 1, 3, 7, 15 trials' steps before its next trial
+        moves = [d["chosen"] for d in self.decisions if d["layer"] == k]
+        settled = (smallest and not moved) or (self.signal.settle == "cycle" and cycling(moves))
+        self.calm[k] = self.calm[k] + 1 if settled else 0
         self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
         self.copies, self.started = [], None
         self.layer = (k + 1) % len(layers_of(model.rnn))
@@ -381,6 +386,15 @@ class PairedTrials:
 def _by_name(sides: dict[int, float]) -> dict[str, float]:
     """Sides' losses keyed as JSON keys them (``"-2"``), for the record and the checkpoint."""
     return {str(d): v for d, v in sides.items()}
+
+
+def cycling(moves: list[int]) -> bool:
+    """Whether a layer's last ``CYCLE`` trials (``moves``: the units each of its trials added,
+    negative if removed, oldest first) went both ways and left it within one step of where they
+    began -- some up, some down, their sum no larger than the largest -- so that it goes round a
+    width rather than towards one (``paired_settle`` ``cycle``)."""
+    last = moves[-CYCLE:]
+    return len(last) == CYCLE and min(last) < 0 < max(last) and abs(sum(last)) <= max(map(abs, last))
 
 
 def chosen(losses: dict[int, float], mine: int, width: int, bar: float,

@@ -173,6 +173,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"lam": 0.01, "paired_scale": "gain"}),
     ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
     ([3], "gru", "paired", {"lam": 0.01, "paired_margin": 1.0}),
+    ([3], "lstm", "paired", {"paired_settle": "cycle"}),
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -489,6 +490,58 @@ def test_a_margin_needs_two_validation_batches(tmp_path: Path) -> None:
     data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
     with pytest.raises(ArgumentError, match="paired_margin"):
         _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
+
+
+@pytest.mark.parametrize("moves, expected", [
+    ([5, -2, -1, -2], True),  # PTB's cycle: back where it began
+    ([-1, 2, -1, -1], True),  # the JSB GRU's: one unit off, within the largest step
+    ([-64, -48, -36, 20], False),  # a layer coming down, one step back: not round a width
+    ([2, 4, 8, -4], False),  # growing
+    ([-1, -1, -1, -1], False),  # one way only
+    ([5, -2, -1], False),  # too few trials to tell
+    ([1, -3, -3, 1], False),  # both ways, but 4 down: more than the largest step
+    ([9, 9, 1, -1, 1, -1], True),  # only the last four count ...
+    ([1, -1, 1, -1, -3, -3], False),  # ... both ways
+])
+def test_a_layer_going_round_a_width_is_cycling(moves: list[int], expected: bool) -> None:
+    from growrnn.training.paired import cycling
+    assert cycling(moves) == expected
+
+
+@pytest.mark.parametrize("settle", ["turn", "cycle"])
+def test_a_cycling_layer_waits_with_settle_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 settle: str) -> None:
+    """Trials scripted to go up once and down twice, round and round: with ``paired_settle``
+    ``cycle`` each trial whose last four went both ways and came back within a step counts as
+    settled, and the next trial starts 1, 3, 7 or 15 trials' steps later, as the decisions replay
+    it; with ``turn`` only a one-unit turn does. The scripted run does wait where ``turn`` would not."""
+    from growrnn.training.paired import MAX_CALM, PairedTrials, cycling
+    real, script = PairedTrials._sides, iter([True, False, False] * 100)
+
+    def scripted(self: PairedTrials, trainer: Any, model: Any, errors: bool = True) -> tuple[dict, dict]:
+        losses, se = real(self, trainer, model, errors)
+        up = next(script)
+        return {max(losses): 1.0 if up else 2.0, min(losses): 2.0 if up else 1.0}, se
+
+    monkeypatch.setattr(PairedTrials, "_sides", scripted)
+    steps = 5
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=steps, paired_settle=settle, seed=1)
+    data = TaskData("miconi_switch", {"train_windows": 400, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(_model([16], "lstm", **SETTLING_MODEL), data)
+    decisions = controller.trials.decisions
+    assert len(decisions) >= 8
+    f, last, calm, waited_for_a_cycle = 0.25, None, 0, False  # the step's share and the calm, replayed
+    for i, (d, following) in enumerate(zip(decisions, decisions[1:] + [None], strict=True)):
+        moved = last is None or (last > 0) == (d["chosen"] > 0)
+        smallest = f * d["width"] <= 1.5
+        f = min(2 * f, 0.25) if moved else max(f / 2, 1 / d["width"])
+        round_ = cycling([x["chosen"] for x in decisions[:i + 1]])
+        calm = calm + 1 if (smallest and not moved) or (settle == "cycle" and round_) else 0
+        waited_for_a_cycle |= calm > 0 and not (smallest and not moved)
+        if following is not None:
+            assert following["started"] == d["step"] + steps * (2 ** min(calm, MAX_CALM) - 1)
+        last = d["chosen"]
+    assert waited_for_a_cycle == (settle == "cycle")
 
 
 def test_the_projection_spans_one_trial_length() -> None:
