@@ -56,9 +56,26 @@ def _child_env(threads: int) -> Iterator[None]:
                     os.environ[name] = value
 
 
+def _die_with_parent() -> None:
+    """End this worker as soon as its parent process is gone. A busy worker does not read its
+    pipe, and a parent killed by a signal (SIGTERM, SIGKILL: no atexit hook runs) cannot stop it,
+    so without this it would train on, unseen, as an orphan. A daemon thread waits on the parent's
+    sentinel (readable once the parent has exited)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - a worker always has a parent
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="growrnn-parent-watch", daemon=True).start()
+
+
 def _worker_main(conn: Connection, threads: int, preload: tuple[str, ...]) -> None:
     """A persistent worker: receive pickled (fn, args, kwargs), send back (status, payload)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    _die_with_parent()
     limit_threads(threads, preload)
     conn.send_bytes(pickle.dumps(("ready", os.getpid())))
     while True:
@@ -145,7 +162,9 @@ class LocalExecutor(BaseExecutor):
     ``torch.set_num_threads``) and importing ``preload`` at start-up.
 
     A worker that dies is replaced and the other jobs go on; a job past its timeout has its
-    worker killed and replaced. ``workers=0`` runs jobs inline in the calling process, one after
+    worker killed and replaced. A worker ends when the process that started it does, even one
+    killed by a signal, so stopping a search or a comparison with ``kill`` leaves nothing training
+    behind. ``workers=0`` runs jobs inline in the calling process, one after
     the other, for debugging: ``timeout_s`` is *not* enforced there, a crash takes the caller with
     it, and the caller's thread settings are left alone.
     """

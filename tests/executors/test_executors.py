@@ -195,6 +195,55 @@ def test_local_scripts_exit_cleanly(tmp_path: Path, guard: str, returncode: int,
     assert proc.returncode == returncode and output in proc.stdout + proc.stderr, proc.stderr[-2000:]
 
 
+ORPHAN_SCRIPT = """
+import os, sys, time
+from growrnn.executors import Job, LocalExecutor
+
+def hold(path):
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)
+
+if __name__ == '__main__':
+    list(LocalExecutor(workers=1, preload=()).run([Job("a", hold, (sys.argv[1],))]))
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_local_busy_worker_dies_with_its_parent(tmp_path: Path, sig: signal.Signals) -> None:
+    """A parent killed by a signal runs no exit hook; its busy worker must not train on as an orphan."""
+    script, marker = tmp_path / "script.py", tmp_path / "worker.pid"
+    script.write_text(textwrap.dedent(ORPHAN_SCRIPT))
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert parent.poll() is None and time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        worker = int(marker.read_text())
+        parent.send_signal(sig)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(worker), f"worker {worker} outlived its parent killed by {sig.name}"
+    finally:
+        parent.kill()
+        if marker.exists() and alive(worker := int(marker.read_text())):
+            os.kill(worker, signal.SIGKILL)
+
+
 # ----------------------------------------------------------------------------------- argument checks
 @pytest.mark.parametrize(("build", "match"), [
     (lambda: Job("", double), "'key'"),
