@@ -14,6 +14,12 @@ With ``--ckpt FILE`` the run checkpoints itself every ``--ckpt-every`` steps (re
 atomically; never on a step that validates, which a resumed run would not validate again) and,
 when the file exists, resumes from it with the records it had made: rerun the same command after
 an interruption. A finished run leaves ``FILE.done``, and the same command then does nothing.
+
+With ``--trial-looks N`` (the ``paired`` signal) both sides of every trial are also judged N
+times at even intervals before its end, on the same validation batches, and the record of each
+decision gets a ``curve``: ``[steps into the trial, {side: loss}]`` per look (a diagnostic that
+changes no decision; it costs N more judgements a trial; a trial running when the run resumed
+from its checkpoint lacks the looks taken before).
 """
 
 import argparse
@@ -50,6 +56,7 @@ parser.add_argument("--val-every", type=float, default=1.0, help="Trainer.val_ch
 parser.add_argument("--clip", type=float, default=1.0, help="Trainer.gradient_clip_val")
 parser.add_argument("--ckpt", default=None, help="checkpoint file: written as the run goes, resumed from if it exists")
 parser.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (with --ckpt)")
+parser.add_argument("--trial-looks", type=int, default=0, help="paired: judge both sides this many times in each trial")
 args = parser.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -67,6 +74,32 @@ net = SequenceModel(data.spec, cell=args.cell, hidden_size=args.start if args.fi
 ctrl = None if args.fixed else StructureController(seed=args.seed, **{"max_units": 1024, **ctrl_kw})
 log: list[dict] = []
 t0 = time.time()
+looks: dict[int, list] = {}  # with --trial-looks: the running trials' looks, by the step each started
+
+
+def with_looks(decisions: list[dict]) -> None:
+    """Give the decisions that have no curve yet the looks taken in their trials."""
+    for d in decisions:
+        if "curve" not in d:
+            d["curve"] = looks.pop(int(d["started"]), [])
+
+
+if args.trial_looks > 0:
+    from growrnn.training.paired import PairedTrials, _by_name
+
+    plain_step = PairedTrials.step
+
+    def step_and_look(self: PairedTrials, trainer: L.Trainer, model: SequenceModel, batch: object, optimizer: object,
+                      step: int, resized: object) -> None:
+        plain_step(self, trainer, model, batch, optimizer, step, resized)
+        with_looks(self.decisions)
+        every = max(self.signal.steps // (args.trial_looks + 1), 1)
+        if self.copies and self.started is not None and self.started < step < self._due_end() \
+                and (step - self.started) % every == 0:
+            sides = self._sides(trainer, model, errors=False)[0]
+            looks.setdefault(int(self.started), []).append([step - int(self.started), _by_name(sides)])
+
+    PairedTrials.step = step_and_look  # type: ignore[method-assign]
 
 
 class Record(L.Callback):
@@ -142,6 +175,8 @@ final = {"final": True, "units": net.hidden_sizes(), "params": sum(p.numel() for
          "time": round(time.time() - t0, 1), "args": vars(args)}
 if ctrl is not None:
     final.update(added=ctrl.added, deleted=ctrl.deleted)
+    if args.trial_looks > 0 and ctrl.trials is not None:
+        with_looks(ctrl.trials.decisions)  # the trial decided as training ended
     if ctrl.trials is not None:  # paired: how many trials ran, and the share of steps a copy trained beside the net
         trained = ctrl.trials.trained_steps(trainer.global_step)
         final.update(trials=len(ctrl.trials.decisions), trial_share=round(trained / max(trainer.global_step, 1), 3))
