@@ -49,7 +49,7 @@ from growrnn.growth.surgery import UnitMap
 from growrnn.training.distributed import Replicas, check_strategy
 from growrnn.training.paired import PairedTrials
 
-__all__ = ["StructureController", "SIGNALS"]
+__all__ = ["StructureController", "SIGNALS", "restart_plateaus"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class StructureController(L.Callback):
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
-        paired_floor, paired_extend, paired_margin, paired_settle: the
+        paired_floor, paired_extend, paired_margin, paired_settle, paired_restart: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -100,7 +100,8 @@ class StructureController(L.Callback):
             the lower charged loss wins; 1: the one-standard-error rule), and when a layer counts as
             settled and waits longer between trials (``turn``, the default: a one-unit trial turned
             back; ``cycle``: also when its last four trials went both ways and left it within one
-            step of where they began); see
+            step of where they began), and whether a resize the trials make starts a ``plateau``
+            schedule's count of epochs without improvement over (default true); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -144,7 +145,8 @@ class StructureController(L.Callback):
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
                  paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
-                 paired_extend: int = 1, paired_margin: float = 0.0, paired_settle: str = "turn") -> None:
+                 paired_extend: int = 1, paired_margin: float = 0.0, paired_settle: str = "turn",
+                 paired_restart: bool = True) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -189,7 +191,7 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
                                       batches=paired_batches, keep=paired_keep, hold=paired_hold, scale=paired_scale,
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,
-                                      settle=paired_settle,
+                                      settle=paired_settle, restart=paired_restart,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
@@ -297,8 +299,10 @@ class StructureController(L.Callback):
             self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step,
                                 mask=batch.get("mask") if isinstance(batch, dict) else None)
         if self.trials is not None:
-            seen = len(self.trials.decisions)
+            seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
+            if self.signal.restart and (sum(self.added), sum(self.deleted)) != moved:  # type: ignore[attr-defined]
+                restart_plateaus(trainer)
             self._log_trials(trainer, seen)
             for k in range(len(layers_of(rnn)) if self.histogram_every and step % self.histogram_every == 0 else 0):
                 self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
@@ -475,6 +479,15 @@ class StructureController(L.Callback):
         self.signal.load_state_dict(state_dict.get("signal_state", {}))
         if self.trials is not None and "trials" in state_dict:
             self.trials.load_state_dict(state_dict["trials"])
+
+
+def restart_plateaus(trainer: Any) -> None:
+    """Start each ``ReduceLROnPlateau`` schedule's count of epochs without improvement over: the
+    next validation is its new reference (the network it judged is gone: a layer was resized)."""
+    for config in getattr(trainer, "lr_scheduler_configs", None) or []:
+        plateau = config.scheduler
+        if isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            plateau.best, plateau.num_bad_epochs = plateau.mode_worse, 0
 
 
 class _AtStepRates:

@@ -492,6 +492,54 @@ def test_a_margin_needs_two_validation_batches(tmp_path: Path) -> None:
         _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
 
 
+@pytest.mark.parametrize("mode, best, bad, after", [
+    ("min", 1.0, 3, math.inf), ("max", 1.0, 3, -math.inf), ("min", math.inf, 0, math.inf),
+])
+def test_a_restart_starts_the_plateau_count_over(mode: str, best: float, bad: int, after: float) -> None:
+    """``restart_plateaus`` resets every ``ReduceLROnPlateau``'s reference and count (the next
+    validation is its new best) and leaves other schedules alone; the schedule then cuts the rate
+    as before, after ``patience`` epochs without improvement on its new reference."""
+    from types import SimpleNamespace
+
+    from growrnn.training.growth import restart_plateaus
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=1)
+    other = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    plateau.best, plateau.num_bad_epochs = best, bad
+    restart_plateaus(SimpleNamespace(lr_scheduler_configs=[SimpleNamespace(scheduler=other),
+                                                           SimpleNamespace(scheduler=plateau)]))
+    assert (plateau.best, plateau.num_bad_epochs, other.last_epoch) == (after, 0, 0)
+    sign = 1.0 if mode == "min" else -1.0
+    for value, lr in ((5.0, 1.0), (6.0, 1.0), (6.0, 0.5)):  # 5 is the new best; two epochs without improvement
+        plateau.step(sign * value)
+        assert opt.param_groups[0]["lr"] == lr
+    restart_plateaus(SimpleNamespace())  # a trainer without schedules: nothing to do
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_a_trial_resize_is_not_a_plateau(tmp_path: Path, restart: bool) -> None:
+    """Under a ``plateau`` schedule with no patience, an epoch in which the paired trials resized
+    the layer never cuts the learning rate with ``paired_restart`` (the default); without it the
+    same run cuts it at the end of such an epoch (the fold's damage taken for a plateau)."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=7, paired_restart=restart, seed=1)
+    epochs: list[tuple[bool, float]] = []  # per epoch: whether the trials resized a layer, the rate it trained at
+
+    class Epochs(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+            self.moves = (sum(controller.added), sum(controller.deleted))
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+            moved = (sum(controller.added), sum(controller.deleted)) != self.moves
+            epochs.append((moved, float(trainer.optimizers[0].param_groups[0]["lr"])))
+
+    model = _model([8], "lstm", schedule="plateau", patience=0, plateau_factor=2.0, **SETTLING_MODEL)
+    data = TaskData("miconi_switch", {"train_windows": 5, "eval_windows": 2})
+    _trainer(tmp_path, [controller, Epochs()], max_epochs=16, limit_val_batches=None).fit(model, data)
+    cut_after_a_move = [moved and nxt < lr for (moved, lr), (_, nxt) in zip(epochs[:-1], epochs[1:], strict=True)]
+    assert any(moved for moved, _ in epochs) and any(cut_after_a_move) != restart
+    assert epochs[-1][1] < epochs[0][1] or restart  # without the restart the rate does fall
+
+
 @pytest.mark.parametrize("moves, expected", [
     ([5, -2, -1, -2], True),  # PTB's cycle: back where it began
     ([-1, 2, -1, -1], True),  # the JSB GRU's: one unit off, within the largest step

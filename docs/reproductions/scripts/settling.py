@@ -121,7 +121,7 @@ class Record(L.Callback):
             return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "units": model.hidden_sizes(),
                **{k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-               "t": round(time.time() - t0, 1)}
+               "lr": trainer.optimizers[0].param_groups[0]["lr"], "t": round(time.time() - t0, 1)}
         if ctrl is not None:
             row.update(added=sum(ctrl.added), deleted=sum(ctrl.deleted))
             if hasattr(ctrl.signal, "removing"):
