@@ -17,6 +17,17 @@ def test_show_library_cell(capsys: pytest.CaptureFixture[str]) -> None:
     assert "params=2,560" in out and "states: h, c" in out
 
 
+@pytest.mark.parametrize(("cell", "says"), [
+    ("configs/cells/ptb/confirmed/cell_121.txt", True),  # the PTB search's LSTM with a negated matrix
+    ("lstm", False), ("configs/cells/ptb/confirmed/cell_143.txt", False),
+])
+def test_show_names_the_library_cell_a_cell_is(cell: str, says: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(Path(__file__).parents[1] / cell) if "/" in cell else cell]) == 0
+    out = capsys.readouterr().out
+    assert f"equivalence key {library_cell('lstm').equivalence_key}" in out or not says
+    assert ("# the library's lstm up to the values of its weights" in out) == says
+
+
 @pytest.mark.parametrize("suffix", [".txt", ".json"])
 def test_show_genome_file(tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]) -> None:
     g = library_cell("mgu")

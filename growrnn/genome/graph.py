@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from growrnn.errors import GenomeSyntaxError
-from growrnn.genome.canonical import canonical_form
+from growrnn.genome.canonical import canonical_form, equivalence_form
 from growrnn.genome.formatter import emit
 from growrnn.genome.nodes import (
     ACTIVATIONS,
@@ -140,6 +140,14 @@ class Genome:
     def key(self) -> str:
         """Short canonical key (sha1 of :attr:`canonical`), for deduplication and caching."""
         return hashlib.sha1(self.canonical.encode()).hexdigest()[:16]
+
+    @cached_property
+    def equivalence_key(self) -> str:
+        """Short key of the cell up to the values of its weights (sha1 of
+        :func:`~growrnn.genome.canonical.equivalence_form`): shared by genomes with one :attr:`key`,
+        and by those that differ only in a subtracted weighted call or in a sum's biases
+        (``affine(x) - affine(h)`` and ``affine(x) + linear(h)`` share it)."""
+        return hashlib.sha1(equivalence_form(self).encode()).hexdigest()[:16]
 
     # ----------------------------------------------------------------------------- JSON form
     def to_dict(self) -> dict[str, object]:

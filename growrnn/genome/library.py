@@ -9,7 +9,7 @@ from growrnn.errors import ArgumentError
 from growrnn.genome.graph import Genome
 from growrnn.genome.text import parse
 
-__all__ = ["LIBRARY", "lstm", "gru", "elman", "mgu", "indrnn", "dual_lstm", "library_cell"]
+__all__ = ["LIBRARY", "lstm", "gru", "elman", "mgu", "indrnn", "dual_lstm", "library_cell", "library_equivalent"]
 
 LIBRARY: dict[str, str] = {
     "lstm": """\
@@ -63,6 +63,18 @@ def library_cell(name: str) -> Genome:
         raise ArgumentError("name", allowed=", ".join(sorted(LIBRARY)), received=name,
                             hint="or write the equations yourself and call growrnn.parse")
     return parse(LIBRARY[name])
+
+
+def library_equivalent(g: Genome) -> str | None:
+    """The name of the library cell ``g`` is up to the values of its weights (the same
+    :attr:`~growrnn.genome.Genome.equivalence_key`: ``"lstm"`` for an LSTM written with a negated
+    recurrent matrix or one bias per gate), or None."""
+    return _by_equivalence().get(g.equivalence_key)
+
+
+@cache
+def _by_equivalence() -> dict[str, str]:
+    return {library_cell(name).equivalence_key: name for name in sorted(LIBRARY, reverse=True)}
 
 
 def lstm() -> Genome:

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from growrnn.errors import ArgumentError, SearchError, format_message
+from growrnn.genome import Genome
 from growrnn.search.confirm import ConfirmedCell, confirmed_cells, rank_cells
-from growrnn.search.report import first_front, values_of
+from growrnn.search.report import first_front, same_as, values_of
 from growrnn.search.selection import OBJECTIVES
 from growrnn.search.storage import Archive, CandidateRow
 
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 #: empty when none), ``*_std`` their sample standard deviations; ``val`` and ``test`` are the
 #: search's scores; ``confirmed_front`` says whether the cell is on the first front of the exported
 #: cells by confirmed ``val`` (and the search's other objectives); ``path`` is the ``.txt`` file
-#: as written (``out`` joined with its name).
+#: as written (``out`` joined with its name); ``same_as`` names the library cell the cell is up to the
+#: values of its weights (:func:`~growrnn.search.report.same_as`; empty for a new cell).
 CSV_COLUMNS = ("id", "key", "confirmed_val", "confirmed_val_std", "val", "confirmed_test", "confirmed_test_std", "test",
-               "params", "macs", "confirmed_runs", "confirmed_front", "path")
+               "params", "macs", "confirmed_runs", "confirmed_front", "same_as", "path")
 #: Columns of ``confirmed.csv``: every confirmed cell (front and baselines), best confirmed first.
 CONFIRMED_COLUMNS = ("rank", "id", "key", "role", "confirmed_val", "confirmed_val_std", "val", "confirmed_test",
                      "confirmed_test_std", "test", "params", "confirmed_runs", "failed_runs")
@@ -58,6 +60,10 @@ def cell_text(row: CandidateRow, confirmed: ConfirmedCell | None = None) -> str:
     metrics); :func:`growrnn.parse` reads it back."""
     head = [f"# growrnn search cell {row.id} (generation {row.generation})", f"# key: {row.key}",
             f"# parents: {', '.join(map(str, row.parents)) or '-'}; operator: {row.operator}; seed: {row.seed}"]
+    same = same_as(row)
+    if same:
+        head.append(f"# the library's {same} up to the values of its weights (equivalence key "
+                    f"{Genome.from_json(row.genome_json).equivalence_key})")
     if confirmed is not None and confirmed.done:
         spread = confirmed.done > 1  # no spread of one run
         figures = [f"{name}={mean:.6g}" + (f" +- {std:.2g}" if spread and not math.isnan(std) else "")
@@ -168,7 +174,8 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
         txt.write_text(cell_text(row, cell))
         js.write_text(json.dumps(json.loads(row.genome_json), indent=2) + "\n")
         written += [txt, js]
-        table.append({**_confirmed_columns(cell), "confirmed_front": k in on_confirmed_front, "path": str(txt)})
+        table.append({**_confirmed_columns(cell), "confirmed_front": k in on_confirmed_front, "same_as": same_as(row),
+                      "path": str(txt)})
     csv_path = out / "front.csv"
     _write_csv(csv_path, CSV_COLUMNS, table)
     written.append(csv_path)

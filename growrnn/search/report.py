@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from growrnn.errors import ArgumentError, check_int
-from growrnn.genome.library import LIBRARY, library_cell
+from growrnn.genome.graph import Genome
+from growrnn.genome.library import LIBRARY, library_cell, library_equivalent
 from growrnn.search.selection import OBJECTIVES, hypervolume, nondominated_ranks, objective_matrix
 from growrnn.search.storage import Archive, CandidateRow
 
 __all__ = ["BASELINE_LABELS", "confirmation_figure", "confirmation_markdown", "find_baselines", "first_front",
-           "log_confirmation", "log_generation", "pareto_figure", "reference_point", "values_of"]
+           "log_confirmation", "log_generation", "pareto_figure", "reference_point", "same_as", "values_of"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def same_as(row: CandidateRow) -> str:
+    """The library cell ``row``'s genome is up to the values of its weights, when it is not that
+    cell as written (:func:`~growrnn.genome.library_equivalent`: a search that evolves an LSTM with
+    a negated matrix has found the LSTM again), else ``""``."""
+    g = Genome.from_json(row.genome_json)
+    same = library_equivalent(g)
+    return same if same is not None and library_cell(same).key != g.key else ""
+
+
 def _front_markdown(gen: int, front: Sequence[CandidateRow], objectives: Sequence[str], direction: str) -> str:
     columns = [*objectives, *(c for c in ("test", "params", "macs") if c not in objectives)]
     names = ", ".join(f"{o} ({direction if o == 'val' else 'min'})" for o in objectives)
@@ -179,7 +189,8 @@ def _front_markdown(gen: int, front: Sequence[CandidateRow], objectives: Sequenc
     for row in front:
         values = values_of(row)
         cells = [_fmt(v) if not math.isnan(v := _value(values, c)) else "-" for c in columns]
-        parts.append(f"### cell {row.id} (key `{row.key}`, {row.operator}, parents {list(row.parents)})\n\n"
+        same = f"; the library's {name} up to its weights" if (name := same_as(row)) else ""
+        parts.append(f"### cell {row.id} (key `{row.key}`, {row.operator}, parents {list(row.parents)}{same})\n\n"
                      f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}\n| {' | '.join(cells)} |\n\n"
                      + "    " + row.genome_text.strip().replace("\n", "\n    "))
     return "\n\n".join(parts)

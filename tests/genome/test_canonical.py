@@ -1,8 +1,10 @@
 """The canonical key: invariant to names and commutative order, blind to nothing else."""
 
+from pathlib import Path
+
 import pytest
 
-from growrnn.genome import LIBRARY, parse
+from growrnn.genome import LIBRARY, library_equivalent, parse
 
 # An LSTM with other names, another line order and swapped operands.
 PERMUTED_LSTM = """\
@@ -50,3 +52,49 @@ def test_equality_compares_text_not_ids() -> None:
     b = parse("h' = tanh(affine(h) + affine(x))")
     assert a != b and a.key == b.key
     assert len({a, parse(a.to_text())}) == 1
+
+
+# Cells that differ only in how their weights are written: a subtracted weighted call, a sum's biases.
+EQUIVALENT = [
+    ("h' = tanh(affine(x) - affine(h))", "h' = tanh(affine(h) + affine(x))"),
+    ("h' = tanh(affine(x) - affine(h))", "h' = tanh(affine(h) - affine(x))"),
+    ("h' = tanh(affine(x) + affine(h))", "h' = tanh(linear(x) + affine(h))"),
+    ("h' = tanh(affine(x) + affine(h) + 1)", "h' = tanh(affine(x) + linear(h))"),
+    ("h' = tanh(affine(x) + 1)", "h' = tanh(affine(x) + 2)"),
+    ("h' = tanh(h - (linear(x) + diag(h)))", "h' = tanh(h + linear(x) + diag(h))"),
+    ("h' = tanh(affine(x) - affine(h) - affine(h))", "h' = tanh(linear(x) + linear(h) + affine(h))"),
+    (LIBRARY["lstm"], (Path(__file__).parents[2] / "configs/cells/ptb/confirmed/cell_121.txt").read_text()),
+]
+NOT_EQUIVALENT = [
+    ("h' = tanh(affine(x) * affine(h))", "h' = tanh(affine(x) * linear(h))"),  # a product's biases are not one
+    ("h' = tanh(affine(x))", "h' = tanh(linear(x))"),  # no sum: the bias is the only one
+    ("h' = h - sigmoid(affine(x))", "h' = h + sigmoid(affine(x))"),  # not a weighted call subtracted
+    ("h' = tanh(affine(x) + h)", "h' = tanh(affine(x) - h)"),
+    ("t = affine(h)\nh' = tanh(affine(x) - t) * sigmoid(t)",  # t is shared: its sign is not its own
+     "t = affine(h)\nh' = tanh(affine(x) + t) * sigmoid(t)"),
+    ("h' = tanh(affine(x) + affine(h))", "h' = tanh(linear(x) + linear(h))"),  # one bias is not none
+    (LIBRARY["lstm"], LIBRARY["gru"]),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), EQUIVALENT)
+def test_cells_equal_up_to_their_weights_share_an_equivalence_key(a: str, b: str) -> None:
+    assert parse(a).equivalence_key == parse(b).equivalence_key
+
+
+@pytest.mark.parametrize(("a", "b"), NOT_EQUIVALENT + DIFFERENT[:1] + DIFFERENT[3:])
+def test_cells_that_compute_other_functions_do_not(a: str, b: str) -> None:
+    assert parse(a).equivalence_key != parse(b).equivalence_key
+
+
+@pytest.mark.parametrize(("a", "b"), SAME)
+def test_one_canonical_key_is_one_equivalence_key(a: str, b: str) -> None:
+    assert parse(a).equivalence_key == parse(b).equivalence_key
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    (EQUIVALENT[-1][1], "lstm"), (LIBRARY["gru"], "gru"), ("h' = tanh(affine(x) - affine(h))", "elman"),
+    ("h' = tanh(affine(x) * affine(h))", None),
+])
+def test_a_library_cell_is_recognised_up_to_its_weights(text: str, name: str | None) -> None:
+    assert library_equivalent(parse(text)) == name

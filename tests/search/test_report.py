@@ -181,6 +181,28 @@ def test_a_genome_held_twice_is_exported_once(tmp_path: Path, built: Built, fron
     assert ids[:4] == [built.ids[n] for n in ("r0", "lstm", "gru", "r1")]
 
 
+def test_a_library_cell_rediscovered_is_named(tmp_path: Path, built: Built) -> None:
+    """A search's child that is an LSTM with a negated recurrent matrix in its output gate (as the
+    PTB search's cell 121) is exported, and shown on the front in TensorBoard, as the library's
+    lstm up to its weights; the seeded LSTM itself and new cells are not marked."""
+    twin = growrnn.parse(growrnn.genome.LIBRARY["lstm"].replace("o = sigmoid(affine(x) + affine(h))",
+                                                                 "o = sigmoid(affine(x) - affine(h))"))
+    i = built.db.add(twin.to_json(), twin.to_text(), twin.key, [built.ids["lstm"]], "point_mutation", 1, 0)
+    built.db.finish(i, {"val": 0.1, "params": 2000, "direction": "min"}, [], {"val": 0.1, "params": 2000}, seconds=0.1)
+    built.db.save_generation(0, [*built.population, i], {}, {})
+    export_front(built.db.path, tmp_path / "out", front_only=False)
+    with (tmp_path / "out" / "front.csv").open() as fh:
+        same = {int(r["id"]): r["same_as"] for r in csv.DictReader(fh)}
+    assert same[i] == "lstm" and same[built.ids["lstm"]] == "" and same[built.ids["r0"]] == ""
+    assert "# the library's lstm up to the values of its weights" in (tmp_path / "out" / f"cell_{i}.txt").read_text()
+    log_generation(tmp_path / "tb", built.db, 1, [*built.population, i], OBJ, baselines=())
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    text = acc.Tensors("search/front/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert f"cell {i} (key `{twin.key}`, point_mutation, parents [{built.ids['lstm']}]; the library's lstm" in text
+    assert text.count("the library's") == 1
+
+
 def test_the_front_is_over_the_searchs_own_objectives(tmp_path: Path) -> None:
     """Candidates record more figures among their objectives than a search may select on: the
     exported front is the one over the config's objectives (here val alone: one cell), as the
