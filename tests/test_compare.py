@@ -87,6 +87,72 @@ def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: 
     record.write_text(good)
 
 
+def _outcome(record: dict[str, Any]) -> dict[str, Any]:
+    """What a run found (not how long it took)."""
+    result = {k: v for k, v in record["result"].items() if k not in ("wall_time", "train_seconds")}
+    return {"result": result, "hidden_sizes": record["hidden_sizes"], "train_steps": record["train_steps"]}
+
+
+@pytest.mark.parametrize(("budget", "every", "parts"), [
+    ("{steps: 6, val_every: 3}", "{steps: 2}", 3),  # the debug budget, cut between validations
+    ("{epochs: 3}", None, 3),  # by default a part per epoch (2 batches each)
+])
+def test_a_run_in_parts_goes_on_from_its_checkpoint_to_the_uninterrupted_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str, every: str | None, parts: int) -> None:
+    import growrnn.evaluation
+
+    args = ["--tuning", "{}", "--seeds", "[0]", "--model.lr", "0.03", "--budget", budget]
+    whole = run_comparison(load_config(DEBUG, [*args, "--checkpoint_every", "{}"]), tmp_path / "whole")
+    config = load_config(DEBUG, [*args, *(["--checkpoint_every", every] if every else [])])
+    calls: list[dict[str, Any]] = []
+    killed_once: dict[str, bool] = {}
+    evaluate = growrnn.evaluation.evaluate
+
+    def cut(*a: Any, **kw: Any) -> Any:  # the first comparison is killed in each run's second part
+        calls.append({"budget": a[2], "resume_from": kw["resume_from"]})
+        if kw["resume_from"] is not None and not killed_once.setdefault(kw["logger"].name, False):
+            killed_once[kw["logger"].name] = True
+            raise RuntimeError("killed")
+        return evaluate(*a, **kw)
+
+    monkeypatch.setattr(growrnn.evaluation, "evaluate", cut)
+    out = tmp_path / "parts"
+    first = run_comparison(config, out)
+    assert sorted(first.failed) == ["elman_grown/seed0", "lstm_8/seed0"]
+    assert sorted(p.name for p in (out / "runs" / "lstm_8" / "seed0.parts").iterdir()) == ["part0.ckpt",
+                                                                                          "progress.json"]
+    calls.clear()
+    second = run_comparison(config, out)
+    assert sorted(second.trained) == ["elman_grown/seed0", "lstm_8/seed0"]
+    assert len(calls) == 2 * (parts - 1), "each run went on after its first part"
+    assert all(c["resume_from"] is not None for c in calls)
+    for name in ("lstm_8", "elman_grown"):
+        assert _outcome(second.records[name][0]) == _outcome(whole.records[name][0]), name
+        assert not (out / "runs" / name / "seed0.parts").exists(), "the finished run's checkpoint is gone"
+    assert whole.records["elman_grown"][0]["hidden_sizes"] != [2], "the grown layer grew across parts"
+
+
+@pytest.mark.parametrize(("budget", "every", "match"), [
+    ({"steps": 6}, {"epochs": 1}, "'checkpoint_every'.*Allowed: one of \\{steps: k\\}"),
+    ({"epochs": 2, "steps": 6}, {"epochs": 1, "steps": 2}, "'checkpoint_every'.*epochs: k, steps: k"),
+    ({"seconds": 5}, {"steps": 2}, "'checkpoint_every'.*a seconds budget trains in one piece"),
+    ({"epochs": 2}, {"epochs": 0}, "'checkpoint_every.epochs'.*an int >= 1"),
+    ({"steps": 6}, {"steps": 2}, "'budget.val_every'.*with checkpoint_every: \\{steps: k\\}"),
+    ({"epochs": 2}, {}, None),
+])
+def test_checkpoint_every_is_in_the_budgets_units(tmp_path: Path, budget: dict[str, Any], every: dict[str, Any],
+                                                   match: str | None) -> None:
+    config = yaml.safe_load(DEBUG.read_text())
+    config.update(budget=budget, checkpoint_every=every)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if match is None:
+        assert load_config(path).checkpoint_every == {}
+        return
+    with pytest.raises(ArgumentError, match=match):
+        load_config(path)
+
+
 def _archive(path: Path) -> list[int]:
     """A finished one-generation search archive: an Elman cell (small, worse) and a GRU (bigger,
     better) are both on the front; an LSTM (bigger and worse than the GRU) is not."""

@@ -6,6 +6,7 @@ Layout of ``DIR``::
 
     runs/<entry>/seed<k>.json     one finished run: settings, Result, final units, train time
     runs/<entry>/tune<j>.json     with a tuning grid: setting j trained at the first seed
+    runs/<entry>/seed<k>.parts/   while a run trains: progress.json and its last part's checkpoint
     tb/<entry>/seed<k>/           that run's TensorBoard events (tb/<entry>/tune<j>/ likewise)
     cells/<name>/                 the cells exported from a search archive (see resolve_entries)
 
@@ -13,8 +14,14 @@ Layout of ``DIR``::
 model, trainer, budget, seed, cell, growth) must equal what the config asks now, else the
 comparison stops with an error naming the file: mixing runs of two configs in one table would be
 unfair, and silently retraining would throw results away. A run is written only when it has
-finished, atomically, so a killed comparison leaves no half-written file; its TensorBoard folder
-is cleared before it is trained again.
+finished, atomically, so a killed comparison leaves no half-written file. A run trains in parts
+(``checkpoint_every``; by default one per epoch of an epoch budget) and keeps a Lightning
+checkpoint of its last finished part in ``seed<k>.parts/``, so a killed comparison loses at most
+a part of each run: the next call goes on from there, and the run reaches the result an
+uninterrupted one would have (weights, optimizer, schedule, growth controller and the data's
+order are in the checkpoint; the test suite checks the records are equal). A run that starts
+from nothing has its TensorBoard folder cleared first; one that goes on keeps it (the steps of
+a part cut short are then logged twice).
 
 **Tuning.** With a grid of more than one setting, each entry first trains every setting at the
 first seed (``tune<j>``); the best on validation is then used for every seed. The first seed's
@@ -42,7 +49,7 @@ from growrnn.compare.entries import ResolvedEntry, resolve_entries
 from growrnn.errors import ArgumentError
 from growrnn.files import write_atomic
 
-__all__ = ["Comparison", "run_comparison", "run_one", "run_settings"]
+__all__ = ["Comparison", "run_comparison", "run_one", "run_parts", "run_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +89,100 @@ def run_settings(config: CompareConfig, entry: ResolvedEntry, seed: int, setting
     return json.loads(json.dumps(values))  # tuples become lists, as they come back from a file
 
 
+def run_parts(budget: dict[str, Any], every: dict[str, int] | None) -> list[dict[str, Any]]:
+    """The budgets a run trains in, each counted from the run's start (each part goes on from the
+    last one's checkpoint); the last is ``budget`` itself. ``every``: the config's
+    ``checkpoint_every`` (``None``: a part per epoch of an epoch budget; ``{}``: one part).
+
+    >>> run_parts({"epochs": 3, "val_every": 5}, None)
+    [{'epochs': 1, 'val_every': 5}, {'epochs': 2, 'val_every': 5}, {'epochs': 3, 'val_every': 5}]
+    >>> run_parts({"steps": 10}, {"steps": 4})
+    [{'steps': 4}, {'steps': 8}, {'steps': 10}]
+    """
+    if every is None:
+        every = {"epochs": 1} if "epochs" in budget and "seconds" not in budget else {}
+    if not every:
+        return [dict(budget)]
+    (unit, k), = every.items()
+    return [{**budget, unit: end} for end in [*range(k, budget[unit], k), budget[unit]]]
+
+
 def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one run (a top-level function of plain data, so the executor's workers can pickle
     it). ``payload``: ``settings`` (see :func:`run_settings`), ``tb`` (``[save_dir, name,
-    version]`` of its TensorBoard folder), ``threads`` (torch threads while it runs).
+    version]`` of its TensorBoard folder), ``threads`` (torch threads while it runs), and
+    optionally ``parts`` (:func:`run_parts`; default one) with ``progress``, the run's progress
+    file: after each part but the last it records the part's checkpoint and the curves, steps
+    and seconds so far, and a call that finds it (made with the same settings and parts) goes on
+    from there. Checkpoints are read weights-only; the caller deletes the file and the
+    checkpoint once the run's record is written.
 
-    Returns ``{"result": Result.as_dict(), "hidden_sizes", "train_seconds", "train_steps"}``."""
+    Returns ``{"result": Result.as_dict(), "hidden_sizes", "train_seconds", "train_steps"}``:
+    ``curve``, ``train_seconds``, ``train_steps`` and ``wall_time`` cover every part."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from growrnn.evaluation import evaluate
+    from growrnn.evaluation.config import joined_curve
 
     s = payload["settings"]
+    parts = payload.get("parts") or [s["budget"]]
+    if len(parts) > 1 and not payload.get("progress"):
+        raise ValueError("a run in parts needs a progress file (payload['progress'])")
+    progress_path = Path(payload.get("progress") or "progress.json")
+    progress = _read_progress(progress_path if len(parts) > 1 else None, s, parts)
     save_dir, name, version = payload["tb"]
     logger = TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)
-    # each seed's growth draws its own numbers (evaluate seeds the controller with the run's seed)
-    result = evaluate(s["cell"], s["task"], s["budget"], int(s["seed"]), task_options=s["task_options"],
-                      model=s["model"], trainer=s["trainer"], grow=s["grow"], threads=int(payload.get("threads", 1)),
-                      test=True, logger=logger)
-    return {"result": result.as_dict(), "hidden_sizes": result.hidden_sizes, "train_seconds": result.train_seconds,
-            "train_steps": result.train_steps}
+    for i in range(progress["done"], len(parts)):
+        last = i == len(parts) - 1
+        resume = progress_path.with_name(progress["checkpoint"]) if progress["checkpoint"] else None
+        target = None if last else progress_path.with_name(f"part{i}.ckpt")
+        # each seed's growth draws its own numbers (evaluate seeds the controller with the run's seed)
+        result = evaluate(s["cell"], s["task"], parts[i], int(s["seed"]), task_options=s["task_options"],
+                          model=s["model"], trainer=s["trainer"], grow=s["grow"],
+                          threads=int(payload.get("threads", 1)), logger=logger, resume_from=resume,
+                          checkpoint_to=target, score=last)
+        progress["curve"].append(result.curve)  # one list per part, joined at the end
+        for key, value in (("train_seconds", result.train_seconds), ("train_steps", result.train_steps),
+                           ("wall_time", result.wall_time)):
+            progress[key] += value
+        if last:
+            break
+        if not target.is_file():  # stopped early: a diverged run ends here as an uninterrupted one would
+            if result.diverged:
+                break
+            raise RuntimeError(f"part {i + 1} of {len(parts)} stopped at step {result.steps} before its budget "
+                               f"{parts[i]} without diverging, so there is no checkpoint to go on from")
+        _write_json(progress_path, {**progress, "done": i + 1, "checkpoint": target.name})
+        if resume is not None:
+            resume.unlink(missing_ok=True)
+        progress.update(done=i + 1, checkpoint=target.name)
+    curve = joined_curve(progress["curve"], s["budget"].get("val_every"), last_whole=last)
+    record = {**result.as_dict(), "curve": curve, "wall_time": progress["wall_time"],
+              "train_seconds": progress["train_seconds"], "train_steps": progress["train_steps"]}
+    return {"result": record, "hidden_sizes": result.hidden_sizes, "train_seconds": progress["train_seconds"],
+            "train_steps": progress["train_steps"]}
+
+
+def _read_progress(path: Path | None, settings: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's progress file if it can be gone on from (same settings and parts, its checkpoint
+    there), else a fresh start."""
+    fresh = {"settings": settings, "parts": parts, "done": 0, "checkpoint": None, "curve": [], "train_seconds": 0.0,
+             "train_steps": 0, "wall_time": 0.0}
+    if path is None or not path.is_file():
+        return fresh
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s cannot be read (%s): the run starts over", path, err)
+        return fresh
+    usable = (isinstance(stored, dict) and set(stored) == set(fresh) and stored["settings"] == settings
+              and stored["parts"] == parts and isinstance(stored["checkpoint"], str)
+              and path.with_name(stored["checkpoint"]).is_file())
+    if not usable:
+        log.warning("%s was made with other settings or parts, or its checkpoint is gone: the run starts over", path)
+        return fresh
+    log.info("%s: going on from its checkpoint after part %d of %d", path.parent, stored["done"], len(parts))
+    return stored
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -152,6 +234,11 @@ def _read_finished(path: Path, settings: dict[str, Any]) -> dict[str, Any] | Non
                             hint=f"use a new --out folder for this config, or delete {path} (and its tb/ "
                             "folder) to redo that run with it")
     return record
+
+
+def _progress(out: Path, run: _Run) -> Path:
+    """Where an unfinished run keeps its progress file and its last part's checkpoint."""
+    return out / "runs" / run.entry.name / f"{run.tag}.parts" / "progress.json"
 
 
 def _value(record: dict[str, Any], split: str) -> float:
@@ -272,16 +359,21 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
         else:
             todo[run.key] = (run, settings)
     if dry_run:
-        for key in todo:
-            log.info("%s: would train", key)
+        for key, (run, _) in todo.items():
+            going_on = _progress(out, run).is_file()
+            log.info("%s: would train%s", key, " (going on from its checkpoint)" if going_on else "")
         done.pending += list(todo)
         return records
     if not todo:
         return records
     jobs = []
     for key, (run, settings) in todo.items():
-        shutil.rmtree(out / "tb" / run.entry.name / run.tag, ignore_errors=True)  # events of an interrupted try
-        payload = {"settings": settings, "tb": [str(out / "tb"), run.entry.name, run.tag], "threads": config.threads}
+        parts = run_parts(settings["budget"], config.checkpoint_every)
+        progress = _progress(out, run)
+        if not progress.is_file():
+            shutil.rmtree(out / "tb" / run.entry.name / run.tag, ignore_errors=True)  # events of an interrupted try
+        payload = {"settings": settings, "tb": [str(out / "tb"), run.entry.name, run.tag], "threads": config.threads,
+                   "parts": parts, "progress": str(progress)}
         jobs.append(Job(key, run_one, args=(payload,)))
     log.info("training %d run(s) (%d already done) with %s", len(jobs), len(records),
              f"{config.workers} worker processes" if config.workers else "no worker processes")
@@ -296,6 +388,7 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
         record = {"entry": run.entry.name, "family": run.entry.family, "label": run.entry.label, "run": run.tag,
                   "setting": run.setting, "settings": settings, **outcome.value}
         _write_json(out / "runs" / run.entry.name / f"{run.tag}.json", record)
+        shutil.rmtree(_progress(out, run).parent, ignore_errors=True)  # its checkpoint is not needed any more
         records[outcome.key] = record
         done.trained.append(outcome.key)
         r = record["result"]

@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 from growrnn.errors import ArgumentError, GenomeError, check_int
 
 __all__ = ["Budget", "MODEL_OWNED", "TRAINER_OWNED", "RESUMABLE", "build_config", "check_keys", "check_options",
-           "check_grow", "check_value", "config_parser", "load_cell", "neutral_keys", "parse_args", "parse_command",
-           "read_config"]
+           "check_grow", "check_value", "config_parser", "joined_curve", "load_cell", "neutral_keys", "parse_args",
+           "parse_command", "read_config"]
 
 _C = TypeVar("_C")
 
@@ -85,6 +85,24 @@ class Budget:
     def as_dict(self) -> dict[str, Any]:
         """The limits that are set, as JSON values (``{"steps": 500}``)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def joined_curve(curves: Sequence[Sequence[dict[str, Any]]], val_every: int | None, *,
+                 last_whole: bool = True) -> list[dict[str, Any]]:
+    """One learning curve from the curves of a run trained in parts (each part resumed from the
+    last one's checkpoint; each curve a :class:`~growrnn.training.callbacks.ValidationCurve`'s
+    points), as the uninterrupted run has it: Lightning validates when a fit ends, so a part that
+    ends off the ``val_every`` cadence adds a point the uninterrupted run does not have; it is
+    dropped. The last part's end is the run's own end, kept (``last_whole``) unless that part
+    is itself cut short. Parts of an epoch budget without ``val_every`` end on epochs' ends,
+    where a validation is due anyway: nothing is dropped.
+
+    >>> joined_curve([[{"step": 3}, {"step": 4}], [{"step": 6}, {"step": 7}]], 3)
+    [{'step': 3}, {'step': 6}, {'step': 7}]
+    """
+    last = len(curves) - 1
+    return [p for k, points in enumerate(curves) for p in points
+            if (k == last and last_whole) or val_every is None or int(p["step"]) % val_every == 0]
 
 
 def neutral_keys(cls: type) -> frozenset[str]:

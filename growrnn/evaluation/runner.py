@@ -120,7 +120,7 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
              trainer: Mapping[str, Any] | None = None, grow: Mapping[str, Any] | None = None,
              callbacks: Sequence[L.Callback] = (), threads: int | None = None, test: bool = True,
              logger: Any = False, resume_from: str | os.PathLike[str] | None = None,
-             checkpoint_to: str | os.PathLike[str] | None = None) -> Result:
+             checkpoint_to: str | os.PathLike[str] | None = None, score: bool = True) -> Result:
     """Train ``genome`` on ``task`` for ``budget`` and score it on valid (and test).
 
     Args:
@@ -147,22 +147,26 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
             ``train_seconds`` of the result cover this call alone.
         checkpoint_to: write a Lightning checkpoint there (atomically) when training ends, so a
             later call can go on with ``resume_from`` (the search's rungs do).
+        score: False skips the closing validation and test passes: ``val`` is then the learning
+            curve's last point (the worst value without one) and ``test`` is ``None`` -- for a
+            part of a run that another call goes on with.
 
     Shapes: the model reads the task's batches, ``(B, T, I)`` features or ``(B, T)`` tokens.
     """
     files = (resume_from, checkpoint_to)
+    passes = (score, test and score)
     if threads is None:
-        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger,
+        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, passes, logger,
                          files)
     with torch_threads(threads):
-        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, test, logger,
+        return _evaluate(genome, task, budget, seed, task_options, model, trainer, grow, callbacks, passes, logger,
                          files)
 
 
 def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int,
               task_options: Mapping[str, Any] | None, model: Mapping[str, Any] | None,
               trainer: Mapping[str, Any] | None, grow: Mapping[str, Any] | None, callbacks: Sequence[L.Callback],
-              test: bool, logger: Any, files: tuple[Any, Any] = (None, None)) -> Result:
+              passes: tuple[bool, bool], logger: Any, files: tuple[Any, Any] = (None, None)) -> Result:
     quiet_lightning()
     budget = budget if isinstance(budget, Budget) else Budget(**budget)
     resume_from, checkpoint_to = files
@@ -226,11 +230,15 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
 
     worst = math.inf if spec.direction == "min" else -math.inf
     val, test_value = worst, None
-    if not watch.diverged:
+    validate, test = passes
+    if not watch.diverged and not validate:
+        val = float(watch.points[-1]["val"]) if watch.points else worst
+    elif not watch.diverged:
         val = float(fitter.validate(net, datamodule=datamodule, verbose=False)[0][f"val/{spec.metric}"])
         if test:
             test_value = float(fitter.test(net, datamodule=datamodule, verbose=False)[0][f"test/{spec.metric}"])
-    if not math.isfinite(val) or not math.isfinite(float(fitter.callback_metrics.get("val/loss", 0.0))):
+    measured = validate or bool(watch.points)
+    if measured and (not math.isfinite(val) or not math.isfinite(float(fitter.callback_metrics.get("val/loss", 0.0)))):
         watch.diverged, val = True, worst  # a NaN model can keep a finite accuracy
     g = net.genome
     figures = net.complexity()

@@ -68,7 +68,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from growrnn.errors import ArgumentError, SearchError, format_message
-from growrnn.evaluation.config import Budget
+from growrnn.evaluation.config import Budget, joined_curve
 from growrnn.executors import Executor, Job
 from growrnn.search import selection
 from growrnn.search.storage import Archive, CandidateRow, RungRow
@@ -302,11 +302,9 @@ def _train_rung(search: _Search, gen: int, rung: int, cohort: list[int], by_id: 
 
 def _curve(runs: Sequence[RungRow], top: int, val_every: int | None) -> list[dict[str, Any]]:
     """A candidate's learning curve over its rung ``runs`` (each records its own points), as the
-    uninterrupted run has it: Lightning validates when a fit ends, so a rung that ends off the
-    ``val_every`` cadence adds a point there that the uninterrupted run does not have; it is
-    dropped (a budget in epochs ends its rungs on epochs' ends, where a validation is due anyway)."""
-    return [p for r in runs for p in (r.curve or [])
-            if r.rung == top or val_every is None or int(p["step"]) % val_every == 0]
+    uninterrupted run has it (:func:`~growrnn.evaluation.config.joined_curve`): the last rung's
+    end is kept only when it is the ``top`` one, the budget's end."""
+    return joined_curve([r.curve or [] for r in runs], val_every, last_whole=bool(runs) and runs[-1].rung == top)
 
 
 def _decide(archive: Archive, cfg: Any, gen: int, rung: int, cohort: list[int], runs: dict[int, RungRow],
