@@ -80,12 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from growrnn.genome import complexity, library_cell, library_equivalent, load
+    from growrnn.genome import complexity, library_equivalent, load
     g = load(args.cell, "cell")
     print(g.to_text(), end="")
     print(f"# states: {', '.join(g.states)}; canonical key {g.key}; equivalence key {g.equivalence_key}")
-    same = library_equivalent(g)
-    if same is not None and g.key != library_cell(same).key:
+    if (same := library_equivalent(g, rewritten=True)) is not None:
         print(f"# the library's {same} up to the values of its weights (growrnn show {same})")
     c = complexity(g, args.input_size, args.hidden_size, args.layers)
     print(f"# I={args.input_size}, H={args.hidden_size}, layers={args.layers} (--input-size, --hidden-size, "

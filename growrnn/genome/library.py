@@ -65,11 +65,16 @@ def library_cell(name: str) -> Genome:
     return parse(LIBRARY[name])
 
 
-def library_equivalent(g: Genome) -> str | None:
+def library_equivalent(g: Genome, *, rewritten: bool = False) -> str | None:
     """The name of the library cell ``g`` is up to the values of its weights (the same
     :attr:`~growrnn.genome.Genome.equivalence_key`: ``"lstm"`` for an LSTM written with a negated
-    recurrent matrix or one bias per gate), or None."""
-    return _by_equivalence().get(g.equivalence_key)
+    recurrent matrix or one bias per gate), or None. With ``rewritten``, None also when ``g`` is
+    that cell as written (the same canonical key): a search that evolves an LSTM with a negated
+    matrix has found the LSTM again, one that keeps its seeded LSTM has not found anything."""
+    name = _by_equivalence().get(g.equivalence_key)
+    if rewritten and name is not None and library_cell(name).key == g.key:
+        return None
+    return name
 
 
 @cache

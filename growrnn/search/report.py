@@ -177,9 +177,7 @@ def same_as(row: CandidateRow) -> str:
     """The library cell ``row``'s genome is up to the values of its weights, when it is not that
     cell as written (:func:`~growrnn.genome.library_equivalent`: a search that evolves an LSTM with
     a negated matrix has found the LSTM again), else ``""``."""
-    g = Genome.from_json(row.genome_json)
-    same = library_equivalent(g)
-    return same if same is not None and library_cell(same).key != g.key else ""
+    return library_equivalent(Genome.from_json(row.genome_json), rewritten=True) or ""
 
 
 def _front_markdown(gen: int, front: Sequence[CandidateRow], objectives: Sequence[str], direction: str) -> str:
