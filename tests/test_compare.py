@@ -87,31 +87,34 @@ def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: 
     record.write_text(good)
 
 
-def _outcome(record: dict[str, Any]) -> dict[str, Any]:
-    """What a run found (not how long it took)."""
+def _outcome(record: dict[str, Any]) -> str:
+    """What a run found (not how long it took), as JSON text (a diverged run's NaN compares equal)."""
     result = {k: v for k, v in record["result"].items() if k not in ("wall_time", "train_seconds")}
-    return {"result": result, "hidden_sizes": record["hidden_sizes"], "train_steps": record["train_steps"]}
+    return json.dumps({"result": result, "hidden_sizes": record["hidden_sizes"], "train_steps": record["train_steps"]},
+                      sort_keys=True)
 
 
-@pytest.mark.parametrize(("budget", "every", "parts"), [
-    ("{steps: 6, val_every: 3}", "{steps: 2}", 3),  # the debug budget, cut between validations
-    ("{epochs: 3}", None, 3),  # by default a part per epoch (2 batches each)
+@pytest.mark.parametrize(("budget", "every", "resumed"), [
+    ("{steps: 6, val_every: 3}", "{steps: 2}", 2),  # the debug budget, cut between validations
+    ("{steps: 6}", "{steps: 4}", 1),  # validated at epochs' ends (2 batches each), cut mid-epoch
+    ("{epochs: 3}", None, 2),  # by default a part per epoch
+    ("{epochs: 4, steps: 3}", None, 2),  # the steps cap comes in the second part: the last goes over it
 ])
 def test_a_run_in_parts_goes_on_from_its_checkpoint_to_the_uninterrupted_result(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str, every: str | None, parts: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: str, every: str | None, resumed: int) -> None:
     import growrnn.evaluation
 
     args = ["--tuning", "{}", "--seeds", "[0]", "--model.lr", "0.03", "--budget", budget]
     whole = run_comparison(load_config(DEBUG, [*args, "--checkpoint_every", "{}"]), tmp_path / "whole")
     config = load_config(DEBUG, [*args, *(["--checkpoint_every", every] if every else [])])
     calls: list[dict[str, Any]] = []
-    killed_once: dict[str, bool] = {}
+    killed: set[str] = set()
     evaluate = growrnn.evaluation.evaluate
 
     def cut(*a: Any, **kw: Any) -> Any:  # the first comparison is killed in each run's second part
         calls.append({"budget": a[2], "resume_from": kw["resume_from"]})
-        if kw["resume_from"] is not None and not killed_once.setdefault(kw["logger"].name, False):
-            killed_once[kw["logger"].name] = True
+        if kw["resume_from"] is not None and kw["logger"].name not in killed:
+            killed.add(kw["logger"].name)
             raise RuntimeError("killed")
         return evaluate(*a, **kw)
 
@@ -121,23 +124,45 @@ def test_a_run_in_parts_goes_on_from_its_checkpoint_to_the_uninterrupted_result(
     assert sorted(first.failed) == ["elman_grown/seed0", "lstm_8/seed0"]
     assert sorted(p.name for p in (out / "runs" / "lstm_8" / "seed0.parts").iterdir()) == ["part0.ckpt",
                                                                                           "progress.json"]
+    tried = {name: set((out / "tb" / name / "seed0").glob("events.out.tfevents.*"))
+             for name in ("lstm_8", "elman_grown")}
     calls.clear()
     second = run_comparison(config, out)
     assert sorted(second.trained) == ["elman_grown/seed0", "lstm_8/seed0"]
-    assert len(calls) == 2 * (parts - 1), "each run went on after its first part"
-    assert all(c["resume_from"] is not None for c in calls)
+    assert len(calls) == 2 * resumed and all(c["resume_from"] is not None for c in calls), "each went on"
     for name in ("lstm_8", "elman_grown"):
         assert _outcome(second.records[name][0]) == _outcome(whole.records[name][0]), name
         assert not (out / "runs" / name / "seed0.parts").exists(), "the finished run's checkpoint is gone"
+        events = set((out / "tb" / name / "seed0").glob("events.out.tfevents.*"))
+        assert tried[name] and tried[name] < events, "the killed try's events stay: the run went on from them"
     assert whole.records["elman_grown"][0]["hidden_sizes"] != [2], "the grown layer grew across parts"
+    left = out / "runs" / "lstm_8" / "seed0.parts"  # as if killed between the record and the cleanup
+    left.mkdir()
+    (left / "part1.ckpt").write_bytes(b"stale")
+    assert run_comparison(config, out).skipped == ["lstm_8/seed0", "elman_grown/seed0"] and not left.exists()
+
+
+@pytest.mark.parametrize(("lr", "every"), [(1e3, 3), (1e8, 4), (1e3, 6)])
+def test_a_run_in_parts_diverges_where_the_uninterrupted_one_does(tmp_path: Path, lr: float, every: int) -> None:
+    from growrnn.compare.runner import run_one, run_parts
+
+    budget = {"steps": 12, "val_every": 4}
+    settings = {"task": "adding", "task_options": {"length": 10, "n_train": 32, "n_eval": 16, "batch_size": 8},
+                "model": {"hidden_size": 8, "optimizer": "sgd", "lr": lr}, "trainer": {"log_every_n_steps": 1},
+                "budget": budget, "seed": 0, "cell": "lstm", "grow": None}
+    whole = run_one({"settings": settings, "tb": [str(tmp_path / "tb"), "whole", "seed0"]})
+    parts = run_parts(budget, {"steps": every})
+    split = run_one({"settings": settings, "tb": [str(tmp_path / "tb"), "parts", "seed0"], "parts": parts,
+                     "progress": str(tmp_path / "seed0.parts" / "progress.json")})
+    assert whole["result"]["diverged"] and whole["result"]["steps"] < 12, "the case diverges"
+    assert _outcome(split) == _outcome(whole)
 
 
 @pytest.mark.parametrize(("budget", "every", "match"), [
-    ({"steps": 6}, {"epochs": 1}, "'checkpoint_every'.*Allowed: one of \\{steps: k\\}"),
-    ({"epochs": 2, "steps": 6}, {"epochs": 1, "steps": 2}, "'checkpoint_every'.*epochs: k, steps: k"),
+    ({"steps": 6}, {"epochs": 1}, "'checkpoint_every'.*Allowed: \\{steps: k\\} \\(the budget's units\\)"),
+    ({"epochs": 2, "steps": 6}, {"epochs": 1, "steps": 2}, "'checkpoint_every'.*\\{epochs: k\\} or \\{steps: k\\}"),
     ({"seconds": 5}, {"steps": 2}, "'checkpoint_every'.*a seconds budget trains in one piece"),
     ({"epochs": 2}, {"epochs": 0}, "'checkpoint_every.epochs'.*an int >= 1"),
-    ({"steps": 6}, {"steps": 2}, "'budget.val_every'.*with checkpoint_every: \\{steps: k\\}"),
     ({"epochs": 2}, {}, None),
 ])
 def test_checkpoint_every_is_in_the_budgets_units(tmp_path: Path, budget: dict[str, Any], every: dict[str, Any],

@@ -118,7 +118,7 @@ class CompareConfig:
         workers: runs in parallel (processes); 0 runs them one after the other in this process.
         threads: torch threads per run, so that training times per step compare.
         checkpoint_every: each run trains in parts of this much budget, ``{epochs: k}`` or
-            ``{steps: k}`` (with ``budget.val_every``), with a checkpoint after each part, so
+            ``{steps: k}``, with a checkpoint after each part, so
             that an interrupted comparison goes on from its runs' last checkpoints (a resumed
             run reaches the uninterrupted one's result). Default: a part per epoch when the
             budget counts epochs, else one piece; ``{}``: each run in one piece. A ``seconds``
@@ -242,16 +242,11 @@ def _check_parts(config: CompareConfig) -> None:
     hint = "e.g. checkpoint_every: {epochs: 1} with budget: {epochs: 13}; {} trains each run in one piece"
     units = [u for u in ("epochs", "steps") if getattr(budget, u) is not None]
     if budget.seconds is not None or len(every) != 1 or next(iter(every)) not in units:
-        allowed = (f"one of {{{', '.join(f'{u}: k' for u in units)}}} (the budget's units), or {{}}"
+        allowed = (f"{' or '.join(f'{{{u}: k}}' for u in units)} (the budget's units), or {{}}"
                    if budget.seconds is None and units else "{} or null (a seconds budget trains in one piece)")
         raise ArgumentError("checkpoint_every", allowed=allowed, received=every, hint=hint)
     (unit, k), = every.items()
     check_int(f"checkpoint_every.{unit}", k, 1, hint=hint)
-    if unit == "steps" and budget.val_every is None:
-        raise ArgumentError("budget.val_every", allowed="a number of steps with checkpoint_every: {steps: k}",
-                            received=None, hint="a part that ends mid-epoch would add a validation point the "
-                            "uninterrupted run does not have; e.g. budget: {steps: 500, val_every: 50}, or "
-                            "checkpoint_every: {epochs: 1}")
 
 
 def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cls: Any) -> None:

@@ -19,9 +19,12 @@ finished, atomically, so a killed comparison leaves no half-written file. A run 
 checkpoint of its last finished part in ``seed<k>.parts/``, so a killed comparison loses at most
 a part of each run: the next call goes on from there, and the run reaches the result an
 uninterrupted one would have (weights, optimizer, schedule, growth controller and the data's
-order are in the checkpoint; the test suite checks the records are equal). A run that starts
-from nothing has its TensorBoard folder cleared first; one that goes on keeps it (the steps of
-a part cut short are then logged twice).
+order are in the checkpoint; the test suite checks the records are equal). A steps cap that
+ends the run inside a part makes the last part go over that part again from its start, so the
+run's end is scored as an uninterrupted run scores it. A run that starts from nothing has its
+TensorBoard folder cleared first; one that goes on keeps it (the steps of a part cut short are
+then logged twice). A finished run's leftover checkpoint (a kill between its record and its
+cleanup) is removed when the comparison next finds the record.
 
 **Tuning.** With a grid of more than one setting, each entry first trains every setting at the
 first seed (``tune<j>``); the best on validation is then used for every seed. The first seed's
@@ -131,8 +134,12 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
     progress_path = Path(payload.get("progress") or "progress.json")
     progress = _read_progress(progress_path if len(parts) > 1 else None, s, parts)
     save_dir, name, version = payload["tb"]
+    if progress["done"] == 0:  # a run that starts from nothing logs from nothing
+        shutil.rmtree(Path(save_dir) / name / version, ignore_errors=True)
     logger = TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)
-    for i in range(progress["done"], len(parts)):
+    cap = s["budget"].get("steps")
+    i = progress["done"]
+    while True:
         last = i == len(parts) - 1
         resume = progress_path.with_name(progress["checkpoint"]) if progress["checkpoint"] else None
         target = None if last else progress_path.with_name(f"part{i}.ckpt")
@@ -145,27 +152,40 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
         for key, value in (("train_seconds", result.train_seconds), ("train_steps", result.train_steps),
                            ("wall_time", result.wall_time)):
             progress[key] += value
-        if last:
-            break
-        if not target.is_file():  # stopped early: a diverged run ends here as an uninterrupted one would
-            if result.diverged:
-                break
+        if last or (result.diverged and target is not None and not target.is_file()):
+            break  # the run's end; a diverged run ends where an uninterrupted one would (no checkpoint then)
+        if not target.is_file():
             raise RuntimeError(f"part {i + 1} of {len(parts)} stopped at step {result.steps} before its budget "
                                f"{parts[i]} without diverging, so there is no checkpoint to go on from")
-        _write_json(progress_path, {**progress, "done": i + 1, "checkpoint": target.name})
+        if cap is not None and result.steps >= cap:
+            # the steps cap came before this part's epochs: the run's end, which an unscored part cannot
+            # be; the last part goes over it again from the same start (once a run), scoring its end
+            progress["curve"].pop()
+            for key, value in (("train_seconds", result.train_seconds), ("train_steps", result.train_steps),
+                               ("wall_time", result.wall_time)):
+                progress[key] -= value
+            target.unlink(missing_ok=True)
+            i = len(parts) - 1
+            if resume is not None:
+                _write_json(progress_path, {**progress, "done": i})
+            progress["done"] = i
+            continue
+        i += 1
+        _write_json(progress_path, {**progress, "done": i, "checkpoint": target.name})
         if resume is not None:
             resume.unlink(missing_ok=True)
-        progress.update(done=i + 1, checkpoint=target.name)
-    curve = joined_curve(progress["curve"], s["budget"].get("val_every"), last_whole=last)
+        progress.update(done=i, checkpoint=target.name)
+    curve = joined_curve(progress["curve"], s["budget"].get("val_every"))
     record = {**result.as_dict(), "curve": curve, "wall_time": progress["wall_time"],
               "train_seconds": progress["train_seconds"], "train_steps": progress["train_steps"]}
     return {"result": record, "hidden_sizes": result.hidden_sizes, "train_seconds": progress["train_seconds"],
             "train_steps": progress["train_steps"]}
 
 
-def _read_progress(path: Path | None, settings: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _read_progress(path: Path | None, settings: dict[str, Any], parts: list[dict[str, Any]], *,
+                   quiet: bool = False) -> dict[str, Any]:
     """A run's progress file if it can be gone on from (same settings and parts, its checkpoint
-    there), else a fresh start."""
+    there), else a fresh start (said in the log unless ``quiet``)."""
     fresh = {"settings": settings, "parts": parts, "done": 0, "checkpoint": None, "curve": [], "train_seconds": 0.0,
              "train_steps": 0, "wall_time": 0.0}
     if path is None or not path.is_file():
@@ -173,15 +193,19 @@ def _read_progress(path: Path | None, settings: dict[str, Any], parts: list[dict
     try:
         stored = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        log.warning("%s cannot be read (%s): the run starts over", path, err)
+        if not quiet:
+            log.warning("%s cannot be read (%s): the run starts over", path, err)
         return fresh
     usable = (isinstance(stored, dict) and set(stored) == set(fresh) and stored["settings"] == settings
               and stored["parts"] == parts and isinstance(stored["checkpoint"], str)
               and path.with_name(stored["checkpoint"]).is_file())
     if not usable:
-        log.warning("%s was made with other settings or parts, or its checkpoint is gone: the run starts over", path)
+        if not quiet:
+            log.warning("%s was made with other settings or parts, or its checkpoint is gone: the run starts over",
+                        path)
         return fresh
-    log.info("%s: going on from its checkpoint after part %d of %d", path.parent, stored["done"], len(parts))
+    if not quiet:
+        log.info("%s: going on from its checkpoint after part %d of %d", path.parent, stored["done"], len(parts))
     return stored
 
 
@@ -352,6 +376,8 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
         record = _read_finished(path, settings)
         if record is not None:
             records[run.key] = record
+            if not dry_run:  # a finished run's checkpoint left by a kill before its cleanup
+                shutil.rmtree(_progress(out, run).parent, ignore_errors=True)
             if run.key in adopted:
                 continue
             done.skipped.append(run.key)
@@ -359,8 +385,9 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
         else:
             todo[run.key] = (run, settings)
     if dry_run:
-        for key, (run, _) in todo.items():
-            going_on = _progress(out, run).is_file()
+        for key, (run, settings) in todo.items():
+            parts = run_parts(settings["budget"], config.checkpoint_every)
+            going_on = len(parts) > 1 and _read_progress(_progress(out, run), settings, parts, quiet=True)["done"] > 0
             log.info("%s: would train%s", key, " (going on from its checkpoint)" if going_on else "")
         done.pending += list(todo)
         return records
@@ -368,12 +395,10 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
         return records
     jobs = []
     for key, (run, settings) in todo.items():
+        # a run that starts from nothing clears its TensorBoard folder (events of an interrupted try)
         parts = run_parts(settings["budget"], config.checkpoint_every)
-        progress = _progress(out, run)
-        if not progress.is_file():
-            shutil.rmtree(out / "tb" / run.entry.name / run.tag, ignore_errors=True)  # events of an interrupted try
         payload = {"settings": settings, "tb": [str(out / "tb"), run.entry.name, run.tag], "threads": config.threads,
-                   "parts": parts, "progress": str(progress)}
+                   "parts": parts, "progress": str(_progress(out, run))}
         jobs.append(Job(key, run_one, args=(payload,)))
     log.info("training %d run(s) (%d already done) with %s", len(jobs), len(records),
              f"{config.workers} worker processes" if config.workers else "no worker processes")

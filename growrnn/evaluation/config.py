@@ -91,18 +91,31 @@ def joined_curve(curves: Sequence[Sequence[dict[str, Any]]], val_every: int | No
                  last_whole: bool = True) -> list[dict[str, Any]]:
     """One learning curve from the curves of a run trained in parts (each part resumed from the
     last one's checkpoint; each curve a :class:`~growrnn.training.callbacks.ValidationCurve`'s
-    points), as the uninterrupted run has it: Lightning validates when a fit ends, so a part that
-    ends off the ``val_every`` cadence adds a point the uninterrupted run does not have; it is
-    dropped. The last part's end is the run's own end, kept (``last_whole``) unless that part
-    is itself cut short. Parts of an epoch budget without ``val_every`` end on epochs' ends,
-    where a validation is due anyway: nothing is dropped.
+    points), as the uninterrupted run has it. A part scored at its end (``evaluate`` validates
+    after training) adds a point there that the uninterrupted run does not have when that step
+    is off the ``val_every`` cadence: off-cadence points are dropped, but for those at the last
+    step any part reached -- the run's own end (its budget, or where it diverged), kept unless
+    ``last_whole`` is False (the parts so far are not the whole run). A step judged twice (a
+    part that trained nothing after the last one's end, say) keeps its later point. Without
+    ``val_every`` every point is kept: parts of an epoch budget end on epochs' ends, where a
+    validation is due anyway.
 
     >>> joined_curve([[{"step": 3}, {"step": 4}], [{"step": 6}, {"step": 7}]], 3)
     [{'step': 3}, {'step': 6}, {'step': 7}]
+    >>> joined_curve([[{"step": 3}, {"step": 4}], [{"step": 6}, {"step": 7}]], 3, last_whole=False)
+    [{'step': 3}, {'step': 6}]
     """
-    last = len(curves) - 1
-    return [p for k, points in enumerate(curves) for p in points
-            if (k == last and last_whole) or val_every is None or int(p["step"]) % val_every == 0]
+    points = [p for curve in curves for p in curve]
+    end = max((int(p["step"]) for p in points), default=None)
+    joined: list[dict[str, Any]] = []
+    for p in points:
+        step = int(p["step"])
+        if val_every is not None and step % val_every and not (last_whole and step == end):
+            continue
+        if joined and int(joined[-1]["step"]) == step:
+            joined.pop()
+        joined.append(p)
+    return joined
 
 
 def neutral_keys(cls: type) -> frozenset[str]:

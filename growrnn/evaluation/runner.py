@@ -82,7 +82,8 @@ class _FinalCheckpoint(L.Callback):
     """Writes a checkpoint after the fit's last training batch, where Lightning's own
     ``ModelCheckpoint`` would, so that a run resumed from it goes on exactly as an uninterrupted
     one would have (a checkpoint written after ``fit()`` returns holds the loops' finished state,
-    and the continuation drifts). Not written when the run stops before its budget (diverged).
+    and the continuation drifts). Not written when the run stops before its budget or diverged
+    (``watch``, the run's learning curve, says so), even on its budget's last step.
 
     One repair: a run that was itself resumed from a checkpoint taken at an epoch's last batch
     counts its next epoch as completed without counting it as started (Lightning 2.6's restart
@@ -90,15 +91,15 @@ class _FinalCheckpoint(L.Callback):
     marks the current epoch started. Measured in the test suite: a run split in three parts (mid-
     epoch, on epochs' ends, and by epochs) reaches the uninterrupted run's every step."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, watch: ValidationCurve) -> None:
+        self.path, self.watch = path, watch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
         epochs = trainer.max_epochs
         last_epoch = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs \
             and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-        if (last_step or last_epoch) and not (trainer.should_stop and not last_step):
+        if (last_step or last_epoch) and not (trainer.should_stop and not last_step) and not self.watch.diverged:
             from growrnn.files import atomic_path
 
             with atomic_path(self.path) as tmp:
@@ -213,7 +214,7 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
 
         hooks.append(StructureController(**{"seed": seed, **grow}))  # each run's growth draws its own numbers
     if checkpoint_to is not None:  # after the controller: the checkpoint holds the step's surgery
-        hooks.append(_FinalCheckpoint(Path(checkpoint_to)))
+        hooks.append(_FinalCheckpoint(Path(checkpoint_to), watch))
     kw["callbacks"] = [*hooks, clock]  # the clock last: its batch end includes the controller's surgery
     kw.update(extra)
     fitter = L.Trainer(**kw)
