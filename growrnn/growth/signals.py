@@ -720,6 +720,15 @@ class Paired(Signal):
     shrinking from a wide start had its learning rate halved while it moved (measured on JSB with
     ``lam`` 3e-4: an LSTM settled at 36 units from 256 tested 1.7 % behind one grown to 39 units
     from 8, whose learning rate was never cut, and 0.3 % behind it with the restart).
+
+    With ``mature`` > 0, a trial's fold takes only units that have trained for at least ``mature``
+    trials' steps since they were added (the layer's first units count from the start): the
+    others are kept in both sides. Without it a settled layer cannot grow: the units a trial adds
+    are the weakest a trial later, and the next trial's fold takes them away at no cost, so the
+    layer goes round the width it had when it settled (measured on JSB, a GRU from 8 units: 46 ->
+    48 -> 47 -> 46 ... to the end) and a narrow start and a wide one settle apart. With it, a
+    new unit is judged, as an old one is, by what folding it costs once it has had time to take a
+    part.
     """
 
     lam: float = 2e-4
@@ -735,6 +744,7 @@ class Paired(Signal):
     margin: float = 0.0
     settle: str = "turn"
     restart: bool = True
+    mature: int = 0
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -768,6 +778,8 @@ class Paired(Signal):
                                 hint="when a layer counts as settled and waits longer between trials: turn, when "
                                      "a one-unit trial turns back; cycle, also when its last four trials went "
                                      "both ways and left it within one step of where they began")
+        check_int("paired_mature", self.mature, 0, hint="the trials' steps a unit must have trained before a "
+                                                        "trial may fold it; 0 lets a trial fold any unit")
         if not isinstance(self.restart, bool):
             raise ArgumentError("paired_restart", allowed="true or false", received=self.restart,
                                 hint="true (the default) starts a plateau schedule's count of epochs without "
@@ -830,12 +842,16 @@ def unit_worth(moments: Tensor, readers: Sequence[Tensor], gone: Sequence[int] =
     return worth
 
 
-def weakest_units(moments: Tensor, readers: Sequence[Tensor], n: int) -> list[int]:
+def weakest_units(moments: Tensor, readers: Sequence[Tensor], n: int, kept: Sequence[int] = ()) -> list[int]:
     """The ``n`` units to remove, greedily: each time the one that carries least alone
-    (:func:`unit_worth`) among those left, so of two twins only one goes."""
+    (:func:`unit_worth`) among those left, so of two twins only one goes; never one of ``kept``
+    (fewer than ``n`` when too few are left)."""
     gone: list[int] = []
-    for _ in range(n):
-        gone.append(int(unit_worth(moments, readers, gone).argmin()))
+    keep = torch.tensor(sorted(set(kept)), dtype=torch.long)
+    for _ in range(min(n, moments.shape[0] - 1 - len(keep))):
+        worth = unit_worth(moments, readers, gone)
+        worth[keep] = math.inf
+        gone.append(int(worth.argmin()))
     return gone
 
 

@@ -74,6 +74,7 @@ class PairedTrials:
     start_loss: float | None = None  # with scale "start"/"gain" or a floor: the validation loss after the first step
     until: int | None = None  # the step the running trial is due to be decided at (None: started + steps)
     midway: dict[int, float] | None = None  # with extend: each side's validation loss half-way through the last steps
+    born: list[list[int]] = field(default_factory=list)  # per layer, per unit: the step it was added at (0: first)
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -89,6 +90,9 @@ class PairedTrials:
             self.fractions = [self.signal.fraction] * n
         if len(self.calm) != n:
             self.calm, self.idle_until = [0] * n, [0] * n
+        if len(self.born) != n:
+            self.born = [[0] * int(x.hidden_size) for x in layers_of(model.rnn)]
+        resized = self._dated(resized, step)
         if self._saved is not None:
             self._rebuild(model, optimizer)
         if self.start_loss is None and self._needs_start():
@@ -128,7 +132,21 @@ class PairedTrials:
         with units added for a trial and never judged). A trial that has not trained a step
         (started on the last one) decides nothing: it is dropped, and units the network took for it
         (untrained, with zero outgoing weights: the function is unchanged) go."""
-        self._end(trainer, model, optimizer, step, resized, may_extend=False)
+        self._end(trainer, model, optimizer, step, self._dated(resized, step), may_extend=False)
+
+    def _dated(self, resized: Callable[[int, UnitMap, int], None], step: int) -> Callable[[int, UnitMap, int], None]:
+        """``resized``, after recording each unit's step of birth through the resize (units new to
+        the layer are born at ``step``)."""
+        def dated(k: int, units: UnitMap, old: int) -> None:
+            if k < len(self.born):
+                self.born[k] = [self.born[k][i] if i >= 0 else step for i in units.index.tolist()]
+            resized(k, units, old)
+        return dated
+
+    def _young(self, k: int, step: int) -> list[int]:
+        """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``."""
+        span = self.signal.mature * self.signal.steps
+        return [j for j, b in enumerate(self.born[k]) if step - b < span] if span else []
 
     def _half(self) -> int:
         """How many steps before a trial's due step its sides are judged half-way (with ``extend``)."""
@@ -206,9 +224,10 @@ class PairedTrials:
         d_in = min(d, self.max_units - H)
         if d_in >= 1 and self.signal.keep:
             self.copies.append(self._copy(model, optimizer, d_in, UnitMap.of(H, range(H), add=d_in)))
-        d_out = min(d, H - self.min_units)
+        young = self._young(k, step)  # with mature: kept on both sides
+        d_out = min(d, H - self.min_units, H - len(young))
         if d_out >= 1 or not self.signal.keep:
-            gone = weakest_units(moments[k], ahead + recurrent, d_out)
+            gone = weakest_units(moments[k], ahead + recurrent, d_out, kept=young)
             c = self._copy(model, optimizer, -d_out, UnitMap.of(H, [j for j in range(H) if j not in set(gone)]),
                            fold=(moments[k], gone))
             self.copies.append(c)
@@ -344,7 +363,7 @@ class PairedTrials:
                 "calm": self.calm, "idle_until": self.idle_until, "held": self.held, "holding": self.holding,
                 "start_loss": self.start_loss, "until": self.until,
                 "midway": None if self.midway is None else _by_name(self.midway),
-                "decisions": list(self.decisions), "copies": copies}
+                "decisions": list(self.decisions), "copies": copies, "born": self.born}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.layer = int(state.get("layer", 0))
@@ -366,6 +385,7 @@ class PairedTrials:
         midway = state.get("midway")
         self.midway = None if midway is None else {int(d): float(v) for d, v in midway.items()}
         self.decisions = list(state.get("decisions", []))
+        self.born = [[int(b) for b in layer] for layer in state.get("born", [])]  # none before 2026-12-03: all at 0
         self.copies = []
         self._saved = list(state.get("copies", [])) or None
 

@@ -472,6 +472,8 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
     ahead, recurrent = outgoing_weights(rnn, decoder, 0)
     gone = weakest_units(moments[0], ahead + recurrent, 1)
     assert gone in ([0], [1])
+    assert weakest_units(moments[0], ahead + recurrent, 1, kept=gone) != gone  # a kept unit never goes
+    assert len(weakest_units(moments[0], ahead + recurrent, 4, kept=[0, 2])) == 2  # only those not kept
     fold_units(rnn, decoder, 0, moments[0], gone)
     assert all(float(w[:, gone[0]].detach().abs().max()) == 0 for w in ahead + recurrent)
     torch.testing.assert_close(decoder(rnn(x)[0]).detach(), before, rtol=1e-3, atol=1e-3)  # a tiny ridge
@@ -491,7 +493,8 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"margin": math.nan}, "paired_margin"),
                                                ({"margin": 1.0, "batches": 1}, "paired_batches"),
                                                ({"settle": "loop"}, "paired_settle"),
-                                               ({"restart": "yes"}, "paired_restart")])
+                                               ({"restart": "yes"}, "paired_restart"),
+                                               ({"mature": -1}, "paired_mature")])
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)

@@ -117,10 +117,11 @@ def test_the_paired_trials_state_round_trips() -> None:
     a.trials.held, a.trials.holding, a.trials.start_loss = 1.5, False, 2.25
     a.trials.until, a.trials.midway = 40, {2: 1.25, -2: 1.5}
     a.trials.decisions = [{"step": 5, "layer": 0, "width": 8, "losses": {"2": 1.0, "-2": 1.1}, "chosen": 2}]
+    a.trials.born = [[0, 0, 5, 5], [0, 0, 0, 0, 5]]
     b = StructureController(signal="paired", paired_scale="start")
     b.load_state_dict(a.state_dict())
     fields = ("layer", "fractions", "calm", "idle_until", "held", "holding", "start_loss", "until", "midway",
-              "decisions")
+              "decisions", "born")
     assert b.trials is not None and all(getattr(b.trials, f) == getattr(a.trials, f) for f in fields)
 
 
@@ -174,6 +175,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
     ([3], "gru", "paired", {"lam": 0.01, "paired_margin": 1.0}),
     ([3], "lstm", "paired", {"paired_settle": "cycle"}),
+    ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -351,6 +353,22 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     assert model.hidden_sizes() == [width] and not controller.trials.copies  # type: ignore[union-attr]
     assert sum(controller.added) - sum(controller.deleted) == width - 4
     assert any(d["chosen"] for d in decisions) and not any("se" in d for d in decisions)  # no margin: no errors
+
+
+@pytest.mark.parametrize(("mature", "shrinks"), [(0, True), (100, False)])
+def test_a_trial_folds_only_mature_units(tmp_path: Path, mature: int, shrinks: bool) -> None:
+    """With ``paired_mature``, a trial's fold takes only units that have trained that many
+    trials' steps: with 100 trials' steps no unit ever matures in this run, no fold happens, and
+    the layer never shrinks (without it, the same run does); the steps of birth follow every resize."""
+    controller = StructureController(signal="paired", lam=0.05, paired_steps=5, paired_mature=mature, seed=1)
+    model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+    data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
+    trials = controller.trials
+    assert trials is not None and len(trials.decisions) == 8
+    assert any(d["chosen"] < 0 for d in trials.decisions) == shrinks
+    assert len(trials.born[0]) == model.hidden_sizes()[0]
+    assert set(trials.born[0]) <= {0} | {d["started"] for d in trials.decisions if d["chosen"] > 0}
 
 
 def test_a_trial_that_trained_no_step_is_dropped() -> None:
