@@ -148,10 +148,7 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
                           model=s["model"], trainer=s["trainer"], grow=s["grow"],
                           threads=int(payload.get("threads", 1)), logger=logger, resume_from=resume,
                           checkpoint_to=target, score=last)
-        progress["curve"].append(result.curve)  # one list per part, joined at the end
-        for key, value in (("train_seconds", result.train_seconds), ("train_steps", result.train_steps),
-                           ("wall_time", result.wall_time)):
-            progress[key] += value
+        _count_part(progress, result, +1)
         if last or (result.diverged and target is not None and not target.is_file()):
             break  # the run's end; a diverged run ends where an uninterrupted one would (no checkpoint then)
         if not target.is_file():
@@ -160,10 +157,7 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
         if cap is not None and result.steps >= cap:
             # the steps cap came before this part's epochs: the run's end, which an unscored part cannot
             # be; the last part goes over it again from the same start (once a run), scoring its end
-            progress["curve"].pop()
-            for key, value in (("train_seconds", result.train_seconds), ("train_steps", result.train_steps),
-                               ("wall_time", result.wall_time)):
-                progress[key] -= value
+            _count_part(progress, result, -1)
             target.unlink(missing_ok=True)
             i = len(parts) - 1
             if resume is not None:
@@ -180,6 +174,17 @@ def run_one(payload: dict[str, Any]) -> dict[str, Any]:
               "train_seconds": progress["train_seconds"], "train_steps": progress["train_steps"]}
     return {"result": record, "hidden_sizes": result.hidden_sizes, "train_seconds": progress["train_seconds"],
             "train_steps": progress["train_steps"]}
+
+
+def _count_part(progress: dict[str, Any], result: Any, sign: int) -> None:
+    """Add a part's curve, steps and seconds to a run's ``progress`` (``sign`` -1: take the last
+    part's back out)."""
+    if sign > 0:
+        progress["curve"].append(result.curve)  # one list per part, joined at the end
+    else:
+        progress["curve"].pop()
+    for key in ("train_seconds", "train_steps", "wall_time"):
+        progress[key] += sign * getattr(result, key)
 
 
 def _read_progress(path: Path | None, settings: dict[str, Any], parts: list[dict[str, Any]], *,
