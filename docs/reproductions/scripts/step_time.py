@@ -3,9 +3,10 @@
 A comparison's runs report their own step time, but runs that shared a machine with other jobs do
 not compare with each other. This script builds every entry of a ``growrnn compare`` config as
 its runs train it (the config's model options, the entry's layer size, ``match_params``
-resolved) and times whole training steps (forward, loss, backward, gradient clip, SGD step) on
-one batch of the task's shape, the entries in turn round after round, on the calling thread's
-CPU time (one torch thread), so the medians compare within one run even on a busy machine.
+resolved) and times whole training steps (forward, cross-entropy, backward, gradient clip, SGD
+step) on one batch of the task's -- for tasks scored per token, language models such as ``ptb``
+-- the entries in turn round after round, on the calling thread's CPU time (one torch thread), so
+the medians compare within one run even on a busy machine.
 Prints a markdown table: ms a step and the ratio to the first entry. Example::
 
     python docs/reproductions/scripts/step_time.py configs/compare/ptb_evolved.yaml --rounds 40
@@ -34,6 +35,9 @@ def main() -> None:
     torch.set_num_threads(1)
     config = load_config(args.config)
     task = get_task(config.task, **config.task_options)
+    if task.spec.output_kind != "tokens":
+        raise SystemExit(f"{args.config}: task {config.task!r} scores {task.spec.output_kind!r} outputs; this script "
+                         "times token-level language models (cross-entropy per token), e.g. ptb")
     batch = next(iter(task.datamodule().train_dataloader()))
     x, y = batch["x"], batch["y"]
     clip = float(config.trainer.get("gradient_clip_val") or 0.0)
