@@ -68,6 +68,7 @@ class PairedTrials:
     copies: list[_Copy] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     calm: list[int] = field(default_factory=list)  # per layer: its trials in a row that turned back at one unit
+    turned: list[bool] = field(default_factory=list)  # per layer: whether a trial of it has turned back yet
     idle_until: list[int] = field(default_factory=list)  # per layer: no trial of it starts before this step
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
@@ -90,6 +91,8 @@ class PairedTrials:
             self.fractions = [self.signal.fraction] * n
         if len(self.calm) != n:
             self.calm, self.idle_until = [0] * n, [0] * n
+        if len(self.turned) != n:
+            self.turned = [False] * n
         if len(self.born) != n:
             self.born = [[0] * int(x.hidden_size) for x in layers_of(model.rnn)]
         resized = self._dated(resized, step)
@@ -337,10 +340,9 @@ class PairedTrials:
         by_margin = bool(errors) and delta != chosen(losses, mine, width, bar)
         if by_margin:
             self.decisions[-1]["by_margin"] = True
-        if moved and not by_margin:
-            self.fractions[k] = min(2 * self.fractions[k], self.signal.fraction)
-        elif not moved:
-            self.fractions[k] = max(self.fractions[k] / 2, 1.0 / max(start, 1))
+        self.fractions[k] = next_step(self.fractions[k], moved, by_margin, self.signal.homing and self.turned[k],
+                                      self.signal.fraction, start)
+        self.turned[k] = self.turned[k] or not moved
         # settled (turned back at one unit; with settle cycle, also going round a width): the layer waits
         # 1, 3, 7, 15 trials' steps before its next trial
         moves = [d["chosen"] for d in self.decisions if d["layer"] == k]
@@ -360,7 +362,8 @@ class PairedTrials:
             {"delta": c.delta, "units": c.units.index.tolist(), "weights": c.model.state_dict(),
              "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
-                "calm": self.calm, "idle_until": self.idle_until, "held": self.held, "holding": self.holding,
+                "calm": self.calm, "turned": self.turned, "idle_until": self.idle_until, "held": self.held,
+                "holding": self.holding,
                 "start_loss": self.start_loss, "until": self.until,
                 "midway": None if self.midway is None else _by_name(self.midway),
                 "decisions": list(self.decisions), "copies": copies, "born": self.born}
@@ -373,6 +376,10 @@ class PairedTrials:
         calm, idle = state.get("calm", 0), state.get("idle_until", 0)  # one for the stack before 2026-12-02
         self.calm = [int(c) for c in calm] if isinstance(calm, list) else [int(calm)] * n
         self.idle_until = [int(i) for i in idle] if isinstance(idle, list) else [int(idle)] * n
+        # none before 2026-12-03: read a step below the largest as a turn (a layer that turned and
+        # doubled back up to the largest reads as not turned)
+        self.turned = [bool(t) for t in state["turned"]] if "turned" in state else \
+            [f < self.signal.fraction for f in self.fractions]
         self.held, self.holding = state.get("held"), bool(state.get("holding", True))
         self.start_loss = state.get("start_loss")
         if self.start_loss is None and state.get("fractions") and self._needs_start():
@@ -415,6 +422,24 @@ def cycling(moves: list[int]) -> bool:
     width rather than towards one (``paired_settle`` ``cycle``)."""
     last = moves[-CYCLE:]
     return len(last) == CYCLE and min(last) < 0 < max(last) and abs(sum(last)) <= max(map(abs, last))
+
+
+def next_step(fraction: float, moved: bool, by_margin: bool, homing: bool, largest: float, width: int) -> float:
+    """A layer's step (a share of its ``width``) after a trial: a move the way of the last doubles
+    it, up to ``largest`` -- but not a move the margin made (no evidence that the layer should go
+    faster), nor one of a ``homing`` layer (``paired_homing``, once the layer has turned back); a
+    turn halves it, down to one unit.
+
+    >>> next_step(0.25, True, False, False, 0.25, 40), next_step(0.1, True, False, False, 0.25, 40)
+    (0.25, 0.2)
+    >>> next_step(0.1, True, False, True, 0.25, 40), next_step(0.1, False, False, True, 0.25, 40)
+    (0.1, 0.05)
+    >>> next_step(0.04, False, False, False, 0.25, 40)
+    0.025
+    """
+    if moved:
+        return fraction if by_margin or homing else min(2 * fraction, largest)
+    return max(fraction / 2, 1.0 / max(width, 1))
 
 
 def chosen(losses: dict[int, float], mine: int, width: int, bar: float,

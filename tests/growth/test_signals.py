@@ -494,7 +494,8 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"margin": 1.0, "batches": 1}, "paired_batches"),
                                                ({"settle": "loop"}, "paired_settle"),
                                                ({"restart": "yes"}, "paired_restart"),
-                                               ({"mature": -1}, "paired_mature")])
+                                               ({"mature": -1}, "paired_mature"),
+                                               ({"homing": "yes"}, "paired_homing")])
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)

@@ -176,6 +176,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "gru", "paired", {"lam": 0.01, "paired_margin": 1.0}),
     ([3], "lstm", "paired", {"paired_settle": "cycle"}),
     ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
+    ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -436,6 +437,21 @@ def test_the_margin_keeps_the_narrowest_side_within_its_tolerance(losses: dict, 
     network, ``mine``)."""
     from growrnn.training.paired import chosen
     assert chosen(losses, mine, 10, bar, tolerance) == expected
+
+
+@pytest.mark.parametrize("fraction, moved, by_margin, homing, expected", [
+    (0.1, True, False, False, 0.2),  # a move the way of the last doubles the step
+    (0.2, True, False, False, 0.25),  # up to the largest
+    (0.1, True, True, False, 0.1),  # a move the margin made keeps it
+    (0.1, True, False, True, 0.1),  # so does every move of a homing layer (paired_homing, after a turn)
+    (0.1, False, False, False, 0.05),  # a turn halves it
+    (0.1, False, False, True, 0.05),  # homing or not
+    (0.04, False, False, False, 0.025),  # down to one unit of the 40
+])
+def test_a_layers_step_after_a_trial(fraction: float, moved: bool, by_margin: bool, homing: bool,
+                                     expected: float) -> None:
+    from growrnn.training.paired import next_step
+    assert next_step(fraction, moved, by_margin, homing, 0.25, 40) == pytest.approx(expected)
 
 
 def test_a_tolerance_turns_the_projection_too() -> None:
