@@ -1,0 +1,98 @@
+"""JSB's width targets (issue [F]) counted over settling.py's records, one line per recipe and cell.
+
+Reads the JSON lines ``settling.py --out`` writes (or the compact rows ``--summary`` writes, which
+``docs/reproductions/records/settling_jsb.jsonl`` holds) and counts, per recipe (the controller's
+options) and cell, the runs that meet each target:
+
+- the two starts (8 and 256 units) of a seed end within 25 % of each other;
+- the width after 60 and after 120 epochs within 15 %;
+- the test NLL within 1 % of the best fixed layer (LSTM 64 units, 8.634; GRU 128 units, 8.535,
+  each the mean of 3 seeds), and that with at most 60 % of its recurrent parameters.
+
+Widths are the ones a layer *holds*: after the last trial decided by then. An epoch's logged width
+counts the units a running trial added on probation, which may be folded away at its end.
+
+    python docs/reproductions/scripts/scoreboard.py 'default=runs/D_*.jsonl' 'margin=runs/MR_*.jsonl'
+    python docs/reproductions/scripts/scoreboard.py docs/reproductions/records/settling_jsb.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+# cell: the best fixed layer's test NLL, the recurrent parameters at n units, its width
+BEST: dict[str, tuple[float, Callable[[int], int], int]] = {
+    "lstm": (8.634, lambda n: 4 * n * (88 + n + 2), 64),
+    "gru": (8.535, lambda n: 3 * n * (88 + n + 2), 128),
+}
+
+
+def held(record: dict, epoch: int) -> int:
+    """The width layer 0 holds after ``epoch`` epochs: its start, moved by every trial decided by
+    the end of that epoch."""
+    step = next(row["step"] for row in record["log"] if row["epoch"] + 1 == epoch)
+    width = record["args"]["start"]
+    for d in record["decisions"]:
+        if d["step"] <= step and d["layer"] == 0:
+            width = d["width"] + d["chosen"]
+    return width
+
+
+def rows(paths: list[str]) -> Iterator[dict]:
+    """Compact rows from settling.py's records (or rows already compact), each named by the recipe
+    its path was given with (``name=glob``), else by its controller options."""
+    for given in paths:
+        name, _, pattern = given.rpartition("=")
+        for path in sorted(glob.glob(pattern)):
+            for line in open(path):
+                r = json.loads(line)
+                if "held" in r:
+                    yield r | ({"recipe": name} if name else {})
+                    continue
+                a = r.get("args", {})
+                grown = "decisions" in r and "log" in r and not a.get("fixed")
+                if not grown or a.get("task", "jsb") != "jsb" or a.get("epochs") != 120:
+                    continue
+                yield {"recipe": name or a["ctrl"], "ctrl": json.loads(a["ctrl"]), "cell": a["cell"],
+                       "seed": a["seed"], "start": a["start"], "held": {"60": held(r, 60), "120": held(r, 120)},
+                       "tested_units": r["tested_units"][0], "test": r["test/nll_per_frame"],
+                       "trial_share": r.get("trial_share")}
+
+
+def score(runs: list[dict]) -> str:
+    best, params, width = BEST[runs[0]["cell"]]
+    by = {(r["seed"], r["start"]): r for r in runs}
+    pairs = [max(a, b) / min(a, b) for (seed, start), r in sorted(by.items()) if start == 8 and (seed, 256) in by
+             for a, b in [(r["held"]["120"], by[(seed, 256)]["held"]["120"])]]
+    drift = [abs(r["held"]["120"] / r["held"]["60"] - 1) <= 0.15 for r in runs]
+    accurate = [r["test"] <= 1.01 * best for r in runs]
+    lean = [ok and params(r["tested_units"]) <= 0.6 * params(width) for ok, r in zip(accurate, runs, strict=True)]
+    apart = ", ".join(f"{p:.2f}" for p in pairs)
+    return (f"pairs within 25 %: {sum(p <= 1.25 for p in pairs)}/{len(pairs)} ({apart}); "
+            f"60->120 within 15 %: {sum(drift)}/{len(drift)}; within 1 %: {sum(accurate)}/{len(accurate)}; "
+            f"and <= 60 % of the parameters: {sum(lean)}/{len(lean)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="settling.py records or compact rows: globs, each NAME=GLOB to "
+                                                 "name its recipe (else its controller options name it)")
+    parser.add_argument("--summary", help="also write the compact rows here (JSON lines)")
+    args = parser.parse_args()
+    found = list(rows(args.paths))
+    if args.summary:
+        with open(args.summary, "w") as f:
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in found)
+    recipes: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in found:
+        recipes[(r["recipe"], r["cell"])].append(r)
+    for (recipe, cell), runs in recipes.items():
+        print(f"{recipe}, {cell} ({len(runs)} runs): {score(runs)}")
+
+
+if __name__ == "__main__":
+    main()
