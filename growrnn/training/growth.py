@@ -228,7 +228,8 @@ class StructureController(L.Callback):
         self.added: list[int] = []
         self.deleted: list[int] = []
         self.streaks: list[Tensor] = []  # per layer, per unit: consecutive dead steps (settling signals)
-        self._pending: list[tuple[int, list[int]]] = []  # (step, units per layer) not yet logged
+        # (step, units per layer, with paired trials the units each layer holds) not yet logged
+        self._pending: list[tuple[int, list[int], list[int] | None]] = []
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
@@ -273,6 +274,8 @@ class StructureController(L.Callback):
         n = len(layers_of(pl_module.rnn))
         layout = {"growth": {
             "units": ["Multiline", [f"structure/units/layer{k}" for k in range(n)]],
+            **({"units held": ["Multiline", [f"structure/held/layer{k}" for k in range(n)]]}
+               if self.trials is not None else {}),
             "loss": ["Multiline", ["train/loss", "val/loss"]],
             "added and deleted": ["Multiline", ["structure/added", "structure/deleted"]]}}
         for logger in trainer.loggers:
@@ -325,7 +328,7 @@ class StructureController(L.Callback):
             if any(units is not None for units in plans):
                 self.replicas.resized(pl_module, optimizer)  # check the replicas, rebuild DDP's reducer
         sizes = [layer.hidden_size for layer in layers_of(rnn)]
-        self._pending.append((step, sizes))
+        self._pending.append((step, sizes, None if self.trials is None else self.trials.held_units(sizes)))
         if self._logs_now(trainer):
             # the console's progress bar shows the sizes too (TensorBoard gets them from flush)
             for k, size in enumerate(sizes):
@@ -429,12 +432,16 @@ class StructureController(L.Callback):
         return (trainer.global_step + 1) % every == 0
 
     def flush(self, trainer: L.Trainer) -> None:
-        """Write the buffered unit counts (one point per step) to every logger."""
+        """Write the buffered unit counts (one point per step) to every logger; with paired trials
+        also the units each layer holds (``structure/held``: a layer on trial without the units the
+        network took for it, which the trial's end may fold away again)."""
         if not self._pending:
             return
         for logger in trainer.loggers:
-            for step, sizes in self._pending:
+            for step, sizes, held in self._pending:
                 logger.log_metrics({f"structure/units/layer{k}": float(h) for k, h in enumerate(sizes)}, step=step)
+                if held is not None:
+                    logger.log_metrics({f"structure/held/layer{k}": float(h) for k, h in enumerate(held)}, step=step)
             logger.log_metrics({"structure/added": float(sum(self.added)),
                                 "structure/deleted": float(sum(self.deleted))}, step=self._pending[-1][0])
         self._pending = []
@@ -473,7 +480,9 @@ class StructureController(L.Callback):
         if state_dict.get("signal", self.signal_name) != self.signal_name:
             raise ArgumentError("signal", allowed=f"the checkpoint's signal ({state_dict['signal']})",
                                 received=self.signal_name, hint="resume with the controller the run was trained with")
-        self._pending = [(int(a), list(b)) for a, b in state_dict.get("pending", [])]
+        # before 2026-12-03 a pending row had no held units: log none for it
+        self._pending = [(int(row[0]), list(row[1]), None if len(row) < 3 or row[2] is None else list(row[2]))
+                         for row in state_dict.get("pending", [])]
         self._last_step = int(state_dict.get("last_step", -1))
         self.rng.setstate(state_dict["rng"])
         self.gen.set_state(state_dict["gen"])

@@ -251,6 +251,14 @@ class PairedTrials:
         _resize(twin, k, units, twin_opt)
         return _Copy(delta, units, twin, twin_opt)
 
+    def held_units(self, sizes: list[int]) -> list[int]:
+        """The units each layer holds, given its ``sizes`` now: a layer on trial without the units
+        the network took for the trial (:meth:`_taken`), which the trial's end may fold away."""
+        units = list(sizes)
+        if self.copies:
+            units[self.layer] -= self._taken(sizes[self.layer])
+        return units
+
     def _taken(self, H: int) -> int:
         """The units the network itself took for the running trial, at its width ``H``: none with
         ``keep``; bracketing, ``d`` (its width less the rival copy's, less the copy's ``d``)."""

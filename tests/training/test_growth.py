@@ -260,6 +260,23 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
                                                                                grow.trials.decisions[::2]]  # type: ignore[union-attr]
     assert {"structure/trial/val_loss_fewer/layer1", "structure/trial/val_loss_more/layer1"} <= set(
         events.Tags()["scalars"])
+    # the units a layer holds: its start moved by every trial of it decided by then -- the
+    # logged units less those a running trial added on probation
+    units = {e.step: e.value for e in events.Scalars("structure/units/layer0")}
+    held = {e.step: e.value for e in events.Scalars("structure/held/layer0")}
+    decided = [(d["step"], d["width"] + d["chosen"]) for d in grow.trials.decisions if d["layer"] == 0]  # type: ignore[union-attr]
+    assert held == {s: ([2] + [w for at, w in decided if at <= s])[-1] for s in units}
+    assert all(held[s] <= units[s] for s in units) and any(held[s] < units[s] for s in units)
+
+
+def test_a_checkpoint_from_before_the_held_units_still_loads() -> None:
+    """Unit counts waiting to be logged were saved without the units held before 2026-12-03: they
+    load, and log none."""
+    state = StructureController(signal="paired").state_dict()
+    state["pending"] = [(3, [4]), (4, [5], [4])]
+    controller = StructureController(signal="paired")
+    controller.load_state_dict(state)
+    assert controller._pending == [(3, [4], None), (4, [5], [4])]
 
 
 @pytest.mark.parametrize("ckpt_name", ["epoch=0-step=8.ckpt", "epoch=1-step=12.ckpt"])

@@ -124,6 +124,8 @@ class Record(L.Callback):
                "lr": trainer.optimizers[0].param_groups[0]["lr"], "t": round(time.time() - t0, 1)}
         if ctrl is not None:
             row.update(added=sum(ctrl.added), deleted=sum(ctrl.deleted))
+            if ctrl.trials is not None:  # without a running trial's units on probation
+                row.update(held=ctrl.trials.held_units(model.hidden_sizes()))
             if hasattr(ctrl.signal, "removing"):
                 row.update(engaged=list(ctrl.signal.engaged))
         log.append(row)
