@@ -33,11 +33,10 @@ BEST: dict[str, tuple[float, Callable[[int], int], int]] = {
 
 def held(record: dict, epoch: int) -> int:
     """The width layer 0 holds after ``epoch`` epochs: its start, moved by every trial decided by
-    the end of that epoch (settling.py logs it as ``held`` since 2026-12-03)."""
-    row = next(row for row in record["log"] if row["epoch"] + 1 == epoch)
-    if "held" in row:
-        return row["held"][0]
-    step = row["step"]
+    the end of that epoch -- at the last epoch, the width the run ends with, after the trial cut
+    short by the end is decided (settling.py's ``held``, logged at the epoch's validation, is
+    before that decision)."""
+    step = next(row["step"] for row in record["log"] if row["epoch"] + 1 == epoch)
     width = record["args"]["start"]
     for d in record["decisions"]:
         if d["step"] <= step and d["layer"] == 0:

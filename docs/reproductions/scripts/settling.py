@@ -124,7 +124,7 @@ class Record(L.Callback):
                "lr": trainer.optimizers[0].param_groups[0]["lr"], "t": round(time.time() - t0, 1)}
         if ctrl is not None:
             row.update(added=sum(ctrl.added), deleted=sum(ctrl.deleted))
-            if ctrl.trials is not None:  # without a running trial's units on probation
+            if ctrl.trials is not None:  # without a running trial's units on probation (as validated)
                 row.update(held=ctrl.trials.held_units(model.hidden_sizes()))
             if hasattr(ctrl.signal, "removing"):
                 row.update(engaged=list(ctrl.signal.engaged))
