@@ -739,6 +739,22 @@ class Paired(Signal):
     one at 256 end 1.02-1.18x apart for the LSTM (every run ahead of the best fixed LSTM) and
     1.02-1.38x for the GRU (seed 1: 55 and 56 units, where without homing they swing between 37
     and 88); off by default.
+
+    With ``move`` ``slope`` a trial's verdict is a size, not a side: a finite-difference stochastic
+    approximation of the width where the charged validation loss is least (Kiefer & Wolfowitz
+    1952). Every trial probes ``d`` = ``fraction`` of the layer on each side (the probe does not
+    shrink: the sides' difference grows with ``d`` while a trial's noise does not), and the layer
+    moves by ``gain`` x its width x the wider side's charged gain per unit in units of the charge
+    (``z``, clipped to [-1, 1]: 0 where a unit is worth exactly ``lam``, -1 where the wider side
+    gains nothing, +1 where it gains twice the charge), rounded; ``gain`` starts at ``fraction``
+    and is ``fraction / (1 + turns)``, ``turns`` the times ``z`` changed sign (Kesten 1958: the
+    gain falls only once the layer goes back and forth). A trial near the balance moves the layer a
+    little where a ``sign`` trial (the default) moves it by the whole step either way, and later
+    trials average the noise out instead of walking. The new width is made from the side nearest
+    it that is no narrower (the network, with its surplus units folded as a trial's copy folds
+    them) or, for a move narrower than the start, from the copy with fresh units added (zero
+    outgoing weights: its function). A trial that moves nothing counts as settled (the waits
+    above). Not with ``keep``, ``extend``, ``margin`` or ``homing``, which are rules of the sign.
     """
 
     lam: float = 2e-4
@@ -756,6 +772,7 @@ class Paired(Signal):
     restart: bool = True
     mature: int = 0
     homing: bool = False
+    move: str = "sign"
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -796,6 +813,20 @@ class Paired(Signal):
                                 hint="true: once a layer's trial has turned back, its step only halves (no "
                                      "doubling again); false (the default) doubles it after every move the way of "
                                      "the last")
+        if self.move not in ("sign", "slope"):
+            raise ArgumentError("paired_move", allowed="sign, slope", received=self.move,
+                                hint="how a trial moves a layer: sign, to the side with the lower charged loss by "
+                                     "the layer's step; slope, by the charged gain it measured (a stochastic "
+                                     "approximation of the best width)")
+        if self.move == "slope":
+            clash = [name for name, on in (("paired_keep", self.keep), ("paired_extend", self.extend > 1),
+                                           ("paired_margin", self.margin > 0), ("paired_homing", self.homing)) if on]
+            if clash:
+                raise ArgumentError(clash[0], allowed="its default with paired_move slope",
+                                    received=getattr(self, clash[0].removeprefix("paired_")),
+                                    hint="it is a rule of paired_move sign (which side a trial goes on with, "
+                                         "and how its step changes); a slope trial moves by what it measured and "
+                                         "averages the noise over later trials instead")
         if not isinstance(self.restart, bool):
             raise ArgumentError("paired_restart", allowed="true or false", received=self.restart,
                                 hint="true (the default) starts a plateau schedule's count of epochs without "

@@ -28,8 +28,8 @@ from growrnn.genome.graph import Genome
 from growrnn.growth.gates import hard_concrete
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
-__all__ = ["GrowableRNN", "LayerState", "resize_layer", "layers_of", "outgoing_weights", "recurrent_weights",
-           "input_weights", "unit_rows", "fold_gates", "reader_biases"]
+__all__ = ["GrowableRNN", "LayerState", "resize_layer", "resize_state", "layers_of", "outgoing_weights",
+           "recurrent_weights", "input_weights", "unit_rows", "fold_gates", "reader_biases"]
 
 LayerState = tuple[Tensor, ...]
 
@@ -280,6 +280,13 @@ def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
             m = scales[k]
             fresh = torch.full((units.size,), fresh_multiplier, dtype=m.dtype, device=m.device)
             remap_parameter(m, {0: units.index}, optimizer, fresh, fresh_second_moment)
+    return resize_state(rnn, k, units, state)
+
+
+def resize_state(rnn: nn.Module, k: int, units: UnitMap,
+                 state: Sequence[LayerState] | LayerState | None) -> Sequence[LayerState] | LayerState | None:
+    """A carried ``state`` of ``rnn`` (per layer for a stack; None: none) with layer ``k``
+    resized by ``units`` (fresh units at zero)."""
     if state is None:
         return None
     if isinstance(rnn, GrowableRNN):

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from growrnn.errors import ArgumentError
 from growrnn.growth.signals import Paired, _output_moments, fold_units, unit_worth, weakest_units
-from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer
+from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer, resize_state
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.model import pooled_loss
 
@@ -115,7 +115,7 @@ class PairedTrials:
             if self.signal.extend > 1 and step == due - self._half():
                 self.midway = self._sides(trainer, model, errors=False)[0]
             if step >= due:
-                self._end(trainer, model, optimizer, step, resized, may_extend=True)
+                self._end(trainer, model, optimizer, step, resized, may_extend=True, batch=batch)
         if not self.copies:
             k = self._due(step)
             if k is not None and not self._holds(trainer, model, step):
@@ -159,7 +159,7 @@ class PairedTrials:
         return int(self.until) if self.until is not None else int(self.started or 0) + self.signal.steps
 
     def _end(self, trainer: Any, model: Any, optimizer: Any, step: int,
-             resized: Callable[[int, UnitMap, int], None], may_extend: bool) -> None:
+             resized: Callable[[int, UnitMap, int], None], may_extend: bool, batch: Any = None) -> None:
         if self._saved is not None:  # resumed from a checkpoint written after the last step
             self._rebuild(model, optimizer)
         if self.copies and self.started is not None and step <= self.started:
@@ -173,7 +173,7 @@ class PairedTrials:
                 resized(k, back, H)
             return
         if self.copies:
-            adopted = self._decide(trainer, model, optimizer, step, may_extend)
+            adopted = self._decide(trainer, model, optimizer, step, may_extend, batch)
             if adopted is not None:
                 resized(*adopted)
 
@@ -213,16 +213,11 @@ class PairedTrials:
                resized: Callable[[int, UnitMap, int], None]) -> None:
         k = self.layer
         H = int(layers_of(model.rnn)[k].hidden_size)
-        d = max(1, round(self.fractions[k] * H))
-        moments: dict[int, Tensor] = {}
-        hook = layers_of(model.rnn)[k].register_forward_hook(
-            _output_moments(moments, k, True, batch.get("mask") if isinstance(batch, dict) else None))
-        try:
-            model.batch_loss(batch)
-        finally:
-            hook.remove()
+        # a slope trial's probe keeps its size (the layer's gain shrinks instead); a sign trial's is the step
+        d = max(1, round((self.signal.fraction if self.signal.move == "slope" else self.fractions[k]) * H))
+        moments = _moments(model, k, batch)
         ahead, recurrent = outgoing_weights(model.rnn, model.decoder, k)
-        self.signal.worth[k] = unit_worth(moments[k], ahead + recurrent).float()
+        self.signal.worth[k] = unit_worth(moments, ahead + recurrent).float()
         self.copies = []
         d_in = min(d, self.max_units - H)
         if d_in >= 1 and self.signal.keep:
@@ -230,9 +225,9 @@ class PairedTrials:
         young = self._young(k, step)  # with mature: kept on both sides
         d_out = min(d, H - self.min_units, H - len(young))
         if d_out >= 1 or not self.signal.keep:
-            gone = weakest_units(moments[k], ahead + recurrent, d_out, kept=young)
+            gone = weakest_units(moments, ahead + recurrent, d_out, kept=young)
             c = self._copy(model, optimizer, -d_out, UnitMap.of(H, [j for j in range(H) if j not in set(gone)]),
-                           fold=(moments[k], gone))
+                           fold=(moments, gone))
             self.copies.append(c)
         self.started = step
         if not self.signal.keep and d_in >= 1:
@@ -311,13 +306,15 @@ class PairedTrials:
         return losses, se
 
     def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int,
-                may_extend: bool = False) -> tuple[int, UnitMap, int] | None:
+                may_extend: bool = False, batch: Any = None) -> tuple[int, UnitMap, int] | None:
         k = self.layer
         width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = self._taken(H)
         losses, errors = self._sides(trainer, model)
         bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
+        if self.signal.move == "slope":
+            return self._slope(model, optimizer, step, losses, bar, batch)
         tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}
         delta = chosen(losses, mine, width, bar, tolerance)
         room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
@@ -363,6 +360,50 @@ class PairedTrials:
             return None
         _adopt(model, optimizer, best, k)
         return k, best.units, H
+
+    def _slope(self, model: Any, optimizer: Any, step: int, losses: dict[int, float], bar: float,
+               batch: Any) -> tuple[int, UnitMap, int] | None:
+        """Decide a ``slope`` trial (``paired_move`` slope): move layer :attr:`layer` by what the
+        trial measured (:func:`slope_move`), from the network (surplus units folded) or from the
+        copy (fresh units added); the resize made, if any, as ``(layer, units, old width)``."""
+        k = self.layer
+        H = int(layers_of(model.rnn)[k].hidden_size)
+        mine = self._taken(H)
+        start = H - mine
+        gain = self.signal.fraction / (1 + self._turns(k))
+        delta, z = slope_move(losses, bar, gain, start)
+        self.decisions.append({"step": step, "started": int(self.started or 0), "layer": k, "width": start,
+                               "losses": _by_name(losses), "chosen": delta, "bar": bar, "slope": z, "gain": gain})
+        log.info("paired trial at step %d, layer %d (%d units): validation loss %s, slope %+.2f -> %+d units", step,
+                 k, start, ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), z, delta)
+        self.calm[k] = self.calm[k] + 1 if delta == 0 else 0  # a trial that moves nothing: settled, it waits
+        self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
+        self.turned[k] = self._turns(k) > 0
+        copy = next((c for c in self.copies if c.delta < 0), None)
+        self.copies, self.started = [], None
+        self.layer = (k + 1) % len(layers_of(model.rnn))
+        if delta >= 0 or copy is None:  # from the network, its surplus folded as a trial's copy folds
+            surplus = mine - delta
+            if surplus <= 0:
+                return None
+            moments = _moments(model, k, batch if batch is not None else self._batches[0])  # type: ignore[index]
+            ahead, recurrent = outgoing_weights(model.rnn, model.decoder, k)
+            gone = set(weakest_units(moments, ahead + recurrent, surplus))
+            fold_units(model.rnn, model.decoder, k, moments, sorted(gone))
+            units = UnitMap.of(H, [j for j in range(H) if j not in gone])
+            _resize(model, k, units, optimizer)
+            return k, units, H
+        _adopt(model, optimizer, copy, k)  # from the copy, with fresh units up to the move
+        fresh = delta - copy.delta
+        if fresh > 0:
+            W = start + copy.delta
+            _resize(model, k, UnitMap.of(W, range(W), add=fresh), optimizer)
+        return k, UnitMap(torch.cat([copy.units.index, torch.full((fresh,), -1, dtype=torch.long)])), H
+
+    def _turns(self, k: int) -> int:
+        """How many times layer ``k``'s slope trials changed the sign of what they measured."""
+        signs = [math.copysign(1, d["slope"]) for d in self.decisions if d["layer"] == k and d.get("slope")]
+        return sum(a != b for a, b in itertools.pairwise(signs))
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -450,6 +491,34 @@ def next_step(fraction: float, moved: bool, by_margin: bool, homing: bool, large
     return max(fraction / 2, 1.0 / max(width, 1))
 
 
+def slope_move(losses: dict[int, float], bar: float, gain: float, width: int) -> tuple[int, float]:
+    """A ``slope`` trial's move, in units, and what it measured (``paired_move`` slope): ``z``, the
+    widest side's validation loss gain over the narrowest's per unit of their difference, in units
+    of the charge ``bar`` per unit, less one (0: a unit is worth its charge; -1: the wider side
+    gains nothing; +1: twice the charge), clipped to [-1, 1] (a side that diverged: the other
+    side's end); the move is ``gain * width * z`` rounded, within the sides' (``losses``: each
+    side's validation loss, keyed by its units more or fewer than the trial's start ``width``).
+
+    >>> slope_move({-2: 1.0, 2: 0.5}, 0.125, 0.25, 16)  # a unit gained 0.125: its charge
+    (0, 0.0)
+    >>> slope_move({-2: 1.0, 2: 1.0}, 0.125, 0.25, 16)  # nothing: the whole reach, within the sides
+    (-2, -1.0)
+    >>> slope_move({-2: 1.0, 2: 0.25}, 0.125, 0.25, 16)  # 1.5 x the charge: half the reach
+    (2, 0.5)
+    """
+    low, high = min(losses), max(losses)
+    a, b = losses[high], losses[low]
+    if high == low or (math.isinf(a) and math.isinf(b)):
+        return 0, 0.0
+    if math.isinf(a) or math.isinf(b):
+        z = -1.0 if math.isinf(a) else 1.0
+    else:
+        worth = (b - a) / (high - low)  # what a unit gained
+        z = (worth / bar - 1.0) if bar > 0 else math.copysign(1.0, worth) if worth else 0.0
+        z = max(-1.0, min(1.0, z))
+    return max(low, min(high, round(gain * width * z))), z
+
+
 def chosen(losses: dict[int, float], mine: int, width: int, bar: float,
            tolerance: dict[tuple[int, int], float] | None = None) -> int:
     """The side a trial goes on with, by its key in ``losses`` (each side's validation loss, keyed by
@@ -501,6 +570,21 @@ def _finite(loss: float) -> float:
     return loss if loss == loss else float("inf")
 
 
+def _moments(model: Any, k: int, batch: Any) -> Tensor:
+    """Layer ``k``'s output moments (see :func:`~growrnn.growth.signals.unit_worth`) on ``batch``, as
+    the network reads it now (evaluation mode)."""
+    moments: dict[int, Tensor] = {}
+    if isinstance(batch, dict):
+        batch = {key: v.to(model.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+    hook = layers_of(model.rnn)[k].register_forward_hook(
+        _output_moments(moments, k, True, batch.get("mask") if isinstance(batch, dict) else None))
+    try:
+        model.batch_loss(batch)
+    finally:
+        hook.remove()
+    return moments[k]
+
+
 def _clone(model: Any) -> Any:
     """A deep copy of a ``SequenceModel`` without its trainer."""
     trainer = model._trainer
@@ -542,6 +626,7 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
     state = resize_layer(model.rnn, model.decoder, k, units, optimizer, gen, std, 0.0, model._state.get("train"))
     if state is not None:
         model._state["train"] = state
+    model._probe_state = resize_state(model.rnn, k, units, model._probe_state)  # a probe before the next step
 
 
 def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any) -> None:

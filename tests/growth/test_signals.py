@@ -495,7 +495,12 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"settle": "loop"}, "paired_settle"),
                                                ({"restart": "yes"}, "paired_restart"),
                                                ({"mature": -1}, "paired_mature"),
-                                               ({"homing": "yes"}, "paired_homing")])
+                                               ({"homing": "yes"}, "paired_homing"),
+                                               ({"move": "step"}, "paired_move"),
+                                               ({"move": "slope", "margin": 0.5}, "paired_margin"),
+                                               ({"move": "slope", "keep": True}, "paired_keep"),
+                                               ({"move": "slope", "extend": 2}, "paired_extend"),
+                                               ({"move": "slope", "homing": True}, "paired_homing")])
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)

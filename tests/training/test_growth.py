@@ -1,6 +1,7 @@
 """The StructureController grows and shrinks layers during Lightning training, for any cell and
 either signal, and a run resumed from a mid-epoch checkpoint continues exactly."""
 
+import itertools
 import math
 import shutil
 from pathlib import Path
@@ -177,6 +178,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"paired_settle": "cycle"}),
     ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
     ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
+    ([3], "lstm", "paired", {"lam": 0.01, "paired_move": "slope"}),  # a slope trial's gain, from its record
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -387,6 +389,48 @@ def test_a_trial_folds_only_mature_units(tmp_path: Path, mature: int, shrinks: b
     assert any(d["chosen"] < 0 for d in trials.decisions) == shrinks
     assert len(trials.born[0]) == model.hidden_sizes()[0]
     assert set(trials.born[0]) <= {0} | {d["started"] for d in trials.decisions if d["chosen"] > 0}
+
+
+@pytest.mark.parametrize("losses, bar, gain, width, expected", [
+    ({-4: 2.0, 4: 1.0}, 0.0625, 0.25, 32, (4, 1.0)),        # 2 x the charge: the whole reach, up to the sides
+    ({-4: 2.0, 4: 1.5}, 0.0625, 0.25, 32, (0, 0.0)),        # a unit worth its charge: no move
+    ({-4: 2.0, 4: 1.75}, 0.0625, 0.25, 32, (-4, -0.5)),     # worth half its charge: half the reach
+    ({-4: 2.0, 4: 1.75}, 0.0625, 0.0625, 32, (-1, -0.5)),   # a smaller gain, a smaller move
+    ({-4: 2.0, 4: math.inf}, 0.0625, 0.25, 32, (-4, -1.0)),  # the wider side diverged
+    ({-4: math.inf, 4: 2.0}, 0.0625, 0.25, 32, (4, 1.0)),   # the narrower one did
+    ({-4: math.inf, 4: math.inf}, 0.0625, 0.25, 32, (0, 0.0)),
+    ({-4: 2.0, 4: 1.9}, 0.0, 0.25, 32, (4, 1.0)),           # no charge: the sign of the gain
+    ({0: 2.0, 3: 2.0}, 0.0625, 0.25, 32, (0, -1.0)),        # at the size floor: no narrower side to go to
+])
+def test_a_slope_trial_moves_by_what_it_measured(losses: dict, bar: float, gain: float, width: int,
+                                                 expected: tuple) -> None:
+    from growrnn.training.paired import slope_move
+    assert slope_move(losses, bar, gain, width) == expected
+
+
+def test_a_slope_run_follows_its_record(tmp_path: Path) -> None:
+    """With ``paired_move`` slope every trial moves the layer by :func:`slope_move` of what it
+    judged, at the gain its layer's turns so far leave (Kesten's rule), to widths between the
+    sides' (made by folding the network's surplus or adding fresh units to the copy), and the
+    network ends at the width its record adds up to."""
+    from growrnn.training.paired import slope_move
+    controller = StructureController(signal="paired", lam=0.01, paired_steps=5, paired_fraction=0.5,
+                                     paired_move="slope", seed=1)
+    model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+    data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
+    decisions = controller.trials.decisions  # type: ignore[union-attr]
+    width, signs = 4, []
+    for d in decisions:
+        losses = {int(k): v for k, v in d["losses"].items()}
+        turns = sum(a != b for a, b in itertools.pairwise(signs))
+        assert d["width"] == width and d["gain"] == pytest.approx(0.5 / (1 + turns))
+        assert (d["chosen"], d["slope"]) == slope_move(losses, d["bar"], d["gain"], width)
+        signs += [math.copysign(1, d["slope"])] if d["slope"] else []
+        width += d["chosen"]
+    assert model.hidden_sizes() == [width] and sum(controller.added) - sum(controller.deleted) == width - 4
+    assert any(min(int(k) for k in d["losses"]) < d["chosen"] < max(int(k) for k in d["losses"]) and d["chosen"]
+               for d in decisions)  # a move between the sides
 
 
 def test_a_trial_that_trained_no_step_is_dropped() -> None:
