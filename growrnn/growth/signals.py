@@ -755,6 +755,11 @@ class Paired(Signal):
     them) or, for a move narrower than the start, from the copy with fresh units added (zero
     outgoing weights: its function). A trial that moves nothing counts as settled (the waits
     above). Not with ``keep``, ``extend``, ``margin`` or ``homing``, which are rules of the sign.
+    Measured on JSB (3 seeds, starts at 8 and 256 units, ``lam`` 2e-4): a late +-11-unit trial's
+    verdict has a standard deviation of 0.021-0.025 nats against 0.038-0.041 charged between its
+    sides (a one-unit ``sign`` trial's: 0.006-0.008 against 0.0034), yet the layers end as
+    scattered as with the sign (LSTM 37-52 units, GRU 41-53, a seed pair 1.41x apart), since the
+    loss is nearly flat in the width over a wider band than that; off by default.
     """
 
     lam: float = 2e-4
