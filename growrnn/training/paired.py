@@ -314,7 +314,7 @@ class PairedTrials:
         losses, errors = self._sides(trainer, model)
         bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
         if self.signal.move == "slope":
-            return self._slope(model, optimizer, step, losses, bar, batch)
+            return self._slope(model, optimizer, step, losses, bar, H, mine, batch)
         tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}
         delta = chosen(losses, mine, width, bar, tolerance)
         room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
@@ -352,8 +352,7 @@ class PairedTrials:
         # 1, 3, 7, 15 trials' steps before its next trial
         moves = [d["chosen"] for d in self.decisions if d["layer"] == k]
         settled = (smallest and not moved) or (self.signal.settle == "cycle" and cycling(moves))
-        self.calm[k] = self.calm[k] + 1 if settled else 0
-        self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
+        self._wait(k, step, settled)
         self.copies, self.started = [], None
         self.layer = (k + 1) % len(layers_of(model.rnn))
         if best is None:
@@ -361,14 +360,13 @@ class PairedTrials:
         _adopt(model, optimizer, best, k)
         return k, best.units, H
 
-    def _slope(self, model: Any, optimizer: Any, step: int, losses: dict[int, float], bar: float,
-               batch: Any) -> tuple[int, UnitMap, int] | None:
+    def _slope(self, model: Any, optimizer: Any, step: int, losses: dict[int, float], bar: float, H: int,
+               mine: int, batch: Any) -> tuple[int, UnitMap, int] | None:
         """Decide a ``slope`` trial (``paired_move`` slope): move layer :attr:`layer` by what the
         trial measured (:func:`slope_move`), from the network (surplus units folded) or from the
-        copy (fresh units added); the resize made, if any, as ``(layer, units, old width)``."""
+        copy (fresh units added); the resize made, if any, as ``(layer, units, old width)`` (``H``:
+        the layer's width now, ``mine`` of it taken for the trial)."""
         k = self.layer
-        H = int(layers_of(model.rnn)[k].hidden_size)
-        mine = self._taken(H)
         start = H - mine
         gain = self.signal.fraction / (1 + self._turns(k))
         delta, z = slope_move(losses, bar, gain, start)
@@ -376,8 +374,7 @@ class PairedTrials:
                                "losses": _by_name(losses), "chosen": delta, "bar": bar, "slope": z, "gain": gain})
         log.info("paired trial at step %d, layer %d (%d units): validation loss %s, slope %+.2f -> %+d units", step,
                  k, start, ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), z, delta)
-        self.calm[k] = self.calm[k] + 1 if delta == 0 else 0  # a trial that moves nothing: settled, it waits
-        self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
+        self._wait(k, step, delta == 0)  # a trial that moves nothing: settled
         self.turned[k] = self._turns(k) > 0
         copy = next((c for c in self.copies if c.delta < 0), None)
         self.copies, self.started = [], None
@@ -399,6 +396,12 @@ class PairedTrials:
             W = start + copy.delta
             _resize(model, k, UnitMap.of(W, range(W), add=fresh), optimizer)
         return k, UnitMap(torch.cat([copy.units.index, torch.full((fresh,), -1, dtype=torch.long)])), H
+
+    def _wait(self, k: int, step: int, settled: bool) -> None:
+        """After a trial of layer ``k`` at ``step``: a settled layer waits 1, 3, 7, then 15 trials'
+        steps before its next trial (its settled trials in a row), one that is not, none."""
+        self.calm[k] = self.calm[k] + 1 if settled else 0
+        self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
 
     def _turns(self, k: int) -> int:
         """How many times layer ``k``'s slope trials changed the sign of what they measured."""
