@@ -760,20 +760,6 @@ class Paired(Signal):
     sides (a one-unit ``sign`` trial's: 0.006-0.008 against 0.0034), yet the layers end as
     scattered as with the sign (LSTM 37-52 units, GRU 41-53, a seed pair 1.41x apart), since the
     loss is nearly flat in the width over a wider band than that; off by default.
-
-    With ``renew`` (bracketing only), the network folds the units the trial's copy folds, as the
-    copy does, and takes fresh units in their place besides the trial's own ``d``: both sides start
-    the trial from the same function, the network with ``2 d`` fresh units (zero outgoing weights)
-    that the copy has not, and the trial asks what ``2 d`` fresh units earn in ``steps`` steps from
-    where the network is -- the question a layer grown from few units meets at every width, where
-    without it a layer shrinking from many units is asked what folding trained units costs, which
-    the others cannot take over within a trial (a wide start ends wider). With ``fade``, the copy
-    keeps the units it leaves out while the trial trains, their reading weights fading linearly to
-    zero, and loses them at the trial's end: the kept units take their part over by training, not
-    by a fold's least-squares transfer. Measured on JSB (3 seeds, starts at 8 and 256 units,
-    ``lam`` 2e-4): with ``renew`` both starts end narrow (LSTM 21-27 units, GRU 23-38) and 1-2 %
-    behind the best fixed layers; with ``fade`` a wide start stays wide (GRU 100-123 units against
-    58-61 from 8). Both off by default.
     """
 
     lam: float = 2e-4
@@ -792,8 +778,6 @@ class Paired(Signal):
     mature: int = 0
     homing: bool = False
     move: str = "sign"
-    renew: bool = False
-    fade: bool = False
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -834,28 +818,6 @@ class Paired(Signal):
                                 hint="true: once a layer's trial has turned back, its step only halves (no "
                                      "doubling again); false (the default) doubles it after every move the way of "
                                      "the last")
-        if not isinstance(self.renew, bool):
-            raise ArgumentError("paired_renew", allowed="true or false", received=self.renew,
-                                hint="true: the network renews the units a trial's copy folds (both sides lose "
-                                     "them, and start from the same function); false (the default) keeps them")
-        if self.renew and (self.keep or self.move == "slope"):
-            name = "paired_keep" if self.keep else "paired_move"
-            raise ArgumentError(name, allowed="its default with paired_renew", received=self.keep or self.move,
-                                hint="paired_renew changes what the bracketing network takes for a trial (the "
-                                     "copy's folded units, renewed, besides its fresh ones); paired_keep judges the "
-                                     "undisturbed network, and a slope trial adopts from either side")
-        if not isinstance(self.fade, bool):
-            raise ArgumentError("paired_fade", allowed="true or false", received=self.fade,
-                                hint="true: a trial's copy loses its units by fading their reading weights to zero "
-                                     "over the trial; false (the default) folds them away at its start")
-        if self.fade:
-            clash = [name for name, on in (("paired_keep", self.keep), ("paired_extend", self.extend > 1),
-                                           ("paired_move", self.move != "sign"), ("paired_renew", self.renew)) if on]
-            if clash:
-                raise ArgumentError(clash[0], allowed="its default with paired_fade",
-                                    received=getattr(self, clash[0].removeprefix("paired_")),
-                                    hint="a fade lasts one trial length of a bracketing sign trial, and leaves the "
-                                         "network's units as they are")
         if self.move not in ("sign", "slope"):
             raise ArgumentError("paired_move", allowed="sign, slope", received=self.move,
                                 hint="how a trial moves a layer: sign, to the side with the lower charged loss by "

@@ -83,7 +83,7 @@ class StructureController(L.Callback):
             moments), not on the batch they are judged on (default false).
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
         paired_floor, paired_extend, paired_margin, paired_settle, paired_restart, paired_mature,
-        paired_homing, paired_move, paired_renew, paired_fade: the
+        paired_homing, paired_move: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -107,10 +107,7 @@ class StructureController(L.Callback):
             unit), and whether a layer's step stops doubling once a trial of it has turned back
             (default false), and how a trial moves a layer (``sign``, the default: to the side with
             the lower charged loss, by the layer's step; ``slope``: by the charged gain per unit it
-            measured, a stochastic approximation), and whether the network renews the units a
-            trial's copy folds (default false: it keeps them), and whether the copy's units fade out
-            over the trial instead of being folded at its start (default false); see
-            :class:`~growrnn.growth.signals.Paired`.
+            measured, a stochastic approximation); see :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -155,8 +152,7 @@ class StructureController(L.Callback):
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
                  paired_extend: int = 1, paired_margin: float = 0.0, paired_settle: str = "turn",
                  paired_restart: bool = True, paired_mature: int = 0,
-                 paired_homing: bool = False, paired_move: str = "sign", paired_renew: bool = False,
-                 paired_fade: bool = False) -> None:
+                 paired_homing: bool = False, paired_move: str = "sign") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -202,7 +198,7 @@ class StructureController(L.Callback):
                                       batches=paired_batches, keep=paired_keep, hold=paired_hold, scale=paired_scale,
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,
                                       settle=paired_settle, restart=paired_restart, mature=paired_mature,
-                                      homing=paired_homing, move=paired_move, renew=paired_renew, fade=paired_fade,
+                                      homing=paired_homing, move=paired_move,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

@@ -52,7 +52,6 @@ class _Copy:
     units: UnitMap
     model: Any
     optimizer: torch.optim.Optimizer
-    fading: list[int] = field(default_factory=list)  # with fade: the units leaving, not yet resized away
 
 
 @dataclass
@@ -112,8 +111,6 @@ class PairedTrials:
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
-                if c.fading:
-                    self._fade(c, step)
             due = self._due_end()
             if self.signal.extend > 1 and step == due - self._half():
                 self.midway = self._sides(trainer, model, errors=False)[0]
@@ -227,55 +224,27 @@ class PairedTrials:
             self.copies.append(self._copy(model, optimizer, d_in, UnitMap.of(H, range(H), add=d_in)))
         young = self._young(k, step)  # with mature: kept on both sides
         d_out = min(d, H - self.min_units, H - len(young))
-        gone: list[int] = []
         if d_out >= 1 or not self.signal.keep:
             gone = weakest_units(moments, ahead + recurrent, d_out, kept=young)
             c = self._copy(model, optimizer, -d_out, UnitMap.of(H, [j for j in range(H) if j not in set(gone)]),
-                           fold=(moments, gone), fade=self.signal.fade)
+                           fold=(moments, gone))
             self.copies.append(c)
         self.started = step
-        renewed = self.signal.renew and bool(gone)
-        if not self.signal.keep and (d_in >= 1 or renewed):
-            # bracketing: the network itself takes the added units; the copy with fewer is its rival. With
-            # renew the network folds the copy's units too and takes as many fresh ones in their place: both
-            # sides start from the same function, the network's d_out + d_in fresh units all it has more
-            kept = [j for j in range(H) if j not in set(gone)] if renewed else list(range(H))
-            if renewed:
-                fold_units(model.rnn, model.decoder, k, moments, gone)
-                # the copy's units, as the network now holds them
-                self.copies[-1].units = UnitMap.of(H + d_in, range(len(kept)))
-            grown = UnitMap.of(H, kept, add=H + d_in - len(kept))
+        if not self.signal.keep and d_in >= 1:
+            # bracketing: the network itself takes the added units; the copy with fewer is its rival
+            grown = UnitMap.of(H, range(H), add=d_in)
             _resize(model, k, grown, optimizer)
             resized(k, grown, H)
 
     def _copy(self, model: Any, optimizer: Any, delta: int, units: UnitMap,
-              fold: tuple[Tensor, list[int]] | None = None, fade: bool = False) -> _Copy:
-        """A copy of ``model`` resized by ``units``, the units it leaves out folded (``fold``:
-        their moments and indices) -- or, with ``fade``, kept for now, their reading weights
-        fading to zero over the trial (:meth:`_fade`)."""
+              fold: tuple[Tensor, list[int]] | None = None) -> _Copy:
         twin = _clone(model)
         twin_opt = _clone_optimizer(model, optimizer, twin)
         k = self.layer
-        if fade and fold is not None and fold[1]:
-            return _Copy(delta, units, twin, twin_opt, fading=list(fold[1]))
         if fold is not None and fold[1]:
             fold_units(twin.rnn, twin.decoder, k, fold[0], fold[1])
         _resize(twin, k, units, twin_opt)
         return _Copy(delta, units, twin, twin_opt)
-
-    def _fade(self, c: _Copy, step: int) -> None:
-        """After the copy's training step ``step``: its leaving units' reading weights times
-        ``(T - t) / (T - t + 1)`` (``t`` of ``T`` trial steps trained), so that they reach zero
-        at the trial's end, where the units go (:func:`_faded`); the kept units take over their
-        part as they fade, as a fold's least-squares transfer takes it over at once."""
-        t, T = step - int(self.started or 0), self.signal.steps
-        if t >= T:
-            _faded(c, self.layer)
-            return
-        with torch.no_grad():
-            ahead, recurrent = outgoing_weights(c.model.rnn, c.model.decoder, self.layer)
-            for w in ahead + recurrent:
-                w[:, c.fading] *= (T - t) / (T - t + 1)
 
     def held_units(self, sizes: list[int]) -> list[int]:
         """The units each layer holds, given its ``sizes`` now: a layer on trial without the units
@@ -339,9 +308,6 @@ class PairedTrials:
     def _decide(self, trainer: Any, model: Any, optimizer: Any, step: int,
                 may_extend: bool = False, batch: Any = None) -> tuple[int, UnitMap, int] | None:
         k = self.layer
-        for c in self.copies:  # a fade cut short (training ended): its units go now, as they are
-            if c.fading:
-                _faded(c, k)
         width = sum(int(x.hidden_size) for x in layers_of(model.rnn))
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = self._taken(H)
@@ -446,8 +412,7 @@ class PairedTrials:
     def state_dict(self) -> dict[str, Any]:
         copies = self._saved if self._saved is not None else [
             {"delta": c.delta, "units": c.units.index.tolist(), "weights": c.model.state_dict(),
-             "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train"), "fading": c.fading}
-            for c in self.copies]
+             "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
                 "calm": self.calm, "turned": self.turned, "idle_until": self.idle_until, "held": self.held,
                 "holding": self.holding,
@@ -487,16 +452,13 @@ class PairedTrials:
         saved, self._saved = self._saved or [], None
         for s in saved:
             units = UnitMap(torch.tensor(s["units"], dtype=torch.long))
-            fading = [int(j) for j in s.get("fading", [])]
             twin = _clone(model)
             twin_opt = _clone_optimizer(model, optimizer, twin)
-            # the copy's shape: its units, and while they fade, the leaving ones too
-            shape = UnitMap(torch.arange(units.size + len(fading))) if fading else units
-            _resize(twin, self.layer, shape, twin_opt)
+            _resize(twin, self.layer, units, twin_opt)
             twin.load_state_dict(s["weights"])
             twin_opt.load_state_dict(s["optimizer"])
             twin._state["train"] = s["carried"]
-            self.copies.append(_Copy(int(s["delta"]), units, twin, twin_opt, fading=fading))
+            self.copies.append(_Copy(int(s["delta"]), units, twin, twin_opt))
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -668,17 +630,6 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
     if state is not None:
         model._state["train"] = state
     model._probe_state = resize_state(model.rnn, k, units, model._probe_state)  # a probe before the next step
-
-
-@torch.no_grad()
-def _faded(c: _Copy, k: int) -> None:
-    """A fading copy's leaving units go (their reading weights zeroed, if not zero yet: the
-    function they leave is the copy's without them): the copy is resized to its units."""
-    ahead, recurrent = outgoing_weights(c.model.rnn, c.model.decoder, k)
-    for w in ahead + recurrent:
-        w[:, c.fading] = 0
-    _resize(c.model, k, c.units, c.optimizer)
-    c.fading = []
 
 
 def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any) -> None:

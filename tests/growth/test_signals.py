@@ -500,13 +500,7 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"move": "slope", "margin": 0.5}, "paired_margin"),
                                                ({"move": "slope", "keep": True}, "paired_keep"),
                                                ({"move": "slope", "extend": 2}, "paired_extend"),
-                                               ({"move": "slope", "homing": True}, "paired_homing"),
-                                               ({"renew": "yes"}, "paired_renew"),
-                                               ({"renew": True, "keep": True}, "paired_keep"),
-                                               ({"renew": True, "move": "slope"}, "paired_move"),
-                                               ({"fade": 1}, "paired_fade"),
-                                               ({"fade": True, "extend": 2}, "paired_extend"),
-                                               ({"fade": True, "renew": True}, "paired_renew")])
+                                               ({"move": "slope", "homing": True}, "paired_homing")])
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)

@@ -179,8 +179,6 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
     ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
     ([3], "lstm", "paired", {"lam": 0.01, "paired_move": "slope"}),  # a slope trial's gain, from its record
-    ([2, 3], "gru", "paired", {"paired_renew": True}),  # the network's renewed units, and the copy's map of them
-    ([2, 3], "lstm", "paired", {"paired_fade": True}),  # a copy resumed mid-fade: its leaving units still there
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -456,72 +454,6 @@ def test_a_trial_that_trained_no_step_is_dropped() -> None:
     assert resizes == [(0, 5, 4), (0, 4, 5)] and not trials.decisions and not trials.copies
     after = dict(model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
-
-
-@pytest.mark.parametrize("renew", [False, True])
-def test_a_renewing_trial_starts_both_sides_from_one_function(renew: bool) -> None:
-    """With ``paired_renew`` the network folds the units the copy folds and takes fresh ones in
-    their place (zero outgoing weights), besides the trial's own: both sides compute the same at
-    the trial's start, the network with ``2 d`` fresh units more than the copy; without it, the
-    network keeps them and the fold changes the copy's function. Either way the copy's unit map
-    picks its units out of the network as it now is."""
-    from growrnn.growth.signals import Paired
-    from growrnn.training.paired import PairedTrials
-    model = _model([8], "lstm", **SETTLING_MODEL)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    batch = next(iter(tasks.get("miconi_switch", train_windows=2, eval_windows=1).datamodule().train_dataloader()))
-    for _ in range(3):  # a few steps, so that units differ in worth
-        loss = model._step(batch, "train", measure=False)[0]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    resizes: list[tuple[int, list[int], int]] = []
-    trials = PairedTrials(Paired(steps=5, lam=0.0, renew=renew))
-    trials.fractions = [0.25]
-    trials.signal.check(model.rnn, {})
-    trials._start(model, batch, optimizer, 3, lambda k, units, old: resizes.append((k, units.index.tolist(), old)))
-    (c,) = trials.copies
-    assert model.hidden_sizes() == [10] and c.model.hidden_sizes() == [6] and trials._taken(10) == 2
-    (k, index, old), = resizes
-    assert old == 8 and index.count(-1) == (4 if renew else 2) and len(index) == 10
-    same = model.judged_loss([batch]) == pytest.approx(c.model.judged_loss([batch]), abs=1e-6)
-    assert same == renew
-    if renew:  # the copy's units are the network's first six, which are the units the copy kept
-        assert c.units.index.tolist() == list(range(6)) and index[:6] == sorted(set(index[:6]) & set(range(8)))
-
-
-def test_a_fading_copy_loses_its_units_over_the_trial() -> None:
-    """With ``paired_fade`` the copy keeps the units it leaves out while the trial trains, their
-    reading weights scaled down after every step, and at the trial's length they go: the copy is
-    then its width less ``d``, computing what it computed with those units' reading weights at zero."""
-    from growrnn.growth.signals import Paired
-    from growrnn.growth.stack import outgoing_weights
-    from growrnn.training.paired import PairedTrials, _clone, _train
-    model = _model([8], "lstm", **SETTLING_MODEL)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    batch = next(iter(tasks.get("miconi_switch", train_windows=2, eval_windows=1).datamodule().train_dataloader()))
-    trials = PairedTrials(Paired(steps=4, lam=0.0, fade=True))
-    trials.fractions = [0.25]
-    trials.signal.check(model.rnn, {})
-    trials._start(model, batch, optimizer, 0, lambda k, units, old: None)
-    (c,) = trials.copies
-    gone = list(c.fading)
-    assert len(gone) == 2 and model.hidden_sizes() == [10] and c.model.hidden_sizes() == [8]
-    norms = []
-    for t in range(1, 4):
-        _train(c, batch, optimizer, None)
-        trials._fade(c, t)
-        readers = sum(outgoing_weights(c.model.rnn, c.model.decoder, 0), [])
-        norms.append(float(sum(w[:, gone].detach().norm() for w in readers)))
-        assert c.model.hidden_sizes() == [8] and c.fading == gone
-    _train(c, batch, optimizer, None)
-    zeroed = _clone(c.model)
-    with torch.no_grad():
-        for w in sum(outgoing_weights(zeroed.rnn, zeroed.decoder, 0), []):
-            w[:, gone] = 0
-    trials._fade(c, 4)
-    assert c.model.hidden_sizes() == [6] and not c.fading and norms[-1] < norms[0]
-    assert c.model.judged_loss([batch]) == pytest.approx(zeroed.judged_loss([batch]), abs=1e-6)
 
 
 @pytest.mark.parametrize("losses, midway, mine, bar, turns", [
