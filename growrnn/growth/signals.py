@@ -662,7 +662,10 @@ class Paired(Signal):
     moved onto the kept units' reading weights, so the copy starts from nearly the same function),
     adds ``d`` fresh units to the network itself (zero outgoing weights: the same function), trains
     both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
-    validation loss plus ``lam`` per unit (with ``relative``, a fraction of a loss: ``scale``
+    validation loss plus a charge per unit (``charge`` ``row``, the default: ``lam`` for each row of
+    weights a unit has in its cell, one per weighted call -- an LSTM unit 8, a GRU unit 6, an Elman
+    unit 2, an evolved cell's by its genome; ``unit``: ``lam`` per unit whatever its cell), and
+    ``lam`` (with ``relative``, a fraction of a loss: ``scale``
     ``loss`` (the default), the validation loss the trial ends at, but at least ``floor`` (0.5)
     times the validation loss judged after the first training step (the untrained network's, to
     one step) -- on a task the network can solve the loss, and a charge relative to it, go to
@@ -701,9 +704,10 @@ class Paired(Signal):
     beside the network, and judges two on the validation batches (three with ``keep``; with
     ``extend``, as many again half-way through each trial length).
 
-    With ``margin`` > 0, the side with the lowest charged loss goes on only when no narrower side's
-    is within ``margin`` standard errors of their difference; else the narrowest side within it
-    does (the one-standard-error rule of Breiman et al. 1984 with ``margin`` 1; a tie then goes to
+    With ``margin`` > 0 (by default 0.5; 0 with ``move`` ``slope`` or ``batches`` 1), the side
+    with the lowest charged loss goes on only when no narrower side's is within ``margin`` standard
+    errors of their difference; else the narrowest side within it does (the one-standard-error rule
+    of Breiman et al. 1984 with ``margin`` 1; a tie then goes to
     the narrower side, not to the network), and a move the margin made -- the narrower side within
     the noise, not better -- keeps the step ``d`` as it is, where a move on the losses doubles it.
     The error is estimated from the sides' losses on the same validation batches, at least 2 (their
@@ -762,8 +766,9 @@ class Paired(Signal):
     loss is nearly flat in the width over a wider band than that; off by default.
     """
 
-    lam: float = 2e-4
+    lam: float = 3.33e-5
     relative: bool = True
+    charge: str = "row"
     fraction: float = 0.25
     steps: int = 100
     batches: int | None = None
@@ -772,7 +777,7 @@ class Paired(Signal):
     scale: str = "loss"
     floor: float | None = None  # None: 0.5 with scale "loss" (it bounds that scale only)
     extend: int = 1
-    margin: float = 0.0
+    margin: float | None = None  # None: 0.5, but 0 with move "slope" or a single batch judged
     settle: str = "turn"
     restart: bool = True
     mature: int = 0
@@ -784,7 +789,12 @@ class Paired(Signal):
     def __post_init__(self) -> None:
         if not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
-                                hint="the validation loss a unit must be worth, as a fraction of the loss")
+                                hint="the validation loss a unit must be worth per row of its weights (per "
+                                     "unit with paired_charge unit), as a fraction of the loss")
+        if self.charge not in ("row", "unit"):
+            raise ArgumentError("paired_charge", allowed="row, unit", received=self.charge,
+                                hint="row (the default) charges lam for each row of weights a unit has in its "
+                                     "cell (an LSTM unit 8, a GRU unit 6); unit charges lam per unit")
         if not 0 < self.fraction <= 1:
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
@@ -798,10 +808,14 @@ class Paired(Signal):
                                                            "verdict is going; give it at least 2 steps")
         if self.batches is not None:
             check_int("paired_batches", self.batches, 1, hint="None judges the batches validation sees")
+        self.margin_given = self.margin is not None  # a default margin yields to a single batch judged
+        if self.margin is None:
+            self.margin = 0.0 if self.move == "slope" or self.batches == 1 else 0.5
         if not (0 <= self.margin < math.inf):
             raise ArgumentError("paired_margin", allowed="a finite number >= 0 (standard errors)", received=self.margin,
                                 hint="1 keeps the narrower side unless the wider one is better by more than one "
-                                     "standard error of their difference; 0 (the default) judges the losses alone")
+                                     "standard error of their difference; 0.5 is the default; 0 judges the "
+                                     "losses alone")
         if self.margin > 0 and self.batches == 1:
             raise ArgumentError("paired_batches", allowed="at least 2 with paired_margin > 0", received=self.batches,
                                 hint="the standard error of two sides' difference is estimated across the "
@@ -855,11 +869,19 @@ class Paired(Signal):
                                 hint="the least loss lam is a share of, as a share of the loss after the first "
                                      "step; 0.5 (the default) keeps a solved task's charge from vanishing")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
+        self.rows: list[int] = []  # per layer: the rows of weights a unit has in its cell
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
-        sizes = [int(x.hidden_size) for x in layers_of(rnn)]
+        layers = layers_of(rnn)
+        sizes = [int(x.hidden_size) for x in layers]
         if [int(w.numel()) for w in self.worth] != sizes:
             self.worth = [torch.zeros(h) for h in sizes]
+        self.rows = [len(x.genome.weighted) for x in layers]
+
+    def unit_charge(self, k: int) -> float:
+        """What a unit of layer ``k`` is charged, in units of ``lam``: the rows of weights it has
+        in its cell (one per weighted call) with ``charge`` ``row``, else 1."""
+        return float(self.rows[k]) if self.charge == "row" else 1.0
 
     def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         """Each unit's weight in what it carries alone (see :func:`unit_worth`), as last measured."""

@@ -11,7 +11,7 @@ the layer, the readers ahead of it, the optimizer state and the carried TBPTT st
   ``trial_steps`` and judged by the same bar. No penalty touches the weights.
 - ``paired``: the width is chosen by paired trials on validation data: the network with units
   added is trained beside a copy with as many units folded away, on the same batches, and the one
-  with the lower validation loss plus ``lam`` per unit goes on (:mod:`growrnn.training.paired`).
+  with the lower validation loss plus its charge per unit goes on (:mod:`growrnn.training.paired`).
 - ``group_lasso``: a proximal group-lasso step after every optimizer step, in the optimizer's own
   metric under Adam/RMSprop/Adagrad; a unit whose outgoing weights are exactly zero is dead. With
   ``l0_gate``: a hard-concrete gate per unit with an expected-L0 cost; a closed gate is dead.
@@ -59,8 +59,10 @@ class StructureController(L.Callback):
         signal: ``ablation`` (default), ``paired``, ``group_lasso``, ``l0_gate``, ``outgoing_l1``
             (Miconi v3) or ``multiplier`` (Miconi v2).
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
-            training loss when ``relative``; of the validation loss with ``paired``). Default 2e-4
-            (ablation, paired), 3e-5 (group_lasso), 0.002 (l0_gate).
+            training loss when ``relative``; of the validation loss with ``paired``, and there per
+            row of the unit's weights in its cell unless ``paired_charge`` is ``unit``: an LSTM unit
+            has 8 rows, a GRU unit 6). Default 2e-4 (ablation), 3.33e-5 (paired: 2.67e-4 an LSTM
+            unit, 2e-4 a GRU unit), 3e-5 (group_lasso), 0.002 (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
         relative: ``lam`` relative to the running training loss (default) or in loss units.
@@ -83,7 +85,7 @@ class StructureController(L.Callback):
             moments), not on the batch they are judged on (default false).
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
         paired_floor, paired_extend, paired_margin, paired_settle, paired_restart, paired_mature,
-        paired_homing, paired_move: the
+        paired_homing, paired_move, paired_charge: the
             ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -97,8 +99,9 @@ class StructureController(L.Callback):
             ``loss`` -- a solved task's charge does not vanish; 0 lets it follow the loss to zero; the
             other scales take no floor), and the most trial lengths a trial may last while its
             verdict is still turning (default 1: every trial is decided after ``paired_steps``), and
-            how many standard errors of two sides' difference a wider side must win by (default 0:
-            the lower charged loss wins; 1: the one-standard-error rule), and when a layer counts as
+            how many standard errors of two sides' difference a wider side must win by (default,
+            unset: 0.5, but 0 with ``paired_move`` ``slope`` or ``paired_batches`` 1; 0: the lower
+            charged loss wins; 1: the one-standard-error rule), and when a layer counts as
             settled and waits longer between trials (``turn``, the default: a one-unit trial turned
             back; ``cycle``: also when its last four trials went both ways and left it within one
             step of where they began), and whether a resize the trials make starts a ``plateau``
@@ -107,7 +110,9 @@ class StructureController(L.Callback):
             unit), and whether a layer's step stops doubling once a trial of it has turned back
             (default false), and how a trial moves a layer (``sign``, the default: to the side with
             the lower charged loss, by the layer's step; ``slope``: by the charged gain per unit it
-            measured, a stochastic approximation); see :class:`~growrnn.growth.signals.Paired`.
+            measured, a stochastic approximation), and what ``lam`` is charged per (``row``, the
+            default: per row of a unit's weights in its cell, one per weighted call; ``unit``: per
+            unit); see :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -150,9 +155,9 @@ class StructureController(L.Callback):
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
                  paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
-                 paired_extend: int = 1, paired_margin: float = 0.0, paired_settle: str = "turn",
+                 paired_extend: int = 1, paired_margin: float | None = None, paired_settle: str = "turn",
                  paired_restart: bool = True, paired_mature: int = 0,
-                 paired_homing: bool = False, paired_move: str = "sign") -> None:
+                 paired_homing: bool = False, paired_move: str = "sign", paired_charge: str = "row") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -198,7 +203,7 @@ class StructureController(L.Callback):
                                       batches=paired_batches, keep=paired_keep, hold=paired_hold, scale=paired_scale,
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,
                                       settle=paired_settle, restart=paired_restart, mature=paired_mature,
-                                      homing=paired_homing, move=paired_move,
+                                      homing=paired_homing, move=paired_move, charge=paired_charge,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)

@@ -5,7 +5,8 @@ A trial (**bracketing**, the default) starts by copying the network, folding ``d
 units away in the copy and adding ``d`` fresh units to the network itself; the copy trains beside
 the network on the same batches for ``steps`` optimizer steps (with its own optimizer, a copy of
 the network's, at the network's learning rates), and then whichever of the two scores lower on
-the validation batches with ``lam`` charged per unit goes on. With ``keep``, the network keeps
+the validation batches with its charge per unit (``lam`` per row of the unit's weights, by
+default) goes on. With ``keep``, the network keeps
 its width during the trial and is judged against two copies (``d`` more, ``d`` fewer). An adopted
 copy *becomes* the network: its layer is resized with the same unit map, then the copy's weights,
 optimizer state and carried state are copied in, so Lightning's references (parameters,
@@ -281,12 +282,17 @@ class PairedTrials:
         if self._batches is None:
             self._batches = _validation_batches(trainer, self.signal.batches)
             if self.signal.margin > 0 and len(self._batches) < 2:
-                raise ArgumentError("paired_margin", allowed="0 with fewer than 2 validation batches judged",
-                                    received=self.signal.margin,
-                                    hint=f"the trials judge {len(self._batches)} validation batch(es), and the "
-                                         "standard error of two sides' difference is estimated across batches; "
-                                         "judge more (paired_batches, limit_val_batches, a smaller validation "
-                                         "batch size) or set paired_margin 0")
+                if self.signal.margin_given:
+                    raise ArgumentError("paired_margin", allowed="0 with fewer than 2 validation batches judged",
+                                        received=self.signal.margin,
+                                        hint=f"the trials judge {len(self._batches)} validation batch(es), and the "
+                                             "standard error of two sides' difference is estimated across "
+                                             "batches; judge more (paired_batches, limit_val_batches, a smaller "
+                                             "validation batch size) or set paired_margin 0")
+                log.warning("paired trials: the default paired_margin (0.5 standard errors) needs at least 2 "
+                            "validation batches judged, and the trials judge %d: they judge the losses alone "
+                            "(judge more batches with limit_val_batches or a smaller validation batch size, or "
+                            "set paired_margin 0 to silence this)", len(self._batches))
         return model.judged_parts(self._batches)
 
     def _sides(self, trainer: Any, model: Any,
@@ -312,7 +318,8 @@ class PairedTrials:
         H = int(layers_of(model.rnn)[k].hidden_size)
         mine = self._taken(H)
         losses, errors = self._sides(trainer, model)
-        bar = self.signal.lam * (self._scale(losses[mine]) if self.signal.relative else 1.0)
+        bar = self.signal.lam * self.signal.unit_charge(k) * (self._scale(losses[mine]) if self.signal.relative
+                                                              else 1.0)
         if self.signal.move == "slope":
             return self._slope(model, optimizer, step, losses, bar, H, mine, batch)
         tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}

@@ -2,6 +2,7 @@
 either signal, and a run resumed from a mid-epoch checkpoint continues exactly."""
 
 import itertools
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -162,7 +163,8 @@ SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
             "l0_gate": {"lam": 0.5, "dead_steps": 2},
             "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0,
                          "ablation_baseline": "regress"},
-            "paired": {"lam": 0.0, "paired_steps": 7, "paired_fraction": 0.5}}
+            "paired": {"lam": 0.0, "paired_steps": 7, "paired_fraction": 0.5, "paired_margin": 0.0,
+                       "paired_charge": "unit"}}  # the mechanics with a plain verdict; the default recipe below
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
@@ -175,6 +177,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"lam": 0.01, "paired_scale": "gain"}),
     ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
     ([3], "gru", "paired", {"lam": 0.01, "paired_margin": 1.0}),
+    ([3], "lstm", "paired", {"lam": 0.0, "paired_margin": None, "paired_charge": "row"}),  # the default recipe
     ([3], "lstm", "paired", {"paired_settle": "cycle"}),
     ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
     ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
@@ -357,7 +360,8 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     The network ends at the last decision's width (a trial running when training ends is decided).
     A trial that ends where the next starts resizes the layer twice in one step: both are counted.
     Each decision records the step its trial started at (the last one is cut short by the end)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_keep=keep, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_keep=keep, paired_margin=0.0,
+                                     seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
@@ -415,7 +419,7 @@ def test_a_slope_run_follows_its_record(tmp_path: Path) -> None:
     network ends at the width its record adds up to."""
     from growrnn.training.paired import slope_move
     controller = StructureController(signal="paired", lam=0.01, paired_steps=5, paired_fraction=0.5,
-                                     paired_move="slope", seed=1)
+                                     paired_move="slope", paired_charge="unit", seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
@@ -578,13 +582,20 @@ def test_a_margin_trial_records_its_errors_and_follows_the_rule(tmp_path: Path) 
         last = d["chosen"]
 
 
-def test_a_margin_needs_two_validation_batches(tmp_path: Path) -> None:
+def test_a_margin_needs_two_validation_batches(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The standard error is estimated across the judged validation batches: with one, a margin
-    is refused at the first judgement, naming the option."""
-    controller = StructureController(signal="paired", paired_steps=5, paired_margin=1.0)
+    given is refused at the first judgement, naming the option; the default margin yields (a
+    warning says so) and the trials judge the losses alone."""
     data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
+    controller = StructureController(signal="paired", paired_steps=5, paired_margin=1.0)
     with pytest.raises(ArgumentError, match="paired_margin"):
         _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
+    controller = StructureController(signal="paired", paired_steps=5)
+    with caplog.at_level(logging.WARNING, logger="growrnn.training.paired"):
+        _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
+    assert "default paired_margin" in caplog.text
+    assert controller.trials is not None and controller.trials.decisions
+    assert all(se == 0 for d in controller.trials.decisions for se in d.get("se", {}).values())
 
 
 @pytest.mark.parametrize("mode, best, bad, after", [
@@ -616,7 +627,8 @@ def test_a_trial_resize_is_not_a_plateau(tmp_path: Path, restart: bool) -> None:
     """Under a ``plateau`` schedule with no patience, an epoch in which the paired trials resized
     the layer never cuts the learning rate with ``paired_restart`` (the default); without it the
     same run cuts it at the end of such an epoch (the fold's damage taken for a plateau)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=7, paired_restart=restart, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=7, paired_restart=restart,
+                                     paired_margin=0.0, seed=1)
     epochs: list[tuple[bool, float]] = []  # per epoch: whether the trials resized a layer, the rate it trained at
 
     class Epochs(L.Callback):
@@ -741,7 +753,7 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
     from that first loss. Each decision is the side with the
     lowest validation loss plus that charge per unit of the width it would leave."""
     controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale=scale,
-                                     paired_floor=floor)
+                                     paired_floor=floor, paired_margin=0.0, paired_charge="unit")
     seen: list[float] = []
 
     class First(L.Callback):
@@ -765,6 +777,27 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
         assert d["chosen"] == min(losses, key=lambda k: losses[k] + bar * (d["width"] + k))
     assert any(d["chosen"] < 0 for d in trials.decisions)
     assert scale != "loss" or 0 < floored < len(trials.decisions)  # the floor bound in some trials, not all
+
+
+@pytest.mark.parametrize("cell, rows", [("lstm", 8), ("gru", 6), ("elman", 2),
+                                        ("t0 = affine(x) + linear(h)\nh' = tanh(t0 + diag(h))", 3)])
+def test_paired_charges_lam_per_row_of_a_units_weights(tmp_path: Path, cell: str, rows: int) -> None:
+    """With ``paired_charge`` row (the default) a unit is charged ``lam`` for each row of weights it
+    has in its cell, one per weighted call (diag included): a run at ``lam`` / rows per row
+    decides every trial as the run at ``lam`` per unit does, with the same charge recorded."""
+    from growrnn.growth.signals import Paired
+    data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
+    runs = []
+    for lam, charge in ((0.005, "unit"), (0.005 / rows, "row")):
+        controller = StructureController(signal="paired", lam=lam, paired_steps=5, paired_charge=charge, seed=1)
+        torch.manual_seed(0)
+        _trainer(tmp_path, [controller]).fit(_model([4], cell, **SETTLING_MODEL), data)
+        assert controller.trials is not None and isinstance(controller.signal, Paired)
+        assert controller.signal.unit_charge(0) == (rows if charge == "row" else 1)
+        runs.append(controller.trials.decisions)
+    assert [d["chosen"] for d in runs[0]] == [d["chosen"] for d in runs[1]]
+    assert [d["bar"] for d in runs[0]] == pytest.approx([d["bar"] for d in runs[1]], rel=1e-9)
+    assert any(d["chosen"] < 0 for d in runs[0]) and any(d["chosen"] > 0 for d in runs[0])
 
 
 @pytest.mark.parametrize("scale, floor, judged, holding", [
