@@ -654,6 +654,18 @@ class Ablation(Signal):
             setattr(self, name, [None if t is None else torch.tensor(t, dtype=torch.float64) for t in held])
 
 
+#: The ``paired`` signal's default recipe per optimizer family: what ``lam``, ``steps``,
+#: ``fraction`` and ``homing`` take when left unset (:meth:`Paired.for_optimizer`). Measured on JSB
+#: (docs/reproductions/settling.md): under plain or momentum SGD a 100-step trial shows less of what
+#: a unit will be worth than under Adam, and the layers stopped 25-66 units apart at the adaptive
+#: recipe; trials 4x as long, half the charge, a step of up to half the layer that only halves once
+#: a trial has turned back brought the two starts within 1.14x in 3 of 3 seeds.
+PAIRED_RECIPES: dict[str, dict[str, Any]] = {
+    "adaptive": {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False},
+    "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True},
+}
+
+
 @dataclass
 class Paired(Signal):
     """The width a task sets, chosen by **paired trials** on held-out data. Every trial takes one
@@ -742,7 +754,7 @@ class Paired(Signal):
     step that grows again. With ``mature`` 2, measured on JSB (3 seeds), a start at 8 units and
     one at 256 end 1.02-1.18x apart for the LSTM (every run ahead of the best fixed LSTM) and
     1.02-1.38x for the GRU (seed 1: 55 and 56 units, where without homing they swing between 37
-    and 88); off by default.
+    and 88); off in the adaptive optimizers' recipe, on in SGD's (below).
 
     With ``move`` ``slope`` a trial's verdict is a size, not a side: a finite-difference stochastic
     approximation of the width where the charged validation loss is least (Kiefer & Wolfowitz
@@ -764,13 +776,21 @@ class Paired(Signal):
     sides (a one-unit ``sign`` trial's: 0.006-0.008 against 0.0034), yet the layers end as
     scattered as with the sign (LSTM 37-52 units, GRU 41-53, a seed pair 1.41x apart), since the
     loss is nearly flat in the width over a wider band than that; off by default.
+
+    ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
+    family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
+    Adam, RMSprop and every optimizer but SGD 3.33e-5 a row, trials of 100 steps, a step of up to
+    a quarter of the layer, no homing; under :class:`torch.optim.SGD` 1.67e-5 a row, trials of 400
+    steps, up to half the layer, homing. SGD moves a fresh unit's weights more slowly than an
+    adaptive optimizer does (no per-weight scaling), so a trial must train longer to show what a
+    unit is worth, and the layer must move in larger steps to reach its width in fewer trials.
     """
 
-    lam: float = 3.33e-5
+    lam: float | None = None  # None: the optimizer family's recipe (PAIRED_RECIPES), as steps, fraction, homing
     relative: bool = True
     charge: str = "row"
-    fraction: float = 0.25
-    steps: int = 100
+    fraction: float | None = None
+    steps: int | None = None
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
@@ -781,12 +801,16 @@ class Paired(Signal):
     settle: str = "turn"
     restart: bool = True
     mature: int = 0
-    homing: bool = False
+    homing: bool | None = None
     move: str = "sign"
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        # the fields left unset take the adaptive family's recipe until for_optimizer sees the optimizer
+        self.unset = [name for name in PAIRED_RECIPES["adaptive"] if getattr(self, name) is None]
+        self.family = "adaptive"
+        self._take_recipe("adaptive")
         if not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the validation loss a unit must be worth per row of its weights (per "
@@ -870,6 +894,19 @@ class Paired(Signal):
                                      "step; 0.5 (the default) keeps a solved task's charge from vanishing")
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
         self.rows: list[int] = []  # per layer: the rows of weights a unit has in its cell
+
+    def _take_recipe(self, family: str) -> None:
+        for name in self.unset:
+            value = PAIRED_RECIPES[family][name]
+            setattr(self, name, value and self.move != "slope" if name == "homing" else value)
+
+    def for_optimizer(self, optimizer: Any) -> None:
+        """Give the fields left unset the recipe of ``optimizer``'s family (:data:`PAIRED_RECIPES`):
+        ``sgd`` for :class:`torch.optim.SGD` (momentum or not), ``adaptive`` for any other (Adam,
+        AdamW, RMSprop ...; also with no optimizer). Fields given keep their values; ``homing`` is
+        never switched on with ``move`` ``slope`` (it is a rule of the sign)."""
+        self.family = "sgd" if isinstance(optimizer, torch.optim.SGD) else "adaptive"
+        self._take_recipe(self.family)
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         layers = layers_of(rnn)

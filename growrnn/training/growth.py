@@ -61,8 +61,9 @@ class StructureController(L.Callback):
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
             training loss when ``relative``; of the validation loss with ``paired``, and there per
             row of the unit's weights in its cell unless ``paired_charge`` is ``unit``: an LSTM unit
-            has 8 rows, a GRU unit 6). Default 2e-4 (ablation), 3.33e-5 (paired: 2.67e-4 an LSTM
-            unit, 2e-4 a GRU unit), 3e-5 (group_lasso), 0.002 (l0_gate).
+            has 8 rows, a GRU unit 6). Default 2e-4 (ablation), 3.33e-5 (paired under an adaptive
+            optimizer: 2.67e-4 an LSTM unit, 2e-4 a GRU unit; 1.67e-5 under SGD), 3e-5
+            (group_lasso), 0.002 (l0_gate).
         group: group_lasso's group, ``outgoing`` (Miconi's) or ``units`` (ISS: outgoing and incoming).
         preconditioned: group_lasso's shrink in the optimizer's metric (default: true except SGD).
         relative: ``lam`` relative to the running training loss (default) or in loss units.
@@ -86,7 +87,8 @@ class StructureController(L.Callback):
         paired_steps, paired_fraction, paired_batches, paired_keep, paired_hold, paired_scale,
         paired_floor, paired_extend, paired_margin, paired_settle, paired_restart, paired_mature,
         paired_homing, paired_move, paired_charge: the
-            ``paired`` signal's trial length (steps), largest step (a share of the layer), validation
+            ``paired`` signal's trial length (steps; unset: 100, 400 under SGD), largest step (a
+            share of the layer; unset: 0.25, 0.5 under SGD), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
             copies; default false: bracketing -- the network with units added
@@ -108,11 +110,14 @@ class StructureController(L.Callback):
             schedule's count of epochs without improvement over (default true), and how many
             trials' steps a unit must have trained before a trial may fold it (default 0: any
             unit), and whether a layer's step stops doubling once a trial of it has turned back
-            (default false), and how a trial moves a layer (``sign``, the default: to the side with
-            the lower charged loss, by the layer's step; ``slope``: by the charged gain per unit it
-            measured, a stochastic approximation), and what ``lam`` is charged per (``row``, the
-            default: per row of a unit's weights in its cell, one per weighted call; ``unit``: per
-            unit); see :class:`~growrnn.growth.signals.Paired`.
+            (unset: false, true under SGD -- with ``lam``, ``paired_steps`` and
+            ``paired_fraction`` the optimizer family's recipe,
+            :data:`~growrnn.growth.signals.PAIRED_RECIPES`), and how a trial moves a layer
+            (``sign``, the default: to the side with the lower charged loss, by the layer's step;
+            ``slope``: by the charged gain per unit it measured, a stochastic approximation), and
+            what ``lam`` is charged per (``row``, the default: per row of a unit's weights in its
+            cell, one per weighted call; ``unit``: per unit); see
+            :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules).
@@ -152,12 +157,12 @@ class StructureController(L.Callback):
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
-                 ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float = 0.25,
-                 paired_steps: int = 100, paired_batches: int | None = None, paired_keep: bool = False,
+                 ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float | None = None,
+                 paired_steps: int | None = None, paired_batches: int | None = None, paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
                  paired_extend: int = 1, paired_margin: float | None = None, paired_settle: str = "turn",
                  paired_restart: bool = True, paired_mature: int = 0,
-                 paired_homing: bool = False, paired_move: str = "sign", paired_charge: str = "row") -> None:
+                 paired_homing: bool | None = None, paired_move: str = "sign", paired_charge: str = "row") -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -278,6 +283,8 @@ class StructureController(L.Callback):
                         "shrink's effect on the next step. HINT: leave max_update unset")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if isinstance(self.signal, Paired):  # the options left unset take the optimizer family's recipe
+            self.signal.for_optimizer(trainer.optimizers[0] if trainer.optimizers else None)
         n = len(layers_of(pl_module.rnn))
         layout = {"growth": {
             "units": ["Multiline", [f"structure/units/layer{k}" for k in range(n)]],

@@ -504,3 +504,26 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)
+
+
+@pytest.mark.parametrize("optimizer, given, expected", [
+    (None, {}, {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False}),
+    ("adam", {}, {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False}),
+    ("rmsprop", {}, {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False}),
+    ("sgd", {}, {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True}),
+    ("sgd", {"steps": 50, "lam": 1e-4}, {"lam": 1e-4, "steps": 50, "fraction": 0.5, "homing": True}),
+    ("sgd", {"homing": False}, {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": False}),
+    ("sgd", {"move": "slope"}, {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": False}),  # a rule of the sign
+    ("adam", {"fraction": 0.5, "homing": True}, {"lam": 3.33e-5, "steps": 100, "fraction": 0.5, "homing": True}),
+])
+def test_paired_options_left_unset_take_the_optimizer_familys_recipe(optimizer: str | None, given: dict,
+                                                                       expected: dict) -> None:
+    """``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the
+    optimizer's family (SGD, or adaptive: every other); options given keep their values."""
+    params = [torch.zeros(2, requires_grad=True)]
+    opt = {None: None, "adam": torch.optim.Adam(params), "rmsprop": torch.optim.RMSprop(params),
+           "sgd": torch.optim.SGD(params, lr=0.1, momentum=0.9)}[optimizer]
+    signal = make_signal("paired", **given)
+    signal.for_optimizer(opt)  # type: ignore[attr-defined]
+    assert {name: getattr(signal, name) for name in expected} == expected
+    assert signal.family == ("sgd" if optimizer == "sgd" else "adaptive")  # type: ignore[attr-defined]

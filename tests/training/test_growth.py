@@ -800,6 +800,22 @@ def test_paired_charges_lam_per_row_of_a_units_weights(tmp_path: Path, cell: str
     assert any(d["chosen"] < 0 for d in runs[0]) and any(d["chosen"] > 0 for d in runs[0])
 
 
+@pytest.mark.parametrize("optimizer, d, lam, homing", [("adam", 2, 3.33e-5, False), ("sgd", 4, 1.67e-5, True)])
+def test_paired_takes_the_recipe_of_the_optimizer_it_trains_with(tmp_path: Path, optimizer: str, d: int, lam: float,
+                                                                 homing: bool) -> None:
+    """The controller gives the paired options left unset the recipe of the model's optimizer when
+    training starts: an 8-unit layer's first trial moves 2 units under Adam (a quarter), 4 under SGD
+    (half), charged ``lam`` per row at the family's rate."""
+    controller = StructureController(signal="paired", paired_steps=5)
+    data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
+    _trainer(tmp_path, [controller]).fit(_model([8], "lstm", **{**SETTLING_MODEL, "optimizer": optimizer}), data)
+    assert controller.trials is not None and controller.trials.decisions
+    first = controller.trials.decisions[0]
+    assert sorted(int(k) for k in first["losses"]) == [-d, d]
+    assert controller.signal.lam == lam and controller.signal.homing is homing  # type: ignore[attr-defined]
+    assert controller.signal.steps == 5  # given: kept  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("scale, floor, judged, holding", [
     ("loss", 0.0, 0.9, True), ("start", 0.0, 0.9, False), ("loss", 0.05, 0.9, True), ("loss", 0.5, 0.9, False),
     ("loss", 0.05, 0.97, False),  # 0.03 is less than 5 % of the loss itself (the floor, 0.5, is below it)
