@@ -121,7 +121,9 @@ def need_step(dead: Tensor, streak: Tensor, rule: NeedRule, spare: Tensor | None
     """One application of :class:`NeedRule` to a layer whose units are ``dead`` (bool ``(H,)``),
     given each unit's count of consecutive dead steps before this one (``streak``, ``(H,)``) and
     which units are ``spare`` (bool ``(H,)``; default: the dead ones).
-    Returns the units that stay (in order) plus those added, and the streaks of the new layout."""
+    Returns the units that stay (in order) plus those added, and the streaks of the new layout.
+    The rule decides on the host: ``dead`` and ``spare`` may be on any device, ``streak`` is on the CPU."""
+    dead, spare = dead.cpu(), None if spare is None else spare.cpu()
     H = int(dead.numel())
     streak = torch.where(dead, streak + 1, torch.zeros_like(streak))
     expired = (streak >= rule.dead_steps).tolist()

@@ -943,11 +943,11 @@ def unit_worth(moments: Tensor, readers: Sequence[Tensor], gone: Sequence[int] =
     ``||W[:, j]||^2`` over the reading weights times the variance of the unit's output left after
     its least-squares estimate from the others and a constant (``1 / P[j, j]``, ``P`` the inverse
     of their moment matrix; ``moments``: ``(H + 1, H + 1)``, see :func:`_output_moments`). Shape
-    ``(H,)``; the units in ``gone`` get ``inf``."""
+    ``(H,)``, on the CPU; the units in ``gone`` get ``inf``."""
     H = moments.shape[0] - 1
     keep, g = _kept_moments(moments, gone, ridge)
     residual = 1.0 / torch.linalg.inv(g).diagonal()[:-1]
-    read = sum(w.detach().double().pow(2).sum(0) for w in readers)
+    read = sum(w.detach().double().pow(2).sum(0).cpu() for w in readers)
     worth = torch.full((H,), math.inf, dtype=torch.float64)
     worth[keep[:-1]] = read[keep[:-1]] * residual
     return worth
@@ -975,10 +975,12 @@ def fold_units(rnn: nn.Module, decoder: nn.Linear, k: int, moments: Tensor, gone
     units' columns and the readers' biases; the ``gone`` columns are zero afterwards."""
     gone_t = torch.tensor(sorted(set(gone)), dtype=torch.long)
     keep, g = _kept_moments(moments, gone, ridge)
-    coef = torch.linalg.solve(g, moments.double()[keep][:, gone_t])  # (kept + 1, gone): h_gone ~ coef^T [h_kept, 1]
+    # (kept + 1, gone): h_gone ~ coef^T [h_kept, 1], solved on the CPU, applied where the weights are
+    coef = torch.linalg.solve(g, moments.detach().double().cpu()[keep][:, gone_t])
     ahead, recurrent = outgoing_weights(rnn, decoder, k)
     for w, b, of_h in zip(ahead + recurrent, reader_biases(rnn, decoder, k), reads_output(rnn, k), strict=True):
         cols = w[:, gone_t].double()
+        coef = coef.to(cols.device)
         if of_h:
             w[:, keep[:-1]] += (cols @ coef[:-1].T).to(w)
             if b is not None:
@@ -1005,15 +1007,16 @@ def _output_moments(moments: dict[int, Tensor], k: int, second: bool,
     """A forward hook that keeps a (batch-first) layer's output moments over batch and time in
     ``moments[k]``, over the valid steps of ``mask`` (bool ``(B, T)``; default: every step): the
     mean ``(H,)``, or with ``second`` the mean of ``[h, 1] [h, 1]^T``, ``(H + 1, H + 1)`` (the
-    last row and column are the mean)."""
+    last row and column are the mean). Computed where the layer runs, kept on the CPU with the
+    rest of growth's bookkeeping (the least-squares stand-ins are read from it there)."""
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         out = output[0].detach()
         x = (out if mask is None else out[mask.to(out.device)]).reshape(-1, out.shape[-1]).double()
         if second:
             x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
-            moments[k] = x.T @ x / max(1, x.shape[0])
+            moments[k] = (x.T @ x / max(1, x.shape[0])).cpu()
         else:
-            moments[k] = x.mean(0)
+            moments[k] = x.mean(0).cpu()
     return hook
 
 
@@ -1043,10 +1046,10 @@ def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -
 def _kept_moments(moments: Tensor, gone: Sequence[int], ridge: float) -> tuple[Tensor, Tensor]:
     """The units not in ``gone`` and then the constant (indices into ``moments``, ``(H + 1, H + 1)``),
     and their moment matrix in float64 with a ``ridge`` (relative to the mean variance) on the units'
-    diagonal: what every least-squares stand-in here is read from."""
+    diagonal, on the CPU: what every least-squares stand-in here is read from."""
     H = moments.shape[0] - 1
     keep = torch.tensor([i for i in range(H + 1) if i not in set(gone)])
-    g = moments.double()[keep][:, keep].clone()
+    g = moments.detach().double().cpu()[keep][:, keep].clone()
     n = len(keep) - 1
     g[:-1, :-1] += torch.eye(n, dtype=g.dtype) * ridge * (float(g[:-1, :-1].diagonal().mean()) + 1e-12)
     return keep, g

@@ -575,13 +575,18 @@ def _first(state: Any) -> Tensor:
 
 
 def _fitting(state: Any, x: Tensor) -> Any:
-    """``state`` if it has one row per sequence of the batch ``x`` (a carried state from a batch
-    of another size, the last of an epoch, starts fresh), else None."""
-    return state if state is not None and _first(state).shape[1] == x.shape[0] else None
+    """``state`` on ``x``'s device if it has one row per sequence of the batch ``x`` (a carried
+    state from a batch of another size, the last of an epoch, starts fresh), else None. A state
+    read back from a checkpoint is on the CPU until here."""
+    return _to(state, x.device) if state is not None and _first(state).shape[1] == x.shape[0] else None
 
 
 def _detach(state: Any) -> Any:
     return state.detach() if torch.is_tensor(state) else tuple(_detach(s) for s in state)
+
+
+def _to(state: Any, device: torch.device) -> Any:
+    return state.to(device) if torch.is_tensor(state) else tuple(_to(s, device) for s in state)
 
 
 class _OneHot(nn.Module):

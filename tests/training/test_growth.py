@@ -338,18 +338,19 @@ def test_a_gated_run_ends_with_its_gates_folded_and_the_same_outputs(tmp_path: P
     model = _model([3], "gru", unit_gates=True, **SETTLING_MODEL)
     data = TaskData("miconi_hard", {"train_windows": 20, "eval_windows": 2})
     trainer = _trainer(tmp_path, [controller], enable_checkpointing=False)
-    seen: dict[str, torch.Tensor] = {}
+    seen: dict[str, Any] = {}
+    x = torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0))
 
     class Before(L.Callback):
         def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
             pl_module.eval()
-            seen["out"] = pl_module(torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0)))[0]
+            seen["device"] = pl_module.device  # compared on the device it trained on (a GPU's fit ends on the CPU)
+            seen["out"] = pl_module(x.to(pl_module.device))[0]
     trainer.callbacks.append(Before())
     trainer.fit(model, data)
     assert model.rnn.gates is None and model.hparams["unit_gates"] is False
-    model.eval()
-    torch.testing.assert_close(model(torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0)))[0],
-                               seen["out"])
+    model.to(seen["device"]).eval()
+    torch.testing.assert_close(model(x.to(seen["device"]))[0], seen["out"])
 
 
 @pytest.mark.parametrize("keep", [False, True])
