@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     growth.add_argument("--rounds", type=int, default=3, help="A/B rounds per case (median taken)")
     growth.add_argument("--quick", action="store_true", help="30 steps, 1 round: a smoke run")
     growth.add_argument("--case", help="only the cases whose name contains this (e.g. ablation)")
+    growth.add_argument("--device", default="cpu",
+                        help="cpu (the process's CPU time) or cuda (the wall clock, device synchronized)")
     growth.add_argument("--out", type=Path, help="also write the markdown table to this file")
     return parser
 
@@ -121,7 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from growrnn.commands.bench_growth import run
         if args.out:
             _writable("--out", args.out)
-        table = run(args.steps, args.rounds, args.quick, args.case) + "\n"
+        table = run(args.steps, args.rounds, args.quick, args.case, args.device) + "\n"
         print(table, end="")
         if args.out:
             args.out.write_text(table)

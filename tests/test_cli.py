@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from growrnn.cli import main
 from growrnn.genome import library_cell
@@ -112,3 +113,15 @@ def test_bench_growth_one_case_quick(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(rows) == 1 and "ablation regress" in rows[0] and float(rows[0].split("|")[4]) > 0
     assert main(["bench", "growth", "--quick", "--case", "no such case"]) != 0
     assert "--case" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, said", [
+    ("tpu", "Allowed: cpu or cuda"),
+    pytest.param("cuda", "torch.cuda.is_available() is False",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
+])
+def test_bench_growth_names_a_device_it_cannot_use(device: str, said: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "growth", "--quick", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and said in err

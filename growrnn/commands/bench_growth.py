@@ -10,12 +10,17 @@ is the per-step overhead of growth itself: scoring, the signal's per-step update
 shrink, the gates' samples and cost) and the rule. The ``paired`` case runs its trials without
 pause (a layer that has not settled) within one unit of the fixed size: the ratio is what a
 step costs while a trial runs -- the copy's training step, the validation judging, the adoptions.
+
+``device="cuda"`` runs both sides on the GPU and times them by the wall clock, the device
+synchronized at each reading (a GPU's steps are asynchronous, so the process's CPU time would
+miss the kernels' own time); on the CPU the clock is the process's CPU time.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +35,9 @@ from growrnn.training.data import TaskData
 from growrnn.training.growth import StructureController
 from growrnn.training.model import SequenceModel
 
-__all__ = ["Case", "CASES", "run"]
+__all__ = ["Case", "CASES", "DEVICES", "run"]
+
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -67,19 +74,30 @@ CASES = [
 ]
 
 
+def _clock(device: str) -> Callable[[], float]:
+    """The process's CPU time on the CPU; on CUDA the wall clock once the device has caught up."""
+    if device == "cpu":
+        return time.process_time
+
+    def synchronized() -> float:
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return synchronized
+
+
 class _Clock(L.Callback):
-    def __init__(self, skip: int) -> None:
-        self.skip, self.t0, self.t1 = skip, 0.0, 0.0
+    def __init__(self, skip: int, clock: Callable[[], float]) -> None:
+        self.skip, self.clock, self.t0, self.t1 = skip, clock, 0.0, 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx == self.skip:
-            self.t0 = time.process_time()
+            self.t0 = self.clock()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.t1 = time.process_time()
+        self.t1 = self.clock()
 
 
-def _step_time(case: Case, grow: bool, steps: int) -> float:
+def _step_time(case: Case, grow: bool, steps: int, device: str) -> float:
     data = TaskData(case.task, case.options)
     model_kw = dict(case.model)
     if grow and not isinstance(model_kw["hidden_size"], list):
@@ -91,7 +109,7 @@ def _step_time(case: Case, grow: bool, steps: int) -> float:
         model_kw["hidden_size"] = size[0] if isinstance(size, list) else size
     model = SequenceModel(data.spec, **model_kw)
     skip = 20
-    clock = _Clock(skip)
+    clock = _Clock(skip, _clock(device))
     callbacks: list[L.Callback] = [clock]
     if grow and case.signal in ("group_lasso", "l0_gate", "ablation"):
         # the signal's whole per-step cost (the ablation's measurements included), no resize
@@ -107,36 +125,45 @@ def _step_time(case: Case, grow: bool, steps: int) -> float:
                                              max_units=H + 1, paired_fraction=1.0 / H))
     elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
-    trainer = L.Trainer(max_steps=steps + skip, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_steps=steps + skip, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=callbacks, log_every_n_steps=100)
     trainer.fit(model, data)
     return (clock.t1 - clock.t0) / steps
 
 
-def _resize_ms(case: Case, repeats: int = 20) -> float:
+def _resize_ms(case: Case, device: str, repeats: int = 20) -> float:
     data = TaskData(case.task, case.options)
     kw = dict(case.model)
     kw["hidden_size"] = kw["hidden_size"] if isinstance(kw["hidden_size"], list) else [kw["hidden_size"]]
     kw.pop("l1", None)
-    model = SequenceModel(data.spec, **kw)
+    model = SequenceModel(data.spec, **kw).to(device)
     opt = torch.optim.Adam(model.parameters())
     tokens = data.spec.input_kind == "tokens"
     x = torch.zeros(2, 5, dtype=torch.long) if tokens else torch.zeros(2, 5, data.spec.input_size)
+    x = x.to(device)
     out, state = model(x)
     out.sum().backward()
     opt.step()
-    times = []
+    clock, times = _clock(device), []
     for _ in range(repeats):
         H = model.rnn.hidden_size
-        t0 = time.process_time()
+        t0 = clock()
         state = resize_layer(model.rnn, model.decoder, 0, UnitMap.of(H, range(H), add=1), opt, state=state)
         state = resize_layer(model.rnn, model.decoder, 0, UnitMap.of(H + 1, range(1, H + 1)), opt, state=state)
-        times.append((time.process_time() - t0) / 2)
+        times.append((clock() - t0) / 2)
     return statistics.median(times) * 1e3
 
 
-def run(steps: int = 300, rounds: int = 3, quick: bool = False, match: str | None = None) -> str:
-    """Measure every case (or those whose name contains ``match``); returns a markdown table."""
+def run(steps: int = 300, rounds: int = 3, quick: bool = False, match: str | None = None,
+        device: str = "cpu") -> str:
+    """Measure every case (or those whose name contains ``match``) on ``device`` (``cpu`` or
+    ``cuda``); returns a markdown table."""
+    if device not in DEVICES:
+        raise ArgumentError("--device", allowed=" or ".join(DEVICES), received=device, hint="e.g. --device cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("--device", allowed="cuda on a machine where torch sees a CUDA device", received=device,
+                            hint="torch.cuda.is_available() is False here: use --device cpu")
     quiet_lightning()
     if quick:
         steps, rounds = 30, 1
@@ -148,8 +175,8 @@ def run(steps: int = 300, rounds: int = 3, quick: bool = False, match: str | Non
     for case in cases:
         fixed, grown = [], []
         for _ in range(rounds):  # alternate, so drift in machine load hits both sides alike
-            fixed.append(_step_time(case, False, steps))
-            grown.append(_step_time(case, True, steps))
+            fixed.append(_step_time(case, False, steps, device))
+            grown.append(_step_time(case, True, steps, device))
         f, g = statistics.median(fixed), statistics.median(grown)
-        rows.append(f"| {case.name} | {f * 1e3:.3f} | {g * 1e3:.3f} | {g / f:.3f} | {_resize_ms(case):.2f} |")
+        rows.append(f"| {case.name} | {f * 1e3:.3f} | {g * 1e3:.3f} | {g / f:.3f} | {_resize_ms(case, device):.2f} |")
     return "\n".join(rows)

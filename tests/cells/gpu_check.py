@@ -1,6 +1,7 @@
 """GPU checks for the cell compiler: run by hand on a machine with CUDA (CI never needs a GPU).
 
     python tests/cells/gpu_check.py            # a few minutes on one GPU
+    python tests/cells/gpu_check.py checks     # 1 and 2 only; "timing": 3 only (alone on the GPU)
 
 1. The native path hands cuDNN flattened weights: no "not part of single contiguous chunk" warning,
    and outputs, states and gradients equal ``nn.LSTM``/``nn.GRU`` on CUDA (1e-5 float32, 1e-10 float64).
@@ -124,16 +125,18 @@ def timing() -> None:
             print(f"INFO  B{B} T{T} I{d_in} H{H} L{L}: {name}: {statistics.median(ratios):.2f}x nn.LSTM")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing checked")
         return 2
-    native_matches_torch()
-    generic_matches_cpu()
-    timing()
+    if "timing" not in argv:
+        native_matches_torch()
+        generic_matches_cpu()
+    if "checks" not in argv:
+        timing()
     print("FAILED: " + ", ".join(FAILED) if FAILED else "all GPU checks passed")
     return 1 if FAILED else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
