@@ -69,6 +69,7 @@ def generic_matches_cpu() -> None:
                                generator=torch.Generator().manual_seed(0))
             gpu = gr.GenomeRNN(cell, 16, 32, num_layers=2, fast_path=False, dtype=torch.float64,
                                compile=compiled).cuda()
+            torch._dynamo.reset()  # a fresh recompile budget per cell (dynamo's limit is per process function)
             gpu.load_state_dict(cpu.state_dict())
             x = torch.randn(12, 4, 16, dtype=torch.float64)
             o1, s1, g1 = _grads(cpu, x)
@@ -80,6 +81,7 @@ def generic_matches_cpu() -> None:
                   err <= 1e-9, f"(max abs diff {err:.2e})")
     from torch.profiler import ProfilerActivity, profile
     for compiled in (False, True):
+        torch._dynamo.reset()  # else the cells compiled above have spent the recompile limit: eager, silently
         rnn = gr.GenomeRNN("gru", 88, 64, fast_path=False, compile=compiled).cuda()
         x = torch.randn(50, 8, 88, device="cuda")
         rnn(x)[0].sum().backward()
@@ -100,6 +102,7 @@ def timing() -> None:
         return run
 
     for B, T, d_in, H, L in ((8, 100, 88, 64, 1), (20, 35, 650, 650, 2)):
+        torch._dynamo.reset()
         x = torch.randn(T, B, d_in, device="cuda")
         ref = nn.LSTM(d_in, H, L).cuda()
         entries = {"lstm native": gr.GenomeRNN("lstm", d_in, H, L).cuda(),
