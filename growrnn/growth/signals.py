@@ -777,6 +777,19 @@ class Paired(Signal):
     scattered as with the sign (LSTM 37-52 units, GRU 41-53, a seed pair 1.41x apart), since the
     loss is nearly flat in the width over a wider band than that; off by default.
 
+    A trial also trains on at least ``targets`` training targets (the terms a batch's loss is a
+    mean of: tokens, frames; 40,000 by default, 0: ``steps`` alone): its length is ``steps`` or
+    ``targets`` over the mean targets per step its trials have trained on so far, whichever is
+    more, and every length above (the waits, the hold's, ``extend``'s, ``mature``'s) is that
+    trial length. A step is a batch, and what a batch holds differs between tasks by a hundred
+    times -- a JSB batch of 8 chorales about 470 frames, a window of Miconi's batch-1 character
+    stream 40 characters -- while what a unit is worth shows only after training on a share of the
+    data: a fixed LSTM on Miconi's hard task with 32 units learns it within 10,000 windows and one
+    with 8 does not, so a trial of 100 windows saw no unit worth its charge and held the layer at
+    6-10 units. The default lengthens trials only where a step holds fewer than 400 targets
+    (Miconi's tasks: 1,000 steps); JSB (batch 8), Penn Treebank (20 x 35), the teacher and the
+    flip-flop (32 x 50) keep their ``steps``.
+
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
     Adam, RMSprop and every optimizer but SGD 3.33e-5 a row, trials of 100 steps, a step of up to
@@ -791,6 +804,7 @@ class Paired(Signal):
     charge: str = "row"
     fraction: float | None = None
     steps: int | None = None
+    targets: int = 40_000
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
@@ -823,6 +837,8 @@ class Paired(Signal):
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
+        check_int("paired_targets", self.targets, 0, hint="the training targets (tokens, frames) a trial trains "
+                                                          "its copies on at least; 0: paired_steps alone")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "paired_steps")

@@ -236,23 +236,29 @@ class SequenceModel(L.LightningModule):
         finally:
             self.train(was)
 
+    def targets(self, batch: dict[str, Tensor]) -> int:
+        """How many targets ``batch`` holds: the terms its loss is a mean of (a per-step task's
+        valid steps -- tokens, frames; a one-target-per-sequence task's targets)."""
+        return int(self._count(batch["y"], batch.get("mask")))
+
+    def _count(self, y: Tensor, mask: Tensor | None) -> Tensor:
+        if not self.spec.per_step:
+            return torch.tensor(float(y.numel()))
+        return torch.tensor(float(y.shape[0] * y.shape[1])) if mask is None else mask.sum().float()
+
     def _loss(self, logits: Tensor, y: Tensor, mask: Tensor | None, lengths: Tensor | None,
               measure: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         kind = self.spec.output_kind
         if not self.spec.per_step:  # one target per sequence, read at the last valid step
             last = (lengths - 1) if lengths is not None else torch.full((logits.shape[0],), logits.shape[1] - 1)
             logits = logits[torch.arange(logits.shape[0]), last.to(logits.device)]
-            n = torch.tensor(float(y.numel()))
+            n = self._count(y, mask)
             if kind == "class":
                 loss = F.cross_entropy(logits, y, reduction="sum")
                 return loss, n, (logits.argmax(-1) == y).sum() if measure else None
             loss = F.mse_loss(logits, y, reduction="sum")
             return loss, n, torch.zeros(())
-        if mask is None:  # every step counts: plain sums, no mask products
-            keep: Tensor | None = None
-            count = torch.tensor(float(y.shape[0] * y.shape[1]))
-        else:
-            keep, count = mask, mask.sum().float()
+        keep, count = mask, self._count(y, mask)  # with no mask every step counts: plain sums, no mask products
         correct: Tensor | None = torch.zeros(())
         if kind == "tokens":
             per = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")

@@ -77,6 +77,7 @@ class PairedTrials:
     until: int | None = None  # the step the running trial is due to be decided at (None: started + steps)
     midway: dict[int, float] | None = None  # with extend: each side's validation loss half-way through the last steps
     born: list[list[int]] = field(default_factory=list)  # per layer, per unit: the step it was added at (0: first)
+    counted: list[int] = field(default_factory=lambda: [0, 0])  # the targets the copies trained on, and their steps
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -112,8 +113,10 @@ class PairedTrials:
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer)
+            if self.signal.targets:
+                self.counted = [self.counted[0] + model.targets(batch), self.counted[1] + 1]
             due = self._due_end()
-            if self.signal.extend > 1 and step == due - self._half():
+            if self.signal.extend > 1 and self.midway is None and step >= due - self._half():
                 self.midway = self._sides(trainer, model, errors=False)[0]
             if step >= due:
                 self._end(trainer, model, optimizer, step, resized, may_extend=True, batch=batch)
@@ -147,17 +150,26 @@ class PairedTrials:
             resized(k, units, old)
         return dated
 
+    def length(self) -> int:
+        """A trial's steps: ``steps``, or the steps that hold ``targets`` training targets at the
+        mean the trials have trained on so far, whichever is more (``steps`` until a trial has
+        trained a step)."""
+        targets, steps = self.counted
+        if not (self.signal.targets and targets):
+            return self.signal.steps
+        return max(self.signal.steps, math.ceil(self.signal.targets * steps / targets))
+
     def _young(self, k: int, step: int) -> list[int]:
         """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``."""
-        span = self.signal.mature * self.signal.steps
+        span = self.signal.mature * self.length()
         return [j for j, b in enumerate(self.born[k]) if step - b < span] if span else []
 
     def _half(self) -> int:
         """How many steps before a trial's due step its sides are judged half-way (with ``extend``)."""
-        return max(self.signal.steps // 2, 1)
+        return max(self.length() // 2, 1)
 
     def _due_end(self) -> int:
-        return int(self.until) if self.until is not None else int(self.started or 0) + self.signal.steps
+        return int(self.until) if self.until is not None else int(self.started or 0) + self.length()
 
     def _end(self, trainer: Any, model: Any, optimizer: Any, step: int,
              resized: Callable[[int, UnitMap, int], None], may_extend: bool, batch: Any = None) -> None:
@@ -187,7 +199,7 @@ class PairedTrials:
     def trained_steps(self, step: int) -> int:
         """The steps a copy trained beside the network up to ``step``: every decided trial's, and
         the running one's so far (what the trials cost on top of the network's own training)."""
-        decided = sum(int(d["step"]) - int(d.get("started", int(d["step"]) - self.signal.steps))
+        decided = sum(int(d["step"]) - int(d.get("started", int(d["step"]) - self.length()))
                       for d in self.decisions)
         running = (self.copies or self._saved) and self.started is not None
         return decided + (step - int(self.started or 0) if running else 0)
@@ -200,14 +212,14 @@ class PairedTrials:
         ``gain``) between two judgements; then trials run for good)."""
         if self.signal.hold <= 0 or not self.holding:
             return False
-        if step % self.signal.steps:
+        if step % self.length():
             return True
         loss = self._judged(trainer, model)
         last, self.held = self.held, loss
         self.holding = last is None or last - loss > self.signal.hold * self._scale(last)
         if not self.holding:
             log.info("paired trials start at step %d: validation loss %.4f, %.4f %d steps before", step, loss,
-                     last, self.signal.steps)
+                     last, self.length())
         return self.holding
 
     def _start(self, model: Any, batch: Any, optimizer: Any, step: int,
@@ -324,13 +336,13 @@ class PairedTrials:
             return self._slope(model, optimizer, step, losses, bar, H, mine, batch)
         tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}
         delta = chosen(losses, mine, width, bar, tolerance)
-        room = step - int(self.started or 0) + self.signal.steps <= self.signal.extend * self.signal.steps
+        length = self.length()
+        room = step - int(self.started or 0) + length <= self.signal.extend * length
         if may_extend and room and self.midway is not None and \
-                turning(losses, self.midway, mine, width, bar, ahead=self.signal.steps / self._half(),
+                turning(losses, self.midway, mine, width, bar, ahead=length / self._half(),
                         tolerance=tolerance):
-            self.until, self.midway = step + self.signal.steps, None
-            log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k,
-                     self.signal.steps)
+            self.until, self.midway = step + length, None
+            log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k, length)
             return None
         best = None if delta == mine else next(c for c in self.copies if c.delta == delta)
         start = H - mine  # the width the trial started from
@@ -408,7 +420,7 @@ class PairedTrials:
         """After a trial of layer ``k`` at ``step``: a settled layer waits 1, 3, 7, then 15 trials'
         steps before its next trial (its settled trials in a row), one that is not, none."""
         self.calm[k] = self.calm[k] + 1 if settled else 0
-        self.idle_until[k] = step + self.signal.steps * (2 ** min(self.calm[k], MAX_CALM) - 1)
+        self.idle_until[k] = step + self.length() * (2 ** min(self.calm[k], MAX_CALM) - 1)
 
     def _turns(self, k: int) -> int:
         """How many times layer ``k``'s slope trials changed the sign of what they measured."""
@@ -425,7 +437,7 @@ class PairedTrials:
                 "holding": self.holding,
                 "start_loss": self.start_loss, "until": self.until,
                 "midway": None if self.midway is None else _by_name(self.midway),
-                "decisions": list(self.decisions), "copies": copies, "born": self.born}
+                "decisions": list(self.decisions), "copies": copies, "born": self.born, "counted": list(self.counted)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.layer = int(state.get("layer", 0))
@@ -452,6 +464,7 @@ class PairedTrials:
         self.midway = None if midway is None else {int(d): float(v) for d, v in midway.items()}
         self.decisions = list(state.get("decisions", []))
         self.born = [[int(b) for b in layer] for layer in state.get("born", [])]  # none before 2026-12-03: all at 0
+        self.counted = [int(c) for c in state.get("counted", [0, 0])]  # none before 2026-12-04: counted afresh
         self.copies = []
         self._saved = list(state.get("copies", [])) or None
 

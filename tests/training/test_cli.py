@@ -33,14 +33,14 @@ def test_debug_config_fits(config: Path, tmp_path: Path, imdb_dir: Path, request
 
 
 def test_the_quickstart_grows_a_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """README's first command, cut to 5 epochs of a smaller teacher set in batches of 4 (320
-    steps: paired trials end every 100): the layer starts at four units, its width moves, and the
-    run ends with its summary."""
+    """README's first command, cut to 10 epochs of a smaller teacher set in batches of 8 (320
+    steps of 400 targets: paired trials end every 100): the layer starts at four units, its width
+    moves, and the run ends with its summary."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert main(["fit", "--config", str(CONFIGS / "quickstart.yaml"), "--data.options.n_train", "256",
-                 "--data.options.batch_size", "4", "--trainer.log_every_n_steps", "4",
-                 "--trainer.max_epochs", "5", "--trainer.logger.init_args.save_dir", str(tmp_path),
+                 "--data.options.batch_size", "8", "--trainer.log_every_n_steps", "4",
+                 "--trainer.max_epochs", "10", "--trainer.logger.init_args.save_dir", str(tmp_path),
                  "--trainer.default_root_dir", str(tmp_path)]) == 0
     events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
     events.Reload()

@@ -163,8 +163,9 @@ SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
             "l0_gate": {"lam": 0.5, "dead_steps": 2},
             "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0,
                          "ablation_baseline": "regress"},
-            "paired": {"lam": 0.0, "paired_steps": 7, "paired_fraction": 0.5, "paired_margin": 0.0,
-                       "paired_charge": "unit"}}  # the mechanics with a plain verdict; the default recipe below
+            "paired": {"lam": 0.0, "paired_steps": 7, "paired_targets": 0, "paired_fraction": 0.5,
+                       "paired_margin": 0.0, "paired_charge": "unit"}}  # the mechanics with a plain verdict
+# (trials of paired_steps: 7 windows of 40 characters; the default recipe below)
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
@@ -178,6 +179,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"lam": 0.01, "paired_floor": 0.5, "paired_hold": 0.01}),  # and the floor's, the hold's
     ([3], "gru", "paired", {"lam": 0.01, "paired_margin": 1.0}),
     ([3], "lstm", "paired", {"lam": 0.0, "paired_margin": None, "paired_charge": "row"}),  # the default recipe
+    ([3], "gru", "paired", {"paired_targets": 400}),  # trials of 10 steps (40 targets a step): the count resumes
     ([3], "lstm", "paired", {"paired_settle": "cycle"}),
     ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
     ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
@@ -254,7 +256,7 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
     second layer's under its own names."""
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    grow = StructureController(signal="paired", lam=0.0, paired_steps=3)
+    grow = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=3)
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     data = tasks.get("miconi_hard", train_windows=12, eval_windows=2).datamodule()
     _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(_model([2, 2], "lstm", **SETTLING_MODEL), data)
@@ -361,7 +363,8 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     The network ends at the last decision's width (a trial running when training ends is decided).
     A trial that ends where the next starts resizes the layer twice in one step: both are counted.
     Each decision records the step its trial started at (the last one is cut short by the end)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_keep=keep, paired_margin=0.0,
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
+                                     paired_steps=5, paired_keep=keep, paired_margin=0.0,
                                      seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
@@ -385,7 +388,8 @@ def test_a_trial_folds_only_mature_units(tmp_path: Path, mature: int, shrinks: b
     """With ``paired_mature``, a trial's fold takes only units that have trained that many
     trials' steps: with 100 trials' steps no unit ever matures in this run, no fold happens, and
     the layer never shrinks (without it, the same run does); the steps of birth follow every resize."""
-    controller = StructureController(signal="paired", lam=0.05, paired_steps=5, paired_mature=mature, seed=1)
+    controller = StructureController(signal="paired", lam=0.05, paired_targets=0,
+                                     paired_steps=5, paired_mature=mature, seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
@@ -419,7 +423,7 @@ def test_a_slope_run_follows_its_record(tmp_path: Path) -> None:
     sides' (made by folding the network's surplus or adding fresh units to the copy), and the
     network ends at the width its record adds up to."""
     from growrnn.training.paired import slope_move
-    controller = StructureController(signal="paired", lam=0.01, paired_steps=5, paired_fraction=0.5,
+    controller = StructureController(signal="paired", lam=0.01, paired_targets=0, paired_steps=5, paired_fraction=0.5,
                                      paired_move="slope", paired_charge="unit", seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
@@ -551,7 +555,8 @@ def test_a_margin_trial_records_its_errors_and_follows_the_rule(tmp_path: Path) 
     """With ``paired_margin``, every decision records the standard error of its sides' difference,
     each the one the judged parts give, and goes to the narrower side whenever the wider one's
     charged lead is within ``margin`` of them; the model's judged loss is its parts' pooled loss."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_margin=2.0, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
+                                     paired_steps=5, paired_margin=2.0, seed=1)
     model = _model([16], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
@@ -588,10 +593,10 @@ def test_a_margin_needs_two_validation_batches(tmp_path: Path, caplog: pytest.Lo
     given is refused at the first judgement, naming the option; the default margin yields (a
     warning says so) and the trials judge the losses alone."""
     data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
-    controller = StructureController(signal="paired", paired_steps=5, paired_margin=1.0)
+    controller = StructureController(signal="paired", paired_targets=0, paired_steps=5, paired_margin=1.0)
     with pytest.raises(ArgumentError, match="paired_margin"):
         _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
-    controller = StructureController(signal="paired", paired_steps=5)
+    controller = StructureController(signal="paired", paired_targets=0, paired_steps=5)
     with caplog.at_level(logging.WARNING, logger="growrnn.training.paired"):
         _trainer(tmp_path, [controller], limit_val_batches=1).fit(_model([3], "lstm", **SETTLING_MODEL), data)
     assert "default paired_margin" in caplog.text
@@ -628,7 +633,7 @@ def test_a_trial_resize_is_not_a_plateau(tmp_path: Path, restart: bool) -> None:
     """Under a ``plateau`` schedule with no patience, an epoch in which the paired trials resized
     the layer never cuts the learning rate with ``paired_restart`` (the default); without it the
     same run cuts it at the end of such an epoch (the fold's damage taken for a plateau)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=7, paired_restart=restart,
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=7, paired_restart=restart,
                                      paired_margin=0.0, seed=1)
     epochs: list[tuple[bool, float]] = []  # per epoch: whether the trials resized a layer, the rate it trained at
 
@@ -681,7 +686,8 @@ def test_a_cycling_layer_waits_with_settle_cycle(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(PairedTrials, "_sides", scripted)
     steps = 5
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=steps, paired_settle=settle, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
+                                     paired_steps=steps, paired_settle=settle, seed=1)
     data = TaskData("miconi_switch", {"train_windows": 400, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(_model([16], "lstm", **SETTLING_MODEL), data)
     decisions = controller.trials.decisions
@@ -713,7 +719,8 @@ def test_extended_trials_are_decided_when_they_stop_turning(tmp_path: Path) -> N
     one cut short by that limit is the only kind decided while its verdict still turns; some
     trials of the run were extended."""
     from growrnn.training.paired import turning
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=6, paired_extend=3, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
+                                     paired_steps=6, paired_extend=3, seed=1)
     midway: list[tuple[int, int]] = []  # (step, the step the running trial is due at) at each midway judgement
 
     class Midway(L.Callback):
@@ -739,7 +746,7 @@ def test_paired_trials_hold_until_learning_slows(tmp_path: Path, hold: float, fi
     """Without ``hold`` the first trial starts after the first step (decided 5 steps later); with
     it, the validation loss is judged every 5 steps and trials start once it improved by less than
     ``hold`` of itself (0.999: at the second judgement, step 10)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=5, paired_hold=hold)
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=5, paired_hold=hold)
     data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
     _trainer(tmp_path, [controller]).fit(_model([3], "lstm", **SETTLING_MODEL), data)
     assert controller.trials.decisions[0]["step"] == first  # type: ignore[union-attr]
@@ -753,7 +760,7 @@ def test_paired_lam_can_be_a_share_of_the_loss_before_training(tmp_path: Path, s
     first loss; with ``gain``, ``lam`` times how far the network's validation loss has come down
     from that first loss. Each decision is the side with the
     lowest validation loss plus that charge per unit of the width it would leave."""
-    controller = StructureController(signal="paired", lam=0.02, paired_steps=5, paired_scale=scale,
+    controller = StructureController(signal="paired", lam=0.02, paired_targets=0, paired_steps=5, paired_scale=scale,
                                      paired_floor=floor, paired_margin=0.0, paired_charge="unit")
     seen: list[float] = []
 
@@ -790,7 +797,8 @@ def test_paired_charges_lam_per_row_of_a_units_weights(tmp_path: Path, cell: str
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     runs = []
     for lam, charge in ((0.005, "unit"), (0.005 / rows, "row")):
-        controller = StructureController(signal="paired", lam=lam, paired_steps=5, paired_charge=charge, seed=1)
+        controller = StructureController(signal="paired", lam=lam, paired_targets=0,
+                                         paired_steps=5, paired_charge=charge, seed=1)
         torch.manual_seed(0)
         _trainer(tmp_path, [controller]).fit(_model([4], cell, **SETTLING_MODEL), data)
         assert controller.trials is not None and isinstance(controller.signal, Paired)
@@ -801,13 +809,46 @@ def test_paired_charges_lam_per_row_of_a_units_weights(tmp_path: Path, cell: str
     assert any(d["chosen"] < 0 for d in runs[0]) and any(d["chosen"] > 0 for d in runs[0])
 
 
+@pytest.mark.parametrize("steps, targets, counted, length", [
+    (100, 40_000, [0, 0], 100),         # nothing counted yet: the steps
+    (100, 40_000, [4_000, 100], 1000),  # a batch-1 stream of 40-character windows (Miconi's tasks)
+    (100, 40_000, [46_800, 100], 100),  # a JSB batch of 8 chorales, about 468 frames: the steps
+    (100, 40_000, [40_001, 100], 100),  # just over 400 targets a step
+    (100, 0, [4_000, 100], 100),        # paired_targets 0: the steps alone
+    (400, 40_000, [70_000, 100], 400),  # Penn Treebank's 20 x 35 tokens, its config's 400 steps
+    (5, 7, [3, 2], 5),                  # ceil(7 x 2 / 3) = 5: the steps
+    (5, 8, [3, 2], 6),                  # ceil(16 / 3)
+])
+def test_a_trial_lasts_its_steps_or_its_targets(steps: int, targets: int, counted: list[int], length: int) -> None:
+    """A trial's length is ``paired_steps`` or the steps that hold ``paired_targets`` training
+    targets at the mean the trials have trained on, whichever is more."""
+    trials = StructureController(signal="paired", paired_steps=steps, paired_targets=targets).trials
+    assert trials is not None
+    trials.counted = counted
+    assert trials.length() == length
+
+
+@pytest.mark.parametrize("targets, length", [(0, 3), (400, 10), (100, 3)])
+def test_a_trial_trains_on_at_least_its_targets(tmp_path: Path, targets: int, length: int) -> None:
+    """On a stream of 40-character windows, batch 1 (40 targets a step), trials of 3 steps that must
+    see 400 targets last 10 steps; 100 targets fit in 3 steps. Every decided trial lasted that long
+    (the last may be cut by the end of training), and the copies counted every target they trained on."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=3, paired_targets=targets, seed=1)
+    data = TaskData("miconi_switch", {"train_windows": 45, "eval_windows": 3})
+    _trainer(tmp_path, [controller]).fit(_model([4], "lstm", **SETTLING_MODEL), data)
+    trials = controller.trials
+    assert trials is not None and len(trials.decisions) >= 3
+    assert {d["step"] - d["started"] for d in trials.decisions[:-1]} == {length}
+    assert trials.counted == ([0, 0] if not targets else [40 * trials.counted[1], trials.trained_steps(45)])
+
+
 @pytest.mark.parametrize("optimizer, d, lam, homing", [("adam", 2, 3.33e-5, False), ("sgd", 4, 1.67e-5, True)])
 def test_paired_takes_the_recipe_of_the_optimizer_it_trains_with(tmp_path: Path, optimizer: str, d: int, lam: float,
                                                                  homing: bool) -> None:
     """The controller gives the paired options left unset the recipe of the model's optimizer when
     training starts: an 8-unit layer's first trial moves 2 units under Adam (a quarter), 4 under SGD
     (half), charged ``lam`` per row at the family's rate."""
-    controller = StructureController(signal="paired", paired_steps=5)
+    controller = StructureController(signal="paired", paired_targets=0, paired_steps=5)
     data = TaskData("miconi_switch", {"train_windows": 20, "eval_windows": 3})
     _trainer(tmp_path, [controller]).fit(_model([8], "lstm", **{**SETTLING_MODEL, "optimizer": optimizer}), data)
     assert controller.trials is not None and controller.trials.decisions

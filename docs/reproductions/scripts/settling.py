@@ -93,7 +93,7 @@ if args.trial_looks > 0:
                       step: int, resized: object) -> None:
         plain_step(self, trainer, model, batch, optimizer, step, resized)
         with_looks(self.decisions)
-        every = max(self.signal.steps // (args.trial_looks + 1), 1)
+        every = max(self.length() // (args.trial_looks + 1), 1)
         if self.copies and self.started is not None and self.started < step < self._due_end() \
                 and (step - self.started) % every == 0:
             sides = self._sides(trainer, model, errors=False)[0]
