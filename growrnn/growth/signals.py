@@ -786,9 +786,10 @@ class Paired(Signal):
     stream 40 characters -- while what a unit is worth shows only after training on a share of the
     data: a fixed LSTM on Miconi's hard task with 32 units learns it within 10,000 windows and one
     with 8 does not, so a trial of 100 windows saw no unit worth its charge and held the layer at
-    6-10 units. The default lengthens trials only where a step holds fewer than 400 targets
-    (Miconi's tasks: 1,000 steps); JSB (batch 8), Penn Treebank (20 x 35), the teacher and the
-    flip-flop (32 x 50) keep their ``steps``.
+    6-10 units. With trials of 100 steps the default lengthens them only where a step holds
+    fewer than 400 targets (Miconi's tasks: 1,000 steps; with SGD's 400, fewer than 100); JSB
+    (batch 8), Penn Treebank (20 x 35), the teacher and the flip-flop (32 x 50) keep their
+    ``steps``. Counting a masked batch's targets reads one number from the device per trial step.
 
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
