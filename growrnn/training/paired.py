@@ -74,7 +74,7 @@ class PairedTrials:
     held: float | None = None  # with hold: the last validation loss judged while holding (None: not yet)
     holding: bool = True  # with hold: no trial has started yet
     start_loss: float | None = None  # with scale "start"/"gain" or a floor: the validation loss after the first step
-    until: int | None = None  # the step the running trial is due to be decided at (None: started + steps)
+    until: int | None = None  # the step the running trial is due to be decided at (None: started + length())
     midway: dict[int, float] | None = None  # with extend: each side's validation loss half-way through the last steps
     born: list[list[int]] = field(default_factory=list)  # per layer, per unit: the step it was added at (0: first)
     counted: list[int] = field(default_factory=lambda: [0, 0])  # the targets the copies trained on, and their steps
