@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 
 class StructureController(L.Callback):
     """Args:
-        signal: ``ablation`` (default), ``paired``, ``group_lasso``, ``l0_gate``, ``outgoing_l1``
-            (Miconi v3) or ``multiplier`` (Miconi v2).
+        signal: ``paired`` (default: the measured recipe; it judges widths on the validation data
+            and runs on one process), ``ablation`` (no validation data needed; the one for DDP),
+            ``group_lasso``, ``l0_gate``, ``outgoing_l1`` (Miconi v3) or ``multiplier`` (Miconi v2).
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
             training loss when ``relative``; of the validation loss with ``paired``, and there per
             row of the unit's weights in its cell unless ``paired_charge`` is ``unit``: an LSTM unit
@@ -148,7 +149,7 @@ class StructureController(L.Callback):
             no gates (its evaluation outputs unchanged; checkpoints keep the gates, to resume).
     """
 
-    def __init__(self, signal: str = "ablation", threshold: float = 0.05, reserve: int = 1,
+    def __init__(self, signal: str = "paired", threshold: float = 0.05, reserve: int = 1,
                  p_delete: float | None = None, p_add: float | None = None, p_spontaneous: float = 1e-4,
                  max_units: int = 100, min_units: int = 1, init_std: float | None = None, every_n_steps: int = 1,
                  seed: int = 0, fresh_second_moment: float | str | None = None, reference_rows: int | None = None,

@@ -714,5 +714,6 @@ def _validation_batches(trainer: Any, limit: int | None) -> list[Any]:
         raise ArgumentError("signal", allowed="paired with validation data (a datamodule or val_dataloaders)",
                             received="paired, and no validation data",
                             hint="the paired trials judge widths on validation batches; pass a datamodule "
-                                 "with a val_dataloader to trainer.fit")
+                                 "with a val_dataloader (or val_dataloaders) to trainer.fit, or set signal: "
+                                 "ablation, which judges units on the training batches")
     return list(itertools.islice(loader, limit))

@@ -249,10 +249,13 @@ def test_predictor_stops_a_hopeless_candidate() -> None:
     assert out["objectives"]["val"] == m["predicted"] and len(out["curve"]) == 1
 
 
-def test_growth_makes_params_the_grown_count(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grow", [
+    {"signal": "outgoing_l1", "p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12},
+    {"max_units": 12, "paired_steps": 4, "paired_targets": 0, "paired_margin": 0.0},  # the default signal, paired
+])
+def test_growth_makes_params_the_grown_count(tmp_path: Path, grow: dict) -> None:
     from growrnn.task import get_task
     from growrnn.training.model import SequenceModel
-    grow = {"signal": "outgoing_l1", "p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12}
     payload = {**TASK, "genome_json": library_cell("gru").to_json(), "seed": 0, "grow": grow,
                "model": {"hidden_size": [4]}, "weights_out": str(tmp_path / "parent.pt")}
     out = run_candidate(payload)
@@ -263,7 +266,9 @@ def test_growth_makes_params_the_grown_count(tmp_path: Path) -> None:
     # a child starts at the parent's grown width, with its weights
     child = run_candidate({**payload, "weights_out": None,
                            "parent": {"path": str(tmp_path / "parent.pt"), "genome_json": payload["genome_json"]}})
-    assert child["metrics"]["inherited"] == 6 and child["metrics"]["hidden_sizes"][0] >= size
+    assert child["metrics"]["inherited"] == 6
+    if "signal" in grow:  # Miconi's signal with P_spontaneous 1 only adds; paired trials may shrink it
+        assert child["metrics"]["hidden_sizes"][0] >= size
 
 
 def test_inherited_child_of_a_function_preserving_morphism_computes_the_parent(tmp_path: Path) -> None:

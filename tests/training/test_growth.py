@@ -87,6 +87,16 @@ def test_bad_setups_are_named(tmp_path: Path, kwargs: dict, model_kw: dict, matc
         _fit(tmp_path, StructureController(**kwargs), steps=2, start=2, **model_kw)
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+def test_the_default_signal_is_paired_and_names_missing_validation_data(tmp_path: Path) -> None:
+    grow = StructureController()
+    assert grow.signal_name == "paired"
+    data = tasks.get("miconi_hard", train_windows=4, eval_windows=2).datamodule()
+    data.setup("fit")
+    with pytest.raises(ArgumentError, match="no validation data.*signal: ablation"):
+        _trainer(tmp_path, [grow]).fit(_model(), train_dataloaders=data.train_dataloader())
+
+
 @pytest.mark.parametrize(("optimizer", "signal", "given", "expected"), [
     ("rmsprop", "outgoing_l1", None, 0.01),   # Miconi's v3 code
     ("adam", "outgoing_l1", None, 0.0),       # 0.01 would throttle a new unit's updates: no growth
