@@ -6,10 +6,11 @@ options) and cell, the runs that meet each target:
 
 - the two starts (8 and 256 units) of a seed end within 25 % of each other;
 - the width after 60 and after 120 epochs within 15 %;
-- the test NLL within 1 % of the best fixed layer trained with the same optimizer (Adam: LSTM 64
-  units, 8.634; GRU 128 units, 8.535; SGD with momentum 0.9 at lr 1.0: LSTM 256 units, 8.276;
-  RMSprop at 1e-3: LSTM 64 units, 8.606, the only width trained; cell 199 of the JSB search under
-  Adam: 256 units, 8.270; each the mean of 3 seeds), and that with at most 60 % of its recurrent
+- the test NLL within 1 % of the best fixed layer trained with the same optimizer and learning
+  rate (Adam at 1e-3: LSTM 64 units, 8.634; GRU 128 units, 8.535; Adam at 1e-2: LSTM 256 units,
+  8.335; GRU 128 units, 8.453; SGD with momentum 0.9 at lr 1.0: LSTM 256 units, 8.276; RMSprop at
+  1e-3: LSTM 64 units, 8.606, the only width trained; cell 199 of the JSB search under Adam at
+  1e-3: 256 units, 8.270; each the mean of 3 seeds), and that with at most 60 % of its recurrent
   parameters.
 
 Widths are the ones a layer *holds*: after the last trial decided by then. An epoch's logged width
@@ -27,14 +28,18 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
-# (cell, optimizer): the best fixed layer's test NLL, the recurrent parameters at n units, its width
-BEST: dict[tuple[str, str], tuple[float, Callable[[int], int], int]] = {
-    ("lstm", "adam"): (8.634, lambda n: 4 * n * (88 + n + 2), 64),
-    ("gru", "adam"): (8.535, lambda n: 3 * n * (88 + n + 2), 128),
-    ("lstm", "sgd"): (8.276, lambda n: 4 * n * (88 + n + 2), 256),
-    ("lstm", "rmsprop"): (8.606, lambda n: 4 * n * (88 + n + 2), 64),
-    ("configs/cells/jsb/cell_199.txt", "adam"): (8.270, lambda n: 4 * n * n + 90 * n, 256),  # growrnn show
+# (cell, optimizer, learning rate; None: the optimizer's usual one, USUAL): the best fixed layer's
+# test NLL, the recurrent parameters at n units, its width
+BEST: dict[tuple[str, str, float | None], tuple[float, Callable[[int], int], int]] = {
+    ("lstm", "adam", None): (8.634, lambda n: 4 * n * (88 + n + 2), 64),
+    ("gru", "adam", None): (8.535, lambda n: 3 * n * (88 + n + 2), 128),
+    ("lstm", "adam", 0.01): (8.335, lambda n: 4 * n * (88 + n + 2), 256),
+    ("gru", "adam", 0.01): (8.453, lambda n: 3 * n * (88 + n + 2), 128),
+    ("lstm", "sgd", None): (8.276, lambda n: 4 * n * (88 + n + 2), 256),
+    ("lstm", "rmsprop", None): (8.606, lambda n: 4 * n * (88 + n + 2), 64),
+    ("configs/cells/jsb/cell_199.txt", "adam", None): (8.270, lambda n: 4 * n * n + 90 * n, 256),  # growrnn show
 }
+USUAL = {"adam": 1e-3, "rmsprop": 1e-3, "sgd": 1.0}  # the learning rate the references above trained with
 
 
 def held(record: dict, epoch: int) -> int:
@@ -65,23 +70,27 @@ def rows(paths: list[str]) -> Iterator[dict]:
                 grown = "decisions" in r and "log" in r and not a.get("fixed")
                 if not grown or a.get("task", "jsb") != "jsb" or a.get("epochs") != 120:
                     continue
-                optimizer = json.loads(a.get("model") or "{}").get("optimizer", "adam")
+                model = json.loads(a.get("model") or "{}")
+                optimizer = model.get("optimizer", "adam")
                 yield {"recipe": name or a["ctrl"], "ctrl": json.loads(a["ctrl"]), "cell": a["cell"],
                        **({} if optimizer == "adam" else {"optimizer": optimizer}),
+                       **({"lr": model["lr"]} if model.get("lr", USUAL.get(optimizer)) != USUAL.get(optimizer)
+                          else {}),
                        "seed": a["seed"], "start": a["start"], "held": {"60": held(r, 60), "120": held(r, 120)},
                        "tested_units": r["tested_units"][0], "test": r["test/nll_per_frame"],
                        "trial_share": r.get("trial_share")}
 
 
-def optimizer(row: dict) -> str:
-    """The optimizer a compact row's run trained with (rows without one: Adam)."""
-    return row.get("optimizer", "adam")
+def setting(row: dict) -> tuple[str, float | None]:
+    """The optimizer a compact row's run trained with (rows without one: Adam) and the learning
+    rate it was given (None: settling.py's for that optimizer)."""
+    return row.get("optimizer", "adam"), row.get("lr")
 
 
 def score(runs: list[dict]) -> str:
-    key = (runs[0]["cell"], optimizer(runs[0]))
+    key = (runs[0]["cell"], *setting(runs[0]))
     if key not in BEST:
-        return f"no fixed reference for {key[0]} under {key[1]} (known: {', '.join(map(str, BEST))})"
+        return f"no fixed reference for {key[0]} under {key[1]} at lr {key[2]} (known: {', '.join(map(str, BEST))})"
     best, params, width = BEST[key]
     by = {(r["seed"], r["start"]): r for r in runs}
     pairs = [max(a, b) / min(a, b) for (seed, start), r in sorted(by.items()) if start == 8 and (seed, 256) in by
@@ -105,11 +114,12 @@ def main() -> None:
     if args.summary:
         with open(args.summary, "w") as f:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in found)
-    recipes: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    recipes: dict[tuple[str, str, tuple[str, float | None]], list[dict]] = defaultdict(list)
     for r in found:
-        recipes[(r["recipe"], r["cell"], optimizer(r))].append(r)
-    for (recipe, cell, opt), runs in recipes.items():
-        print(f"{recipe}, {cell}{'' if opt == 'adam' else f' under {opt}'} ({len(runs)} runs): {score(runs)}")
+        recipes[(r["recipe"], r["cell"], setting(r))].append(r)
+    for (recipe, cell, (opt, lr)), runs in recipes.items():
+        how = ('' if opt == 'adam' else f' under {opt}') + ('' if lr is None else f' at lr {lr:g}')
+        print(f"{recipe}, {cell}{how} ({len(runs)} runs): {score(runs)}")
 
 
 if __name__ == "__main__":
