@@ -86,7 +86,7 @@ def rows(paths: list[str]) -> Iterator[dict]:
 
 def setting(row: dict) -> tuple[str, float | None]:
     """The optimizer a compact row's run trained with (rows without one: Adam) and the learning
-    rate it was given (None: settling.py's for that optimizer)."""
+    rate it was given (None: the optimizer's usual one, USUAL)."""
     return row.get("optimizer", "adam"), row.get("lr")
 
 
