@@ -130,11 +130,49 @@ class Replicas:
 
     def mean_tensor(self, t: Tensor) -> Tensor:
         """``t`` averaged over the processes (every process gets the same values; shape kept)."""
+        return self.weighted_mean(t, 1.0)
+
+    def weighted_mean(self, t: Tensor, weight: float) -> Tensor:
+        """``t``, a mean over ``weight`` items of this process's rows (a layer's output moments over
+        its valid steps), as the mean over every process's items: the same values on every process
+        (shape kept). One ``all_reduce``."""
+        if not self.active:
+            return t
+        flat = torch.cat([t.detach().reshape(-1).to(device=self.device, dtype=torch.float64) * weight,
+                          torch.tensor([weight], dtype=torch.float64, device=self.device)])
+        torch.distributed.all_reduce(flat)
+        return (flat[:-1] / flat[-1]).reshape(t.shape).to(device=t.device, dtype=t.dtype)
+
+    def total(self, t: Tensor) -> Tensor:
+        """``t`` summed over the processes (validation losses and target counts of each process's
+        rows): the whole batch's, the same on every process (shape and dtype kept). One
+        ``all_reduce``."""
         if not self.active:
             return t
         out = t.detach().to(device=self.device, dtype=torch.float64).clone()
         torch.distributed.all_reduce(out)
-        return (out / self.world).to(device=t.device, dtype=t.dtype)
+        return out.to(device=t.device, dtype=t.dtype)
+
+    def mean_gradients(self, params: Sequence[Tensor], finite: bool) -> bool:
+        """Average ``params``' gradients over the processes in place, as DDP's reducer does for the
+        network it wraps (a model outside it: the paired trials' copy), in one ``all_reduce``;
+        ``finite``: whether this process's loss was. Returns whether every process's was (False:
+        no process may step, and the gradients are left as they were). Every process must pass
+        the same parameters (the same model, after the same backward)."""
+        if not self.active:
+            return finite
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1).to(device=self.device, dtype=torch.float64) for g in grads] +
+                         [torch.tensor([0.0 if finite else 1.0], dtype=torch.float64, device=self.device)])
+        torch.distributed.all_reduce(flat)
+        if float(flat[-1]) > 0:
+            return False
+        flat = flat[:-1] / self.world
+        at = 0
+        for g in grads:
+            g.copy_(flat[at:at + g.numel()].reshape(g.shape))
+            at += g.numel()
+        return True
 
     def agree(self, plans: Sequence[UnitMap | None], streaks: list[Tensor], rng: random.Random,
               gen: torch.Generator) -> tuple[list[UnitMap | None], list[Tensor]]:

@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 
 class StructureController(L.Callback):
     """Args:
-        signal: ``paired`` (default: the measured recipe; it judges widths on the validation data
-            and runs on one process), ``ablation`` (no validation data needed; the one for DDP),
+        signal: ``paired`` (default: the measured recipe; it judges widths on the validation data,
+            on one process or under DDP), ``ablation`` (no validation data needed),
             ``group_lasso``, ``l0_gate``, ``outgoing_l1`` (Miconi v3) or ``multiplier`` (Miconi v2).
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
             training loss when ``relative``; of the validation loss with ``paired``, and there per
@@ -262,10 +262,8 @@ class StructureController(L.Callback):
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)
-        if self.trials is not None and int(getattr(trainer, "world_size", 1) or 1) > 1:
-            raise ArgumentError("signal", allowed="paired on one process", received=f"paired with "
-                                f"{trainer.world_size} processes", hint="the paired trials train copies of the "
-                                "network on one process's batches; use ablation under DDP")
+        if self.trials is not None:  # under DDP the trials measure the whole batch (training/paired.py)
+            self.trials.replicas = self.replicas
         self.signal.process_mean = self.replicas.mean_tensor  # type: ignore[attr-defined]
         n = len(layers)
         self.added = self.added or [0] * n
@@ -328,8 +326,10 @@ class StructureController(L.Callback):
         if self.trials is not None:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
-            if self.signal.restart and (sum(self.added), sum(self.deleted)) != moved:  # type: ignore[attr-defined]
-                restart_plateaus(trainer)
+            if (sum(self.added), sum(self.deleted)) != moved:
+                self.replicas.resized(pl_module, optimizer)  # under DDP: check the replicas, rewrap
+                if self.signal.restart:  # type: ignore[attr-defined]
+                    restart_plateaus(trainer)
             self._log_trials(trainer, seen)
             for k in range(len(layers_of(rnn)) if self.histogram_every and step % self.histogram_every == 0 else 0):
                 self._histogram(trainer, k, self.signal.scores(rnn, decoder, k), step)
@@ -357,8 +357,10 @@ class StructureController(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.trials is not None and trainer.optimizers:
-            seen = len(self.trials.decisions)
+            seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step, self._count)
+            if (sum(self.added), sum(self.deleted)) != moved:
+                self.replicas.resized(pl_module, trainer.optimizers[0])
             self._log_trials(trainer, seen)
         self.flush(trainer)
 

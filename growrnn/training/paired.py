@@ -14,6 +14,15 @@ optimizer, scheduler) stay valid.
 
 The trial's copy is part of the controller's checkpoint (unit map, weights and optimizer state):
 a run resumed mid-trial trains the same copy on the same batches and decides the same.
+
+Under DDP (:mod:`growrnn.training.distributed`) every process keeps its own replica of the copy
+and trains it on its rows of the batch, and everything a trial measures is the whole batch's: the
+copy's gradients are averaged over the processes (as DDP's reducer averages the network's), the
+judged validation losses and target counts, the layer's output moments (which units a copy folds
+away, and how) and the targets a trial counts are summed over them. Every process then holds the
+same numbers, bit for bit, and takes the same decision; the controller checks the replicas and
+rewraps the network after each resize, as for any signal. The copies' carried state is each
+process's rows, gathered to the whole batch in a checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from growrnn.errors import ArgumentError
 from growrnn.growth.signals import Paired, _output_moments, fold_units, unit_worth, weakest_units
 from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer, resize_state
 from growrnn.growth.surgery import UnitMap
+from growrnn.training.distributed import Replicas, gather_rows, shard_rows
 from growrnn.training.model import pooled_loss
 
 __all__ = ["PairedTrials"]
@@ -78,6 +88,7 @@ class PairedTrials:
     midway: dict[int, float] | None = None  # with extend: each side's validation loss half-way through the last steps
     born: list[list[int]] = field(default_factory=list)  # per layer, per unit: the step it was added at (0: first)
     counted: list[int] = field(default_factory=lambda: [0, 0])  # the targets the copies trained on, and their steps
+    replicas: Replicas = field(default_factory=Replicas)  # the training processes (one until the controller's setup)
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
 
@@ -112,9 +123,10 @@ class PairedTrials:
                             "the hold are shares of the validation loss at each trial, with no floor")
         if self.copies:
             for c in self.copies:
-                _train(c, batch, optimizer, trainer)
-            if self.signal.targets:
-                self.counted = [self.counted[0] + model.targets(batch), self.counted[1] + 1]
+                _train(c, batch, optimizer, trainer, self.replicas)
+            if self.signal.targets:  # the whole batch's targets (every process's rows)
+                seen = int(self.replicas.total(torch.tensor([float(model.targets(batch))])))
+                self.counted = [self.counted[0] + seen, self.counted[1] + 1]
             due = self._due_end()
             if self.signal.extend > 1 and self.midway is None and step >= due - self._half():
                 self.midway = self._sides(trainer, model, errors=False)[0]
@@ -228,7 +240,7 @@ class PairedTrials:
         H = int(layers_of(model.rnn)[k].hidden_size)
         # a slope trial's probe keeps its size (the layer's gain shrinks instead); a sign trial's is the step
         d = max(1, round((self.signal.fraction if self.signal.move == "slope" else self.fractions[k]) * H))
-        moments = _moments(model, k, batch)
+        moments = _moments(model, k, batch, self.replicas)
         ahead, recurrent = outgoing_weights(model.rnn, model.decoder, k)
         self.signal.worth[k] = unit_worth(moments, ahead + recurrent).float()
         self.copies = []
@@ -290,7 +302,8 @@ class PairedTrials:
         return _finite(pooled_loss(*self._parts(trainer, model)))
 
     def _parts(self, trainer: Any, model: Any) -> tuple[Tensor, Tensor]:
-        """``model``'s summed validation loss and target count per judged batch."""
+        """``model``'s summed validation loss and target count per judged batch (under DDP the
+        whole batch's: every process judges its rows, and their sums are added)."""
         if self._batches is None:
             self._batches = _validation_batches(trainer, self.signal.batches)
             if self.signal.margin > 0 and len(self._batches) < 2:
@@ -305,7 +318,8 @@ class PairedTrials:
                             "validation batches judged, and the trials judge %d: they judge the losses alone "
                             "(judge more batches with limit_val_batches or a smaller validation batch size, or "
                             "set paired_margin 0 to silence this)", len(self._batches))
-        return model.judged_parts(self._batches)
+        sums, counts = self.replicas.total(torch.stack(model.judged_parts(self._batches)))
+        return sums, counts
 
     def _sides(self, trainer: Any, model: Any,
                errors: bool = True) -> tuple[dict[int, float], dict[tuple[int, int], float]]:
@@ -402,7 +416,8 @@ class PairedTrials:
             surplus = mine - delta
             if surplus <= 0:
                 return None
-            moments = _moments(model, k, batch if batch is not None else self._batches[0])  # type: ignore[index]
+            moments = _moments(model, k, batch if batch is not None else self._batches[0],  # type: ignore[index]
+                               self.replicas)
             ahead, recurrent = outgoing_weights(model.rnn, model.decoder, k)
             gone = set(weakest_units(moments, ahead + recurrent, surplus))
             fold_units(model.rnn, model.decoder, k, moments, sorted(gone))
@@ -431,7 +446,8 @@ class PairedTrials:
     def state_dict(self) -> dict[str, Any]:
         copies = self._saved if self._saved is not None else [
             {"delta": c.delta, "units": c.units.index.tolist(), "weights": c.model.state_dict(),
-             "optimizer": c.optimizer.state_dict(), "carried": c.model._state.get("train")} for c in self.copies]
+             "optimizer": c.optimizer.state_dict(),
+             "carried": gather_rows(c.model._state.get("train"), self.replicas.trainer)} for c in self.copies]
         return {"layer": self.layer, "fractions": list(self.fractions), "started": self.started,
                 "calm": self.calm, "turned": self.turned, "idle_until": self.idle_until, "held": self.held,
                 "holding": self.holding,
@@ -477,7 +493,7 @@ class PairedTrials:
             _resize(twin, self.layer, units, twin_opt)
             twin.load_state_dict(s["weights"])
             twin_opt.load_state_dict(s["optimizer"])
-            twin._state["train"] = s["carried"]
+            twin._state["train"] = shard_rows(s["carried"], self.replicas.trainer)
             self.copies.append(_Copy(int(s["delta"]), units, twin, twin_opt))
 
 
@@ -593,19 +609,24 @@ def _finite(loss: float) -> float:
     return loss if loss == loss else float("inf")
 
 
-def _moments(model: Any, k: int, batch: Any) -> Tensor:
+def _moments(model: Any, k: int, batch: Any, replicas: Replicas | None = None) -> Tensor:
     """Layer ``k``'s output moments (see :func:`~growrnn.growth.signals.unit_worth`) on ``batch``, as
-    the network reads it now (evaluation mode)."""
+    the network reads it now (evaluation mode); with ``replicas`` of several processes, on every
+    process's rows of it (each process's moments weighted by the steps they are a mean over: the
+    hook's, every step of the batch or the valid ones of its mask)."""
     moments: dict[int, Tensor] = {}
     if isinstance(batch, dict):
         batch = {key: v.to(model.device) if torch.is_tensor(v) else v for key, v in batch.items()}
-    hook = layers_of(model.rnn)[k].register_forward_hook(
-        _output_moments(moments, k, True, batch.get("mask") if isinstance(batch, dict) else None))
+    mask = batch.get("mask") if isinstance(batch, dict) else None
+    hook = layers_of(model.rnn)[k].register_forward_hook(_output_moments(moments, k, True, mask))
     try:
         model.batch_loss(batch)
     finally:
         hook.remove()
-    return moments[k]
+    if replicas is None or not replicas.active:
+        return moments[k]
+    steps = float(mask.sum()) if mask is not None else float(batch["x"].shape[0] * batch["x"].shape[1])
+    return replicas.weighted_mean(moments[k], steps)
 
 
 def _clone(model: Any) -> Any:
@@ -652,20 +673,26 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
     model._probe_state = resize_state(model.rnn, k, units, model._probe_state)  # a probe before the next step
 
 
-def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any) -> None:
+def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replicas | None = None) -> None:
     """One training step of a trial copy on ``batch``, at the network's current learning rates and
-    with the trainer's gradient clipping."""
+    with the trainer's gradient clipping; under DDP (``replicas`` of several processes) on this
+    process's rows, with the gradients averaged over the processes first, as the network's are
+    (a loss that is not finite on any process: no process steps)."""
     for g, mine in zip(optimizer.param_groups, c.optimizer.param_groups, strict=True):
         mine["lr"] = g["lr"]
+    replicas = replicas or Replicas()
     c.model.train()
     loss = c.model._step(batch, "train", measure=False)[0]
     c.optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
+    finite = bool(torch.isfinite(loss))
+    if not (finite or replicas.active):
         return
-    loss.backward()
+    loss.backward()  # under DDP even when not finite: every process reduces the same gradients
+    params = [p for p in c.model.parameters() if p.grad is not None]
+    if not replicas.mean_gradients(params, finite):
+        return
     clip = getattr(trainer, "gradient_clip_val", None)
     if clip:
-        params = [p for p in c.model.parameters() if p.grad is not None]
         if getattr(trainer, "gradient_clip_algorithm", "norm") == "value":
             torch.nn.utils.clip_grad_value_(params, clip)
         else:

@@ -48,6 +48,14 @@ JOBS: dict[str, dict[str, Any]] = {
                           "ablation_baseline": "mean"}},  # the baseline measured on the batch,
     "l0_gate": {"cell": "gru", "start": [3], "model": {**SETTLE, "unit_gates": True, "gate_lr": 30.0},
                 "data": STREAM, "rule": {"lam": 2.0, "dead_steps": 2}},
+    # trials of 3 steps once counted (480 targets, 160 a global batch: a process that counted its
+    # own rows alone would run trials of 6), judged on 2 validation batches (the margin's standard
+    # error is estimated across them), on a stateful stream: a checkpoint mid-trial holds the
+    # copy's carried state
+    "paired": {"cell": "gru", "start": [3, 2], "model": SETTLE,
+               "data": ("miconi_switch", {"train_windows": STEPS, "eval_windows": 8, "batch_size": 4}),
+               "rule": {"lam": 2e-4, "paired_steps": 2, "paired_targets": 480, "paired_batches": 2,
+                        "max_units": 8}},
 }
 
 
@@ -139,7 +147,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         back = {name: _run(name, root / name / "back", 1, ckpt=str(root / name / "ddp_ckpt" / f"step={SAVE_AT}.ckpt"))
                 for name in JOBS}
-    return {"one": one, "ranks": ranks, "back": back}
+    return {"one": one, "ranks": ranks, "back": back, "root": root}
 
 
 @pytest.mark.parametrize("name", list(JOBS))
@@ -176,6 +184,23 @@ def test_ddp_checkpoints_resume_exactly_on_as_many_or_other_processes(runs: dict
     _close(runs["back"][name]["rows"], two_ranks[SAVE_AT:])
     f0, f1 = (r[f"{name}/from1"]["rows"] for r in runs["ranks"])
     _close([(a[0], (a[1] + b[1]) / 2, a[2]) for a, b in zip(f0, f1, strict=True)], runs["one"][name]["rows"][SAVE_AT:])
+
+
+def test_a_paired_checkpoint_holds_the_copys_carried_state_of_the_whole_batch(runs: dict[str, Any]) -> None:
+    """Written mid-trial on 2 processes, the copy's carried state is every process's rows (as one
+    process's checkpoint holds it), not rank 0's alone."""
+    def copies(where: str) -> list[Any]:
+        ckpt = torch.load(runs["root"] / "paired" / where / f"step={SAVE_AT}.ckpt", weights_only=False)
+        return ckpt["callbacks"]["StructureController"]["trials"]["copies"]
+
+    def leaves(state: Any) -> list[torch.Tensor]:
+        return [state] if torch.is_tensor(state) else [t for s in state for t in leaves(s)]
+    two, one = copies("ddp_ckpt"), copies("one_ckpt")
+    assert two and [c["delta"] for c in two] == [c["delta"] for c in one]  # the checkpoint is mid-trial
+    for a, b in zip(two, one, strict=True):
+        for x, y in zip(leaves(a["carried"]), leaves(b["carried"]), strict=True):
+            assert x.shape == y.shape and x.shape[1] == JOBS["paired"]["data"][1]["batch_size"]
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -273,5 +298,6 @@ def test_a_shipped_growth_config_runs_under_ddp_from_the_command_line(tmp_path: 
                               timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.count("growrnn fit done: teacher, 8 steps") == 1  # one summary, from rank 0
-        out.append([line for line in done.stdout.splitlines() if "units:" in line or "val/" in line])
-    assert out[0] == out[1] and "added" in out[0][0]  # the same units, additions, deletions and loss
+        out.append([line for line in done.stdout.splitlines() if any(k in line for k in ("units:", "trials:", "val/"))])
+    # the same units, additions, deletions, paired trials and loss
+    assert out[0] == out[1] and "added" in out[0][0] and "paired trials" in out[0][1]
