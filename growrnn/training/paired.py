@@ -27,6 +27,7 @@ process's rows, gathered to the whole batch in a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import logging
@@ -674,30 +675,43 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
 
 
 def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replicas | None = None) -> None:
-    """One training step of a trial copy on ``batch``, at the network's current learning rates and
-    with the trainer's gradient clipping; under DDP (``replicas`` of several processes) on this
-    process's rows, with the gradients averaged over the processes first, as the network's are
-    (a loss that is not finite on any process: no process steps)."""
+    """One training step of a trial copy on ``batch`` as the network's own: at its current learning
+    rates, in the trainer's precision (under ``bf16-mixed``/``16-mixed`` inside the same autocast,
+    and with a loss scaler where the network has one: a scaler of the copy's own at the network's
+    scale, whose step skips gradients that are not finite) and with the trainer's gradient
+    clipping; under DDP (``replicas`` of several processes) on this process's rows, with the
+    gradients averaged over the processes first, as the network's are (a loss that is not finite
+    on any process: no process steps)."""
     for g, mine in zip(optimizer.param_groups, c.optimizer.param_groups, strict=True):
         mine["lr"] = g["lr"]
     replicas = replicas or Replicas()
+    plugin = getattr(trainer, "precision_plugin", None)
     c.model.train()
-    loss = c.model._step(batch, "train", measure=False)[0]
+    with plugin.train_step_context() if plugin is not None else contextlib.nullcontext():
+        loss = c.model._step(batch, "train", measure=False)[0]
     c.optimizer.zero_grad(set_to_none=True)
     finite = bool(torch.isfinite(loss))
     if not (finite or replicas.active):
         return
-    loss.backward()  # under DDP even when not finite: every process reduces the same gradients
-    params = [p for p in c.model.parameters() if p.grad is not None]
+    network_scaler = getattr(plugin, "scaler", None)
+    scaler = torch.amp.GradScaler(plugin.device, init_scale=network_scaler.get_scale()) \
+        if network_scaler is not None and network_scaler.is_enabled() else None
+    (scaler.scale(loss) if scaler is not None else loss).backward()  # under DDP even when not finite:
+    params = [p for p in c.model.parameters() if p.grad is not None]  # every process reduces the same
     if not replicas.mean_gradients(params, finite):
         return
+    if scaler is not None:
+        scaler.unscale_(c.optimizer)
     clip = getattr(trainer, "gradient_clip_val", None)
     if clip:
         if getattr(trainer, "gradient_clip_algorithm", "norm") == "value":
             torch.nn.utils.clip_grad_value_(params, clip)
         else:
             torch.nn.utils.clip_grad_norm_(params, clip)
-    c.optimizer.step()
+    if scaler is not None:
+        scaler.step(c.optimizer)
+    else:
+        c.optimizer.step()
 
 
 @torch.no_grad()

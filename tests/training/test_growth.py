@@ -6,6 +6,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -950,6 +951,37 @@ def test_a_share_of_a_loader_without_length_is_a_clear_error() -> None:
                               limit_val_batches=0.5)
     with pytest.raises(ArgumentError, match="limit_val_batches.*an int"):
         _validation_batches(trainer, None)
+
+
+@pytest.mark.parametrize("precision, scaler", [("32-true", False), ("bf16-mixed", False), ("16-mixed", True)])
+def test_a_trial_copy_trains_as_lightning_trains_the_network(tmp_path: Path, precision: str, scaler: bool) -> None:
+    """A copy of the network (the same width) trained one step by the trials equals the network
+    trained one step by Lightning on the same batch: the same autocast, the same loss scale (a
+    GradScaler, as on a GPU's 16-mixed), unscaled before the same gradient clipping."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from growrnn.growth.surgery import UnitMap
+    from growrnn.training.paired import _clone, _clone_optimizer, _Copy, _train
+    data = TaskData("miconi_switch", {"train_windows": 1, "eval_windows": 1, "batch_size": 4})
+    model = SequenceModel(data.spec, cell="gru", hidden_size=[5], seed=1, **SETTLING_MODEL)
+    plugins = [MixedPrecision(precision, "cpu", scaler=torch.amp.GradScaler("cpu"))] if scaler else []
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, precision=None if scaler else precision, plugins=plugins,
+                        gradient_clip_val=0.05, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)  # as configure_optimizers builds it, before a step
+    copies = []
+    for _ in range(2):
+        twin = _clone(model)
+        copies.append(_Copy(0, UnitMap.of(5, range(5)), twin, _clone_optimizer(model, optimizer, twin)))
+    trainer.fit(model, data)
+    batch = next(iter(data.train_dataloader()))
+    _train(copies[0], batch, trainer.optimizers[0], trainer)
+    for (name, p), q in zip(model.named_parameters(), copies[0].model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=0, msg=name)
+    # the precision matters: the same step in full precision (the same clipping) is another step
+    _train(copies[1], batch, trainer.optimizers[0], SimpleNamespace(gradient_clip_val=0.05))
+    same = all(torch.equal(a, b) for a, b in zip(copies[1].model.parameters(), model.parameters(), strict=True))
+    assert same == (precision == "32-true")
 
 
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
