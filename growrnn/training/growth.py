@@ -248,6 +248,7 @@ class StructureController(L.Callback):
         # (step, units per layer, with paired trials the units each layer holds) not yet logged
         self._pending: list[tuple[int, list[int], list[int] | None]] = []
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
+        self._stepped = False  # whether the optimizer stepped on this batch (before on_train_batch_end)
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
         self.trials = PairedTrials(self.signal, min_units, max_units) if isinstance(self.signal, Paired) else None
@@ -309,12 +310,18 @@ class StructureController(L.Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: Any, optimizer: Any) -> None:
         self._lrs = [float(g["lr"]) for g in optimizer.param_groups]  # the step's own rates
+        self._stepped = True
         self.signal.before_step(pl_module.rnn, pl_module.decoder, optimizer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         rnn, decoder = pl_module.rnn, pl_module.decoder
         step = trainer.global_step
-        if step == self._last_step:  # a micro-batch of an accumulated step: the weights did not move
+        stepped, self._stepped = self._stepped, False
+        if step == self._last_step or (int(getattr(trainer, "accumulate_grad_batches", 1) or 1) > 1 and not stepped):
+            # a batch of an accumulated step that did not step: the weights did not move (a trial's
+            # copy accumulates its gradient on it, as the network did)
+            if self.trials is not None and trainer.optimizers:
+                self.trials.accumulate(trainer, pl_module, batch, trainer.optimizers[0])
             return
         self._last_step = step
         optimizer = trainer.optimizers[0] if trainer.optimizers else None

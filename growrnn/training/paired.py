@@ -64,6 +64,9 @@ class _Copy:
     units: UnitMap
     model: Any
     optimizer: torch.optim.Optimizer
+    window: int = 0  # the batches its gradient holds since its last step (accumulate_grad_batches)
+    finite: bool = True  # whether every loss of that window was finite
+    scaler: Any = None  # the window's loss scaler (16-mixed with a scaler), at the network's scale
 
 
 @dataclass
@@ -125,9 +128,8 @@ class PairedTrials:
         if self.copies:
             for c in self.copies:
                 _train(c, batch, optimizer, trainer, self.replicas)
-            if self.signal.targets:  # the whole batch's targets (every process's rows)
-                seen = int(self.replicas.total(torch.tensor([float(model.targets(batch))])))
-                self.counted = [self.counted[0] + seen, self.counted[1] + 1]
+            if self.signal.targets:
+                self.counted = [self.counted[0] + self._targets(model, batch), self.counted[1] + 1]
             due = self._due_end()
             if self.signal.extend > 1 and self.midway is None and step >= due - self._half():
                 self.midway = self._sides(trainer, model, errors=False)[0]
@@ -138,6 +140,23 @@ class PairedTrials:
             if k is not None and not self._holds(trainer, model, step):
                 self.layer = k
                 self._start(model, batch, optimizer, step, resized)
+
+    def accumulate(self, trainer: Any, model: Any, batch: Any, optimizer: Any) -> None:
+        """On a batch whose gradient the network accumulates without stepping
+        (``accumulate_grad_batches``): the running trial's copies accumulate theirs on it too, and
+        the trial counts its targets (a trial's step, as the network's, is every batch of it)."""
+        if self._saved is not None:
+            self._rebuild(model, optimizer)
+        if not self.copies:
+            return
+        for c in self.copies:
+            _train(c, batch, optimizer, trainer, self.replicas, step=False)
+        if self.signal.targets:
+            self.counted[0] += self._targets(model, batch)
+
+    def _targets(self, model: Any, batch: Any) -> int:
+        """The targets ``batch`` holds, the whole batch's under DDP (every process's rows)."""
+        return int(self.replicas.total(torch.tensor([float(model.targets(batch))])))
 
     def _due(self, step: int) -> int | None:
         """The layer whose trial is next at ``step``: the first from :attr:`layer` on, round the
@@ -674,42 +693,52 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
     model._probe_state = resize_state(model.rnn, k, units, model._probe_state)  # a probe before the next step
 
 
-def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replicas | None = None) -> None:
-    """One training step of a trial copy on ``batch`` as the network's own: at its current learning
+def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replicas | None = None,
+           step: bool = True) -> None:
+    """Train a trial copy on ``batch`` as Lightning trains the network: at its current learning
     rates, in the trainer's precision (under ``bf16-mixed``/``16-mixed`` inside the same autocast,
     and with a loss scaler where the network has one: a scaler of the copy's own at the network's
-    scale, whose step skips gradients that are not finite) and with the trainer's gradient
-    clipping; under DDP (``replicas`` of several processes) on this process's rows, with the
-    gradients averaged over the processes first, as the network's are (a loss that is not finite
-    on any process: no process steps)."""
+    scale, whose step skips gradients that are not finite), its loss divided by
+    ``accumulate_grad_batches`` and its gradient accumulated over the batches of one optimizer step
+    (``step``: this batch is the step's last; else the gradient waits), clipped as the trainer
+    clips; under DDP (``replicas`` of several processes) on this process's rows, the gradients
+    averaged over the processes before the step, as the network's are. A loss that is not finite
+    (on any process, in any batch of the step): no step."""
     for g, mine in zip(optimizer.param_groups, c.optimizer.param_groups, strict=True):
         mine["lr"] = g["lr"]
     replicas = replicas or Replicas()
     plugin = getattr(trainer, "precision_plugin", None)
+    if c.window == 0:  # a step's first batch: fresh gradients, the network's loss scale as it is now
+        c.optimizer.zero_grad(set_to_none=True)
+        network_scaler = getattr(plugin, "scaler", None)
+        c.scaler = torch.amp.GradScaler(plugin.device, init_scale=network_scaler.get_scale()) \
+            if network_scaler is not None and network_scaler.is_enabled() else None
+        c.finite = True
+    c.window += 1
     c.model.train()
     with plugin.train_step_context() if plugin is not None else contextlib.nullcontext():
         loss = c.model._step(batch, "train", measure=False)[0]
-    c.optimizer.zero_grad(set_to_none=True)
     finite = bool(torch.isfinite(loss))
-    if not (finite or replicas.active):
+    c.finite = c.finite and finite
+    if finite or replicas.active:  # under DDP even when not finite: every process reduces the same gradients
+        loss = loss / int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        (c.scaler.scale(loss) if c.scaler is not None else loss).backward()
+    if not step:
         return
-    network_scaler = getattr(plugin, "scaler", None)
-    scaler = torch.amp.GradScaler(plugin.device, init_scale=network_scaler.get_scale()) \
-        if network_scaler is not None and network_scaler.is_enabled() else None
-    (scaler.scale(loss) if scaler is not None else loss).backward()  # under DDP even when not finite:
-    params = [p for p in c.model.parameters() if p.grad is not None]  # every process reduces the same
-    if not replicas.mean_gradients(params, finite):
+    c.window = 0
+    params = [p for p in c.model.parameters() if p.grad is not None]
+    if not (c.finite or replicas.active) or not replicas.mean_gradients(params, c.finite):
         return
-    if scaler is not None:
-        scaler.unscale_(c.optimizer)
+    if c.scaler is not None:
+        c.scaler.unscale_(c.optimizer)
     clip = getattr(trainer, "gradient_clip_val", None)
     if clip:
         if getattr(trainer, "gradient_clip_algorithm", "norm") == "value":
             torch.nn.utils.clip_grad_value_(params, clip)
         else:
             torch.nn.utils.clip_grad_norm_(params, clip)
-    if scaler is not None:
-        scaler.step(c.optimizer)
+    if c.scaler is not None:
+        c.scaler.step(c.optimizer)
     else:
         c.optimizer.step()
 

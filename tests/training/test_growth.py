@@ -953,35 +953,81 @@ def test_a_share_of_a_loader_without_length_is_a_clear_error() -> None:
         _validation_batches(trainer, None)
 
 
-@pytest.mark.parametrize("precision, scaler", [("32-true", False), ("bf16-mixed", False), ("16-mixed", True)])
-def test_a_trial_copy_trains_as_lightning_trains_the_network(tmp_path: Path, precision: str, scaler: bool) -> None:
+@pytest.mark.parametrize("precision, scaler, accumulate", [("32-true", False, 1), ("bf16-mixed", False, 1),
+                                                           ("16-mixed", True, 1), ("32-true", False, 2),
+                                                           ("16-mixed", True, 3)])
+def test_a_trial_copy_trains_as_lightning_trains_the_network(tmp_path: Path, precision: str, scaler: bool,
+                                                             accumulate: int) -> None:
     """A copy of the network (the same width) trained one step by the trials equals the network
-    trained one step by Lightning on the same batch: the same autocast, the same loss scale (a
-    GradScaler, as on a GPU's 16-mixed), unscaled before the same gradient clipping."""
+    trained one step by Lightning on the same batches: the same autocast, the same loss scale (a
+    GradScaler, as on a GPU's 16-mixed), unscaled before the same gradient clipping, the gradient
+    accumulated over the step's batches (``accumulate_grad_batches``) with the carried state."""
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     from growrnn.growth.surgery import UnitMap
     from growrnn.training.paired import _clone, _clone_optimizer, _Copy, _train
-    data = TaskData("miconi_switch", {"train_windows": 1, "eval_windows": 1, "batch_size": 4})
+    data = TaskData("miconi_switch", {"train_windows": accumulate, "eval_windows": 1, "batch_size": 4})
     model = SequenceModel(data.spec, cell="gru", hidden_size=[5], seed=1, **SETTLING_MODEL)
     plugins = [MixedPrecision(precision, "cpu", scaler=torch.amp.GradScaler("cpu"))] if scaler else []
     trainer = L.Trainer(accelerator="cpu", max_steps=1, precision=None if scaler else precision, plugins=plugins,
-                        gradient_clip_val=0.05, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+                        gradient_clip_val=0.05, accumulate_grad_batches=accumulate, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)  # as configure_optimizers builds it, before a step
     copies = []
     for _ in range(2):
         twin = _clone(model)
         copies.append(_Copy(0, UnitMap.of(5, range(5)), twin, _clone_optimizer(model, optimizer, twin)))
     trainer.fit(model, data)
-    batch = next(iter(data.train_dataloader()))
-    _train(copies[0], batch, trainer.optimizers[0], trainer)
+    batches = list(data.train_dataloader())
+    assert len(batches) == accumulate
+    for i, batch in enumerate(batches):
+        _train(copies[0], batch, trainer.optimizers[0], trainer, step=i == accumulate - 1)
     for (name, p), q in zip(model.named_parameters(), copies[0].model.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=0, atol=0, msg=name)
     # the precision matters: the same step in full precision (the same clipping) is another step
-    _train(copies[1], batch, trainer.optimizers[0], SimpleNamespace(gradient_clip_val=0.05))
+    for i, batch in enumerate(batches):
+        _train(copies[1], batch, trainer.optimizers[0],
+               SimpleNamespace(gradient_clip_val=0.05, accumulate_grad_batches=accumulate), step=i == accumulate - 1)
     same = all(torch.equal(a, b) for a, b in zip(copies[1].model.parameters(), model.parameters(), strict=True))
     assert same == (precision == "32-true")
+
+
+def test_a_paired_run_accumulating_two_batches_is_the_run_on_their_double(tmp_path: Path) -> None:
+    """With ``accumulate_grad_batches`` 2 a trial's copy accumulates its gradient over the step's
+    batches as the network does, and the trial counts every batch's targets: the run takes the
+    decisions of the run on batches twice the size (the same rows, one optimizer step each), at
+    the same steps, with the same widths (the trials' losses equal within float rounding and the
+    fold's moments, read on the step's last batch)."""
+    class Widths(L.Callback):
+        def __init__(self) -> None:
+            self.rows: list[tuple[int, list[int]]] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+            self.rows.append((trainer.global_step, pl_module.hidden_sizes()))
+
+    def run(batch_size: int, accumulate: int) -> tuple[list[tuple[int, list[int]]], StructureController]:
+        data = TaskData("teacher", {"units": 4, "length": 10, "n_train": 16 * 24, "n_eval": 32,
+                                    "batch_size": batch_size})
+        model = SequenceModel(data.spec, cell="lstm", hidden_size=[3, 2], seed=3, **SETTLING_MODEL)
+        controller = StructureController(seed=5, lam=2e-4, paired_steps=2, paired_targets=480, paired_margin=0.0,
+                                         max_units=8)
+        widths = Widths()
+        trainer = L.Trainer(accelerator="cpu", max_epochs=1, accumulate_grad_batches=accumulate, limit_val_batches=0,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[controller, widths])
+        trainer.fit(model, data)
+        return widths.rows[accumulate - 1::accumulate], controller
+
+    whole, one = run(16, 1)
+    halves, two = run(8, 2)
+    assert halves == whole and len(whole) == 24  # the widths after every optimizer step
+    assert two.trials.counted == one.trials.counted  # every batch's targets, a step's count
+    assert [(d["step"], d["chosen"]) for d in two.trials.decisions] == \
+        [(d["step"], d["chosen"]) for d in one.trials.decisions]
+    assert any(d["chosen"] < 0 for d in one.trials.decisions) and len(one.trials.decisions) >= 5
+    for a, b in zip(one.trials.decisions, two.trials.decisions, strict=True):
+        assert a["losses"] == pytest.approx(b["losses"], abs=1e-3)
 
 
 def test_an_adopted_copy_is_the_network_from_then_on() -> None:
