@@ -54,7 +54,7 @@ JOBS: dict[str, dict[str, Any]] = {
     # copy's carried state
     "paired": {"cell": "gru", "start": [3, 2], "model": SETTLE,
                "data": ("miconi_switch", {"train_windows": STEPS, "eval_windows": 8, "batch_size": 4}),
-               "rule": {"lam": 2e-4, "paired_steps": 2, "paired_targets": 480, "paired_batches": 2,
+               "rule": {"lam": 1e-4, "paired_steps": 2, "paired_targets": 480, "paired_batches": 2,
                         "max_units": 8}},
 }
 
@@ -204,15 +204,16 @@ def test_a_paired_checkpoint_holds_the_copys_carried_state_of_the_whole_batch(ru
 
 
 @pytest.mark.slow
-def test_ddp_spawn_hands_the_grown_model_back_to_the_main_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["group_lasso", "paired"])
+def test_ddp_spawn_hands_the_grown_model_back_to_the_main_process(tmp_path: Path, name: str) -> None:
     torch.set_num_threads(1)
     os.environ["MASTER_PORT"] = str(_free_port())
     try:
-        got = _run("group_lasso", tmp_path, WORLD, "ddp_spawn")
+        got = _run(name, tmp_path, WORLD, "ddp_spawn")
     finally:
         os.environ.pop("MASTER_PORT", None)
-    one = _run("group_lasso", tmp_path / "one", 1)
-    assert got["sizes"] == one["sizes"] != JOBS["group_lasso"]["start"]
+    one = _run(name, tmp_path / "one", 1)
+    assert got["sizes"] == one["sizes"] != JOBS[name]["start"]
 
 
 # ---------------------------------------------------------------------------------------- pieces
