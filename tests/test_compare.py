@@ -46,6 +46,12 @@ def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: 
     sizes = [g["hidden_sizes"][0] for g in grown]
     assert all(h > 2 for h in sizes), "the debug controller adds units"
     assert int(rows["elman_grown"]["params"]) == round(sum(h * h + 5 * h + 1 for h in sizes) / 2)
+    # what growth did, per seed in its record and as a mean in the table (Miconi's signal: no trials)
+    added = [sum(g["result"]["growth"]["added"]) for g in grown]
+    deleted = [sum(g["result"]["growth"]["deleted"]) for g in grown]
+    assert [2 + a - d for a, d in zip(added, deleted, strict=True)] == sizes
+    assert rows["elman_grown"]["growth"] == f"+{sum(added) / 2:.0f} -{sum(deleted) / 2:.0f}"
+    assert rows["lstm_8"]["growth"] == "-"
     md = (out / "results.md").read_text()
     assert md.count("\n| baseline |") == 1 and md.count("\n| grown |") == 1 and " ± " in md
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"

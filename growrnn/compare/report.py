@@ -5,7 +5,9 @@ One row per entry, aggregated over its finished seeds: the test metric's mean an
 deviation over the seeds that did not diverge (diverged seeds are counted, not averaged: their
 metric is the worst possible, which would swamp the mean), the validation mean, and the cost
 figures averaged over seeds -- parameters (for grown families the count after growth), recurrent
-multiply-accumulates per time step, training time per step, and the final units per layer.
+multiply-accumulates per time step, training time per step, and the final units per layer -- and,
+for grown families, what growth did (units added and deleted, and with ``paired`` trials the share
+of the steps a copy trained beside the network: the part of the training time they cost).
 
 The plot is drawn here rather than with :func:`growrnn.search.report.pareto_figure`: that one
 marks a population and one point per baseline, while a comparison needs one marker style per
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Columns of ``results.csv``; ``mean``/``std`` are of the test ``metric``.
 COLUMNS = ("family", "name", "cell", "metric", "direction", "mean", "std", "n_seeds", "n_diverged", "val_mean",
-           "params", "macs_per_step", "train_ms_per_step", "final_units", "setting")
+           "params", "macs_per_step", "train_ms_per_step", "final_units", "growth", "setting")
 _MARKERS = {"baseline": "o", "grown": "^", "evolved": "s", "evolved_grown": "D"}
 
 
@@ -50,6 +52,18 @@ def _units(sizes: list[list[int]]) -> str:
         m = _mean([float(s) for s in per_layer])
         layers.append(str(per_layer[0]) if len(set(per_layer)) == 1 else f"{m:.1f}")
     return "/".join(layers)
+
+
+def _growth(records: list[dict[str, Any]]) -> str:
+    """What growth did, mean over seeds: units added and deleted over the layers ("+87 -58") and,
+    with paired trials, the share of the steps a copy trained beside the network ("; trials 62%");
+    "-" for an entry that did not grow (or records written before growrnn kept it)."""
+    if not records:
+        return "-"
+    added = _mean([float(sum(g["added"])) for g in records])
+    deleted = _mean([float(sum(g["deleted"])) for g in records])
+    shares = [float(g["trial_share"]) for g in records if g.get("trial_share") is not None]
+    return f"+{added:.0f} -{deleted:.0f}" + (f"; trials {_mean(shares):.0%}" if shares else "")
 
 
 def summarise(comparison: Comparison) -> list[dict[str, Any]]:
@@ -73,6 +87,7 @@ def summarise(comparison: Comparison) -> list[dict[str, Any]]:
             "macs_per_step": round(_mean([float(r["macs_per_step"]) for r in results])),
             "train_ms_per_step": _mean(per_step),
             "final_units": _units([r["hidden_sizes"] for r in records if r.get("hidden_sizes")]),
+            "growth": _growth([r["growth"] for r in results if r.get("growth")]),
             "setting": ", ".join(f"{k}={v}" for k, v in records[0]["setting"].items()) or "-"})
     return rows
 
@@ -102,10 +117,12 @@ def to_markdown(rows: list[dict[str, Any]], config: CompareConfig) -> str:
              + (f"Tuning grid ({tuning}), best on validation at seed {config.seeds[0]}, then used for every seed."
                 if tuning else "No tuning: every entry trains with the shared options."),
              "Parameters, MACs (recurrent multiply-accumulates per time step) and final units are means over "
-             "seeds, after growth for grown families.", "",
+             "seeds, after growth for grown families; growth: units added and deleted (mean over seeds) and, with "
+             "paired trials, the share of the steps a copy trained beside the network (part of the training "
+             "time per step).", "",
              f"| family | entry | cell | test {metric} | seeds | parameters | MACs/step | train ms/step "
-             "| final units | tuned |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| final units | growth | tuned |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in _sorted(rows):
         if math.isnan(row["mean"]):
             score = "diverged"
@@ -117,7 +134,7 @@ def to_markdown(rows: list[dict[str, Any]], config: CompareConfig) -> str:
         cell = str(row["cell"]).replace("|", "\\|")
         lines.append(f"| {row['family']} | {row['name']} | {cell} | {score} | {seeds} | {row['params']:,} | "
                      f"{row['macs_per_step']:,} | {_g(row['train_ms_per_step'], 3)} | {row['final_units']} | "
-                     f"{row['setting']} |")
+                     f"{row['growth']} | {row['setting']} |")
     return "\n".join(lines) + "\n"
 
 

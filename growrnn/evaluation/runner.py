@@ -35,7 +35,10 @@ class Result:
     ``{"step", "epoch", "val", "train_loss"}``. ``hidden_sizes`` are the trained model's unit
     counts per layer (growth may have changed them); ``train_seconds`` sums the time between the
     start and end of each training batch (forward, backward, optimizer step and the growth
-    controller's surgery; not validation) over ``train_steps`` batches."""
+    controller's surgery; not validation) over ``train_steps`` batches. ``growth`` is what a
+    growth controller did (units added and deleted per layer; with ``paired`` trials, their count
+    and the share of the steps a copy trained beside the network: see
+    :meth:`~growrnn.training.growth.StructureController.record`), ``None`` without one."""
 
     task: str
     metric: str
@@ -55,6 +58,7 @@ class Result:
     hidden_sizes: list[int] = field(default_factory=list)
     train_seconds: float = 0.0
     train_steps: int = 0
+    growth: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -241,10 +245,13 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
     measured = validate or bool(watch.points)
     if measured and (not math.isfinite(val) or not math.isfinite(float(fitter.callback_metrics.get("val/loss", 0.0)))):
         watch.diverged, val = True, worst  # a NaN model can keep a finite accuracy
+    from growrnn.training.growth import controller_of
+    controller = controller_of(fitter)
     g = net.genome
     figures = net.complexity()
     return Result(task=spec.name, metric=spec.metric, direction=spec.direction, genome=g.to_text(), key=g.key,
                   val=val, test=test_value, curve=watch.points, params=figures["params"],
                   rnn_params=figures["rnn_params"], macs_per_step=figures["macs_per_step"],
                   steps=fitter.global_step, wall_time=wall, diverged=watch.diverged, seed=seed,
-                  hidden_sizes=net.hidden_sizes(), train_seconds=clock.seconds, train_steps=clock.steps)
+                  hidden_sizes=net.hidden_sizes(), train_seconds=clock.seconds, train_steps=clock.steps,
+                  growth=controller.record(fitter.global_step) if controller is not None else None)

@@ -49,7 +49,7 @@ from growrnn.growth.surgery import UnitMap
 from growrnn.training.distributed import Replicas, check_strategy
 from growrnn.training.paired import PairedTrials
 
-__all__ = ["StructureController", "SIGNALS", "restart_plateaus"]
+__all__ = ["StructureController", "SIGNALS", "controller_of", "restart_plateaus"]
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +390,16 @@ class StructureController(L.Callback):
         self.added[k] += int((units.index < 0).sum())
         self.deleted[k] += old - int((units.index >= 0).sum())
 
+    def record(self, step: int) -> dict[str, Any]:
+        """What this controller did by optimizer step ``step``: the units ``added`` and ``deleted``
+        per layer and, with the ``paired`` signal, the ``trials`` decided and ``trial_share``, the
+        share of the steps a copy of the network trained beside it (the trials' cost on top of the
+        network's own training). JSON-ready."""
+        out: dict[str, Any] = {"added": list(self.added), "deleted": list(self.deleted)}
+        if self.trials is not None:
+            out.update(trials=len(self.trials.decisions), trial_share=self.trials.trained_steps(step) / max(step, 1))
+        return out
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         rnn = pl_module.rnn
         if self.fold_at_end and isinstance(rnn, GrowableRNN) and rnn.gates is not None:
@@ -521,6 +531,11 @@ class StructureController(L.Callback):
         self.signal.load_state_dict(state_dict.get("signal_state", {}))
         if self.trials is not None and "trials" in state_dict:
             self.trials.load_state_dict(state_dict["trials"])
+
+
+def controller_of(trainer: Any) -> StructureController | None:
+    """The trainer's :class:`StructureController` callback (the first), or None."""
+    return next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, StructureController)), None)
 
 
 def restart_plateaus(trainer: Any) -> None:

@@ -82,15 +82,16 @@ def fit_summary(trainer: L.Trainer, model: Any, datamodule: Any = None) -> FitSu
     value = float(value) if value is not None else None
     if value is not None and not math.isfinite(value):
         diverged = True
-    controller = _controller(trainer)
+    from growrnn.training.growth import controller_of
+    controller = controller_of(trainer)
     units = _units(model, growable=controller is not None)
     info = getattr(getattr(datamodule, "task", None), "info", None) or {}
     floor = info.get("floor")
+    growth = controller.record(int(trainer.global_step)) if controller is not None else {}
     return FitSummary(task=spec.name, metric=spec.metric, value=value, step=int(trainer.global_step),
                       floor=float(floor) if floor is not None else None, units=units,
-                      added=list(controller.added) if controller is not None else None,
-                      deleted=list(controller.deleted) if controller is not None else None,
-                      log_dir=_log_dir(trainer), diverged=diverged, **_trials(controller, int(trainer.global_step)))
+                      added=growth.get("added"), deleted=growth.get("deleted"), trials=growth.get("trials"),
+                      trial_share=growth.get("trial_share"), log_dir=_log_dir(trainer), diverged=diverged)
 
 
 def _diverged(trainer: L.Trainer, model: Any) -> bool:
@@ -108,19 +109,6 @@ def _stale(trainer: L.Trainer) -> bool:
         return False
     cells = [c for c in trainer.callbacks if isinstance(c, CellLogger)]  # type: ignore[attr-defined]
     return bool(cells) and cells[0].validated_at != trainer.global_step
-
-
-def _controller(trainer: L.Trainer) -> Any:
-    from growrnn.training.growth import StructureController
-    found = [c for c in trainer.callbacks if isinstance(c, StructureController)]  # type: ignore[attr-defined]
-    return found[0] if found else None
-
-
-def _trials(controller: Any, step: int) -> dict[str, Any]:
-    trials = getattr(controller, "trials", None)
-    if trials is None:
-        return {}
-    return {"trials": len(trials.decisions), "trial_share": trials.trained_steps(step) / max(step, 1)}
 
 
 def _units(model: Any, growable: bool) -> list[int]:

@@ -91,6 +91,7 @@ def test_the_seed_sets_the_data_order_too() -> None:
 # Lightning validates when a fit ends, so a part that ends off the validation cadence adds a point
 # the uninterrupted run does not have (joined_curve drops it); every other point is the same.
 GROW = {"signal": "outgoing_l1", "p_spontaneous": 1.0, "p_delete": 0.0, "max_units": 12}
+PAIRED = {"max_units": 12, "paired_steps": 2, "paired_targets": 0}  # the default signal, trials of 2 steps
 
 
 @pytest.mark.parametrize(("task", "options", "model", "key", "parts", "grow"), [
@@ -98,6 +99,7 @@ GROW = {"signal": "outgoing_l1", "p_spontaneous": 1.0, "p_delete": 0.0, "max_uni
     ("adding", {"length": 20, **TASK}, {}, "steps", [4, 8, 12], None),        # on epochs' ends
     ("adding", {"length": 20, **TASK}, {}, "steps", [2, 4, 7, 8, 13], None),  # five parts, both kinds
     ("adding", {"length": 20, **TASK}, {"hidden_size": [4]}, "steps", [3, 8, 12], GROW),  # growing as it goes
+    ("adding", {"length": 20, **TASK}, {"hidden_size": [4]}, "steps", [3, 8, 12], PAIRED),  # a trial across parts
     ("copy", {"delay": 3, "n_train": 64, "n_eval": 8, "batch_size": 8}, {"dropout": 0.3}, "epochs", [1, 2, 4], None),
 ])
 def test_a_run_in_parts_is_the_uninterrupted_run(tmp_path, task: str, options: dict, model: dict, key: str,
@@ -122,8 +124,13 @@ def test_a_run_in_parts_is_the_uninterrupted_run(tmp_path, task: str, options: d
     assert [(p["step"], p["val"]) for p in curve] == [(p["step"], p["val"]) for p in whole.curve]
     assert result.val == whole.val and result.steps == whole.steps and sum(steps) == whole.train_steps
     assert all(s > 0 for s in steps) and result.hidden_sizes == whole.hidden_sizes
+    assert result.growth == whole.growth  # what growth did, counted across the parts
     if grow is not None:
-        assert whole.hidden_sizes[0] > 4, "the structure did change along the way"
+        assert whole.growth is not None and whole.growth["added"] != [0], "the structure did change along the way"
+        assert whole.hidden_sizes[0] == 4 + whole.growth["added"][0] - whole.growth["deleted"][0]
+        assert ("trial_share" in whole.growth) == (grow is PAIRED)
+    else:
+        assert whole.growth is None
 
 
 def test_resuming_needs_a_task_name(tmp_path) -> None:
