@@ -249,6 +249,11 @@ class SequenceModel(L.LightningModule):
     def _loss(self, logits: Tensor, y: Tensor, mask: Tensor | None, lengths: Tensor | None,
               measure: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         kind = self.spec.output_kind
+        # in at least single precision: a half-precision model's (bf16-true) sums would resolve a
+        # few parts in a thousand of the loss, coarser than what growth's trials and probes compare
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        if y.is_floating_point():
+            y = y.to(logits.dtype)
         if not self.spec.per_step:  # one target per sequence, read at the last valid step
             last = (lengths - 1) if lengths is not None else torch.full((logits.shape[0],), logits.shape[1] - 1)
             logits = logits[torch.arange(logits.shape[0]), last.to(logits.device)]

@@ -11,7 +11,7 @@ import torch
 import tasks
 from growrnn.errors import ArgumentError
 from growrnn.task import TaskSpec
-from growrnn.training import SequenceModel
+from growrnn.training import SequenceModel, TaskData
 
 
 def _trainer(tmp_path: Path, **kw) -> L.Trainer:
@@ -80,6 +80,29 @@ def test_the_probe_reads_a_batch_from_the_state_its_training_step_started_from(t
     expected_loss = float(model._normalised(loss_sum, count, batches[1]["x"].shape[0]))
     assert model.batch_loss(batches[1]) == pytest.approx(expected_loss)
     assert (carried is not None) is t.spec.stateful
+
+
+@pytest.mark.parametrize(("task", "options"), [
+    ("teacher", {"units": 4, "n_train": 16, "n_eval": 16, "batch_size": 16}),   # tokens, per step
+    ("flipflop", {"bits": 4, "n_train": 16, "n_eval": 16, "batch_size": 16}),   # multi-hot, per step
+    ("adding", {"length": 10, "n_train": 16, "n_eval": 16, "batch_size": 16}),  # real, one per sequence
+])
+def test_a_half_precision_model_judges_its_loss_in_single_precision(task: str, options: dict) -> None:
+    """A bf16 model's (``precision: bf16-true``) judged loss is its bf16 outputs' loss summed in
+    single precision: what growth's trials compare resolves differences far finer than bf16's
+    2 ** -8 of the loss (a loss summed in bf16 ties two networks a trial tells apart)."""
+    data = TaskData(task, options)
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    model = SequenceModel(data.spec, cell="lstm", hidden_size=8, seed=0).to(torch.bfloat16).eval()
+    half = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in batch.items()}
+    sums, counts = model.judged_parts([half])
+    with torch.no_grad():
+        logits = model(half["x"], None)[0].double()
+    exact = model._loss(logits, half["y"].double() if half["y"].is_floating_point() else half["y"], None, None,
+                        False)[0]
+    assert abs(float(sums[0]) - float(exact)) <= 1e-5 * abs(float(exact))  # bf16 would be ~4e-3 off
+    assert sums.dtype == torch.float64 and float(counts[0]) > 0
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
