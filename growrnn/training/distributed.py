@@ -26,7 +26,10 @@ quantities measured on the process's own batch. This module keeps the replicas o
   own ``configure_ddp`` (Lightning's supported route, with the strategy's DDP options). The
   parameters are resized in place, so the optimizer and its scheduler keep their references.
 - **The batch is global** (:class:`RowShard`): ``batch_size`` is the global batch; each process
-  trains on its rows of every batch (``torch.tensor_split`` over the processes), so a run on N
+  trains on its rows of every batch (``torch.tensor_split`` over the processes) and divides its
+  loss sum by the processes' mean count of what the loss is per (targets, or sequences), reduced
+  with :func:`summed`, so that DDP's mean of the gradients is the global batch's however the rows
+  and their valid steps split; a run on N
   processes sees the same batches, takes the same steps and carries the same hidden state (row by
   row) as a run on one, and a checkpoint (whose carried state is gathered to the whole batch,
   :func:`gather_rows`) resumes on any number of processes.
@@ -50,7 +53,7 @@ from growrnn.errors import ArgumentError, ReplicaError
 from growrnn.growth.surgery import UnitMap
 
 __all__ = ["Replicas", "RowShard", "check_strategy", "shard_loader", "gather_rows", "shard_rows",
-           "fingerprint"]
+           "fingerprint", "summed"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,16 @@ def _world(trainer: Any) -> tuple[int, int]:
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def summed(t: Tensor) -> Tensor:
+    """``t`` summed over the processes of the default group, the same on every process, on ``t``'s
+    device and in its dtype (reduced in float64: NCCL on the device, gloo on the host). A
+    collective: every process calls it."""
+    device = t.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    out = t.detach().to(device=device, dtype=torch.float64).clone()
+    torch.distributed.all_reduce(out)
+    return out.to(device=t.device, dtype=t.dtype)
 
 
 # ---------------------------------------------------------------------------------------- replicas
@@ -147,11 +160,7 @@ class Replicas:
         """``t`` summed over the processes (validation losses and target counts of each process's
         rows): the whole batch's, the same on every process (shape and dtype kept). One
         ``all_reduce``."""
-        if not self.active:
-            return t
-        out = t.detach().to(device=self.device, dtype=torch.float64).clone()
-        torch.distributed.all_reduce(out)
-        return out.to(device=t.device, dtype=t.dtype)
+        return summed(t) if self.active else t
 
     def mean_gradients(self, params: Sequence[Tensor], finite: bool) -> bool:
         """Average ``params``' gradients over the processes in place, as DDP's reducer does for the
@@ -317,18 +326,12 @@ class RowShard:
 
     def __init__(self, loader: Any, rank: int, world: int, training: bool = True) -> None:
         self.loader, self.rank, self.world, self.training = loader, rank, world, training
-        self._warned = False
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
-            n = int(next(iter(batch.values())).shape[0]) if isinstance(batch, dict) else 0
-            if self.training and n % self.world and not self._warned:
-                self._warned = True
-                log.warning("a training batch of %d rows does not split evenly over %d processes: DDP weighs "
-                            "every process alike, so the step differs slightly from one process's", n, self.world)
             yield shard_batch(batch, self.rank, self.world, self.training)
 
     def __getattr__(self, name: str) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -17,7 +17,7 @@ from growrnn.genome.complexity import complexity
 from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
-from growrnn.training.distributed import gather_rows, shard_rows
+from growrnn.training.distributed import gather_rows, shard_rows, summed
 
 __all__ = ["SequenceModel", "OPTIMIZERS", "pooled_loss"]
 
@@ -143,6 +143,7 @@ class SequenceModel(L.LightningModule):
         self._init(init_range, gen)
         self._state: dict[str, Any] = {}
         self._probe_state: Any = None  # the state the last training step started from
+        self._processes = 1  # the processes a training step's batch is split over (DDP; set in setup)
         self._resume: dict[str, Any] | None = None
         self._validated: tuple[int, float] | None = None  # (step, metric) of the last validation, for resumes
         self._step_params: tuple[list[Tensor], list[Tensor]] | None = None
@@ -179,11 +180,21 @@ class SequenceModel(L.LightningModule):
         if self.spec.stateful:
             self._state[stage] = _detach(new_state)
         loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"), measure)
-        return self._normalised(loss_sum, count, x.shape[0]), loss_sum.detach(), count, correct
+        processes = self._processes if stage == "train" else 1
+        return self._normalised(loss_sum, count, x.shape[0], processes), loss_sum.detach(), count, correct
 
-    def _normalised(self, loss_sum: Tensor, count: Tensor, batch_size: int) -> Tensor:
-        """The loss to train on from a batch's loss sum: per sequence (summed over time) or per target."""
-        if self.hparams["loss_sum_over_time"] and self.spec.per_step:
+    def _normalised(self, loss_sum: Tensor, count: Tensor, batch_size: int, processes: int = 1) -> Tensor:
+        """The loss to train on from a batch's loss sum: per sequence (summed over time) or per
+        target. With ``processes`` > 1 (a DDP training step on this process's rows of the global
+        batch) per the mean over the processes of the global batch's sequences or targets, so that
+        DDP's mean of the processes' gradients is the gradient of the global batch's loss, as one
+        process takes it, however the rows and their valid steps split (one ``all_reduce`` of a
+        number)."""
+        per_sequence = self.hparams["loss_sum_over_time"] and self.spec.per_step
+        if processes > 1:
+            mine = torch.as_tensor(float(batch_size), device=count.device) if per_sequence else count
+            return loss_sum / (summed(mine.double()).clamp(min=1.0) / processes).to(loss_sum.dtype)
+        if per_sequence:
             return loss_sum / batch_size
         return loss_sum / count.clamp(min=1.0)
 
@@ -283,12 +294,15 @@ class SequenceModel(L.LightningModule):
 
     # ---------------------------------------------------------------------------- lightning hooks
     def setup(self, stage: str) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self._processes = int(self.trainer.world_size) if self._trainer is not None and distributed else 1
         # before a checkpoint is restored (a resumed run keeps its own bias) and before DDP wraps
-        # the module (which then copies rank 0's bias to every process)
+        # the module (which then copies rank 0's bias to every process: the same on each)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and self.hparams.get("output_prior") and data is not None:
-            with torch.no_grad():
-                self.decoder.bias.copy_(output_prior(self.spec, data.train_dataloader()))
+            with torch.no_grad():  # under DDP each process reads its rows: the counts are summed
+                self.decoder.bias.copy_(output_prior(self.spec, data.train_dataloader(),
+                                                     summed if self._processes > 1 else None))
 
     def on_train_epoch_start(self) -> None:
         # a run resumed mid-epoch goes on with the state it had carried (see on_load_checkpoint)
@@ -521,27 +535,33 @@ def pooled_loss(sums: Tensor, counts: Tensor) -> float:
     return total / max(count, 1.0)
 
 
-def output_prior(spec: TaskSpec, batches: Any) -> Tensor:
+def output_prior(spec: TaskSpec, batches: Any, total: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """The decoder bias ``(output_size,)`` whose outputs are the targets' prior over ``batches``
     (dicts with ``y`` and optionally ``mask``, as the task loaders give): log-odds of each output
-    (``multi_hot``), log-frequencies (``tokens``, ``class``), or the mean target (regression)."""
-    total = torch.zeros(spec.output_size, dtype=torch.float64)
+    (``multi_hot``), log-frequencies (``tokens``, ``class``), or the mean target (regression).
+    ``total``: the sum over the processes of what each counted (DDP, whose processes read their
+    rows of each batch: :func:`~growrnn.training.distributed.summed`), so that every process's
+    prior is the whole training set's."""
+    sums = torch.zeros(spec.output_size, dtype=torch.float64)
     count = 0.0
     for batch in batches:
         y = batch["y"]
         mask = batch.get("mask") if spec.per_step else None
         if spec.output_kind in ("tokens", "class"):
             y = y[mask] if mask is not None else y.reshape(-1)
-            total += torch.bincount(y.reshape(-1).long(), minlength=spec.output_size)[:spec.output_size].double()
+            sums += torch.bincount(y.reshape(-1).long(), minlength=spec.output_size)[:spec.output_size].double()
             count += y.numel()
         else:
             y = (y[mask] if mask is not None else y).reshape(-1, spec.output_size).double()
-            total += y.sum(0)
+            sums += y.sum(0)
             count += y.shape[0]
+    if total is not None:
+        every = total(torch.cat([sums, torch.tensor([count], dtype=torch.float64)]))
+        sums, count = every[:-1], float(every[-1])
     if count == 0:
         raise ArgumentError("output_prior", allowed="a training set with at least one target", received="none",
                             hint="set output_prior: false")
-    mean = total / count
+    mean = sums / count
     if spec.output_kind in ("tokens", "class"):
         return mean.clamp_min(1e-8).log().float()
     if spec.output_kind == "multi_hot":
