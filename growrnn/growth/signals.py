@@ -135,13 +135,15 @@ class Signal:
         """The multiplier/gate value a new unit starts with."""
         return 0.0
 
-    def across_processes(self, t: Tensor) -> Tensor:
-        """``t`` averaged over the processes of a data-parallel run (``t`` itself in one process).
-        A signal that measures something on its batch (not on the weights, which every process
-        holds alike) passes it through here, so every process uses the global batch's value. The
-        controller sets ``process_mean`` (:class:`growrnn.training.distributed.Replicas`)."""
+    def across_processes(self, t: Tensor, weight: float = 1.0) -> Tensor:
+        """``t`` averaged over the processes of a data-parallel run (``t`` itself in one process),
+        each process's weighted by ``weight`` (what its ``t`` is a mean over: the steps of its rows
+        a layer's output moments were read on; equal by default). A signal that measures
+        something on its batch (not on the weights, which every process holds alike) passes it
+        through here, so every process uses the global batch's value. The controller sets
+        ``process_mean`` (:meth:`growrnn.training.distributed.Replicas.weighted_mean`)."""
         mean = getattr(self, "process_mean", None)
-        return t if mean is None else mean(t)
+        return t if mean is None else mean(t, weight)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -521,7 +523,8 @@ class Ablation(Signal):
         layers = layers_of(rnn)
         moments: dict[int, Tensor] = {}
         latching = {k for _, k, _ in picked if self.layer_worth > 0 and not self.engaged[k]}
-        hooks = [layers[k].register_forward_hook(_output_moments(moments, k, self.baseline == "regress", mask))
+        steps: dict[int, int] = {}
+        hooks = [layers[k].register_forward_hook(_output_moments(moments, k, self.baseline == "regress", mask, steps))
                  for k in {k for _, k, _ in picked} if self.baseline != "zero" or k in latching]
         try:
             base = probe()
@@ -530,7 +533,8 @@ class Ablation(Signal):
                 hook.remove()
         if not math.isfinite(base):
             return  # a diverged batch measures nothing
-        moments = {k: self.across_processes(m) for k, m in sorted(moments.items())}  # the global batch's, under DDP
+        # the global batch's, under DDP (each process's weighted by the steps it read)
+        moments = {k: self.across_processes(m, steps[k]) for k, m in sorted(moments.items())}
         fit = {k: self._held_out(k, m) for k, m in moments.items()} if self.held_out else moments
         self.base = base if self.base is None else (1 - self.memory) * self.base + self.memory * base
         bar = self.bar()
@@ -1019,16 +1023,19 @@ def _restore(weights: list[Tensor], biases: list[Tensor | None], saved: list[Ten
             b.copy_(old_b)
 
 
-def _output_moments(moments: dict[int, Tensor], k: int, second: bool,
-                    mask: Tensor | None = None) -> Callable[..., None]:
+def _output_moments(moments: dict[int, Tensor], k: int, second: bool, mask: Tensor | None = None,
+                    steps: dict[int, int] | None = None) -> Callable[..., None]:
     """A forward hook that keeps a (batch-first) layer's output moments over batch and time in
     ``moments[k]``, over the valid steps of ``mask`` (bool ``(B, T)``; default: every step): the
     mean ``(H,)``, or with ``second`` the mean of ``[h, 1] [h, 1]^T``, ``(H + 1, H + 1)`` (the
     last row and column are the mean). Computed where the layer runs, kept on the CPU with the
-    rest of growth's bookkeeping (the least-squares stand-ins are read from it there)."""
+    rest of growth's bookkeeping (the least-squares stand-ins are read from it there). ``steps``
+    gets ``steps[k]``, how many steps the moments are a mean over (their weight under DDP)."""
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         out = output[0].detach()
         x = (out if mask is None else out[mask.to(out.device)]).reshape(-1, out.shape[-1]).double()
+        if steps is not None:
+            steps[k] = int(x.shape[0])
         if second:
             x = torch.cat([x, torch.ones_like(x[:, :1])], 1)
             moments[k] = (x.T @ x / max(1, x.shape[0])).cpu()

@@ -141,10 +141,6 @@ class Replicas:
             return math.nan if value is None else value
         return global_probe
 
-    def mean_tensor(self, t: Tensor) -> Tensor:
-        """``t`` averaged over the processes (every process gets the same values; shape kept)."""
-        return self.weighted_mean(t, 1.0)
-
     def weighted_mean(self, t: Tensor, weight: float) -> Tensor:
         """``t``, a mean over ``weight`` items of this process's rows (a layer's output moments over
         its valid steps), as the mean over every process's items: the same values on every process

@@ -265,7 +265,7 @@ class StructureController(L.Callback):
         self.replicas = Replicas(trainer)
         if self.trials is not None:  # under DDP the trials measure the whole batch (training/paired.py)
             self.trials.replicas = self.replicas
-        self.signal.process_mean = self.replicas.mean_tensor  # type: ignore[attr-defined]
+        self.signal.process_mean = self.replicas.weighted_mean  # type: ignore[attr-defined]
         n = len(layers)
         self.added = self.added or [0] * n
         self.deleted = self.deleted or [0] * n
@@ -328,8 +328,9 @@ class StructureController(L.Callback):
         loss = self.replicas.mean(_loss_of(outputs))  # the global batch's loss under DDP
         self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), loss)
         if self.signal.needs_probe:  # under DDP a probe is the global batch's loss (every process's rows)
-            self.signal.measure(rnn, decoder, self.replicas.across(lambda: pl_module.batch_loss(batch)), step,
-                                mask=batch.get("mask") if isinstance(batch, dict) else None)
+            processes = self.replicas.world if self.replicas.active else 1
+            probe = self.replicas.across(lambda: pl_module.batch_loss(batch, processes))
+            self.signal.measure(rnn, decoder, probe, step, mask=batch.get("mask") if isinstance(batch, dict) else None)
         if self.trials is not None:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)

@@ -199,18 +199,20 @@ class SequenceModel(L.LightningModule):
         return loss_sum / count.clamp(min=1.0)
 
     @torch.no_grad()
-    def batch_loss(self, batch: dict[str, Tensor]) -> float:
+    def batch_loss(self, batch: dict[str, Tensor], processes: int = 1) -> float:
         """``batch``'s training loss with the weights as they are, in evaluation mode (no dropout)
         and without gradients: the structure controller's ablation probe. It starts from the state
         the last training step started from where the task carries state across batches (a
-        language model's window is read in its context, as it was trained), else from a fresh one."""
+        language model's window is read in its context, as it was trained), else from a fresh one.
+        With ``processes`` > 1 (this process's rows of a DDP batch; a collective) normalised as a
+        training step is, so that the processes' mean is the global batch's loss."""
         was = self.training
         self.eval()
         state = _fitting(self._probe_state if self.spec.stateful else None, batch["x"])
         try:
             logits, _ = self(batch["x"], state)
             loss_sum, count, _ = self._loss(logits, batch["y"], batch.get("mask"), batch.get("lengths"), False)
-            return float(self._normalised(loss_sum, count, batch["x"].shape[0]))
+            return float(self._normalised(loss_sum, count, batch["x"].shape[0], processes))
         finally:
             self.train(was)
 

@@ -632,21 +632,18 @@ def _finite(loss: float) -> float:
 def _moments(model: Any, k: int, batch: Any, replicas: Replicas | None = None) -> Tensor:
     """Layer ``k``'s output moments (see :func:`~growrnn.growth.signals.unit_worth`) on ``batch``, as
     the network reads it now (evaluation mode); with ``replicas`` of several processes, on every
-    process's rows of it (each process's moments weighted by the steps they are a mean over: the
-    hook's, every step of the batch or the valid ones of its mask)."""
+    process's rows of it (each process's moments weighted by the steps they are a mean over)."""
     moments: dict[int, Tensor] = {}
+    steps: dict[int, int] = {}
     if isinstance(batch, dict):
         batch = {key: v.to(model.device) if torch.is_tensor(v) else v for key, v in batch.items()}
     mask = batch.get("mask") if isinstance(batch, dict) else None
-    hook = layers_of(model.rnn)[k].register_forward_hook(_output_moments(moments, k, True, mask))
+    hook = layers_of(model.rnn)[k].register_forward_hook(_output_moments(moments, k, True, mask, steps))
     try:
         model.batch_loss(batch)
     finally:
         hook.remove()
-    if replicas is None or not replicas.active:
-        return moments[k]
-    steps = float(mask.sum()) if mask is not None else float(batch["x"].shape[0] * batch["x"].shape[1])
-    return replicas.weighted_mean(moments[k], steps)
+    return moments[k] if replicas is None else replicas.weighted_mean(moments[k], float(steps[k]))
 
 
 def _clone(model: Any) -> Any:

@@ -63,6 +63,10 @@ JOBS: dict[str, dict[str, Any]] = {
     "masked": {"signal": "paired", "cell": "lstm", "start": [3], "model": {**SETTLE, "output_prior": True},
                "data": ("anbncn", {"max_n": 8, "n_train": 7 * STEPS, "n_eval": 14, "batch_size": 7}),
                "rule": {"lam": 1e-4, "paired_steps": 3, "paired_targets": 0, "max_units": 8}},
+    "ablation_masked": {"signal": "ablation", "cell": "lstm", "start": [3], "model": SETTLE,
+                        "data": ("anbncn", {"max_n": 8, "n_train": 7 * STEPS, "n_eval": 14, "batch_size": 7}),
+                        "rule": {"lam": 0.003, "trial_steps": 3, "ablation_every": 2, "ablation_rate": 1.0,
+                                 "ablation_baseline": "mean"}},
 }
 
 
@@ -266,7 +270,8 @@ def test_one_process_costs_no_collective() -> None:
     replicas = Replicas()
     assert not replicas.active and replicas.mean(2.5) == 2.5
     t = torch.ones(3)
-    assert replicas.mean_tensor(t) is t
+    assert replicas.weighted_mean(t, 7.0) is t and replicas.total(t) is t
+    assert replicas.mean_gradients([torch.nn.Parameter(t.clone())], True)
     plans: list[Any] = [None]
     streaks = [torch.zeros(3, dtype=torch.long)]
     assert replicas.agree(plans, streaks, __import__("random").Random(0), torch.Generator()) == (plans, streaks)
