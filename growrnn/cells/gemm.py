@@ -37,8 +37,10 @@ def onednn_available() -> bool:
 
 
 def _onednn(t: Tensor) -> bool:
+    # not under autocast: oneDNN's ops have no autocast rule (they would run in float32 where the
+    # plain ops run in the autocast dtype, and which one runs is a per-process speed race)
     return (t.device.type == "cpu" and t.dtype == torch.float32 and onednn_available()
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu"))
 
 
 def _lp(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:

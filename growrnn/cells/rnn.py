@@ -131,8 +131,8 @@ class GenomeRNN(nn.Module):
             to the generic path; see docs/benchmarks.md).
         compile: wrap the generic path's step function in ``torch.compile``.
         fused: run the generic path's time loop in the fused native layer (one library call per
-            layer, forward and backward; CPU, float32/float64) where it is available. ``False``:
-            the per-op Python loop, the reference. See ``growrnn.cells.fused``.
+            layer, forward and backward; CPU, float32/float64, outside ``torch.autocast``) where it is
+            available. ``False``: the per-op Python loop, the reference. See ``growrnn.cells.fused``.
         generator: the ``torch.Generator`` that initialises the weights (default: torch's global).
 
     Shapes: input ``(T, B, I)`` (or ``(B, T, I)``, or unbatched ``(T, I)``); state a tuple of
@@ -359,8 +359,10 @@ class GenomeRNN(nn.Module):
         return p is not None and not self.uses_fast_path and self._fused_for(p.device, p.dtype)
 
     def _fused_for(self, device: torch.device, dtype: torch.dtype) -> bool:
+        # not under autocast (bf16-mixed/16-mixed): the library computes in its inputs' one dtype,
+        # and the generic path's products then come in the autocast dtype
         return (getattr(self, "fused", True) and not self.compiled and self.plan.program is not None
-                and device.type == "cpu"
+                and device.type == "cpu" and not torch.is_autocast_enabled("cpu")
                 and dtype in (torch.float32, torch.float64) and fused.available())
 
     def _fused_layer(self, x: Tensor, states: State, k: int) -> tuple[Tensor, State]:

@@ -159,3 +159,21 @@ def test_concurrent_first_builds_compile_once(monkeypatch: pytest.MonkeyPatch, t
         t.join()
     assert len(set(paths)) == 1 and paths[0] is not None and paths[0].read_text() == "lib\n"
     assert calls.read_text().count("x") == 1
+
+
+@pytest.mark.parametrize("cell", ["gru", CELL_156])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_under_cpu_autocast_a_cell_runs_on_plain_torch_ops(cell: str, dtype: torch.dtype) -> None:
+    """Under ``torch.autocast`` (Lightning's bf16-mixed/16-mixed on a CPU) neither the fused layer
+    nor oneDNN's direct products run -- they compute in one dtype where autocast's products come
+    in another (the fused layer failed on a mix of float32 and bf16 inputs whenever the per-process
+    kernel race picked torch's products) -- so the layer is the plain ops' layer, the same in every
+    process: equal to the unfused, per-op layer's result under the same autocast."""
+    from growrnn.cells import gemm
+    a, b = _both(cell, dtype=torch.float32)
+    x = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=dtype):
+        assert not a._fused_for(x.device, x.dtype) and not gemm._onednn(x)
+        ran = [_run(rnn, x, None) for rnn in (a, b)]
+    for got, want in zip(ran[0][:3], ran[1][:3], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
