@@ -209,11 +209,13 @@ class Replicas:
         gen.set_state(gen_state)
         return theirs, [s.to(streaks[k].device) if k < len(streaks) else s for k, s in enumerate(their_streaks)]
 
-    def resized(self, pl_module: Any, optimizer: Any = None) -> None:
+    def resized(self, pl_module: Any, optimizer: Any = None, rewrap: bool = True) -> None:
         """After every process resized the same layers: check that the replicas are bit-identical
-        (parameters and optimizer state) and rebuild DDP's reducer through the
-        strategy (``configure_ddp``: the module wrapped anew, with the strategy's DDP options).
-        Raises :class:`~growrnn.errors.ReplicaError` if the replicas differ."""
+        (parameters and optimizer state) and, with ``rewrap``, rebuild DDP's reducer through the
+        strategy (``configure_ddp``: the module wrapped anew, with the strategy's DDP options; not
+        when training has ended: no backward follows, and a reducer built as the processes shut
+        down can abort one at exit). Raises :class:`~growrnn.errors.ReplicaError` if the replicas
+        differ."""
         if not self.active:
             return
         named = _replica_tensors(pl_module, optimizer)
@@ -227,7 +229,8 @@ class Replicas:
                 raise ReplicaError(f"after a resize, rank {rank}'s {named[rows[0]][0]} differs from rank 0's",
                                    hint="every process must apply the same surgery to the same weights; a signal "
                                         "that measures its own batch must reduce it with Signal.across_processes")
-        self.rebuild()
+        if rewrap:
+            self.rebuild()
 
     def rebuild(self) -> None:
         """Wrap the LightningModule in a new ``DistributedDataParallel`` through the strategy, whose

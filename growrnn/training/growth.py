@@ -367,8 +367,8 @@ class StructureController(L.Callback):
         if self.trials is not None and trainer.optimizers:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step, self._count)
-            if (sum(self.added), sum(self.deleted)) != moved:
-                self.replicas.resized(pl_module, trainer.optimizers[0])
+            if (sum(self.added), sum(self.deleted)) != moved:  # training is over: checked, not rewrapped
+                self.replicas.resized(pl_module, trainer.optimizers[0], rewrap=False)
             self._log_trials(trainer, seen)
         self.flush(trainer)
 
