@@ -90,9 +90,11 @@ def _distributed() -> bool:
 
 def summed(t: Tensor) -> Tensor:
     """``t`` summed over the processes of the default group, the same on every process, on ``t``'s
-    device and in its dtype (reduced in float64: NCCL on the device, gloo on the host). A
-    collective: every process calls it."""
-    device = t.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    device and in its dtype (reduced in float64: NCCL on this process's GPU, a host tensor moved
+    there and back; gloo on the host). A collective: every process calls it."""
+    device = torch.device("cpu")
+    if torch.distributed.get_backend() == "nccl":
+        device = t.device if t.device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
     out = t.detach().to(device=device, dtype=torch.float64).clone()
     torch.distributed.all_reduce(out)
     return out.to(device=t.device, dtype=t.dtype)
@@ -147,10 +149,9 @@ class Replicas:
         (shape kept). One ``all_reduce``."""
         if not self.active:
             return t
-        flat = torch.cat([t.detach().reshape(-1).to(device=self.device, dtype=torch.float64) * weight,
-                          torch.tensor([weight], dtype=torch.float64, device=self.device)])
-        torch.distributed.all_reduce(flat)
-        return (flat[:-1] / flat[-1]).reshape(t.shape).to(device=t.device, dtype=t.dtype)
+        flat = summed(torch.cat([t.detach().reshape(-1).double() * weight,
+                                 torch.tensor([weight], dtype=torch.float64, device=t.device)]))
+        return (flat[:-1] / flat[-1]).reshape(t.shape).to(dtype=t.dtype)
 
     def total(self, t: Tensor) -> Tensor:
         """``t`` summed over the processes (validation losses and target counts of each process's
@@ -167,9 +168,9 @@ class Replicas:
         if not self.active:
             return finite
         grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1).to(device=self.device, dtype=torch.float64) for g in grads] +
-                         [torch.tensor([0.0 if finite else 1.0], dtype=torch.float64, device=self.device)])
-        torch.distributed.all_reduce(flat)
+        device = grads[0].device if grads else torch.device("cpu")
+        flat = summed(torch.cat([g.reshape(-1).double() for g in grads] +
+                                [torch.tensor([0.0 if finite else 1.0], dtype=torch.float64, device=device)]))
         if float(flat[-1]) > 0:
             return False
         flat = flat[:-1] / self.world
