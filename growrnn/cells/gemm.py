@@ -6,18 +6,34 @@ with oneDNN, float32 CPU products call it directly through ``torch.ops.mkldnn._l
 (the op torch's inductor emits for linear layers), with weights packed once per forward for the
 per-step products. Everywhere else (CUDA, float64, ``torch.compile``) plain torch ops run. Set
 ``GROWRNN_ONEDNN=0`` to force plain torch ops.
+
+Which kernel a whole-sequence product takes decides the last bits of its result, so the choice
+must not change from one process to the next on the same machine: oneDNN is taken only where it
+wins its race by a clear margin (:data:`MARGIN`), and the processes of a distributed run agree on
+one choice (:func:`agree_kernels`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["onednn_available", "linear", "RecurrentWeight", "recurrent_mm", "matmul_tn"]
+__all__ = ["onednn_available", "linear", "RecurrentWeight", "recurrent_mm", "matmul_tn", "prefers_onednn",
+           "agree_kernels", "MARGIN"]
+
+#: a whole-sequence product goes to oneDNN only where oneDNN takes at most this share of torch's
+#: time: the cases it is for are 2x apart (MKL at half oneDNN's speed on some AMD processors, ``mm``
+#: twice as fast for weight gradients on Intel ones), and a near tie would go either way from one
+#: process to the next (a resumed run, each process of a DDP run), and with it the products' last bits
+MARGIN = 0.8
+#: the kernels chosen in this process, by kind (see prefers_onednn)
+_CHOSEN: dict[str, bool] = {}
+KINDS = ("linear", "tn")
 
 
 @cache
@@ -47,24 +63,46 @@ def _lp(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
 
-@cache
 def prefers_onednn(kind: str) -> bool:
     """Whether oneDNN beats torch's own kernel (MKL on x86) on this machine for ``kind``:
     ``"linear"`` (``x @ w.T + b``) or ``"tn"`` (a weight gradient ``a.T @ b``, for which oneDNN's
-    op needs two transposed copies that ``mm`` avoids). On some AMD processors MKL runs at half
-    oneDNN's speed; on Intel ones ``mm`` wins, by about 2x for weight gradients. Decided once per
-    process on a typical shape (best of five runs each), on one thread: with more threads than
-    idle cores both kernels read as the same wait, and oneDNN's thread team then costs
+    op needs two transposed copies that ``mm`` avoids) by :data:`MARGIN`. On some AMD processors
+    MKL runs at half oneDNN's speed; on Intel ones ``mm`` wins, by about 2x for weight gradients.
+    Decided once per process on a typical shape (best of five runs each), on one thread: with more
+    threads than idle cores both kernels read as the same wait, and oneDNN's thread team then costs
     milliseconds per call."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _race(kind)
-    finally:
-        torch.set_num_threads(threads)
+    if kind not in _CHOSEN:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            onednn, plain = _race(kind)
+        finally:
+            torch.set_num_threads(threads)
+        _CHOSEN[kind] = wins(onednn, plain)
+    return _CHOSEN[kind]
 
 
-def _race(kind: str) -> bool:
+def wins(onednn: float, plain: float) -> bool:
+    """Whether oneDNN's time ``onednn`` beats torch's ``plain`` by :data:`MARGIN` (seconds).
+
+    >>> wins(0.5, 1.0), wins(0.95, 1.0), wins(1.3, 1.0)
+    (True, False, False)
+    """
+    return onednn <= MARGIN * plain
+
+
+def agree_kernels(votes: Callable[[Tensor], Tensor], processes: int) -> dict[str, bool]:
+    """Make every process of a distributed run take the same kernels: oneDNN for a kind only where
+    every process's own race chose it. ``votes`` sums a tensor over the processes (a collective:
+    every process calls this, at the same point). Returns the kernels chosen, by kind."""
+    mine = torch.tensor([float(prefers_onednn(kind)) for kind in KINDS])
+    every = votes(mine)
+    _CHOSEN.update({kind: bool(every[i].item() == processes) for i, kind in enumerate(KINDS)})
+    return {kind: _CHOSEN[kind] for kind in KINDS}
+
+
+def _race(kind: str) -> tuple[float, float]:
+    """The best of five times of oneDNN's kernel and torch's on a typical shape, in seconds."""
     import time
     g = torch.Generator().manual_seed(0)
     if kind == "tn":
@@ -83,7 +121,7 @@ def _race(kind: str) -> bool:
             run()
             times.append(time.perf_counter() - t0)
         best[key] = min(times)
-    return best[True] < best[False]
+    return best[True], best[False]
 
 
 def matmul_tn(a: Tensor, b: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from growrnn.cells.gemm import agree_kernels
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.complexity import complexity
@@ -298,6 +299,8 @@ class SequenceModel(L.LightningModule):
     def setup(self, stage: str) -> None:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self._processes = int(self.trainer.world_size) if self._trainer is not None and distributed else 1
+        if self._processes > 1:  # every process's products on the same kernels, bit for bit
+            agree_kernels(summed, self._processes)
         # before a checkpoint is restored (a resumed run keeps its own bias) and before DDP wraps
         # the module (which then copies rank 0's bias to every process: the same on each)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -88,3 +88,25 @@ def test_state_dict_loads_across() -> None:
 def test_from_torch_rejects_what_it_cannot_import(module, match: str) -> None:
     with pytest.raises(gr.ArgumentError, match=match):
         gr.GenomeRNN.from_torch(module)
+
+
+@pytest.mark.parametrize(("onednn", "plain", "chosen"), [
+    (0.5, 1.0, True),    # MKL at half oneDNN's speed (some AMD processors)
+    (0.8, 1.0, True),    # the margin itself
+    (0.95, 1.0, False),  # a near tie: torch's own kernel, in every process
+    (1.3, 1.0, False),   # mm's weight gradient on this project's machines
+])
+def test_onednn_takes_a_product_only_by_a_clear_margin(onednn: float, plain: float, chosen: bool) -> None:
+    assert gemm.wins(onednn, plain) is chosen
+
+
+@pytest.mark.parametrize(("mine", "others", "agreed"), [
+    ({"linear": True, "tn": True}, [1.0, 1.0], {"linear": True, "tn": True}),
+    ({"linear": True, "tn": False}, [0.0, 0.0], {"linear": False, "tn": False}),  # the other process's race differed
+    ({"linear": False, "tn": False}, [1.0, 1.0], {"linear": False, "tn": False}),
+])
+def test_the_processes_of_a_run_agree_on_one_kernel(mine: dict, others: list, agreed: dict,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gemm, "_CHOSEN", dict(mine))
+    assert gemm.agree_kernels(lambda votes: votes + torch.tensor(others), processes=2) == agreed
+    assert all(gemm.prefers_onednn(kind) is agreed[kind] for kind in gemm.KINDS)
