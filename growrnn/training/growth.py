@@ -355,10 +355,12 @@ class StructureController(L.Callback):
             if any(units is not None for units in plans):
                 self.replicas.resized(pl_module, optimizer)  # check the replicas, rebuild DDP's reducer
         sizes = [layer.hidden_size for layer in layers_of(rnn)]
-        self._pending.append((step, sizes, None if self.trials is None else self.trials.held_units(sizes)))
+        held = None if self.trials is None else self.trials.held_units(sizes)
+        self._pending.append((step, sizes, held))
         if self._logs_now(trainer):
-            # the console's progress bar shows the sizes too (TensorBoard gets them from flush)
-            for k, size in enumerate(sizes):
+            # the console's progress bar shows the units each layer holds (not a running trial's
+            # units on probation; TensorBoard gets both from flush)
+            for k, size in enumerate(held or sizes):
                 pl_module.log("units" if len(sizes) == 1 else f"units{k}", float(size), prog_bar=True,
                               logger=False, on_step=True, on_epoch=False)
             self.flush(trainer)

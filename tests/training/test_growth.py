@@ -270,7 +270,8 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
     grow = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=3)
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     data = tasks.get("miconi_hard", train_windows=12, eval_windows=2).datamodule()
-    _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3).fit(_model([2, 2], "lstm", **SETTLING_MODEL), data)
+    trainer = _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3)
+    trainer.fit(_model([2, 2], "lstm", **SETTLING_MODEL), data)
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     moved = events.Scalars("structure/trial/moved")
@@ -285,6 +286,10 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
     decided = [(d["step"], d["width"] + d["chosen"]) for d in grow.trials.decisions if d["layer"] == 0]  # type: ignore[union-attr]
     assert held == {s: ([2] + [w for at, w in decided if at <= s])[-1] for s in units}
     assert all(held[s] <= units[s] for s in units) and any(held[s] < units[s] for s in units)
+    # the progress bar shows the units held, as last logged
+    last = max(s for s in units if s % 3 == 0)
+    assert trainer.progress_bar_metrics["units0"] == held[last]
+    assert trainer.progress_bar_metrics["units1"] == events.Scalars("structure/held/layer1")[last - 1].value
 
 
 def test_a_checkpoint_from_before_the_held_units_still_loads() -> None:
