@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from growrnn.cells.gemm import autocast_of, replayed
+
 __all__ = ["elman_layer"]
 
 
@@ -31,24 +33,26 @@ class _ElmanBPTT(torch.autograd.Function):
             h = torch.tanh(torch.addmm(pre[t], h, w_hh_t))
             hs[t] = h
         ctx.save_for_backward(x, h0, w_ih, w_hh, hs)
+        ctx.amp = autocast_of(x)
         return hs, h
 
     @staticmethod
     def backward(ctx: Any, g_out: Tensor | None, g_last: Tensor | None) -> tuple[Tensor, ...]:
-        x, h0, w_ih, w_hh, hs = ctx.saved_tensors
-        T, B, F = x.shape
-        H = w_hh.shape[0]
-        slope = 1 - hs * hs  # tanh' at every step, in one kernel
-        d_pre = torch.empty_like(hs)
-        carry = g_last if g_last is not None else hs.new_zeros(B, H)
-        for t in range(T - 1, -1, -1):
-            grad = carry if g_out is None else g_out[t] + carry
-            d = grad * slope[t]
-            d_pre[t] = d
-            carry = d @ w_hh
-        prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(T * B, H)
-        d2 = d_pre.reshape(T * B, H)
-        return (d2 @ w_ih).reshape(T, B, F), carry, d2.t() @ x.reshape(T * B, F), d2.t() @ prev, d2.sum(0)
+        with replayed(ctx.amp):  # the forward's precision (autograd casts each gradient to its input's dtype)
+            x, h0, w_ih, w_hh, hs = ctx.saved_tensors
+            T, B, F = x.shape
+            H = w_hh.shape[0]
+            slope = 1 - hs * hs  # tanh' at every step, in one kernel
+            d_pre = torch.empty_like(hs)
+            carry = g_last if g_last is not None else hs.new_zeros(B, H)
+            for t in range(T - 1, -1, -1):
+                grad = carry if g_out is None else g_out[t] + carry
+                d = grad * slope[t]
+                d_pre[t] = d
+                carry = d @ w_hh
+            prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(T * B, H)
+            d2 = d_pre.reshape(T * B, H)
+            return (d2 @ w_ih).reshape(T, B, F), carry, d2.t() @ x.reshape(T * B, F), d2.t() @ prev, d2.sum(0)
 
 
 def elman_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["onednn_available", "linear", "RecurrentWeight", "recurrent_mm", "matmul_tn", "prefers_onednn",
-           "agree_kernels", "MARGIN"]
+__all__ = ["onednn_available", "autocast_of", "replayed", "linear", "RecurrentWeight", "recurrent_mm", "matmul_tn",
+           "prefers_onednn", "agree_kernels", "MARGIN"]
 
 #: a whole-sequence product goes to oneDNN only where oneDNN takes at most this share of torch's
 #: time: the cases it is for are 2x apart (MKL at half oneDNN's speed on some AMD processors, ``mm``
@@ -50,6 +50,22 @@ def onednn_available() -> bool:
         return bool(torch.allclose(got, torch.addmm(c, x, w.t()), atol=1e-5))
     except (RuntimeError, AttributeError):
         return False
+
+
+def autocast_of(t: Tensor) -> tuple[str, torch.dtype, bool]:
+    """The autocast state that products on ``t``'s device run under now: (device type, dtype,
+    enabled). A custom autograd Function records it in forward and computes its backward under
+    it again (:func:`replayed`), as torch's own ops do: Lightning's ``bf16-mixed``/``16-mixed``
+    run the backward outside the autocast context, where a product of a low-precision gradient
+    and a float32 weight would fail."""
+    device = t.device.type
+    return device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device)
+
+
+def replayed(state: tuple[str, torch.dtype, bool]) -> torch.autocast:
+    """The autocast context of a state :func:`autocast_of` recorded."""
+    device, dtype, enabled = state
+    return torch.autocast(device, dtype=dtype, enabled=enabled)
 
 
 def _onednn(t: Tensor) -> bool:

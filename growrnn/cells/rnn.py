@@ -75,13 +75,14 @@ class _SeqWeightGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, carrier: Tensor, weight: Tensor, holder: list[Tensor], col0: int,
                 ncols: int) -> Tensor:
-        ctx.holder, ctx.col0, ctx.ncols = holder, col0, ncols
+        ctx.holder, ctx.col0, ctx.ncols, ctx.amp = holder, col0, ncols, gemm.autocast_of(carrier)
         return carrier.view_as(carrier)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         g = grad.narrow(-1, ctx.col0, ctx.ncols).reshape(-1, ctx.ncols)
-        return grad, gemm.matmul_tn(g, ctx.holder[0]), None, None, None
+        with gemm.replayed(ctx.amp):  # the per-step products' precision (autograd casts to the weight's dtype)
+            return grad, gemm.matmul_tn(g, ctx.holder[0]), None, None, None
 
 
 def _carrier(bias: Tensor | None, x: Tensor, T: int, B: int, width: int) -> Tensor:
@@ -219,6 +220,9 @@ class GenomeRNN(nn.Module):
     def _native_for(self, device: torch.device, dtype: torch.dtype) -> bool:
         if self.native is None:
             return False
+        if self.native.kernel == "lstm" and device.type == "cpu" and torch.is_autocast_enabled("cpu") \
+                and torch.get_autocast_dtype("cpu") == torch.float16:
+            return False  # oneDNN has no float16 LSTM on most CPUs: nn.LSTM itself fails there
         if self.fast_path is True or self.native.kernel == "lstm":
             return True
         if self._fused_for(device, dtype):  # the fused layer beats torch's CPU GRU/RNN kernels

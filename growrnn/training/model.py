@@ -179,7 +179,7 @@ class SequenceModel(L.LightningModule):
             self._probe_state = state  # what the structure controller's probe of this batch starts from
         logits, new_state = self(x, state)
         if self.spec.stateful:
-            self._state[stage] = _detach(new_state)
+            self._state[stage] = _carried(new_state, self.decoder.weight.dtype)
         loss_sum, count, correct = self._loss(logits, y, mask, batch.get("lengths"), measure)
         processes = self._processes if stage == "train" else 1
         return self._normalised(loss_sum, count, x.shape[0], processes), loss_sum.detach(), count, correct
@@ -617,8 +617,12 @@ def _fitting(state: Any, x: Tensor) -> Any:
     return _to(state, x.device) if state is not None and _first(state).shape[1] == x.shape[0] else None
 
 
-def _detach(state: Any) -> Any:
-    return state.detach() if torch.is_tensor(state) else tuple(_detach(s) for s in state)
+def _carried(state: Any, dtype: torch.dtype) -> Any:
+    """``state`` detached, in the parameters' ``dtype``: under autocast (``bf16-mixed``) a state
+    comes out in the autocast dtype, and every forward that reads it next -- a training step, or a
+    measurement or judgement outside autocast (the paired trials, ``ablation``'s probes) -- can then
+    take it, as it takes the parameters."""
+    return state.detach().to(dtype) if torch.is_tensor(state) else tuple(_carried(s, dtype) for s in state)
 
 
 def _to(state: Any, device: torch.device) -> Any:

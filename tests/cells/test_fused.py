@@ -177,3 +177,33 @@ def test_under_cpu_autocast_a_cell_runs_on_plain_torch_ops(cell: str, dtype: tor
         ran = [_run(rnn, x, None) for rnn in (a, b)]
     for got, want in zip(ran[0][:3], ran[1][:3], strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("cell", "fast_path"), [
+    ("elman", True), ("elman", False),  # the hand-written Elman backward; the generic path
+    ("lstm", True), ("lstm", False),    # under float16 on a CPU the LSTM takes the generic path
+    ("gru", True), ("gru", False), (CELL_156, False),
+])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 0.08), (torch.float16, 0.01)])
+def test_every_path_trains_under_cpu_autocast_as_lightning_runs_it(cell: str, fast_path: bool, dtype: torch.dtype,
+                                                                    tol: float) -> None:
+    """Lightning's bf16-mixed/16-mixed run the forward under autocast and the backward outside it.
+    The library's own autograd Functions compute their backward in the forward's precision (it
+    failed with "expected m1 and m2 to have the same dtype" on every path but the GRU's), and
+    oneDNN has no float16 LSTM on most CPUs (``nn.LSTM`` itself fails there). Every float32
+    parameter gets a float32 gradient within the autocast dtype's rounding of the float32 run's
+    (``tol`` of the largest entry)."""
+    rnn = gr.GenomeRNN(cell, 4, 6, num_layers=2, fast_path=fast_path, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(7, 3, 4, generator=torch.Generator().manual_seed(1))
+    w = torch.linspace(-1, 1, 7 * 3 * 6).view(7, 3, 6)
+
+    def grads(amp: bool) -> dict[str, torch.Tensor]:
+        rnn.zero_grad()
+        with torch.autocast("cpu", dtype=dtype, enabled=amp):
+            out, _ = rnn(x)
+        (out.float() * w).sum().backward()
+        return {n: p.grad.clone() for n, p in rnn.named_parameters()}
+    mixed, full = grads(True), grads(False)
+    for name, g in full.items():
+        assert mixed[name].dtype == torch.float32
+        torch.testing.assert_close(mixed[name], g, rtol=0, atol=tol * float(g.abs().max().clamp_min(1e-3)), msg=name)

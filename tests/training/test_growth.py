@@ -998,6 +998,38 @@ def test_a_trial_copy_trains_as_lightning_trains_the_network(tmp_path: Path, pre
     assert same == (precision == "32-true")
 
 
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "h' = sigmoid(affine(x) + linear(relu(h)))"])
+def test_a_stack_grows_under_bf16_mixed_and_resumes_exactly(tmp_path: Path, cell: str) -> None:
+    """Lightning's ``bf16-mixed`` on a CPU with the default signal (short trials), a two-layer stack
+    with dropout on a stateful stream, two batches a step, checkpointed mid-run: the run grows and
+    shrinks, and resumed it equals the uninterrupted run. Until 2026-12-04 every cell but the GRU
+    failed: the library's autograd functions ran their backward outside autocast, and the carried
+    state, in bf16, reached measurements outside autocast (the LSTM's kernel and the fused layer
+    refused it)."""
+    def run(ckpt: str | None) -> list:
+        data = TaskData("miconi_switch", {"train_windows": 96, "eval_windows": 4, "batch_size": 2})
+        model = SequenceModel(data.spec, cell=cell, hidden_size=[3, 2], dropout=0.1, one_hot=True, seed=1,
+                              optimizer="adam", lr=0.01, output_prior=True)
+        record = _Record()
+        saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "a", every_n_train_steps=6, save_top_k=-1,
+                                                    filename="{step}")
+        controller = StructureController(seed=3, paired_steps=3, paired_targets=0, max_units=12)
+        _trainer(tmp_path, [controller, record, saver], enable_checkpointing=True, precision="bf16-mixed",
+                 accumulate_grad_batches=2, limit_val_batches=None, val_check_interval=20).fit(model, data,
+                                                                                              ckpt_path=ckpt)
+        return record.rows
+
+    whole = run(None)
+    ckpt = tmp_path / "mid.ckpt"
+    (tmp_path / "a" / "step=6.ckpt").rename(ckpt)
+    shutil.rmtree(tmp_path / "a")  # the resumed run writes its own checkpoints there (see test_distributed)
+    resumed = run(str(ckpt))
+    assert len(whole) == 96 and resumed == whole[-len(resumed):] and len(resumed) == 84
+    sizes = [r[2] for r in whole]
+    assert any(b[k] > a[k] for a, b in zip(sizes, sizes[1:], strict=False) for k in (0, 1))
+    assert any(b[k] < a[k] for a, b in zip(sizes, sizes[1:], strict=False) for k in (0, 1))
+
+
 def test_a_paired_run_accumulating_two_batches_is_the_run_on_their_double(tmp_path: Path) -> None:
     """With ``accumulate_grad_batches`` 2 a trial's copy accumulates its gradient over the step's
     batches as the network does, and the trial counts every batch's targets: the run takes the
