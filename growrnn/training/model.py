@@ -22,8 +22,8 @@ from growrnn.training.distributed import gather_rows, shard_rows, summed
 
 __all__ = ["SequenceModel", "OPTIMIZERS", "pooled_loss"]
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
-              "adagrad": torch.optim.Adagrad}
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
 Schedule = Literal["none", "decay", "plateau"]
 
 
@@ -43,10 +43,12 @@ class SequenceModel(L.LightningModule):
             Karpathy's character models do).
         dropout: on the encoder output, between layers and before the decoder.
         tie_weights: share the token embedding with the decoder (needs embedding = hidden size).
-        optimizer: ``sgd``, ``adam``, ``rmsprop`` or ``adagrad``.
+        optimizer: ``sgd``, ``adam``, ``adamw`` (Loshchilov & Hutter's decoupled weight decay),
+            ``rmsprop`` or ``adagrad``.
         lr: learning rate.
         momentum: for SGD and RMSprop.
-        weight_decay: L2 penalty, as in torch.
+        weight_decay: L2 penalty, as in torch (AdamW's decoupled decay); None: the optimizer's own
+            default (torch's: 0, AdamW's 0.01).
         eps: the denominator's epsilon of Adam, RMSprop and Adagrad (torch's default if None).
         schedule: ``none``; ``decay`` — multiply the lr by ``decay`` after every epoch from
             ``decay_start`` on (Zaremba et al.); ``plateau`` — divide it by ``plateau_factor``
@@ -85,7 +87,7 @@ class SequenceModel(L.LightningModule):
     def __init__(self, spec: TaskSpec, cell: Genome | str = "lstm", hidden_size: int | list[int] = 128,
                  num_layers: int = 1, embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
                  tie_weights: bool = False,
-                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float | None = None,
                  eps: float | None = None,
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
@@ -103,7 +105,8 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
         if schedule not in ("none", "decay", "plateau"):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", 0.0 if weight_decay is None
+                                                                 else weight_decay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ArgumentError(name, allowed="a finite number >= 0", received=value,
                                     hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
@@ -403,7 +406,9 @@ class SequenceModel(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp: Any = self.hparams
-        kw: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
+        kw: dict[str, Any] = {"lr": hp.lr}
+        if hp.weight_decay is not None:
+            kw["weight_decay"] = hp.weight_decay
         if hp.optimizer in ("sgd", "rmsprop"):
             kw["momentum"] = hp.momentum
         if hp.eps is not None and hp.optimizer != "sgd":

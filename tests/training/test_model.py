@@ -106,7 +106,7 @@ def test_a_half_precision_model_judges_its_loss_in_single_precision(task: str, o
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"optimizer": "lbfgs"}, "'optimizer'.*sgd, adam, rmsprop, adagrad"),
+    ({"optimizer": "lbfgs"}, "'optimizer'.*sgd, adam, adamw, rmsprop, adagrad"),
     ({"schedule": "cosine"}, "'schedule'.*none, decay, plateau"),
     ({"tie_weights": True, "embedding_size": 4}, "'tie_weights'"),
     ({"cell": "lsmt"}, "'cell'.*lstm.*did you mean 'lstm'"),
@@ -123,15 +123,19 @@ def test_bad_options(kwargs: dict, match: str) -> None:
         SequenceModel(spec, **{"hidden_size": 8, **kwargs})
 
 
-@pytest.mark.parametrize(("optimizer", "schedule"), [("sgd", "decay"), ("adam", "plateau"), ("rmsprop", "none"),
-                                                     ("adagrad", "none")])
-def test_optimizers_and_schedules(optimizer: str, schedule: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("optimizer", "schedule", "kind", "decay"), [
+    ("sgd", "decay", torch.optim.SGD, 0.0), ("adam", "plateau", torch.optim.Adam, 0.0),
+    ("adamw", "none", torch.optim.AdamW, 0.01),  # the optimizer's own default weight decay
+    ("rmsprop", "none", torch.optim.RMSprop, 0.0), ("adagrad", "none", torch.optim.Adagrad, 0.0)])
+def test_optimizers_and_schedules(optimizer: str, schedule: str, kind: type, decay: float, tmp_path: Path) -> None:
     t = tasks.get("copy", delay=2, n_train=32, n_eval=8, batch_size=8)
     model = SequenceModel(t.spec, cell="gru", hidden_size=8, optimizer=optimizer, schedule=schedule, decay_start=1,
                           lr=0.1, momentum=0.0)
     trainer = _trainer(tmp_path, max_epochs=2)
     trainer.fit(model, t.datamodule())
-    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    opt = trainer.optimizers[0]
+    assert type(opt) is kind and opt.param_groups[0]["weight_decay"] == decay
+    lr = opt.param_groups[0]["lr"]
     assert lr == pytest.approx(0.025 if schedule == "decay" else 0.1) or schedule == "plateau"
 
 
