@@ -168,8 +168,12 @@ class SequenceModel(L.LightningModule):
 
     # ---------------------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """x: (B, T) tokens or (B, T, F) features -> logits (B, T, K), final state."""
-        out, state = self.rnn(self.drop(self.encoder(x)), state)
+        """x: (B, T) tokens or (B, T, F) features -> logits (B, T, K), final state. Features and
+        one-hot vectors go in in the parameters' dtype (Lightning converts a batch for its own steps
+        only; a measurement on a batch of a ``bf16-true`` or ``64-true`` model needs it too)."""
+        dtype = self.decoder.weight.dtype
+        h = self.encoder(x.to(dtype) if x.is_floating_point() else x)
+        out, state = self.rnn(self.drop(h.to(dtype)), state)
         return self.decoder(self.drop(out)), state
 
     def _step(self, batch: dict[str, Tensor], stage: str,

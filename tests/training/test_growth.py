@@ -998,14 +998,19 @@ def test_a_trial_copy_trains_as_lightning_trains_the_network(tmp_path: Path, pre
     assert same == (precision == "32-true")
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "h' = sigmoid(affine(x) + linear(relu(h)))"])
-def test_a_stack_grows_under_bf16_mixed_and_resumes_exactly(tmp_path: Path, cell: str) -> None:
-    """Lightning's ``bf16-mixed`` on a CPU with the default signal (short trials), a two-layer stack
-    with dropout on a stateful stream, two batches a step, checkpointed mid-run: the run grows and
-    shrinks, and resumed it equals the uninterrupted run. Until 2026-12-04 every cell but the GRU
-    failed: the library's autograd functions ran their backward outside autocast, and the carried
-    state, in bf16, reached measurements outside autocast (the LSTM's kernel and the fused layer
-    refused it)."""
+@pytest.mark.parametrize(("cell", "precision"), [
+    ("elman", "bf16-mixed"), ("lstm", "bf16-mixed"), ("gru", "bf16-mixed"),
+    ("h' = sigmoid(affine(x) + linear(relu(h)))", "bf16-mixed"),
+    ("lstm", "bf16-true"), ("h' = sigmoid(affine(x) + linear(relu(h)))", "bf16-true"),
+])
+def test_a_stack_grows_in_low_precision_and_resumes_exactly(tmp_path: Path, cell: str, precision: str) -> None:
+    """Lightning's ``bf16-mixed`` and ``bf16-true`` on a CPU with the default signal (short trials),
+    a two-layer stack with dropout on a stateful stream of one-hot inputs, two batches a step,
+    checkpointed mid-run: the run grows and shrinks, and resumed it equals the uninterrupted run.
+    Until 2026-12-04 every cell but the GRU failed under ``bf16-mixed`` (the library's autograd
+    functions ran their backward outside autocast, and the carried state, in bf16, reached
+    measurements outside autocast, which the LSTM's kernel and the fused layer refused), and every
+    cell under ``bf16-true`` (the trials' measurements fed float32 one-hot vectors to bf16 weights)."""
     def run(ckpt: str | None) -> list:
         data = TaskData("miconi_switch", {"train_windows": 96, "eval_windows": 4, "batch_size": 2})
         model = SequenceModel(data.spec, cell=cell, hidden_size=[3, 2], dropout=0.1, one_hot=True, seed=1,
@@ -1014,7 +1019,7 @@ def test_a_stack_grows_under_bf16_mixed_and_resumes_exactly(tmp_path: Path, cell
         saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "a", every_n_train_steps=6, save_top_k=-1,
                                                     filename="{step}")
         controller = StructureController(seed=3, paired_steps=3, paired_targets=0, max_units=12)
-        _trainer(tmp_path, [controller, record, saver], enable_checkpointing=True, precision="bf16-mixed",
+        _trainer(tmp_path, [controller, record, saver], enable_checkpointing=True, precision=precision,
                  accumulate_grad_batches=2, limit_val_batches=None, val_check_interval=20).fit(model, data,
                                                                                               ckpt_path=ckpt)
         return record.rows
