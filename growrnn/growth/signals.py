@@ -5,7 +5,7 @@ weight update (an L1 decrement, a proximal shrink, a gate's cost), its unit scor
 and Miconi's rule) and, for the settling signals, which units are *dead*. The Lightning callback
 :class:`growrnn.training.growth.StructureController` calls it; models know nothing of signals.
 
-Two families:
+Three families:
 
 - **Miconi's** (``outgoing_l1`` v3, ``multiplier`` v2), paper-faithful for the reproduction: a
   score against a threshold and a probabilistic add/delete rule (:func:`~growrnn.growth.structure_step`).
@@ -15,7 +15,7 @@ Two families:
   spare, dead ones are deleted, and units are added while too few are spare
   (:func:`~growrnn.growth.need_step`). The width is where the task's worth of a unit and the bar
   balance, not a function of ``p_add`` x steps.
-- **Paired** (``paired``): no unit is scored dead; the width is chosen by paired trials on
+- **Paired** (``paired``, the controller's default): no unit is scored dead; the width is chosen by paired trials on
   validation data (the network with units added against a copy with as many folded away), run by
   :mod:`growrnn.training.paired`; this class holds its options and the units' last measured worth.
 

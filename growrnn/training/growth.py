@@ -5,13 +5,14 @@ After every ``every_n_steps`` optimizer steps it asks the structure signal
 the layer, the readers ahead of it, the optimizer state and the carried TBPTT state together
 (:func:`~growrnn.growth.resize_layer`). The signal also owns its per-step weight update.
 
-- ``ablation`` (the default): a unit is worth what the training batch's loss rises by when its
-  outgoing weights are zeroed, measured round-robin a few units per step; a unit worth less than
-  ``lam`` (a fraction of the loss) is dead and deleted, new units are on trial (spare) for
-  ``trial_steps`` and judged by the same bar. No penalty touches the weights.
-- ``paired``: the width is chosen by paired trials on validation data: the network with units
-  added is trained beside a copy with as many units folded away, on the same batches, and the one
-  with the lower validation loss plus its charge per unit goes on (:mod:`growrnn.training.paired`).
+- ``paired`` (the default): the width is chosen by paired trials on validation data: the network
+  with units added is trained beside a copy with as many units folded away, on the same batches,
+  and the one with the lower validation loss plus its charge per unit goes on
+  (:mod:`growrnn.training.paired`).
+- ``ablation`` (for runs without validation data): a unit is worth what the training batch's loss
+  rises by when its outgoing weights are zeroed, measured round-robin a few units per step; a unit
+  worth less than ``lam`` (a fraction of the loss) is dead and deleted, new units are on trial
+  (spare) for ``trial_steps`` and judged by the same bar. No penalty touches the weights.
 - ``group_lasso``: a proximal group-lasso step after every optimizer step, in the optimizer's own
   metric under Adam/RMSprop/Adagrad; a unit whose outgoing weights are exactly zero is dead. With
   ``l0_gate``: a hard-concrete gate per unit with an expected-L0 cost; a closed gate is dead.
