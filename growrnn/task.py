@@ -18,6 +18,7 @@ This module imports nothing heavy; the metric functions are plain Python.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
@@ -118,11 +119,15 @@ def get_task(name: str, **options: Any) -> Task:
     """Build the task registered as ``name`` with its options (see ``growrnn tasks``)."""
     factory = task_factory(name)
     try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a factory without a signature: its own errors
         return factory(**options)
-    except TypeError as e:
-        if "unexpected keyword" in str(e) or "got an unexpected" in str(e):
-            import inspect
-            allowed = ", ".join(p for p in inspect.signature(factory).parameters)
-            raise ArgumentError(f"options of task '{name}'", allowed=allowed,
-                                received=sorted(options), hint=str(e)) from None
-        raise
+    try:
+        signature.bind(**options)
+    except TypeError as e:  # an unknown option, or a required one missing
+        required = [p.name for p in signature.parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        allowed = ", ".join(signature.parameters) + (f" (required: {', '.join(required)})" if required else "")
+        raise ArgumentError(f"options of task '{name}'", allowed=allowed, received=sorted(options),
+                            hint=str(e)) from None
+    return factory(**options)

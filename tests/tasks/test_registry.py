@@ -41,6 +41,7 @@ def test_specs(name: str, options: dict, metric: str, direction: str, request: p
     ("miconi_easy", {"p": 1.5}, "'p'.*probability"),
     ("copy", {"delay": 0}, "'delay'.*>= 1"),
     ("char_stream", {"path": "no/such/file.txt"}, "'path'.*existing text file"),
+    ("char_stream", {}, "options of task 'char_stream'.*required: path.*Received: \\[\\].*missing"),
 ])
 def test_bad_names_and_options(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
