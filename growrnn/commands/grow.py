@@ -135,7 +135,9 @@ def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, ext
 
 def load_curves(run: Path) -> dict[str, np.ndarray]:
     """``steps`` and per-layer ``units`` (one point per logged step) and ``loss`` (train loss at
-    its logged steps) of one TensorBoard run folder."""
+    its logged steps) of one TensorBoard run folder. A run with paired trials logs the units each
+    layer holds too (``structure/held``): those are its units, not the network's width with a
+    running trial's units on probation, which would draw every trial as a spike."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
@@ -143,8 +145,10 @@ def load_curves(run: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     layers = sorted(t for t in tags if t.startswith("structure/units/layer"))
     for t in layers:
-        ev = acc.Scalars(t)
-        out[t.rsplit("/", 1)[-1]] = np.array([[e.step, e.value] for e in ev])
+        layer = t.rsplit("/", 1)[-1]
+        held = f"structure/held/{layer}"
+        ev = acc.Scalars(held if held in tags else t)
+        out[layer] = np.array([[e.step, e.value] for e in ev])
     if "train/loss" in tags:
         out["loss"] = np.array([[e.step, e.value] for e in acc.Scalars("train/loss")])
     if not out:

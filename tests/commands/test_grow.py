@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from growrnn.cli import main
-from growrnn.commands.grow import seed_config
+from growrnn.commands.grow import load_curves, seed_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "debug" / "grow_miconi_hard.yaml"
 
@@ -57,3 +57,19 @@ def test_bad_seeds_are_an_error_that_says_why(tmp_path: Path, capsys: pytest.Cap
         main(["grow", "seeds", "--config", str(tmp_path / "c.yaml"), "--seeds", seeds, "--out", str(tmp_path)])
     assert done.value.code == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("tags", "units"), [
+    ({"structure/units/layer0": [3, 5, 5, 4]}, [3, 5, 5, 4]),  # a signal without trials: the width
+    ({"structure/units/layer0": [3, 5, 5, 4], "structure/held/layer0": [3, 3, 5, 4]}, [3, 3, 5, 4]),  # held
+])
+def test_the_curves_are_the_units_each_layer_holds(tmp_path: Path, tags: dict, units: list) -> None:
+    """A paired run's width curve is the units its layers hold, not the network's width with a
+    running trial's units on probation."""
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(tmp_path)) as writer:
+        for tag, values in tags.items():
+            for step, v in enumerate(values, start=1):
+                writer.add_scalar(tag, v, step)
+    curves = load_curves(tmp_path)
+    assert curves["layer0"][:, 0].tolist() == [1, 2, 3, 4] and curves["layer0"][:, 1].tolist() == units
