@@ -316,6 +316,17 @@ class SequenceModel(L.LightningModule):
                 self.decoder.bias.copy_(output_prior(self.spec, data.train_dataloader(),
                                                      summed if self._processes > 1 else None))
 
+    def on_train_start(self) -> None:
+        # resumed with accumulate_grad_batches, Lightning's ModelCheckpoint saves again at the end of
+        # the first batch of the resumed step, whose global_step is still the checkpoint's
+        # (Lightning-AI/pytorch-lightning#17903): in the checkpoint's folder that save replaces the
+        # checkpoint resumed from with one taken mid-step, which no run resumes exactly. The step
+        # resumed at counts as saved.
+        if self.trainer.ckpt_path and self.trainer.accumulate_grad_batches > 1:
+            for callback in self.trainer.checkpoint_callbacks:
+                if hasattr(callback, "_last_global_step_saved"):
+                    callback._last_global_step_saved = self.global_step
+
     def on_train_epoch_start(self) -> None:
         # a run resumed mid-epoch goes on with the state it had carried (see on_load_checkpoint)
         resume = self._resume

@@ -106,10 +106,8 @@ def _run(name: str, root: Path, devices: int, strategy: str = "auto", ckpt: str 
     model = SequenceModel(data.spec, cell=job["cell"], hidden_size=job["start"], seed=3, **job["model"])
     record = _Record()
     callbacks: list[Any] = [StructureController(signal=job.get("signal", name), seed=5, **job["rule"]), record]
-    if save or ckpt:  # a resumed run has the callbacks of the run it resumes, and saves in its own folder:
-        # with accumulate_grad_batches, Lightning saves again after the first batch of the resumed step,
-        # whose global_step is still the checkpoint's (Lightning-AI/pytorch-lightning#17903), and in the
-        # checkpoint's folder that save would replace the checkpoint with one taken mid-step
+    if save or ckpt:  # a resumed run has the callbacks of the run it resumes, and saves in its own folder
+        # (the later runs resume from the same checkpoints; see also SequenceModel.on_train_start)
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=root / (save or "resumed_ckpt"),
                                                              every_n_train_steps=SAVE_AT, save_top_k=-1,
                                                              filename="{step}"))

@@ -2,6 +2,7 @@
 round-trip."""
 
 import math
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -242,3 +243,29 @@ def test_a_plateau_schedule_resumes_exactly_mid_epoch(tmp_path: Path, hook: str)
     assert len(set(rates.seen)) > 1 and rates_resumed.seen == rates.seen[1:]  # the resumed run ends epochs 1-4
     for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_run_resumed_with_accumulation_keeps_the_checkpoint_it_resumed_from(tmp_path: Path) -> None:
+    """With ``accumulate_grad_batches`` Lightning's ModelCheckpoint saved again at the first batch
+    of the resumed step (its global_step still the checkpoint's, Lightning-AI/pytorch-lightning#17903),
+    and in the same folder replaced the checkpoint resumed from with one taken mid-step; the model
+    counts the resumed step as saved, and the file stays the one the uninterrupted run wrote."""
+    from growrnn.training.data import TaskData
+
+    def run(ckpt: str | None = None) -> None:
+        data = TaskData("miconi_switch", {"train_windows": 16, "eval_windows": 2, "batch_size": 2})
+        model = SequenceModel(data.spec, cell="gru", hidden_size=4, optimizer="adam", lr=0.01, seed=0)
+        saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1,
+                                                    filename="{step}")
+        _trainer(tmp_path, max_epochs=1, accumulate_grad_batches=2, limit_val_batches=0, enable_checkpointing=True,
+                 callbacks=[saver]).fit(model, datamodule=data, ckpt_path=ckpt)
+    run()
+    mid = tmp_path / "ckpt" / "step=2.ckpt"
+    before = torch.load(mid, weights_only=False)
+    with warnings.catch_warnings():  # the resumed run saves where the run it resumes saved
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        run(str(mid))
+    after = torch.load(mid, weights_only=False)
+    assert after["loops"] == before["loops"]
+    for key, value in before["state_dict"].items():
+        assert torch.equal(after["state_dict"][key], value), key
