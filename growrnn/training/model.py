@@ -18,7 +18,7 @@ from growrnn.genome.complexity import complexity
 from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
 from growrnn.task import TaskSpec, metric_value
-from growrnn.training.distributed import gather_rows, shard_rows, summed
+from growrnn.training.distributed import destroy_at_exit, gather_rows, shard_rows, summed
 
 __all__ = ["SequenceModel", "OPTIMIZERS", "pooled_loss"]
 
@@ -308,6 +308,7 @@ class SequenceModel(L.LightningModule):
         self._processes = int(self.trainer.world_size) if self._trainer is not None and distributed else 1
         if self._processes > 1:  # every process's products on the same kernels, bit for bit
             agree_kernels(summed, self._processes)
+            destroy_at_exit()
         # before a checkpoint is restored (a resumed run keeps its own bias) and before DDP wraps
         # the module (which then copies rank 0's bias to every process: the same on each)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
