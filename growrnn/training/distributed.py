@@ -40,6 +40,7 @@ parameter in place on one process and are refused (:func:`check_strategy`).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import random
@@ -96,10 +97,9 @@ def destroy_at_exit() -> None:
     does for NCCL only. A gloo group left to the interpreter's own teardown goes down with its
     threads running: a ``ddp_spawn`` worker then aborted after its fit had finished, in the
     interpreter's teardown with no Python frame left ("terminate called without an active
-    exception"; 2 of 80 runs of the DDP test's paired job here, 0 of 50 with the group destroyed)."""
+    exception"; 2 of 80 runs of the DDP test's paired job here, 0 of 90 with the group destroyed)."""
     global _DESTROY_REGISTERED
     if not _DESTROY_REGISTERED:
-        import atexit
         atexit.register(_destroy)
         _DESTROY_REGISTERED = True
 
