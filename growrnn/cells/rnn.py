@@ -324,17 +324,7 @@ class GenomeRNN(nn.Module):
         if x.device.type == "cuda" and m.identity and getattr(self, "_flat_key", None) != tuple(
                 p.data_ptr() for p in self._native_params()):
             self.flatten_parameters()  # new weights since the last call (a resize, load_state_dict)
-        H, ordered = self.hidden_size, []
-        for k in range(self.num_layers):
-            pairs = []
-            for tag, perm in (("ih", m.perm_ih), ("hh", m.perm_hh)):
-                w, b = getattr(self, f"weight_{tag}_l{k}"), getattr(self, f"bias_{tag}_l{k}")
-                if perm != tuple(range(m.gates)):  # gates written in another order than torch's
-                    w = torch.cat([w.narrow(0, p * H, H) for p in perm])
-                    b = torch.cat([b.narrow(0, p * H, H) for p in perm])
-                pairs.append((w, b))
-            (w_ih, b_ih), (w_hh, b_hh) = pairs
-            ordered += [w_ih, w_hh, b_ih, b_hh]
+        ordered = [t for k in range(self.num_layers) for t in self._torch_ordered(k, m)]
         args = (ordered, True, self.num_layers, self.dropout, self.training, False, False)
         if m.kernel == "lstm":
             out, h, c = torch._VF.lstm(x, states, *args)  # the kernel nn.LSTM calls
@@ -344,6 +334,21 @@ class GenomeRNN(nn.Module):
         kernel = getattr(torch._VF, m.kernel)
         out, h = kernel(x, states[0], *args)
         return out, (h,)
+
+    def _torch_ordered(self, k: int, m: NativeMatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Layer ``k``'s weights in the gate order of ``m``'s torch kernel: w_ih, w_hh, b_ih, b_hh
+        (the parameters themselves where the genome writes its gates in torch's order, else
+        permuted copies)."""
+        H = self.hidden_size
+        pairs = []
+        for tag, perm in (("ih", m.perm_ih), ("hh", m.perm_hh)):
+            w, b = getattr(self, f"weight_{tag}_l{k}"), getattr(self, f"bias_{tag}_l{k}")
+            if perm != tuple(range(m.gates)):  # gates written in another order than torch's
+                w = torch.cat([w.narrow(0, p * H, H) for p in perm])
+                b = torch.cat([b.narrow(0, p * H, H) for p in perm])
+            pairs.append((w, b))
+        (w_ih, b_ih), (w_hh, b_hh) = pairs
+        return w_ih, w_hh, b_ih, b_hh
 
     def _elman_forward(self, x: Tensor, h0: Tensor, ordered: list[Tensor]) -> tuple[Tensor, State]:
         """The Elman stack on CPU through a hand-written backward (see ``growrnn.cells.elman``)."""
@@ -465,6 +470,37 @@ class GenomeRNN(nn.Module):
                   dtype=p.dtype, **kwargs)
         rnn.load_state_dict(module.state_dict())
         return rnn
+
+    def to_torch(self) -> nn.LSTM | nn.GRU | nn.RNN:
+        """The ``nn.LSTM``/``nn.GRU``/``nn.RNN`` this module computes, with a copy of its weights
+        (the inverse of :meth:`from_torch`): same sizes, ``batch_first`` and dropout, on the same
+        device and dtype, outputs and states equal to this module's. For a cell that is canonically
+        one of torch's (a library LSTM, GRU or Elman cell, or an evolved genome equal to one up to
+        local names and operand order; its gates are put in torch's order).
+
+        >>> lstm = GenomeRNN("lstm", 3, 5).to_torch()
+        >>> type(lstm).__name__, lstm.hidden_size
+        ('LSTM', 5)
+        """
+        m = match_native(self.genome)
+        if m is None:
+            raise ArgumentError("cell", allowed="a cell torch has a module for (canonically LSTM, GRU or "
+                                "Elman with tanh or relu)",
+                                received="; ".join(self.genome.to_text().strip().splitlines()),
+                                hint="other cells run as a GenomeRNN only; save its state_dict and genome text")
+        kinds = {"lstm": (nn.LSTM, {}), "gru": (nn.GRU, {}), "rnn_tanh": (nn.RNN, {"nonlinearity": "tanh"}),
+                 "rnn_relu": (nn.RNN, {"nonlinearity": "relu"})}
+        cls, extra = kinds[m.kernel]
+        p = next(self.parameters())
+        module = cls(self.input_size, self.hidden_size, self.num_layers, batch_first=self.batch_first,
+                     dropout=self.dropout, device=p.device, dtype=p.dtype, **extra)
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                for name, t in zip((f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}"),
+                                   self._torch_ordered(k, m), strict=True):
+                    getattr(module, name).copy_(t)
+        module.train(self.training)
+        return module
 
     def extra_repr(self) -> str:
         eqs = "; ".join(self.genome.to_text().strip().splitlines())

@@ -9,9 +9,17 @@ settling ``group_lasso`` and ``l0_gate``). The Lightning callback that applies t
 """
 
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, outgoing_l1, reader_scales, structure_step
-from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer, resize_to
+from growrnn.growth.stack import (
+    GrowableRNN,
+    fold_gates,
+    fold_unit_scales,
+    layers_of,
+    outgoing_weights,
+    resize_layer,
+    resize_to,
+)
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
-__all__ = ["GrowableRNN", "GrowthRule", "NeedRule", "UnitMap", "fold_gates", "layers_of", "need_step", "outgoing_l1",
-           "outgoing_weights", "reader_scales", "remap_parameter", "remap_state", "resize_layer", "resize_readers",
-           "resize_to", "resize_units", "structure_step"]
+__all__ = ["GrowableRNN", "GrowthRule", "NeedRule", "UnitMap", "fold_gates", "fold_unit_scales", "layers_of",
+           "need_step", "outgoing_l1", "outgoing_weights", "reader_scales", "remap_parameter", "remap_state",
+           "resize_layer", "resize_readers", "resize_to", "resize_units", "structure_step"]

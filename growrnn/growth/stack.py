@@ -29,7 +29,7 @@ from growrnn.growth.gates import hard_concrete
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
 __all__ = ["GrowableRNN", "LayerState", "resize_layer", "resize_state", "layers_of", "outgoing_weights",
-           "recurrent_weights", "input_weights", "unit_rows", "fold_gates", "reader_biases"]
+           "recurrent_weights", "input_weights", "unit_rows", "fold_gates", "fold_unit_scales", "reader_biases"]
 
 LayerState = tuple[Tensor, ...]
 
@@ -118,6 +118,41 @@ class GrowableRNN(nn.Module):
                 out = out * m
             new.append(s)
         return out, tuple(new)
+
+    def to_torch(self) -> nn.LSTM | nn.GRU | nn.RNN:
+        """The ``nn.LSTM``/``nn.GRU``/``nn.RNN`` this stack computes, with a copy of its weights,
+        for a stack whose layers all hold the same number of units (torch's modules have one
+        hidden size; a grown stack of other widths converts layer by layer, ``[layer.to_torch()
+        for layer in rnn.layers]``, each ``(1, B, H_k)`` state its own). ``batch_first=True`` and
+        the dropout between layers as here; outputs equal this stack's, its state tuple per layer
+        stacked into torch's ``(num_layers, B, H)``. A stack with multipliers or gates folds them
+        first (:func:`fold_unit_scales`, which needs the decoder that reads the last layer).
+
+        >>> lstm = GrowableRNN("lstm", 3, [5, 5]).to_torch()
+        >>> type(lstm).__name__, lstm.num_layers, lstm.hidden_size
+        ('LSTM', 2, 5)
+        """
+        sizes = self.hidden_sizes
+        if self.multipliers is not None or self.gates is not None:
+            raise ArgumentError("rnn", allowed="a stack without multipliers or gates",
+                                received="multipliers" if self.multipliers is not None else "gates",
+                                hint="fold them into the weights that read the units first: "
+                                     "growrnn.growth.fold_unit_scales(rnn, decoder)")
+        if len(set(sizes)) > 1:
+            raise ArgumentError("rnn.hidden_sizes", allowed="one unit count in every layer (torch's modules "
+                                "have one hidden size)", received=sizes,
+                                hint="convert layer by layer: [layer.to_torch() for layer in rnn.layers]")
+        parts = [layer.to_torch() for layer in self.layers]
+        module = type(parts[0])(self.input_size, sizes[0], self.num_layers, batch_first=True,
+                                dropout=self.dropout if self.num_layers > 1 else 0.0,
+                                device=parts[0].weight_ih_l0.device, dtype=parts[0].weight_ih_l0.dtype,
+                                **({"nonlinearity": parts[0].nonlinearity} if isinstance(parts[0], nn.RNN) else {}))
+        with torch.no_grad():
+            for k, part in enumerate(parts):
+                for name, t in part.named_parameters():
+                    getattr(module, name.replace("_l0", f"_l{k}")).copy_(t)
+        module.train(self.training)
+        return module
 
     def unit_scale(self, k: int) -> Tensor | None:
         """Layer ``k``'s per-unit scale on the outgoing path: its multipliers, its gates (sampled in
@@ -235,11 +270,12 @@ def unit_rows(layer: GenomeRNN) -> list[tuple[Tensor, Tensor]]:
 
 
 @torch.no_grad()
-def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
-    """Fold every layer's deterministic gate values into the weights that read its units (the
-    layer's own reads of ``h``, the next layer's input weights or the decoder) and remove the gates:
-    the evaluation outputs do not change, and the stack has no gates left."""
-    if rnn.gates is None:
+def fold_unit_scales(rnn: GrowableRNN, decoder: nn.Linear) -> None:
+    """Fold every layer's per-unit scale -- its multipliers, or its gates' deterministic values --
+    into the weights that read its units (the layer's own reads of ``h``, the next layer's input
+    weights or the decoder) and remove them: the evaluation outputs do not change, and the stack
+    has no multipliers or gates left (what :meth:`GrowableRNN.to_torch` needs)."""
+    if rnn.gates is None and rnn.multipliers is None:
         return
     was = rnn.training
     rnn.eval()
@@ -252,6 +288,15 @@ def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
         for _, w in h_weights(rnn.layers[k]):  # type: ignore[arg-type]
             w.mul_(z.to(w))
     rnn.gates = None
+    rnn.multipliers = None
+
+
+def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
+    """Fold every layer's deterministic gate values into the weights that read its units and remove
+    the gates (:func:`fold_unit_scales` for a gated stack; a stack without gates is left as it is):
+    the evaluation outputs do not change, and the stack has no gates left."""
+    if rnn.gates is not None:
+        fold_unit_scales(rnn, decoder)
 
 
 def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,

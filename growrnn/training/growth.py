@@ -48,6 +48,7 @@ from growrnn.growth.signals import SIGNALS, Paired, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.distributed import Replicas, check_strategy
+from growrnn.training.model import SequenceModel
 from growrnn.training.paired import PairedTrials
 
 __all__ = ["StructureController", "SIGNALS", "controller_of", "restart_plateaus"]
@@ -256,6 +257,12 @@ class StructureController(L.Callback):
 
     # ------------------------------------------------------------------ checks and hooks
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        if not isinstance(pl_module, SequenceModel):
+            raise ArgumentError("model", allowed="a growrnn.training.SequenceModel (or a subclass of it)",
+                                received=type(pl_module).__name__,
+                                hint="the controller resizes the model's rnn and decoder together and judges "
+                                     "widths with its loss and carried state; build the network as a "
+                                     "SequenceModel (any cell, task and optimizer) or subclass it")
         layers = layers_of(pl_module.rnn)
         hp = dict(getattr(pl_module, "hparams", {}))
         if hp.get("tie_weights", False):

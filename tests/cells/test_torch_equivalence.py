@@ -79,6 +79,21 @@ def test_state_dict_loads_across() -> None:
     ref.load_state_dict(rnn.state_dict())
 
 
+@pytest.mark.parametrize(("cell", "layers", "batch_first"), list(itertools.product(MODULES, (1, 2), (False, True))))
+def test_to_torch_gives_back_the_module_from_torch_took(cell: str, layers: int, batch_first: bool) -> None:
+    torch.manual_seed(0)
+    ref = MODULES[cell](3, 5, num_layers=layers, batch_first=batch_first, dropout=0.25 * (layers - 1))
+    back = gr.GenomeRNN.from_torch(ref, fast_path=False).to_torch()
+    assert type(back) is type(ref) and repr(back) == repr(ref)
+    for (name, p), (ref_name, q) in zip(back.named_parameters(), ref.named_parameters(), strict=True):
+        assert name == ref_name and torch.equal(p, q) and p.data_ptr() != q.data_ptr()
+
+
+def test_to_torch_refuses_a_cell_torch_has_no_module_for() -> None:
+    with pytest.raises(gr.ArgumentError, match="cell.*canonically LSTM, GRU or Elman.*Received: .*HINT: other cells"):
+        gr.GenomeRNN("mgu", 3, 5).to_torch()
+
+
 @pytest.mark.parametrize(("module", "match"), [
     (nn.LSTM(3, 4, bidirectional=True), "module.bidirectional.*two GenomeRNNs"),
     (nn.GRU(3, 4, bias=False), "module.bias.*linear"),

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from growrnn.errors import ArgumentError
-from growrnn.growth import GrowableRNN, NeedRule, fold_gates, need_step
+from growrnn.growth import GrowableRNN, NeedRule, fold_gates, fold_unit_scales, need_step
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.signals import HELD_OUT_WEIGHT, Ablation, GroupLasso, L0Gate, make_signal, unit_members
 from growrnn.growth.stack import input_weights, outgoing_weights, recurrent_weights
@@ -145,17 +145,23 @@ def test_hard_concrete_gates_are_exactly_zero_when_closed_and_their_cost_is_the_
     torch.testing.assert_close((samples > 0).double().mean(0), open_probability(a).double(), atol=0.03, rtol=0)
 
 
+@pytest.mark.parametrize("scale", ["gates", "multipliers"])
 @pytest.mark.parametrize("cell, sizes", [("lstm", (3,)), ("gru", (3, 2)), ("elman", (4,))])
-def test_gates_fold_into_the_outgoing_weights_without_changing_outputs(cell: str, sizes: tuple[int, ...]) -> None:
-    rnn, decoder = _stack(cell, sizes, gates=True)
+def test_unit_scales_fold_into_the_outgoing_weights_without_changing_outputs(cell: str, sizes: tuple[int, ...],
+                                                                             scale: str) -> None:
+    rnn, decoder = _stack(cell, sizes, **{scale: True})
     with torch.no_grad():
-        for g in rnn.gates:  # type: ignore[union-attr]
-            g.copy_(torch.linspace(-4.0, 2.0, g.numel(), dtype=g.dtype))  # closed, partly open and open
+        for g in getattr(rnn, scale):
+            # gates closed, partly open and open; multipliers of either sign
+            g.copy_(torch.linspace(-4.0, 2.0, g.numel(), dtype=g.dtype))
     rnn.eval()
     x = torch.randn(2, 6, 4, dtype=torch.float64)
     before = decoder(rnn(x)[0])
-    fold_gates(rnn, decoder)
-    assert rnn.gates is None and not any("gates" in n for n, _ in rnn.named_parameters())
+    fold_gates(rnn, decoder)  # folds gates only
+    assert (rnn.multipliers is None) == (scale == "gates")
+    fold_unit_scales(rnn, decoder)
+    assert rnn.gates is None and rnn.multipliers is None
+    assert not any(scale in n for n, _ in rnn.named_parameters())
     torch.testing.assert_close(decoder(rnn(x)[0]), before)
 
 

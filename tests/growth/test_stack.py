@@ -103,3 +103,41 @@ def test_resize_to_rebuilds_sizes_and_checks_them() -> None:
         GrowableRNN("lstm", 3, [])
     with pytest.raises(ArgumentError, match="hidden_size as a list"):
         layers_of(nn.LSTM(3, 4, 2))
+
+
+@pytest.mark.parametrize("cell, sizes, dropout", [
+    ("lstm", (4,), 0.0), ("lstm", (4, 4), 0.3), ("gru", (5, 5, 5), 0.0), ("elman", (3,), 0.0),
+    ("h' = relu(affine(x) + affine(h))", (4, 4), 0.0),
+    # an evolved cell equal to a GRU with its gates written in another order
+    ("z = sigmoid(affine(h) + affine(x))\nr = sigmoid(affine(x) + affine(h))\n"
+     "n = tanh(affine(x) + r * affine(h))\nh' = (1 - z) * n + z * h", (4,), 0.0),
+])
+def test_a_grown_stack_converts_to_the_torch_module_it_computes(cell: str, sizes, dropout: float) -> None:
+    rnn, decoder = _net(cell, sizes)
+    rnn.dropout = dropout
+    # surgery first: the first layer loses its unit 0 and gains a fresh one
+    H = sizes[0]
+    resize_layer(rnn, decoder, 0, UnitMap.of(H, range(1, H), add=1), generator=torch.Generator().manual_seed(1),
+                 init_std=0.3)
+    module = rnn.to_torch()
+    assert (module.num_layers, module.hidden_size, module.batch_first, module.dropout) == \
+        (len(sizes), sizes[0], True, dropout if len(sizes) > 1 else 0.0)
+    rnn.eval(), module.eval()
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    out, state = rnn(x)
+    out_t, state_t = module(x)
+    state_t = state_t if isinstance(state_t, tuple) else (state_t,)
+    torch.testing.assert_close(out_t, out)
+    for i, s in enumerate(state_t):  # torch's (L, B, H) against one (1, B, H) per layer
+        torch.testing.assert_close(s, torch.cat([layer_state[i] for layer_state in state]))
+
+
+@pytest.mark.parametrize("kwargs, sizes, match", [
+    ({}, (4, 3), r"rnn.hidden_sizes.*one unit count.*Received: \[4, 3\].*layer.to_torch\(\) for layer"),
+    ({"multipliers": True}, (4,), "rnn.*without multipliers or gates.*Received: multipliers.*fold_unit_scales"),
+    ({"cell": "dual_lstm"}, (4,), "cell.*a cell torch has a module for"),
+])
+def test_to_torch_refuses_what_torch_cannot_hold(kwargs, sizes, match: str) -> None:
+    rnn, _ = _net(kwargs.pop("cell", "lstm"), sizes, **kwargs)
+    with pytest.raises(ArgumentError, match=match):
+        rnn.to_torch()

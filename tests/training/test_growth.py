@@ -958,6 +958,16 @@ def test_a_share_of_a_loader_without_length_is_a_clear_error() -> None:
         _validation_batches(trainer, None)
 
 
+def test_a_lightning_module_of_ones_own_is_a_clear_error(tmp_path: Path) -> None:
+    class Own(L.LightningModule):  # an rnn and a decoder, but not a SequenceModel
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn, self.decoder = torch.nn.LSTM(3, 4), torch.nn.Linear(4, 2)
+
+    with pytest.raises(ArgumentError, match="'model'.*SequenceModel.*Received: Own.*HINT: .*subclass"):
+        StructureController().setup(_trainer(tmp_path, []), Own(), "fit")
+
+
 @pytest.mark.parametrize("precision, scaler, accumulate", [("32-true", False, 1), ("bf16-mixed", False, 1),
                                                            ("16-mixed", True, 1), ("32-true", False, 2),
                                                            ("16-mixed", True, 3)])
