@@ -31,22 +31,24 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
-# (cell, optimizer, learning rate; None: the optimizer's usual one, USUAL): the best fixed layer's
-# test NLL, the recurrent parameters at n units, its width
-BEST: dict[tuple[str, str, float | None], tuple[float, Callable[[int], int], int]] = {
-    ("lstm", "adam", None): (8.634, lambda n: 4 * n * (88 + n + 2), 64),
-    ("gru", "adam", None): (8.535, lambda n: 3 * n * (88 + n + 2), 128),
-    ("lstm", "adam", 0.003): (8.489, lambda n: 4 * n * (88 + n + 2), 128),
-    ("gru", "adam", 0.003): (8.490, lambda n: 3 * n * (88 + n + 2), 128),
-    ("lstm", "adam", 0.01): (8.335, lambda n: 4 * n * (88 + n + 2), 256),
-    ("gru", "adam", 0.01): (8.453, lambda n: 3 * n * (88 + n + 2), 128),
-    ("lstm", "sgd", None): (8.276, lambda n: 4 * n * (88 + n + 2), 256),
-    ("lstm", "rmsprop", None): (8.606, lambda n: 4 * n * (88 + n + 2), 64),
-    ("lstm", "adamw", None): (8.636, lambda n: 4 * n * (88 + n + 2), 64),
-    ("gru", "adamw", None): (8.536, lambda n: 3 * n * (88 + n + 2), 128),
-    ("configs/cells/jsb/cell_199.txt", "adam", None): (8.270, lambda n: 4 * n * n + 90 * n, 256),  # growrnn show
+# (cell, optimizer, learning rate -- None: the optimizer's usual one, USUAL -- and Lightning's
+# precision -- None: 32-true): the best fixed layer's test NLL, the recurrent parameters at n units,
+# its width
+BEST: dict[tuple[str, str, float | None, str | None], tuple[float, Callable[[int], int], int]] = {
+    ("lstm", "adam", None, None): (8.634, lambda n: 4 * n * (88 + n + 2), 64),
+    ("gru", "adam", None, None): (8.535, lambda n: 3 * n * (88 + n + 2), 128),
+    ("lstm", "adam", 0.003, None): (8.489, lambda n: 4 * n * (88 + n + 2), 128),
+    ("gru", "adam", 0.003, None): (8.490, lambda n: 3 * n * (88 + n + 2), 128),
+    ("lstm", "adam", 0.01, None): (8.335, lambda n: 4 * n * (88 + n + 2), 256),
+    ("gru", "adam", 0.01, None): (8.453, lambda n: 3 * n * (88 + n + 2), 128),
+    ("lstm", "sgd", None, None): (8.276, lambda n: 4 * n * (88 + n + 2), 256),
+    ("lstm", "rmsprop", None, None): (8.606, lambda n: 4 * n * (88 + n + 2), 64),
+    ("lstm", "adamw", None, None): (8.636, lambda n: 4 * n * (88 + n + 2), 64),
+    ("gru", "adamw", None, None): (8.536, lambda n: 3 * n * (88 + n + 2), 128),
+    ("configs/cells/jsb/cell_199.txt", "adam", None, None): (8.270, lambda n: 4 * n * n + 90 * n, 256),  # growrnn show
 }
-USUAL = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 1.0}  # the learning rate the references above trained with
+# the learning rate the references above trained with
+USUAL = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 1.0}
 
 
 def held(record: dict, epoch: int) -> int:
@@ -79,8 +81,10 @@ def rows(paths: list[str]) -> Iterator[dict]:
                     continue
                 model = json.loads(a.get("model") or "{}")
                 optimizer = model.get("optimizer", "adam")
+                precision = a.get("precision", "32-true")
                 yield {"recipe": name or a["ctrl"], "ctrl": json.loads(a["ctrl"]), "cell": a["cell"],
                        **({} if optimizer == "adam" else {"optimizer": optimizer}),
+                       **({} if precision == "32-true" else {"precision": precision}),
                        **({"lr": model["lr"]} if model.get("lr", USUAL.get(optimizer)) != USUAL.get(optimizer)
                           else {}),
                        "seed": a["seed"], "start": a["start"], "held": {"60": held(r, 60), "120": held(r, 120)},
@@ -88,16 +92,17 @@ def rows(paths: list[str]) -> Iterator[dict]:
                        "trial_share": r.get("trial_share")}
 
 
-def setting(row: dict) -> tuple[str, float | None]:
-    """The optimizer a compact row's run trained with (rows without one: Adam) and the learning
-    rate it was given (None: the optimizer's usual one, USUAL)."""
-    return row.get("optimizer", "adam"), row.get("lr")
+def setting(row: dict) -> tuple[str, float | None, str | None]:
+    """The optimizer a compact row's run trained with (rows without one: Adam), the learning rate
+    it was given (None: the optimizer's usual one, USUAL) and its precision (None: 32-true)."""
+    return row.get("optimizer", "adam"), row.get("lr"), row.get("precision")
 
 
 def score(runs: list[dict]) -> str:
     key = (runs[0]["cell"], *setting(runs[0]))
     if key not in BEST:
-        return f"no fixed reference for {key[0]} under {key[1]} at lr {key[2]} (known: {', '.join(map(str, BEST))})"
+        return (f"no fixed reference for {key[0]} under {key[1]} at lr {key[2]} in precision {key[3]} "
+                f"(known: {', '.join(map(str, BEST))})")
     best, params, width = BEST[key]
     by = {(r["seed"], r["start"]): r for r in runs}
     pairs = [max(a, b) / min(a, b) for (seed, start), r in sorted(by.items()) if start == 8 and (seed, 256) in by
@@ -121,11 +126,12 @@ def main() -> None:
     if args.summary:
         with open(args.summary, "w") as f:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in found)
-    recipes: dict[tuple[str, str, tuple[str, float | None]], list[dict]] = defaultdict(list)
+    recipes: dict[tuple[str, str, tuple[str, float | None, str | None]], list[dict]] = defaultdict(list)
     for r in found:
         recipes[(r["recipe"], r["cell"], setting(r))].append(r)
-    for (recipe, cell, (opt, lr)), runs in recipes.items():
-        how = ('' if opt == 'adam' else f' under {opt}') + ('' if lr is None else f' at lr {lr:g}')
+    for (recipe, cell, (opt, lr, precision)), runs in recipes.items():
+        how = (('' if opt == 'adam' else f' under {opt}') + ('' if lr is None else f' at lr {lr:g}')
+               + ('' if precision is None else f' in {precision}'))
         print(f"{recipe}, {cell}{how} ({len(runs)} runs): {score(runs)}")
 
 

@@ -56,6 +56,7 @@ parser.add_argument("--val-every", type=float, default=1.0, help="Trainer.val_ch
 parser.add_argument("--clip", type=float, default=1.0, help="Trainer.gradient_clip_val")
 parser.add_argument("--ckpt", default=None, help="checkpoint file: written as the run goes, resumed from if it exists")
 parser.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints (with --ckpt)")
+parser.add_argument("--precision", default="32-true", help="Trainer.precision (bf16-mixed, bf16-true ...)")
 parser.add_argument("--trial-looks", type=int, default=0, help="paired: judge both sides this many times in each trial")
 args = parser.parse_args()
 
@@ -154,6 +155,7 @@ if args.ckpt and os.path.exists(args.ckpt + ".done"):
     raise SystemExit(f"{args.ckpt}.done: this run finished (its record is in --out); delete it to run again")
 record = Record()
 trainer = L.Trainer(max_epochs=args.epochs, max_steps=args.max_steps, gradient_clip_val=args.clip, logger=False,
+                    precision=args.precision,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                     callbacks=[record] + ([ctrl] if ctrl else []) + ([Save()] if args.ckpt else []),
                     val_check_interval=args.val_every, num_sanity_val_steps=0)
