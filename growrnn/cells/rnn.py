@@ -473,7 +473,8 @@ class GenomeRNN(nn.Module):
 
     def to_torch(self) -> nn.LSTM | nn.GRU | nn.RNN:
         """The ``nn.LSTM``/``nn.GRU``/``nn.RNN`` this module computes, with a copy of its weights
-        (the inverse of :meth:`from_torch`): same sizes, ``batch_first`` and dropout, on the same
+        (the inverse of :meth:`from_torch`): same sizes, ``batch_first`` and dropout between
+        layers (none for one layer, which applies none), on the same
         device and dtype, outputs and states equal to this module's. For a cell that is canonically
         one of torch's (a library LSTM, GRU or Elman cell, or an evolved genome equal to one up to
         local names and operand order; its gates are put in torch's order).
@@ -484,7 +485,7 @@ class GenomeRNN(nn.Module):
         """
         m = match_native(self.genome)
         if m is None:
-            raise ArgumentError("cell", allowed="a cell torch has a module for (canonically LSTM, GRU or "
+            raise ArgumentError("genome", allowed="a cell torch has a module for (canonically LSTM, GRU or "
                                 "Elman with tanh or relu)",
                                 received="; ".join(self.genome.to_text().strip().splitlines()),
                                 hint="other cells run as a GenomeRNN only; save its state_dict and genome text")
@@ -493,7 +494,8 @@ class GenomeRNN(nn.Module):
         cls, extra = kinds[m.kernel]
         p = next(self.parameters())
         module = cls(self.input_size, self.hidden_size, self.num_layers, batch_first=self.batch_first,
-                     dropout=self.dropout, device=p.device, dtype=p.dtype, **extra)
+                     dropout=self.dropout if self.num_layers > 1 else 0.0,  # torch warns of dropout it never applies
+                     device=p.device, dtype=p.dtype, **extra)
         with torch.no_grad():
             for k in range(self.num_layers):
                 for name, t in zip((f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}"),

@@ -123,7 +123,8 @@ class GrowableRNN(nn.Module):
         """The ``nn.LSTM``/``nn.GRU``/``nn.RNN`` this stack computes, with a copy of its weights,
         for a stack whose layers all hold the same number of units (torch's modules have one
         hidden size; a grown stack of other widths converts layer by layer, ``[layer.to_torch()
-        for layer in rnn.layers]``, each ``(1, B, H_k)`` state its own). ``batch_first=True`` and
+        for layer in rnn.layers]``, each ``(1, B, H_k)`` state its own, after
+        :func:`fold_unit_scales` where it has multipliers or gates). ``batch_first=True`` and
         the dropout between layers as here; outputs equal this stack's, its state tuple per layer
         stacked into torch's ``(num_layers, B, H)``. A stack with multipliers or gates folds them
         first (:func:`fold_unit_scales`, which needs the decoder that reads the last layer).
@@ -141,7 +142,8 @@ class GrowableRNN(nn.Module):
         if len(set(sizes)) > 1:
             raise ArgumentError("rnn.hidden_sizes", allowed="one unit count in every layer (torch's modules "
                                 "have one hidden size)", received=sizes,
-                                hint="convert layer by layer: [layer.to_torch() for layer in rnn.layers]")
+                                hint="convert layer by layer: [layer.to_torch() for layer in rnn.layers] "
+                                     "(after fold_unit_scales(rnn, decoder) where it has multipliers or gates)")
         parts = [layer.to_torch() for layer in self.layers]
         module = type(parts[0])(self.input_size, sizes[0], self.num_layers, batch_first=True,
                                 dropout=self.dropout if self.num_layers > 1 else 0.0,
@@ -273,8 +275,10 @@ def unit_rows(layer: GenomeRNN) -> list[tuple[Tensor, Tensor]]:
 def fold_unit_scales(rnn: GrowableRNN, decoder: nn.Linear) -> None:
     """Fold every layer's per-unit scale -- its multipliers, or its gates' deterministic values --
     into the weights that read its units (the layer's own reads of ``h``, the next layer's input
-    weights or the decoder) and remove them: the evaluation outputs do not change, and the stack
-    has no multipliers or gates left (what :meth:`GrowableRNN.to_torch` needs)."""
+    weights or the decoder) and remove them: what the decoder computes in evaluation and the states
+    do not change (the stack's own output is then the last layer's ``h``, where it was the scaled
+    ``h``), and the stack has no multipliers or gates left (what :meth:`GrowableRNN.to_torch` and
+    a layer's :meth:`~growrnn.cells.GenomeRNN.to_torch` need to compute what the stack did)."""
     if rnn.gates is None and rnn.multipliers is None:
         return
     was = rnn.training
@@ -294,7 +298,7 @@ def fold_unit_scales(rnn: GrowableRNN, decoder: nn.Linear) -> None:
 def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
     """Fold every layer's deterministic gate values into the weights that read its units and remove
     the gates (:func:`fold_unit_scales` for a gated stack; a stack without gates is left as it is):
-    the evaluation outputs do not change, and the stack has no gates left."""
+    what the decoder computes in evaluation does not change, and the stack has no gates left."""
     if rnn.gates is not None:
         fold_unit_scales(rnn, decoder)
 

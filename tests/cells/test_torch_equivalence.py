@@ -89,8 +89,13 @@ def test_to_torch_gives_back_the_module_from_torch_took(cell: str, layers: int, 
         assert name == ref_name and torch.equal(p, q) and p.data_ptr() != q.data_ptr()
 
 
+def test_a_single_layer_with_dropout_converts_without_torch_warning_of_it() -> None:
+    module = gr.GenomeRNN("gru", 3, 5, dropout=0.3).to_torch()  # warnings are errors in the tests
+    assert module.dropout == 0.0
+
+
 def test_to_torch_refuses_a_cell_torch_has_no_module_for() -> None:
-    with pytest.raises(gr.ArgumentError, match="cell.*canonically LSTM, GRU or Elman.*Received: .*HINT: other cells"):
+    with pytest.raises(gr.ArgumentError, match="genome.*canonically LSTM, GRU or Elman.*Received: .*HINT: other cells"):
         gr.GenomeRNN("mgu", 3, 5).to_torch()
 
 

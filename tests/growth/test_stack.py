@@ -135,7 +135,7 @@ def test_a_grown_stack_converts_to_the_torch_module_it_computes(cell: str, sizes
 @pytest.mark.parametrize("kwargs, sizes, match", [
     ({}, (4, 3), r"rnn.hidden_sizes.*one unit count.*Received: \[4, 3\].*layer.to_torch\(\) for layer"),
     ({"multipliers": True}, (4,), "rnn.*without multipliers or gates.*Received: multipliers.*fold_unit_scales"),
-    ({"cell": "dual_lstm"}, (4,), "cell.*a cell torch has a module for"),
+    ({"cell": "dual_lstm"}, (4,), "genome.*a cell torch has a module for"),
 ])
 def test_to_torch_refuses_what_torch_cannot_hold(kwargs, sizes, match: str) -> None:
     rnn, _ = _net(kwargs.pop("cell", "lstm"), sizes, **kwargs)
