@@ -1,6 +1,6 @@
 """GPU checks for the growth regime: run by hand on a machine with CUDA (CI never needs a GPU).
 
-    python tests/growth/gpu_check.py            # about a minute on one GPU
+    python tests/growth/gpu_check.py            # a few minutes on one GPU
     python tests/growth/gpu_check.py --dry-run  # the same checks with the CPU standing in for CUDA
 
 1. Surgery on CUDA equals surgery on the CPU: a two-layer LSTM stack under Adam gets units added
@@ -11,6 +11,11 @@
    on the CPU (``map_location="cpu"``) with the same outputs.
 3. Exact mid-run resume on CUDA with deterministic algorithms, for each settling signal (the
    unit tests' 60-step runs, resumed at step 30, compared row by row).
+4. Growth in mixed precision on CUDA (``16-mixed``, with its gradient scaler, and ``bf16-mixed``)
+   for an LSTM (cuDNN), a GRU and an evolved cell (the generic path): a short ``paired`` run
+   changes the width and ends with a finite validation loss below the untrained network's.
+5. A layer grown on CUDA converts to the ``nn.LSTM`` it computes (``to_torch``), on the device,
+   with the same outputs.
 
 Exit status 0 when every check passes. The test suite itself also runs on a GPU machine: its
 Lightning trainers take the GPU when one is there (``accelerator="auto"``).
@@ -18,6 +23,7 @@ Lightning trainers take the GPU when one is there (``accelerator="auto"``).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -106,6 +112,31 @@ def grown_on_cuda_loads_on_cpu(tmp: Path, gpu: str) -> None:
     check("its checkpoint loads on the CPU with the same outputs",
           loaded.hidden_sizes() == model.hidden_sizes() and err <= 1e-4,
           f"(widths {loaded.hidden_sizes()}, max abs diff {err:.2e})")
+    lstm = model.rnn.to_torch()
+    h = model.encoder(x.to(gpu))
+    err = (lstm(h)[0] - model.rnn(h)[0]).abs().max().item()
+    check("the grown layer converts to nn.LSTM on CUDA with the same outputs",
+          next(lstm.parameters()).device.type == gpu and lstm.hidden_size == model.hidden_sizes()[0] and err <= 1e-5,
+          f"(max abs diff {err:.2e})")
+
+
+def grows_in_mixed_precision_on_cuda(tmp: Path, gpu: str) -> None:
+    for precision in ("16-mixed", "bf16-mixed"):
+        for cell in ("lstm", "gru", "configs/cells/jsb/cell_199.txt"):
+            data = TaskData("teacher", {"units": 16, "seed": 0})
+            model = SequenceModel(data.spec, cell=cell, hidden_size=[4], optimizer="adam", lr=0.003, seed=0)
+            where = _Where()
+            controller = StructureController(signal="paired", paired_steps=20, max_units=64, seed=0)
+            trainer = L.Trainer(accelerator="gpu" if gpu == "cuda" else "cpu", devices=1, max_epochs=3, logger=False,
+                                precision=precision, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, callbacks=[controller, where], default_root_dir=str(tmp))
+            untrained = trainer.validate(model, data, verbose=False)[0]["val/loss"]
+            trainer.fit(model, data)
+            loss = trainer.validate(model, data, verbose=False)[0]["val/loss"]
+            name = Path(cell).stem
+            check(f"{name} grows under {precision} on CUDA", len(where.widths) > 1 and math.isfinite(loss)
+                  and loss < untrained,
+                  f"(widths {sorted(where.widths)[:3]}..., val/loss {untrained:.3f} -> {loss:.3f})")
 
 
 def resume_is_exact_on_cuda(tmp: Path) -> None:
@@ -135,6 +166,7 @@ def main(argv: list[str]) -> int:
         surgery_matches_cpu(gpu)
         grown_on_cuda_loads_on_cpu(Path(tmp), gpu)
         resume_is_exact_on_cuda(Path(tmp))
+        grows_in_mixed_precision_on_cuda(Path(tmp), gpu)
     print("FAILED: " + ", ".join(FAILED) if FAILED else "all growth GPU checks passed")
     return 1 if FAILED else 0
 
