@@ -123,11 +123,11 @@ class GrowableRNN(nn.Module):
         """The ``nn.LSTM``/``nn.GRU``/``nn.RNN`` this stack computes, with a copy of its weights,
         for a stack whose layers all hold the same number of units (torch's modules have one
         hidden size; a grown stack of other widths converts layer by layer, ``[layer.to_torch()
-        for layer in rnn.layers]``, each ``(1, B, H_k)`` state its own, after
-        :func:`fold_unit_scales` where it has multipliers or gates). ``batch_first=True`` and
+        for layer in rnn.layers]``, each ``(1, B, H_k)`` state its own). ``batch_first=True`` and
         the dropout between layers as here; outputs equal this stack's, its state tuple per layer
-        stacked into torch's ``(num_layers, B, H)``. A stack with multipliers or gates folds them
-        first (:func:`fold_unit_scales`, which needs the decoder that reads the last layer).
+        stacked into torch's ``(num_layers, B, H)``. A stack with multipliers or gates is refused:
+        fold them first (:func:`fold_unit_scales`, which needs the decoder that reads the last
+        layer), also before converting layer by layer, which cannot see them.
 
         >>> lstm = GrowableRNN("lstm", 3, [5, 5]).to_torch()
         >>> type(lstm).__name__, lstm.num_layers, lstm.hidden_size
