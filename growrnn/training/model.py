@@ -536,6 +536,9 @@ class SequenceModel(L.LightningModule):
             if ckpt["growrnn"]["embedding_size"] is not None:
                 kwargs.setdefault("embedding_size", ckpt["growrnn"]["embedding_size"])
         kwargs["weights_only"] = True
+        # a checkpoint `growrnn fit` wrote names LightningCLI's instantiator, which would parse the
+        # options again without the spec given above; the class is known, so it is built directly
+        kwargs["_instantiator"] = None
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
 

@@ -4,8 +4,11 @@ TensorBoard gets the metrics, the hparams metric, the equations and the cell's d
 from pathlib import Path
 
 import pytest
+import torch
 
 from growrnn.cli import main
+from growrnn.training import SequenceModel
+from growrnn.training.checkpoint import load_checkpoint
 from tests.conftest import config_task, need_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -100,6 +103,10 @@ def test_fit_then_test_from_the_best_checkpoint(tmp_path: Path, capsys: pytest.C
     assert main(["fit", *common]) == 0
     assert main(["test", *common, "--ckpt_path", str(ckpt / "best.ckpt")]) == 0
     assert "test/nll" in capsys.readouterr().out
+    # the checkpoint the CLI wrote loads in Python too (it records LightningCLI's instantiator)
+    model = SequenceModel.load_from_checkpoint(ckpt / "best.ckpt")
+    state = load_checkpoint(ckpt / "best.ckpt", "checkpoint")["state_dict"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
 def test_tasks_command_lists_every_task(capsys: pytest.CaptureFixture[str]) -> None:
