@@ -16,10 +16,13 @@ __all__ = ["CellLogger", "ValidationCurve"]
 class CellLogger(L.Callback):
     """Logs ``cell/equations`` (text) and ``cell/diagram`` (figure) once per fit, and after every
     validation the validation metric as ``hp_metric`` (what the hparams dashboard shows);
-    ``validated_at`` is the global step of the last validation (``None`` before the first)."""
+    ``validated_at`` is the global step of the last validation (``None`` before the first) and
+    ``validated_sizes`` the model's layer sizes then (a growable model can change after its last
+    validation in the same step: a paired trial decided as training ends)."""
 
     def __init__(self) -> None:
         self.validated_at: int | None = None
+        self.validated_sizes: list[int] | None = None
 
     def _tensorboard(self, trainer: L.Trainer) -> Any:
         for logger in trainer.loggers:
@@ -42,6 +45,8 @@ class CellLogger(L.Callback):
         if trainer.sanity_checking or spec is None:
             return
         self.validated_at = trainer.global_step
+        sizes = getattr(pl_module, "hidden_sizes", None)
+        self.validated_sizes = list(sizes()) if callable(sizes) else None
         value = trainer.callback_metrics.get(f"val/{spec.metric}")
         if value is not None and math.isfinite(float(value)):
             for logger in trainer.loggers:

@@ -3,7 +3,8 @@
 :func:`fit_summary` reads the finished trainer and model: the units per layer (from the model's
 layers) and the units added and deleted (from the :class:`~growrnn.training.growth.StructureController`
 callback) of a growable model, the final validation metric next to the task's floor where it has
-one, and where TensorBoard finds the run. If the last validation is older than the last step, it
+one, and where TensorBoard finds the run. If the last validation is older than the last step, or
+saw other layer sizes than the model ends with (a paired trial decided as training ended), it
 validates the final model once more, so the metric (and TensorBoard's ``hp_metric``, which
 :class:`~growrnn.training.callbacks.CellLogger` writes after every validation) is the final
 model's, never a stale value or Lightning's ``-1`` placeholder. A run whose weights or last loss
@@ -72,11 +73,12 @@ class FitSummary:
 
 def fit_summary(trainer: L.Trainer, model: Any, datamodule: Any = None) -> FitSummary:
     """Summarise a finished fit of ``model`` (a :class:`~growrnn.training.SequenceModel`);
-    validates the final model first when the last validation is older than the last step."""
+    validates the final model first when the last validation is older than the last step or saw
+    other layer sizes."""
     spec = model.spec
     key = f"val/{spec.metric}"
     diverged = _diverged(trainer, model)
-    if not diverged and datamodule is not None and _stale(trainer):
+    if not diverged and datamodule is not None and _stale(trainer, model):
         trainer.validate(model, datamodule=datamodule, verbose=False)
     value = trainer.callback_metrics.get(key)
     value = float(value) if value is not None else None
@@ -102,13 +104,16 @@ def _diverged(trainer: L.Trainer, model: Any) -> bool:
     return loss is not None and not math.isfinite(float(loss))
 
 
-def _stale(trainer: L.Trainer) -> bool:
-    """Whether the final model was not validated (interrupted and fast_dev_run runs excepted)."""
+def _stale(trainer: L.Trainer, model: Any) -> bool:
+    """Whether the final model was not validated: no validation at the last step, or one of other
+    layer sizes (interrupted and fast_dev_run runs excepted)."""
     from growrnn.training.callbacks import CellLogger
     if trainer.interrupted or trainer.fast_dev_run or not trainer.limit_val_batches:
         return False
     cells = [c for c in trainer.callbacks if isinstance(c, CellLogger)]  # type: ignore[attr-defined]
-    return bool(cells) and cells[0].validated_at != trainer.global_step
+    if not cells:
+        return False
+    return cells[0].validated_at != trainer.global_step or cells[0].validated_sizes != list(model.hidden_sizes())
 
 
 def _units(model: Any, growable: bool) -> list[int]:

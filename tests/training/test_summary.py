@@ -71,3 +71,22 @@ def test_a_diverged_fit_exits_non_zero_unless_allowed(tmp_path: Path, capsys: py
 def test_a_bad_lr_is_an_argument_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], lr: str) -> None:
     assert _fit(tmp_path, "copy.yaml", "--model.lr", lr) == 2
     assert "invalid argument 'lr'. Allowed: a finite number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("validated_at, validated_sizes, stale", [
+    (12, [8], False),   # validated at the last step, as it ends
+    (9, [8], True),     # validated before the last step
+    (12, [11], True),   # validated at the last step, then a trial decided as training ended folded 3 units
+    (None, None, True),  # never validated
+])
+def test_the_summary_validates_a_model_its_last_validation_did_not_see(validated_at, validated_sizes,
+                                                                       stale: bool) -> None:
+    from types import SimpleNamespace
+
+    from growrnn.training.callbacks import CellLogger
+    from growrnn.training.summary import _stale
+    cell = CellLogger()
+    cell.validated_at, cell.validated_sizes = validated_at, validated_sizes
+    trainer = SimpleNamespace(interrupted=False, fast_dev_run=False, limit_val_batches=1.0, callbacks=[cell],
+                              global_step=12)
+    assert _stale(trainer, SimpleNamespace(hidden_sizes=lambda: [8])) is stale
