@@ -179,6 +179,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 #: subcommands with their own argument parsers, imported only when used
 DELEGATED = {name: f"growrnn.commands.{name}" for name in ("search", "grow", "compare")}
+#: subcommands parsed elsewhere (LightningCLI's and the delegated ones), which the global ``-v`` precedes
+SUBCOMMANDS = ("fit", "validate", "test", *DELEGATED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,9 +211,18 @@ def _main(argv: list[str] | None = None) -> int:
 def _dispatch(argv: list[str] | None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose"):  # the global option, before any subcommand
+        verbose = True
+        argv.pop(0)
+    if verbose and argv and argv[0] in SUBCOMMANDS:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    elif verbose:
+        argv.insert(0, "--verbose")  # growrnn's own parser reads it
     if argv and argv[0] in ("fit", "validate", "test"):
         from growrnn.training.cli import run
-        return run(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
+        # None: LightningCLI reads sys.argv itself (unless a global option had to be taken off it)
+        return run(None if from_shell and not verbose else argv)
     if argv and argv[0] in DELEGATED:
         import importlib
         return int(importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]))

@@ -29,6 +29,20 @@ def test_show_names_the_library_cell_a_cell_is(cell: str, says: bool, capsys: py
     assert ("# the library's lstm up to the values of its weights" in out) == says
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["-v", "search", "--help"], "--db"), (["--verbose", "grow", "--help"], "seeds"),
+    (["-v", "compare", "--help"], "--config"), (["-v", "fit", "--help"], "--trainer"),
+    (["-v", "tasks"], "jsb"),
+])
+def test_verbose_comes_before_any_subcommand(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # --help
+        code = e.code
+    assert code == 0
+    assert says in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("suffix", [".txt", ".json"])
 def test_show_genome_file(tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]) -> None:
     g = library_cell("mgu")
