@@ -117,6 +117,10 @@ def test_a_half_precision_model_judges_its_loss_in_single_precision(task: str, o
     ({"momentum": -0.9}, "'momentum'"),
     ({"weight_decay": float("nan")}, "'weight_decay'"),
     ({"cell": "cells/missing.txt"}, "'cell'.*existing, readable genome file.*missing.txt.*no such file"),
+    ({"hidden_size": [6], "num_layers": 2}, "'num_layers'.*length of hidden_size's list \\(1\\).*Received: 2"),
+    ({"hidden_size": [4, 5], "num_layers": 3}, "'num_layers'.*Received: 3"),
+    ({"hidden_size": [4, 0]}, "'hidden_size'.*non-empty list.*Received: \\[4, 0\\]"),
+    ({"hidden_size": []}, "'hidden_size'"),
 ])
 def test_bad_options(kwargs: dict, match: str) -> None:
     spec = tasks.get("copy", delay=2).spec
