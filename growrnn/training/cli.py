@@ -43,7 +43,10 @@ class GrowCLI(LightningCLI):
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if ckpt_path:
             load_checkpoint(ckpt_path)
+        before = dict(self.config[sub]["model"]) if ckpt_path else {}
         super()._parse_ckpt_path()
+        if ckpt_path:
+            _replaced_by_checkpoint(before, dict(self.config[sub]["model"]), str(ckpt_path))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         # `--trainer.enable_progress_bar false` wins over a progress bar the config lists (the
@@ -77,6 +80,34 @@ def quiet_lightning() -> None:
         announce.addHandler(logging.StreamHandler())
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+
+
+def _replaced_by_checkpoint(given: dict[str, Any], loaded: dict[str, Any], ckpt_path: str) -> None:
+    """Lightning builds a ``--ckpt_path`` run's model from the checkpoint's options, over the ones
+    given: refuse another cell (the weights would mean other equations), and say which other
+    options the checkpoint replaced, so none is dropped silently. Sizes are not reported: a grown
+    layer's checkpoint holds its current sizes, not the config's start."""
+    from growrnn.errors import ArgumentError
+    from growrnn.genome.source import load as load_genome
+
+    def genome_text(cell: Any) -> str:
+        try:
+            return load_genome(cell, "model.cell").to_text()
+        except Exception:  # noqa: BLE001 -- compared as given; the model refuses a bad cell later
+            return str(cell)
+
+    cell, stored = given.get("cell"), loaded.get("cell")
+    if cell is not None and stored is not None and genome_text(cell) != genome_text(stored):
+        raise ArgumentError("model.cell", allowed=f"the cell of --ckpt_path {ckpt_path} "
+                            f"({'; '.join(genome_text(stored).splitlines())})", received=cell,
+                            hint="a checkpoint holds one cell's weights: drop --model.cell (or use the config the "
+                                 "checkpoint was trained with), or pass a checkpoint of that cell")
+    quiet = {"cell", "hidden_size", "num_layers"}
+    changed = [f"model.{k} {given[k]!r} -> {v!r}" for k, v in loaded.items()
+               if k in given and k not in quiet and given[k] != v]
+    if changed:
+        print(f"growrnn: note: --ckpt_path {ckpt_path} sets the model's options from the checkpoint: "
+              + ", ".join(changed), file=sys.stderr)
 
 
 def run(args: list[str] | None) -> int:

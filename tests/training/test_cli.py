@@ -102,7 +102,13 @@ def test_fit_then_test_from_the_best_checkpoint(tmp_path: Path, capsys: pytest.C
     common = ["--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.callbacks", callback]
     assert main(["fit", *common]) == 0
     assert main(["test", *common, "--ckpt_path", str(ckpt / "best.ckpt")]) == 0
-    assert "test/nll" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "test/nll" in out and "note" not in err
+    # options the checkpoint replaces are named; another cell is refused (Lightning took the checkpoint's)
+    assert main(["test", *common, "--ckpt_path", str(ckpt / "best.ckpt"), "--model.lr", "0.5"]) == 0
+    assert "sets the model's options from the checkpoint: model.lr 0.5 -> 0.001" in capsys.readouterr().err
+    assert main(["test", *common, "--ckpt_path", str(ckpt / "best.ckpt"), "--model.cell", "lstm"]) == 2
+    assert "invalid argument 'model.cell'. Allowed: the cell of --ckpt_path" in capsys.readouterr().err
     # the checkpoint the CLI wrote loads in Python too (it records LightningCLI's instantiator)
     model = SequenceModel.load_from_checkpoint(ckpt / "best.ckpt")
     state = load_checkpoint(ckpt / "best.ckpt", "checkpoint")["state_dict"]
