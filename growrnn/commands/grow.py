@@ -265,9 +265,12 @@ def main(argv: list[str]) -> int:
         name, sep, pattern = item.partition("=")
         paths = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
         if not sep or not paths:
-            raise ArgumentError("groups", allowed="NAME=GLOB matching at least one run folder", received=item)
+            raise ArgumentError("NAME=GLOB", allowed="a label, '=', and a glob matching at least one run folder",
+                                received=item, hint="quote the glob so the shell leaves it alone, e.g. "
+                                "'lstm=runs/grow_lstm/tb/seed*' (the folders growrnn grow seeds wrote)")
         groups[name] = paths
-    sums = plot_groups(groups, args.out, args.title, args.loss_range)
-    write_summary(sums, args.out.with_suffix(".csv"))
-    print(args.out)
+    out = args.out if args.out.suffix else args.out.with_suffix(".png")  # what matplotlib would write
+    sums = plot_groups(groups, out, args.title, args.loss_range)
+    write_summary(sums, out.with_suffix(".csv"))
+    print(out)
     return 0

@@ -34,8 +34,11 @@ def test_seeds_run_plot_and_skip_finished_runs(tmp_path: Path, capsys: pytest.Ca
                  "--loss-range", "0,100"]) == 0
     assert png.exists() and png.with_suffix(".csv").read_text().count("\n") >= 4
     capsys.readouterr()
+    bare = tmp_path / "bare"  # no suffix: the file written, and the path printed, is bare.png
+    assert main(["grow", "plot", f"a={out}/tb/seed0", "--out", str(bare)]) == 0
+    assert capsys.readouterr().out.strip() == str(bare.with_suffix(".png")) and bare.with_suffix(".csv").exists()
     assert main(["grow", "plot", f"a={tmp_path}/nothing*", "--out", str(png)]) == 2
-    assert "NAME=GLOB" in capsys.readouterr().err
+    assert "invalid argument 'NAME=GLOB'" in (err := capsys.readouterr().err) and "HINT" in err
 
 
 @pytest.mark.parametrize("task, has_seed", [("ptb", False), ("jsb", True), ("miconi_hard", True)])
