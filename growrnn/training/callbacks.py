@@ -67,10 +67,11 @@ class ValidationCurve(L.Callback):
         self.monitor = monitor
         self.points: list[dict[str, float]] = []
         self.diverged, self.last_loss = False, math.nan
+        self.last_epoch: int | None = None  # the epoch of the last training batch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.last_loss = float(loss.detach())
+        self.last_loss, self.last_epoch = float(loss.detach()), trainer.current_epoch
         if not math.isfinite(self.last_loss):
             self.diverged = True
             trainer.should_stop = True
@@ -88,7 +89,11 @@ class ValidationCurve(L.Callback):
             return
         if self.points and self.points[-1]["step"] == trainer.global_step:
             self.points.pop()  # the end-of-epoch check repeats the last one
-        self.points.append({"step": trainer.global_step, "epoch": trainer.current_epoch, "val": float(value),
+        # a validation after fit (trainer.validate) comes once the loop has counted one more epoch
+        # than a run stopped by max_steps trained in: its point is at the last batch's epoch
+        fitting = trainer.state.fn == "fit" or self.last_epoch is None
+        epoch = trainer.current_epoch if fitting else self.last_epoch
+        self.points.append({"step": trainer.global_step, "epoch": epoch, "val": float(value),
                             "train_loss": self.last_loss})
         self.on_point(trainer, pl_module)
 

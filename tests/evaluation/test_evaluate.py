@@ -22,6 +22,13 @@ def test_result_fields() -> None:
     assert r.params > r.rnn_params > 0 and r.macs_per_step > 0 and r.wall_time > 0
 
 
+@pytest.mark.parametrize(("steps", "epochs"), [(12, [0, 1, 2]), (10, [1, 2])])  # 4 batches an epoch
+def test_a_curve_point_has_the_epoch_its_step_trained_in(steps: int, epochs: list[int]) -> None:
+    r = evaluate(mgu(), "anbncn", Budget(steps=steps, val_every=steps // len(epochs)), seed=1, task_options=TASK,
+                 model={"hidden_size": 8, "lr": 0.02})
+    assert [p["epoch"] for p in r.curve] == epochs  # the last point comes from a validation after fit
+
+
 def test_same_seed_same_result() -> None:
     runs = [evaluate("gru", "copy", {"steps": 6}, seed=4, task_options={"delay": 3, "n_train": 32, "n_eval": 8,
                                                                         "batch_size": 8},
