@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cpu: the calling thread's CPU time (with --threads 1, robust on a shared machine)")
     cells.add_argument("--search", action="store_true",
                        help="the sizes a CPU search trains: B 8, T 100, I 88, H 32/64/128, one layer")
-    cells.add_argument("--quick", action="store_true", help="H=64, 5 rounds: a smoke run in seconds")
+    cells.add_argument("--quick", action="store_true", help="H=64, 6 rounds: a smoke run in seconds")
     cells.add_argument("--out", type=Path, help="also write the markdown table to this file")
     growth = bench_sub.add_parser("growth", help="training step of a growable layer vs a fixed one; resize cost")
     growth.add_argument("--steps", type=int, default=300, help="timed steps per run")
@@ -144,7 +144,7 @@ def cmd_bench_cells(args: argparse.Namespace) -> int:
         import torch
         torch.set_num_threads(args.threads)
     if args.quick:
-        shape["sizes"], rounds = (64,), 5
+        shape["sizes"], rounds = (64,), 6
     log.info("timing %d rounds per entry at H=%s", rounds, shape["sizes"])
     rows, peak = bench_cells(rounds=rounds, clock=args.clock, **shape)
     table = format_table(rows, peak, shape["batch"], shape["steps"], shape["layers"], shape["input_size"])

@@ -174,9 +174,9 @@ def run(steps: int = 300, rounds: int = 3, quick: bool = False, match: str | Non
     rows = ["| case | fixed ms/step | growable ms/step | ratio | one resize (ms) |", "|---|---:|---:|---:|---:|"]
     for case in cases:
         fixed, grown = [], []
-        for _ in range(rounds):  # alternate, so drift in machine load hits both sides alike
-            fixed.append(_step_time(case, False, steps, device))
-            grown.append(_step_time(case, True, steps, device))
+        for r in range(rounds):  # alternate, so drift in machine load hits both sides alike,
+            for growable in ((False, True) if r % 2 == 0 else (True, False)):  # and so does going first
+                (grown if growable else fixed).append(_step_time(case, growable, steps, device))
         f, g = statistics.median(fixed), statistics.median(grown)
         rows.append(f"| {case.name} | {f * 1e3:.3f} | {g * 1e3:.3f} | {g / f:.3f} | {_resize_ms(case, device):.2f} |")
     return "\n".join(rows)
