@@ -30,6 +30,7 @@ __all__ = [
     "ShapeError",
     "ArgumentError",
     "ReplicaError",
+    "DoubleBackwardError",
     "format_message",
     "check_int",
 ]
@@ -68,6 +69,18 @@ class ReplicaError(GrowRNNError, RuntimeError):
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(format_message(message, hint=hint))
+
+
+class DoubleBackwardError(GrowRNNError, RuntimeError):
+    """A backward with ``create_graph=True`` (a gradient penalty, a Hessian-vector product,
+    ``gradgradcheck``) reached a part of a network whose backward is not itself differentiable;
+    ``what`` names that part, ``hint`` says what supports it instead."""
+
+    def __init__(self, what: str, *, hint: str | None = None):
+        super().__init__(format_message(
+            what, allowed="first-order gradients: backward() or torch.autograd.grad without create_graph "
+                          "(retain_graph=True is fine)",
+            received="a backward with create_graph=True", hint=hint))
 
 
 def check_int(argument: str, value: object, low: int, *, hint: str | None = None, allowed: str | None = None) -> int:

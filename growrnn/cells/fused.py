@@ -26,9 +26,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from growrnn.cells.native import match_native
 from growrnn.cells.program import M_BIAS, Program
+from growrnn.errors import DoubleBackwardError
+from growrnn.genome.graph import Genome
 
 __all__ = ["available", "library_path", "fused_layer", "SOURCE"]
 log = logging.getLogger(__name__)
@@ -115,13 +117,40 @@ def available() -> bool:
     return True
 
 
+_TORCH_MODULES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn_tanh": "nn.RNN", "rnn_relu": "nn.RNN"}
+
+
+def double_backward_error(genome: Genome | None, layer: int) -> DoubleBackwardError:
+    """The error for a ``create_graph=True`` backward through layer ``layer`` of a GenomeRNN of
+    ``genome``: the native backward is not differentiable. The hint names the only path that is (the
+    native path: torch's kernels, and the Elman cell's backward written in torch ops)."""
+    cell = "; ".join(genome.to_text().strip().splitlines()) if genome is not None else "?"
+    match = match_native(genome) if genome is not None else None
+    if match is not None:
+        hint = (f"this cell is canonically torch's {_TORCH_MODULES[match.kernel]}: GenomeRNN(..., fast_path=True) "
+                "runs it on the native path, whose backward supports second derivatives")
+    else:
+        hint = ("GenomeRNN computes second derivatives only on its native path (cells that are canonically "
+                "LSTM, GRU or Elman, with fast_path=True); it has no path that computes them for this cell")
+    return DoubleBackwardError(f"layer {layer} of a GenomeRNN (cell: {cell}) runs on the fused native layer, "
+                               "whose backward is not differentiable", hint=hint)
+
+
 class _FusedLayer(torch.autograd.Function):
     """One layer's time loop: inputs are the ``seq`` slots (T, B, ·), the initial states (B, H),
     the step groups' plan-ordered weights and biases (bias-mode groups only), the diag vectors;
-    outputs the layer output (T, B, H) and the final states (B, H)."""
+    outputs the layer output (T, B, H) and the final states (B, H).
+
+    Everything the backward reads -- the inputs and the forward's tapes (the register file and the
+    step groups' pre-activations) -- goes through ``save_for_backward``: autograd frees it after a
+    backward (as soon as a ``del ctx.<attr>`` would), keeps it for ``retain_graph=True``, raises
+    its own "backward through the graph a second time" error after it is freed, and applies
+    saved-tensor hooks (``save_on_cpu``, non-reentrant checkpointing) to it. The native backward
+    is first order only: a ``create_graph=True`` backward raises :class:`DoubleBackwardError`."""
 
     @staticmethod
-    def forward(ctx: Any, prog: Program, T: int, H: int, *tensors: Tensor) -> tuple[Tensor, ...]:
+    def forward(ctx: Any, prog: Program, T: int, H: int, genome: Genome | None, layer: int,
+                *tensors: Tensor) -> tuple[Tensor, ...]:
         ns, nst, ng = prog.num_slots, prog.ints[1], len(prog.step_groups)
         nb = sum(m == M_BIAS for m in prog.modes)
         slots, init = tensors[:ns], tensors[ns:ns + nst]
@@ -131,36 +160,41 @@ class _FusedLayer(torch.autograd.Function):
         biases = [next(given) if m == M_BIAS else empty for m in prog.modes]
         res = torch.ops.growrnn_fused.forward(list(slots), list(init), list(weights), biases, list(diags),
                                               list(prog.ints), list(prog.consts), T, H)
-        ctx.prog, ctx.T, ctx.H, ctx.nb = prog, T, H, nb
-        ctx.save_for_backward(*slots, *init, *weights, *diags)
-        ctx.tapes = res[1 + nst:]
+        ctx.prog, ctx.T, ctx.H, ctx.genome, ctx.layer = prog, T, H, genome, layer
+        ctx.num_diags = len(diags)
+        ctx.save_for_backward(*slots, *init, *weights, *diags, *res[1 + nst:])  # the tapes last
         return tuple(res[:1 + nst])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, dout: Tensor, *dfinal: Tensor) -> tuple[Tensor | None, ...]:
+        # grad mode is on in a backward exactly when it runs with create_graph=True; checked here
+        # rather than by @once_differentiable, which raises only where the incoming gradients
+        # require grad and otherwise returns gradients that a second backward takes for constants
+        if torch.is_grad_enabled():
+            raise double_backward_error(ctx.genome, ctx.layer)
         prog = ctx.prog
-        ns, nst, ng = prog.num_slots, prog.ints[1], len(prog.step_groups)
+        ns, nst, ng, nd = prog.num_slots, prog.ints[1], len(prog.step_groups), ctx.num_diags
         saved = ctx.saved_tensors
         slots, init, weights, diags = (saved[:ns], saved[ns:ns + nst], saved[ns + nst:ns + nst + ng],
-                                       saved[ns + nst + ng:])
-        reg, gtapes = ctx.tapes[0], ctx.tapes[1:]
+                                       saved[ns + nst + ng:ns + nst + ng + nd])
+        reg, gtapes = saved[ns + nst + ng + nd], saved[ns + nst + ng + nd + 1:]
         res = torch.ops.growrnn_fused.backward(list(slots), list(init), list(weights), list(diags), reg,
                                                list(gtapes), dout.contiguous(), [d.contiguous() for d in dfinal],
                                                list(prog.ints), list(prog.consts), ctx.T, ctx.H)
-        del ctx.tapes
         d_slots, d_init = res[:ns], res[ns:ns + nst]
         d_w, d_b = res[ns + nst:ns + nst + ng], res[ns + nst + ng:ns + nst + 2 * ng]
         d_diag = res[ns + nst + 2 * ng]
         d_bias = [b for b, m in zip(d_b, prog.modes, strict=True) if m == M_BIAS]
-        return (None, None, None, *d_slots, *d_init, *d_w, *d_bias, *d_diag.unbind(0)[:len(diags)])
+        return (None, None, None, None, None, *d_slots, *d_init, *d_w, *d_bias, *d_diag.unbind(0)[:nd])
 
 
 def fused_layer(prog: Program, T: int, slots: list[Tensor], init: list[Tensor], weights: list[Tensor],
-                biases: list[Tensor], diags: list[Tensor], H: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+                biases: list[Tensor], diags: list[Tensor], H: int, *, genome: Genome | None = None,
+                layer: int = 0) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Run one layer of ``T`` steps: ``slots`` (T, B, ·) as ``seq`` returned them, ``init`` the
     states (B, H), ``weights``/``biases`` of the step groups (biases of bias-mode groups only),
-    ``diags`` (H,). Returns the output (T, B, H) and the final states."""
-    res = _FusedLayer.apply(prog, T, H, *[s.contiguous() for s in slots], *[s.contiguous() for s in init],
-                            *weights, *biases, *diags)
+    ``diags`` (H,). Returns the output (T, B, H) and the final states. ``genome`` and ``layer``
+    name the layer in the error a ``create_graph=True`` backward raises."""
+    res = _FusedLayer.apply(prog, T, H, genome, layer, *[s.contiguous() for s in slots],
+                            *[s.contiguous() for s in init], *weights, *biases, *diags)
     return res[0], tuple(res[1:])

@@ -383,7 +383,8 @@ class GenomeRNN(nn.Module):
         weights = [P[2 * j].contiguous() for j in prog.step_groups]
         biases = [P[2 * j + 1] for j, m in zip(prog.step_groups, prog.modes, strict=True) if m == M_BIAS]
         diags = list(P[2 * len(self.plan.groups):])
-        return fused.fused_layer(prog, x.shape[0], slots, list(states), weights, biases, diags, self.hidden_size)
+        return fused.fused_layer(prog, x.shape[0], slots, list(states), weights, biases, diags, self.hidden_size,
+                                 genome=self.genome, layer=k)
 
     def _generic_forward(self, x: Tensor, states: State) -> tuple[Tensor, State]:
         finals: list[State] = []

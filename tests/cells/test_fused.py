@@ -4,15 +4,19 @@ import logging
 import random
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.func import functional_call
 
 import growrnn as gr
 from growrnn.cells import fused
+from growrnn.errors import DoubleBackwardError
 from growrnn.genome import LIBRARY, GenomeSpace, random_genome
+from tests.cells.reference import reference_forward
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 needs_fused = pytest.mark.skipif(not fused.available(), reason="no C++ compiler: the fused layer is not built")
@@ -207,3 +211,131 @@ def test_every_path_trains_under_cpu_autocast_as_lightning_runs_it(cell: str, fa
     for name, g in full.items():
         assert mixed[name].dtype == torch.float32
         torch.testing.assert_close(mixed[name], g, rtol=0, atol=tol * float(g.abs().max().clamp_min(1e-3)), msg=name)
+
+
+# ---------------------------------------------------------------------------------- backward twice
+CELL_199 = str(Path(__file__).resolve().parents[2] / "configs" / "cells" / "jsb" / "cell_199.txt")
+#: cells on the fused layer on a CPU: GRU and Elman by default (it beats torch's kernels there),
+#: an evolved JSB cell, a gated cell with a diag call and a memory state, the LSTM when asked
+FUSED_CELLS = [("gru", {}), ("elman", {}), pytest.param(CELL_199, {}, id="cell_199"), ("indrnn", {}), ("mgu", {}),
+               ("c' = c * 0.9 + affine(x)\nh' = tanh(linear(c') + diag(h)) * relu(c)", {}),
+               ("lstm", {"fast_path": False})]
+
+
+def _fused_rnn(cell: str, dtype: torch.dtype = torch.float64, layers: int = 2, **kw) -> gr.GenomeRNN:
+    rnn = gr.GenomeRNN(cell, 3, 4, num_layers=layers, dtype=dtype, generator=torch.Generator().manual_seed(0), **kw)
+    assert rnn.uses_fused_path
+    return rnn
+
+
+def _inputs(rnn: gr.GenomeRNN, dtype: torch.dtype) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 2, 3, dtype=dtype, generator=g).requires_grad_()
+    return x, tuple((0.5 * torch.randn(rnn.num_layers, 2, 4, dtype=dtype, generator=g)).requires_grad_()
+                    for _ in rnn.genome.states)
+
+
+def _loss(out: torch.Tensor, final: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return out.sin().sum() + sum((s * s).sum() for s in final)
+
+
+def _grads(rnn: gr.GenomeRNN, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    return [t.grad.clone() for t in (x, *state, *rnn.parameters())]
+
+
+@needs_fused
+@pytest.mark.parametrize(("cell", "kw"), FUSED_CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_retained_graph_gives_the_same_gradients_twice(cell: str, kw: dict, dtype: torch.dtype) -> None:
+    """``backward(retain_graph=True)`` then ``backward()``: the second gives the first's gradients
+    exactly, and both equal the per-op generic path's in float64 (it failed with "'_FusedLayerBackward'
+    object has no attribute 'tapes'": the first backward deleted the tapes)."""
+    rnn = _fused_rnn(cell, dtype, **kw)
+    x, state = _inputs(rnn, dtype)
+    loss = _loss(*rnn(x, state))
+    loss.backward(retain_graph=True)
+    first = _grads(rnn, x, state)
+    for t in (x, *state, *rnn.parameters()):
+        t.grad = None
+    loss.backward()
+    for a, b in zip(_grads(rnn, x, state), first, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ref = gr.GenomeRNN(cell, 3, 4, num_layers=2, dtype=torch.float64, fused=False, **kw)
+    ref.load_state_dict(rnn.state_dict())
+    rx, rstate = (x.detach().double().requires_grad_(), tuple(s.detach().double().requires_grad_() for s in state))
+    _loss(*ref(rx, rstate)).backward()
+    for a, b in zip(first, _grads(ref, rx, rstate), strict=True):
+        torch.testing.assert_close(a, b.to(dtype), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@needs_fused
+@pytest.mark.parametrize("retains", [(False,), (True, False), (True, True, False)])
+def test_a_backward_after_the_graph_is_freed_gets_torchs_own_error(retains: tuple[bool, ...]) -> None:
+    """Backwards that retain the graph run, the first that does not frees the fused layer's tapes
+    with the rest of the graph, and the next one gets torch's error, as for any torch op."""
+    rnn = _fused_rnn("gru")
+    x, state = _inputs(rnn, torch.float64)
+    loss = _loss(*rnn(x, state))
+    for retain in retains:
+        loss.backward(retain_graph=retain)
+    with pytest.raises(RuntimeError, match="Trying to backward through the graph a second time"):
+        loss.backward()
+
+
+@needs_fused
+@pytest.mark.parametrize(("cell", "kw"), [("gru", {}), pytest.param(CELL_199, {}, id="cell_199"),
+                                         ("lstm", {"fast_path": False})])
+def test_gradcheck_passes_on_the_fused_layer_in_float64(cell: str, kw: dict) -> None:
+    """``torch.autograd.gradcheck`` with its default options (first derivatives only; it calls
+    backward once per output entry on one retained graph) over the input, the states and every
+    parameter."""
+    rnn = _fused_rnn(cell, **kw)
+    x, state = _inputs(rnn, torch.float64)
+    names, params = zip(*[(n, p.detach().clone().requires_grad_()) for n, p in rnn.named_parameters()], strict=True)
+    n = len(state)
+
+    def f(x: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, final = functional_call(rnn, dict(zip(names, rest[n:], strict=True)), (x, rest[:n]))
+        return (out, *final)
+    assert torch.autograd.gradcheck(f, (x, *state, *params))
+
+
+@needs_fused
+@pytest.mark.parametrize(("cell", "kw", "hint"), [
+    ("gru", {}, r"canonically torch's nn\.GRU: GenomeRNN\(\.\.\., fast_path=True\)"),
+    ("elman", {}, r"canonically torch's nn\.RNN: GenomeRNN\(\.\.\., fast_path=True\)"),
+    ("lstm", {"fast_path": False}, r"canonically torch's nn\.LSTM: GenomeRNN\(\.\.\., fast_path=True\)"),
+    pytest.param(CELL_199, {}, "no path that computes them for this cell", id="cell_199"),
+])
+@pytest.mark.parametrize(("linear", "layers"), [(False, 2), (True, 1)])
+def test_second_derivatives_through_the_fused_layer_raise_a_clear_error(cell: str, kw: dict, hint: str,
+                                                                       linear: bool, layers: int) -> None:
+    """A gradient penalty (``create_graph=True``) through the fused layer raises the project's
+    error naming the layer and what supports it. Before, torch's ``@once_differentiable`` error
+    came only where a gradient reaching the layer itself required grad (a loss nonlinear in the
+    output, a layer below another); one layer under a loss linear in its output gave the
+    penalty's gradients silently wrong. The hinted native path (torch's kernels; on a CPU the
+    Elman cell's own backward) gives the node-by-node reference's second derivatives."""
+    rnn = _fused_rnn(cell, layers=layers, **kw)
+    x, state = _inputs(rnn, torch.float64)
+
+    def penalty(forward) -> torch.Tensor:
+        out, final = forward(x, state)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() if linear \
+            else _loss(out, final)
+        (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+        return gx.pow(2).sum()
+    match = (rf"layer {layers - 1} of a GenomeRNN \(cell: .*\) runs on the fused native layer, whose backward is "
+             r"not differentiable\. Allowed: first-order gradients.*Received: a backward with create_graph=True\. "
+             rf"HINT: .*{hint}")
+    with pytest.raises(DoubleBackwardError, match=match):
+        penalty(rnn).backward()
+    assert issubclass(DoubleBackwardError, RuntimeError)  # where torch's own error was caught, this one is
+    if "fast_path=True" in hint:
+        native = gr.GenomeRNN(cell, 3, 4, num_layers=layers, dtype=torch.float64, fast_path=True)
+        native.load_state_dict(rnn.state_dict())
+        assert native.uses_fast_path
+        got = torch.autograd.grad(penalty(native), list(native.parameters()))
+        want = torch.autograd.grad(penalty(lambda *a: reference_forward(native, *a)), list(native.parameters()))
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
