@@ -19,7 +19,7 @@ from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
 from growrnn.cells.program import M_BIAS
-from growrnn.errors import ArgumentError, ShapeError, check_int
+from growrnn.errors import ArgumentError, DoubleBackwardError, ShapeError, check_int
 from growrnn.genome.graph import Genome
 from growrnn.genome.library import library_cell
 from growrnn.genome.source import load
@@ -70,7 +70,8 @@ class _SeqWeightGrad(torch.autograd.Function):
     ran with a detached weight): one GEMM over all T*B rows, ``grad[:, cols].T @ A`` with ``A``
     the stacked arguments ``a_t`` that the time loop appends to ``holder`` when it ends. This is
     what fused RNN kernels do, and it replaces T small GEMMs and T gradient accumulations.
-    (First-order gradients only.)"""
+    First-order gradients only: the weights' part of any second derivative is not in the graph
+    (the products ran with them detached); :class:`_FirstOrderOnly` guards the layer's outputs."""
 
     @staticmethod
     def forward(ctx: Any, carrier: Tensor, weight: Tensor, holder: list[Tensor], col0: int,
@@ -83,6 +84,28 @@ class _SeqWeightGrad(torch.autograd.Function):
         g = grad.narrow(-1, ctx.col0, ctx.ncols).reshape(-1, ctx.ncols)
         with gemm.replayed(ctx.amp):  # the per-step products' precision (autograd casts to the weight's dtype)
             return grad, gemm.matmul_tn(g, ctx.holder[0]), None, None, None
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on a generic-path layer's outputs while its weights want gradients. Its per-step
+    products run with detached weights (:class:`_SeqWeightGrad`), so a ``create_graph=True``
+    backward (a gradient penalty) would return second derivatives without the weights' part,
+    silently wrong; here it raises :class:`~growrnn.errors.DoubleBackwardError` instead."""
+
+    @staticmethod
+    def forward(ctx: Any, *tensors: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, ...]:
+        if torch.is_grad_enabled():  # on in a backward exactly under create_graph=True
+            raise DoubleBackwardError(
+                "a GenomeRNN layer on the generic (per-op) path, whose weight gradients are first order only",
+                hint="for a cell that is canonically LSTM, GRU or Elman, GenomeRNN(..., fast_path=True) runs the "
+                     "native path, whose backward supports second derivatives; for derivatives in the inputs "
+                     "only, freeze the weights (requires_grad_(False)), which this path then differentiates "
+                     "exactly")
+        return grads
 
 
 def _carrier(bias: Tensor | None, x: Tensor, T: int, B: int, width: int) -> Tensor:
@@ -400,6 +423,9 @@ class GenomeRNN(nn.Module):
                 P, R = self._prepared(k, x.shape[1], track)
                 x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
                                           step=self._step_fn)
+                if track:
+                    x, *rest = _FirstOrderOnly.apply(x, *final)
+                    final = tuple(rest)
             finals.append(final)
         return x, tuple(torch.stack([f[i] for f in finals], 0) for i in range(len(states)))
 

@@ -188,3 +188,24 @@ def test_the_elman_backward_passes_gradcheck() -> None:
     args = [torch.randn(*shape, dtype=torch.float64, generator=g).mul_(0.5).requires_grad_()
             for shape in ((5, 2, 3), (2, 4), (4, 3), (4, 4), (4,), (4,))]
     assert torch.autograd.gradcheck(lambda *a: elman_layer(*a), args)
+
+
+@pytest.mark.parametrize("cell", ["gru", "mgu", "h' = sigmoid(affine(x) + linear(relu(h)))"])
+def test_second_derivatives_on_the_generic_path_raise_a_clear_error(cell: str) -> None:
+    """The generic path's per-step products run with detached weights (their gradients come from
+    one GEMM after the loop), so a gradient penalty's weight gradients through it were silently
+    wrong; a create_graph backward now raises, naming the path. With the weights frozen, as the
+    hint says, second derivatives in the inputs are exact (against the node-by-node reference)."""
+    rnn = gr.GenomeRNN(cell, 3, 4, num_layers=2, fast_path=False, fused=False, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+
+    def input_penalty(forward) -> torch.Tensor:
+        (gx,) = torch.autograd.grad(_loss(*forward(x)), x, create_graph=True)
+        return gx.pow(2).sum()
+    with pytest.raises(gr.errors.DoubleBackwardError, match=r"generic \(per-op\) path.*Received: a backward with "
+                       r"create_graph=True\..*HINT: .*fast_path=True.*freeze the weights"):
+        input_penalty(rnn)
+    rnn.requires_grad_(False)
+    (got,) = torch.autograd.grad(input_penalty(rnn), x)
+    (want,) = torch.autograd.grad(input_penalty(lambda x: reference_forward(rnn, x)), x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
