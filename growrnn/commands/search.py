@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def _run(argv: list[str]) -> int:
         with Archive.open(db, read_only=True) as archive:  # resume with the stored config, options on top
             argv = ["--config", json.dumps(archive.config), *argv]
     config, db = parse_command(argv)
-    result = run_search(config, db)
+    try:
+        result = run_search(config, db)
+    except KeyboardInterrupt:
+        return _interrupted(db, "growrnn search")
     print(f"search done: generation {result.generation}, population {list(result.population)}; "
           f"archive {result.db}, TensorBoard {result.tensorboard}")
     if result.confirmation is not None:
@@ -103,9 +107,21 @@ def _confirm(argv: list[str]) -> int:
     with Archive.open(db, read_only=True) as archive:  # the stored config, options on top
         argv = ["--config", json.dumps(archive.config), *argv]
     config, db = parse_command(argv)
-    _print_confirmation(confirm_search(config, db))
+    try:
+        report = confirm_search(config, db)
+    except KeyboardInterrupt:
+        return _interrupted(db, "growrnn search confirm")
+    _print_confirmation(report)
     print(f"next: growrnn search export --db {db} --front --out {Path(str(db)).with_suffix('')}_front")
     return 0
+
+
+def _interrupted(db: str, command: str) -> int:
+    """Ctrl-C: say how to go on instead of printing a traceback; exit status 130 (128 + SIGINT),
+    as shells report a command stopped by Ctrl-C."""
+    print(f"\n{command}: interrupted. What had finished is stored in {db}; what was training will train "
+          f"again.\nResume with: {command} --db {shlex.quote(str(db))}", file=sys.stderr)
+    return 130
 
 
 def _print_confirmation(report: dict) -> None:

@@ -131,6 +131,30 @@ def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "none.db").exists()
 
 
+def interrupt(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("command", "target"), [
+    (["search"], "growrnn.search.loop.run_search"),
+    (["search", "confirm"], "growrnn.search.confirm.confirm_search"),
+])
+def test_ctrl_c_says_how_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch, command: list[str], target: str) -> None:
+    """Ctrl-C ends the command with a two-line message naming the command that resumes it (and the
+    status a shell gives a command stopped by Ctrl-C), not a traceback."""
+    from growrnn.search.config import config_to_dict
+
+    db = tmp_path / "my search.db"
+    with Archive.open(db, config_to_dict(load_config(DEBUG))):  # an existing search, as confirm needs
+        pass
+    monkeypatch.setattr(target, interrupt)
+    assert main([*command, "--db", str(db)]) == 130
+    err = capsys.readouterr().err
+    assert f"Resume with: growrnn {' '.join(command)} --db '{db}'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2, err
+
+
 def test_package_names_are_lazy_and_complete() -> None:
     import subprocess
     import sys

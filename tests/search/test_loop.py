@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import shutil
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ import torch
 from growrnn.errors import SearchError
 from growrnn.executors import Job, LocalExecutor, Outcome
 from growrnn.genome import Genome, library_cell, parse
+from growrnn.search import job as job_module
 from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
 from growrnn.search.job import inherit_into, run_candidate, save_weights
 from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
@@ -171,6 +175,43 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
     assert population_keys(db) == population_keys(reference)
     assert_same_population(db, reference)  # trained in another process
     return db
+
+
+class CtrlCKeeper(job_module._Keeper):
+    """The job's callback, plus a Ctrl-C (SIGINT to this process) at the third training step of
+    the ``at``-th training run of the search: inside Lightning's ``fit``, which turns it into
+    ``sys.exit(1)``."""
+
+    at, runs = 0, 0
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            type(self).runs += 1
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if type(self).runs == self.at and trainer.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("at", [2, 6])  # in generation 0; in generation 1, in its rungs
+def test_ctrl_c_inline_stops_and_resume_reaches_the_uninterrupted_population(
+        reference: tuple[Path, SearchResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """Ctrl-C during an inline candidate (workers: 0) stops the search; the candidate is neither
+    stored as failed nor retrained behind the user's back (retries: 1), and running the search
+    again reaches the uninterrupted population."""
+    db = tmp_path / "ctrl_c.db"
+    monkeypatch.setattr(CtrlCKeeper, "at", at)
+    monkeypatch.setattr(CtrlCKeeper, "runs", 0)
+    monkeypatch.setattr(job_module, "_Keeper", CtrlCKeeper)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(debug_config(retries=1), db)
+    assert CtrlCKeeper.runs == at, "nothing trained after the interrupted candidate"
+    with Archive.open(db) as archive:
+        assert archive.counts()["failed"] == 0 and archive.rows("running"), "stopped, not failed"
+    monkeypatch.undo()
+    assert run_search(debug_config(retries=1), db).population == reference[1].population
+    assert_same_population(db, reference[0])
 
 
 # ------------------------------------------------------------------------------------ executors
