@@ -140,6 +140,32 @@ def test_resume_with_another_config_is_a_search_error(reference: tuple[Path, Sea
         run_search(debug_config(**change), reference[0])
 
 
+def test_the_population_holds_each_cell_once(tmp_path: Path) -> None:
+    """With tight limits the children keep repeating a few cells (reused, not retrained); the
+    population still holds distinct cells, not copies of one that crowd out the rest."""
+    db = tmp_path / "tight.db"
+    result = run_search(debug_config(limits=Limits(max_nodes=2)), db)
+    with Archive.open(db) as archive:
+        assert any("reused_from" in (r.metrics or {}) for r in archive.rows()), "the search repeated cells"
+        for g in archive.generations():
+            keys = [archive.get(i).key for i in g.population]
+            assert len(keys) == len(set(keys)), f"generation {g.gen}: population {g.population} repeats a cell"
+    assert len(result.population) == 4
+
+
+def test_fewer_distinct_cells_than_population_make_a_smaller_population(tmp_path: Path) -> None:
+    """Generation 0 seeded with one cell twice holds three distinct cells for a population of
+    four: the population is those three (no copy fills the place), and it fills up as children
+    bring new cells; it never shrinks."""
+    db = tmp_path / "short.db"
+    run_search(debug_config(initial=["gru", "gru"], generations=1), db)
+    with Archive.open(db) as archive:
+        sizes = [len(g.population) for g in archive.generations()]
+        assert all(len(g.state["F"]) == len(g.population) for g in archive.generations())
+        assert archive.get(2).metrics["reused_from"] == 1
+    assert sizes == [3, 4]
+
+
 # ------------------------------------------------------------------------------------ resume
 def _done_rows(db: Path) -> dict[int, CandidateRow]:
     with Archive.open(db) as archive:
