@@ -70,6 +70,18 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     assert db.read_bytes() == before
 
 
+def test_a_single_objective_is_a_search(tmp_path: Path) -> None:
+    """One objective is allowed (search.md: a plain (mu + lambda) search on it); its front is
+    the best cell."""
+    from growrnn.search.report import first_front
+
+    path = tmp_path / "one.yaml"
+    path.write_text(DEBUG.read_text() + "objectives: [val]\n")
+    assert load_config(path).objectives == ["val"]
+    rows = [{"val": 0.3, "params": 5}, {"val": 0.1, "params": 50}, {"val": 0.2, "params": 1}]
+    assert first_front(rows, ["val"]) == [1]
+
+
 @pytest.mark.parametrize(("yaml", "match"), [
     ("bogus: 1\n", "bogus"),
     ("budget: {steps: 5, epoch: 2}\n", "epoch"),
