@@ -143,6 +143,20 @@ def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize("command", [["search"], ["search", "confirm"]])
+def test_help_marks_task_required_only_for_a_new_search(capsys: pytest.CaptureFixture[str],
+                                                        command: list[str]) -> None:
+    """``growrnn search --db PATH`` alone resumes, so the help must not say --task is required."""
+    import re
+
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[--task TASK]" in out and "--db DB" in out and "Resume: growrnn search --db PATH" in out
+    task = re.search(r"--task TASK\s+(.*?)\n  --", out, re.S)
+    assert task and "required for a new search" in task.group(1) and "(required" not in task.group(1)
+    assert "generations, " in out, "the keys a resume may change"
+
+
 def interrupt(*args: object, **kwargs: object) -> None:
     raise KeyboardInterrupt
 
