@@ -14,8 +14,10 @@ the file. ``growrnn.cli`` hands over the arguments after the word ``search``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -60,12 +62,12 @@ def _export(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from growrnn.search.config import parse_command, search_parser
+    from growrnn.search.config import parse_command
     from growrnn.search.loop import run_search
     from growrnn.search.storage import Archive
 
     if "-h" in argv or "--help" in argv:
-        search_parser(db=True).print_help()
+        _print_help()
         return 0
     db = _db_of(argv)
     if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
@@ -75,7 +77,10 @@ def _run(argv: list[str]) -> int:
         with Archive.open(db, read_only=True) as archive:  # resume with the stored config, options on top
             argv = ["--config", json.dumps(archive.config), *argv]
     config, db = parse_command(argv)
-    result = run_search(config, db)
+    try:
+        result = run_search(config, db)
+    except KeyboardInterrupt:
+        return _interrupted(db, "growrnn search")
     print(f"search done: generation {result.generation}, population {list(result.population)}; "
           f"archive {result.db}, TensorBoard {result.tensorboard}")
     if result.confirmation is not None:
@@ -85,7 +90,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _confirm(argv: list[str]) -> int:
-    from growrnn.search.config import parse_command, search_parser
+    from growrnn.search.config import parse_command
     from growrnn.search.confirm import confirm_search
     from growrnn.search.storage import Archive
 
@@ -94,7 +99,7 @@ def _confirm(argv: list[str]) -> int:
               "seeded baselines from scratch on confirm.seeds seeds (resumable; runs already stored are not "
               "repeated). Options are the search's config keys; only those that may change on resume "
               "(confirm.seeds, workers, executor, ...) may differ from the stored config.\n")
-        search_parser(db=True).print_help()
+        _print_help()
         return 0
     db = _db_of(argv)
     if db is None or not Path(db).is_file():
@@ -103,9 +108,41 @@ def _confirm(argv: list[str]) -> int:
     with Archive.open(db, read_only=True) as archive:  # the stored config, options on top
         argv = ["--config", json.dumps(archive.config), *argv]
     config, db = parse_command(argv)
-    _print_confirmation(confirm_search(config, db))
+    try:
+        report = confirm_search(config, db)
+    except KeyboardInterrupt:
+        return _interrupted(db, "growrnn search confirm")
+    _print_confirmation(report)
     print(f"next: growrnn search export --db {db} --front --out {Path(str(db)).with_suffix('')}_front")
     return 0
+
+
+def _print_help() -> None:
+    """The search parser's help, saying that ``--task`` (which the parser needs) is required for
+    a new search only: ``--db`` naming an existing search brings the stored config, task and all."""
+    from argparse import SUPPRESS
+
+    from growrnn.search.config import NEUTRAL, SearchConfig, search_parser
+
+    parser = search_parser(db=True)
+    resumable = [f.name for f in dataclasses.fields(SearchConfig) if f.name in NEUTRAL]
+    parser.description = (f"{parser.description} New search: growrnn search --config FILE --db PATH [options]. "
+                          "Resume: growrnn search --db PATH [options], with the config stored in the database "
+                          f"(options may change only {', '.join(resumable)}).")
+    for action in parser._actions:
+        if action.dest == "task":
+            action.required, action.default = False, SUPPRESS  # the usage line brackets it; no "required"
+            action.help = ("the task's name (``growrnn tasks`` lists them); required for a new search, in the "
+                           "--config file or as this option (a resumed search has its stored config's)")
+    parser.print_help()
+
+
+def _interrupted(db: str, command: str) -> int:
+    """Ctrl-C: say how to go on instead of printing a traceback; exit status 130 (128 + SIGINT),
+    as shells report a command stopped by Ctrl-C."""
+    print(f"\n{command}: interrupted. What had finished is stored in {db}; what was training will train "
+          f"again.\nResume with: {command} --db {shlex.quote(str(db))}", file=sys.stderr)
+    return 130
 
 
 def _print_confirmation(report: dict) -> None:

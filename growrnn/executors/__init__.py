@@ -5,7 +5,9 @@ The search loop, the comparison and ``growrnn grow seeds`` hand an executor a ba
 order. A job never makes ``run`` raise: a job
 that raises is ``"failed"`` (with the traceback text), a worker process that dies is
 ``"crashed"``, a job past its ``timeout_s`` is ``"timeout"``; each is retried up to
-``Job.retries`` times and ``Outcome.attempts`` counts the tries. Executors inject no randomness
+``Job.retries`` times and ``Outcome.attempts`` counts the tries. A Ctrl-C is not a job's
+outcome: ``run`` raises ``KeyboardInterrupt`` (inline jobs included, whatever the job made of the
+interrupt) and the job it stopped is not reported. Executors inject no randomness
 and outcomes are keyed, so a caller that sorts by key gets the same table from every executor.
 
 Back ends: :class:`LocalExecutor` (persistent worker processes on this machine, or inline with

@@ -101,6 +101,34 @@ def _worker_main(conn: Connection, threads: int, preload: tuple[str, ...]) -> No
             return
 
 
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[threading.Event]:
+    """Run the body with a SIGINT handler that sets the returned event before it raises
+    ``KeyboardInterrupt`` as Python's own does; the handler is restored afterwards.
+
+    An inline job runs in the caller's process, and what it calls may not let a Ctrl-C through:
+    Lightning's ``Trainer`` turns ``KeyboardInterrupt`` into ``sys.exit(1)`` (which reads as a job
+    that failed: a job that calls ``sys.exit`` itself *has* failed), and one raised inside a
+    ``__del__`` is printed and dropped. The event tells the two apart, however the job ended.
+    Only in the main thread and while Python's default handler is in place: a caller that set its
+    own handler, or ignores SIGINT, keeps its choice."""
+    noted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        noted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield noted
+    finally:  # also undoes a job's own change (Lightning ignores SIGINT while it shuts down)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class _Worker:
     def __init__(self, ctx: Any, threads: int, preload: tuple[str, ...]):
         self.conn, child = ctx.Pipe(duplex=True)
@@ -166,7 +194,11 @@ class LocalExecutor(BaseExecutor):
     killed by a signal, so stopping a search or a comparison with ``kill`` leaves nothing training
     behind. ``workers=0`` runs jobs inline in the calling process, one after
     the other, for debugging: ``timeout_s`` is *not* enforced there, a crash takes the caller with
-    it, and the caller's thread settings are left alone.
+    it, and the caller's thread settings are left alone. A Ctrl-C (SIGINT) during an inline job
+    raises ``KeyboardInterrupt`` from ``run`` and that job gets no outcome, even when the job
+    turned the interrupt into something else (Lightning's ``Trainer`` exits with ``sys.exit(1)``);
+    with workers, the caller gets the ``KeyboardInterrupt`` (workers ignore SIGINT) and the busy
+    workers are stopped.
     """
 
     def __init__(self, workers: int = 2, threads_per_worker: int = 1, *, preload: Sequence[str] = ("torch",)):
@@ -274,7 +306,10 @@ class LocalExecutor(BaseExecutor):
         while queue:
             t = queue.popleft()
             start = time.monotonic()
-            status, payload = call_job(t.job.fn, t.job.args, t.job.kwargs)
+            with _noting_interrupts() as interrupted:
+                status, payload = call_job(t.job.fn, t.job.args, t.job.kwargs)
+            if interrupted.is_set():  # the user's Ctrl-C, not the job's failure: stop, report nothing
+                raise KeyboardInterrupt(f"interrupted while job {t.job.key!r} ran inline")
             if out := settle(t, status, payload, time.monotonic() - start, queue):
                 yield out
 

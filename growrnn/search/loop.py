@@ -18,7 +18,11 @@ executor finished them first.
 
 **Deduplication.** A planned child whose canonical key already has a ``done`` row is recorded as
 done with that row's results (``metrics["reused_from"]``), and of several new rows with one key in
-a generation only the first is trained.
+a generation only the first is trained. Selection sees each cell once: of the pool's candidates
+with one key, only the first with results competes (:func:`~growrnn.search.selection.distinct`),
+so the population holds distinct cells; it holds fewer than ``population`` while the pool has
+fewer distinct cells (generation 0 under tight limits), and never shrinks, since the parents are
+part of the next pool.
 
 **Rungs.** With ``rungs:`` set, generations >= 1 evaluate their children in rungs of growing
 budget and promote the best part of each (:mod:`growrnn.search.rungs`); survival then ranks by
@@ -369,11 +373,16 @@ class _Search:
 
     # ------------------------------------------------------------------------------- selection
     def _select(self, gen: int, pool: list[int], state: dict[str, Any]) -> tuple[tuple[int, ...], np.ndarray]:
-        """The survivors of parents plus offspring (best first) and their rows of ``F``."""
+        """The survivors of parents plus offspring (best first) and their rows of ``F``: one
+        candidate per canonical key, so fewer than ``population`` while the pool holds fewer
+        distinct cells."""
         rows = [self.archive.get(i) for i in pool]
         if state.get("direction") is None:  # the task's, recorded by any finished candidate
             state["direction"] = next((r.metrics["direction"] for r in rows if r.metrics is not None), None)
         F = objective_matrix([r.values for r in rows], self.config.objectives, {"val": state["direction"] or "min"})
+        # each cell once: copies of one canonical key (a reused child, its parent) would crowd a front
+        cells = selection.distinct([r.key for r in rows], F)
+        pool, rows, F = [pool[k] for k in cells], [rows[k] for k in cells], F[cells]
         if self.config.novelty is not None:
             from growrnn.search.novelty import novelty_column
 

@@ -29,7 +29,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from growrnn.errors import ArgumentError, check_int
 
-__all__ = ["OBJECTIVES", "Objective", "crowding_distances", "hypervolume", "nondominated_ranks",
+__all__ = ["OBJECTIVES", "Objective", "crowding_distances", "distinct", "hypervolume", "nondominated_ranks",
            "niche_ranks", "objective_matrix", "spearman", "survive", "survive_in_niches", "tournament"]
 
 
@@ -121,6 +121,30 @@ def crowding_distances(F: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 def _order(ranks: np.ndarray, crowding: np.ndarray) -> np.ndarray:
     """Indices best first: lower rank, then larger crowding, then lower index."""
     return np.lexsort((np.arange(len(ranks)), -crowding, ranks))
+
+
+def distinct(keys: Sequence[str], F: np.ndarray) -> np.ndarray:
+    """Indices of one row per distinct key (a cell's canonical key), ascending, shape ``(k,)``:
+    of the rows that share a key, the first whose objectives in ``F`` ``(n, m)`` are all finite,
+    else (every copy failed) the first.
+
+    The search selects from its pool's distinct cells only: copies of one cell have the same
+    results, share a place on a front, and would fill the population with one cell.
+
+    >>> F = np.array([[1.0, 2.0], [1.0, 2.0], [np.inf, np.inf], [0.5, 3.0]])
+    >>> distinct(["a", "a", "b", "b"], F).tolist()  # "b": its copy with results
+    [0, 3]
+    """
+    F = _check_F(F)
+    if isinstance(keys, str) or len(keys) != len(F):
+        raise ArgumentError("keys", allowed=f"{len(F)} keys, one per row of F", received=keys,
+                            hint="the candidates' canonical keys, in the rows' order")
+    finite = np.isfinite(F).all(axis=1)
+    chosen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key not in chosen or (finite[i] and not finite[chosen[key]]):
+            chosen[key] = i
+    return np.array(sorted(chosen.values()), dtype=int)
 
 
 def survive(F: np.ndarray, mu: int) -> np.ndarray:

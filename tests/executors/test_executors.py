@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,10 @@ def boom(message: str) -> None:
 
 def die(code: int) -> None:
     os._exit(code)
+
+
+def leave(code: int) -> None:  # a job that calls sys.exit has failed; its worker (or caller) lives on
+    sys.exit(code)
 
 
 def kill_self() -> None:  # what an OOM kill looks like
@@ -84,6 +89,8 @@ ROWS = {
                   dict.fromkeys(("local", "inline", "ray"), "ValueError: bad input")),
     "flaky": Row(lambda tmp: Job("flaky", flaky, (str(tmp / "flaky"),), retries=2), "ok", 2,
                  dict.fromkeys(("local", "inline", "ray"), "second try")),
+    "exit": Row(lambda tmp: Job("exit", leave, (3,)), "failed", 1,
+                dict.fromkeys(("local", "inline", "ray"), "SystemExit: 3")),
     "crashed": Row(lambda tmp: Job("crashed", die, (3,), retries=1), "crashed", 2,
                    {"local": "exited with code 3", "ray": "WorkerCrashedError"}, inline=False),
     "killed": Row(lambda tmp: Job("killed", kill_self), "crashed", 1,
@@ -173,6 +180,71 @@ def test_inline_executor_runs_in_process(tmp_path: Path, key: str) -> None:
     with make_executor("local", workers=0) as executor:
         assert isinstance(executor, LocalExecutor) and isinstance(executor, Executor)
         check_row(run_table(executor, tmp_path, inline_only=True), key, "inline")
+
+
+def ctrl_c() -> None:
+    """What a Ctrl-C does to the process that runs the job inline."""
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)  # the handler raises KeyboardInterrupt here, at once
+    raise AssertionError("SIGINT did not interrupt the job")
+
+
+def ctrl_c_then_exit() -> None:
+    """What Lightning's Trainer does with a Ctrl-C: it shuts down and calls sys.exit(1)."""
+    try:
+        ctrl_c()
+    except KeyboardInterrupt:
+        sys.exit(1)
+
+
+def ctrl_c_swallowed() -> str:
+    """A Ctrl-C that something in the job drops (one raised inside a __del__ is only printed)."""
+    try:
+        ctrl_c()
+    except KeyboardInterrupt:
+        pass
+    return "finished anyway"
+
+
+RAN: list[str] = []
+
+
+def record(key: str) -> str:
+    RAN.append(key)
+    return key
+
+
+@pytest.mark.parametrize("job", [ctrl_c, ctrl_c_then_exit, ctrl_c_swallowed])
+def test_inline_ctrl_c_stops_the_run_however_the_job_ends(job: Callable[[], object]) -> None:
+    """A user's Ctrl-C during an inline job stops the run and reports no outcome for that job, so
+    a search does not store the interrupted candidate as failed (nor retry it); a job that calls
+    sys.exit of its own accord stays a failed job (the "exit" row)."""
+    RAN.clear()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    seen = []
+    with LocalExecutor(workers=0) as executor, pytest.raises(KeyboardInterrupt):
+        for outcome in executor.run([Job("first", record, ("first",)), Job("ctrl-c", job, retries=1),
+                                     Job("after", record, ("after",))]):
+            seen.append(outcome.key)
+    assert seen == ["first"] and RAN == ["first"], "no outcome for the interrupted job, and nothing after it"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works again afterwards"
+
+
+def test_local_ctrl_c_stops_the_run_and_the_busy_workers(pool: LocalExecutor,
+                                                          local_outcomes: dict[str, Outcome]) -> None:
+    """With workers, Ctrl-C reaches the caller (workers ignore SIGINT): the run stops at once and
+    the worker that was busy is stopped, not left training."""
+    before = {w.process for w in pool._pool}
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        outcomes = pool.run([Job("slow", nap, (60,))])
+        timer.start()
+        next(outcomes)
+    timer.join()
+    stopped = before - {w.process for w in pool._pool}
+    assert time.monotonic() - start < 30 and len(stopped) == 1 and not any(p.is_alive() for p in stopped)
+    assert [(o.key, o.value) for o in pool.run([Job("next", double, (4,))])] == [("next", 8)]
 
 
 SCRIPT = """

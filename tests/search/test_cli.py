@@ -70,6 +70,18 @@ def test_debug_search_runs_resumes_and_exports(tmp_path: Path, capsys: pytest.Ca
     assert db.read_bytes() == before
 
 
+def test_a_single_objective_is_a_search(tmp_path: Path) -> None:
+    """One objective is allowed (search.md: a plain (mu + lambda) search on it); its front is
+    the best cell."""
+    from growrnn.search.report import first_front
+
+    path = tmp_path / "one.yaml"
+    path.write_text(DEBUG.read_text() + "objectives: [val]\n")
+    assert load_config(path).objectives == ["val"]
+    rows = [{"val": 0.3, "params": 5}, {"val": 0.1, "params": 50}, {"val": 0.2, "params": 1}]
+    assert first_front(rows, ["val"]) == [1]
+
+
 @pytest.mark.parametrize(("yaml", "match"), [
     ("bogus: 1\n", "bogus"),
     ("budget: {steps: 5, epoch: 2}\n", "epoch"),
@@ -129,6 +141,44 @@ def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.Capture
     assert main(["search", *args]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize("command", [["search"], ["search", "confirm"]])
+def test_help_marks_task_required_only_for_a_new_search(capsys: pytest.CaptureFixture[str],
+                                                        command: list[str]) -> None:
+    """``growrnn search --db PATH`` alone resumes, so the help must not say --task is required."""
+    import re
+
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[--task TASK]" in out and "--db DB" in out and "Resume: growrnn search --db PATH" in out
+    task = re.search(r"--task TASK\s+(.*?)\n  --", out, re.S)
+    assert task and "required for a new search" in task.group(1) and "(required" not in task.group(1)
+    assert "generations, " in out, "the keys a resume may change"
+
+
+def interrupt(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("command", "target"), [
+    (["search"], "growrnn.search.loop.run_search"),
+    (["search", "confirm"], "growrnn.search.confirm.confirm_search"),
+])
+def test_ctrl_c_says_how_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch, command: list[str], target: str) -> None:
+    """Ctrl-C ends the command with a two-line message naming the command that resumes it (and the
+    status a shell gives a command stopped by Ctrl-C), not a traceback."""
+    from growrnn.search.config import config_to_dict
+
+    db = tmp_path / "my search.db"
+    with Archive.open(db, config_to_dict(load_config(DEBUG))):  # an existing search, as confirm needs
+        pass
+    monkeypatch.setattr(target, interrupt)
+    assert main([*command, "--db", str(db)]) == 130
+    err = capsys.readouterr().err
+    assert f"Resume with: growrnn {' '.join(command)} --db '{db}'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2, err
 
 
 def test_package_names_are_lazy_and_complete() -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import shutil
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ import torch
 from growrnn.errors import SearchError
 from growrnn.executors import Job, LocalExecutor, Outcome
 from growrnn.genome import Genome, library_cell, parse
+from growrnn.search import job as job_module
 from growrnn.search.config import NoveltyConfig, PredictorConfig, SearchConfig, load_config
 from growrnn.search.job import inherit_into, run_candidate, save_weights
 from growrnn.search.loop import SearchResult, candidate_seed, run_search, weights_dir
@@ -136,6 +140,32 @@ def test_resume_with_another_config_is_a_search_error(reference: tuple[Path, Sea
         run_search(debug_config(**change), reference[0])
 
 
+def test_the_population_holds_each_cell_once(tmp_path: Path) -> None:
+    """With tight limits the children keep repeating a few cells (reused, not retrained); the
+    population still holds distinct cells, not copies of one that crowd out the rest."""
+    db = tmp_path / "tight.db"
+    result = run_search(debug_config(limits=Limits(max_nodes=2)), db)
+    with Archive.open(db) as archive:
+        assert any("reused_from" in (r.metrics or {}) for r in archive.rows()), "the search repeated cells"
+        for g in archive.generations():
+            keys = [archive.get(i).key for i in g.population]
+            assert len(keys) == len(set(keys)), f"generation {g.gen}: population {g.population} repeats a cell"
+    assert len(result.population) == 4
+
+
+def test_fewer_distinct_cells_than_population_make_a_smaller_population(tmp_path: Path) -> None:
+    """Generation 0 seeded with one cell twice holds three distinct cells for a population of
+    four: the population is those three (no copy fills the place), and it fills up as children
+    bring new cells; it never shrinks."""
+    db = tmp_path / "short.db"
+    run_search(debug_config(initial=["gru", "gru"], generations=1), db)
+    with Archive.open(db) as archive:
+        sizes = [len(g.population) for g in archive.generations()]
+        assert all(len(g.state["F"]) == len(g.population) for g in archive.generations())
+        assert archive.get(2).metrics["reused_from"] == 1
+    assert sizes == [3, 4]
+
+
 # ------------------------------------------------------------------------------------ resume
 def _done_rows(db: Path) -> dict[int, CandidateRow]:
     with Archive.open(db) as archive:
@@ -171,6 +201,43 @@ def kill_9_and_resume(config: Path, tmp_path: Path, reference: Path) -> Path:
     assert population_keys(db) == population_keys(reference)
     assert_same_population(db, reference)  # trained in another process
     return db
+
+
+class CtrlCKeeper(job_module._Keeper):
+    """The job's callback, plus a Ctrl-C (SIGINT to this process) at the third training step of
+    the ``at``-th training run of the search: inside Lightning's ``fit``, which turns it into
+    ``sys.exit(1)``."""
+
+    at, runs = 0, 0
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            type(self).runs += 1
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if type(self).runs == self.at and trainer.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("at", [2, 6])  # in generation 0; in generation 1, in its rungs
+def test_ctrl_c_inline_stops_and_resume_reaches_the_uninterrupted_population(
+        reference: tuple[Path, SearchResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """Ctrl-C during an inline candidate (workers: 0) stops the search; the candidate is neither
+    stored as failed nor retrained behind the user's back (retries: 1), and running the search
+    again reaches the uninterrupted population."""
+    db = tmp_path / "ctrl_c.db"
+    monkeypatch.setattr(CtrlCKeeper, "at", at)
+    monkeypatch.setattr(CtrlCKeeper, "runs", 0)
+    monkeypatch.setattr(job_module, "_Keeper", CtrlCKeeper)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(debug_config(retries=1), db)
+    assert CtrlCKeeper.runs == at, "nothing trained after the interrupted candidate"
+    with Archive.open(db) as archive:
+        assert archive.counts()["failed"] == 0 and archive.rows("running"), "stopped, not failed"
+    monkeypatch.undo()
+    assert run_search(debug_config(retries=1), db).population == reference[1].population
+    assert_same_population(db, reference[0])
 
 
 # ------------------------------------------------------------------------------------ executors

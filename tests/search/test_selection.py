@@ -9,6 +9,7 @@ from growrnn.errors import ArgumentError
 from growrnn.search.selection import (
     OBJECTIVES,
     crowding_distances,
+    distinct,
     hypervolume,
     nondominated_ranks,
     objective_matrix,
@@ -74,6 +75,18 @@ def test_crowding_distances(F: list, expected: list) -> None:
 ])
 def test_survive(F: list, mu: int, expected: list) -> None:
     assert survive(np.array(F, dtype=float), mu).tolist() == expected
+
+
+@pytest.mark.parametrize(("keys", "F", "expected"), [
+    (["a", "b", "c"], [[1, 1], [2, 2], [3, 3]], [0, 1, 2]),  # nothing repeated: every row
+    (["a", "b", "a", "a"], [[1, 1], [2, 2], [1, 1], [1, 1]], [0, 1]),  # copies of a: the first
+    (["a", "a", "b"], [[INF, INF], [1, 1], [2, 2]], [1, 2]),  # a failed first copy: the one with results
+    (["a", "a"], [[INF, INF], [INF, INF]], [0]),  # every copy failed: the first
+    ([], np.zeros((0, 2)), []),
+])
+def test_distinct_keeps_one_row_per_cell(keys: list, F: list, expected: list) -> None:
+    got = distinct(keys, np.array(F, dtype=float))
+    assert got.dtype.kind == "i" and got.tolist() == expected
 
 
 @pytest.mark.parametrize(("ranks", "crowding", "winner"), [
@@ -144,6 +157,7 @@ def test_objective_matrix_errors(names: list, directions: dict, rows: list, matc
     (lambda: hypervolume(np.ones((1, 2)), np.ones(3)), "'ref'.*2 finite numbers"),
     (lambda: tournament(np.zeros(2), np.zeros(2), 1, 0), "'rng'.*Generator"),
     (lambda: tournament(np.zeros(2), np.zeros(3), 1, np.random.default_rng()), "'crowding'"),
+    (lambda: distinct(["a"], np.ones((2, 2))), "'keys'.*2 keys, one per row of F"),
 ])
 def test_errors(call, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
