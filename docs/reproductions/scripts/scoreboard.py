@@ -43,6 +43,7 @@ BEST: dict[tuple[str, str, float | None, str | None], tuple[float, Callable[[int
     ("lstm", "adam", 0.003, None): (8.489, lambda n: 4 * n * (88 + n + 2), 128),
     ("gru", "adam", 0.003, None): (8.490, lambda n: 3 * n * (88 + n + 2), 128),
     ("lstm", "adam", 0.01, None): (8.335, lambda n: 4 * n * (88 + n + 2), 256),
+    ("lstm", "adam", 0.0003, None): (8.808, lambda n: 4 * n * (88 + n + 2), 128),
     ("gru", "adam", 0.01, None): (8.453, lambda n: 3 * n * (88 + n + 2), 128),
     ("lstm", "sgd", None, None): (8.276, lambda n: 4 * n * (88 + n + 2), 256),
     ("lstm", "rmsprop", None, None): (8.606, lambda n: 4 * n * (88 + n + 2), 64),
