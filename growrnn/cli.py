@@ -200,12 +200,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     """Run one command; a :class:`~growrnn.errors.GrowRNNError` from any of them is printed here,
-    the one place that prints command-line errors, and exits with status 2."""
+    the one place that prints command-line errors, and exits with status 2. A Ctrl-C that reaches
+    here ends with one line and status 130, as shells report SIGINT (``growrnn search`` says how
+    to resume itself)."""
     try:
         return _dispatch(argv)
     except GrowRNNError as e:
         print(f"growrnn: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("growrnn: interrupted", file=sys.stderr)
+        return 130
 
 
 def _dispatch(argv: list[str] | None) -> int:

@@ -139,3 +139,12 @@ def test_bench_growth_names_a_device_it_cannot_use(device: str, said: str,
     assert main(["bench", "growth", "--quick", "--device", device]) == 2
     err = capsys.readouterr().err
     assert "--device" in err and said in err
+
+
+def test_a_ctrl_c_ends_with_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(argv: list[str] | None) -> int:
+        raise KeyboardInterrupt
+    monkeypatch.setattr("growrnn.cli._dispatch", interrupted)
+    assert main(["grow", "seeds"]) == 130
+    assert capsys.readouterr().err == "growrnn: interrupted\n"
