@@ -36,17 +36,35 @@ class GrowCLI(LightningCLI):
                             help="fit: exit 0 even if the loss or the weights became NaN or infinite "
                                  "(by default such a run ends with an error and exit status 1)")
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # the model options the user set (config files and command line, no defaults), which a
+        # --ckpt_path's options would replace (none where they cannot be told apart)
+        self._given_model: set[str] = set()
+        if isinstance(args, dict):
+            return
+        try:
+            model = parser.parse_args(args, defaults=False)[self.config["subcommand"]].get("model")
+            self._given_model = set(vars(model)) if model is not None else set()
+        except (SystemExit, Exception):  # noqa: BLE001 -- then no option counts as given
+            self._given_model = set()
+
     def _parse_ckpt_path(self) -> None:
         # Lightning reads --ckpt_path here first (for its hyper-parameters): check the file with the
         # one safe loader before, so a bad or crafted file is a clear error naming it
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        meta: dict[str, Any] = {}
         if ckpt_path:
-            load_checkpoint(ckpt_path)
-        before = dict(self.config[sub]["model"]) if ckpt_path else {}
+            stored = load_checkpoint(ckpt_path).get("growrnn")
+            meta = stored if isinstance(stored, dict) else {}
+        given = getattr(self, "_given_model", set())
+        before = {k: v for k, v in dict(self.config[sub]["model"]).items() if k in given} if ckpt_path else {}
         super()._parse_ckpt_path()
-        if ckpt_path:
-            _replaced_by_checkpoint(before, dict(self.config[sub]["model"]), str(ckpt_path))
+        # a checkpoint of another task is refused when the model loads it, naming the task
+        task = (meta.get("spec") or {}).get("name")
+        if ckpt_path and task in (None, self.config[sub]["data"].get("task")):
+            _replaced_by_checkpoint(before, dict(self.config[sub]["model"]), str(ckpt_path), meta.get("genome"))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         # `--trainer.enable_progress_bar false` wins over a progress bar the config lists (the
@@ -78,15 +96,19 @@ def quiet_lightning() -> None:
     if not announce.handlers:
         announce.setLevel(logging.INFO)
         announce.addHandler(logging.StreamHandler())
+        announce.propagate = False  # once: not again through the root handler `growrnn -v` sets
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
-def _replaced_by_checkpoint(given: dict[str, Any], loaded: dict[str, Any], ckpt_path: str) -> None:
+def _replaced_by_checkpoint(given: dict[str, Any], loaded: dict[str, Any], ckpt_path: str,
+                            genome: str | None = None) -> None:
     """Lightning builds a ``--ckpt_path`` run's model from the checkpoint's options, over the ones
-    given: refuse another cell (the weights would mean other equations), and say which other
-    options the checkpoint replaced, so none is dropped silently. Sizes are not reported: a grown
-    layer's checkpoint holds its current sizes, not the config's start."""
+    ``given`` (those a config file or the command line set; defaults are not given): refuse another
+    cell (the weights would mean other equations), and say which other options the checkpoint
+    replaced, so none is dropped silently. Sizes are not reported: a grown layer's checkpoint holds
+    its current sizes, not the config's start. ``genome``: the cell's text the checkpoint records
+    (else its ``cell`` option)."""
     from growrnn.errors import ArgumentError
     from growrnn.genome.source import load as load_genome
 
@@ -96,7 +118,7 @@ def _replaced_by_checkpoint(given: dict[str, Any], loaded: dict[str, Any], ckpt_
         except Exception:  # noqa: BLE001 -- compared as given; the model refuses a bad cell later
             return str(cell)
 
-    cell, stored = given.get("cell"), loaded.get("cell")
+    cell, stored = given.get("cell"), genome if genome is not None else loaded.get("cell")
     if cell is not None and stored is not None and genome_text(cell) != genome_text(stored):
         raise ArgumentError("model.cell", allowed=f"the cell of --ckpt_path {ckpt_path} "
                             f"({'; '.join(genome_text(stored).splitlines())})", received=cell,

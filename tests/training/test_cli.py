@@ -109,6 +109,12 @@ def test_fit_then_test_from_the_best_checkpoint(tmp_path: Path, capsys: pytest.C
     assert "sets the model's options from the checkpoint: model.lr 0.5 -> 0.001" in capsys.readouterr().err
     assert main(["test", *common, "--ckpt_path", str(ckpt / "best.ckpt"), "--model.cell", "lstm"]) == 2
     assert "invalid argument 'model.cell'. Allowed: the cell of --ckpt_path" in capsys.readouterr().err
+    # options nobody set are not 'given': a config without a cell (default lstm) tests the GRU's
+    # checkpoint without a refusal or a note
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(Path(config).read_text().replace("  cell: gru\n", ""))
+    assert main(["test", "--config", str(bare), *common[2:], "--ckpt_path", str(ckpt / "best.ckpt")]) == 0
+    assert "growrnn: " not in capsys.readouterr().err
     # the checkpoint the CLI wrote loads in Python too (it records LightningCLI's instantiator)
     model = SequenceModel.load_from_checkpoint(ckpt / "best.ckpt")
     state = load_checkpoint(ckpt / "best.ckpt", "checkpoint")["state_dict"]
