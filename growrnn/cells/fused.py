@@ -131,7 +131,8 @@ def double_backward_error(genome: Genome | None, layer: int) -> DoubleBackwardEr
                 "runs it on the native path, whose backward supports second derivatives")
     else:
         hint = ("GenomeRNN computes second derivatives only on its native path (cells that are canonically "
-                "LSTM, GRU or Elman, with fast_path=True); it has no path that computes them for this cell")
+                "LSTM, GRU or Elman, with fast_path=True); for derivatives in the inputs only, freeze the "
+                "weights (requires_grad_(False)) and pass fused=False: the generic path computes those exactly")
     return DoubleBackwardError(f"layer {layer} of a GenomeRNN (cell: {cell}) runs on the fused native layer, "
                                "whose backward is not differentiable", hint=hint)
 

@@ -94,7 +94,9 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, *tensors: Tensor) -> tuple[Tensor, ...]:
-        return tuple(t.view_as(t) for t in tensors)
+        # copies, not views: a view out of a custom Function may not be changed in place, and
+        # users change nn.LSTM's outputs in place (ReLU(inplace=True), out[-1] = 0)
+        return tuple(t.clone() for t in tensors)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, ...]:

@@ -209,3 +209,15 @@ def test_second_derivatives_on_the_generic_path_raise_a_clear_error(cell: str) -
     (got,) = torch.autograd.grad(input_penalty(rnn), x)
     (want,) = torch.autograd.grad(input_penalty(lambda x: reference_forward(rnn, x)), x)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("change", [lambda out: out.add_(1.0), lambda out: torch.relu_(out),
+                                    lambda out: out[-1].zero_()])
+def test_the_generic_paths_outputs_can_be_changed_in_place(change) -> None:
+    """As nn.LSTM's can (ReLU(inplace=True), out[-1] = 0): its first-order guard returns copies."""
+    rnn = gr.GenomeRNN("mgu", 3, 4, num_layers=2, fast_path=False, fused=False)
+    out, final = rnn(torch.randn(5, 2, 3))
+    change(out)
+    change(final[0])
+    (out.sum() + final[0].sum()).backward()
+    assert all(p.grad is not None for p in rnn.parameters())
