@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("--batch", type=int, default=20)
     cells.add_argument("--steps", type=int, default=35, help="sequence length T")
     cells.add_argument("--layers", type=int, default=2)
-    cells.add_argument("--rounds", type=int, default=20, help="timed steps per entry (median taken)")
+    cells.add_argument("--rounds", type=int, default=20,
+                       help="timed steps per entry (median taken; the reference goes first in even rounds: "
+                            "an even count balances the order)")
     cells.add_argument("--input", type=int, default=None, help="input size I (default: H)")
     cells.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     cells.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -72,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     cells.add_argument("--out", type=Path, help="also write the markdown table to this file")
     growth = bench_sub.add_parser("growth", help="training step of a growable layer vs a fixed one; resize cost")
     growth.add_argument("--steps", type=int, default=300, help="timed steps per run")
-    growth.add_argument("--rounds", type=int, default=3, help="A/B rounds per case (median taken)")
+    growth.add_argument("--rounds", type=int, default=4,
+                        help="A/B rounds per case (median taken; the fixed layer goes first in even rounds: "
+                             "an even count balances the order)")
     growth.add_argument("--quick", action="store_true", help="30 steps, 1 round: a smoke run")
     growth.add_argument("--case", help="only the cases whose name contains this (e.g. ablation)")
     growth.add_argument("--device", default="cpu",

@@ -155,7 +155,7 @@ def _resize_ms(case: Case, device: str, repeats: int = 20) -> float:
     return statistics.median(times) * 1e3
 
 
-def run(steps: int = 300, rounds: int = 3, quick: bool = False, match: str | None = None,
+def run(steps: int = 300, rounds: int = 4, quick: bool = False, match: str | None = None,
         device: str = "cpu") -> str:
     """Measure every case (or those whose name contains ``match``) on ``device`` (``cpu`` or
     ``cuda``); returns a markdown table."""

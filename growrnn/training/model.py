@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ class SequenceModel(L.LightningModule):
             name, genome text, or a path to a ``.txt``/``.json`` genome file.
         hidden_size: units per layer of the ``GenomeRNN`` stack; a list gives every layer its own
             count and builds a growable stack (:class:`~growrnn.growth.GrowableRNN`).
-        num_layers: layers of the stack (with a list of sizes: its length; another value is refused).
+        num_layers: layers of the stack (with a list of sizes: leave it unset, or give the list's length).
         embedding_size: token embedding size (tokens in; default ``hidden_size``). Feature inputs
             go through a linear encoder of this size when it is given, else straight in.
         one_hot: feed tokens to the RNN as one-hot vectors instead of embeddings (as Miconi's and
@@ -116,7 +117,7 @@ class SequenceModel(L.LightningModule):
         gen = torch.Generator().manual_seed(seed)
         sizes: list[int] | None = list(hidden_size) if isinstance(hidden_size, (list, tuple)) else None
         if sizes is not None:
-            if not sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+            if not sizes or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in sizes):
                 raise ArgumentError("hidden_size", allowed="an int >= 1, or a non-empty list of them (one per layer)",
                                     received=hidden_size, hint="e.g. hidden_size: [64, 32] for a two-layer stack")
             if num_layers not in (1, len(sizes)):  # 1: the default, which a list of sizes overrides
