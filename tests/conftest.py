@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,15 @@ def kill_9_when(cmd: list[str], db: Path, count_sql: str, at_least: int, log: Pa
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, log.read_text()
+
+
+@pytest.fixture
+def ctrl_c_reaches_python() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal, for the test's duration: a process started
+    in the background by a non-interactive shell (a CI script) inherits SIGINT ignored, and Python
+    then leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -91,7 +91,7 @@ class ValidationCurve(L.Callback):
             self.points.pop()  # the end-of-epoch check repeats the last one
         # a validation after fit (trainer.validate) comes once the loop has counted one more epoch
         # than a run stopped by max_steps trained in: its point is at the last batch's epoch
-        fitting = trainer.state.fn == "fit" or self.last_epoch is None
+        fitting = getattr(getattr(trainer, "state", None), "fn", "fit") == "fit" or self.last_epoch is None
         epoch = trainer.current_epoch if fitting else self.last_epoch
         self.points.append({"step": trainer.global_step, "epoch": epoch, "val": float(value),
                             "train_loss": self.last_loss})

@@ -214,6 +214,7 @@ def record(key: str) -> str:
     return key
 
 
+@pytest.mark.usefixtures("ctrl_c_reaches_python")
 @pytest.mark.parametrize("job", [ctrl_c, ctrl_c_then_exit, ctrl_c_swallowed])
 def test_inline_ctrl_c_stops_the_run_however_the_job_ends(job: Callable[[], object]) -> None:
     """A user's Ctrl-C during an inline job stops the run and reports no outcome for that job, so
@@ -230,6 +231,7 @@ def test_inline_ctrl_c_stops_the_run_however_the_job_ends(job: Callable[[], obje
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "Ctrl-C works again afterwards"
 
 
+@pytest.mark.usefixtures("ctrl_c_reaches_python")
 def test_local_ctrl_c_stops_the_run_and_the_busy_workers(pool: LocalExecutor,
                                                           local_outcomes: dict[str, Outcome]) -> None:
     """With workers, Ctrl-C reaches the caller (workers ignore SIGINT): the run stops at once and

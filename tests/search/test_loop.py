@@ -220,6 +220,7 @@ class CtrlCKeeper(job_module._Keeper):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.usefixtures("ctrl_c_reaches_python")
 @pytest.mark.parametrize("at", [2, 6])  # in generation 0; in generation 1, in its rungs
 def test_ctrl_c_inline_stops_and_resume_reaches_the_uninterrupted_population(
         reference: tuple[Path, SearchResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int) -> None:
