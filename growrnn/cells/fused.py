@@ -120,21 +120,25 @@ def available() -> bool:
 _TORCH_MODULES = {"lstm": "nn.LSTM", "gru": "nn.GRU", "rnn_tanh": "nn.RNN", "rnn_relu": "nn.RNN"}
 
 
-def double_backward_error(genome: Genome | None, layer: int) -> DoubleBackwardError:
+def double_backward_error(genome: Genome | None, layer: int, fused: bool = True) -> DoubleBackwardError:
     """The error for a ``create_graph=True`` backward through layer ``layer`` of a GenomeRNN of
-    ``genome``: the native backward is not differentiable. The hint names the only path that is (the
-    native path: torch's kernels, and the Elman cell's backward written in torch ops)."""
+    ``genome``, on the fused layer (its native backward is not differentiable) or, with ``fused``
+    false, on the generic path (its weight gradients are first order only). The hint names the
+    path that computes second derivatives (the native one: torch's kernels, and the Elman cell's
+    backward written in torch ops) and how to get the inputs' alone."""
     cell = "; ".join(genome.to_text().strip().splitlines()) if genome is not None else "?"
     match = match_native(genome) if genome is not None else None
     if match is not None:
-        hint = (f"this cell is canonically torch's {_TORCH_MODULES[match.kernel]}: GenomeRNN(..., fast_path=True) "
-                "runs it on the native path, whose backward supports second derivatives")
+        native = (f"this cell is canonically torch's {_TORCH_MODULES[match.kernel]}: GenomeRNN(..., fast_path=True) "
+                  "runs it on the native path, whose backward supports second derivatives")
     else:
-        hint = ("GenomeRNN computes second derivatives only on its native path (cells that are canonically "
-                "LSTM, GRU or Elman, with fast_path=True); for derivatives in the inputs only, freeze the "
-                "weights (requires_grad_(False)) and pass fused=False: the generic path computes those exactly")
-    return DoubleBackwardError(f"layer {layer} of a GenomeRNN (cell: {cell}) runs on the fused native layer, "
-                               "whose backward is not differentiable", hint=hint)
+        native = ("GenomeRNN computes second derivatives only on its native path (cells that are canonically "
+                  "LSTM, GRU or Elman, with fast_path=True)")
+    inputs = ("; for derivatives in the inputs only, freeze the weights (requires_grad_(False))"
+              + (" and pass fused=False" if fused else "") + ": the generic path computes those exactly")
+    what = ("runs on the fused native layer, whose backward is not differentiable" if fused else
+            "runs on the generic (per-op) path, whose weight gradients are first order only")
+    return DoubleBackwardError(f"layer {layer} of a GenomeRNN (cell: {cell}) {what}", hint=native + inputs)
 
 
 class _FusedLayer(torch.autograd.Function):

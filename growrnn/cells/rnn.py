@@ -19,7 +19,7 @@ from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
 from growrnn.cells.program import M_BIAS
-from growrnn.errors import ArgumentError, DoubleBackwardError, ShapeError, check_int
+from growrnn.errors import ArgumentError, ShapeError, check_int
 from growrnn.genome.graph import Genome
 from growrnn.genome.library import library_cell
 from growrnn.genome.source import load
@@ -93,21 +93,17 @@ class _FirstOrderOnly(torch.autograd.Function):
     silently wrong; here it raises :class:`~growrnn.errors.DoubleBackwardError` instead."""
 
     @staticmethod
-    def forward(ctx: Any, *tensors: Tensor) -> tuple[Tensor, ...]:
+    def forward(ctx: Any, genome: Genome, layer: int, *tensors: Tensor) -> tuple[Tensor, ...]:
+        ctx.genome, ctx.layer = genome, layer
         # copies, not views: a view out of a custom Function may not be changed in place, and
         # users change nn.LSTM's outputs in place (ReLU(inplace=True), out[-1] = 0)
         return tuple(t.clone() for t in tensors)
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor, ...]:
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():  # on in a backward exactly under create_graph=True
-            raise DoubleBackwardError(
-                "a GenomeRNN layer on the generic (per-op) path, whose weight gradients are first order only",
-                hint="for a cell that is canonically LSTM, GRU or Elman, GenomeRNN(..., fast_path=True) runs the "
-                     "native path, whose backward supports second derivatives; for derivatives in the inputs "
-                     "only, freeze the weights (requires_grad_(False)), which this path then differentiates "
-                     "exactly")
-        return grads
+            raise fused.double_backward_error(ctx.genome, ctx.layer, fused=False)
+        return (None, None, *grads)
 
 
 def _carrier(bias: Tensor | None, x: Tensor, T: int, B: int, width: int) -> Tensor:
@@ -426,7 +422,7 @@ class GenomeRNN(nn.Module):
                 x, final = self._layer_fn(x, tuple(s[k] for s in states), P, R, H, track,
                                           step=self._step_fn)
                 if track:
-                    x, *rest = _FirstOrderOnly.apply(x, *final)
+                    x, *rest = _FirstOrderOnly.apply(self.genome, k, x, *final)
                     final = tuple(rest)
             finals.append(final)
         return x, tuple(torch.stack([f[i] for f in finals], 0) for i in range(len(states)))
