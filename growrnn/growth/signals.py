@@ -32,6 +32,7 @@ independent of how the loss is normalised (summed over time or averaged, nats or
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -795,6 +796,14 @@ class Paired(Signal):
     (batch 8), Penn Treebank (20 x 35), the teacher and the flip-flop (32 x 50) keep their
     ``steps``. Counting a masked batch's targets reads one number from the device per trial step.
 
+    With ``horizon`` > 0 a trial also lasts at least ``horizon`` times the steps trained before it
+    starts (with 0.2, a trial started at step 3,000 trains 600), and a settled layer's waits and
+    ``mature`` count in such lengths. A learning curve falls about as a power of the steps, so a
+    trial lasting a fixed share of the steps trained so far sees about the same share of what is
+    still to learn wherever in the run it starts, where a trial of a fixed length sees less and
+    less of it: width that pays over the whole budget, as a faster descent that adds up (a slow
+    learning rate, a large data set), shows in a late trial only if trials grow with the run.
+
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
     Adam, RMSprop and every optimizer but SGD 3.33e-5 a row, trials of 100 steps, a step of up to
@@ -810,6 +819,7 @@ class Paired(Signal):
     fraction: float | None = None
     steps: int | None = None
     targets: int = 40_000
+    horizon: float = 0.0
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
@@ -844,6 +854,12 @@ class Paired(Signal):
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
         check_int("paired_targets", self.targets, 0, hint="the training targets (tokens, frames) a trial trains "
                                                           "its copies on at least; 0: paired_steps alone")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, numbers.Real) or \
+                not 0 <= self.horizon < math.inf:
+            raise ArgumentError("paired_horizon", allowed="a finite number >= 0", received=self.horizon,
+                                hint="a trial lasts at least this share of the steps trained before it starts "
+                                     "(0.2: a trial started at step 1,000 trains 200 steps); 0 leaves "
+                                     "paired_steps and paired_targets alone to set its length")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "paired_steps")

@@ -182,26 +182,28 @@ class PairedTrials:
             resized(k, units, old)
         return dated
 
-    def length(self) -> int:
+    def length(self, at: int | None = None) -> int:
         """A trial's steps: ``steps``, or the steps that hold ``targets`` training targets at the
         mean the trials have trained on so far, whichever is more (``steps`` until a trial has
-        trained a step)."""
+        trained a step); with ``horizon``, at least ``horizon`` times ``at``, the steps trained
+        before the trial starts (None: not counted)."""
         targets, steps = self.counted
-        if not (self.signal.targets and targets):
-            return self.signal.steps
-        return max(self.signal.steps, math.ceil(self.signal.targets * steps / targets))
+        base = self.signal.steps
+        if self.signal.targets and targets:
+            base = max(base, math.ceil(self.signal.targets * steps / targets))
+        return max(base, math.ceil(self.signal.horizon * at)) if at else base
 
     def _young(self, k: int, step: int) -> list[int]:
         """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``."""
-        span = self.signal.mature * self.length()
+        span = self.signal.mature * self.length(step)
         return [j for j, b in enumerate(self.born[k]) if step - b < span] if span else []
 
     def _half(self) -> int:
         """How many steps before a trial's due step its sides are judged half-way (with ``extend``)."""
-        return max(self.length() // 2, 1)
+        return max(self.length(self.started) // 2, 1)
 
     def _due_end(self) -> int:
-        return int(self.until) if self.until is not None else int(self.started or 0) + self.length()
+        return int(self.until) if self.until is not None else int(self.started or 0) + self.length(self.started)
 
     def _end(self, trainer: Any, model: Any, optimizer: Any, step: int,
              resized: Callable[[int, UnitMap, int], None], may_extend: bool, batch: Any = None) -> None:
@@ -370,7 +372,7 @@ class PairedTrials:
             return self._slope(model, optimizer, step, losses, bar, H, mine, batch)
         tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}
         delta = chosen(losses, mine, width, bar, tolerance)
-        length = self.length()
+        length = self.length(self.started)
         room = step - int(self.started or 0) + length <= self.signal.extend * length
         if may_extend and room and self.midway is not None and \
                 turning(losses, self.midway, mine, width, bar, ahead=length / self._half(),
@@ -455,7 +457,7 @@ class PairedTrials:
         """After a trial of layer ``k`` at ``step``: a settled layer waits 1, 3, 7, then 15 trials'
         steps before its next trial (its settled trials in a row), one that is not, none."""
         self.calm[k] = self.calm[k] + 1 if settled else 0
-        self.idle_until[k] = step + self.length() * (2 ** min(self.calm[k], MAX_CALM) - 1)
+        self.idle_until[k] = step + self.length(step) * (2 ** min(self.calm[k], MAX_CALM) - 1)
 
     def _turns(self, k: int) -> int:
         """How many times layer ``k``'s slope trials changed the sign of what they measured."""

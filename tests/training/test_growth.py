@@ -195,6 +195,7 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "lstm", "paired", {"paired_mature": 1}),  # the units' steps of birth resume too
     ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
     ([3], "lstm", "paired", {"lam": 0.01, "paired_move": "slope"}),  # a slope trial's gain, from its record
+    ([3], "lstm", "paired", {"paired_horizon": 0.3}),  # a trial's length from the step it started at
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -842,6 +843,40 @@ def test_a_trial_lasts_its_steps_or_its_targets(steps: int, targets: int, counte
     assert trials is not None
     trials.counted = counted
     assert trials.length() == length
+
+
+@pytest.mark.parametrize("horizon, counted, at, length", [
+    (0.0, [46_800, 100], 3_000, 100),   # no horizon: the steps, wherever the trial starts
+    (0.2, [46_800, 100], None, 100),    # no start counted (the hold's judgements): the steps
+    (0.2, [46_800, 100], 0, 100),       # the first trial
+    (0.2, [46_800, 100], 400, 100),     # a fifth of 400 is less than the steps
+    (0.2, [46_800, 100], 3_000, 600),   # a fifth of the 3,000 steps trained before the trial
+    (0.2, [4_000, 100], 3_000, 1000),   # the targets' steps are more than the horizon's
+    (0.15, [46_800, 100], 1_001, 151),  # ceil(150.15)
+])
+def test_a_trial_lasts_a_share_of_the_steps_before_it(horizon: float, counted: list[int], at: int | None,
+                                                      length: int) -> None:
+    """With ``paired_horizon``, a trial also lasts at least that share of the steps trained before
+    it starts."""
+    trials = StructureController(signal="paired", paired_steps=100, paired_horizon=horizon).trials
+    assert trials is not None
+    trials.counted = counted
+    assert trials.length(at) == length
+
+
+def test_trials_lengthen_with_the_run(tmp_path: Path) -> None:
+    """A run of 60 steps with trials of 3 steps and ``paired_horizon`` 0.25: every decided trial
+    lasted 3 steps or a quarter of the steps before it, whichever is more, so the late ones are
+    longer; the copies trained exactly the decided trials' steps."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=3, paired_targets=0,
+                                     paired_horizon=0.25, seed=1)
+    data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
+    _trainer(tmp_path, [controller]).fit(_model([4], "lstm", **SETTLING_MODEL), data)
+    trials = controller.trials
+    assert trials is not None and len(trials.decisions) >= 4
+    for d in trials.decisions[:-1]:  # the last may be cut by the end of training
+        assert d["step"] - d["started"] == max(3, math.ceil(0.25 * d["started"]))
+    assert trials.decisions[-2]["step"] - trials.decisions[-2]["started"] > 3
 
 
 @pytest.mark.parametrize("targets, length", [(0, 3), (400, 10), (100, 3)])
