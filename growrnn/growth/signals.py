@@ -797,12 +797,14 @@ class Paired(Signal):
     ``steps``. Counting a masked batch's targets reads one number from the device per trial step.
 
     With ``horizon`` > 0 a trial also lasts at least ``horizon`` times the steps trained before it
-    starts (with 0.2, a trial started at step 3,000 trains 600), and a settled layer's waits and
-    ``mature`` count in such lengths. A learning curve falls about as a power of the steps, so a
-    trial lasting a fixed share of the steps trained so far sees about the same share of what is
-    still to learn wherever in the run it starts, where a trial of a fixed length sees less and
-    less of it: width that pays over the whole budget, as a faster descent that adds up (a slow
-    learning rate, a large data set), shows in a late trial only if trials grow with the run.
+    starts (with 0.2, a trial started at step 3,000 trains 600); a settled layer's waits count in
+    the length a trial starting then would have, ``mature`` in the length a trial had when the
+    unit was born, and the hold's judgements keep the length without it. A learning curve falls
+    about as a power of the steps, so a trial lasting a fixed share of the steps trained so far
+    sees about the same share of what is still to learn wherever in the run it starts, where a
+    trial of a fixed length sees less and less of it: width that pays over the whole budget, as
+    a faster descent that adds up (a slow learning rate, a large data set), shows in a late
+    trial only if trials grow with the run.
 
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under

@@ -191,12 +191,15 @@ class PairedTrials:
         base = self.signal.steps
         if self.signal.targets and targets:
             base = max(base, math.ceil(self.signal.targets * steps / targets))
-        return max(base, math.ceil(self.signal.horizon * at)) if at else base
+        return max(base, math.ceil(round(self.signal.horizon * at, 9))) if at else base  # 0.07 x 100 is 7
 
     def _young(self, k: int, step: int) -> list[int]:
-        """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``."""
-        span = self.signal.mature * self.length(step)
-        return [j for j, b in enumerate(self.born[k]) if step - b < span] if span else []
+        """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``, each
+        counted in trial lengths as they were when it was born (with ``horizon``, a length taken
+        at ``step`` would outgrow a unit's age: with ``mature`` x ``horizon`` >= 1 none would mature)."""
+        if not self.signal.mature:
+            return []
+        return [j for j, b in enumerate(self.born[k]) if step - b < self.signal.mature * self.length(b)]
 
     def _half(self) -> int:
         """How many steps before a trial's due step its sides are judged half-way (with ``extend``)."""

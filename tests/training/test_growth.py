@@ -853,6 +853,7 @@ def test_a_trial_lasts_its_steps_or_its_targets(steps: int, targets: int, counte
     (0.2, [46_800, 100], 3_000, 600),   # a fifth of the 3,000 steps trained before the trial
     (0.2, [4_000, 100], 3_000, 1000),   # the targets' steps are more than the horizon's
     (0.15, [46_800, 100], 1_001, 151),  # ceil(150.15)
+    (0.07, [46_800, 1], 1_500, 105),    # 0.07 x 1,500 is 105 (in floats 105.00000000000001)
 ])
 def test_a_trial_lasts_a_share_of_the_steps_before_it(horizon: float, counted: list[int], at: int | None,
                                                       length: int) -> None:
@@ -862,6 +863,18 @@ def test_a_trial_lasts_a_share_of_the_steps_before_it(horizon: float, counted: l
     assert trials is not None
     trials.counted = counted
     assert trials.length(at) == length
+
+
+@pytest.mark.parametrize("step, young", [(1_001, [4]), (1_799, [4]), (1_800, [])])
+def test_a_unit_matures_in_the_trial_lengths_of_its_birth(step: int, young: list[int]) -> None:
+    """With ``paired_mature`` 2 and ``paired_horizon`` 0.5, a unit born at step 900 (trials of 450
+    steps then) matures 900 steps later, and the first units (trials of 100 steps at step 0) after
+    200: a length taken at the current step would keep every unit young for good (2 x 0.5 >= 1)."""
+    trials = StructureController(signal="paired", paired_steps=100, paired_targets=0, paired_horizon=0.5,
+                                 paired_mature=2).trials
+    assert trials is not None
+    trials.born = [[0, 0, 0, 0, 900]]
+    assert trials._young(0, step) == young
 
 
 def test_trials_lengthen_with_the_run(tmp_path: Path) -> None:
