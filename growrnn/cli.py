@@ -212,6 +212,15 @@ def _main(argv: list[str] | None = None) -> int:
     except GrowRNNError as e:
         print(f"growrnn: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        # jsonargparse builds a config's callbacks (a StructureController's options) while it
+        # parses, and wraps what their constructor raised in a ValueError of its own that lists
+        # every type it tried, under a traceback: the error growrnn raised is the one to print
+        inner = e.__cause__ or e.__context__
+        if not isinstance(inner, GrowRNNError):
+            raise
+        print(f"growrnn: error: {inner}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("growrnn: interrupted", file=sys.stderr)
         return 130

@@ -72,6 +72,23 @@ def test_full_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "model:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("init_args, message", [
+    ("signal: paired, paired_hold: -1", "invalid argument 'paired_hold'. Allowed: a number in [0, 1). Received: -1.0"),
+    ("signal: paired, paired_horizon: -1",
+     "invalid argument 'paired_horizon'. Allowed: a finite number >= 0. Received: -1.0"),
+    ("signal: pared", "invalid argument 'signal'. Allowed: "),
+])
+def test_a_bad_growth_option_in_a_config_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           init_args: str, message: str) -> None:
+    """A callback's options are checked while the config is parsed (jsonargparse builds it and
+    wraps its error in one of its own, with a traceback): growrnn prints its own message, once."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "debug" / "grow_flipflop.yaml").read_text().replace("signal: paired", init_args))
+    assert main(["fit", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("growrnn: error: " + message) and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_unknown_key_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((CONFIGS / "debug" / "copy.yaml").read_text().replace("hidden_size: 8", "hiden_size: 8"))
