@@ -2,8 +2,9 @@
 
 The data goes to a temporary file beside the target (``<name>.<pid>.tmp``, so that two processes
 never share one), which is then renamed over it; ``os.replace`` is atomic within one file system.
-A write that fails leaves no temporary file behind. Standard library only; this module imports
-nothing from growrnn.
+A write that fails leaves no temporary file behind. An output folder a user names is made by
+:func:`output_folder`, which names the option when it cannot be. This module imports only
+:mod:`growrnn.errors` from growrnn.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "runs" / "seed0.json"
@@ -18,7 +19,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_atomic"]
+from growrnn.errors import ArgumentError
+
+__all__ = ["atomic_path", "output_folder", "write_atomic"]
+
+
+def output_folder(path: str | os.PathLike[str], argument: str) -> Path:
+    """The folder ``path``, made with its parents if missing; an :class:`ArgumentError` naming
+    ``argument`` (a command's option) when it is a file or cannot be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArgumentError(argument, allowed="a folder (made if missing)", received=str(path),
+                            hint="that path is a file; name a folder for the outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArgumentError(argument, allowed="a folder that can be made and written", received=str(path),
+                            hint=f"{e.strerror or e}; name a folder you can write to") from None
+    return path
 
 
 @contextmanager

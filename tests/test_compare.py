@@ -392,9 +392,13 @@ def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.Capture
     assert "--out" in capsys.readouterr().err
     assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path), "--workrs", "2"]) == 2
     assert "workrs" in capsys.readouterr().err
+    # 2 entries x 2 tuning settings, then seed 1 of each: seed 0 is the best tuning run, not trained again
     assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path / "dry"), "--dry-run"]) == 0
-    assert "dry run: 2 entries, 0 runs finished, 8 to train" in capsys.readouterr().out
-    assert not (tmp_path / "dry" / "runs").exists()
+    assert "dry run: 2 entries, 0 runs finished, 6 to train" in capsys.readouterr().out
+    assert not (tmp_path / "dry").exists()  # a dry run makes nothing
+    (tmp_path / "file").write_text("")
+    assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path / "file")]) == 2
+    assert "invalid argument '--out'. Allowed: a folder (made if missing)" in capsys.readouterr().err
 
 
 def test_package_names_resolve_lazily() -> None:

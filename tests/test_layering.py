@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "growrnn"
 
 #: Each layer, lowest first: a module may import its own layer and the layers before it, never
-#: one after it (errors.py and files.py import nothing from growrnn).
+#: one after it (errors.py imports nothing from growrnn, files.py only errors.py).
 LAYERS = [("errors", "files"), ("executors",), ("genome",), ("cells",), ("growth",), ("task", "training"),
           ("evaluation",), ("search",), ("compare",), ("commands", "cli")]
 

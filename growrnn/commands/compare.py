@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(comparison.pending)} to train")
         return 0
     write_report(comparison, config)
-    print(f"comparison in {out}: {len(comparison.trained)} runs trained, {len(comparison.skipped)} finished before"
+    trained = len(comparison.trained)
+    print(f"comparison in {out}: {trained} run{'' if trained == 1 else 's'} trained, {len(comparison.skipped)} "
+          "finished before"
           + (f", {len(comparison.failed)} FAILED ({', '.join(comparison.failed)}; rerun to retry)"
              if comparison.failed else "")
           + (f", {len(comparison.pending)} waiting" if comparison.pending else "")

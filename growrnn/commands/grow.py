@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from growrnn.errors import ArgumentError
+from growrnn.files import output_folder
 
 __all__ = ["main", "seed_config", "load_curves", "summarise", "plot_groups"]
 
@@ -105,7 +106,8 @@ def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, ext
     from growrnn.executors import Job, LocalExecutor
 
     config = yaml.safe_load(config_path.read_text())
-    (out / "configs").mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out")  # a clear error where --out is a file
+    (out / "configs").mkdir(exist_ok=True)
     runs, todo, folders = [], [], {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for s in seeds:

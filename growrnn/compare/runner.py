@@ -50,7 +50,7 @@ from typing import Any
 from growrnn.compare.config import CompareConfig, tuning_grid
 from growrnn.compare.entries import ResolvedEntry, resolve_entries
 from growrnn.errors import ArgumentError
-from growrnn.files import write_atomic
+from growrnn.files import output_folder, write_atomic
 
 __all__ = ["Comparison", "run_comparison", "run_one", "run_parts", "run_settings"]
 
@@ -282,8 +282,7 @@ def run_comparison(config: CompareConfig, out: str | Path, *, dry_run: bool = Fa
     lists what would be."""
     from growrnn.executors import LocalExecutor
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out) if dry_run else output_folder(out, "--out")  # a dry run makes nothing
     entries = resolve_entries(config, out)
     if not dry_run:
         import dataclasses
@@ -308,8 +307,9 @@ def run_comparison(config: CompareConfig, out: str | Path, *, dry_run: bool = Fa
             for e in entries:
                 found = [r for j in range(len(grid)) if (r := tuning.get(f"{e.name}/tune{j}")) is not None]
                 if len(found) < len(grid):
-                    done.pending += [f"{e.name}/seed{s}" for s in config.seeds]
-                    continue  # its seeds wait for the whole grid
+                    # its seeds wait for the whole grid; the first will be the best tuning run, not trained
+                    done.pending += [f"{e.name}/seed{s}" for s in config.seeds[1:]]
+                    continue
                 best = min(range(len(grid)), key=lambda j: _rank(found[j]))  # the first of equals
                 chosen[e.name] = (grid[best], f"tune{best}")
                 log.info("%s: best setting %s (val %.4g)", e.name, _label(grid[best]), _value(found[best], "val"))

@@ -131,8 +131,8 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
     db, out = Path(db), Path(out)
     if not db.is_file():
         raise SearchError(format_message(f"no search archive at {db}", received=str(db),
-                                         hint="pass the archive path the search wrote (its --archive / "
-                                         "search.db in its output folder)"))
+                                         hint="pass the --db the search was run with, or run it first: "
+                                         "growrnn search --config FILE --db PATH"))
     with Archive.open(db, read_only=True) as archive:
         last = archive.last_generation()
         if last is None:

@@ -62,6 +62,15 @@ def test_bad_seeds_are_an_error_that_says_why(tmp_path: Path, capsys: pytest.Cap
     assert match in capsys.readouterr().err
 
 
+def test_an_out_that_is_a_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from growrnn.cli import main
+    config, out = tmp_path / "c.yaml", tmp_path / "hard.png"
+    config.write_text("seed_everything: 0\n")
+    out.write_text("")
+    assert main(["grow", "seeds", "--config", str(config), "--seeds", "0", "--out", str(out)]) == 2
+    assert f"invalid argument '--out'. Allowed: a folder (made if missing). Received: {out}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("tags", "units"), [
     ({"structure/units/layer0": [3, 5, 5, 4]}, [3, 5, 5, 4]),  # a signal without trials: the width
     ({"structure/units/layer0": [3, 5, 5, 4], "structure/held/layer0": [3, 3, 5, 4]}, [3, 3, 5, 4]),  # held

@@ -233,7 +233,7 @@ def test_exported_cells_load_in_a_model(tmp_path: Path, built: Built) -> None:
 
 
 def test_export_errors(tmp_path: Path, built: Built) -> None:
-    with pytest.raises(SearchError, match="no search archive at .*HINT"):
+    with pytest.raises(SearchError, match="no search archive at .*HINT: pass the --db the search was run with"):
         export_front(tmp_path / "missing.db", tmp_path / "out")
     with pytest.raises(SearchError, match="no saved generation.*HINT"):
         export_front(built.db.path, tmp_path / "out")
