@@ -76,7 +76,8 @@ def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: 
     assert "[1/1] lstm_8/seed1" in caplog.text
 
     # runs made with another budget are not mixed into one table, nor silently thrown away
-    with pytest.raises(ArgumentError, match="tune0.json was made with other budget.*HINT: use a new --out"):
+    with pytest.raises(ArgumentError,
+                       match=r"tune0.json was made with other budget \(steps 6, now 7\).*HINT: use a new --out"):
         run_comparison(load_config(DEBUG, ["--budget.steps", "7"]), out)
 
     # a damaged run record is named, with how to redo that run

@@ -258,11 +258,21 @@ def _read_finished(path: Path, settings: dict[str, Any]) -> dict[str, Any] | Non
     if record.get("settings") != settings:
         stored = record.get("settings") or {}
         keys = sorted(k for k in {*stored, *settings} if stored.get(k) != settings.get(k))
+        differ = ", ".join(f"{k} ({_differences(stored.get(k), settings.get(k))})" for k in keys)
         raise ArgumentError("--out", allowed="a new folder, or the config that made the runs already in it",
-                            received=f"{path} was made with other {', '.join(keys)}",
+                            received=f"{path} was made with other {differ}",
                             hint=f"use a new --out folder for this config, or delete {path} (and its tb/ "
                             "folder) to redo that run with it")
     return record
+
+
+def _differences(stored: Any, now: Any) -> str:
+    """What differs between a stored setting and the config's, briefly: ``steps 6, now 7`` for the
+    keys of two mappings that differ, else ``6, now 7``."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        keys = sorted(k for k in {*stored, *now} if stored.get(k) != now.get(k))
+        return "; ".join(f"{k} {stored.get(k)!r}, now {now.get(k)!r}" for k in keys)
+    return f"{stored!r}, now {now!r}"
 
 
 def _progress(out: Path, run: _Run) -> Path:
