@@ -50,7 +50,7 @@ def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: 
     added = [sum(g["result"]["growth"]["added"]) for g in grown]
     deleted = [sum(g["result"]["growth"]["deleted"]) for g in grown]
     assert [2 + a - d for a, d in zip(added, deleted, strict=True)] == sizes
-    assert rows["elman_grown"]["growth"] == f"+{sum(added) / 2:.0f} -{sum(deleted) / 2:.0f}"
+    assert rows["elman_grown"]["growth"] == f"+{sum(added) / 2:g} -{sum(deleted) / 2:g}"  # two seeds: halves
     assert rows["lstm_8"]["growth"] == "-"
     md = (out / "results.md").read_text()
     assert md.count("\n| baseline |") == 1 and md.count("\n| grown |") == 1 and " ± " in md
@@ -410,3 +410,14 @@ def test_package_names_resolve_lazily() -> None:
     assert all(getattr(gc, name) is not None for name in gc.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         gc.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("added, deleted, shares, text", [
+    ([[2], [1]], [[0], [0]], [None, None], "+1.5 -0"),  # a mean over seeds keeps its half
+    ([[87], [87]], [[58], [58]], [0.62, 0.62], "+87 -58; trials 62%"),
+    ([[3, 1], [2, 2]], [[1, 0], [0, 1]], [None, None], "+4 -1"),  # over the layers
+])
+def test_the_growth_column_is_the_mean_over_seeds(added: list, deleted: list, shares: list, text: str) -> None:
+    from growrnn.compare.report import _growth
+    records = [{"added": a, "deleted": d, "trial_share": s} for a, d, s in zip(added, deleted, shares, strict=True)]
+    assert _growth(records) == text

@@ -63,7 +63,8 @@ def _growth(records: list[dict[str, Any]]) -> str:
     added = _mean([float(sum(g["added"])) for g in records])
     deleted = _mean([float(sum(g["deleted"])) for g in records])
     shares = [float(g["trial_share"]) for g in records if g.get("trial_share") is not None]
-    return f"+{added:.0f} -{deleted:.0f}" + (f"; trials {_mean(shares):.0%}" if shares else "")
+    counts = [f"{x:.0f}" if x == round(x) else f"{x:.1f}" for x in (added, deleted)]  # a mean over seeds: 1.5
+    return f"+{counts[0]} -{counts[1]}" + (f"; trials {_mean(shares):.0%}" if shares else "")
 
 
 def summarise(comparison: Comparison) -> list[dict[str, Any]]:
