@@ -309,6 +309,7 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
     ("entries.0.top", 2, "'entries\\[0\\].top'.*only with a search_db"),
     ("entries.0.family", "evolved", None),  # an evolved entry with a cell is fine
     ("entries.0.hidden_size", 0, "'entries\\[0\\].hidden_size'"),
+    ("entries.0.hidden_size", ..., "'entries\\[0\\].hidden_size'.*Received: nothing.*HINT: add hidden_size"),
     ("model", {"hiden_size": 8}, "'model.hiden_size'"),
     ("model", {"cell": "gru"}, "'model.cell'.*the comparison sets"),
     ("model", {"num_layers": 2}, "'entries\\[1\\].hidden_size'.*a list of 2 sizes"),

@@ -298,7 +298,8 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
     size = entry.hidden_size if entry.hidden_size is not None else config.model.get("hidden_size")
     if size is None:
         raise ArgumentError(f"{where}.hidden_size", allowed="units per layer (or set the shared model.hidden_size)",
-                            received=None)
+                            received="nothing: neither the entry nor model sets a size",
+                            hint="add hidden_size: 64 to the entry, or model: {hidden_size: 64} for every entry")
     _size(f"{where}.hidden_size", size)
     layers = {**config.model, **entry.model}.get("num_layers")
     if layers is not None and isinstance(size, list) and len(size) != layers:
