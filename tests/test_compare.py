@@ -394,6 +394,10 @@ def test_command_line_mistakes_are_errors(tmp_path: Path, capsys: pytest.Capture
     assert "--out" in capsys.readouterr().err
     assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path), "--workrs", "2"]) == 2
     assert "workrs" in capsys.readouterr().err
+    for config in (["--config", str(tmp_path / "nope.yaml")], [f"--config={tmp_path / 'nope.yaml'}"]):
+        assert main(["compare", *config, "--out", str(tmp_path / "o")]) == 2
+        assert f"invalid argument '--config'. Allowed: an existing YAML file. Received: {tmp_path / 'nope.yaml'}" \
+            in capsys.readouterr().err
     # 2 entries x 2 tuning settings, then seed 1 of each: seed 0 is the best tuning run, not trained again
     assert main(["compare", "--config", str(DEBUG), "--out", str(tmp_path / "dry"), "--dry-run"]) == 0
     assert "dry run: 2 entries, 0 runs finished, 6 to train" in capsys.readouterr().out

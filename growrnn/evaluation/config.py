@@ -151,7 +151,19 @@ def parse_command(cls: type[_C], parser: Any, argv: list[str], command: str, all
                   check: Callable[[_C], None]) -> tuple[_C, Any]:
     """A command's arguments (``--config FILE`` and config keys as options) -> its config of
     ``cls``, checked by ``check``, and the namespace (for the options that are not config keys,
-    such as ``--db``). Errors name ``command`` and point at its ``--help``."""
+    such as ``--db``). Errors name ``command`` and point at its ``--help``; a ``--config`` file
+    that is not there is named as such (not in the parser's words)."""
+    for k, arg in enumerate(argv):
+        if arg == "--config" and k + 1 < len(argv):
+            path = argv[k + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        else:
+            continue
+        inline = path.lstrip().startswith("{") or "\n" in path  # jsonargparse also takes the YAML itself
+        if not inline and not Path(path).is_file():
+            raise ArgumentError("--config", allowed="an existing YAML file", received=path,
+                                hint=f"the shipped configs are in configs/ (paths start at {Path.cwd()})")
     namespace = parse_args(parser, argv, command, allowed, f"{command} --help lists them")
     config = build_config(parser, namespace, cls)
     check(config)
