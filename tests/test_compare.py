@@ -30,10 +30,13 @@ def _mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted((out / "runs").rglob("*.json"))}
 
 
-def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_debug_comparison_writes_its_report_and_resumes(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cmp"
     caplog.set_level(logging.INFO, logger="growrnn.compare")
     assert main(["compare", "--config", str(DEBUG), "--out", str(out)]) == 0
+    # 2 entries x 2 tuning runs and seed 1 trained; each seed 0 is its entry's best tuning run
+    assert "6 runs trained, 0 finished before, 2 the best tuning run's." in capsys.readouterr().out
     with (out / "results.csv").open(newline="") as fh:
         rows = {r["name"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {"lstm_8", "elman_grown"}

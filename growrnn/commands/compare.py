@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = len(comparison.trained)
     print(f"comparison in {out}: {trained} run{'' if trained == 1 else 's'} trained, {len(comparison.skipped)} "
           "finished before"
+          + (f", {len(comparison.adopted)} the best tuning run's" if comparison.adopted else "")
           + (f", {len(comparison.failed)} FAILED ({', '.join(comparison.failed)}; rerun to retry)"
              if comparison.failed else "")
           + (f", {len(comparison.pending)} waiting" if comparison.pending else "")

@@ -67,6 +67,7 @@ class Comparison:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)  # seed runs whose record is the best tuning run's, copied
     failed: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
 
@@ -394,6 +395,7 @@ def _execute(runs: Iterable[_Run], config: CompareConfig, out: Path, get_executo
             if not dry_run:  # a finished run's checkpoint left by a kill before its cleanup
                 shutil.rmtree(_progress(out, run).parent, ignore_errors=True)
             if run.key in adopted:
+                done.adopted.append(run.key)
                 continue
             done.skipped.append(run.key)
             log.info("%s: finished before, skipped (%s)", run.key, path)
