@@ -33,6 +33,7 @@ __all__ = [
     "DoubleBackwardError",
     "format_message",
     "check_int",
+    "is_number",
 ]
 
 
@@ -81,6 +82,17 @@ class DoubleBackwardError(GrowRNNError, RuntimeError):
             what, allowed="first-order gradients: backward() or torch.autograd.grad without create_graph "
                           "(retain_graph=True is fine)",
             received="a backward with create_graph=True", hint=hint))
+
+
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a real number (a Python or numpy int or float; a bool is not one
+    here), so that an option's range check can compare it: a string given from Python is then an
+    :class:`ArgumentError` naming the option, not a ``TypeError`` from the comparison.
+
+    >>> is_number(0.5), is_number("0.5"), is_number(True)
+    (True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_int(argument: str, value: object, low: int, *, hint: str | None = None, allowed: str | None = None) -> int:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from growrnn.errors import ArgumentError, GenomeError, check_int
+from growrnn.errors import ArgumentError, GenomeError, check_int, is_number
 
 __all__ = ["Budget", "MODEL_OWNED", "TRAINER_OWNED", "RESUMABLE", "build_config", "check_keys", "check_options",
            "check_grow", "check_value", "config_parser", "joined_curve", "load_cell", "neutral_keys", "parse_args",
@@ -74,8 +74,7 @@ class Budget:
                 check_int(f"budget.{name}", value, 1, allowed="an int >= 1, or null",
                           hint=hint if value != 0 else "a budget of 0 trains nothing; " + hint)
         seconds = self.seconds
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not 0 < seconds < math.inf):
+        if seconds is not None and (not is_number(seconds) or not 0 < seconds < math.inf):
             raise ArgumentError("budget.seconds", allowed="a finite number of seconds > 0, or null",
                                 received=seconds, hint=hint)
         if self.steps is None and self.epochs is None and self.seconds is None:

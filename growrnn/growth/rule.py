@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, is_number
 from growrnn.growth.surgery import UnitMap
 
 __all__ = ["GrowthRule", "structure_step", "outgoing_l1", "reader_scales", "NeedRule", "need_step"]
@@ -51,7 +51,7 @@ class GrowthRule:
             raise ArgumentError("min_units, max_units", allowed="1 <= min_units < max_units",
                                 received=(self.min_units, self.max_units),
                                 hint="the layer grows to at most max_units - 1, as the paper's code")
-        if not self.threshold >= 0:
+        if not is_number(self.threshold) or not self.threshold >= 0:
             raise ArgumentError("threshold", allowed="a number >= 0", received=self.threshold)
 
 
@@ -107,7 +107,7 @@ class NeedRule:
         if self.min_units < 1 or self.max_units < self.min_units:
             raise ArgumentError("min_units, max_units", allowed="1 <= min_units <= max_units",
                                 received=(self.min_units, self.max_units))
-        if not 0.0 <= self.reserve_fraction <= 1.0:
+        if not is_number(self.reserve_fraction) or not 0.0 <= self.reserve_fraction <= 1.0:
             raise ArgumentError("reserve_fraction", allowed="a number in [0, 1]", received=self.reserve_fraction,
                                 hint="the share of the layer's units kept on trial; 0.1 grows a layer by up to 10 % "
                                      "per trial")

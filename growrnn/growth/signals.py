@@ -32,7 +32,6 @@ independent of how the loss is normalised (summed over time or averaged, nats or
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from growrnn.errors import ArgumentError, check_int
+from growrnn.errors import ArgumentError, check_int, is_number
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, reads_output, unit_rows
@@ -63,7 +62,7 @@ class UpdateClip:
     ``before(params)`` right before the step, ``after()`` right after it."""
 
     def __init__(self, limit: float) -> None:
-        if not limit > 0:
+        if not is_number(limit) or not limit > 0:
             raise ArgumentError("max_update", allowed="a number > 0", received=limit,
                                 hint="Miconi's code clips updates at 0.01")
         self.limit = float(limit)
@@ -267,7 +266,7 @@ class GroupLasso(Signal):
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not self.lam >= 0:
+        if not is_number(self.lam) or not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth per weight; see docs/growth.md")
         check_int("warmup_steps", self.warmup_steps, 0)
@@ -344,7 +343,7 @@ class L0Gate(Signal):
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not self.lam >= 0:
+        if not is_number(self.lam) or not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the loss an open unit costs per step; see docs/growth.md")
         self._loss = _LossScale()
@@ -446,13 +445,13 @@ class Ablation(Signal):
                                                      "fresh_second_moment": 0.0}
 
     def __post_init__(self) -> None:
-        if not self.lam >= 0:
+        if not is_number(self.lam) or not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
         check_int("trial_steps", self.trial_steps, 1)
         check_int("check_every", self.check_every, 1)
         check_int("warmup_steps", self.warmup_steps, 0)
-        if not self.layer_worth >= 0:
+        if not is_number(self.layer_worth) or not self.layer_worth >= 0:
             raise ArgumentError("layer_worth", allowed="a number >= 0 (0: remove from the first measurement)",
                                 received=self.layer_worth,
                                 hint="a layer's units are removed once the layer is worth this fraction of the loss "
@@ -462,14 +461,14 @@ class Ablation(Signal):
             raise ArgumentError("retrial", allowed="0 (off) or a number >= 1", received=self.retrial,
                                 hint="an old unit measured below retrial x the bar is removed and tried again as "
                                      "a new unit would be; 4 retries units worth less than four times the bar")
-        if not self.rate > 0:
+        if not is_number(self.rate) or not self.rate > 0:
             raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
         if self.baseline not in ("zero", "mean", "regress"):
             raise ArgumentError("baseline", allowed="zero, mean, regress", received=self.baseline,
                                 hint="mean: an ablated unit's mean output stays, as a bias of its readers; "
                                      "regress: its best linear estimate from the other units stands in")
-        if not 0 < self.memory <= 1:
+        if not is_number(self.memory) or not 0 < self.memory <= 1:
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
         self.worth: list[Tensor] = []  # per layer, per unit: running worth (nan: not measured yet)
@@ -842,7 +841,7 @@ class Paired(Signal):
         self.unset = [name for name in PAIRED_RECIPES["adaptive"] if getattr(self, name) is None]
         self.family = "adaptive"
         self._take_recipe("adaptive")
-        if not self.lam >= 0:
+        if not is_number(self.lam) or not self.lam >= 0:
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the validation loss a unit must be worth per row of its weights (per "
                                      "unit with paired_charge unit), as a fraction of the loss")
@@ -850,14 +849,13 @@ class Paired(Signal):
             raise ArgumentError("paired_charge", allowed="row, unit", received=self.charge,
                                 hint="row (the default) charges lam for each row of weights a unit has in its "
                                      "cell (an LSTM unit 8, a GRU unit 6); unit charges lam per unit")
-        if not 0 < self.fraction <= 1:
+        if not is_number(self.fraction) or not 0 < self.fraction <= 1:
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
         check_int("paired_targets", self.targets, 0, hint="the training targets (tokens, frames) a trial trains "
                                                           "its copies on at least; 0: paired_steps alone")
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, numbers.Real) or \
-                not 0 <= self.horizon < math.inf:
+        if not is_number(self.horizon) or not 0 <= self.horizon < math.inf:
             raise ArgumentError("paired_horizon", allowed="a finite number >= 0", received=self.horizon,
                                 hint="a trial lasts at least this share of the steps trained before it starts "
                                      "(0.2: a trial started at step 1,000 trains 200 steps); 0 leaves "
@@ -874,7 +872,7 @@ class Paired(Signal):
         self.margin_given = self.margin is not None  # a default margin yields to a single batch judged
         if self.margin is None:
             self.margin = 0.0 if self.move == "slope" or self.batches == 1 else 0.5
-        if not (0 <= self.margin < math.inf):
+        if not is_number(self.margin) or not 0 <= self.margin < math.inf:
             raise ArgumentError("paired_margin", allowed="a finite number >= 0 (standard errors)", received=self.margin,
                                 hint="1 keeps the narrower side unless the wider one is better by more than one "
                                      "standard error of their difference; 0.5 is the default; 0 judges the "
@@ -913,7 +911,7 @@ class Paired(Signal):
             raise ArgumentError("paired_restart", allowed="true or false", received=self.restart,
                                 hint="true (the default) starts a plateau schedule's count of epochs without "
                                      "improvement over whenever the trials resize a layer")
-        if not 0 <= self.hold < 1:
+        if not is_number(self.hold) or not 0 <= self.hold < 1:
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "
                                      "per trial's steps; 0 starts them at once")
@@ -927,7 +925,7 @@ class Paired(Signal):
             raise ArgumentError("paired_floor", allowed=f"unset (or 0) with paired_scale {self.scale}",
                                 received=self.floor, hint="the floor bounds the loss scale only; a charge "
                                                           f"of the {self.scale} scale does not vanish")
-        if not 0 <= self.floor <= 1:
+        if not is_number(self.floor) or not 0 <= self.floor <= 1:
             raise ArgumentError("paired_floor", allowed="a number in [0, 1]", received=self.floor,
                                 hint="the least loss lam is a share of, as a share of the loss after the first "
                                      "step; 0.5 (the default) keeps a solved task's charge from vanishing")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from growrnn.errors import ArgumentError, check_int
+from growrnn.errors import ArgumentError, check_int, is_number
 from growrnn.evaluation.config import (
     RESUMABLE,
     Budget,
@@ -314,7 +314,7 @@ def check_config(config: SearchConfig) -> None:
 
 def _check_speciation(sp: SpeciationConfig, population: int) -> None:
     for name, value in (("threshold", sp.threshold), ("threshold_step", sp.threshold_step)):
-        if isinstance(value, bool) or not 0.0 < value <= 1.0:
+        if not is_number(value) or not 0.0 < value <= 1.0:
             raise ArgumentError(f"speciation.{name}", allowed="a number in (0, 1]", received=value,
                                 hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
     check_int("speciation.elites", sp.elites, 1, hint="each species keeps this many of its best cells")

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from growrnn.errors import ArgumentError, check_int
+from growrnn.errors import ArgumentError, check_int, is_number
 from growrnn.genome.distance import profile_distance, structure_profile
 from growrnn.genome.graph import Genome
 from growrnn.search.selection import survive_in_niches
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 
 def _check_unit(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+    if not is_number(value) or not 0.0 < value <= 1.0:
         raise ArgumentError(name, allowed="a number in (0, 1]", received=value,
                             hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
     return float(value)

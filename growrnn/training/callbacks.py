@@ -18,7 +18,7 @@ class CellLogger(L.Callback):
     validation the validation metric as ``hp_metric`` (what the hparams dashboard shows);
     ``validated_at`` is the global step of the last validation (``None`` before the first) and
     ``validated_sizes`` the model's layer sizes then (a growable model can change after its last
-    validation in the same step: a paired trial decided as training ends)."""
+    validation in the same step: a paired trial decided after an unforeseen stop)."""
 
     def __init__(self) -> None:
         self.validated_at: int | None = None

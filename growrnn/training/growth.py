@@ -42,7 +42,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int, is_number
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
 from growrnn.growth.signals import SIGNALS, Paired, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
@@ -183,9 +183,7 @@ class StructureController(L.Callback):
                                     received=[p_delete, p_add] if len(given) == 2 else (p_delete or p_add),
                                     hint="a settling signal adds a unit when none is spare and deletes a unit "
                                          "dead for dead_steps steps; set signal: outgoing_l1 for Miconi's rule")
-        if every_n_steps < 1:
-            raise ArgumentError("every_n_steps", allowed="an int >= 1", received=every_n_steps,
-                                hint="1 applies the rule after every optimizer step, as the paper")
+        check_int("every_n_steps", every_n_steps, 1, hint="1 applies the rule after every optimizer step, as the paper")
         if isinstance(fresh_second_moment, str) and fresh_second_moment != "mean":
             raise ArgumentError("fresh_second_moment", allowed="a number >= 0, 'mean', or None",
                                 received=fresh_second_moment)
@@ -193,11 +191,10 @@ class StructureController(L.Callback):
         for name, value in (("init_std", init_std), ("fresh_second_moment", moment),
                             ("multiplier_l1", multiplier_l1), ("multiplier_grad_scale", multiplier_grad_scale),
                             ("l1", l1)):
-            if value is not None and not value >= 0:
+            if value is not None and (not is_number(value) or not value >= 0):
                 raise ArgumentError(name, allowed="a number >= 0", received=value)
-        if reference_rows is not None and reference_rows < 1:
-            raise ArgumentError("reference_rows", allowed="an int >= 1, or None for the decoder's outputs",
-                                received=reference_rows)
+        if reference_rows is not None:
+            check_int("reference_rows", reference_rows, 1, allowed="an int >= 1, or None for the decoder's outputs")
         self.signal_name = signal
         self.signal: Signal
         if signal == "group_lasso":
@@ -342,9 +339,14 @@ class StructureController(L.Callback):
             processes = self.replicas.world if self.replicas.active else 1
             probe = self.replicas.across(lambda: pl_module.batch_loss(batch, processes))
             self.signal.measure(rnn, decoder, probe, step, mask=batch.get("mask") if isinstance(batch, dict) else None)
+        ends = _ends_training(trainer)
         if self.trials is not None:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
+            if ends:
+                # decided now, not at on_train_end: the last validation, the checkpoints written
+                # after it and the progress bar see the network training ends with
+                self.trials.finish(trainer, pl_module, optimizer, step, self._count)
             if (sum(self.added), sum(self.deleted)) != moved:
                 self.replicas.resized(pl_module, optimizer)  # under DDP: check the replicas, rewrap
                 if self.signal.restart:  # type: ignore[attr-defined]
@@ -368,15 +370,18 @@ class StructureController(L.Callback):
         sizes = [layer.hidden_size for layer in layers_of(rnn)]
         held = None if self.trials is None else self.trials.held_units(sizes)
         self._pending.append((step, sizes, held))
-        if self._logs_now(trainer):
+        if self._logs_now(trainer) or ends:
             # the console's progress bar shows the units each layer holds (not a running trial's
-            # units on probation; TensorBoard gets both from flush)
+            # units on probation; TensorBoard gets both from flush), at the last step those
+            # training ends with
             for k, size in enumerate(held or sizes):
                 pl_module.log("units" if len(sizes) == 1 else f"units{k}", float(size), prog_bar=True,
                               logger=False, on_step=True, on_epoch=False)
             self.flush(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # a stop the trainer's limits do not foresee (early stopping, max_time, should_stop): the
+        # trial still running is decided here, after the last validation and checkpoints
         if self.trials is not None and trainer.optimizers:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.finish(trainer, pl_module, trainer.optimizers[0], trainer.global_step, self._count)
@@ -550,6 +555,20 @@ class StructureController(L.Callback):
 def controller_of(trainer: Any) -> StructureController | None:
     """The trainer's :class:`StructureController` callback (the first), or None."""
     return next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, StructureController)), None)
+
+
+def _ends_training(trainer: Any) -> bool:
+    """Whether the optimizer step just taken is the last the trainer's limits foresee: ``max_steps``
+    reached, or the last batch of the last epoch (``max_epochs``, ``limit_train_batches``). A stop
+    they do not foresee (early stopping, ``max_time``, ``should_stop``) is known only once
+    training has ended."""
+    max_steps = getattr(trainer, "max_steps", -1)
+    if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
+        return True
+    max_epochs = getattr(trainer, "max_epochs", None)
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    return (max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs
+            and loop is not None and bool(loop.batch_progress.is_last_batch))
 
 
 def restart_plateaus(trainer: Any) -> None:

@@ -167,10 +167,11 @@ class PairedTrials:
 
     def finish(self, trainer: Any, model: Any, optimizer: Any, step: int,
                resized: Callable[[int, UnitMap, int], None]) -> None:
-        """Decide the running trial now, as it stands (when training ends: the network is not left
-        with units added for a trial and never judged). A trial that has not trained a step
-        (started on the last one) decides nothing: it is dropped, and units the network took for it
-        (untrained, with zero outgoing weights: the function is unchanged) go."""
+        """Decide the running trial now, as it stands (at training's last step, or when training
+        has ended: the network is not left with units added for a trial and never judged). A
+        trial that has not trained a step (started on the last one) decides nothing: it is
+        dropped, and units the network took for it (untrained, with zero outgoing weights: the
+        function is unchanged) go."""
         self._end(trainer, model, optimizer, step, self._dated(resized, step), may_extend=False)
 
     def _dated(self, resized: Callable[[int, UnitMap, int], None], step: int) -> Callable[[int, UnitMap, int], None]:

@@ -4,8 +4,9 @@
 layers) and the units added and deleted (from the :class:`~growrnn.training.growth.StructureController`
 callback) of a growable model, the final validation metric next to the task's floor where it has
 one, and where TensorBoard finds the run. If the last validation is older than the last step, or
-saw other layer sizes than the model ends with (a paired trial decided as training ended), it
-validates the final model once more, so the metric (and TensorBoard's ``hp_metric``, which
+saw other layer sizes than the model ends with (a paired trial decided after a stop the trainer's
+limits did not foresee: early stopping, ``max_time``), it validates the final model once more,
+so the metric (and TensorBoard's ``hp_metric``, which
 :class:`~growrnn.training.callbacks.CellLogger` writes after every validation) is the final
 model's, never a stale value or Lightning's ``-1`` placeholder. A run whose weights or last loss
 are NaN or infinite is reported as diverged; ``growrnn fit`` then exits with status 1 unless

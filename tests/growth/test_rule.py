@@ -41,9 +41,14 @@ def test_rule_is_seeded() -> None:
     assert runs[0] == runs[1]
 
 
-def test_rule_checks_its_arguments() -> None:
-    with pytest.raises(gr.ArgumentError, match="'p_add'.*probability"):
-        GrowthRule(p_add=2.0)
+@pytest.mark.parametrize("kwargs, match", [
+    ({"p_add": 2.0}, "'p_add'.*probability"),
+    ({"threshold": -1.0}, "'threshold'"),
+    ({"threshold": "0.01"}, "'threshold'.*Received: 0.01"),  # a string from Python: named, no TypeError
+])
+def test_rule_checks_its_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(gr.ArgumentError, match=match):
+        GrowthRule(**kwargs)
 
 
 def test_outgoing_l1_matches_the_papers_normalisation() -> None:

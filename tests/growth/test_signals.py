@@ -442,6 +442,11 @@ def test_held_out_stand_ins_are_fitted_on_earlier_batches_and_follow_the_units()
     ("ablation", {"warmup_steps": -1}, "warmup_steps"),
     ("ablation", {"layer_worth": -0.1}, "layer_worth"),
     ("ablation", {"retrial": 0.5}, "retrial"),
+    # a string given from Python is named, not a TypeError from the range check
+    ("group_lasso", {"lam": "1e-3"}, "lam"),
+    ("ablation", {"rate": "0.1"}, "rate"),
+    ("ablation", {"memory": "0.5"}, "memory"),
+    ("ablation", {"layer_worth": "1"}, "layer_worth"),
 ])
 def test_bad_signal_options_are_named(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
@@ -496,6 +501,10 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"horizon": -0.1}, "paired_horizon"),
                                                ({"horizon": math.inf}, "paired_horizon"),
                                                ({"horizon": "0.2"}, "paired_horizon"),
+                                               ({"lam": "3e-5"}, "lam"), ({"fraction": "0.25"}, "paired_fraction"),
+                                               ({"hold": "0.01"}, "paired_hold"), ({"floor": "0.5"}, "paired_floor"),
+                                               ({"margin": "0.5"}, "paired_margin"),
+                                               ({"fraction": True}, "paired_fraction"),
                                                ({"extend": 2, "steps": 1}, "paired_extend"),
                                                ({"margin": -1.0}, "paired_margin"),
                                                ({"margin": math.inf}, "paired_margin"),

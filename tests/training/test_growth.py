@@ -82,6 +82,10 @@ def test_the_multiplier_signal_scores_units_by_their_multipliers(tmp_path: Path)
     ({"signal": "multiplier"}, {}, "unit_multipliers"),
     ({"signal": "multiplier", "multiplier_floor": 0.1}, {"unit_multipliers": True}, "multiplier_floor"),
     ({}, {"num_layers": 2}, "hidden_size as a list"),
+    # strings given from Python are named, not a TypeError from a range check
+    ({"signal": "outgoing_l1", "init_std": "0.1"}, {}, "init_std"),
+    ({"every_n_steps": "2"}, {}, "every_n_steps"),
+    ({"reference_rows": "4"}, {}, "reference_rows"),
 ])
 def test_bad_setups_are_named(tmp_path: Path, kwargs: dict, model_kw: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
@@ -272,7 +276,8 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
     data = tasks.get("miconi_hard", train_windows=12, eval_windows=2).datamodule()
     trainer = _trainer(tmp_path, [grow], logger=logger, log_every_n_steps=3)
-    trainer.fit(_model([2, 2], "lstm", **SETTLING_MODEL), data)
+    model = _model([2, 2], "lstm", **SETTLING_MODEL)
+    trainer.fit(model, data)
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     moved = events.Scalars("structure/trial/moved")
@@ -287,10 +292,12 @@ def test_tensorboard_gets_the_paired_trials(tmp_path: Path) -> None:
     decided = [(d["step"], d["width"] + d["chosen"]) for d in grow.trials.decisions if d["layer"] == 0]  # type: ignore[union-attr]
     assert held == {s: ([2] + [w for at, w in decided if at <= s])[-1] for s in units}
     assert all(held[s] <= units[s] for s in units) and any(held[s] < units[s] for s in units)
-    # the progress bar shows the units held, as last logged
-    last = max(s for s in units if s % 3 == 0)
-    assert trainer.progress_bar_metrics["units0"] == held[last]
-    assert trainer.progress_bar_metrics["units1"] == events.Scalars("structure/held/layer1")[last - 1].value
+    # the progress bar shows the units held, at the last step (logged then, whatever
+    # log_every_n_steps: the trial running there was decided first)
+    assert trainer.progress_bar_metrics["units0"] == held[12] == model.hidden_sizes()[0]
+    assert trainer.progress_bar_metrics["units1"] == events.Scalars("structure/held/layer1")[-1].value \
+        == model.hidden_sizes()[1]
+    assert [d["step"] for d in grow.trials.decisions][-1] == 12  # type: ignore[union-attr]
 
 
 def test_a_checkpoint_from_before_the_held_units_still_loads() -> None:
@@ -480,6 +487,33 @@ def test_a_trial_that_trained_no_step_is_dropped() -> None:
     assert resizes == [(0, 5, 4), (0, 4, 5)] and not trials.decisions and not trials.copies
     after = dict(model.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+@pytest.mark.parametrize("limits", [{"max_steps": 12, "val_check_interval": 4},
+                                    {"max_epochs": 2, "limit_train_batches": 6}])
+def test_the_trial_running_at_the_last_step_is_decided_before_the_last_validation(tmp_path: Path,
+                                                                                  limits: dict) -> None:
+    """A trial still running at the last step the trainer's limits foresee (``max_steps``; the last
+    batch of the last epoch) is decided at that step: the last validation and the checkpoint
+    written after it (``last.ckpt``) hold the network training ends with, no trial on the way."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=5,
+                                     paired_margin=0.0, seed=1)
+    model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+    seen: list[tuple[list[int], bool]] = []
+
+    class Validated(L.Callback):
+        def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+            seen.append((pl_module.hidden_sizes(), bool(controller.trials.copies)))  # type: ignore[union-attr]
+    saved = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    options = {"max_epochs": None, "enable_checkpointing": True, "limit_val_batches": None, **limits}
+    _trainer(tmp_path, [controller, Validated(), saved], **options).fit(
+        model, TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3}))
+    decisions = controller.trials.decisions  # type: ignore[union-attr]
+    assert decisions[-1]["step"] == 12 and 0 < 12 - decisions[-1]["started"] < 5  # cut short by the end
+    assert seen[-1] == (model.hidden_sizes(), False)
+    last = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 12 and last["state_dict"]["decoder.weight"].shape[1] == model.hidden_sizes()[0]
 
 
 @pytest.mark.parametrize("losses, midway, mine, bar, turns", [
