@@ -22,7 +22,7 @@ from growrnn.evaluation.config import Budget
 from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
 from growrnn.task import Task, get_task, task_factory
-from growrnn.training.callbacks import ValidationCurve
+from growrnn.training.callbacks import ValidationCurve, limit_reached
 from growrnn.training.cli import quiet_lightning
 from growrnn.training.model import SequenceModel
 
@@ -99,11 +99,8 @@ class _FinalCheckpoint(L.Callback):
         self.path, self.watch = path, watch
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-        epochs = trainer.max_epochs
-        last_epoch = epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs \
-            and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-        if (last_step or last_epoch) and not (trainer.should_stop and not last_step) and not self.watch.diverged:
+        reached = limit_reached(trainer)
+        if reached and not (trainer.should_stop and reached != "steps") and not self.watch.diverged:
             from growrnn.files import atomic_path
 
             with atomic_path(self.path) as tmp:
@@ -216,7 +213,9 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
     if grow is not None:
         from growrnn.training.growth import StructureController
 
-        hooks.append(StructureController(**{"seed": seed, **grow}))  # each run's growth draws its own numbers
+        controller = StructureController(**{"seed": seed, **grow})  # each run's growth draws its own numbers
+        controller.part = checkpoint_to is not None  # a part a later one may continue: its limits are not the end
+        hooks.append(controller)
     if checkpoint_to is not None:  # after the controller: the checkpoint holds the step's surgery
         hooks.append(_FinalCheckpoint(Path(checkpoint_to), watch))
     kw["callbacks"] = [*hooks, clock]  # the clock last: its batch end includes the controller's surgery

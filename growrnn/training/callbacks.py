@@ -10,7 +10,21 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-__all__ = ["CellLogger", "ValidationCurve"]
+__all__ = ["CellLogger", "ValidationCurve", "limit_reached"]
+
+
+def limit_reached(trainer: L.Trainer) -> str | None:
+    """Which of the trainer's limits the optimizer step just taken reached (in a callback's
+    ``on_train_batch_end``): ``"steps"`` (``max_steps``), ``"epochs"`` (the last batch of the last
+    epoch: ``max_epochs`` with ``limit_train_batches``), or None. A stop the limits do not foresee
+    (early stopping, ``max_time``, ``should_stop``) is known only once training has ended."""
+    if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return "steps"
+    epochs = trainer.max_epochs
+    if epochs is not None and epochs > 0 and trainer.current_epoch + 1 >= epochs \
+            and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+        return "epochs"
+    return None
 
 
 class CellLogger(L.Callback):

@@ -29,6 +29,15 @@ the layer, the readers ahead of it, the optimizer state and the carried TBPTT st
 The callback is stateful: its random generators, counters, dead streaks and the signal's state are
 in its ``state_dict``, so a run resumed from a checkpoint makes the same decisions as the
 uninterrupted run.
+
+A paired trial still running when training ends is decided on the steps it had: at the last
+step the trainer's limits foresee (``max_steps``, the last batch of the last epoch), before the
+last validation and the checkpoints written after it, so that they hold the network training ends
+with; after a stop they do not foresee (early stopping, ``max_time``), when training has ended.
+A run in parts, each part a fit that a later one continues from a checkpoint written at its last
+step (:func:`growrnn.evaluation.evaluate`'s ``checkpoint_to``: the search's rungs), sets
+:attr:`StructureController.part` so that a part's limits are not the end: its trial is decided
+after that checkpoint, when the part has ended, and the next part goes on from the trial.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
 from growrnn.growth.signals import SIGNALS, Paired, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
 from growrnn.growth.surgery import UnitMap
+from growrnn.training.callbacks import limit_reached
 from growrnn.training.distributed import Replicas, check_strategy
 from growrnn.training.model import SequenceModel
 from growrnn.training.paired import PairedTrials
@@ -250,6 +260,7 @@ class StructureController(L.Callback):
         # (step, units per layer, with paired trials the units each layer holds) not yet logged
         self._pending: list[tuple[int, list[int], list[int] | None]] = []
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
+        self.part = False  # a run in parts: the trainer's limits end this part, not training (module doc)
         self._stepped = False  # whether the optimizer stepped on this batch (before on_train_batch_end)
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
@@ -339,7 +350,7 @@ class StructureController(L.Callback):
             processes = self.replicas.world if self.replicas.active else 1
             probe = self.replicas.across(lambda: pl_module.batch_loss(batch, processes))
             self.signal.measure(rnn, decoder, probe, step, mask=batch.get("mask") if isinstance(batch, dict) else None)
-        ends = _ends_training(trainer)
+        ends = not self.part and limit_reached(trainer) is not None
         if self.trials is not None:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
             self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
@@ -555,20 +566,6 @@ class StructureController(L.Callback):
 def controller_of(trainer: Any) -> StructureController | None:
     """The trainer's :class:`StructureController` callback (the first), or None."""
     return next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, StructureController)), None)
-
-
-def _ends_training(trainer: Any) -> bool:
-    """Whether the optimizer step just taken is the last the trainer's limits foresee: ``max_steps``
-    reached, or the last batch of the last epoch (``max_epochs``, ``limit_train_batches``). A stop
-    they do not foresee (early stopping, ``max_time``, ``should_stop``) is known only once
-    training has ended."""
-    max_steps = getattr(trainer, "max_steps", -1)
-    if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
-        return True
-    max_epochs = getattr(trainer, "max_epochs", None)
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    return (max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs
-            and loop is not None and bool(loop.batch_progress.is_last_batch))
 
 
 def restart_plateaus(trainer: Any) -> None:
