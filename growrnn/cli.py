@@ -238,7 +238,9 @@ def _dispatch(argv: list[str] | None) -> int:
     elif verbose:
         argv.insert(0, "--verbose")  # growrnn's own parser reads it
     if argv and argv[0] in ("fit", "validate", "test"):
+        from growrnn.files import config_files
         from growrnn.training.cli import run
+        config_files(argv)  # a --config that is not there: one line, as every command's
         # None: LightningCLI reads sys.argv itself (unless a global option had to be taken off it)
         return run(None if from_shell and not verbose else argv)
     if argv and argv[0] in DELEGATED:

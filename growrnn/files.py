@@ -3,7 +3,8 @@
 The data goes to a temporary file beside the target (``<name>.<pid>.tmp``, so that two processes
 never share one), which is then renamed over it; ``os.replace`` is atomic within one file system.
 A write that fails leaves no temporary file behind. An output folder a user names is made by
-:func:`output_folder`, which names the option when it cannot be. This module imports only
+:func:`output_folder`, which names the option when it cannot be; a config file a user names is
+checked by :func:`config_file` (every command's ``--config``). This module imports only
 :mod:`growrnn.errors` from growrnn.
 
 >>> import tempfile, pathlib
@@ -21,7 +22,34 @@ from pathlib import Path
 
 from growrnn.errors import ArgumentError
 
-__all__ = ["atomic_path", "output_folder", "write_atomic"]
+__all__ = ["atomic_path", "config_file", "config_files", "output_folder", "write_atomic"]
+
+
+def config_file(path: str | os.PathLike[str], argument: str = "--config", what: str = "an existing YAML file",
+                example: str | None = None) -> Path:
+    """``path`` if it is a file; else an :class:`ArgumentError` naming ``argument``, with ``what``
+    was allowed and a hint: where the shipped configs are (``example``, one of them) and where
+    relative paths start."""
+    if not Path(path).is_file():
+        shipped = f"e.g. {example}; " if example else ""
+        raise ArgumentError(argument, allowed=what, received=str(path),
+                            hint=f"the shipped configs are in configs/ ({shipped}paths start at {Path.cwd()})")
+    return Path(path)
+
+
+def config_files(argv: list[str]) -> None:
+    """Every ``--config FILE`` (or ``--config=FILE``) of a command line names a file
+    (:func:`config_file`), checked before a parser that would word it its own way; a config given
+    inline (jsonargparse takes the YAML itself) is left to the parser."""
+    for k, arg in enumerate(argv):
+        if arg == "--config" and k + 1 < len(argv):
+            path = argv[k + 1]
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        else:
+            continue
+        if not (path.lstrip().startswith("{") or "\n" in path):
+            config_file(path)
 
 
 def output_folder(path: str | os.PathLike[str], argument: str) -> Path:

@@ -148,3 +148,19 @@ def test_a_ctrl_c_ends_with_one_line_and_status_130(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("growrnn.cli._dispatch", interrupted)
     assert main(["grow", "seeds"]) == 130
     assert capsys.readouterr().err == "growrnn: interrupted\n"
+
+
+@pytest.mark.parametrize("command", [["fit"], ["validate"], ["grow", "seeds", "--out", "OUT"], ["search"],
+                                     ["compare", "--out", "OUT"]])
+def test_every_command_names_a_missing_config_file_alike(tmp_path: Path, command: list[str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--config`` that is not there is one line with the same words in every command (fit's
+    parser, LightningCLI's, said 'Parser key "config": File does not exist' under its usage)."""
+    missing = tmp_path / "nope.yaml"
+    argv = [str(tmp_path / "o") if a == "OUT" else a for a in command]
+    for config in (["--config", str(missing)], [f"--config={missing}"]):
+        assert main([*argv[:1], *config, *argv[1:]] if argv[0] != "grow" else [*argv[:2], *config, *argv[2:]]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"growrnn: error: invalid argument '--config'. Allowed: an existing YAML "
+                                            f"file. Received: {missing}. HINT: the shipped configs are in configs/ "
+                                            f"(paths start at {Path.cwd()})"]

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from growrnn.errors import ArgumentError
-from growrnn.files import output_folder
+from growrnn.files import config_file, output_folder
 
 __all__ = ["main", "seed_config", "load_curves", "summarise", "plot_groups"]
 
@@ -249,8 +249,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
     if args.action == "seeds":
-        if not args.config.is_file():
-            raise ArgumentError("--config", allowed="an existing YAML file", received=str(args.config))
+        config_file(args.config)
         runs = run_seeds(args.config, args.seeds, args.out, max(1, args.jobs), extra)
         done = [r for r in runs if (r / DONE).exists()]
         if not done:

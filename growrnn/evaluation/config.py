@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from growrnn.errors import ArgumentError, GenomeError, check_int, is_number
+from growrnn.files import config_file, config_files
 
 __all__ = ["Budget", "MODEL_OWNED", "TRAINER_OWNED", "RESUMABLE", "build_config", "check_keys", "check_options",
            "check_grow", "check_value", "config_parser", "joined_curve", "load_cell", "neutral_keys", "parse_args",
@@ -151,18 +152,9 @@ def parse_command(cls: type[_C], parser: Any, argv: list[str], command: str, all
     """A command's arguments (``--config FILE`` and config keys as options) -> its config of
     ``cls``, checked by ``check``, and the namespace (for the options that are not config keys,
     such as ``--db``). Errors name ``command`` and point at its ``--help``; a ``--config`` file
-    that is not there is named as such (not in the parser's words)."""
-    for k, arg in enumerate(argv):
-        if arg == "--config" and k + 1 < len(argv):
-            path = argv[k + 1]
-        elif arg.startswith("--config="):
-            path = arg.partition("=")[2]
-        else:
-            continue
-        inline = path.lstrip().startswith("{") or "\n" in path  # jsonargparse also takes the YAML itself
-        if not inline and not Path(path).is_file():
-            raise ArgumentError("--config", allowed="an existing YAML file", received=path,
-                                hint=f"the shipped configs are in configs/ (paths start at {Path.cwd()})")
+    that is not there is named as such (:func:`~growrnn.files.config_files`), not in the parser's
+    words."""
+    config_files(argv)
     namespace = parse_args(parser, argv, command, allowed, f"{command} --help lists them")
     config = build_config(parser, namespace, cls)
     check(config)
@@ -187,10 +179,7 @@ def read_config(cls: type[_C], source: str | Path | Mapping[str, Any], parser: A
 
         args, where = ["--config", json.dumps(dict(source))], "config"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ArgumentError("config", allowed=f"{what} file", received=str(path),
-                                hint=f"the shipped ones are in configs/ (e.g. {example})")
+        path = config_file(source, "config", f"{what} file", example)
         args, where = ["--config", str(path)], str(path)
     namespace = parse_args(parser, [*args, *(overrides or [])], where,
                            f"a config with the fields of {cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}",
