@@ -300,10 +300,11 @@ def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), 
 
 
 def check_grow(name: str, grow: Mapping[str, Any], owner: str, hint: str, owned: tuple[str, ...] = ()) -> None:
-    """The keys of a ``grow`` dict are ``StructureController`` options."""
+    """The keys of a ``grow`` dict are ``StructureController`` options, but ``decide_at_limit``,
+    which :func:`~growrnn.evaluation.evaluate` sets for a run in parts (and ``owned``)."""
     from growrnn.training.growth import StructureController
 
-    check_keys(name, grow, StructureController, owned, hint, owner)
+    check_keys(name, grow, StructureController, ("decide_at_limit", *owned), hint, owner)
 
 
 def load_cell(cell: str, where: str) -> Any:

@@ -135,7 +135,9 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
         model: ``SequenceModel`` options (``hidden_size``, ``optimizer``, ``lr``, ...).
         trainer: extra ``lightning.Trainer`` options (``gradient_clip_val``, ...).
         grow: ``StructureController`` options: train with growth on (``{}`` for the defaults;
-            ``None``: no growth). ``model.hidden_size`` is then the start size.
+            ``None``: no growth). ``model.hidden_size`` is then the start size. Its
+            ``decide_at_limit`` is set here: false with ``checkpoint_to`` (a paired trial running
+            at the part's last step goes on in the next part), else true.
         callbacks: more Lightning callbacks, run after the learning-curve recorder and before
             the growth controller (e.g. weight inheritance in ``setup``, an early stop).
         threads: torch threads while it runs (then restored); ``None`` leaves them as they are.
@@ -213,9 +215,9 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
     if grow is not None:
         from growrnn.training.growth import StructureController
 
-        controller = StructureController(**{"seed": seed, **grow})  # each run's growth draws its own numbers
-        controller.part = checkpoint_to is not None  # a part a later one may continue: its limits are not the end
-        hooks.append(controller)
+        # each run's growth draws its own numbers; a part that a later one may continue leaves its
+        # running trial running in its checkpoint (its limits are not training's end)
+        hooks.append(StructureController(**{"seed": seed, **grow, "decide_at_limit": checkpoint_to is None}))
     if checkpoint_to is not None:  # after the controller: the checkpoint holds the step's surgery
         hooks.append(_FinalCheckpoint(Path(checkpoint_to), watch))
     kw["callbacks"] = [*hooks, clock]  # the clock last: its batch end includes the controller's surgery

@@ -31,13 +31,14 @@ in its ``state_dict``, so a run resumed from a checkpoint makes the same decisio
 uninterrupted run.
 
 A paired trial still running when training ends is decided on the steps it had: at the last
-step the trainer's limits foresee (``max_steps``, the last batch of the last epoch), before the
-last validation and the checkpoints written after it, so that they hold the network training ends
-with; after a stop they do not foresee (early stopping, ``max_time``), when training has ended.
-A run in parts, each part a fit that a later one continues from a checkpoint written at its last
-step (:func:`growrnn.evaluation.evaluate`'s ``checkpoint_to``: the search's rungs), sets
-:attr:`StructureController.part` so that a part's limits are not the end: its trial is decided
-after that checkpoint, when the part has ended, and the next part goes on from the trial.
+step the trainer's limits foresee (``max_steps``, the last batch of the last epoch), before any
+validation or checkpoint at that step, so that they hold the network training ends with (and no
+trial starts there); after a stop they do not foresee (early stopping, ``max_time``), when
+training has ended. With ``decide_at_limit`` false it is left running at that step too: a run in
+parts, each part a fit that a later one continues from a checkpoint written at its last step
+(:func:`growrnn.evaluation.evaluate`'s ``checkpoint_to``: the search's rungs), goes on from the
+trial as one uninterrupted run, and so does a longer run resumed from a finished run's
+checkpoint.
 """
 
 from __future__ import annotations
@@ -160,6 +161,13 @@ class StructureController(L.Callback):
         fold_at_end: with ``l0_gate``, fold the gates' deterministic values into the outgoing
             weights when fitting ends (:func:`~growrnn.growth.fold_gates`), so the trained model has
             no gates (its evaluation outputs unchanged; checkpoints keep the gates, to resume).
+        decide_at_limit: with ``paired``, decide a trial still running at the last step the
+            trainer's limits foresee at that step (default true), so that a validation and the
+            checkpoints there hold the network training ends with; false leaves it running there
+            (a checkpoint then holds it, and a longer run resumed from that checkpoint goes on
+            exactly as one uninterrupted run) and decides it when training has ended, after them.
+            :func:`~growrnn.evaluation.evaluate`'s runs in parts (the search's rungs, compare's
+            parts) set it false for every part but the last.
     """
 
     def __init__(self, signal: str = "paired", threshold: float = 0.05, reserve: int = 1,
@@ -180,7 +188,8 @@ class StructureController(L.Callback):
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
                  paired_extend: int = 1, paired_margin: float | None = None, paired_settle: str = "turn",
                  paired_restart: bool = True, paired_mature: int = 0,
-                 paired_homing: bool | None = None, paired_move: str = "sign", paired_charge: str = "row") -> None:
+                 paired_homing: bool | None = None, paired_move: str = "sign", paired_charge: str = "row",
+                 decide_at_limit: bool = True) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -250,6 +259,12 @@ class StructureController(L.Callback):
         self.reference_rows = reference_rows
         self.histogram_every = histogram_every_n_steps
         self.fold_at_end = fold_at_end
+        if not isinstance(decide_at_limit, bool):
+            raise ArgumentError("decide_at_limit", allowed="true or false", received=decide_at_limit,
+                                hint="true (the default) decides a paired trial still running at the trainer's "
+                                     "last step there; false leaves it running in that step's checkpoints, so a "
+                                     "longer run resumed from them goes on exactly")
+        self.decide_at_limit = decide_at_limit
         self.seed = seed
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
@@ -260,7 +275,6 @@ class StructureController(L.Callback):
         # (step, units per layer, with paired trials the units each layer holds) not yet logged
         self._pending: list[tuple[int, list[int], list[int] | None]] = []
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
-        self.part = False  # a run in parts: the trainer's limits end this part, not training (module doc)
         self._stepped = False  # whether the optimizer stepped on this batch (before on_train_batch_end)
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
@@ -350,10 +364,10 @@ class StructureController(L.Callback):
             processes = self.replicas.world if self.replicas.active else 1
             probe = self.replicas.across(lambda: pl_module.batch_loss(batch, processes))
             self.signal.measure(rnn, decoder, probe, step, mask=batch.get("mask") if isinstance(batch, dict) else None)
-        ends = not self.part and limit_reached(trainer) is not None
+        ends = self.decide_at_limit and limit_reached(trainer) is not None
         if self.trials is not None:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
-            self.trials.step(trainer, pl_module, batch, optimizer, step, self._count)
+            self.trials.step(trainer, pl_module, batch, optimizer, step, self._count, start=not ends)
             if ends:
                 # decided now, not at on_train_end: the last validation, the checkpoints written
                 # after it and the progress bar see the network training ends with

@@ -98,11 +98,11 @@ class PairedTrials:
 
     # ------------------------------------------------------------------ the trial's life
     def step(self, trainer: Any, model: Any, batch: Any, optimizer: Any, step: int,
-             resized: Callable[[int, UnitMap, int], None]) -> None:
+             resized: Callable[[int, UnitMap, int], None], start: bool = True) -> None:
         """After the network's optimizer step ``step`` on ``batch``: train the copies on it; end
-        the trial when it is due; start the next one. Every resize of the network's layers (a
-        copy adopted, units added for a trial) is reported at once to ``resized(layer, units,
-        old width)``."""
+        the trial when it is due; start the next one (unless ``start`` is false: training ends at
+        this step). Every resize of the network's layers (a copy adopted, units added for a trial)
+        is reported at once to ``resized(layer, units, old width)``."""
         n = len(layers_of(model.rnn))
         if len(self.fractions) != n:
             self.fractions = [self.signal.fraction] * n
@@ -135,7 +135,7 @@ class PairedTrials:
                 self.midway = self._sides(trainer, model, errors=False)[0]
             if step >= due:
                 self._end(trainer, model, optimizer, step, resized, may_extend=True, batch=batch)
-        if not self.copies:
+        if not self.copies and start:
             k = self._due(step)
             if k is not None and not self._holds(trainer, model, step):
                 self.layer = k

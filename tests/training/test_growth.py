@@ -489,15 +489,19 @@ def test_a_trial_that_trained_no_step_is_dropped() -> None:
     assert all(torch.equal(before[n], after[n]) for n in before)
 
 
-@pytest.mark.parametrize("limits", [{"max_steps": 12, "val_check_interval": 4},
-                                    {"max_epochs": 2, "limit_train_batches": 6}])
-def test_the_trial_running_at_the_last_step_is_decided_before_the_last_validation(tmp_path: Path,
-                                                                                  limits: dict) -> None:
+@pytest.mark.parametrize("limits, steps", [
+    ({"max_steps": 12, "val_check_interval": 4}, 5),  # the trial started at 11 is cut short
+    ({"max_epochs": 2, "limit_train_batches": 6}, 5),
+    ({"max_steps": 12, "val_check_interval": 4}, 11),  # the trial started at 1 is due at 12, the next not started
+])
+def test_the_trial_running_at_the_last_step_is_decided_before_the_last_validation(tmp_path: Path, limits: dict,
+                                                                                  steps: int) -> None:
     """A trial still running at the last step the trainer's limits foresee (``max_steps``; the last
     batch of the last epoch) is decided at that step: the last validation and the checkpoint
-    written after it (``last.ckpt``) hold the network training ends with, no trial on the way."""
+    written after it (``last.ckpt``) hold the network training ends with, no trial on the way,
+    and none starts there."""
     from lightning.pytorch.callbacks import ModelCheckpoint
-    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=5,
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=steps,
                                      paired_margin=0.0, seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     seen: list[tuple[list[int], bool]] = []
@@ -510,10 +514,44 @@ def test_the_trial_running_at_the_last_step_is_decided_before_the_last_validatio
     _trainer(tmp_path, [controller, Validated(), saved], **options).fit(
         model, TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3}))
     decisions = controller.trials.decisions  # type: ignore[union-attr]
-    assert decisions[-1]["step"] == 12 and 0 < 12 - decisions[-1]["started"] < 5  # cut short by the end
+    assert decisions[-1]["step"] == 12 and 0 < 12 - decisions[-1]["started"] <= steps
     assert seen[-1] == (model.hidden_sizes(), False)
     last = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 12 and last["state_dict"]["decoder.weight"].shape[1] == model.hidden_sizes()[0]
+    # no trial started at the last step: each trial's units (its d, the network's while it ran) are
+    # all the units added (one started there would add d more, dropped at once)
+    assert sum(controller.added) == sum(abs(d["chosen"]) for d in decisions)
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+@pytest.mark.parametrize("decide", [True, False])
+def test_a_longer_run_resumed_from_a_finished_one(tmp_path: Path, decide: bool) -> None:
+    """A run of 12 steps resumed from its ``last.ckpt`` to 20 steps: with ``decide_at_limit``
+    false the trial running at step 12 was left running in the checkpoint and the longer run
+    goes on as one uninterrupted 20-step run, to the bit; with the default the trial was decided
+    at step 12 (a decision the uninterrupted run does not take there)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(steps: int, folder: str, ckpt: Path | None = None) -> tuple[SequenceModel, StructureController]:
+        controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=5,
+                                         paired_margin=0.0, seed=1, decide_at_limit=decide)
+        model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
+        saved = ModelCheckpoint(dirpath=tmp_path / folder, save_last=True)
+        trainer = _trainer(tmp_path, [controller, saved], max_epochs=None, max_steps=steps, val_check_interval=4,
+                           enable_checkpointing=True, limit_val_batches=None)
+        trainer.fit(model, TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3}), ckpt_path=ckpt,
+                    weights_only=True)
+        return model, controller
+
+    whole, whole_ctrl = fit(20, "whole")
+    fit(12, "part")
+    resumed, resumed_ctrl = fit(20, "part", tmp_path / "part" / "last.ckpt")
+    same = [(d["step"], d["chosen"]) for d in resumed_ctrl.trials.decisions] == \
+        [(d["step"], d["chosen"]) for d in whole_ctrl.trials.decisions]  # type: ignore[union-attr]
+    same = same and all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
+                                                          strict=True))
+    assert same is not decide
+    assert any(d["step"] == 12 for d in resumed_ctrl.trials.decisions) is decide  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("losses, midway, mine, bar, turns", [
