@@ -803,7 +803,11 @@ class Paired(Signal):
     sees about the same share of what is still to learn wherever in the run it starts, where a
     trial of a fixed length sees less and less of it: width that pays over the whole budget, as
     a faster descent that adds up (a slow learning rate, a large data set), shows in a late
-    trial only if trials grow with the run.
+    trial only if trials grow with the run. ``horizon_cap`` bounds that length at so many epochs
+    (the optimizer steps of one pass over the training batches; None: no bound, and none where an
+    epoch's length is not known): trials grow with the run until one sees the whole data set, and
+    where an epoch is shorter than ``steps`` (JSB's 29 steps of 8 chorales, the teacher's 63) the
+    horizon with a cap of one epoch never lengthens a trial at all.
 
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
@@ -821,6 +825,7 @@ class Paired(Signal):
     steps: int | None = None
     targets: int = 40_000
     horizon: float = 0.0
+    horizon_cap: float | None = None  # epochs; None: the horizon's length is not bounded
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
@@ -860,6 +865,11 @@ class Paired(Signal):
                                 hint="a trial lasts at least this share of the steps trained before it starts "
                                      "(0.2: a trial started at step 1,000 trains 200 steps); 0 leaves "
                                      "paired_steps and paired_targets alone to set its length")
+        if self.horizon_cap is not None and (not is_number(self.horizon_cap) or not 0 < self.horizon_cap < math.inf):
+            raise ArgumentError("paired_horizon_cap", allowed="a finite number > 0 (epochs), or None",
+                                received=self.horizon_cap,
+                                hint="the most epochs paired_horizon lengthens a trial to (1: a trial grows with "
+                                     "the run until it sees the whole training set once); None: no bound")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "paired_steps")

@@ -10,7 +10,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-__all__ = ["CellLogger", "ValidationCurve", "limit_reached"]
+from growrnn.errors import is_number
+
+__all__ = ["CellLogger", "ValidationCurve", "epoch_steps", "limit_reached"]
 
 
 def limit_reached(trainer: L.Trainer) -> str | None:
@@ -25,6 +27,16 @@ def limit_reached(trainer: L.Trainer) -> str | None:
             and bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
         return "epochs"
     return None
+
+
+def epoch_steps(trainer: Any) -> int | None:
+    """The optimizer steps of one training epoch (the batches ``limit_train_batches`` lets an epoch
+    see, over ``accumulate_grad_batches``, the last step taking the batches left), or None while
+    that is not known (before the fit loop's setup, or a data set without a length)."""
+    batches = getattr(trainer, "num_training_batches", None)
+    if not is_number(batches) or not 0 < batches < math.inf:
+        return None
+    return math.ceil(int(batches) / max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1))
 
 
 class CellLogger(L.Callback):

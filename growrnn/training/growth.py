@@ -98,13 +98,15 @@ class StructureController(L.Callback):
             puts it back on trial, judged as a new unit is after the others adapted (default 0: off).
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
-        paired_steps, paired_targets, paired_horizon, paired_fraction, paired_batches, paired_keep, paired_hold,
-        paired_scale, paired_floor, paired_extend, paired_margin, paired_settle, paired_restart, paired_mature,
+        paired_steps, paired_targets, paired_horizon, paired_horizon_cap, paired_fraction, paired_batches,
+        paired_keep, paired_hold, paired_scale, paired_floor, paired_extend, paired_margin, paired_settle,
+        paired_restart, paired_mature,
         paired_homing, paired_move, paired_charge: the
             ``paired`` signal's trial length (steps; unset: 100, 400 under SGD) and the training
             targets a trial trains on at least (default 40,000: a trial is longer where a step holds
             fewer than 400 targets; 0: steps alone) and the share of the steps trained before it
-            a trial lasts at least (default 0: none; 0.2 lengthens trials with the run), largest step (a
+            a trial lasts at least (default 0: none; 0.2 lengthens trials with the run) and the most
+            epochs that lengthens a trial to (default None: no bound), largest step (a
             share of the layer; unset: 0.25, 0.5 under SGD), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -183,7 +185,8 @@ class StructureController(L.Callback):
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float | None = None,
                  paired_steps: int | None = None, paired_targets: int = 40_000,
-                 paired_horizon: float = 0.0, paired_batches: int | None = None,
+                 paired_horizon: float = 0.0, paired_horizon_cap: float | None = None,
+                 paired_batches: int | None = None,
                  paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
                  paired_extend: int = 1, paired_margin: float | None = None, paired_settle: str = "turn",
@@ -230,6 +233,7 @@ class StructureController(L.Callback):
         elif signal == "paired":
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
                                       targets=paired_targets, horizon=paired_horizon,
+                                      horizon_cap=paired_horizon_cap,
                                       batches=paired_batches, keep=paired_keep,
                                       hold=paired_hold, scale=paired_scale,
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,

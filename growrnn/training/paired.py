@@ -43,6 +43,7 @@ from growrnn.errors import ArgumentError
 from growrnn.growth.signals import Paired, _output_moments, fold_units, unit_worth, weakest_units
 from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer, resize_state
 from growrnn.growth.surgery import UnitMap
+from growrnn.training.callbacks import epoch_steps
 from growrnn.training.distributed import Replicas, gather_rows, shard_rows
 from growrnn.training.model import pooled_loss
 
@@ -92,6 +93,7 @@ class PairedTrials:
     midway: dict[int, float] | None = None  # with extend: each side's validation loss half-way through the last steps
     born: list[list[int]] = field(default_factory=list)  # per layer, per unit: the step it was added at (0: first)
     counted: list[int] = field(default_factory=lambda: [0, 0])  # the targets the copies trained on, and their steps
+    epoch_steps: int | None = None  # the optimizer steps of an epoch (paired_horizon_cap; None: not known)
     replicas: Replicas = field(default_factory=Replicas)  # the training processes (one until the controller's setup)
     _batches: list[Any] | None = None
     _saved: list[dict[str, Any]] | None = None  # copies from a checkpoint, rebuilt at the next step
@@ -112,6 +114,7 @@ class PairedTrials:
             self.turned = [False] * n
         if len(self.born) != n:
             self.born = [[0] * int(x.hidden_size) for x in layers_of(model.rnn)]
+        self.epoch_steps = epoch_steps(trainer)
         resized = self._dated(resized, step)
         if self._saved is not None:
             self._rebuild(model, optimizer)
@@ -187,12 +190,18 @@ class PairedTrials:
         """A trial's steps: ``steps``, or the steps that hold ``targets`` training targets at the
         mean the trials have trained on so far, whichever is more (``steps`` until a trial has
         trained a step); with ``horizon``, at least ``horizon`` times ``at``, the steps trained
-        before the trial starts (None: not counted)."""
+        before the trial starts (None: not counted), up to ``horizon_cap`` epochs where an epoch's
+        steps are known."""
         targets, steps = self.counted
         base = self.signal.steps
         if self.signal.targets and targets:
             base = max(base, math.ceil(self.signal.targets * steps / targets))
-        return max(base, math.ceil(round(self.signal.horizon * at, 9))) if at else base  # 0.07 x 100 is 7
+        if not at or not self.signal.horizon:
+            return base
+        grown = math.ceil(round(self.signal.horizon * at, 9))  # 0.07 x 100 is 7
+        if self.signal.horizon_cap is not None and self.epoch_steps:
+            grown = min(grown, math.ceil(round(self.signal.horizon_cap * self.epoch_steps, 9)))
+        return max(base, grown)
 
     def _young(self, k: int, step: int) -> list[int]:
         """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``, each

@@ -16,6 +16,7 @@ import torch
 import tasks
 from growrnn.errors import ArgumentError
 from growrnn.training import SequenceModel, TaskData
+from growrnn.training.callbacks import epoch_steps
 from growrnn.training.growth import StructureController
 
 
@@ -937,6 +938,34 @@ def test_a_trial_lasts_a_share_of_the_steps_before_it(horizon: float, counted: l
     assert trials.length(at) == length
 
 
+@pytest.mark.parametrize("cap, epoch, at, length", [
+    (None, 1_327, 10_000, 2_000),  # no cap: a fifth of the steps before the trial
+    (1.0, 1_327, 3_000, 600),      # below the cap
+    (1.0, 1_327, 10_000, 1_327),   # capped at one epoch (PTB's 1,327 steps of 20 x 35 tokens)
+    (2.5, 1_327, 20_000, 3_318),   # ceil(3,317.5)
+    (1.0, None, 10_000, 2_000),    # an epoch's length not known: no cap
+    (1.0, 29, 3_000, 100),         # an epoch shorter than the steps (JSB, batch 8): the steps
+])
+def test_a_trial_the_horizon_lengthens_lasts_at_most_its_cap(cap: float | None, epoch: int | None, at: int,
+                                                              length: int) -> None:
+    """With ``paired_horizon_cap``, the horizon lengthens a trial to at most that many epochs, and
+    never below ``paired_steps``."""
+    trials = StructureController(signal="paired", paired_steps=100, paired_targets=0, paired_horizon=0.2,
+                                 paired_horizon_cap=cap).trials
+    assert trials is not None
+    trials.epoch_steps = epoch
+    assert trials.length(at) == length
+
+
+@pytest.mark.parametrize("batches, accumulate, steps", [(60, 1, 60), (60, 7, 9), (float("inf"), 1, None),
+                                                         (0, 1, None), (None, 1, None)])
+def test_an_epochs_steps(batches: float | None, accumulate: int, steps: int | None) -> None:
+    """An epoch's optimizer steps: its batches over ``accumulate_grad_batches`` (the last step takes
+    the rest); None where the batches are not known."""
+    trainer = SimpleNamespace(num_training_batches=batches, accumulate_grad_batches=accumulate)
+    assert epoch_steps(trainer) == steps
+
+
 @pytest.mark.parametrize("step, young", [(1_001, [4]), (1_799, [4]), (1_800, [])])
 def test_a_unit_matures_in_the_trial_lengths_of_its_birth(step: int, young: list[int]) -> None:
     """With ``paired_mature`` 2 and ``paired_horizon`` 0.5, a unit born at step 900 (trials of 450
@@ -962,6 +991,21 @@ def test_trials_lengthen_with_the_run(tmp_path: Path) -> None:
     for d in trials.decisions[:-1]:  # the last may be cut by the end of training
         assert d["step"] - d["started"] == max(3, math.ceil(0.25 * d["started"]))
     assert trials.decisions[-2]["step"] - trials.decisions[-2]["started"] > 3
+
+
+def test_trials_lengthen_up_to_their_cap(tmp_path: Path) -> None:
+    """The same run with ``paired_horizon_cap`` 0.1 (an epoch of 60 steps: 6): every decided trial
+    lasted 3 steps or a quarter of the steps before it, but not more than 6, and the late ones
+    reached the cap."""
+    controller = StructureController(signal="paired", lam=0.0, paired_steps=3, paired_targets=0,
+                                     paired_horizon=0.25, paired_horizon_cap=0.1, seed=1)
+    data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
+    _trainer(tmp_path, [controller]).fit(_model([4], "lstm", **SETTLING_MODEL), data)
+    trials = controller.trials
+    assert trials is not None and trials.epoch_steps == 60 and len(trials.decisions) >= 4
+    lengths = [d["step"] - d["started"] for d in trials.decisions[:-1]]  # the last may be cut
+    assert lengths == [max(3, min(math.ceil(0.25 * d["started"]), 6)) for d in trials.decisions[:-1]]
+    assert lengths[-1] == 6
 
 
 @pytest.mark.parametrize("targets, length", [(0, 3), (400, 10), (100, 3)])
