@@ -804,8 +804,9 @@ class Paired(Signal):
     trial of a fixed length sees less and less of it: width that pays over the whole budget, as
     a faster descent that adds up (a slow learning rate, a large data set), shows in a late
     trial only if trials grow with the run. ``horizon_cap`` bounds that length at so many epochs
-    (the optimizer steps of one pass over the training batches; None: no bound, and none where an
-    epoch's length is not known): trials grow with the run until one sees the whole data set, and
+    (the optimizer steps of one pass over the batches ``limit_train_batches`` lets an epoch see;
+    None: no bound, and none where that count is not known: a data set without a length and no
+    ``limit_train_batches`` count): trials grow with the run until one sees the whole data set, and
     where an epoch is shorter than ``steps`` (JSB's 29 steps of 8 chorales, the teacher's 63) the
     horizon with a cap of one epoch never lengthens a trial at all.
 
@@ -870,6 +871,10 @@ class Paired(Signal):
                                 received=self.horizon_cap,
                                 hint="the most epochs paired_horizon lengthens a trial to (1: a trial grows with "
                                      "the run until it sees the whole training set once); None: no bound")
+        if self.horizon_cap is not None and not self.horizon:
+            raise ArgumentError("paired_horizon_cap", allowed="unset with paired_horizon 0", received=self.horizon_cap,
+                                hint="the cap bounds the length paired_horizon gives a trial; set paired_horizon "
+                                     "(0.2: a trial lasts a fifth of the steps before it) or leave the cap unset")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "paired_steps")

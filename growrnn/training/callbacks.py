@@ -32,7 +32,8 @@ def limit_reached(trainer: L.Trainer) -> str | None:
 def epoch_steps(trainer: Any) -> int | None:
     """The optimizer steps of one training epoch (the batches ``limit_train_batches`` lets an epoch
     see, over ``accumulate_grad_batches``, the last step taking the batches left), or None while
-    that is not known (before the fit loop's setup, or a data set without a length)."""
+    that is not known (before the fit loop's setup, or a data set without a length and no
+    ``limit_train_batches`` count)."""
     batches = getattr(trainer, "num_training_batches", None)
     if not is_number(batches) or not 0 < batches < math.inf:
         return None

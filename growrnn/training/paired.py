@@ -175,6 +175,7 @@ class PairedTrials:
         trial that has not trained a step (started on the last one) decides nothing: it is
         dropped, and units the network took for it (untrained, with zero outgoing weights: the
         function is unchanged) go."""
+        self.epoch_steps = epoch_steps(trainer)
         self._end(trainer, model, optimizer, step, self._dated(resized, step), may_extend=False)
 
     def _dated(self, resized: Callable[[int, UnitMap, int], None], step: int) -> Callable[[int, UnitMap, int], None]:
