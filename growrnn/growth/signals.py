@@ -669,12 +669,6 @@ PAIRED_RECIPES: dict[str, dict[str, Any]] = {
     "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True},
 }
 
-#: ``lam`` left unset with ``charge`` ``doubling``, per optimizer family: the share of the loss a
-#: doubling of the network's width must be worth. 0.0075 is the row charge's price where the JSB
-#: LSTM settles (8 rows x 3.33e-5 x 42 units x ln 2 = 0.78 %), so a layer of that width is priced
-#: alike either way; SGD's is half, as its row charge is.
-PAIRED_DOUBLING_LAM: dict[str, float] = {"adaptive": 0.0075, "sgd": 0.00375}
-
 
 @dataclass
 class Paired(Signal):
@@ -686,11 +680,7 @@ class Paired(Signal):
     both on the same batches for ``steps`` steps, and then goes on with whichever has the lower
     validation loss plus a charge per unit (``charge`` ``row``, the default: ``lam`` for each row of
     weights a unit has in its cell, one per weighted call -- an LSTM unit 8, a GRU unit 6, an Elman
-    unit 2, an evolved cell's by its genome; ``unit``: ``lam`` per unit whatever its cell;
-    ``doubling``: ``lam`` per doubling of the network's width, so a unit is priced by the width it
-    joins -- 32 units more at 32 cost what 256 more cost at 256 -- and ``lam`` reads as
-    the share of the loss a doubling must gain; unset, 0.0075 (SGD 0.00375), the row charge's price
-    where a JSB LSTM settles; not with ``move`` ``slope``), and
+    unit 2, an evolved cell's by its genome; ``unit``: ``lam`` per unit whatever its cell), and
     ``lam`` (with ``relative``, a fraction of a loss: ``scale``
     ``loss`` (the default), the validation loss the trial ends at, but at least ``floor`` (0.5)
     times the validation loss judged after the first training step (the untrained network's, to
@@ -861,11 +851,10 @@ class Paired(Signal):
             raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
                                 hint="the validation loss a unit must be worth per row of its weights (per "
                                      "unit with paired_charge unit), as a fraction of the loss")
-        if self.charge not in ("row", "unit", "doubling"):
-            raise ArgumentError("paired_charge", allowed="row, unit, doubling", received=self.charge,
+        if self.charge not in ("row", "unit"):
+            raise ArgumentError("paired_charge", allowed="row, unit", received=self.charge,
                                 hint="row (the default) charges lam for each row of weights a unit has in its "
-                                     "cell (an LSTM unit 8, a GRU unit 6); unit charges lam per unit; doubling "
-                                     "charges lam per doubling of the network's width")
+                                     "cell (an LSTM unit 8, a GRU unit 6); unit charges lam per unit")
         if not is_number(self.fraction) or not 0 < self.fraction <= 1:
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
@@ -926,8 +915,7 @@ class Paired(Signal):
                                      "approximation of the best width)")
         if self.move == "slope":
             clash = [name for name, on in (("paired_keep", self.keep), ("paired_extend", self.extend > 1),
-                                           ("paired_margin", self.margin > 0), ("paired_homing", self.homing),
-                                           ("paired_charge", self.charge == "doubling")) if on]
+                                           ("paired_margin", self.margin > 0), ("paired_homing", self.homing)) if on]
             if clash:
                 raise ArgumentError(clash[0], allowed="its default with paired_move slope",
                                     received=getattr(self, clash[0].removeprefix("paired_")),
@@ -961,8 +949,7 @@ class Paired(Signal):
 
     def _take_recipe(self, family: str) -> None:
         for name in self.unset:
-            value = PAIRED_DOUBLING_LAM[family] if name == "lam" and self.charge == "doubling" \
-                else PAIRED_RECIPES[family][name]
+            value = PAIRED_RECIPES[family][name]
             setattr(self, name, value and self.move != "slope" if name == "homing" else value)
 
     def for_optimizer(self, optimizer: Any) -> None:
@@ -982,8 +969,7 @@ class Paired(Signal):
 
     def unit_charge(self, k: int) -> float:
         """What a unit of layer ``k`` is charged, in units of ``lam``: the rows of weights it has
-        in its cell (one per weighted call) with ``charge`` ``row``, else 1 (with ``doubling``, a
-        doubling of the network's width is charged ``lam``: :func:`~growrnn.training.paired.chosen`)."""
+        in its cell (one per weighted call) with ``charge`` ``row``, else 1."""
         return float(self.rows[k]) if self.charge == "row" else 1.0
 
     def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:

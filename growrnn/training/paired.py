@@ -385,13 +385,12 @@ class PairedTrials:
         if self.signal.move == "slope":
             return self._slope(model, optimizer, step, losses, bar, H, mine, batch)
         tolerance = {pair: self.signal.margin * se for pair, se in errors.items()}
-        doubling = self.signal.charge == "doubling"
-        delta = chosen(losses, mine, width, bar, tolerance, doubling)
+        delta = chosen(losses, mine, width, bar, tolerance)
         length = self.length(self.started)
         room = step - int(self.started or 0) + length <= self.signal.extend * length
         if may_extend and room and self.midway is not None and \
                 turning(losses, self.midway, mine, width, bar, ahead=length / self._half(),
-                        tolerance=tolerance, doubling=doubling):
+                        tolerance=tolerance):
             self.until, self.midway = step + length, None
             log.info("paired trial at step %d, layer %d: its verdict is turning, %d more steps", step, k, length)
             return None
@@ -412,7 +411,7 @@ class PairedTrials:
         smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
         # a move the margin made (the narrower side within the noise, not better) keeps the step: it is
         # no evidence that the layer should go faster
-        by_margin = bool(errors) and delta != chosen(losses, mine, width, bar, doubling=doubling)
+        by_margin = bool(errors) and delta != chosen(losses, mine, width, bar)
         if by_margin:
             self.decisions[-1]["by_margin"] = True
         self.fractions[k] = next_step(self.fractions[k], moved, by_margin, self.signal.homing and self.turned[k],
@@ -596,33 +595,30 @@ def slope_move(losses: dict[int, float], bar: float, gain: float, width: int) ->
 
 
 def chosen(losses: dict[int, float], mine: int, width: int, bar: float,
-           tolerance: dict[tuple[int, int], float] | None = None, doubling: bool = False) -> int:
+           tolerance: dict[tuple[int, int], float] | None = None) -> int:
     """The side a trial goes on with, by its key in ``losses`` (each side's validation loss, keyed by
     its units more or fewer than the trial's start width; ``mine``: the network's own key): the
     lowest loss plus ``bar`` per unit of the whole network's ``width`` (the network's, as it is
-    now; with ``doubling``, ``bar`` per doubling of it: ``bar`` x log2 of the side's width), a tie
-    going to the network -- or, given a ``tolerance`` for two sides' difference (keyed by their
-    keys, the smaller first; ``paired_margin`` standard errors), the narrowest side whose charged
-    loss is within its tolerance of that best side's."""
-    size = math.log2 if doubling else float
-    charged = {d: v + bar * size(width - mine + d) for d, v in losses.items()}
+    now), a tie going to the network -- or, given a ``tolerance`` for two sides' difference (keyed
+    by their keys, the smaller first; ``paired_margin`` standard errors), the narrowest side whose
+    charged loss is within its tolerance of that best side's."""
+    charged = {d: v + bar * (width - mine + d) for d, v in losses.items()}
     best = min(charged, key=lambda d: (charged[d], d != mine))
     near = [d for d in charged if d < best and charged[d] - charged[best] <= (tolerance or {}).get((d, best), -1.0)]
     return min(near, default=best)
 
 
 def turning(losses: dict[int, float], midway: dict[int, float], mine: int, width: int, bar: float,
-            ahead: float = 2.0, tolerance: dict[tuple[int, int], float] | None = None, doubling: bool = False) -> bool:
+            ahead: float = 2.0, tolerance: dict[tuple[int, int], float] | None = None) -> bool:
     """Whether a trial's verdict (:func:`chosen`, with ``tolerance``) on the sides' validation
     ``losses`` at its end would turn if every side went on as it did since ``midway`` (their losses
     some steps before) for ``ahead`` times those steps (one trial length from half-way: 2); sides
     judged at one time only, or a loss that is not finite (a diverged side loses as it stands), do
-    not turn it (``doubling``: as :func:`chosen`)."""
+    not turn it."""
     if set(midway) != set(losses) or not all(map(math.isfinite, [*losses.values(), *midway.values()])):
         return False
     projected = {d: v + ahead * (v - midway[d]) for d, v in losses.items()}
-    return chosen(projected, mine, width, bar, tolerance, doubling) != chosen(losses, mine, width, bar, tolerance,
-                                                                              doubling)
+    return chosen(projected, mine, width, bar, tolerance) != chosen(losses, mine, width, bar, tolerance)
 
 
 def difference_se(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> float:

@@ -522,9 +522,7 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"move": "slope", "margin": 0.5}, "paired_margin"),
                                                ({"move": "slope", "keep": True}, "paired_keep"),
                                                ({"move": "slope", "extend": 2}, "paired_extend"),
-                                               ({"move": "slope", "homing": True}, "paired_homing"),
-                                               ({"move": "slope", "charge": "doubling"}, "paired_charge"),
-                                               ({"charge": "log"}, "paired_charge")])
+                                               ({"move": "slope", "homing": True}, "paired_homing")])
 def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         make_signal("paired", **options)
@@ -539,9 +537,6 @@ def test_bad_paired_options_are_named(options: dict, argument: str) -> None:
     ("sgd", {"homing": False}, {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": False}),
     ("sgd", {"move": "slope"}, {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": False}),  # a rule of the sign
     ("adam", {"fraction": 0.5, "homing": True}, {"lam": 3.33e-5, "steps": 100, "fraction": 0.5, "homing": True}),
-    ("adam", {"charge": "doubling"}, {"lam": 0.0075, "steps": 100}),  # a share of the loss per doubling
-    ("sgd", {"charge": "doubling"}, {"lam": 0.00375, "steps": 400}),
-    ("sgd", {"charge": "doubling", "lam": 0.01}, {"lam": 0.01}),
 ])
 def test_paired_options_left_unset_take_the_optimizer_familys_recipe(optimizer: str | None, given: dict,
                                                                        expected: dict) -> None:

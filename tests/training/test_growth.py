@@ -575,22 +575,6 @@ def test_a_trial_goes_on_while_its_verdict_is_turning(losses: dict, midway: dict
     assert turning(losses, midway, mine, 10, bar) is turns
 
 
-@pytest.mark.parametrize("width, losses, expected", [
-    (40, {8: 1.000, -8: 1.007}, -8),      # 40 against 24 units: 0.01 x log2(40/24) = 0.0074 charged
-    (40, {8: 1.000, -8: 1.008}, 8),       # ... and the wider side's lead is more
-    (400, {8: 1.000, -8: 1.0005}, -8),    # 400 against 384: 0.00059, the same 16 units cost less
-    (400, {8: 1.000, -8: 1.0007}, 8),
-    (4, {1: 1.000, -1: 1.009}, -1),       # 4 against 2 units: a doubling, 0.01
-    (4, {1: 1.000, -1: 1.011}, 1),
-])
-def test_a_doubling_charge_prices_a_unit_by_the_width(width: int, losses: dict, expected: int) -> None:
-    """With ``paired_charge`` ``doubling`` a side is charged ``bar`` per doubling of the network's
-    width (``bar`` x log2 of its units), so the same units cost less in a wider network."""
-    from growrnn.training.paired import chosen
-    mine = max(losses)
-    assert chosen(losses, mine, width, 0.01, doubling=True) == expected
-
-
 @pytest.mark.parametrize("losses, mine, bar, tolerance, expected", [
     ({2: 1.00, -2: 1.03}, 2, 0.0, None, 2),  # no tolerance: the lower loss
     ({2: 1.00, -2: 1.03}, 2, 0.0, {(-2, 2): 0.05}, -2),  # the wider side's lead is within the tolerance
