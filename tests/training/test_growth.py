@@ -939,10 +939,11 @@ def test_a_trial_lasts_a_share_of_the_steps_before_it(horizon: float, counted: l
 
 
 @pytest.mark.parametrize("cap, epoch, at, length", [
-    (None, 1_327, 10_000, 2_000),  # no cap: a fifth of the steps before the trial
-    (1.0, 1_327, 3_000, 600),      # below the cap
-    (1.0, 1_327, 10_000, 1_327),   # capped at one epoch (PTB's 1,327 steps of 20 x 35 tokens)
-    (2.5, 1_327, 20_000, 3_318),   # ceil(3,317.5)
+    (None, 1_328, 10_000, 2_000),  # no cap: a fifth of the steps before the trial
+    (1.0, 1_328, 3_000, 600),      # below the cap
+    (1.0, 1_328, 10_000, 1_328),   # capped at one epoch (PTB's 1,328 steps of 20 x 35 tokens)
+    (2.5, 1_328, 20_000, 3_320),   # 2.5 x 1,328
+    (1.5, 1_327, 20_000, 1_991),   # ceil(1,990.5)
     (1.0, None, 10_000, 2_000),    # an epoch's length not known: no cap
     (1.0, 29, 3_000, 100),         # an epoch shorter than the steps (JSB, batch 8): the steps
 ])
