@@ -199,10 +199,10 @@ class PairedTrials:
             base = max(base, math.ceil(self.signal.targets * steps / targets))
         if not at or not self.signal.horizon:
             return base
-        grown = math.ceil(round(self.signal.horizon * at, 9))  # 0.07 x 100 is 7
+        grown = self.signal.horizon * at
         if self.signal.horizon_cap is not None and self.epoch_steps:
-            grown = min(grown, math.ceil(round(self.signal.horizon_cap * self.epoch_steps, 9)))
-        return max(base, grown)
+            grown = min(grown, self.signal.horizon_cap * self.epoch_steps)
+        return max(base, math.ceil(round(grown, 9)))  # 0.07 x 100 is 7
 
     def _young(self, k: int, step: int) -> list[int]:
         """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``, each
