@@ -121,8 +121,8 @@ def _step_time(case: Case, grow: bool, steps: int, device: str) -> float:
         # trials running all the time (a layer not yet settled), each moving the width by one unit
         # at most: the copy's training, the validation judging and the adoptions, at 127-129 units
         H = int(model_kw["hidden_size"][0])
-        callbacks.append(StructureController(signal="paired", paired_steps=50, paired_batches=8, min_units=H - 1,
-                                             max_units=H + 1, paired_fraction=1.0 / H))
+        callbacks.append(StructureController(signal="paired", paired_steps=50, paired_horizon=0, paired_batches=8,
+                                             min_units=H - 1, max_units=H + 1, paired_fraction=1.0 / H))
     elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
     trainer = L.Trainer(max_steps=steps + skip, accelerator="gpu" if device == "cuda" else "cpu", devices=1,

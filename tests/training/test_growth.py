@@ -179,9 +179,9 @@ SETTLING = {"group_lasso": {"lam": 0.03, "relative": False, "dead_steps": 3},
             "l0_gate": {"lam": 0.5, "dead_steps": 2},
             "ablation": {"lam": 0.005, "trial_steps": 4, "ablation_every": 3, "ablation_rate": 1.0,
                          "ablation_baseline": "regress"},
-            "paired": {"lam": 0.0, "paired_steps": 7, "paired_targets": 0, "paired_fraction": 0.5,
+            "paired": {"lam": 0.0, "paired_steps": 7, "paired_targets": 0, "paired_horizon": 0, "paired_fraction": 0.5,
                        "paired_margin": 0.0, "paired_charge": "unit"}}  # the mechanics with a plain verdict
-# (trials of paired_steps: 7 windows of 40 characters; the default recipe below)
+# (trials of paired_steps: 7 windows of 40 characters, not lengthened with the run; the default recipe below)
 SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None, "init_range": None}
 
 
@@ -389,7 +389,7 @@ def test_a_paired_trial_keeps_the_best_copy_and_becomes_it(tmp_path: Path, keep:
     A trial that ends where the next starts resizes the layer twice in one step: both are counted.
     Each decision records the step its trial started at (the last one is cut short by the end)."""
     controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
-                                     paired_steps=5, paired_keep=keep, paired_margin=0.0,
+                                     paired_horizon=0, paired_steps=5, paired_keep=keep, paired_margin=0.0,
                                      seed=1)
     model = _model([4], "lstm", output_prior=True, **SETTLING_MODEL)
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
@@ -723,8 +723,8 @@ def test_a_trial_resize_is_not_a_plateau(tmp_path: Path, restart: bool) -> None:
     """Under a ``plateau`` schedule with no patience, an epoch in which the paired trials resized
     the layer never cuts the learning rate with ``paired_restart`` (the default); without it the
     same run cuts it at the end of such an epoch (the fold's damage taken for a plateau)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_steps=7, paired_restart=restart,
-                                     paired_margin=0.0, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_horizon=0, paired_steps=7,
+                                     paired_restart=restart, paired_margin=0.0, seed=1)
     epochs: list[tuple[bool, float]] = []  # per epoch: whether the trials resized a layer, the rate it trained at
 
     class Epochs(L.Callback):
@@ -777,7 +777,7 @@ def test_a_cycling_layer_waits_with_settle_cycle(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(PairedTrials, "_sides", scripted)
     steps = 5
     controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
-                                     paired_steps=steps, paired_settle=settle, seed=1)
+                                     paired_horizon=0, paired_steps=steps, paired_settle=settle, seed=1)
     data = TaskData("miconi_switch", {"train_windows": 400, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(_model([16], "lstm", **SETTLING_MODEL), data)
     decisions = controller.trials.decisions
@@ -810,7 +810,7 @@ def test_extended_trials_are_decided_when_they_stop_turning(tmp_path: Path) -> N
     trials of the run were extended."""
     from growrnn.training.paired import turning
     controller = StructureController(signal="paired", lam=0.0, paired_targets=0,
-                                     paired_steps=6, paired_extend=3, seed=1)
+                                     paired_horizon=0, paired_steps=6, paired_extend=3, seed=1)
     midway: list[tuple[int, int]] = []  # (step, the step the running trial is due at) at each midway judgement
 
     class Midway(L.Callback):
@@ -1014,7 +1014,8 @@ def test_a_trial_trains_on_at_least_its_targets(tmp_path: Path, targets: int, le
     """On a stream of 40-character windows, batch 1 (40 targets a step), trials of 3 steps that must
     see 400 targets last 10 steps; 100 targets fit in 3 steps. Every decided trial lasted that long
     (the last may be cut by the end of training), and the copies counted every target they trained on."""
-    controller = StructureController(signal="paired", lam=0.0, paired_steps=3, paired_targets=targets, seed=1)
+    controller = StructureController(signal="paired", lam=0.0, paired_horizon=0, paired_steps=3, paired_targets=targets,
+                                     seed=1)
     data = TaskData("miconi_switch", {"train_windows": 45, "eval_windows": 3})
     _trainer(tmp_path, [controller]).fit(_model([4], "lstm", **SETTLING_MODEL), data)
     trials = controller.trials
@@ -1193,7 +1194,7 @@ def test_a_stack_grows_in_low_precision_and_resumes_exactly(tmp_path: Path, cell
         record = _Record()
         saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "a", every_n_train_steps=6, save_top_k=-1,
                                                     filename="{step}")
-        controller = StructureController(seed=3, paired_steps=3, paired_targets=0, max_units=12)
+        controller = StructureController(seed=3, paired_horizon=0, paired_steps=3, paired_targets=0, max_units=12)
         _trainer(tmp_path, [controller, record, saver], enable_checkpointing=True, precision=precision,
                  accumulate_grad_batches=2, limit_val_batches=None, val_check_interval=20).fit(model, data,
                                                                                               ckpt_path=ckpt)
