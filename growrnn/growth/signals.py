@@ -795,8 +795,9 @@ class Paired(Signal):
     (batch 8), Penn Treebank (20 x 35), the teacher and the flip-flop (32 x 50) keep their
     ``steps``. Counting a masked batch's targets reads one number from the device per trial step.
 
-    With ``horizon`` > 0 a trial also lasts at least ``horizon`` times the steps trained before it
-    starts (with 0.2, a trial started at step 3,000 trains 600); a settled layer's waits count in
+    With ``horizon`` > 0 (0.2 by default; 0: ``steps`` and ``targets`` alone) a trial also lasts at
+    least ``horizon`` times the steps trained before it starts (with 0.2, a trial started at step
+    3,000 trains 600); a settled layer's waits count in
     the length a trial starting then would have, ``mature`` in the length a trial had when the
     unit was born, and the hold's judgements keep the length without it. A learning curve falls
     about as a power of the steps, so a trial lasting a fixed share of the steps trained so far
@@ -804,11 +805,16 @@ class Paired(Signal):
     trial of a fixed length sees less and less of it: width that pays over the whole budget, as
     a faster descent that adds up (a slow learning rate, a large data set), shows in a late
     trial only if trials grow with the run. ``horizon_cap`` bounds that length at so many epochs
-    (the optimizer steps of one pass over the batches ``limit_train_batches`` lets an epoch see;
-    None: no bound, and none where that count is not known: a data set without a length and no
-    ``limit_train_batches`` count): trials grow with the run until one sees the whole data set, and
-    where an epoch is shorter than ``steps`` (JSB's 29 steps of 8 chorales, the teacher's 63) the
-    horizon with a cap of one epoch never lengthens a trial at all.
+    (2.5 by default; the optimizer steps of 2.5 passes over the batches ``limit_train_batches``
+    lets an epoch see; None: no bound, and none where that count is not known: a data set without
+    a length and no ``limit_train_batches`` count; with ``horizon`` 0 it bounds nothing): trials
+    grow with the run until one sees the data set 2.5 times, and where 2.5 epochs are fewer steps
+    than ``steps`` (JSB's 29 steps an epoch at batch 8) the horizon never lengthens a trial at
+    all. The default was chosen over Penn Treebank, JSB, Miconi's tasks, the teacher and the
+    flip-flop: uncapped, the horizon let a PTB layer from 256 units find its width with no option
+    of its own but cost the teacher's and JSB's width targets; a cap of one or two epochs cut PTB's
+    late trials short of what width pays there (settling.md, the twenty-ninth to thirty-fourth
+    sessions).
 
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
@@ -825,8 +831,8 @@ class Paired(Signal):
     fraction: float | None = None
     steps: int | None = None
     targets: int = 40_000
-    horizon: float = 0.0
-    horizon_cap: float | None = None  # epochs; None: the horizon's length is not bounded
+    horizon: float = 0.2
+    horizon_cap: float | None = 2.5  # epochs; None: the horizon's length is not bounded
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
@@ -871,10 +877,6 @@ class Paired(Signal):
                                 received=self.horizon_cap,
                                 hint="the most epochs paired_horizon lengthens a trial to (1: a trial grows with "
                                      "the run until it sees the whole training set once); None: no bound")
-        if self.horizon_cap is not None and not self.horizon:
-            raise ArgumentError("paired_horizon_cap", allowed="unset with paired_horizon 0", received=self.horizon_cap,
-                                hint="the cap bounds the length paired_horizon gives a trial; set paired_horizon "
-                                     "(0.2: a trial lasts a fifth of the steps before it) or leave the cap unset")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "paired_steps")

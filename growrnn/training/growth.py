@@ -105,8 +105,8 @@ class StructureController(L.Callback):
             ``paired`` signal's trial length (steps; unset: 100, 400 under SGD) and the training
             targets a trial trains on at least (default 40,000: a trial is longer where a step holds
             fewer than 400 targets; 0: steps alone) and the share of the steps trained before it
-            a trial lasts at least (default 0: none; 0.2 lengthens trials with the run) and the most
-            epochs that lengthens a trial to (default None: no bound), largest step (a
+            a trial lasts at least (default 0.2: trials lengthen with the run; 0: none) and the most
+            epochs that lengthens a trial to (default 2.5; None: no bound), largest step (a
             share of the layer; unset: 0.25, 0.5 under SGD), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -185,7 +185,7 @@ class StructureController(L.Callback):
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
                  ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float | None = None,
                  paired_steps: int | None = None, paired_targets: int = 40_000,
-                 paired_horizon: float = 0.0, paired_horizon_cap: float | None = None,
+                 paired_horizon: float = 0.2, paired_horizon_cap: float | None = 2.5,
                  paired_batches: int | None = None,
                  paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,

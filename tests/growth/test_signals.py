@@ -501,10 +501,9 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"horizon": -0.1}, "paired_horizon"),
                                                ({"horizon": math.inf}, "paired_horizon"),
                                                ({"horizon": "0.2"}, "paired_horizon"),
-                                               ({"horizon": 0.2, "horizon_cap": 0.0}, "paired_horizon_cap"),
-                                               ({"horizon": 0.2, "horizon_cap": math.inf}, "paired_horizon_cap"),
-                                               ({"horizon": 0.2, "horizon_cap": "1"}, "paired_horizon_cap"),
-                                               ({"horizon_cap": 1.0}, "paired_horizon_cap"),  # no horizon to cap
+                                               ({"horizon_cap": 0.0}, "paired_horizon_cap"),
+                                               ({"horizon_cap": math.inf}, "paired_horizon_cap"),
+                                               ({"horizon_cap": "1"}, "paired_horizon_cap"),
                                                ({"lam": "3e-5"}, "lam"), ({"fraction": "0.25"}, "paired_fraction"),
                                                ({"hold": "0.01"}, "paired_hold"), ({"floor": "0.5"}, "paired_floor"),
                                                ({"margin": "0.5"}, "paired_margin"),

@@ -958,6 +958,24 @@ def test_a_trial_the_horizon_lengthens_lasts_at_most_its_cap(cap: float | None, 
     assert trials.length(at) == length
 
 
+@pytest.mark.parametrize("options, epoch, at, length", [
+    ({}, 63, 3_000, 158),                            # the teacher (63 steps an epoch): 2.5 epochs, ceil(157.5)
+    ({}, 63, 500, 100),                              # early in a run: paired_steps
+    ({}, 1_328, 10_000, 2_000),                      # PTB: a fifth of the steps before the trial
+    ({}, 1_328, 20_000, 3_320),                      # PTB late: 2.5 epochs
+    ({}, 29, 3_000, 100),                            # JSB at batch 8: 2.5 epochs are fewer than the steps
+    ({"paired_horizon_cap": None}, 1_328, 20_000, 4_000),  # uncapped
+    ({"paired_horizon": 0}, 1_328, 20_000, 100),     # no horizon: the default cap bounds nothing
+])
+def test_the_default_horizon_and_cap(options: dict, epoch: int, at: int, length: int) -> None:
+    """By default a trial lasts a fifth of the steps before it, up to 2.5 epochs, and never fewer
+    than ``paired_steps``."""
+    trials = StructureController(signal="paired", paired_targets=0, **options).trials
+    assert trials is not None
+    trials.epoch_steps = epoch
+    assert trials.length(at) == length
+
+
 @pytest.mark.parametrize("batches, accumulate, steps", [(60, 1, 60), (60, 7, 9), (float("inf"), 1, None),
                                                          (0, 1, None), (None, 1, None)])
 def test_an_epochs_steps(batches: float | None, accumulate: int, steps: int | None) -> None:
