@@ -793,7 +793,8 @@ class Paired(Signal):
     6-10 units. With trials of 100 steps the default lengthens them only where a step holds
     fewer than 400 targets (Miconi's tasks: 1,000 steps; with SGD's 400, fewer than 100); JSB
     (batch 8), Penn Treebank (20 x 35), the teacher and the flip-flop (32 x 50) keep their
-    ``steps``. Counting a masked batch's targets reads one number from the device per trial step.
+    ``steps`` as far as ``targets`` goes (the horizon below lengthens their later trials but
+    JSB's). Counting a masked batch's targets reads one number from the device per trial step.
 
     With ``horizon`` > 0 (0.2 by default; 0: ``steps`` and ``targets`` alone) a trial also lasts at
     least ``horizon`` times the steps trained before it starts (with 0.2, a trial started at step
@@ -805,16 +806,16 @@ class Paired(Signal):
     trial of a fixed length sees less and less of it: width that pays over the whole budget, as
     a faster descent that adds up (a slow learning rate, a large data set), shows in a late
     trial only if trials grow with the run. ``horizon_cap`` bounds that length at so many epochs
-    (2.5 by default; the optimizer steps of 2.5 passes over the batches ``limit_train_batches``
-    lets an epoch see; None: no bound, and none where that count is not known: a data set without
-    a length and no ``limit_train_batches`` count; with ``horizon`` 0 it bounds nothing): trials
-    grow with the run until one sees the data set 2.5 times, and where 2.5 epochs are fewer steps
-    than ``steps`` (JSB's 29 steps an epoch at batch 8) the horizon never lengthens a trial at
-    all. The default was chosen over Penn Treebank, JSB, Miconi's tasks, the teacher and the
-    flip-flop: uncapped, the horizon let a PTB layer from 256 units find its width with no option
-    of its own but cost the teacher's and JSB's width targets; a cap of one or two epochs cut PTB's
-    late trials short of what width pays there (settling.md, the twenty-ninth to thirty-fourth
-    sessions).
+    (2.5 by default; the optimizer steps of ``horizon_cap`` passes over the batches
+    ``limit_train_batches`` lets an epoch see; None: no bound, and none where that count is not
+    known: a data set without a length and no ``limit_train_batches`` count; with ``horizon`` 0 it
+    bounds nothing): trials grow with the run until one sees the data set 2.5 times, and where 2.5
+    epochs are fewer steps than ``steps`` (JSB's 29 steps an epoch at batch 8: 72.5 steps) the
+    horizon never lengthens a trial at all. The default was chosen over Penn Treebank, JSB,
+    Miconi's tasks, the teacher and the flip-flop: uncapped, the horizon let a PTB layer from 256
+    units find its width with no option of its own but cost the teacher's and JSB's width targets;
+    a cap of one or two epochs cut PTB's late trials short of what width pays there (settling.md,
+    the twenty-ninth to thirty-fourth sessions).
 
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
@@ -875,11 +876,11 @@ class Paired(Signal):
         if self.horizon_cap is not None and (not is_number(self.horizon_cap) or not 0 < self.horizon_cap < math.inf):
             raise ArgumentError("paired_horizon_cap", allowed="a finite number > 0 (epochs), or None",
                                 received=self.horizon_cap,
-                                hint="the most epochs paired_horizon lengthens a trial to (1: a trial grows with "
-                                     "the run until it sees the whole training set once); None: no bound")
+                                hint="the most epochs paired_horizon lengthens a trial to (default 2.5; 1: a trial "
+                                     "grows with the run until it sees the whole training set once); None: no bound")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
-                                                         "paired_steps")
+                                                         "its length")
         if self.extend > 1 and self.steps < 2:
             raise ArgumentError("paired_extend", allowed="1 with paired_steps 1 (no half-way judgement)",
                                 received=self.extend, hint="a trial is judged half-way through to see where its "

@@ -119,7 +119,7 @@ class StructureController(L.Callback):
             the least loss ``loss`` may be, as a share of that first loss (default, unset: 0.5 with
             ``loss`` -- a solved task's charge does not vanish; 0 lets it follow the loss to zero; the
             other scales take no floor), and the most trial lengths a trial may last while its
-            verdict is still turning (default 1: every trial is decided after ``paired_steps``), and
+            verdict is still turning (default 1: every trial is decided after its length), and
             how many standard errors of two sides' difference a wider side must win by (default,
             unset: 0.5, but 0 with ``paired_move`` ``slope`` or ``paired_batches`` 1; 0: the lower
             charged loss wins; 1: the one-standard-error rule), and when a layer counts as
