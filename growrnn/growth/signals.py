@@ -815,7 +815,7 @@ class Paired(Signal):
     Miconi's tasks, the teacher and the flip-flop: uncapped, the horizon let a PTB layer from 256
     units find its width with no option of its own but cost the teacher's and JSB's width targets;
     a cap of one or two epochs cut PTB's late trials short of what width pays there (settling.md,
-    the twenty-ninth to thirty-fourth sessions).
+    the twenty-ninth to thirty-fifth sessions).
 
     ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
     family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
