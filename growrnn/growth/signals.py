@@ -793,8 +793,8 @@ class Paired(Signal):
     6-10 units. With trials of 100 steps the default lengthens them only where a step holds
     fewer than 400 targets (Miconi's tasks: 1,000 steps; with SGD's 400, fewer than 100); JSB
     (batch 8), Penn Treebank (20 x 35), the teacher and the flip-flop (32 x 50) keep their
-    ``steps`` as far as ``targets`` goes (the horizon below lengthens their later trials but
-    JSB's). Counting a masked batch's targets reads one number from the device per trial step.
+    ``steps`` as far as ``targets`` goes (the horizon below lengthens the later trials of all of them
+    except JSB). Counting a masked batch's targets reads one number from the device per trial step.
 
     With ``horizon`` > 0 (0.2 by default; 0: ``steps`` and ``targets`` alone) a trial also lasts at
     least ``horizon`` times the steps trained before it starts (with 0.2, a trial started at step

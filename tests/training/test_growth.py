@@ -15,6 +15,7 @@ import torch
 
 import tasks
 from growrnn.errors import ArgumentError
+from growrnn.growth.signals import Paired
 from growrnn.training import SequenceModel, TaskData
 from growrnn.training.callbacks import epoch_steps
 from growrnn.training.growth import StructureController
@@ -960,7 +961,7 @@ def test_a_trial_the_horizon_lengthens_lasts_at_most_its_cap(cap: float | None, 
 
 @pytest.mark.parametrize("options, epoch, at, length", [
     ({}, 63, 3_000, 158),                            # the teacher (63 steps an epoch): 2.5 epochs, ceil(157.5)
-    ({}, 63, 500, 100),                              # early in a run: paired_steps
+    ({}, 63, 400, 100),                              # early in a run (a fifth is 80): paired_steps
     ({}, 1_328, 10_000, 2_000),                      # PTB: a fifth of the steps before the trial
     ({}, 1_328, 20_000, 3_320),                      # PTB late: 2.5 epochs
     ({}, 29, 3_000, 100),                            # JSB at batch 8: 2.5 epochs are fewer than the steps
@@ -972,6 +973,7 @@ def test_the_default_horizon_and_cap(options: dict, epoch: int, at: int, length:
     than ``paired_steps``."""
     trials = StructureController(signal="paired", paired_targets=0, **options).trials
     assert trials is not None
+    assert (Paired().horizon, Paired().horizon_cap) == (0.2, 2.5)  # the signal's own defaults agree
     trials.epoch_steps = epoch
     assert trials.length(at) == length
 
