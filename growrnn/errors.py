@@ -37,13 +37,17 @@ __all__ = [
 ]
 
 
-def format_message(what: str, *, allowed: str | None = None, received: object = None,
+_UNSET = object()
+
+
+def format_message(what: str, *, allowed: str | None = None, received: object = _UNSET,
                    hint: str | None = None) -> str:
-    """Build an error message in the project's one shape: what, allowed, received, HINT."""
+    """Build an error message in the project's one shape: what, allowed, received (a ``None``
+    received is said too), HINT."""
     parts = [what.rstrip(".") + "."]
     if allowed is not None:
         parts.append(f"Allowed: {allowed}.")
-    if received is not None:
+    if received is not _UNSET:
         parts.append(f"Received: {received!r}." if not isinstance(received, str)
                      else f"Received: {received}.")
     if hint:

@@ -124,7 +124,8 @@ def _step_time(case: Case, grow: bool, steps: int, device: str) -> float:
         callbacks.append(StructureController(signal="paired", paired_steps=50, paired_horizon=0, paired_batches=8,
                                              min_units=H - 1, max_units=H + 1, paired_fraction=1.0 / H))
     elif grow:
-        callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0))
+        callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0,
+                                             max_units=1024))
     trainer = L.Trainer(max_steps=steps + skip, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=callbacks, log_every_n_steps=100)

@@ -266,8 +266,8 @@ class GroupLasso(Signal):
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not is_number(self.lam) or not self.lam >= 0:
-            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
+            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth per weight; see docs/growth.md")
         check_int("warmup_steps", self.warmup_steps, 0)
         self.steps = 0
@@ -343,8 +343,8 @@ class L0Gate(Signal):
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not is_number(self.lam) or not self.lam >= 0:
-            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
+            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
                                 hint="the loss an open unit costs per step; see docs/growth.md")
         self._loss = _LossScale()
         self._last_loss: float | None = None
@@ -445,8 +445,8 @@ class Ablation(Signal):
                                                      "fresh_second_moment": 0.0}
 
     def __post_init__(self) -> None:
-        if not is_number(self.lam) or not self.lam >= 0:
-            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
+            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
                                 hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
         check_int("trial_steps", self.trial_steps, 1)
         check_int("check_every", self.check_every, 1)
@@ -854,8 +854,8 @@ class Paired(Signal):
         self.unset = [name for name in PAIRED_RECIPES["adaptive"] if getattr(self, name) is None]
         self.family = "adaptive"
         self._take_recipe("adaptive")
-        if not is_number(self.lam) or not self.lam >= 0:
-            raise ArgumentError("lam", allowed="a number >= 0", received=self.lam,
+        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
+            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
                                 hint="the validation loss a unit must be worth per row of its weights (per "
                                      "unit with paired_charge unit), as a fraction of the loss")
         if self.charge not in ("row", "unit"):
@@ -925,6 +925,10 @@ class Paired(Signal):
                                     hint="it is a rule of paired_move sign (which side a trial goes on with, "
                                          "and how its step changes); a slope trial moves by what it measured and "
                                          "averages the noise over later trials instead")
+        if not isinstance(self.keep, bool):
+            raise ArgumentError("paired_keep", allowed="true or false", received=self.keep,
+                                hint="true judges the network against a copy with more units and one with fewer "
+                                     "(it may keep its width); false (the default) against one copy with fewer")
         if not isinstance(self.restart, bool):
             raise ArgumentError("paired_restart", allowed="true or false", received=self.restart,
                                 hint="true (the default) starts a plateau schedule's count of epochs without "

@@ -43,6 +43,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
@@ -62,9 +63,52 @@ from growrnn.training.distributed import Replicas, check_strategy
 from growrnn.training.model import SequenceModel
 from growrnn.training.paired import PairedTrials
 
-__all__ = ["StructureController", "SIGNALS", "controller_of", "restart_plateaus"]
+__all__ = ["StructureController", "SIGNALS", "SIGNAL_OPTIONS", "controller_of", "restart_plateaus"]
 
 log = logging.getLogger(__name__)
+
+_RULE = ("outgoing_l1", "multiplier")  # Miconi's probabilistic rule
+_NEED = ("group_lasso", "l0_gate", "ablation")  # the need rule
+#: the controller's options that only some signals read, and those signals (the options not here,
+#: ``signal``, ``seed``, ``max_units``, ``min_units``, ``histogram_every_n_steps`` and
+#: ``decide_at_limit``, every signal; ``multiplier_*``, ``ablation_*`` and ``paired_*`` their own
+#: signal): a value other than the option's default under any other signal is refused, not ignored
+SIGNAL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "threshold": _RULE, "p_delete": _RULE, "p_add": _RULE, "p_spontaneous": _RULE,
+    "reserve": _RULE + _NEED, "init_std": _RULE + _NEED, "every_n_steps": _RULE + _NEED,
+    "fresh_second_moment": _RULE + _NEED, "reference_rows": ("outgoing_l1",), "l1": ("outgoing_l1",),
+    "lam": (*_NEED, "paired"), "relative": (*_NEED, "paired"), "group": ("group_lasso",),
+    "preconditioned": ("group_lasso",), "warmup_steps": ("group_lasso", "ablation"), "dead_steps": _NEED,
+    "reserve_fraction": _NEED, "fold_at_end": ("l0_gate",), "trial_steps": ("ablation",),
+}
+#: the stack's per-unit scales a signal reads (``model.unit_multipliers``, ``model.unit_gates``);
+#: every other signal refuses them: a new unit's scale would start closed and the unit never learn
+_SCALES = {"multiplier": "multipliers", "l0_gate": "gates"}
+
+
+def _readers(option: str) -> tuple[str, ...] | None:
+    """The signals that read the controller's ``option`` (None: every signal)."""
+    for prefix in ("multiplier_", "ablation_", "paired_"):
+        if option.startswith(prefix):
+            return (prefix[:-1],)
+    return SIGNAL_OPTIONS.get(option)
+
+
+def _check_options(signal: str, given: dict[str, Any]) -> None:
+    """Refuse an option of ``given`` (the controller's arguments) that ``signal`` does not read,
+    set to anything but its default."""
+    defaults = inspect.signature(StructureController.__init__).parameters
+    for name, value in given.items():
+        readers = _readers(name)
+        if readers is None or signal in readers or name not in defaults:
+            continue
+        default = defaults[name].default
+        if value is default or (type(value) is type(default) or is_number(value) and is_number(default)) \
+                and value == default:
+            continue
+        raise ArgumentError(name, allowed=f"unset with signal {signal} (read by signal {', '.join(readers)})",
+                            received=value, hint=f"the {signal} signal does not read it: drop it, or choose a "
+                                                 "signal that does")
 
 
 class StructureController(L.Callback):
@@ -72,6 +116,9 @@ class StructureController(L.Callback):
         signal: ``paired`` (default: the measured recipe; it judges widths on the validation data,
             on one process or under DDP), ``ablation`` (no validation data needed),
             ``group_lasso``, ``l0_gate``, ``outgoing_l1`` (Miconi v3) or ``multiplier`` (Miconi v2).
+            An option below that the signal does not read (:data:`SIGNAL_OPTIONS`), set to
+            anything but its default, is an error, and so is a model with unit multipliers or
+            gates under a signal that does not read them.
         lam: the settling signals' bar: the loss a unit must be worth (a fraction of the running
             training loss when ``relative``; of the validation loss with ``paired``, and there per
             row of the unit's weights in its cell unless ``paired_charge`` is ``unit``: an LSTM unit
@@ -139,11 +186,16 @@ class StructureController(L.Callback):
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
-            ``reserve`` is the spare units kept (both rules).
+            ``reserve`` is the spare units kept (both rules). Every layer must start within
+            ``[min_units, max_units]`` (an error at setup otherwise: a wide start needs
+            ``max_units`` above it).
         init_std: std of a new unit's incoming weights (default: 0.01 for Miconi's signals, else
             that of the layer's own initialisation, ``1/sqrt(3 H)``).
         every_n_steps: apply the rule after every n-th optimizer step.
-        seed: seeds the rule's and the new weights' random numbers, and the gates' samples.
+        seed: seeds the rule's and the new weights' random numbers, and the gates' samples. The
+            ``paired`` signal draws none of its own: a trial's new units take incoming weights
+            from a generator seeded by the layer's widths, so a paired run's growth follows the
+            model's seed and its data (and a resumed run draws the same).
         fresh_second_moment: start a new unit's optimizer second moment (RMSprop/Adam/Adagrad)
             here instead of at zero; ``"mean"``: at the mean of the same tensor's entries (the
             settling signals' default: a unit on trial then takes steps in proportion to its
@@ -198,6 +250,7 @@ class StructureController(L.Callback):
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
                                      "and multiplier are Miconi's v3 and v2 signals")
         cls = SIGNALS[signal]
+        called = dict(locals())  # the arguments as called (the statements above bind nothing else)
         if cls.settles:
             given = [n for n, v in (("p_delete", p_delete), ("p_add", p_add)) if v is not None]
             if given:
@@ -205,7 +258,14 @@ class StructureController(L.Callback):
                                     received=[p_delete, p_add] if len(given) == 2 else (p_delete or p_add),
                                     hint="a settling signal adds a unit when none is spare and deletes a unit "
                                          "dead for dead_steps steps; set signal: outgoing_l1 for Miconi's rule")
+        _check_options(signal, {k: v for k, v in called.items() if k not in ("self", "cls")})
         check_int("every_n_steps", every_n_steps, 1, hint="1 applies the rule after every optimizer step, as the paper")
+        check_int("seed", seed, 0, hint="any int >= 0 seeds the controller's random numbers")
+        if not isinstance(relative, bool):
+            raise ArgumentError("relative", allowed="true or false", received=relative,
+                                hint="true (the default): lam is a share of the loss; false: lam is in loss units")
+        check_int("histogram_every_n_steps", histogram_every_n_steps, 0,
+                  hint="how often unit-score histograms go to TensorBoard, in steps; 0: never")
         if isinstance(fresh_second_moment, str) and fresh_second_moment != "mean":
             raise ArgumentError("fresh_second_moment", allowed="a number >= 0, 'mean', or None",
                                 received=fresh_second_moment)
@@ -282,6 +342,7 @@ class StructureController(L.Callback):
         self._stepped = False  # whether the optimizer stepped on this batch (before on_train_batch_end)
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
+        self.min_units, self.max_units = min_units, max_units
         self.trials = PairedTrials(self.signal, min_units, max_units) if isinstance(self.signal, Paired) else None
 
     # ------------------------------------------------------------------ checks and hooks
@@ -297,6 +358,20 @@ class StructureController(L.Callback):
         if hp.get("tie_weights", False):
             raise ArgumentError("model.tie_weights", allowed="false with a StructureController", received=True,
                                 hint="a tied decoder cannot change size with the last layer")
+        scales = next((name for name in ("multipliers", "gates") if getattr(pl_module.rnn, name, None) is not None),
+                      None)
+        if scales is not None and scales != _SCALES.get(self.signal_name):
+            raise ArgumentError(f"model.unit_{scales}", allowed=f"false with signal {self.signal_name}", received=True,
+                                hint=f"a unit's {scales[:-1]} is read by signal "
+                                     f"{'multiplier' if scales == 'multipliers' else 'l0_gate'} only; under "
+                                     f"{self.signal_name} a new unit's would start closed and the unit never learn")
+        for k, layer in enumerate(layers):
+            if not self.min_units <= int(layer.hidden_size) <= self.max_units:
+                raise ArgumentError(f"model.hidden_size[{k}]", received=int(layer.hidden_size),
+                                    allowed=f"between the controller's min_units ({self.min_units}) and max_units "
+                                            f"({self.max_units})",
+                                    hint="a layer starts within the widths it may take: set max_units above a wide "
+                                         "start (e.g. max_units: 512), or min_units below a narrow one")
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)

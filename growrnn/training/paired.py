@@ -405,9 +405,11 @@ class PairedTrials:
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
         if self.signal.keep:  # a kept width halves the step, a move doubles it
             moved = best is not None
-        else:  # the same direction as the last trial doubles the step, a reversal halves it
+        else:  # the same direction as the last trial doubles the step, a reversal halves it; a trial
+            # that moved nothing (a side with no units to add or fold: the layer at max_units or
+            # min_units, or every unit too young to fold) did not move either
             last = [d["chosen"] for d in self.decisions[:-1] if d["layer"] == k][-1:]
-            moved = not last or (last[0] > 0) == (delta > 0)
+            moved = delta != 0 and (not last or (last[0] > 0) == (delta > 0))
         smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
         # a move the margin made (the narrower side within the noise, not better) keeps the step: it is
         # no evidence that the layer should go faster

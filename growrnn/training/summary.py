@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FitSummary:
     """What one fit did. ``units``/``added``/``deleted`` are per layer (``None`` when no
-    structure controller ran); ``value`` is the final validation ``metric`` (``None`` if the run
+    structure controller ran; with the ``paired`` signal they count the units a trial adds to the
+    network on probation, also when the trial's end folds them away: a trial at ``H`` units that
+    goes on with the copy of ``d`` fewer counts ``d`` added and ``2 d`` deleted); ``value`` is the final validation ``metric`` (``None`` if the run
     never validated); ``floor`` the task's best possible value, where it has one; ``trials`` and
     ``trial_share``, with the ``paired`` signal, the trials decided and the share of the steps a
     copy of the network trained beside it (their cost on top of the network's own training)."""
@@ -54,7 +56,8 @@ class FitSummary:
         if self.added is not None and self.deleted is not None:
             per = ", ".join(f"layer {k}: {u} (+{a} -{d})"
                             for k, (u, a, d) in enumerate(zip(self.units, self.added, self.deleted, strict=False)))
-            lines.append(f"  units: {per}; {sum(self.added)} added, {sum(self.deleted)} deleted in all")
+            probation = ", counting the units each trial took on probation" if self.trials is not None else ""
+            lines.append(f"  units: {per}; {sum(self.added)} added, {sum(self.deleted)} deleted in all{probation}")
         else:
             lines.append(f"  units: {', '.join(map(str, self.units))} (fixed size)")
         if self.trials is not None and self.trial_share is not None:

@@ -59,7 +59,7 @@ def test_sub_threshold_units_are_deleted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signal", ["outgoing_l1", "multiplier"])
 def test_every_layer_of_a_gated_stack_grows_on_its_own(tmp_path: Path, cell: str, signal: str) -> None:
     grow = StructureController(signal=signal, p_add=1.0, p_spontaneous=0.0, threshold=1e-9, max_units=5, seed=2,
-                               multiplier_floor=0.0)
+                               **({"multiplier_floor": 0.0} if signal == "multiplier" else {}))
     model = _fit(tmp_path, grow, steps=6, start=[2, 3], cell=cell, unit_multipliers=signal == "multiplier")
     sizes = model.hidden_sizes()
     # a v2 unit starts at the threshold (deletable) and counts as the reserve until its multiplier rises
@@ -420,10 +420,75 @@ def test_a_trial_folds_only_mature_units(tmp_path: Path, mature: int, shrinks: b
     data = TaskData("miconi_switch", {"train_windows": 40, "eval_windows": 3})
     _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
     trials = controller.trials
-    assert trials is not None and len(trials.decisions) == 8
+    assert trials is not None and len(trials.decisions) >= 3
     assert any(d["chosen"] < 0 for d in trials.decisions) == shrinks
     assert len(trials.born[0]) == model.hidden_sizes()[0]
     assert set(trials.born[0]) <= {0} | {d["started"] for d in trials.decisions if d["chosen"] > 0}
+
+
+def test_a_trial_that_cannot_move_the_layer_counts_as_settled(tmp_path: Path) -> None:
+    """A layer at ``min_units`` whose trials keep it there (no unit to fold, the wider side not
+    worth its charge) moved nothing: it waits 1, 3, 7 ... trials' steps between trials as a
+    settled layer does, instead of running a copy beside the network on every step."""
+    controller = StructureController(signal="paired", lam=1.0, paired_targets=0, paired_horizon=0, paired_steps=5,
+                                     paired_margin=0.0, seed=0)
+    model = _model([1], "lstm", output_prior=True, **SETTLING_MODEL)
+    data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
+    _trainer(tmp_path, [controller], limit_val_batches=None).fit(model, data)
+    decisions = controller.trials.decisions  # type: ignore[union-attr]
+    assert len(decisions) >= 3 and all(d["chosen"] == 0 for d in decisions) and model.hidden_sizes() == [1]
+    waits = [b["started"] - a["step"] for a, b in zip(decisions, decisions[1:], strict=False)]
+    assert waits[:2] == [5, 15]  # 1, then 3 trials' steps
+
+
+@pytest.mark.parametrize("model_kw, ctrl, match", [
+    ({"hidden_size": [16]}, {"max_units": 8}, r"model.hidden_size\[0\].*max_units \(8\).*Received: 16"),
+    ({"hidden_size": [4]}, {"min_units": 6}, r"model.hidden_size\[0\].*min_units \(6\).*Received: 4"),
+    ({"hidden_size": [128]}, {}, r"max_units \(100\).*Received: 128"),  # the default bound, said
+    ({"unit_multipliers": True}, {}, r"model.unit_multipliers.*false with signal paired"),
+    ({"unit_multipliers": True}, {"signal": "group_lasso"}, r"model.unit_multipliers.*signal multiplier only"),
+    ({"unit_gates": True}, {"signal": "ablation"}, r"model.unit_gates.*l0_gate only"),
+])
+def test_a_model_the_controller_cannot_grow_is_refused_at_setup(tmp_path: Path, model_kw: dict, ctrl: dict,
+                                                                match: str) -> None:
+    """A layer started outside [min_units, max_units], or a stack with unit multipliers or gates
+    under a signal that does not read them (a new unit's scale would start closed, and the unit
+    never learn), is an error before training, not a layer that silently cannot move or grow."""
+    kw = {"hidden_size": [4], **model_kw}
+    model = _model(kw.pop("hidden_size"), "lstm", **{**SETTLING_MODEL, **kw})
+    controller = StructureController(**{"signal": "paired", **ctrl})
+    with pytest.raises(ArgumentError, match=match):
+        _trainer(tmp_path, [controller], max_steps=1).fit(model, TaskData("miconi_hard", {"train_windows": 2,
+                                                                                           "eval_windows": 2}))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"signal": "paired", "init_std": 5.0}, r"'init_std'.*unset with signal paired"),
+    ({"signal": "paired", "every_n_steps": 7}, r"'every_n_steps'.*unset with signal paired"),
+    ({"signal": "paired", "dead_steps": 5}, r"'dead_steps'.*read by signal group_lasso, l0_gate, ablation"),
+    ({"signal": "paired", "fresh_second_moment": 1.0}, "fresh_second_moment"),
+    ({"signal": "ablation", "paired_steps": 50}, r"'paired_steps'.*read by signal paired"),
+    ({"signal": "outgoing_l1", "lam": 1e-3}, r"'lam'.*unset with signal outgoing_l1"),
+    ({"signal": "group_lasso", "multiplier_floor": 0.0}, r"'multiplier_floor'.*read by signal multiplier"),
+    ({"signal": "paired", "paired_keep": "no"}, r"'paired_keep'.*true or false"),
+    ({"signal": "paired", "relative": "yes"}, r"'relative'.*true or false"),
+    ({"signal": "paired", "lam": math.inf}, r"'lam'.*finite"),
+    ({"signal": "paired", "seed": "a"}, r"'seed'.*int >= 0"),
+    ({"signal": "paired", "histogram_every_n_steps": -5}, "histogram_every_n_steps"),
+    ({"signal": None}, r"'signal'.*Received: None"),
+])
+def test_an_option_the_signal_does_not_read_or_a_bad_value_is_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ArgumentError, match=match):
+        StructureController(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"signal": "paired", "reserve": 1, "threshold": 0.05, "seed": 3},  # the defaults, given: accepted
+    {"signal": "outgoing_l1", "decide_at_limit": False, "max_units": 8},  # every signal's options
+    {"signal": "paired", "lam": None, "paired_horizon_cap": None},
+])
+def test_options_at_their_defaults_or_read_by_every_signal_are_accepted(kwargs: dict) -> None:
+    assert StructureController(**kwargs).signal_name == kwargs["signal"]
 
 
 @pytest.mark.parametrize("losses, bar, gain, width, expected", [

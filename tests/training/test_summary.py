@@ -31,7 +31,7 @@ def test_a_growing_fit_ends_with_a_summary(tmp_path: Path, capsys: pytest.Captur
     units = _scalars(tmp_path, "structure/units/layer0")[-1][1]
     added = _scalars(tmp_path, "structure/added")[-1][1]
     assert "growrnn fit done: miconi_hard, 6 steps" in out
-    assert f"units: layer 0: {units:.0f} (+{added:.0f} -0); {added:.0f} added, 0 deleted in all" in out
+    assert f"units: layer 0: {units:.0f} (+{added:.0f} -0); {added:.0f} added, 0 deleted in all\n" in out
     final = _scalars(tmp_path, "val/nats_per_40")[-1][1]
     assert f"val/nats_per_40: {final:.4g} (the task's floor: 8.959)" in out
     assert f"tensorboard --logdir {tmp_path}" in out
@@ -45,6 +45,7 @@ def test_a_paired_fit_says_what_its_trials_cost(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     moved = _scalars(tmp_path, "structure/trial/moved")
     assert 0 < len(moved) and f"paired trials: {len(moved)}; a copy trained beside the network on " in out
+    assert "deleted in all, counting the units each trial took on probation" in out
     share = int(out.split("beside the network on ")[1].split("%")[0])
     assert 0 < share <= 100 * 2 * len(moved) / 12  # 12 steps, at most 2 a trial
 
