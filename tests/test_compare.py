@@ -307,6 +307,8 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
     ("entries.1.grow", ..., "'entries\\[1\\].grow'.*StructureController options"),
     ("entries.1.grow", {"max_unit": 3}, "'entries\\[1\\].grow.max_unit'"),
     ("entries.1.grow", {"seed": 3}, "'entries\\[1\\].grow.seed'.*the comparison sets"),
+    # the options' values hold together, checked once at load: an option the signal does not read
+    ("entries.1.grow", {"signal": "paired", "init_std": 5.0}, "'entries\\[1\\].grow'.*'init_std'.*signal paired"),
     ("entries.1.model", {"hidden_size": 3}, "'entries\\[1\\].model.hidden_size'"),
     ("entries.0.search_db", "x.db", "'entries\\[0\\].search_db'.*only with family evolved"),
     ("entries.0.top", 2, "'entries\\[0\\].top'.*only with a search_db"),

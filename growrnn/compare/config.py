@@ -11,7 +11,7 @@ its top-level keys are the fields of :class:`CompareConfig`, and unknown keys ar
     tuning: {lr: [0.001, 0.003, 0.01]}             # the same grid for every entry
     entries:
       - {name: lstm_64, family: baseline, cell: lstm, hidden_size: 64}
-      - {name: lstm_grown, family: grown, cell: lstm, hidden_size: [16], grow: {p_add: 0.05}, model: {l1: 1.0e-4}}
+      - {name: lstm_grown, family: grown, cell: lstm, hidden_size: [16], grow: {max_units: 512}}
       - {name: evolved, family: evolved, search_db: runs/search/jsb.db, front: true, hidden_size: 64}
 
 Fairness is built into the shape: the budget, the seeds, the shared model and trainer options and

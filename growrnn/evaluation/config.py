@@ -305,6 +305,11 @@ def check_grow(name: str, grow: Mapping[str, Any], owner: str, hint: str, owned:
     from growrnn.training.growth import StructureController
 
     check_keys(name, grow, StructureController, ("decide_at_limit", *owned), hint, owner)
+    try:  # the values too, once at load, not in every job
+        StructureController(**grow)
+    except ArgumentError as err:
+        raise ArgumentError(name, allowed="StructureController options that hold together", received=dict(grow),
+                            hint=str(err)) from None
 
 
 def load_cell(cell: str, where: str) -> Any:

@@ -69,10 +69,12 @@ log = logging.getLogger(__name__)
 
 _RULE = ("outgoing_l1", "multiplier")  # Miconi's probabilistic rule
 _NEED = ("group_lasso", "l0_gate", "ablation")  # the need rule
-#: the controller's options that only some signals read, and those signals (the options not here,
-#: ``signal``, ``seed``, ``max_units``, ``min_units``, ``histogram_every_n_steps`` and
-#: ``decide_at_limit``, every signal; ``multiplier_*``, ``ablation_*`` and ``paired_*`` their own
-#: signal): a value other than the option's default under any other signal is refused, not ignored
+#: the controller's options that only some signals read, and those signals: a value other than the
+#: option's default under any other signal is refused, not ignored. ``multiplier_*``, ``ablation_*``
+#: and ``paired_*`` belong to their own signal; the options not here are taken under every signal
+#: (``signal``, ``max_units``, ``min_units``, ``histogram_every_n_steps``; ``seed``, which
+#: ``paired`` draws nothing from, and ``decide_at_limit``, which only ``paired`` acts on, since
+#: the evaluator and ``grow seeds`` pass both whatever the signal)
 SIGNAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "threshold": _RULE, "p_delete": _RULE, "p_add": _RULE, "p_spontaneous": _RULE,
     "reserve": _RULE + _NEED, "init_std": _RULE + _NEED, "every_n_steps": _RULE + _NEED,
@@ -81,9 +83,14 @@ SIGNAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "preconditioned": ("group_lasso",), "warmup_steps": ("group_lasso", "ablation"), "dead_steps": _NEED,
     "reserve_fraction": _NEED, "fold_at_end": ("l0_gate",), "trial_steps": ("ablation",),
 }
-#: the stack's per-unit scales a signal reads (``model.unit_multipliers``, ``model.unit_gates``);
-#: every other signal refuses them: a new unit's scale would start closed and the unit never learn
-_SCALES = {"multiplier": "multipliers", "l0_gate": "gates"}
+#: the stack's per-unit scales (``model.unit_multipliers``, ``model.unit_gates``): the signal that
+#: reads them, and why every other signal refuses them
+_SCALES = {"multipliers": ("multiplier", "a unit's multiplier is Miconi's v2 score; under the settling "
+                                         "signals and paired a new unit starts with multiplier 0 and zero "
+                                         "outgoing weights, so no gradient reaches it and it never learns, and "
+                                         "outgoing_l1 (v3) scores the outgoing weights a multiplier rescales"),
+           "gates": ("l0_gate", "the hard-concrete gates are l0_gate's: no other signal prices them, and "
+                                "their samples would only add noise to every unit's output")}
 
 
 def _readers(option: str) -> tuple[str, ...] | None:
@@ -358,20 +365,18 @@ class StructureController(L.Callback):
         if hp.get("tie_weights", False):
             raise ArgumentError("model.tie_weights", allowed="false with a StructureController", received=True,
                                 hint="a tied decoder cannot change size with the last layer")
-        scales = next((name for name in ("multipliers", "gates") if getattr(pl_module.rnn, name, None) is not None),
-                      None)
-        if scales is not None and scales != _SCALES.get(self.signal_name):
-            raise ArgumentError(f"model.unit_{scales}", allowed=f"false with signal {self.signal_name}", received=True,
-                                hint=f"a unit's {scales[:-1]} is read by signal "
-                                     f"{'multiplier' if scales == 'multipliers' else 'l0_gate'} only; under "
-                                     f"{self.signal_name} a new unit's would start closed and the unit never learn")
+        for scales, (reader, why) in _SCALES.items():
+            if getattr(pl_module.rnn, scales, None) is not None and self.signal_name != reader:
+                raise ArgumentError(f"model.unit_{scales}", allowed=f"false with signal {self.signal_name} (true with "
+                                    f"signal {reader} only)", received=True, hint=why)
         for k, layer in enumerate(layers):
             if not self.min_units <= int(layer.hidden_size) <= self.max_units:
                 raise ArgumentError(f"model.hidden_size[{k}]", received=int(layer.hidden_size),
                                     allowed=f"between the controller's min_units ({self.min_units}) and max_units "
                                             f"({self.max_units})",
-                                    hint="a layer starts within the widths it may take: set max_units above a wide "
-                                         "start (e.g. max_units: 512), or min_units below a narrow one")
+                                    hint=f"a layer starts within the widths it may take: set max_units >= "
+                                         f"{int(layer.hidden_size)} for a wide start, or min_units <= "
+                                         f"{int(layer.hidden_size)} for a narrow one")
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)

@@ -405,10 +405,11 @@ class PairedTrials:
                  ", ".join(f"{d:+d}: {v:.4f}" for d, v in sorted(losses.items())), f"{delta:+d} units")
         if self.signal.keep:  # a kept width halves the step, a move doubles it
             moved = best is not None
-        else:  # the same direction as the last trial doubles the step, a reversal halves it; a trial
-            # that moved nothing (a side with no units to add or fold: the layer at max_units or
-            # min_units, or every unit too young to fold) did not move either
-            last = [d["chosen"] for d in self.decisions[:-1] if d["layer"] == k][-1:]
+        else:  # the same direction as the last move doubles the step, a reversal halves it; a trial
+            # that kept the layer's width (a side with no units to add or fold: the layer at
+            # max_units or min_units, or every unit too young to fold) is no move, has no direction
+            # for the next trial to follow or reverse, and is no turn
+            last = [d["chosen"] for d in self.decisions[:-1] if d["layer"] == k and d["chosen"]][-1:]
             moved = delta != 0 and (not last or (last[0] > 0) == (delta > 0))
         smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
         # a move the margin made (the narrower side within the noise, not better) keeps the step: it is
@@ -418,7 +419,7 @@ class PairedTrials:
             self.decisions[-1]["by_margin"] = True
         self.fractions[k] = next_step(self.fractions[k], moved, by_margin, self.signal.homing and self.turned[k],
                                       self.signal.fraction, start)
-        self.turned[k] = self.turned[k] or not moved
+        self.turned[k] = self.turned[k] or (not moved and delta != 0)
         # settled (turned back at one unit; with settle cycle, also going round a width): the layer waits
         # 1, 3, 7, 15 trials' steps before its next trial
         moves = [d["chosen"] for d in self.decisions if d["layer"] == k]

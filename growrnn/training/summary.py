@@ -30,12 +30,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FitSummary:
     """What one fit did. ``units``/``added``/``deleted`` are per layer (``None`` when no
-    structure controller ran; with the ``paired`` signal they count the units a trial adds to the
-    network on probation, also when the trial's end folds them away: a trial at ``H`` units that
-    goes on with the copy of ``d`` fewer counts ``d`` added and ``2 d`` deleted); ``value`` is the final validation ``metric`` (``None`` if the run
-    never validated); ``floor`` the task's best possible value, where it has one; ``trials`` and
-    ``trial_share``, with the ``paired`` signal, the trials decided and the share of the steps a
-    copy of the network trained beside it (their cost on top of the network's own training)."""
+    structure controller ran; with the ``paired`` signal they count the units a trial adds to
+    the network on probation, also when the trial's end folds them away: a trial that goes on
+    with the copy of ``d`` fewer units counts ``d`` added and ``2 d`` deleted); ``value`` is the
+    final validation ``metric`` (``None`` if the run never validated); ``floor`` the task's best
+    possible value, where it has one; ``trials`` and ``trial_share``, with the ``paired`` signal,
+    the trials decided and the share of the steps a copy of the network trained beside it (their
+    cost on top of the network's own training)."""
 
     task: str
     metric: str
