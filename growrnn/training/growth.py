@@ -63,7 +63,7 @@ from growrnn.training.distributed import Replicas, check_strategy
 from growrnn.training.model import SequenceModel
 from growrnn.training.paired import PairedTrials
 
-__all__ = ["StructureController", "SIGNALS", "SIGNAL_OPTIONS", "controller_of", "restart_plateaus"]
+__all__ = ["StructureController", "SIGNALS", "SIGNAL_OPTIONS", "EVERY_SIGNAL", "controller_of", "restart_plateaus"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ SIGNAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "preconditioned": ("group_lasso",), "warmup_steps": ("group_lasso", "ablation"), "dead_steps": _NEED,
     "reserve_fraction": _NEED, "fold_at_end": ("l0_gate",), "trial_steps": ("ablation",),
 }
+#: the controller's options every signal takes (``seed`` and ``decide_at_limit`` included, above)
+EVERY_SIGNAL = ("signal", "max_units", "min_units", "histogram_every_n_steps", "seed", "decide_at_limit")
 #: the stack's per-unit scales (``model.unit_multipliers``, ``model.unit_gates``): the signal that
 #: reads them, and why every other signal refuses them
 _SCALES = {"multipliers": ("multiplier", "a unit's multiplier is Miconi's v2 score; under the settling "

@@ -484,6 +484,18 @@ def test_an_option_the_signal_does_not_read_or_a_bad_value_is_refused(kwargs: di
         StructureController(**kwargs)
 
 
+def test_every_controller_option_says_which_signals_read_it() -> None:
+    """A new option must be placed: in SIGNAL_OPTIONS (some signals), under its signal's prefix,
+    or among the options every signal takes -- and only the signals named there exist."""
+    import inspect
+
+    from growrnn.training.growth import EVERY_SIGNAL, SIGNAL_OPTIONS, SIGNALS
+    names = [n for n in inspect.signature(StructureController.__init__).parameters if n != "self"]
+    prefixed = [n for n in names if n.startswith(("multiplier_", "ablation_", "paired_"))]
+    assert sorted(names) == sorted([*SIGNAL_OPTIONS, *prefixed, *EVERY_SIGNAL])
+    assert {s for readers in SIGNAL_OPTIONS.values() for s in readers} == set(SIGNALS)
+
+
 @pytest.mark.parametrize("kwargs", [
     {"signal": "paired", "reserve": 1, "threshold": 0.05, "seed": 3},  # the defaults, given: accepted
     {"signal": "outgoing_l1", "decide_at_limit": False, "max_units": 8},  # every signal's options
