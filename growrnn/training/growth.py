@@ -371,14 +371,7 @@ class StructureController(L.Callback):
             if getattr(pl_module.rnn, scales, None) is not None and self.signal_name != reader:
                 raise ArgumentError(f"model.unit_{scales}", allowed=f"false with signal {self.signal_name} (true with "
                                     f"signal {reader} only)", received=True, hint=why)
-        for k, layer in enumerate(layers):
-            if not self.min_units <= int(layer.hidden_size) <= self.max_units:
-                raise ArgumentError(f"model.hidden_size[{k}]", received=int(layer.hidden_size),
-                                    allowed=f"between the controller's min_units ({self.min_units}) and max_units "
-                                            f"({self.max_units})",
-                                    hint=f"a layer starts within the widths it may take: set max_units >= "
-                                         f"{int(layer.hidden_size)} for a wide start, or min_units <= "
-                                         f"{int(layer.hidden_size)} for a narrow one")
+        self._check_widths(layers, restored=False)
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)
@@ -405,7 +398,24 @@ class StructureController(L.Callback):
             log.warning("a settling signal with model.max_update: the update clip also clips the proximal "
                         "shrink's effect on the next step. HINT: leave max_update unset")
 
+    def _check_widths(self, layers: list[Any], restored: bool) -> None:
+        """Refuse a layer outside ``[min_units, max_units]``: at setup (the config's start) and after
+        a checkpoint is restored (its widths, under the controller the run resumes with)."""
+        for k, layer in enumerate(layers):
+            width = int(layer.hidden_size)
+            if self.min_units <= width <= self.max_units:
+                continue
+            hint = (f"the checkpoint's layer {k} holds {width} units: resume with min_units <= {width} <= "
+                    f"max_units, or start a new run" if restored else
+                    f"a layer starts within the widths it may take: set max_units >= {width} for a wide start, "
+                    f"or min_units <= {width} for a narrow one")
+            raise ArgumentError(f"model.hidden_size[{k}]", received=width, hint=hint,
+                                allowed=f"between the controller's min_units ({self.min_units}) and max_units "
+                                        f"({self.max_units})")
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.ckpt_path is not None:  # the widths were restored after setup
+            self._check_widths(layers_of(pl_module.rnn), restored=True)
         if isinstance(self.signal, Paired):  # the options left unset take the optimizer family's recipe
             self.signal.for_optimizer(trainer.optimizers[0] if trainer.optimizers else None)
         n = len(layers_of(pl_module.rnn))

@@ -464,6 +464,27 @@ def test_a_model_the_controller_cannot_grow_is_refused_at_setup(tmp_path: Path, 
                                                                                            "eval_windows": 2}))
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_a_checkpoint_wider_than_the_resumed_bounds_is_refused(tmp_path: Path) -> None:
+    """Setup sees the config's start; a checkpoint restored after it may hold a layer the resumed
+    controller's bounds do not allow (max_units lowered for the resume): that is an error naming
+    the layer and the checkpoint's width, not a layer silently held above its ceiling."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(width: int, ceiling: int, ckpt: Path | None = None) -> None:
+        model = _model([width], "lstm", **SETTLING_MODEL)
+        trainer = _trainer(tmp_path, [StructureController(signal="paired", max_units=ceiling),
+                                      ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+                           max_steps=2 if ckpt is None else 4, enable_checkpointing=True)
+        trainer.fit(model, TaskData("miconi_hard", {"train_windows": 2, "eval_windows": 2}), ckpt_path=ckpt,
+                    weights_only=True)
+
+    fit(8, 16)
+    refusal = r"model.hidden_size\[0\].*max_units \(6\).*checkpoint's layer 0 holds \d+ units"
+    with pytest.raises(ArgumentError, match=refusal):
+        fit(4, 6, tmp_path / "ck" / "last.ckpt")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"signal": "paired", "init_std": 5.0}, r"'init_std'.*unset with signal paired"),
     ({"signal": "paired", "every_n_steps": 7}, r"'every_n_steps'.*unset with signal paired"),
