@@ -7,6 +7,7 @@ allowed, what was received, and a ``HINT:``. This module imports nothing from gr
 
 from __future__ import annotations
 
+import math
 import numbers
 
 __all__ = [
@@ -110,6 +111,19 @@ def check_int(argument: str, value: object, low: int, *, hint: str | None = None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ArgumentError(argument, allowed=allowed or f"an int >= {low}", received=value, hint=hint)
     return int(value)
+
+
+def check_number(argument: str, value: object, *, hint: str | None = None, allowed: str | None = None) -> float:
+    """``value`` as a float if it is a finite real number ``>= 0`` (a bool is not one here), else an
+    :class:`ArgumentError` naming ``argument`` (``allowed`` overrides the "a finite number >= 0"
+    wording). Rates, penalties and margins are checked with it.
+
+    >>> check_number("lr", 0.001)
+    0.001
+    """
+    if not is_number(value) or not 0 <= value < math.inf:  # type: ignore[operator]
+        raise ArgumentError(argument, allowed=allowed or "a finite number >= 0", received=value, hint=hint)
+    return float(value)  # type: ignore[arg-type]
 
 
 class ShapeError(GrowRNNError, ValueError):

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from growrnn.errors import ArgumentError, check_int, is_number
+from growrnn.errors import ArgumentError, check_int, check_number, is_number
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, reads_output, unit_rows
@@ -266,9 +266,8 @@ class GroupLasso(Signal):
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
-            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
-                                hint="the loss a unit must be worth per weight; see docs/growth.md")
+        check_number("lam", self.lam,
+                     hint="the loss a unit must be worth per weight; see docs/growth.md")
         check_int("warmup_steps", self.warmup_steps, 0)
         self.steps = 0
         if self.group not in ("outgoing", "units"):
@@ -343,9 +342,8 @@ class L0Gate(Signal):
     settles: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
-            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
-                                hint="the loss an open unit costs per step; see docs/growth.md")
+        check_number("lam", self.lam,
+                     hint="the loss an open unit costs per step; see docs/growth.md")
         self._loss = _LossScale()
         self._last_loss: float | None = None
 
@@ -445,9 +443,8 @@ class Ablation(Signal):
                                                      "fresh_second_moment": 0.0}
 
     def __post_init__(self) -> None:
-        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
-            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
-                                hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
+        check_number("lam", self.lam,
+                     hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
         check_int("trial_steps", self.trial_steps, 1)
         check_int("check_every", self.check_every, 1)
         check_int("warmup_steps", self.warmup_steps, 0)
@@ -854,10 +851,9 @@ class Paired(Signal):
         self.unset = [name for name in PAIRED_RECIPES["adaptive"] if getattr(self, name) is None]
         self.family = "adaptive"
         self._take_recipe("adaptive")
-        if not is_number(self.lam) or not 0 <= self.lam < math.inf:
-            raise ArgumentError("lam", allowed="a finite number >= 0", received=self.lam,
-                                hint="the validation loss a unit must be worth per row of its weights (per "
-                                     "unit with paired_charge unit), as a fraction of the loss")
+        check_number("lam", self.lam,
+                     hint="the validation loss a unit must be worth per row of its weights (per "
+                          "unit with paired_charge unit), as a fraction of the loss")
         if self.charge not in ("row", "unit"):
             raise ArgumentError("paired_charge", allowed="row, unit", received=self.charge,
                                 hint="row (the default) charges lam for each row of weights a unit has in its "
@@ -868,11 +864,10 @@ class Paired(Signal):
         check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
         check_int("paired_targets", self.targets, 0, hint="the training targets (tokens, frames) a trial trains "
                                                           "its copies on at least; 0: paired_steps alone")
-        if not is_number(self.horizon) or not 0 <= self.horizon < math.inf:
-            raise ArgumentError("paired_horizon", allowed="a finite number >= 0", received=self.horizon,
-                                hint="a trial lasts at least this share of the steps trained before it starts "
-                                     "(0.2: a trial started at step 1,000 trains 200 steps); 0 leaves "
-                                     "paired_steps and paired_targets alone to set its length")
+        check_number("paired_horizon", self.horizon,
+                     hint="a trial lasts at least this share of the steps trained before it starts "
+                          "(0.2: a trial started at step 1,000 trains 200 steps); 0 leaves "
+                          "paired_steps and paired_targets alone to set its length")
         if self.horizon_cap is not None and (not is_number(self.horizon_cap) or not 0 < self.horizon_cap < math.inf):
             raise ArgumentError("paired_horizon_cap", allowed="a finite number > 0 (epochs), or None",
                                 received=self.horizon_cap,
@@ -890,11 +885,10 @@ class Paired(Signal):
         self.margin_given = self.margin is not None  # a default margin yields to a single batch judged
         if self.margin is None:
             self.margin = 0.0 if self.move == "slope" or self.batches == 1 else 0.5
-        if not is_number(self.margin) or not 0 <= self.margin < math.inf:
-            raise ArgumentError("paired_margin", allowed="a finite number >= 0 (standard errors)", received=self.margin,
-                                hint="1 keeps the narrower side unless the wider one is better by more than one "
-                                     "standard error of their difference; 0.5 is the default; 0 judges the "
-                                     "losses alone")
+        check_number("paired_margin", self.margin, allowed="a finite number >= 0 (standard errors)",
+                     hint="1 keeps the narrower side unless the wider one is better by more than one "
+                          "standard error of their difference; 0.5 is the default; 0 judges the "
+                          "losses alone")
         if self.margin > 0 and self.batches == 1:
             raise ArgumentError("paired_batches", allowed="at least 2 with paired_margin > 0", received=self.batches,
                                 hint="the standard error of two sides' difference is estimated across the "

@@ -53,7 +53,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from growrnn.errors import ArgumentError, check_int, is_number
+from growrnn.errors import ArgumentError, check_int, check_number, is_number
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
 from growrnn.growth.signals import SIGNALS, Paired, Signal, make_signal
 from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
@@ -282,8 +282,8 @@ class StructureController(L.Callback):
         for name, value in (("init_std", init_std), ("fresh_second_moment", moment),
                             ("multiplier_l1", multiplier_l1), ("multiplier_grad_scale", multiplier_grad_scale),
                             ("l1", l1)):
-            if value is not None and (not is_number(value) or not value >= 0):
-                raise ArgumentError(name, allowed="a number >= 0", received=value)
+            if value is not None:
+                check_number(name, value)
         if reference_rows is not None:
             check_int("reference_rows", reference_rows, 1, allowed="an int >= 1, or None for the decoder's outputs")
         self.signal_name = signal

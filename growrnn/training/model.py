@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from growrnn.cells.gemm import agree_kernels
 from growrnn.cells.rnn import GenomeRNN
-from growrnn.errors import ArgumentError, is_number
+from growrnn.errors import ArgumentError, check_number
 from growrnn.genome.complexity import complexity
 from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
@@ -108,9 +108,7 @@ class SequenceModel(L.LightningModule):
             raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", 0.0 if weight_decay is None
                                                                  else weight_decay)):
-            if not is_number(value) or not 0 <= value < math.inf:
-                raise ArgumentError(name, allowed="a finite number >= 0", received=value,
-                                    hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
+            check_number(name, value, hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
         self.genome = load_genome(cell, "cell")
         if isinstance(cell, Genome):  # hyper-parameters are plain values (a checkpoint loads them weights-only)
             self.hparams["cell"] = self.genome.to_text()

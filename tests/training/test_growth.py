@@ -496,6 +496,7 @@ def test_a_checkpoint_wider_than_the_resumed_bounds_is_refused(tmp_path: Path) -
     ({"signal": "paired", "paired_keep": "no"}, r"'paired_keep'.*true or false"),
     ({"signal": "paired", "relative": "yes"}, r"'relative'.*true or false"),
     ({"signal": "paired", "lam": math.inf}, r"'lam'.*finite"),
+    ({"signal": "group_lasso", "init_std": math.inf}, r"'init_std'.*a finite number >= 0.*Received: inf"),
     ({"signal": "paired", "seed": "a"}, r"'seed'.*int >= 0"),
     ({"signal": "paired", "histogram_every_n_steps": -5}, "histogram_every_n_steps"),
     ({"signal": None}, r"'signal'.*Received: None"),
