@@ -430,6 +430,12 @@ class StructureController(L.Callback):
             if hasattr(experiment, "add_custom_scalars"):
                 experiment.add_custom_scalars(layout)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # before the model's own hook: a running trial's copies start their carried state afresh
+        # where the network does (every epoch but the one a run resumed in mid-epoch)
+        if self.trials is not None and not pl_module.resumed_mid_epoch():
+            self.trials.new_epoch()
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         rnn = pl_module.rnn
         if isinstance(rnn, GrowableRNN) and rnn.gates is not None:
@@ -463,7 +469,7 @@ class StructureController(L.Callback):
         ends = self.decide_at_limit and limit_reached(trainer) is not None
         if self.trials is not None:
             seen, moved = len(self.trials.decisions), (sum(self.added), sum(self.deleted))
-            self.trials.step(trainer, pl_module, batch, optimizer, step, self._count, start=not ends)
+            self.trials.step(trainer, pl_module, batch, optimizer, step, self._count, start=not ends, rates=self._lrs)
             if ends:
                 # decided now, not at on_train_end: the last validation, the checkpoints written
                 # after it and the progress bar see the network training ends with

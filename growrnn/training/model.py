@@ -334,10 +334,14 @@ class SequenceModel(L.LightningModule):
                 if hasattr(callback, "_last_global_step_saved"):
                     callback._last_global_step_saved = self.global_step
 
+    def resumed_mid_epoch(self) -> bool:
+        """Whether this epoch goes on with the carried state a checkpoint restored (a run resumed
+        mid-epoch, at the step it resumed at; see :meth:`on_load_checkpoint`): at an epoch's start
+        every other run starts its carried state afresh."""
+        return self._resume is not None and self._resume["step"] == self.global_step
+
     def on_train_epoch_start(self) -> None:
-        # a run resumed mid-epoch goes on with the state it had carried (see on_load_checkpoint)
-        resume = self._resume
-        if resume is None or resume["step"] != self.global_step:
+        if not self.resumed_mid_epoch():
             self._state["train"], self._resume = None, None
 
     def on_train_epoch_end(self) -> None:
@@ -453,8 +457,16 @@ class SequenceModel(L.LightningModule):
         return opt
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        """The optimizer's step, then Miconi's training rule where it is set: the update clip
-        (``max_update``) and the L1 decrement (``l1``), both from :mod:`growrnn.growth.signals`."""
+        """The optimizer's step, then Miconi's training rule where it is set (:meth:`ruled_step`)."""
+        parent = super().optimizer_step
+        self.ruled_step(lambda: parent(epoch, batch_idx, optimizer, optimizer_closure))
+
+    def ruled_step(self, step: Callable[[], Any]) -> None:
+        """Run ``step`` (an optimizer's step on this model's parameters) inside Miconi's training
+        rule where it is set: the update clip (``max_update``) around it and the L1 decrement
+        (``l1``) after it, both from :mod:`growrnn.growth.signals`. The network's
+        :meth:`optimizer_step` and a paired trial's copies (``training/paired.py``) step through
+        it, so both sides of a trial train under the same rule."""
         from growrnn.growth.signals import UpdateClip, l1_decrement, reading_weights
         limit, l1 = self.hparams["max_update"], self.hparams["l1"]
         # The lists are built once: growth resizes parameters in place, so the objects stay the same.
@@ -464,7 +476,7 @@ class SequenceModel(L.LightningModule):
         clip = UpdateClip(limit) if limit is not None else None
         if clip is not None:
             clip.before(self._step_params[0])
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        step()
         if clip is not None:
             clip.after()
         if l1:

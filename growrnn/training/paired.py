@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from growrnn.errors import ArgumentError
@@ -100,9 +101,12 @@ class PairedTrials:
 
     # ------------------------------------------------------------------ the trial's life
     def step(self, trainer: Any, model: Any, batch: Any, optimizer: Any, step: int,
-             resized: Callable[[int, UnitMap, int], None], start: bool = True) -> None:
-        """After the network's optimizer step ``step`` on ``batch``: train the copies on it; end
-        the trial when it is due; start the next one (unless ``start`` is false: training ends at
+             resized: Callable[[int, UnitMap, int], None], start: bool = True,
+             rates: list[float] | None = None) -> None:
+        """After the network's optimizer step ``step`` on ``batch``: train the copies on it, at
+        the learning ``rates`` the network's step used (per parameter group; None: the
+        optimizer's now — a scheduler stepped before this hook may have changed them); end the
+        trial when it is due; start the next one (unless ``start`` is false: training ends at
         this step). Every resize of the network's layers (a copy adopted, units added for a trial)
         is reported at once to ``resized(layer, units, old width)``."""
         n = len(layers_of(model.rnn))
@@ -130,7 +134,7 @@ class PairedTrials:
                             "the hold are shares of the validation loss at each trial, with no floor")
         if self.copies:
             for c in self.copies:
-                _train(c, batch, optimizer, trainer, self.replicas)
+                _train(c, batch, optimizer, trainer, self.replicas, rates=rates)
             if self.signal.targets:
                 self.counted = [self.counted[0] + self._targets(model, batch), self.counted[1] + 1]
             due = self._due_end()
@@ -156,6 +160,13 @@ class PairedTrials:
             _train(c, batch, optimizer, trainer, self.replicas, step=False)
         if self.signal.targets:
             self.counted[0] += self._targets(model, batch)
+
+    def new_epoch(self) -> None:
+        """At an epoch's start where the network starts its carried state afresh: the running
+        trial's copies start theirs afresh too (each side reads the epoch's first batch as the
+        network does)."""
+        for c in self.copies:
+            c.model._state["train"] = None
 
     def _targets(self, model: Any, batch: Any) -> int:
         """The targets ``batch`` holds, the whole batch's under DDP (every process's rows)."""
@@ -290,6 +301,10 @@ class PairedTrials:
             c = self._copy(model, optimizer, -d_out, UnitMap.of(H, [j for j in range(H) if j not in set(gone)]),
                            fold=(moments, gone))
             self.copies.append(c)
+        if not self.copies:  # keep, and no side to try (the layer at its bounds, its units too young): no trial
+            self._wait(k, step, settled=True)
+            self.layer = (k + 1) % len(layers_of(model.rnn))
+            return
         self.started = step
         if not self.signal.keep and d_in >= 1:
             # bracketing: the network itself takes the added units; the copy with fewer is its rival
@@ -411,7 +426,7 @@ class PairedTrials:
             # for the next trial to follow or reverse, and is no turn
             last = [d["chosen"] for d in self.decisions[:-1] if d["layer"] == k and d["chosen"]][-1:]
             moved = delta != 0 and (not last or (last[0] > 0) == (delta > 0))
-        smallest = self.fractions[k] * start <= 1.5  # this trial moved by one unit
+        smallest = max(abs(d) for d in losses) <= 1  # this trial moved by one unit (its sides are +-1 or 0)
         # a move the margin made (the narrower side within the noise, not better) keeps the step: it is
         # no evidence that the layer should go faster
         by_margin = bool(errors) and delta != chosen(losses, mine, width, bar)
@@ -710,18 +725,20 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
 
 
 def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replicas | None = None,
-           step: bool = True) -> None:
-    """Train a trial copy on ``batch`` as Lightning trains the network: at its current learning
-    rates, in the trainer's precision (under ``bf16-mixed``/``16-mixed`` inside the same autocast,
-    and with a loss scaler where the network has one: a scaler of the copy's own at the network's
-    scale, whose step skips gradients that are not finite), its loss divided by
+           step: bool = True, rates: list[float] | None = None) -> None:
+    """Train a trial copy on ``batch`` as Lightning trains the network: at its learning ``rates``
+    (per parameter group; None: ``optimizer``'s now), under the model's training rule where it is
+    set (``max_update``, ``l1``: :meth:`SequenceModel.ruled_step`), in the trainer's precision
+    (under ``bf16-mixed``/``16-mixed`` inside the same autocast, and with a loss scaler where the
+    network has one: a scaler of the copy's own at the network's scale, whose step skips
+    gradients that are not finite), its loss divided by
     ``accumulate_grad_batches`` and its gradient accumulated over the batches of one optimizer step
     (``step``: this batch is the step's last; else the gradient waits), clipped as the trainer
     clips; under DDP (``replicas`` of several processes) on this process's rows, the gradients
     averaged over the processes before the step, as the network's are. A loss that is not finite
     (on any process, in any batch of the step): no step."""
-    for g, mine in zip(optimizer.param_groups, c.optimizer.param_groups, strict=True):
-        mine["lr"] = g["lr"]
+    for i, (g, mine) in enumerate(zip(optimizer.param_groups, c.optimizer.param_groups, strict=True)):
+        mine["lr"] = rates[i] if rates is not None and i < len(rates) else g["lr"]
     replicas = replicas or Replicas()
     plugin = getattr(trainer, "precision_plugin", None)
     if c.window == 0:  # a step's first batch: fresh gradients, the network's loss scale as it is now
@@ -753,10 +770,8 @@ def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replica
             torch.nn.utils.clip_grad_value_(params, clip)
         else:
             torch.nn.utils.clip_grad_norm_(params, clip)
-    if c.scaler is not None:
-        c.scaler.step(c.optimizer)
-    else:
-        c.optimizer.step()
+    scaler, optimizer_of_copy = c.scaler, c.optimizer
+    c.model.ruled_step(optimizer_of_copy.step if scaler is None else lambda: scaler.step(optimizer_of_copy))
 
 
 @torch.no_grad()
@@ -781,8 +796,14 @@ def _validation_batches(trainer: Any, limit: int | None) -> list[Any]:
     trainer's ``limit_val_batches`` lets validation see (a count or a share of the loader), all
     when it does not limit them (1.0) or turns validation off (0: the trials still need data)."""
     data = getattr(trainer, "datamodule", None)
-    loader = data.val_dataloader() if data is not None and hasattr(data, "val_dataloader") else \
-        getattr(trainer, "val_dataloaders", None)
+    loader = None
+    if data is not None:
+        try:
+            loader = data.val_dataloader()
+        except (MisconfigurationException, NotImplementedError):  # a datamodule without validation data
+            loader = None
+    if loader is None:
+        loader = getattr(trainer, "val_dataloaders", None)
     if limit is None and loader is not None:
         share = getattr(trainer, "limit_val_batches", None)
         if isinstance(share, int) and not isinstance(share, bool) and share >= 1:

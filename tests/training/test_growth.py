@@ -103,6 +103,46 @@ def test_the_default_signal_is_paired_and_names_missing_validation_data(tmp_path
     with pytest.raises(ArgumentError, match="no validation data.*signal: ablation"):
         _trainer(tmp_path, [grow]).fit(_model(), train_dataloaders=data.train_dataloader())
 
+    class TrainOnly(L.LightningDataModule):  # a datamodule without validation data: the same refusal
+        def train_dataloader(self) -> Any:
+            return data.train_dataloader()
+
+    with pytest.raises(ArgumentError, match="no validation data.*signal: ablation"):
+        _trainer(tmp_path, [StructureController()]).fit(_model(), datamodule=TrainOnly())
+
+
+@pytest.mark.parametrize("model_kw", [
+    {},  # trials cross epochs: the copy starts its carried state afresh with the network's
+    {"l1": 1e-3},  # Miconi's L1 decrement, on the copy's step too
+    {"max_update": 1e-3},  # and his update clip
+    {"schedule": "decay", "decay_start": 1, "decay": 0.5},  # an epoch's last step at that step's rate
+])
+def test_a_copy_that_changes_nothing_trains_as_the_network(tmp_path: Path, model_kw: dict) -> None:
+    """A trial's copy trains as Lightning trains the network: a copy of a layer held at its one
+    width (min_units = max_units) stays the network to the bit through every trial, across epoch
+    starts, under the model's training rule and a schedule that changes the rate at an epoch's
+    last step."""
+
+    class Twin(L.Callback):
+        def __init__(self) -> None:
+            self.diffs: list[tuple[int, float]] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, model: Any, *args: Any) -> None:
+            if controller.trials.copies:  # type: ignore[union-attr]
+                twin = dict(controller.trials.copies[0].model.named_parameters())  # type: ignore[union-attr]
+                self.diffs.append((trainer.global_step, max(float((p - twin[n]).detach().abs().max())
+                                                            for n, p in model.named_parameters())))
+
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_horizon=0, paired_steps=5,
+                                     paired_margin=0.0, min_units=3, max_units=3)
+    twin = Twin()
+    model = _model([3], "lstm", **{**SETTLING_MODEL, "optimizer": "rmsprop", **model_kw})
+    _trainer(tmp_path, [controller, twin], max_epochs=3, limit_val_batches=None).fit(
+        model, TaskData("miconi_switch", {"train_windows": 12, "eval_windows": 2}))
+    steps = [s for s, _ in twin.diffs]
+    assert 12 in steps and 13 in steps  # a trial ran across the first epoch's end
+    assert all(d == 0.0 for _, d in twin.diffs), twin.diffs
+
 
 @pytest.mark.parametrize(("optimizer", "signal", "given", "expected"), [
     ("rmsprop", "outgoing_l1", None, 0.01),   # Miconi's v3 code
@@ -441,6 +481,20 @@ def test_a_trial_that_cannot_move_the_layer_counts_as_settled(tmp_path: Path) ->
     assert len(decisions) >= 3 and all(d["chosen"] == 0 for d in decisions) and model.hidden_sizes() == [1]
     waits = [b["started"] - a["step"] for a, b in zip(decisions, decisions[1:], strict=False)]
     assert waits[:2] == [5, 15]  # 1, then 3 trials' steps
+
+
+def test_a_kept_layer_with_no_side_to_try_waits(tmp_path: Path) -> None:
+    """With ``paired_keep``, a layer at ``max_units`` whose units are all too young to fold
+    (``paired_mature``) has no copy to train: no trial, and it waits as a settled layer does (the
+    other layer's turn comes next), instead of starting an empty trial again at every step."""
+    controller = StructureController(signal="paired", lam=0.0, paired_keep=True, paired_mature=1, paired_steps=5,
+                                     paired_targets=0, paired_horizon=0, paired_margin=0.0, max_units=4)
+    model = _model([4, 4], "lstm", **SETTLING_MODEL)
+    _trainer(tmp_path, [controller], max_steps=3, limit_val_batches=None).fit(
+        model, TaskData("miconi_switch", {"train_windows": 12, "eval_windows": 2}))
+    trials = controller.trials
+    assert trials is not None and trials.started is None and not trials.copies
+    assert (trials.calm, trials.idle_until) == ([1, 1], [1 + 5, 2 + 5])  # each tried once, at steps 1 and 2
 
 
 @pytest.mark.parametrize("model_kw, ctrl, match", [
@@ -825,7 +879,7 @@ def test_a_trial_resize_is_not_a_plateau(tmp_path: Path, restart: bool) -> None:
     """Under a ``plateau`` schedule with no patience, an epoch in which the paired trials resized
     the layer never cuts the learning rate with ``paired_restart`` (the default); without it the
     same run cuts it at the end of such an epoch (the fold's damage taken for a plateau)."""
-    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_horizon=0, paired_steps=7,
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_horizon=0, paired_steps=5,
                                      paired_restart=restart, paired_margin=0.0, seed=1)
     epochs: list[tuple[bool, float]] = []  # per epoch: whether the trials resized a layer, the rate it trained at
 
@@ -887,7 +941,7 @@ def test_a_cycling_layer_waits_with_settle_cycle(tmp_path: Path, monkeypatch: py
     f, last, calm, waited_for_a_cycle = 0.25, None, 0, False  # the step's share and the calm, replayed
     for i, (d, following) in enumerate(zip(decisions, decisions[1:] + [None], strict=True)):
         moved = last is None or (last > 0) == (d["chosen"] > 0)
-        smallest = f * d["width"] <= 1.5
+        smallest = max(abs(int(x)) for x in d["losses"]) <= 1  # its sides one unit from its start
         f = min(2 * f, 0.25) if moved else max(f / 2, 1 / d["width"])
         round_ = cycling([x["chosen"] for x in decisions[:i + 1]])
         calm = calm + 1 if (smallest and not moved) or (settle == "cycle" and round_) else 0
