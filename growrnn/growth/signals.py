@@ -446,23 +446,23 @@ class Ablation(Signal):
         check_number("lam", self.lam,
                      hint="the loss a unit must be worth, as a fraction of the loss; see docs/growth.md")
         check_int("trial_steps", self.trial_steps, 1)
-        check_int("check_every", self.check_every, 1)
+        check_int("ablation_every", self.check_every, 1, hint="the steps between measurement rounds; 20 is the default")
         check_int("warmup_steps", self.warmup_steps, 0)
         if not is_number(self.layer_worth) or not self.layer_worth >= 0:
-            raise ArgumentError("layer_worth", allowed="a number >= 0 (0: remove from the first measurement)",
+            raise ArgumentError("ablation_layer_worth", allowed="a number >= 0 (0: remove from the first measurement)",
                                 received=self.layer_worth,
                                 hint="a layer's units are removed once the layer is worth this fraction of the loss "
                                      "beyond its units' mean outputs; 0.05 waits until it has learned more than "
                                      "constants")
         if not (self.retrial == 0 or self.retrial >= 1):
-            raise ArgumentError("retrial", allowed="0 (off) or a number >= 1", received=self.retrial,
+            raise ArgumentError("ablation_retrial", allowed="0 (off) or a number >= 1", received=self.retrial,
                                 hint="an old unit measured below retrial x the bar is removed and tried again as "
                                      "a new unit would be; 4 retries units worth less than four times the bar")
         if not is_number(self.rate) or not self.rate > 0:
-            raise ArgumentError("rate", allowed="a number > 0", received=self.rate,
+            raise ArgumentError("ablation_rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
         if self.baseline not in ("zero", "mean", "regress"):
-            raise ArgumentError("baseline", allowed="zero, mean, regress", received=self.baseline,
+            raise ArgumentError("ablation_baseline", allowed="zero, mean, regress", received=self.baseline,
                                 hint="mean: an ablated unit's mean output stays, as a bias of its readers; "
                                      "regress: its best linear estimate from the other units stands in")
         if not is_number(self.memory) or not 0 < self.memory <= 1:

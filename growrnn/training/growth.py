@@ -269,6 +269,11 @@ class StructureController(L.Callback):
                                          "dead for dead_steps steps; set signal: outgoing_l1 for Miconi's rule")
         _check_options(signal, {k: v for k, v in called.items() if k not in ("self", "cls")})
         check_int("every_n_steps", every_n_steps, 1, hint="1 applies the rule after every optimizer step, as the paper")
+        check_int("reserve", reserve, 0, hint="the units kept spare (a unit is added when fewer are); 1 is the paper's")
+        check_int("min_units", min_units, 1, hint="the fewest units a layer may fall to")
+        check_int("max_units", max_units, 1, hint="the most units a layer may grow to, e.g. 512")
+        if dead_steps is not None:
+            check_int("dead_steps", dead_steps, 1, hint="the consecutive steps a unit is dead before it is deleted")
         check_int("seed", seed, 0, hint="any int >= 0 seeds the controller's random numbers")
         if not isinstance(relative, bool):
             raise ArgumentError("relative", allowed="true or false", received=relative,
@@ -362,6 +367,8 @@ class StructureController(L.Callback):
                                 hint="the controller resizes the model's rnn and decoder together and judges "
                                      "widths with its loss and carried state; build the network as a "
                                      "SequenceModel (any cell, task and optimizer) or subclass it")
+        if stage != "fit":  # a validate or test (after fit, whose end folded l0_gate's gates away) grows nothing
+            return
         layers = layers_of(pl_module.rnn)
         hp = dict(getattr(pl_module, "hparams", {}))
         if hp.get("tie_weights", False):

@@ -497,6 +497,18 @@ def test_a_kept_layer_with_no_side_to_try_waits(tmp_path: Path) -> None:
     assert (trials.calm, trials.idle_until) == ([1, 1], [1 + 5, 2 + 5])  # each tried once, at steps 1 and 2
 
 
+def test_a_gated_stack_validates_and_tests_after_its_gates_are_folded(tmp_path: Path) -> None:
+    """l0_gate folds its gates into the weights at the end of fit; a validate or test after it
+    (growrnn fit's summary, the evaluator, a user's script) is not refused for the missing gates."""
+    controller = StructureController(signal="l0_gate")
+    model = _model([3], "lstm", unit_gates=True, **SETTLING_MODEL)
+    trainer = _trainer(tmp_path, [controller], max_steps=3, limit_val_batches=None)
+    data = TaskData("miconi_hard", {"train_windows": 6, "eval_windows": 2})
+    trainer.fit(model, data)
+    assert model.rnn.gates is None  # folded
+    assert trainer.validate(model, data, verbose=False) and trainer.test(model, data, verbose=False)
+
+
 @pytest.mark.parametrize("model_kw, ctrl, match", [
     ({"hidden_size": [16]}, {"max_units": 8}, r"model.hidden_size\[0\].*max_units \(8\).*Received: 16"),
     ({"hidden_size": [4]}, {"min_units": 6}, r"model.hidden_size\[0\].*min_units \(6\).*Received: 4"),
@@ -551,6 +563,11 @@ def test_a_checkpoint_wider_than_the_resumed_bounds_is_refused(tmp_path: Path) -
     ({"signal": "paired", "relative": "yes"}, r"'relative'.*true or false"),
     ({"signal": "paired", "lam": math.inf}, r"'lam'.*finite"),
     ({"signal": "group_lasso", "init_std": math.inf}, r"'init_std'.*a finite number >= 0.*Received: inf"),
+    ({"signal": "group_lasso", "reserve": 1.5}, r"'reserve'.*an int >= 0"),
+    ({"signal": "paired", "max_units": 3.5}, r"'max_units'.*an int >= 1"),
+    ({"signal": "ablation", "dead_steps": 2.5}, r"'dead_steps'.*an int >= 1"),
+    ({"signal": "ablation", "ablation_every": 0}, r"'ablation_every'.*an int >= 1.*HINT"),
+    ({"signal": "ablation", "ablation_rate": 0.0}, r"'ablation_rate'"),
     ({"signal": "paired", "seed": "a"}, r"'seed'.*int >= 0"),
     ({"signal": "paired", "histogram_every_n_steps": -5}, "histogram_every_n_steps"),
     ({"signal": None}, r"'signal'.*Received: None"),
