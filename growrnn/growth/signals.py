@@ -483,6 +483,7 @@ class Ablation(Signal):
             self.worth = [torch.full((h,), math.nan) for h in sizes]
             self.age = [torch.zeros(h, dtype=torch.float64) for h in sizes]
             self.seen = [torch.full((h,), -1, dtype=torch.long) for h in sizes]
+            self.removed = [torch.zeros(h, dtype=torch.bool) for h in sizes]
             self.engaged = [False] * len(sizes)
             self.sums: list[Tensor | None] = [None] * len(sizes)  # held_out: running moment sums, per layer
             self.weights: list[Tensor | None] = [None] * len(sizes)  # and the weight each entry has gathered
@@ -583,7 +584,9 @@ class Ablation(Signal):
                     stand_ins = _stand_ins(fit[k], gone) if stand_ins is not None else None
                     if retried:
                         self.worth[k][j], self.age[k][j], self.seen[k][j] = math.nan, 0.0, -1
+                    self.removed[k][j] = not retried
                     continue
+                self.removed[k][j] = False
                 _restore(readers, biases, saved, saved_b)
 
     def _held_out(self, k: int, batch: Tensor) -> Tensor:
@@ -612,7 +615,11 @@ class Ablation(Signal):
         return self.steps >= self.warmup_steps and (self.layer_worth == 0 or self.engaged[k])
 
     def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
-        return ~torch.isnan(self.worth[k]) & (self.worth[k] < self.bar()) & self.removing(k)
+        """The units a measurement removed (their removal measured and kept, their outgoing
+        weights folded onto their stand-ins): a unit whose stored worth falls below a bar that
+        rose since, or that was measured while removal was off (``warmup_steps``,
+        ``ablation_layer_worth``), is spare, not dead, until it is measured again."""
+        return self.removed[k].clone()
 
     def spare(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         """Units on trial and those below the bar (removed or not yet)."""
@@ -624,6 +631,7 @@ class Ablation(Signal):
         self.worth[k] = torch.where(fresh, math.nan, self.worth[k][old])
         self.age[k] = torch.where(fresh, 0.0, self.age[k][old])
         self.seen[k] = torch.where(fresh, -1, self.seen[k][old])
+        self.removed[k] = self.removed[k][old] & ~fresh
         if self.sums[k] is not None:  # the running moments follow the units; a new unit's start empty
             index = torch.cat([units.index, torch.tensor([self.sums[k].shape[0] - 1])])  # the constant stays last
             for held in (self.sums, self.weights):
@@ -634,7 +642,8 @@ class Ablation(Signal):
 
     def state_dict(self) -> dict[str, Any]:
         return {"worth": [w.tolist() for w in self.worth], "age": [a.tolist() for a in self.age],
-                "seen": [s.tolist() for s in self.seen], "budget": self.budget, "base": self.base, "lr0": self.lr0,
+                "seen": [s.tolist() for s in self.seen], "removed": [r.tolist() for r in self.removed],
+                "budget": self.budget, "base": self.base, "lr0": self.lr0,
                 "steps": self.steps, "engaged": self.engaged,
                 "sums": [None if t is None else t.tolist() for t in self.sums],
                 "weights": [None if t is None else t.tolist() for t in self.weights]}
@@ -645,6 +654,9 @@ class Ablation(Signal):
         self.worth = [torch.tensor(w, dtype=torch.float32) for w in state["worth"]]
         self.age = [torch.tensor(a, dtype=torch.float64) for a in state["age"]]
         self.seen = [torch.tensor(s, dtype=torch.long) for s in state["seen"]]
+        # before 2026-12-06 the removed units were not kept: none (a unit below the bar is spare until measured)
+        self.removed = [torch.tensor(r, dtype=torch.bool) for r in state.get("removed", [[False] * len(s)
+                                                                                         for s in state["seen"]])]
         self.budget = float(state["budget"])
         self.base = state["base"]
         self.lr0 = state.get("lr0")

@@ -312,6 +312,27 @@ def test_no_unit_is_removed_during_the_warm_up() -> None:
     assert restored.removing(0)
 
 
+def test_a_unit_below_a_bar_that_rose_since_its_measurement_is_spare_not_dead() -> None:
+    """Dead means removed by a measurement (its removal measured and kept): a unit kept by its
+    last measurement, whose stored worth a later, higher bar exceeds, keeps its weights and is
+    spare until measured again; the controller does not delete it unmeasured."""
+    rnn, decoder, x, gen = _useless_unit_1()
+    probe = _probe(rnn, decoder, x, decoder(rnn(x)[0]).detach() + torch.randn(4, 6, 5, generator=gen,
+                                                                               dtype=torch.float64))
+    signal = Ablation(lam=0.0, relative=False, trial_steps=1, rate=100.0, check_every=1, baseline="zero")
+    signal.check(rnn, {})
+    signal.after_step(rnn, decoder, None, None)
+    signal.measure(rnn, decoder, probe, step=0)
+    assert not signal.dead(rnn, decoder, 0).any()
+    weights = decoder.weight.detach().clone()
+    signal.lam = 1e9  # the bar rises above every stored worth
+    assert signal.spare(rnn, decoder, 0).all() and not signal.dead(rnn, decoder, 0).any()
+    torch.testing.assert_close(decoder.weight, weights, rtol=0, atol=0)
+    signal.after_step(rnn, decoder, None, None)
+    signal.measure(rnn, decoder, probe, step=1)  # measured again: removed as measured
+    assert signal.dead(rnn, decoder, 0).all()
+
+
 @pytest.mark.parametrize("layer_worth, engaged", [(0.5, False), (0.01, True)])
 def test_units_are_removed_once_the_layer_is_worth_a_share_of_the_loss(layer_worth: float, engaged: bool) -> None:
     """A layer whose units, replaced by their mean outputs, raise the loss by less than
