@@ -91,8 +91,8 @@ if args.trial_looks > 0:
     plain_step = PairedTrials.step
 
     def step_and_look(self: PairedTrials, trainer: L.Trainer, model: SequenceModel, batch: object, optimizer: object,
-                      step: int, resized: object, start: bool = True) -> None:
-        plain_step(self, trainer, model, batch, optimizer, step, resized, start)
+                      step: int, resized: object, start: bool = True, rates: list[float] | None = None) -> None:
+        plain_step(self, trainer, model, batch, optimizer, step, resized, start, rates)
         with_looks(self.decisions)
         every = max(self.length() // (args.trial_looks + 1), 1)
         if self.copies and self.started is not None and self.started < step < self._due_end() \
