@@ -101,6 +101,12 @@ class Signal:
     #: P_del, P_add, new units' optimizer second moment under RMSprop (Miconi's rule only)
     rule_defaults: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)
 
+    @property
+    def reads_loss(self) -> bool:
+        """Whether :meth:`after_step` reads the step's training loss (else it gets None, and the
+        controller reads no float from the device for it)."""
+        return False
+
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         """Refuse (or warn about) a model this signal cannot work with."""
 
@@ -279,6 +285,10 @@ class GroupLasso(Signal):
         if self.preconditioned is None:
             self.preconditioned = hparams.get("optimizer", "adam") != "sgd"
 
+    @property
+    def reads_loss(self) -> bool:
+        return self.relative
+
     def strength(self, loss: float | None) -> float:
         """``lam`` in loss units for this step (one call per step)."""
         self.steps += 1
@@ -365,6 +375,10 @@ class L0Gate(Signal):
                 log_alpha.grad = g
             else:
                 log_alpha.grad.add_(g)
+
+    @property
+    def reads_loss(self) -> bool:
+        return self.relative
 
     def after_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any, loss: float | None) -> None:
         self._loss.update(loss)

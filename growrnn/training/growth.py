@@ -60,7 +60,7 @@ from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_we
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.callbacks import limit_reached
 from growrnn.training.distributed import Replicas, check_strategy
-from growrnn.training.model import SequenceModel
+from growrnn.training.model import SequenceModel, batch_seed
 from growrnn.training.paired import PairedTrials
 
 __all__ = ["StructureController", "SIGNALS", "SIGNAL_OPTIONS", "EVERY_SIGNAL", "controller_of", "restart_plateaus"]
@@ -354,6 +354,9 @@ class StructureController(L.Callback):
         self._pending: list[tuple[int, list[int], list[int] | None]] = []
         self._last_step = -1  # with gradient accumulation, act once per optimizer step
         self._stepped = False  # whether the optimizer stepped on this batch (before on_train_batch_end)
+        # the step's batches' losses so far (their sum, how many): an accumulated step's loss is
+        # their mean, not Lightning's output on its last batch (which it divides by the accumulation)
+        self._losses: tuple[Tensor | None, int] = (None, 0)
         self._lrs: list[float] = []
         self.replicas = Replicas()  # one process until setup sees the trainer (training/distributed.py)
         self.min_units, self.max_units = min_units, max_units
@@ -446,8 +449,9 @@ class StructureController(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         rnn = pl_module.rnn
         if isinstance(rnn, GrowableRNN) and rnn.gates is not None:
-            # the gates' samples depend on (seed, step) alone: a resumed run draws the same ones
-            self.gate_gen.manual_seed(self.seed * 1_000_003 + int(trainer.global_step))
+            # the gates' samples depend on (seed, step, the batch's place in it) alone: a resumed run
+            # draws the same ones, the batches of an accumulated step different ones
+            self.gate_gen.manual_seed(batch_seed(self.seed, trainer, batch_idx))
             rnn.gate_generator = self.gate_gen
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: Any, optimizer: Any) -> None:
@@ -459,7 +463,9 @@ class StructureController(L.Callback):
         rnn, decoder = pl_module.rnn, pl_module.decoder
         step = trainer.global_step
         stepped, self._stepped = self._stepped, False
-        if step == self._last_step or (int(getattr(trainer, "accumulate_grad_batches", 1) or 1) > 1 and not stepped):
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        self._add_loss(outputs, accumulate)
+        if step == self._last_step or (accumulate > 1 and not stepped):
             # a batch of an accumulated step that did not step: the weights did not move (a trial's
             # copy accumulates its gradient on it, as the network did)
             if self.trials is not None and trainer.optimizers:
@@ -467,7 +473,7 @@ class StructureController(L.Callback):
             return
         self._last_step = step
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        loss = self.replicas.mean(_loss_of(outputs))  # the global batch's loss under DDP
+        loss = self._step_loss(self.signal.reads_loss)
         self.signal.after_step(rnn, decoder, _AtStepRates(optimizer, self._lrs), loss)
         if self.signal.needs_probe:  # under DDP a probe is the global batch's loss (every process's rows)
             processes = self.replicas.world if self.replicas.active else 1
@@ -512,6 +518,22 @@ class StructureController(L.Callback):
                 pl_module.log("units" if len(sizes) == 1 else f"units{k}", float(size), prog_bar=True,
                               logger=False, on_step=True, on_epoch=False)
             self.flush(trainer)
+
+    def _add_loss(self, outputs: Any, accumulate: int) -> None:
+        """Add a batch's training loss to its step's (Lightning's output is it over ``accumulate``)."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        total, count = self._losses
+        if not torch.is_tensor(loss) or (count and total is None):
+            self._losses = (None, count + 1)  # a batch without a loss: the step has none
+            return
+        loss = loss.detach() * accumulate
+        self._losses = (loss if total is None else total + loss, count + 1)
+
+    def _step_loss(self, read: bool) -> float | None:
+        """The mean training loss of the step's batches, the global batch's under DDP (one float
+        read a step, none unless ``read``), and start the next step's."""
+        (total, count), self._losses = self._losses, (None, 0)
+        return self.replicas.mean(None if total is None else float(total) / count) if read else None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         # a stop the trainer's limits do not foresee (early stopping, max_time, should_stop): the
@@ -710,9 +732,6 @@ class _AtStepRates:
         self.param_groups = [dict(g, lr=lrs[i]) if i < len(lrs) else g for i, g in enumerate(groups)]
 
 
-def _loss_of(outputs: Any) -> float | None:
-    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-    return float(loss.detach()) if torch.is_tensor(loss) else None
 
 
 def rnn_size(rnn: Any, k: int) -> int:

@@ -363,10 +363,10 @@ class SequenceModel(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._resume = None
         if self.hparams["dropout"]:
-            # dropout draws from the global RNG; seeding it from (seed, step) makes every step's
-            # masks the same in a resumed run as in an uninterrupted one, whatever else drew from
-            # it in between (Lightning's data iterators do)
-            torch.manual_seed(self.hparams["seed"] * 1_000_003 + self.global_step)
+            # dropout draws from the global RNG; seeding it from the batch's place makes every
+            # step's masks the same in a resumed run as in an uninterrupted one, whatever else drew
+            # from it in between (Lightning's data iterators do)
+            torch.manual_seed(batch_seed(self.hparams["seed"], self.trainer, batch_idx))
 
     def _start(self, stage: str) -> None:
         self._state[stage] = None
@@ -571,6 +571,15 @@ class SequenceModel(L.LightningModule):
             c = complexity(self.genome, self.rnn.input_size if k == 0 else self.hidden_sizes()[k - 1], h, 1)
             params, macs = params + c.params, macs + c.macs
         return {"params": sum(p.numel() for p in self.parameters()), "rnn_params": params, "macs_per_step": macs}
+
+
+def batch_seed(seed: int, trainer: Any, batch_idx: int) -> int:
+    """The seed of a training batch's random draws (dropout masks, gate samples): a function of
+    ``seed``, the optimizer step and the batch's place in it under ``accumulate_grad_batches``
+    alone, so a resumed run draws what an uninterrupted one did and the batches of one
+    accumulated step draw apart (without accumulation: ``seed * 1_000_003 + step``)."""
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    return seed * 1_000_003 + int(trainer.global_step) + (batch_idx % accumulate) * 2**40
 
 
 def pooled_loss(sums: Tensor, counts: Tensor) -> float:

@@ -1460,3 +1460,69 @@ def test_an_adopted_copy_is_the_network_from_then_on() -> None:
     assert model.judged_loss([batch]) == twin.judged_loss([batch])
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(optimizer.state[p]["exp_avg_sq"], twin_opt.state[q]["exp_avg_sq"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_the_signals_see_the_mean_loss_of_an_accumulated_steps_batches(tmp_path: Path, accumulate: int) -> None:
+    """Under ``accumulate_grad_batches`` the loss a signal's relative bar follows is the mean of the
+    step's batches' losses (Lightning hands the callback the last batch's over the accumulation),
+    the epoch's last, shorter step included."""
+    class Losses(L.Callback):
+        def __init__(self) -> None:
+            self.batches: list[float] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, *args: Any) -> None:
+            self.batches.append(float(outputs["loss"]) * accumulate)
+
+    controller = StructureController(signal="group_lasso", lam=1e-3, seed=0)
+    seen: list[float | None] = []
+    after_step = controller.signal.after_step
+    controller.signal.after_step = lambda rnn, decoder, optimizer, loss: (seen.append(loss),  # type: ignore[method-assign]
+                                                                          after_step(rnn, decoder, optimizer, loss))
+    losses = Losses()
+    model = _model(3, "lstm", **SETTLING_MODEL)
+    _trainer(tmp_path, [controller, losses], accumulate_grad_batches=accumulate).fit(
+        model, tasks.get("miconi_hard", train_windows=7, eval_windows=2).datamodule())
+    steps = [losses.batches[i:i + accumulate] for i in range(0, 7, accumulate)]
+    assert len(steps) == (7 if accumulate == 1 else 3) and len(seen) == len(steps)
+    assert seen == pytest.approx([sum(s) / len(s) for s in steps], rel=1e-6)
+
+
+@pytest.mark.parametrize("accumulate, steps", [(1, [0, 1, 2, 3]), (2, [0, 0, 1, 1])])
+def test_each_batch_of_an_accumulated_step_draws_its_own_dropout_and_gates(tmp_path: Path, accumulate: int,
+                                                                          steps: list[int]) -> None:
+    """A training batch's dropout masks and gate samples are seeded by (seed, step, the batch's place
+    in the step): without accumulation as before (seed * 1_000_003 + step); the batches of an
+    accumulated step draw apart (they drew the same masks and samples), its first as a step does."""
+    rows: list[tuple[int, int, int]] = []
+
+    class Seeds(L.Callback):
+        def on_before_backward(self, trainer: L.Trainer, pl_module: Any, loss: Any) -> None:
+            rows.append((trainer.global_step, torch.initial_seed(), pl_module.rnn.gate_generator.initial_seed()))
+
+    controller = StructureController(signal="l0_gate", seed=4)
+    model = _model([3], "lstm", unit_gates=True, dropout=0.2, seed=2, **SETTLING_MODEL)
+    _trainer(tmp_path, [controller, Seeds()], accumulate_grad_batches=accumulate).fit(
+        model, TaskData("miconi_hard", {"train_windows": 4, "eval_windows": 2}))
+    assert [r[0] for r in rows] == steps
+    assert len({r[1] for r in rows}) == len({r[2] for r in rows}) == 4
+    firsts = rows[::accumulate]
+    assert [(r[1], r[2]) for r in firsts] == [(2 * 1_000_003 + s, 4 * 1_000_003 + s) for s in range(len(firsts))]
+
+
+@pytest.mark.parametrize("options, reads", [
+    ({"signal": "group_lasso"}, True), ({"signal": "group_lasso", "relative": False}, False),
+    ({"signal": "l0_gate"}, True), ({"signal": "l0_gate", "relative": False}, False),
+    ({"signal": "ablation"}, False), ({"signal": "outgoing_l1"}, False)])
+def test_a_signal_gets_the_step_loss_only_if_it_reads_it(tmp_path: Path, options: dict, reads: bool) -> None:
+    """The step's loss is read from the device (a sync on a GPU) only for a signal that uses it:
+    ``group_lasso`` and ``l0_gate`` with a relative ``lam``."""
+    controller = StructureController(seed=0, **options)
+    assert controller.signal.reads_loss is reads
+    seen: list[float | None] = []
+    after_step = controller.signal.after_step
+    controller.signal.after_step = lambda rnn, decoder, optimizer, loss: (seen.append(loss),  # type: ignore[method-assign]
+                                                                          after_step(rnn, decoder, optimizer, loss))
+    model = _model([3], "lstm", unit_gates=options["signal"] == "l0_gate", **SETTLING_MODEL)
+    _trainer(tmp_path, [controller]).fit(model, TaskData("miconi_hard", {"train_windows": 3, "eval_windows": 2}))
+    assert len(seen) == 3 and all((loss is not None) is reads for loss in seen)
