@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 __all__ = [
     "GrowRNNError",
@@ -33,7 +34,9 @@ __all__ = [
     "ReplicaError",
     "DoubleBackwardError",
     "format_message",
+    "check_choice",
     "check_int",
+    "check_number",
     "is_number",
 ]
 
@@ -124,6 +127,19 @@ def check_number(argument: str, value: object, *, hint: str | None = None, allow
     if not is_number(value) or not 0 <= value < math.inf:  # type: ignore[operator]
         raise ArgumentError(argument, allowed=allowed or "a finite number >= 0", received=value, hint=hint)
     return float(value)  # type: ignore[arg-type]
+
+
+def check_choice(argument: str, value: object, choices: tuple[Any, ...], *, hint: str | None = None) -> Any:
+    """``value`` if it is one of ``choices``, else an :class:`ArgumentError` naming ``argument``
+    that lists them. The named options (a schedule, a signal's group, a direction) are checked
+    with it.
+
+    >>> check_choice("direction", "min", ("min", "max"))
+    'min'
+    """
+    if value not in choices:
+        raise ArgumentError(argument, allowed=", ".join(str(c) for c in choices), received=value, hint=hint)
+    return value
 
 
 class ShapeError(GrowRNNError, ValueError):

@@ -19,7 +19,7 @@ from growrnn.cells.elman import elman_layer
 from growrnn.cells.native import NativeMatch, match_native
 from growrnn.cells.plan import Plan, WeightGroup, plan_for
 from growrnn.cells.program import M_BIAS
-from growrnn.errors import ArgumentError, ShapeError, check_int
+from growrnn.errors import ArgumentError, ShapeError, check_choice, check_int
 from growrnn.genome.graph import Genome
 from growrnn.genome.library import library_cell
 from growrnn.genome.source import load
@@ -180,8 +180,7 @@ class GenomeRNN(nn.Module):
             raise ArgumentError("dropout", allowed="a float in [0, 1)", received=dropout)
         self.batch_first, self.dropout = bool(batch_first), float(dropout)
         self.plan: Plan = plan_for(self.genome)
-        if fast_path not in (True, False, "auto"):
-            raise ArgumentError("fast_path", allowed="True, False or 'auto'", received=fast_path)
+        check_choice("fast_path", fast_path, (True, False, "auto"))
         self.fast_path = fast_path
         self.native: NativeMatch | None = match_native(self.genome) if fast_path else None
         self.compiled = bool(compile)

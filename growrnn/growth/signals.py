@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from growrnn.errors import ArgumentError, check_int, check_number, is_number
+from growrnn.errors import ArgumentError, check_choice, check_int, check_number, is_number
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
 from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, reads_output, unit_rows
@@ -276,9 +276,8 @@ class GroupLasso(Signal):
                      hint="the loss a unit must be worth per weight; see docs/growth.md")
         check_int("warmup_steps", self.warmup_steps, 0)
         self.steps = 0
-        if self.group not in ("outgoing", "units"):
-            raise ArgumentError("group", allowed="outgoing, units", received=self.group,
-                                hint="outgoing: Miconi's group; units: ISS's (outgoing and incoming)")
+        check_choice("group", self.group, ("outgoing", "units"),
+                     hint="outgoing: Miconi's group; units: ISS's (outgoing and incoming)")
         self._loss = _LossScale()
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
@@ -475,10 +474,9 @@ class Ablation(Signal):
         if not is_number(self.rate) or not self.rate > 0:
             raise ArgumentError("ablation_rate", allowed="a number > 0", received=self.rate,
                                 hint="units measured per training step; 0.25 costs about 8 % of a step")
-        if self.baseline not in ("zero", "mean", "regress"):
-            raise ArgumentError("ablation_baseline", allowed="zero, mean, regress", received=self.baseline,
-                                hint="mean: an ablated unit's mean output stays, as a bias of its readers; "
-                                     "regress: its best linear estimate from the other units stands in")
+        check_choice("ablation_baseline", self.baseline, ("zero", "mean", "regress"),
+                     hint="mean: an ablated unit's mean output stays, as a bias of its readers; "
+                          "regress: its best linear estimate from the other units stands in")
         if not is_number(self.memory) or not 0 < self.memory <= 1:
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
@@ -880,10 +878,9 @@ class Paired(Signal):
         check_number("lam", self.lam,
                      hint="the validation loss a unit must be worth per row of its weights (per "
                           "unit with paired_charge unit), as a fraction of the loss")
-        if self.charge not in ("row", "unit"):
-            raise ArgumentError("paired_charge", allowed="row, unit", received=self.charge,
-                                hint="row (the default) charges lam for each row of weights a unit has in its "
-                                     "cell (an LSTM unit 8, a GRU unit 6); unit charges lam per unit")
+        check_choice("paired_charge", self.charge, ("row", "unit"),
+                     hint="row (the default) charges lam for each row of weights a unit has in its "
+                          "cell (an LSTM unit 8, a GRU unit 6); unit charges lam per unit")
         if not is_number(self.fraction) or not 0 < self.fraction <= 1:
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
@@ -919,11 +916,10 @@ class Paired(Signal):
             raise ArgumentError("paired_batches", allowed="at least 2 with paired_margin > 0", received=self.batches,
                                 hint="the standard error of two sides' difference is estimated across the "
                                      "validation batches judged; judge more, or set paired_margin 0")
-        if self.settle not in ("turn", "cycle"):
-            raise ArgumentError("paired_settle", allowed="turn, cycle", received=self.settle,
-                                hint="when a layer counts as settled and waits longer between trials: turn, when "
-                                     "a one-unit trial turns back; cycle, also when its last four trials went "
-                                     "both ways and left it within one step of where they began")
+        check_choice("paired_settle", self.settle, ("turn", "cycle"),
+                     hint="when a layer counts as settled and waits longer between trials: turn, when "
+                          "a one-unit trial turns back; cycle, also when its last four trials went "
+                          "both ways and left it within one step of where they began")
         check_int("paired_mature", self.mature, 0, hint="the trials' steps a unit must have trained before a "
                                                         "trial may fold it; 0 lets a trial fold any unit")
         if not isinstance(self.homing, bool):
@@ -931,11 +927,10 @@ class Paired(Signal):
                                 hint="true: once a layer's trial has turned back, its step only halves (no "
                                      "doubling again); false (the default) doubles it after every move the way of "
                                      "the last")
-        if self.move not in ("sign", "slope"):
-            raise ArgumentError("paired_move", allowed="sign, slope", received=self.move,
-                                hint="how a trial moves a layer: sign, to the side with the lower charged loss by "
-                                     "the layer's step; slope, by the charged gain it measured (a stochastic "
-                                     "approximation of the best width)")
+        check_choice("paired_move", self.move, ("sign", "slope"),
+                     hint="how a trial moves a layer: sign, to the side with the lower charged loss by "
+                          "the layer's step; slope, by the charged gain it measured (a stochastic "
+                          "approximation of the best width)")
         if self.move == "slope":
             clash = [name for name, on in (("paired_keep", self.keep), ("paired_extend", self.extend > 1),
                                            ("paired_margin", self.margin > 0), ("paired_homing", self.homing)) if on]
@@ -957,10 +952,9 @@ class Paired(Signal):
             raise ArgumentError("paired_hold", allowed="a number in [0, 1)", received=self.hold,
                                 hint="trials wait until the validation loss improves by less than this share "
                                      "per trial's steps; 0 starts them at once")
-        if self.scale not in ("loss", "start", "gain"):
-            raise ArgumentError("paired_scale", allowed="loss, start, gain", received=self.scale,
-                                hint="what lam is a fraction of: the validation loss at each trial, the one "
-                                     "judged after the first step, or how far it has come down since")
+        check_choice("paired_scale", self.scale, ("loss", "start", "gain"),
+                     hint="what lam is a fraction of: the validation loss at each trial, the one "
+                          "judged after the first step, or how far it has come down since")
         if self.floor is None:
             self.floor = 0.5 if self.scale == "loss" else 0.0
         elif self.scale != "loss" and self.floor:

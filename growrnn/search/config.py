@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from growrnn.errors import ArgumentError, check_int, is_number
+from growrnn.errors import ArgumentError, check_choice, check_int, is_number
 from growrnn.evaluation.config import (
     RESUMABLE,
     Budget,
@@ -318,10 +318,9 @@ def _check_speciation(sp: SpeciationConfig, population: int) -> None:
             raise ArgumentError(f"speciation.{name}", allowed="a number in (0, 1]", received=value,
                                 hint="genome distances lie in [0, 1]; one variation is about 0.04-0.25 away")
     check_int("speciation.elites", sp.elites, 1, hint="each species keeps this many of its best cells")
-    if sp.threshold_rule not in ("step", "solve"):
-        raise ArgumentError("speciation.threshold_rule", allowed="step, solve", received=sp.threshold_rule,
-                            hint="step: NEAT's threshold_step a generation toward target_species; solve: the "
-                                 "threshold that gives target_species, found for each generation")
+    check_choice("speciation.threshold_rule", sp.threshold_rule, ("step", "solve"),
+                 hint="step: NEAT's threshold_step a generation toward target_species; solve: the "
+                      "threshold that gives target_species, found for each generation")
     if sp.target_species is not None:
         check_int("speciation.target_species", sp.target_species, 1, allowed=f"null or an int in [1, {population}]",
                   hint="at most one species per cell of the population")

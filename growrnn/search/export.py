@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from growrnn.errors import ArgumentError, SearchError, format_message
+from growrnn.errors import SearchError, check_choice, format_message
 from growrnn.genome import Genome
 from growrnn.search.confirm import ConfirmedCell, confirmed_cells, rank_cells
 from growrnn.search.report import first_front, same_as, values_of
@@ -144,8 +144,7 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
         if not done:
             raise SearchError(format_message(f"generation {last.gen} of {db} has no finished candidate",
                                              hint="resume the search until some candidates are evaluated"))
-        if direction is not None and direction not in ("min", "max"):
-            raise ArgumentError("direction", allowed="'min' or 'max' or None", received=direction)
+        check_choice("direction", direction, ("min", "max", None))
         names, sense = _names_and_direction(done, config, objectives, direction)
         index = first_front(done, names, sense)
         if not front_only:  # every finished one, best val first, the front's order kept at the top

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_choice
 from growrnn.executors import torch_threads
 from growrnn.search.selection import nondominated_ranks, spearman
 from growrnn.search.storage import Archive
@@ -302,8 +302,7 @@ class EarlyStopRule:
     def __init__(self, predictor: CurvePredictor, direction: str, margin: float, min_train: int) -> None:
         if not isinstance(predictor, CurvePredictor):
             raise ArgumentError("predictor", allowed="a CurvePredictor", received=type(predictor).__name__)
-        if direction not in ("min", "max"):
-            raise ArgumentError("direction", allowed="'min' or 'max'", received=direction)
+        check_choice("direction", direction, ("min", "max"))
         self.predictor, self.direction = predictor, direction
         self.margin = _positive("margin", margin, zero=True)
         self.min_train = _int("min_train", min_train, 1)

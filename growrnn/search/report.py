@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from growrnn.errors import ArgumentError, check_int
+from growrnn.errors import ArgumentError, check_choice, check_int
 from growrnn.genome.graph import Genome
 from growrnn.genome.library import LIBRARY, library_cell, library_equivalent
 from growrnn.search.selection import OBJECTIVES, hypervolume, nondominated_ranks, objective_matrix
@@ -58,9 +58,7 @@ def values_of(row: Point) -> dict[str, Any]:
 
 
 def _check_direction(direction: str) -> None:
-    if direction not in ("min", "max"):
-        raise ArgumentError("direction", allowed="'min' or 'max'", received=direction,
-                            hint="the task metric's direction, e.g. task.spec.direction")
+    check_choice("direction", direction, ("min", "max"), hint="the task metric's direction, e.g. task.spec.direction")
 
 
 def _matrix(rows: Sequence[Point], objectives: Sequence[str], direction: str) -> np.ndarray:

@@ -27,7 +27,7 @@ from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_dis
 from pymoo.util.misc import find_duplicates
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from growrnn.errors import ArgumentError, check_int
+from growrnn.errors import ArgumentError, check_choice, check_int
 
 __all__ = ["OBJECTIVES", "Objective", "crowding_distances", "distinct", "hypervolume", "nondominated_ranks",
            "niche_ranks", "objective_matrix", "spearman", "survive", "survive_in_niches", "tournament"]
@@ -309,9 +309,8 @@ def objective_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str],
         if name not in OBJECTIVES:
             raise ArgumentError("names", allowed=allowed, received=name, hint="objectives are named in OBJECTIVES")
         direction = directions.get(name, OBJECTIVES[name].direction)
-        if direction not in ("min", "max"):
-            raise ArgumentError(f"directions['{name}']", allowed="'min' or 'max'", received=direction,
-                                hint="pass the task's direction for 'val', e.g. {'val': task.spec.direction}")
+        check_choice(f"directions['{name}']", direction, ("min", "max"),
+                     hint="pass the task's direction for 'val', e.g. {'val': task.spec.direction}")
         signs.append(1.0 if direction == "min" else -1.0)
     F = np.empty((len(rows), len(names)))
     for i, row in enumerate(rows):

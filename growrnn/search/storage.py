@@ -61,7 +61,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from growrnn.errors import ArgumentError, SearchError, check_int, format_message
+from growrnn.errors import ArgumentError, SearchError, check_choice, check_int, format_message
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "Archive", "CandidateRow", "ConfirmationRow", "GenerationRow", "RungRow",
            "decode_state", "encode_state"]
@@ -462,8 +462,7 @@ class Archive:
     def fail(self, id: int, error: str, status: str = "failed") -> None:
         """``pending``/``running`` → ``failed`` (or back to ``pending`` to retry), recording ``error``."""
         self._writable()
-        if status not in ("failed", "pending"):
-            raise ArgumentError("status", allowed="'failed' or 'pending' (retry)", received=status)
+        check_choice("status", status, ("failed", "pending"), hint="pending puts the job back to be run again")
         self._move(id, ("pending", "running"), "status = ?, error = ?, finished = ?",
                    (status, str(error), time.time() if status == "failed" else None))
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from growrnn.cells.gemm import agree_kernels
 from growrnn.cells.rnn import GenomeRNN
-from growrnn.errors import ArgumentError, check_number
+from growrnn.errors import ArgumentError, check_choice, check_number
 from growrnn.genome.complexity import complexity
 from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
@@ -104,8 +104,7 @@ class SequenceModel(L.LightningModule):
         self.spec = spec
         if optimizer not in OPTIMIZERS:
             raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
-        if schedule not in ("none", "decay", "plateau"):
-            raise ArgumentError("schedule", allowed="none, decay, plateau", received=schedule)
+        check_choice("schedule", schedule, ("none", "decay", "plateau"))
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", 0.0 if weight_decay is None
                                                                  else weight_decay)):
             check_number(name, value, hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)

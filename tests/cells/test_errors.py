@@ -28,7 +28,7 @@ def test_call_time_shape_errors(args, cls, match) -> None:
     ({"input_size": "3"}, "'input_size'"),
     ({"num_layers": True}, "'num_layers'"),
     ({"dropout": 1.0}, r"'dropout'.*\[0, 1\)"),
-    ({"fast_path": "yes"}, "'fast_path'.*True, False or 'auto'"),
+    ({"fast_path": "yes"}, "'fast_path'.*Allowed: True, False, auto"),
     ({"genome": "lsmt"}, "'genome'.*dual_lstm, elman, gru.*Received: lsmt"),
     ({"genome": 3}, "'genome'.*Received: int"),
 ])

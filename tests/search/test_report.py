@@ -105,7 +105,7 @@ def test_extra_scalars_are_logged_and_returned(tmp_path: Path, built: Built) -> 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"ref": [1.0]}, ArgumentError, "'ref'.*2 finite numbers"),
     ({"ref": [1.0, math.inf]}, ArgumentError, "'ref'"),
-    ({"direction": "up"}, ArgumentError, "'direction'.*'min' or 'max'"),
+    ({"direction": "up"}, ArgumentError, "'direction'.*Allowed: min, max"),
     ({"baselines": ("lsmt",)}, ArgumentError, "'baselines'.*lstm"),
     ({"gen": -1}, ArgumentError, "'gen'"),
     ({"scalars": {"front": 1}}, ArgumentError, "'scalars'.*names other than hypervolume.*Received: \\['front'\\]"),

@@ -140,7 +140,7 @@ def test_objective_matrix() -> None:
 @pytest.mark.parametrize(("names", "directions", "rows", "match"), [
     (["flops"], {}, [{}], "'names'.*Allowed: val, params, macs, weighted_nodes, latency.*Received: flops"),
     ([], {}, [{}], "'names'.*non-empty"),
-    (["val"], {}, [{"val": 1.0}], r"directions\['val'\].*'min' or 'max'.*Received: task.*HINT"),
+    (["val"], {}, [{"val": 1.0}], r"directions\['val'\].*Allowed: min, max.*Received: task.*HINT"),
     (["params"], {"params": "up"}, [{"params": 1}], r"directions\['params'\].*Received: up"),
     (["val", "latency"], {"val": "min"}, [{"val": 1.0}], r"'rows\[0\]'.*'latency'"),
 ])

@@ -67,7 +67,7 @@ def test_fail_and_retry(db: Archive) -> None:
     (lambda db, i: db.finish(99, {}, [], {}, 1.0), ArgumentError, "'id'.*Received: 99"),
     (lambda db, i: (db.mark_running(i), db.mark_running(i)), SearchError, "candidate 1 is 'running'.*Allowed: pending"),
     (lambda db, i: (db.finish(i, {}, [], {}, 1.0), db.fail(i, "x")), SearchError, "candidate 1 is 'done'"),
-    (lambda db, i: db.fail(i, "x", status="done"), ArgumentError, "'status'.*'failed' or 'pending'"),
+    (lambda db, i: db.fail(i, "x", status="done"), ArgumentError, "'status'.*Allowed: failed, pending.*HINT"),
     (lambda db, i: _add(db, parents=(i, 7)), ArgumentError, r"'parents'.*Received: \[7\]"),
     (lambda db, i: db.add("{}", "t", "", [], "init", 0, 0), ArgumentError, "'key'"),
     (lambda db, i: db.add("{}", "t", "k", [], "init", 0, -1), ArgumentError, "generation"),

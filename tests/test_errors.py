@@ -1,0 +1,22 @@
+"""The shared argument checks of growrnn.errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from growrnn.errors import ArgumentError, check_choice
+
+
+@pytest.mark.parametrize("value, choices, accepted", [
+    ("min", ("min", "max"), True), ("max", ("min", "max"), True), ("up", ("min", "max"), False),
+    (None, ("min", "max", None), True), (None, ("min", "max"), False), (["min"], ("min", "max"), False),
+    ("auto", (True, False, "auto"), True), (False, (True, False, "auto"), True), ("yes", (True, False, "auto"), False),
+])
+def test_a_choice_is_one_of_its_choices_or_an_error_that_lists_them(value: object, choices: tuple,
+                                                                     accepted: bool) -> None:
+    if accepted:
+        assert check_choice("option", value, choices) is value
+        return
+    allowed = ", ".join(map(str, choices))
+    with pytest.raises(ArgumentError, match=rf"'option'.*Allowed: {allowed}\..*Received: .*HINT: x"):
+        check_choice("option", value, choices, hint="x")
