@@ -16,11 +16,19 @@ GATE_LIMITS = (-0.1, 1.1)
 GATE_BETA = 2.0 / 3.0
 
 
-def gate_closed_below() -> float:
-    """The log-alpha at and below which a gate's deterministic (evaluation) value is exactly 0."""
+def gate_closed_below(dtype: torch.dtype | None = None) -> float:
+    """The log-alpha at and below which a gate's deterministic (evaluation) value is exactly 0; with
+    ``dtype``, the largest value that dtype holds at or below it (bfloat16 rounds the threshold
+    itself up, to a gate a little open: -2.3906 where the threshold is -2.3979)."""
     gamma, zeta = GATE_LIMITS
     p = -gamma / (zeta - gamma)
-    return math.log(p / (1.0 - p))
+    edge = math.log(p / (1.0 - p))
+    if dtype is None:
+        return edge
+    held = torch.tensor(edge, dtype=dtype)
+    while float(held) > edge:  # one step of the dtype's spacing down (it rounds to nearest)
+        held = (held.double() - torch.finfo(dtype).eps * abs(edge)).to(dtype)
+    return float(held)
 
 
 def hard_concrete(log_alpha: Tensor, generator: torch.Generator | None = None, sample: bool = True) -> Tensor:

@@ -42,7 +42,15 @@ from torch import Tensor, nn
 from growrnn.errors import ArgumentError, check_choice, check_int, check_number, is_number
 from growrnn.growth.gates import gate_closed_below, hard_concrete, open_probability
 from growrnn.growth.rule import outgoing_l1, reader_scales
-from growrnn.growth.stack import GrowableRNN, layers_of, outgoing_weights, reader_biases, reads_output, unit_rows
+from growrnn.growth.stack import (
+    GrowableRNN,
+    ReaderBias,
+    layers_of,
+    outgoing_weights,
+    reader_biases,
+    reads_output,
+    unit_rows,
+)
 from growrnn.growth.surgery import UnitMap
 
 __all__ = ["Signal", "OutgoingL1", "Multiplier", "GroupLasso", "L0Gate", "Ablation", "Paired", "SIGNALS", "make_signal",
@@ -137,8 +145,8 @@ class Signal:
     def resized(self, k: int, units: UnitMap) -> None:
         """Layer ``k`` was resized as ``units`` says: move the signal's per-unit state along."""
 
-    def fresh_gate(self) -> float:
-        """The multiplier/gate value a new unit starts with."""
+    def fresh_gate(self, dtype: torch.dtype = torch.float32) -> float:
+        """The multiplier/gate value a new unit starts with (held in ``dtype``)."""
         return 0.0
 
     def across_processes(self, t: Tensor, weight: float = 1.0) -> Tensor:
@@ -219,7 +227,7 @@ class Multiplier(Signal):
     def scores(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
         return rnn.multipliers[k].detach().abs()  # type: ignore[index]
 
-    def fresh_gate(self) -> float:
+    def fresh_gate(self, dtype: torch.dtype = torch.float32) -> float:
         return self.threshold
 
 
@@ -387,10 +395,11 @@ class L0Gate(Signal):
         return hard_concrete(rnn.gates[k].detach(), sample=False)  # type: ignore[index]
 
     def dead(self, rnn: nn.Module, decoder: nn.Linear, k: int) -> Tensor:
-        return rnn.gates[k].detach() <= gate_closed_below()  # type: ignore[index]
+        # compared in float32: a low-precision gate at the threshold rounded up is a little open
+        return rnn.gates[k].detach().float() <= gate_closed_below()  # type: ignore[index]
 
-    def fresh_gate(self) -> float:
-        return gate_closed_below()
+    def fresh_gate(self, dtype: torch.dtype = torch.float32) -> float:
+        return gate_closed_below(dtype)  # closed in the gate's own dtype
 
     def state_dict(self) -> dict[str, Any]:
         return {"loss_mean": self._loss.mean}
@@ -555,7 +564,7 @@ class Ablation(Signal):
             if k in latching:  # the whole layer replaced by its units' mean outputs
                 mean = moments[k] if moments[k].dim() == 1 else moments[k][-1, :-1]
                 saved = [w.clone() for w in readers]
-                saved_b = [None if b is None else b.clone() for b in biases]
+                saved_b = [None if b is None else b.bias.clone() for b in biases]
                 for w, b, h in zip(readers, biases, of_h, strict=True):
                     if h and b is not None:
                         b.add_(w @ mean.to(w))
@@ -567,7 +576,7 @@ class Ablation(Signal):
             stand_ins = _stand_ins(fit[k], gone) if self.baseline != "zero" else None
             for j in [j for _, kk, j in picked if kk == k]:
                 saved = [w.clone() for w in readers]
-                saved_b = [None if b is None else b.clone() for b in biases]
+                saved_b = [None if b is None else b.bias.clone() for b in biases]
                 for w, b, h in zip(readers, biases, of_h, strict=True):
                     col = w[:, j].clone()
                     if stand_ins is not None and h:  # unit j's output replaced by its stand-in
@@ -1057,7 +1066,7 @@ def fold_units(rnn: nn.Module, decoder: nn.Linear, k: int, moments: Tensor, gone
         if of_h:
             w[:, keep[:-1]] += (cols @ coef[:-1].T).to(w)
             if b is not None:
-                b += (cols @ coef[-1]).to(b)
+                b.add_(cols @ coef[-1])
         w[:, gone_t] = 0
 
 
@@ -1066,13 +1075,13 @@ def fold_units(rnn: nn.Module, decoder: nn.Linear, k: int, moments: Tensor, gone
 HELD_OUT_WEIGHT = 0.1
 
 
-def _restore(weights: list[Tensor], biases: list[Tensor | None], saved: list[Tensor],
+def _restore(weights: list[Tensor], biases: list[ReaderBias | None], saved: list[Tensor],
              saved_b: list[Tensor | None]) -> None:
     """Copy ``saved`` (and ``saved_b``) back into ``weights`` (and ``biases``)."""
     for w, b, old_w, old_b in zip(weights, biases, saved, saved_b, strict=True):
         w.copy_(old_w)
         if b is not None and old_b is not None:
-            b.copy_(old_b)
+            b.bias.copy_(old_b)
 
 
 def _output_moments(moments: dict[int, Tensor], k: int, second: bool, mask: Tensor | None = None,

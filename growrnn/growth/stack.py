@@ -18,18 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from growrnn.cells.plan import WeightGroup
 from growrnn.cells.rnn import GenomeRNN
 from growrnn.errors import ArgumentError
 from growrnn.genome.graph import Genome
-from growrnn.growth.gates import hard_concrete
+from growrnn.growth.gates import gate_closed_below, hard_concrete
 from growrnn.growth.surgery import UnitMap, remap_parameter, remap_state, resize_readers, resize_units
 
 __all__ = ["GrowableRNN", "LayerState", "resize_layer", "resize_state", "layers_of", "outgoing_weights",
-           "recurrent_weights", "input_weights", "unit_rows", "fold_gates", "fold_unit_scales", "reader_biases"]
+           "recurrent_weights", "input_weights", "unit_rows", "fold_gates", "fold_unit_scales", "reader_biases",
+           "ReaderBias"]
 
 LayerState = tuple[Tensor, ...]
 
@@ -225,20 +228,43 @@ def outgoing_weights(rnn: nn.Module, decoder: nn.Linear, k: int) -> tuple[list[T
     return ahead, [w for _, w in recurrent_weights(layers[k])]
 
 
-def reader_biases(rnn: nn.Module, decoder: nn.Linear, k: int) -> list[Tensor | None]:
+class ReaderBias(NamedTuple):
+    """The bias added to a reading weight's product: ``rows`` are the product's rows that have an
+    entry in ``bias``, in its order (None: every row, one entry each). A weight group that mixes
+    ``affine`` and ``linear`` calls has bias entries for its affine calls' blocks only."""
+
+    bias: Tensor
+    rows: Tensor | None
+
+    def add_(self, v: Tensor) -> None:
+        """Add ``v`` (shaped as the product: one value per row of the weight) to the bias."""
+        self.bias.add_((v if self.rows is None else v[self.rows.to(v.device)]).to(self.bias))
+
+
+def _group_bias(layer: GenomeRNN, g: WeightGroup) -> ReaderBias | None:
+    if not g.has_bias:
+        return None
+    b, H = getattr(layer, f"bias_{g.tag}_l0"), int(layer.hidden_size)
+    if all(g.affine):
+        return ReaderBias(b, None)
+    rows = torch.cat([torch.arange(p * H, (p + 1) * H) for p, affine in enumerate(g.affine) if affine])
+    return ReaderBias(b, rows)
+
+
+def reader_biases(rnn: nn.Module, decoder: nn.Linear, k: int) -> list[ReaderBias | None]:
     """For each weight of :func:`outgoing_weights` (ahead, then recurrent), the bias added to its
     product, where that product reads layer ``k``'s output ``h`` itself (None otherwise: reads of
     a memory state or a local, and groups without a bias). A unit's constant part ``W[:, j] * mean_j``
-    can be moved into these biases."""
+    can be moved into these biases (for the rows that have one: a ``linear`` call's rows have none,
+    so there the constant part is lost)."""
     layers = layers_of(rnn)
     if k + 1 < len(layers):
         nxt = layers[k + 1]
-        ahead: list[Tensor | None] = [getattr(nxt, f"bias_{g.tag}_l0") if g.has_bias else None
-                                      for g in nxt.plan.groups if g.input_sized]
+        ahead = [_group_bias(nxt, g) for g in nxt.plan.groups if g.input_sized]
     else:
-        ahead = [decoder.bias]
+        ahead = [None if decoder.bias is None else ReaderBias(decoder.bias, None)]
     of_h = reads_output(rnn, k)[len(ahead):]
-    rec = [getattr(layers[k], f"bias_{g.tag}_l0") if g.has_bias and h else None
+    rec = [_group_bias(layers[k], g) if h else None
            for g, h in zip([g for g in layers[k].plan.groups if not g.input_sized], of_h, strict=True)]
     return ahead + rec
 
@@ -291,8 +317,12 @@ def fold_unit_scales(rnn: GrowableRNN, decoder: nn.Linear) -> None:
             w.mul_(z.to(w))
         for _, w in h_weights(rnn.layers[k]):  # type: ignore[arg-type]
             w.mul_(z.to(w))
-    rnn.gates = None
-    rnn.multipliers = None
+    # removed, not set to None in their slots: a strict load of a state dict that holds them
+    # then says so instead of dropping them unread
+    for kind in ("gates", "multipliers"):
+        if kind in rnn._modules:
+            del rnn._modules[kind]
+        setattr(rnn, kind, None)
 
 
 def fold_gates(rnn: GrowableRNN, decoder: nn.Linear) -> None:
@@ -307,10 +337,11 @@ def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
                  optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
                  init_std: float = 0.0, fresh_second_moment: float | str = 0.0,
                  state: Sequence[LayerState] | LayerState | None = None,
-                 fresh_multiplier: float = 0.0) -> Sequence[LayerState] | LayerState | None:
+                 fresh_multiplier: float | None = None) -> Sequence[LayerState] | LayerState | None:
     """Give layer ``k`` the units of ``units`` and keep everything that touches them true: the
     layer's parameters (fresh rows N(0, ``init_std``), fresh columns zero), the readers ahead (next
-    layer or decoder; fresh columns zero), the unit's multiplier (fresh ones ``fresh_multiplier``),
+    layer or decoder; fresh columns zero), the unit's multiplier or gate (fresh ones
+    ``fresh_multiplier``; None: a multiplier 0, a gate closed),
     the optimizer state (retained entries exact, fresh ones zero or ``fresh_second_moment``), and
     the carried ``state`` (returned, resized; fresh units at zero)."""
     layers = layers_of(rnn)
@@ -324,10 +355,13 @@ def resize_layer(rnn: nn.Module, decoder: nn.Linear, k: int, units: UnitMap,
         layers[k + 1].input_size = units.size
     else:
         decoder.in_features = units.size
-    for scales in (getattr(rnn, "multipliers", None), getattr(rnn, "gates", None)):
+    for kind in ("multipliers", "gates"):
+        scales = getattr(rnn, kind, None)
         if scales is not None:
             m = scales[k]
-            fresh = torch.full((units.size,), fresh_multiplier, dtype=m.dtype, device=m.device)
+            value = fresh_multiplier if fresh_multiplier is not None else \
+                gate_closed_below(m.dtype) if kind == "gates" else 0.0
+            fresh = torch.full((units.size,), value, dtype=m.dtype, device=m.device)
             remap_parameter(m, {0: units.index}, optimizer, fresh, fresh_second_moment)
     return resize_state(rnn, k, units, state)
 

@@ -609,7 +609,7 @@ class StructureController(L.Callback):
             std = 1.0 / math.sqrt(3.0 * max(kept, 1)) if self.settles else 0.01
         state = getattr(pl_module, "_state", {}).get("train")
         state = resize_layer(rnn, decoder, k, units, optimizer, self.gen, std, self.fresh_second_moment,
-                             state, fresh_multiplier=self.signal.fresh_gate())
+                             state, fresh_multiplier=self.signal.fresh_gate(_scale_dtype(rnn, k)))
         if state is not None:
             pl_module._state["train"] = state
         self.signal.resized(k, units)
@@ -732,6 +732,12 @@ class _AtStepRates:
         self.param_groups = [dict(g, lr=lrs[i]) if i < len(lrs) else g for i, g in enumerate(groups)]
 
 
+
+
+def _scale_dtype(rnn: Any, k: int) -> torch.dtype:
+    """The dtype layer ``k``'s unit gates or multipliers are held in (float32 without them)."""
+    scales = getattr(rnn, "gates", None) or getattr(rnn, "multipliers", None)
+    return scales[k].dtype if scales is not None else torch.float32
 
 
 def rnn_size(rnn: Any, k: int) -> int:

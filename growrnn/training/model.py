@@ -530,11 +530,15 @@ class SequenceModel(L.LightningModule):
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """As torch's, after giving a growable stack the unit counts of ``state_dict``'s weights
-        (how Lightning hands a grown model back from ``ddp_spawn``'s workers to the main process)."""
+        (how Lightning hands a grown model back from ``ddp_spawn``'s workers to the main process)
+        and, where its gates or multipliers were folded away (``l0_gate``'s end of fit) but
+        ``state_dict`` has them (a checkpoint written during the fit), those back: the model is
+        the state dict's network, not its weights without their scales."""
         sizes = _sizes_in(self, state_dict)
         if sizes is not None and sizes != self.hidden_sizes():
             from growrnn.growth.stack import resize_to
             resize_to(self.rnn, self.decoder, sizes)
+        _restore_unit_scales(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
@@ -643,17 +647,38 @@ def _check_same_model(model: SequenceModel, meta: dict[str, Any]) -> None:
 
 
 def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] | None:
-    """The unit counts of a growable stack's weights in ``state_dict`` (read off the readers of
-    each layer: the next layer's input weights, the decoder); ``None`` for a fixed stack."""
-    from growrnn.growth.stack import GrowableRNN, input_weights
-    if not isinstance(model.rnn, GrowableRNN):
+    """The unit counts of the growable layers' weights in ``state_dict``, read off each layer's own
+    rows (a weight group of ``n`` calls has ``n * H`` rows); ``None`` where the model's layers are
+    not resized to a state dict (a fixed multi-layer stack, tied weights) or it lacks their weights."""
+    from growrnn.growth.stack import GrowableRNN, unit_rows
+    if model.hparams["tie_weights"] or not isinstance(model.rnn, GrowableRNN) and model.rnn.num_layers != 1:
         return None
-    layers = model.rnn.layers
-    names = [f"rnn.layers.{k + 1}.{input_weights(layers[k + 1])[0][0]}" for k in range(len(layers) - 1)]
-    readers = [state_dict.get(name) for name in [*names, "decoder.weight"]]
-    if any(w is None or w.dim() != 2 for w in readers):
-        return None
-    return [int(w.shape[1]) for w in readers]  # type: ignore[union-attr]
+    names = {id(p): name for name, p in model.named_parameters()}
+    sizes = []
+    for layer in (model.rnn.layers if isinstance(model.rnn, GrowableRNN) else [model.rnn]):
+        view, p = unit_rows(layer)[0]
+        stored = state_dict.get(names[id(p)])
+        if stored is None or stored.shape[0] % view.shape[0]:
+            return None
+        sizes.append(int(stored.shape[0]) // int(view.shape[0]))
+    return sizes
+
+
+def _restore_unit_scales(model: SequenceModel, state_dict: Mapping[str, Any]) -> None:
+    """Give a growable stack whose unit gates or multipliers were folded away (removed) those of
+    ``state_dict`` back, as parameters its load fills."""
+    from growrnn.growth.stack import GrowableRNN
+    rnn = model.rnn
+    if not isinstance(rnn, GrowableRNN):
+        return
+    for kind, option in (("gates", "unit_gates"), ("multipliers", "unit_multipliers")):
+        keys = [f"rnn.{kind}.{k}" for k in range(rnn.num_layers)]
+        if getattr(rnn, kind) is None and all(key in state_dict for key in keys):
+            like = model.decoder.weight
+            setattr(rnn, kind, nn.ParameterList(
+                [nn.Parameter(torch.empty(state_dict[key].shape, dtype=state_dict[key].dtype, device=like.device))
+                 for key in keys]))
+            model.hparams[option] = True  # later checkpoints describe the model with them
 
 
 def _first(state: Any) -> Tensor:

@@ -2,6 +2,7 @@
 under Adam, hard-concrete gates and their folding, and the need rule."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -143,6 +144,21 @@ def test_hard_concrete_gates_are_exactly_zero_when_closed_and_their_cost_is_the_
     gen = torch.Generator().manual_seed(0)
     samples = torch.stack([hard_concrete(a, gen) for _ in range(4000)])
     torch.testing.assert_close((samples > 0).double().mean(0), open_probability(a).double(), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_a_fresh_gate_is_closed_in_its_own_dtype(dtype: torch.dtype) -> None:
+    """A new unit's gate, held in the gates' dtype, evaluates to exactly 0 and counts as closed
+    (bfloat16 rounds the threshold itself up, to a gate a little open: it counted as closed)."""
+    fresh = torch.tensor([L0Gate().fresh_gate(dtype)], dtype=dtype)
+    assert float(hard_concrete(fresh, sample=False)[0]) == 0.0
+    assert float(hard_concrete(fresh.float(), sample=False)[0]) == 0.0
+    assert float(fresh[0]) <= gate_closed_below()
+    rnn = SimpleNamespace(gates=[torch.tensor([float(torch.tensor(gate_closed_below(), dtype=dtype)), float(fresh[0])],
+                                              dtype=dtype)])
+    closed = L0Gate().dead(rnn, None, 0)  # type: ignore[arg-type]
+    rounded_up = float(torch.tensor(gate_closed_below(), dtype=dtype)) > gate_closed_below()
+    assert closed.tolist() == [not rounded_up, True]
 
 
 @pytest.mark.parametrize("scale", ["gates", "multipliers"])
@@ -483,18 +499,22 @@ def test_unit_members_see_every_weight_of_a_unit_once() -> None:
     assert (n_out, n_in) == (4 * 2 + 4 * 3, 4 * (4 + 3) + 8)
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+#: a cell whose weight groups mix affine and linear calls on one argument (biases for some blocks only)
+MIXED = "a = sigmoid(linear(x) + affine(h))\nh' = tanh(affine(x) + linear(h)) * a\n"
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", MIXED])
 def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_kept(cell: str) -> None:
     """Of twin units 0 and 1 (same rows, same output) the paired signal removes one, moves its
     reading weights onto the other, and the outputs do not change; a unit nobody reads is worth 0."""
     from growrnn.growth.signals import _output_moments, fold_units, unit_worth, weakest_units
-    rnn, decoder = _stack(cell, (4,))
+    rnn, decoder = _stack(cell, (4, 3) if cell == MIXED else (4,))  # MIXED: the next layer reads it too
     layer = rnn.layers[0]
     with torch.no_grad():
         for name, w in layer.named_parameters():
             if name.startswith(("weight_", "bias_")) and w.shape[0] % 4 == 0 and w.shape[0] > 4:
                 w.view(-1, 4, *w.shape[1:])[:, 1] = w.view(-1, 4, *w.shape[1:])[:, 0]
-            elif cell == "elman" and w.shape[0] == 4:
+            elif cell in ("elman", MIXED) and w.shape[0] == 4:
                 w[1] = w[0]
     moments: dict[int, torch.Tensor] = {}
     x = torch.randn(3, 7, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -569,3 +589,30 @@ def test_paired_options_left_unset_take_the_optimizer_familys_recipe(optimizer: 
     signal.for_optimizer(opt)  # type: ignore[attr-defined]
     assert {name: getattr(signal, name) for name in expected} == expected
     assert signal.family == ("sgd" if optimizer == "sgd" else "adaptive")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("cell", ["lstm", MIXED])
+def test_a_readers_bias_takes_a_constant_on_the_rows_that_have_a_bias(cell: str) -> None:
+    """What :class:`ReaderBias` adds to a reading weight's product rows is what the forward pass
+    adds to them: the rows of the affine calls, none of a linear call's (a mixed group's bias holds
+    its affine blocks only)."""
+    from growrnn.growth.stack import reader_biases
+    rnn, decoder = _stack(cell, (4, 3))
+    ahead, recurrent = outgoing_weights(rnn, decoder, 0)
+    biases = reader_biases(rnn, decoder, 0)
+    groups = [(rnn.layers[1], g) for g in rnn.layers[1].plan.groups if g.input_sized] + \
+             [(rnn.layers[0], g) for g in rnn.layers[0].plan.groups if not g.input_sized]
+    assert len(groups) == len(biases) == len(ahead + recurrent)
+    checked = 0
+    for (layer, g), w, b in zip(groups, ahead + recurrent, biases, strict=True):
+        if b is None:
+            continue
+        H, v = int(layer.hidden_size), torch.randn(w.shape[0], dtype=w.dtype)
+        before = layer._plan_bias(g, 0).clone()
+        with torch.no_grad():
+            b.add_(v)
+        expected = torch.cat([v[p * H:(p + 1) * H] if g.affine[p] else torch.zeros(H, dtype=v.dtype)
+                              for p in g.plan_order])
+        torch.testing.assert_close(layer._plan_bias(g, 0) - before, expected)
+        checked += 1
+    assert checked >= 2 and (cell != MIXED or any(not all(g.affine) for _, g in groups))

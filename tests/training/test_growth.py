@@ -1526,3 +1526,54 @@ def test_a_signal_gets_the_step_loss_only_if_it_reads_it(tmp_path: Path, options
     model = _model([3], "lstm", unit_gates=options["signal"] == "l0_gate", **SETTLING_MODEL)
     _trainer(tmp_path, [controller]).fit(model, TaskData("miconi_hard", {"train_windows": 3, "eval_windows": 2}))
     assert len(seen) == 3 and all((loss is not None) is reads for loss in seen)
+
+
+NO_INPUT_READ = "h' = tanh(affine(h) + linear(h))"  # a legal cell that never reads x
+
+
+@pytest.mark.parametrize("start, cell, grown", [(2, "elman", [5]), ([3, 2], "lstm", [1, 4]),
+                                                ([3, 2], NO_INPUT_READ, [4, 1]), ([3], "gru", [6])])
+def test_a_grown_state_dict_loads_into_a_model_built_from_the_config(start: Any, cell: str,
+                                                                     grown: list[int]) -> None:
+    """``SequenceModel.load_state_dict`` (how Lightning hands a grown model back from ddp_spawn's
+    workers) gives the model the state dict's widths for a one-layer GenomeRNN (the default model,
+    an int hidden_size) and for a stack of a cell that never reads its input, not only for stacks
+    whose layers read the one below."""
+    from growrnn.growth.stack import resize_to
+    grown_model = _model(start, cell, **SETTLING_MODEL)
+    resize_to(grown_model.rnn, grown_model.decoder, grown)
+    fresh = _model(start, cell, **SETTLING_MODEL)
+    fresh.load_state_dict(grown_model.state_dict())
+    assert fresh.hidden_sizes() == grown
+    for (name, a), (_, b) in zip(grown_model.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_a_gated_checkpoint_validated_after_the_fit_folded_the_gates_is_the_checkpoints_network(
+        tmp_path: Path) -> None:
+    """``l0_gate`` folds the gates away at the end of fit; a checkpoint written during the fit
+    still holds them, and ``validate(ckpt_path=...)`` on the fitted model evaluates that
+    checkpoint's network (its gates back), as ``load_from_checkpoint`` does, not its weights with
+    the gates dropped unread."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    controller = StructureController(signal="l0_gate", lam=0.5, dead_steps=100, seed=1)
+    model = _model([4], "gru", unit_gates=True, **SETTLING_MODEL)
+    data = TaskData("miconi_hard", {"train_windows": 6, "eval_windows": 2})
+    trainer = _trainer(tmp_path, [controller, ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+                       max_steps=6, enable_checkpointing=True, limit_val_batches=None)
+    trainer.fit(model, data)
+    assert model.rnn.gates is None  # folded at the end of fit
+    with torch.no_grad():
+        model.rnn.layers[0].weight_ih_l0[0, 0] += 1.0  # the fitted model now differs from its checkpoint
+    last = tmp_path / "ck" / "last.ckpt"
+    assert "rnn.gates.0" in torch.load(last, weights_only=True)["state_dict"]
+    validated = trainer.validate(model, data, ckpt_path=last, verbose=False, weights_only=True)[0]
+    assert model.rnn.gates is not None and model.hparams["unit_gates"]
+    loaded = SequenceModel.load_from_checkpoint(last)
+    assert validated == trainer.validate(loaded, data, verbose=False)[0]
+    with pytest.raises(RuntimeError, match=r'Unexpected key.*"gates\.0"'):  # a bare stack refuses, not drops
+        from growrnn.growth import fold_gates
+        fold_gates(loaded.rnn, loaded.decoder)
+        loaded.rnn.load_state_dict({k[4:]: v for k, v in torch.load(last, weights_only=True)["state_dict"].items()
+                                    if k.startswith("rnn.")})
