@@ -34,6 +34,9 @@ class UnitMap:
 
     @classmethod
     def of(cls, old_size: int, keep: Sequence[int] | Tensor, add: int = 0) -> UnitMap:
+        if torch.as_tensor(keep).dtype == torch.bool:
+            raise ArgumentError("keep", allowed="unit indices (ints)", received="a bool mask",
+                                hint="pass torch.nonzero(mask).flatten() for the units a mask keeps")
         keep_t = torch.as_tensor(keep, dtype=torch.long).flatten()
         out_of_range = keep_t.numel() > 0 and (keep_t.min() < 0 or keep_t.max() >= old_size)
         if out_of_range or keep_t.unique().numel() != keep_t.numel():

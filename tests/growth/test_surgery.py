@@ -90,7 +90,9 @@ def test_carried_state_follows_the_units() -> None:
 
 
 @pytest.mark.parametrize(("keep", "add", "match"), [([5], 0, "'keep'.*0..4"), ([1, 1], 0, "distinct"),
-                                                    ([], 0, "'add'.*at least one unit")])
+                                                    ([], 0, "'add'.*at least one unit"),
+                                                    ([True, False, True, False, True], 0, "'keep'.*bool mask.*nonzero"),
+                                                    (torch.ones(5, dtype=torch.bool), 0, "'keep'.*bool mask")])
 def test_bad_unit_maps(keep, add, match) -> None:
     with pytest.raises(gr.ArgumentError, match=match):
         UnitMap.of(5, keep, add)
