@@ -67,9 +67,15 @@ class ArgumentError(GrowRNNError, ValueError):
     """A function or constructor argument is out of its allowed range or of the wrong kind."""
 
     def __init__(self, argument: str, *, allowed: str, received: object, hint: str | None = None):
-        self.argument = argument
+        self.argument, self.allowed, self.received, self.hint = argument, allowed, received, hint
         super().__init__(format_message(f"invalid argument '{argument}'", allowed=allowed,
                                         received=received, hint=hint))
+
+    def under(self, prefix: str) -> ArgumentError:
+        """The same error for an argument given under the config key ``prefix`` (each argument
+        named: ``"min_units, max_units"`` under ``grow`` is ``"grow.min_units, grow.max_units"``)."""
+        argument = ", ".join(f"{prefix}.{a}" for a in self.argument.split(", "))
+        return ArgumentError(argument, allowed=self.allowed, received=self.received, hint=self.hint)
 
 
 class ReplicaError(GrowRNNError, RuntimeError):

@@ -308,7 +308,14 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
     ("entries.1.grow", {"max_unit": 3}, "'entries\\[1\\].grow.max_unit'"),
     ("entries.1.grow", {"seed": 3}, "'entries\\[1\\].grow.seed'.*the comparison sets"),
     # the options' values hold together, checked once at load: an option the signal does not read
-    ("entries.1.grow", {"signal": "paired", "init_std": 5.0}, "'entries\\[1\\].grow'.*'init_std'.*signal paired"),
+    ("entries.1.grow", {"signal": "paired", "init_std": 5.0}, "'entries\\[1\\].grow.init_std'.*signal paired"),
+    ("entries.1.grow", {"paired_steps": 0}, "'entries\\[1\\].grow.paired_steps'.*Allowed: an int >= 1.*Received: 0"),
+    # the model the controller must grow, checked at load, not in every job
+    ("entries.1.grow", {"signal": "l0_gate"}, "'entries\\[1\\].model.unit_gates'.*true with signal: l0_gate"),
+    ("entries.1.grow", {"signal": "paired", "max_units": 1},
+     "'entries\\[1\\].model.hidden_size\\[0\\]'.*max_units \\(1\\)"),
+    ("model", {"unit_gates": True}, "'entries\\[0\\].model.unit_gates'.*false for family baseline.*grown entry"),
+    ("trainer", {"limit_val_batches": 0}, "'trainer.limit_val_batches'.*scores every run on its validation"),
     ("entries.1.model", {"hidden_size": 3}, "'entries\\[1\\].model.hidden_size'"),
     ("entries.0.search_db", "x.db", "'entries\\[0\\].search_db'.*only with family evolved"),
     ("entries.0.top", 2, "'entries\\[0\\].top'.*only with a search_db"),

@@ -20,3 +20,12 @@ def test_a_choice_is_one_of_its_choices_or_an_error_that_lists_them(value: objec
     allowed = ", ".join(map(str, choices))
     with pytest.raises(ArgumentError, match=rf"'option'.*Allowed: {allowed}\..*Received: .*HINT: x"):
         check_choice("option", value, choices, hint="x")
+
+
+@pytest.mark.parametrize("argument, prefix, named", [
+    ("paired_steps", "grow", "grow.paired_steps"),
+    ("min_units, max_units", "entries[1].grow", "entries[1].grow.min_units, entries[1].grow.max_units")])
+def test_an_error_under_a_config_key_names_the_full_key(argument: str, prefix: str, named: str) -> None:
+    err = ArgumentError(argument, allowed="an int >= 1", received=0, hint="h").under(prefix)
+    assert err.argument == named
+    assert str(err) == f"invalid argument '{named}'. Allowed: an int >= 1. Received: 0. HINT: h"

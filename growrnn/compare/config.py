@@ -41,6 +41,7 @@ from growrnn.evaluation.config import (
     check_grow,
     check_keys,
     check_options,
+    check_sizes,
     check_value,
     config_parser,
     load_cell,
@@ -181,14 +182,6 @@ def _keys(name: str, given: dict[str, Any], target: Any, owned: tuple[str, ...],
     check_keys(name, given, target, owned, hint, owner="the comparison", values=values)
 
 
-def _size(name: str, value: object) -> None:
-    sizes = value if isinstance(value, list) else [value]
-    if not sizes:
-        raise ArgumentError(name, allowed="an int >= 1, or a non-empty list of them (one per layer)", received=value)
-    for s in sizes:
-        check_int(name, s, 1, allowed="an int >= 1, or a non-empty list of them (one per layer)")
-
-
 def check_config(config: CompareConfig) -> None:
     """Checks a YAML schema cannot express; raises :class:`~growrnn.errors.ArgumentError` naming
     the key. Imports the task registry, ``SequenceModel``, Lightning and the growth controller to
@@ -206,7 +199,7 @@ def check_config(config: CompareConfig) -> None:
     check_options(config, "the comparison", task_owned=("seed",), task_hint="each run's seed seeds the task's data",
                   trainer_hint="the budget sets how long each run trains")
     if "hidden_size" in config.model:
-        _size("model.hidden_size", config.model["hidden_size"])
+        check_sizes("model.hidden_size", config.model["hidden_size"])
     tuning_hint = "tune shared SequenceModel options such as lr; sizes are the entries'"
     _keys("tuning", config.tuning, SequenceModel, (*MODEL_OWNED, "hidden_size"), tuning_hint, values=False)
     for key, values in config.tuning.items():
@@ -282,8 +275,6 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
         if entry.grow is None:
             raise ArgumentError(f"{where}.grow", allowed=f"StructureController options for family {entry.family} "
                                 "({} for the defaults)", received=None)
-        check_grow(f"{where}.grow", entry.grow, "the comparison", "StructureController options; the run's seed "
-                   "seeds the controller", owned=("seed",))
     elif entry.grow is not None:
         raise ArgumentError(f"{where}.grow", allowed="only with family grown or evolved_grown", received=entry.grow,
                             hint=f"make the family {'evolved_grown' if entry.family == 'evolved' else 'grown'}")
@@ -300,7 +291,18 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
         raise ArgumentError(f"{where}.hidden_size", allowed="units per layer (or set the shared model.hidden_size)",
                             received="nothing: neither the entry nor model sets a size",
                             hint="add hidden_size: 64 to the entry, or model: {hidden_size: 64} for every entry")
-    _size(f"{where}.hidden_size", size)
+    sizes = check_sizes(f"{where}.hidden_size", size)
+    model = {**config.model, **entry.model}
+    if entry.family in _GROWN:  # the controller's options, and the model it must grow, before any job
+        check_grow(f"{where}.grow", entry.grow, "the comparison", "StructureController options; the run's seed "
+                   "seeds the controller", owned=("seed",), model=model, sizes=sizes, model_key=f"{where}.model")
+    else:
+        for scales, signal in (("gates", "l0_gate"), ("multipliers", "multiplier")):
+            if model.get(f"unit_{scales}"):
+                raise ArgumentError(f"{where}.model.unit_{scales}", allowed=f"false for family {entry.family} (true "
+                                    f"only for a grown entry with signal {signal})", received=True,
+                                    hint=f"set unit_{scales}: true in the grown entry's own model:, not the shared "
+                                         "model: every entry gets")
     layers = {**config.model, **entry.model}.get("num_layers")
     if layers is not None and isinstance(size, list) and len(size) != layers:
         raise ArgumentError(f"{where}.hidden_size", allowed=f"a list of {layers} sizes, one per layer "

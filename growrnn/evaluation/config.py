@@ -297,19 +297,39 @@ def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), 
     check_keys("model", config.model, SequenceModel, model_owned,
                "SequenceModel options, as under model: in a fit config", owner)
     check_keys("trainer", config.trainer, L.Trainer, TRAINER_OWNED, trainer_hint, owner)
+    if config.trainer.get("limit_val_batches", 1.0) in (0, 0.0):
+        raise ArgumentError("trainer.limit_val_batches", allowed="a number of batches >= 1 or a share > 0",
+                            received=config.trainer["limit_val_batches"],
+                            hint=f"{owner} scores every run on its validation data; leave the option unset")
 
 
-def check_grow(name: str, grow: Mapping[str, Any], owner: str, hint: str, owned: tuple[str, ...] = ()) -> None:
+def check_grow(name: str, grow: Mapping[str, Any], owner: str, hint: str, owned: tuple[str, ...] = (),
+               model: Mapping[str, Any] | None = None, sizes: Sequence[int] | None = None,
+               model_key: str = "model") -> None:
     """The keys of a ``grow`` dict are ``StructureController`` options, but ``decide_at_limit``,
-    which :func:`~growrnn.evaluation.evaluate` sets for a run in parts (and ``owned``)."""
+    which :func:`~growrnn.evaluation.evaluate` sets for a run in parts (and ``owned``); their
+    values hold together, and with ``model`` (the ``SequenceModel`` options the runs get, under the
+    config key ``model_key``) and ``sizes`` (their start widths) the controller can grow that
+    model: all checked once at load, not in every job."""
     from growrnn.training.growth import StructureController
 
     check_keys(name, grow, StructureController, ("decide_at_limit", *owned), hint, owner)
-    try:  # the values too, once at load, not in every job
-        StructureController(**grow)
+    try:
+        controller = StructureController(**grow)
     except ArgumentError as err:
-        raise ArgumentError(name, allowed="StructureController options that hold together", received=dict(grow),
-                            hint=str(err)) from None
+        raise err.under(name) from None
+    if model is not None and sizes is not None:
+        controller.check_model(model, sizes, model_key)
+
+
+def check_sizes(name: str, value: object) -> list[int]:
+    """A config's ``hidden_size``: an int >= 1 or a non-empty list of them (one per layer), as the
+    list of layer widths."""
+    sizes = value if isinstance(value, list) else [value]
+    allowed = "an int >= 1, or a non-empty list of them (one per layer)"
+    if not sizes:
+        raise ArgumentError(name, allowed=allowed, received=value, hint="e.g. hidden_size: [16]")
+    return [check_int(name, s, 1, allowed=allowed) for s in sizes]
 
 
 def load_cell(cell: str, where: str) -> Any:

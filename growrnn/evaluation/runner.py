@@ -240,7 +240,12 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
     if not watch.diverged and not validate:
         val = float(watch.points[-1]["val"]) if watch.points else worst
     elif not watch.diverged:
-        val = float(fitter.validate(net, datamodule=datamodule, verbose=False)[0][f"val/{spec.metric}"])
+        validated = fitter.validate(net, datamodule=datamodule, verbose=False)
+        if not validated:
+            raise ArgumentError("trainer.limit_val_batches", allowed="a number of batches >= 1 or a share > 0",
+                                received=getattr(fitter, "limit_val_batches", None),
+                                hint="a run is scored on its validation data, and none was validated")
+        val = float(validated[0][f"val/{spec.metric}"])
         if test:
             test_value = float(fitter.test(net, datamodule=datamodule, verbose=False)[0][f"test/{spec.metric}"])
     measured = validate or bool(watch.points)

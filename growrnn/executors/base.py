@@ -67,6 +67,12 @@ class Outcome:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def reason(self) -> str:
+        """Why the job did not end ok, in one line (a traceback's last: the exception and its message)."""
+        lines = [line for line in (self.error or "").splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "no error recorded"
+
 
 @runtime_checkable
 class Executor(Protocol):

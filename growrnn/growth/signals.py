@@ -206,9 +206,7 @@ class Multiplier(Signal):
     rule_defaults: ClassVar[tuple[float, float, float]] = (0.25, 0.05, 0.0)
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
-        if not (isinstance(rnn, GrowableRNN) and rnn.multipliers is not None):
-            raise ArgumentError("model.unit_multipliers", allowed="true with signal: multiplier", received=False,
-                                hint="set model.unit_multipliers: true")
+        # (model.unit_multipliers is checked by the controller, from the model's options)
         if not 0 <= self.floor < self.threshold:
             raise ArgumentError("multiplier_floor", allowed=f"0 <= floor < threshold ({self.threshold})",
                                 received=self.floor, hint="the v2 code uses 0.025 with threshold 0.05")
@@ -363,11 +361,6 @@ class L0Gate(Signal):
                      hint="the loss an open unit costs per step; see docs/growth.md")
         self._loss = _LossScale()
         self._last_loss: float | None = None
-
-    def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
-        if not (isinstance(rnn, GrowableRNN) and rnn.gates is not None):
-            raise ArgumentError("model.unit_gates", allowed="true with signal: l0_gate", received=False,
-                                hint="set model.unit_gates: true")
 
     def before_step(self, rnn: nn.Module, decoder: nn.Linear, optimizer: Any) -> None:
         mean = self._loss.mean
@@ -893,7 +886,7 @@ class Paired(Signal):
         if not is_number(self.fraction) or not 0 < self.fraction <= 1:
             raise ArgumentError("paired_fraction", allowed="a number in (0, 1]", received=self.fraction,
                                 hint="the share of a layer a trial adds or removes at most; 0.25 moves by a quarter")
-        check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 200 on JSB")
+        check_int("paired_steps", self.steps, 1, hint="the steps a trial trains its copies; 100 (400 under SGD)")
         check_int("paired_targets", self.targets, 0, hint="the training targets (tokens, frames) a trial trains "
                                                           "its copies on at least; 0: paired_steps alone")
         check_number("paired_horizon", self.horizon,

@@ -31,6 +31,7 @@ from growrnn.evaluation.config import (
     Budget,
     check_grow,
     check_options,
+    check_sizes,
     config_parser,
     load_cell,
     neutral_keys,
@@ -332,9 +333,12 @@ def _check_speciation(sp: SpeciationConfig, population: int) -> None:
 def _check_components(config: SearchConfig) -> None:
     check_options(config, "the search", task_hint="options of the task's constructor",
                   trainer_hint="the budget sets how long each candidate trains")
+    if config.model.get("hidden_size") is not None:
+        check_sizes("model.hidden_size", config.model["hidden_size"])
     if config.grow is not None:
-        check_grow("grow", config.grow, "the search", "StructureController options, e.g. {max_units: 64}")
         size = config.model.get("hidden_size")
         if not isinstance(size, list):
             raise ArgumentError("model.hidden_size", allowed="a list of start sizes, one per layer, with grow",
                                 received=size, hint="e.g. hidden_size: [16]")
+        check_grow("grow", config.grow, "the search", "StructureController options, e.g. {max_units: 64}",
+                   model=config.model, sizes=check_sizes("model.hidden_size", size))

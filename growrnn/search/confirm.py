@@ -288,8 +288,8 @@ def run_confirmation(config: Any, archive: Archive, executor: Executor, *,
                 archive.finish_confirmation(run.key, run.seed_index, value["metrics"], value["curve"],
                                             value["objectives"], value["seconds"])
             else:
-                log.warning("confirmation run %d of candidate %d %s after %d attempt(s)", run.seed_index,
-                            run.candidate, outcome.status, outcome.attempts)
+                log.warning("confirmation run %d of candidate %d %s after %d attempt(s): %s", run.seed_index,
+                            run.candidate, outcome.status, outcome.attempts, outcome.reason)
                 archive.fail_confirmation(run.key, run.seed_index,
                                           f"{outcome.status} after {outcome.attempts} attempt(s): {outcome.error}")
             bar.update()

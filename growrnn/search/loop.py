@@ -309,7 +309,8 @@ class _Search:
                     value = outcome.value
                     archive.finish(i, value["metrics"], value["curve"], value["objectives"], value["seconds"])
                 else:
-                    log.warning("candidate %d %s after %d attempt(s)", i, outcome.status, outcome.attempts)
+                    log.warning("candidate %d %s after %d attempt(s): %s", i, outcome.status, outcome.attempts,
+                                outcome.reason)
                     archive.fail(i, f"{outcome.status} after {outcome.attempts} attempt(s): {outcome.error}")
                 bar.update()
             for row in copies:
@@ -424,3 +425,4 @@ def prune_weights(folder: Path | None, archive: Archive, gen: int, population: S
     for path in [*folder.glob("*.pt"), *folder.glob("*.tmp")]:
         if path.name not in keep:
             path.unlink(missing_ok=True)
+

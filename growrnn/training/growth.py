@@ -47,6 +47,7 @@ import inspect
 import logging
 import math
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -374,14 +375,8 @@ class StructureController(L.Callback):
             return
         layers = layers_of(pl_module.rnn)
         hp = dict(getattr(pl_module, "hparams", {}))
-        if hp.get("tie_weights", False):
-            raise ArgumentError("model.tie_weights", allowed="false with a StructureController", received=True,
-                                hint="a tied decoder cannot change size with the last layer")
-        for scales, (reader, why) in _SCALES.items():
-            if getattr(pl_module.rnn, scales, None) is not None and self.signal_name != reader:
-                raise ArgumentError(f"model.unit_{scales}", allowed=f"false with signal {self.signal_name} (true with "
-                                    f"signal {reader} only)", received=True, hint=why)
-        self._check_widths(layers, restored=False)
+        self.check_model({**hp, **{f"unit_{scales}": getattr(pl_module.rnn, scales, None) is not None
+                                   for scales in _SCALES}}, [int(x.hidden_size) for x in layers])
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)
@@ -408,24 +403,43 @@ class StructureController(L.Callback):
             log.warning("a settling signal with model.max_update: the update clip also clips the proximal "
                         "shrink's effect on the next step. HINT: leave max_update unset")
 
-    def _check_widths(self, layers: list[Any], restored: bool) -> None:
+    def check_model(self, model: Mapping[str, Any], sizes: Sequence[int], where: str = "model") -> None:
+        """Refuse a model this controller cannot grow, from its options alone (``model``: the
+        ``SequenceModel`` options, ``sizes``: its layers' start widths; ``where``: the config key
+        they sit under): a tied decoder, unit gates or multipliers the signal does not read or
+        lacks, a layer started outside ``[min_units, max_units]``. Setup checks the model it is
+        given with it, and a comparison or a search checks its configs with it at load, before any
+        job trains."""
+        if model.get("tie_weights", False):
+            raise ArgumentError(f"{where}.tie_weights", allowed="false with a StructureController", received=True,
+                                hint="a tied decoder cannot change size with the last layer")
+        for scales, (reader, why) in _SCALES.items():
+            given = bool(model.get(f"unit_{scales}", False))
+            if given and self.signal_name != reader:
+                raise ArgumentError(f"{where}.unit_{scales}", allowed=f"false with signal {self.signal_name} (true "
+                                    f"with signal {reader} only)", received=True, hint=why)
+            if not given and self.signal_name == reader:
+                raise ArgumentError(f"{where}.unit_{scales}", allowed=f"true with signal: {reader}", received=False,
+                                    hint=f"set {where}.unit_{scales}: true")
+        self._check_widths(sizes, restored=False, where=where)
+
+    def _check_widths(self, sizes: Sequence[int], restored: bool, where: str = "model") -> None:
         """Refuse a layer outside ``[min_units, max_units]``: at setup (the config's start) and after
         a checkpoint is restored (its widths, under the controller the run resumes with)."""
-        for k, layer in enumerate(layers):
-            width = int(layer.hidden_size)
+        for k, width in enumerate(sizes):
             if self.min_units <= width <= self.max_units:
                 continue
             hint = (f"the checkpoint's layer {k} holds {width} units: resume with min_units <= {width} <= "
                     f"max_units, or start a new run" if restored else
                     f"a layer starts within the widths it may take: set max_units >= {width} for a wide start, "
                     f"or min_units <= {width} for a narrow one")
-            raise ArgumentError(f"model.hidden_size[{k}]", received=width, hint=hint,
+            raise ArgumentError(f"{where}.hidden_size[{k}]", received=width, hint=hint,
                                 allowed=f"between the controller's min_units ({self.min_units}) and max_units "
                                         f"({self.max_units})")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         if trainer.ckpt_path is not None:  # the widths were restored after setup
-            self._check_widths(layers_of(pl_module.rnn), restored=True)
+            self._check_widths([int(x.hidden_size) for x in layers_of(pl_module.rnn)], restored=True)
         if isinstance(self.signal, Paired):  # the options left unset take the optimizer family's recipe
             self.signal.for_optimizer(trainer.optimizers[0] if trainer.optimizers else None)
         n = len(layers_of(pl_module.rnn))

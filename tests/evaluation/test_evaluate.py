@@ -144,3 +144,11 @@ def test_resuming_needs_a_task_name(tmp_path) -> None:
     from growrnn.task import get_task
     with pytest.raises(ArgumentError, match="'task'.*a task name with resume_from.*HINT"):
         evaluate("gru", get_task("adding", length=10, **TASK), {"steps": 2}, checkpoint_to=tmp_path / "x.ckpt")
+
+
+def test_a_run_with_no_validation_is_refused_by_name() -> None:
+    """A run is scored on its validation data: with ``limit_val_batches`` 0 none is validated, and
+    the error names the option (it was an IndexError after training)."""
+    with pytest.raises(ArgumentError, match="'trainer.limit_val_batches'.*Received: 0"):
+        evaluate("gru", "copy", {"steps": 2}, task_options={"delay": 2, "n_train": 32, "n_eval": 8, "batch_size": 16},
+                 model={"hidden_size": 4}, trainer={"limit_val_batches": 0}, test=False)

@@ -399,3 +399,11 @@ def test_ray_stopping_early_cancels_the_rest(ray_executor: RayExecutor, ray_outc
     start = time.monotonic()
     assert [(o.key, o.value) for o in ray_executor.run([Job("next", double, (4,))])] == [("next", 8)]
     assert time.monotonic() - start < 20
+
+
+@pytest.mark.parametrize("error, reason", [
+    ("Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad width\n\n", "ValueError: bad width"),
+    ("timed out after 5 s", "timed out after 5 s"), (None, "no error recorded"), ("", "no error recorded")])
+def test_a_failed_jobs_reason_is_its_errors_last_line(error: str | None, reason: str) -> None:
+    """What the search logs for a failed candidate: the exception and its message, not a traceback."""
+    assert Outcome("k", "crashed", error=error).reason == reason
