@@ -5,8 +5,10 @@ interquartile range of units and loss against steps.
 (``DIR/configs/seed<s>.yaml``: the seed set in ``seed_everything``, ``model.seed``, the data's
 ``seed`` option and every callback's ``seed``; TensorBoard into ``DIR/tb/seed<s>``), runs them as
 ``growrnn fit`` subprocesses (one torch thread each, ``--jobs`` at a time on the process-pool
-executor; a seed whose run has finished is skipped on a rerun), then draws ``DIR/growth.png`` and
-``DIR/summary.csv``.
+executor), then draws ``DIR/growth.png`` and ``DIR/summary.csv``. On a rerun into the same ``DIR``
+a seed whose run has finished (``tb/seed<s>/done.txt``, which records the config and arguments it
+ran with) is skipped, and refused if it ran with another config; a seed that did not finish starts
+again from an empty ``tb/seed<s>``.
 
 ``growrnn grow plot NAME=GLOB [NAME=GLOB ...] --out FILE.png`` draws groups of finished runs
 (TensorBoard run folders) on one figure, e.g. a grown network against fixed sizes.
@@ -19,6 +21,7 @@ import csv
 import glob
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -82,7 +85,8 @@ def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, An
     if _takes_seed(data.get("task")) and (isinstance(data.get("options"), dict) or data.get("options") is None):
         data["options"] = {**(data.get("options") or {}), "seed": seed}
     trainer = c.setdefault("trainer", {})
-    for cb in trainer.get("callbacks") or []:
+    callbacks = trainer.get("callbacks")  # one callback may be given as a mapping, not a list
+    for cb in [callbacks] if isinstance(callbacks, dict) else callbacks or []:
         if isinstance(cb, dict) and "class_path" in cb:
             args = cb.setdefault("init_args", {})
             if "seed" in args or cb["class_path"].endswith("StructureController"):
@@ -100,34 +104,111 @@ def fit_once(cmd: list[str], log_path: str, env: dict[str, str]) -> int:
         return subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env).returncode
 
 
+def _ran_with(seed_cfg: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:
+    """What decides a seed's run, as ``done.txt`` records it: its config less the logger (which only
+    names the folder, so a copied ``--out`` still matches) and the arguments passed on to ``growrnn fit``."""
+    c = yaml.safe_load(yaml.safe_dump(seed_cfg))
+    if isinstance(c.get("trainer"), dict):
+        c["trainer"].pop("logger", None)
+    return {"config": c, "arguments": list(extra)}
+
+
+def _recorded(tb: Path, config_path: Path) -> dict[str, Any] | None:
+    """What a finished seed ran with: its ``done.txt``; for one of an older growrnn (``ok``), its
+    ``configs/seed<s>.yaml`` with the arguments unknown (``None``); ``None`` where neither says."""
+    try:
+        record = yaml.safe_load((tb / DONE).read_text())
+    except yaml.YAMLError:
+        record = None
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        return record
+    if config_path.is_file():
+        return {**_ran_with(yaml.safe_load(config_path.read_text()) or {}, ()), "arguments": None}
+    return None
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings and lists as dotted keys (``trainer.callbacks.0.init_args.max_units``)."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list) and value:
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: value}
+
+
+def _differences(stored: dict[str, Any], now: dict[str, Any]) -> str:
+    """The keys where a finished seed's record and this run's differ, with both values."""
+    missing = object()
+    old, new = _flat(stored["config"]), _flat(now["config"])
+
+    def show(values: dict[str, Any], key: str) -> str:
+        return "(missing)" if values.get(key, missing) is missing else repr(values[key])
+
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, missing) != new.get(k, missing))
+    out = [f"{k} {show(old, k)}, now {show(new, k)}" for k in keys]
+    if stored.get("arguments") is not None and stored["arguments"] != now["arguments"]:
+        out.append(f"arguments {stored['arguments']!r}, now {now['arguments']!r}")
+    return "; ".join(out)
+
+
 def run_seeds(config_path: Path, seeds: Sequence[int], out: Path, jobs: int, extra: Sequence[str]) -> list[Path]:
-    """Run the config once per seed (skipping finished ones), ``jobs`` at a time on a
-    :class:`~growrnn.executors.LocalExecutor`; returns the TensorBoard folders."""
+    """Run the config once per seed, ``jobs`` at a time on a :class:`~growrnn.executors.LocalExecutor`;
+    returns the TensorBoard folders. A finished seed is skipped (an :class:`ArgumentError` if it ran
+    with another config or other arguments); a seed that did not finish starts again from an empty
+    folder, so its curves are those of one run."""
     from growrnn.executors import Job, LocalExecutor
 
     config = yaml.safe_load(config_path.read_text())
     output_folder(out, "--out")  # a clear error where --out is a file
     (out / "configs").mkdir(exist_ok=True)
-    runs, todo, folders = [], [], {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    runs: list[Path] = []
+    train: list[tuple[int, Path, dict[str, Any]]] = []
+    finished: list[int] = []
+    stale: dict[str, list[int]] = {}  # the differences -> the finished seeds that ran so
     for s in seeds:
         tb = out / "tb" / f"seed{s}"
-        path = out / "configs" / f"seed{s}.yaml"
-        path.write_text(yaml.safe_dump(seed_config(config, s, tb), sort_keys=False))
+        c = seed_config(config, s, tb)
         runs.append(tb)
         if not (tb / DONE).exists():
-            tb.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", str(path), *extra]
-            log.info("seed %d: %s", s, " ".join(cmd))
-            todo.append(Job(f"seed{s}", fit_once, (cmd, str(tb.parent / f"seed{s}.log"), env)))
-            folders[f"seed{s}"] = (s, tb)
+            train.append((s, tb, c))
+            continue
+        finished.append(s)
+        record = _recorded(tb, out / "configs" / f"seed{s}.yaml")
+        if record is None:
+            log.warning("seed %d: %s says it finished but not with which config; kept unchecked", s, tb / DONE)
+        elif differ := _differences(record, _ran_with(c, extra)):
+            stale.setdefault(differ, []).append(s)
+    if stale:
+        received = "; and ".join(f"{'seed' if len(ss) == 1 else 'seeds'} {', '.join(map(str, ss))} finished with "
+                                 f"{differ}" for differ, ss in stale.items())
+        first = out / "tb" / f"seed{next(iter(stale.values()))[0]}"
+        raise ArgumentError("--out", allowed="a new folder, or the config and arguments that made the finished "
+                            "seeds in it", received=f"in {out}, {received}",
+                            hint=f"use a new --out folder for this config, or delete a seed's folder (e.g. {first}) "
+                            "to redo that seed with it")
+    if finished:
+        log.info("seeds %s finished already (%s in %s); not rerun", finished, DONE, out / "tb")
+    todo, folders = [], {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for s, tb, c in train:
+        path = out / "configs" / f"seed{s}.yaml"  # written only for a seed that trains: it is that run's config
+        path.write_text(yaml.safe_dump(c, sort_keys=False))
+        if tb.is_dir():  # an attempt that did not finish: its event files would mix into this run's curves
+            log.info("seed %d: starting again from an empty %s", s, tb)
+            shutil.rmtree(tb)
+        tb.mkdir(parents=True)
+        cmd = [sys.executable, "-m", "growrnn.cli", "fit", "--config", str(path), *extra]
+        log.info("seed %d: %s", s, " ".join(cmd))
+        todo.append(Job(f"seed{s}", fit_once, (cmd, str(tb.parent / f"seed{s}.log"), env)))
+        folders[f"seed{s}"] = (s, tb, _ran_with(c, extra))
     failed = []
     # each job waits on its own subprocess, so a worker needs no torch; one job at a time runs inline
     with LocalExecutor(workers=jobs if jobs > 1 else 0, threads_per_worker=1, preload=()) as executor:
         for outcome in executor.run(todo):
-            s, tb = folders[outcome.key]
+            s, tb, record = folders[outcome.key]
             if outcome.ok and outcome.value == 0:
-                (tb / DONE).write_text("ok\n")
+                (tb / DONE).write_text("# growrnn grow seeds: this seed finished; what it ran with\n"
+                                       + yaml.safe_dump(record, sort_keys=False))
             else:
                 failed.append(s)
     if failed:
@@ -139,7 +220,10 @@ def load_curves(run: Path) -> dict[str, np.ndarray]:
     """``steps`` and per-layer ``units`` (one point per logged step) and ``loss`` (train loss at
     its logged steps) of one TensorBoard run folder. A run with paired trials logs the units each
     layer holds too (``structure/held``): those are its units, not the network's width with a
-    running trial's units on probation, which would draw every trial as a spike."""
+    running trial's units on probation, which would draw every trial as a spike.
+
+    Each curve holds one point per step, by step: where the folder holds the event files of more
+    than one run (an attempt that wrote into it before), the latest written (by wall time)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
     acc.Reload()
@@ -149,14 +233,23 @@ def load_curves(run: Path) -> dict[str, np.ndarray]:
     for t in layers:
         layer = t.rsplit("/", 1)[-1]
         held = f"structure/held/{layer}"
-        ev = acc.Scalars(held if held in tags else t)
-        out[layer] = np.array([[e.step, e.value] for e in ev])
+        out[layer] = _series(acc.Scalars(held if held in tags else t))
     if "train/loss" in tags:
-        out["loss"] = np.array([[e.step, e.value] for e in acc.Scalars("train/loss")])
+        out["loss"] = _series(acc.Scalars("train/loss"))
     if not out:
         raise ArgumentError("run", allowed="a TensorBoard folder with structure/units/* or train/loss",
                             received=str(run))
     return out
+
+
+def _series(events: Sequence[Any]) -> np.ndarray:
+    """``[step, value]`` rows of TensorBoard scalar events, one per step (the latest by wall time),
+    sorted by step."""
+    latest: dict[int, tuple[float, float]] = {}
+    for e in events:
+        if e.step not in latest or e.wall_time >= latest[e.step][0]:
+            latest[e.step] = (e.wall_time, e.value)
+    return np.array([[step, latest[step][1]] for step in sorted(latest)])
 
 
 def _on_grid(series: np.ndarray, grid: np.ndarray, smooth: int = 1) -> np.ndarray:
@@ -173,10 +266,15 @@ def _runs(n: int) -> str:
 
 
 def summarise(runs: Sequence[Path], points: int = 200, smooth: int = 50) -> dict[str, Any]:
-    """Median and quartiles over runs of each curve on a common step grid."""
+    """Median and quartiles over runs of each curve on a common step grid.
+
+    The grid ends at the last step logged; a curve that ends before holds its last value there (the
+    train loss, logged at steps 0..N-1 while the units are logged at 1..N, and every curve of a run
+    that ended early), so the grid's last point, which the summary's ``_end`` columns read, is each
+    run's last units (a paired trial decided at the last step included) and last smoothed loss."""
     curves = [load_curves(r) for r in runs]
     first = max(int(c[k][0, 0]) for c in curves for k in c)
-    last = min(int(c[k][-1, 0]) for c in curves for k in c)
+    last = max(int(c[k][-1, 0]) for c in curves for k in c)
     grid = np.linspace(first, max(first, last), points)
     out: dict[str, Any] = {"steps": grid, "runs": len(runs)}
     for key in curves[0]:

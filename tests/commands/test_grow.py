@@ -85,3 +85,112 @@ def test_the_curves_are_the_units_each_layer_holds(tmp_path: Path, tags: dict, u
                 writer.add_scalar(tag, v, step)
     curves = load_curves(tmp_path)
     assert curves["layer0"][:, 0].tolist() == [1, 2, 3, 4] and curves["layer0"][:, 1].tolist() == units
+
+
+# ---------------------------------------------------------------- reruns, curves and the summary's end
+SEED_CONFIG = {"model": {"cell": "lstm", "hidden_size": [4]}, "trainer": {"max_steps": 3, "callbacks": [
+    {"class_path": "growrnn.training.growth.StructureController", "init_args": {"signal": "paired", "max_units": 16}}]}}
+
+
+def _write_run(folder: Path, units: list[float], walltime: float | None = None,
+               steps: list[int] | None = None) -> None:
+    """A run's event file as training writes it: the units at steps 1..N, the train loss at 0..N-1."""
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(str(folder)) as writer:
+        for i, (step, u) in enumerate(zip(steps or range(1, len(units) + 1), units, strict=True)):
+            writer.add_scalar("structure/units/layer0", u, step, walltime=None if walltime is None else walltime + i)
+            writer.add_scalar("train/loss", 1.0 / step, step - 1, walltime=None if walltime is None else walltime + i)
+
+
+def _fake_fit(monkeypatch: pytest.MonkeyPatch, units: list[float]) -> list[list[str]]:
+    """Stand in for the ``growrnn fit`` subprocess: write ``units`` into the run's TensorBoard folder."""
+    import growrnn.commands.grow as grow
+    calls: list[list[str]] = []
+
+    def fit(cmd: list[str], log_path: str, env: dict[str, str]) -> int:
+        logger = yaml.safe_load(Path(cmd[cmd.index("--config") + 1]).read_text())["trainer"]["logger"]["init_args"]
+        _write_run(Path(logger["save_dir"]) / logger["name"], units)
+        calls.append(cmd)
+        return 0
+
+    monkeypatch.setattr(grow, "fit_once", fit)
+    return calls
+
+
+def test_a_seed_that_did_not_finish_starts_again_from_an_empty_folder(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from growrnn.commands.grow import run_seeds
+    config, out = tmp_path / "c.yaml", tmp_path / "out"
+    config.write_text(yaml.safe_dump(SEED_CONFIG))
+    _write_run(out / "tb" / "seed0", [9, 9, 9, 9, 9])  # an attempt killed before done.txt
+    calls = _fake_fit(monkeypatch, [1, 2, 3])
+    assert run_seeds(config, [0], out, 1, []) == [out / "tb" / "seed0"]
+    assert len(calls) == 1 and len(list((out / "tb" / "seed0").glob("events.out.tfevents*"))) == 1
+    assert load_curves(out / "tb" / "seed0")["layer0"].tolist() == [[1, 1], [2, 2], [3, 3]]
+
+
+@pytest.mark.parametrize(("attempts", "expected"), [
+    ([([9, 9, 9, 9], 100.0, None), ([1, 2], 200.0, None)], [[1, 1], [2, 2], [3, 9], [4, 9]]),  # the latest per step
+    ([([1, 2], 200.0, None), ([9, 9, 9, 9], 100.0, None)], [[1, 1], [2, 2], [3, 9], [4, 9]]),  # by wall time
+    ([([3, 1, 2], 100.0, [3, 1, 2])], [[1, 1], [2, 2], [3, 3]]),  # sorted by step
+])
+def test_the_curves_hold_one_point_per_step_the_latest_by_wall_time(tmp_path: Path, attempts: list,
+                                                                    expected: list) -> None:
+    for units, walltime, steps in attempts:
+        _write_run(tmp_path, units, walltime, steps=steps)
+    curves = load_curves(tmp_path)
+    assert curves["layer0"].tolist() == expected
+    assert curves["loss"][:, 0].tolist() == sorted(set(curves["loss"][:, 0].tolist()))
+
+
+@pytest.mark.parametrize(("change", "extra", "match"), [
+    ({}, [], None),  # the same config: skipped, and said so
+    ({"max_units": 6}, [], r"seed 0 finished with trainer\.callbacks\.0\.init_args\.max_units 16, now 6\."),
+    ({}, ["--trainer.max_steps", "5"], r"seed 0 finished with arguments \[\], now \['--trainer\.max_steps', '5'\]"),
+], ids=["same", "other config", "other arguments"])
+def test_a_finished_seed_is_skipped_and_refused_if_it_ran_with_another_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, change: dict,
+        extra: list[str], match: str | None) -> None:
+    from growrnn.commands.grow import run_seeds
+    from growrnn.errors import ArgumentError
+    config, out = tmp_path / "c.yaml", tmp_path / "out"
+    config.write_text(yaml.safe_dump(SEED_CONFIG))
+    calls = _fake_fit(monkeypatch, [1, 2, 3])
+    run_seeds(config, [0], out, 1, [])
+    ran = (out / "configs" / "seed0.yaml").read_text()
+    changed = yaml.safe_load(yaml.safe_dump(SEED_CONFIG))
+    changed["trainer"]["callbacks"][0]["init_args"].update(change)
+    config.write_text(yaml.safe_dump(changed))
+    caplog.set_level("INFO", logger="growrnn.commands.grow")
+    if match is None:
+        assert run_seeds(config, [0], out, 1, extra) == [out / "tb" / "seed0"]
+        assert "seeds [0] finished already" in caplog.text
+    else:
+        with pytest.raises(ArgumentError, match=match) as err:
+            run_seeds(config, [0], out, 1, extra)
+        assert "invalid argument '--out'" in str(err.value) and "HINT: use a new --out folder" in str(err.value)
+    assert len(calls) == 1 and (out / "configs" / "seed0.yaml").read_text() == ran  # kept: that run's config
+
+
+@pytest.mark.parametrize(("finals", "expected"), [
+    ([[3, 10, 15], [3, 4, 5]], ["2", "layer0", "7.5", "10", "12.5"]),  # a trial decided at the last step counts
+    ([[3, 10, 15], [3, 4]], ["2", "layer0", "6.75", "9.5", "12.25"]),  # a run that ended early holds its width
+])
+def test_the_summary_ends_at_each_runs_last_units(tmp_path: Path, finals: list, expected: list) -> None:
+    from growrnn.commands.grow import summarise, write_summary
+    runs = [tmp_path / f"seed{i}" for i in range(len(finals))]
+    for run, units in zip(runs, finals, strict=True):
+        _write_run(run, units)
+    s = summarise(runs, points=7, smooth=1)
+    assert s["steps"][-1] == 3 and s["layer0"][1].tolist()[-1] == float(expected[3])
+    write_summary({"g": s}, tmp_path / "summary.csv")
+    assert ",".join(["g", *expected]) in (tmp_path / "summary.csv").read_text().splitlines()
+
+
+@pytest.mark.parametrize("callback", [
+    {"class_path": "growrnn.training.growth.StructureController", "init_args": {"signal": "ablation"}},
+    {"class_path": "growrnn.training.growth.StructureController"},
+])
+def test_a_single_callback_mapping_gets_the_seed(tmp_path: Path, callback: dict) -> None:
+    c = seed_config({"trainer": {"callbacks": callback}}, 3, tmp_path / "seed3")
+    assert c["trainer"]["callbacks"]["init_args"]["seed"] == 3
