@@ -340,5 +340,6 @@ def _check_components(config: SearchConfig) -> None:
         if not isinstance(size, list):
             raise ArgumentError("model.hidden_size", allowed="a list of start sizes, one per layer, with grow",
                                 received=size, hint="e.g. hidden_size: [16]")
-        check_grow("grow", config.grow, "the search", "StructureController options, e.g. {max_units: 64}",
-                   model=config.model, sizes=check_sizes("model.hidden_size", size))
+        check_grow("grow", config.grow, "the search", "StructureController options, e.g. {max_units: 64}; each "
+                   "run's seed seeds the controller", owned=("seed",), model=config.model,
+                   sizes=check_sizes("model.hidden_size", size))

@@ -106,6 +106,7 @@ def test_a_single_objective_is_a_search(tmp_path: Path) -> None:
     ("task_options: {length: ten}\n", "'task_options.length'.*int.*Received: ten"),
     ("model: {hidden_size: [8]}\ngrow: {max_units: many}\n", "'grow.max_units'.*int.*Received: many"),
     ("model: {hidden_size: [8]}\ngrow: {paired_steps: 0}\n", "'grow.paired_steps'.*an int >= 1.*Received: 0"),
+    ("model: {hidden_size: [8]}\ngrow: {seed: 3}\n", "'grow.seed'.*the search sets"),
     # the model the controller must grow, checked at load, not in every candidate
     ("model: {hidden_size: [8]}\ngrow: {signal: l0_gate}\n", "'model.unit_gates'.*true with signal: l0_gate"),
     ("model: {hidden_size: [8], unit_gates: true}\ngrow: {}\n", "'model.unit_gates'.*false with signal paired"),
