@@ -438,3 +438,24 @@ def test_the_growth_column_is_the_mean_over_seeds(added: list, deleted: list, sh
     from growrnn.compare.report import _growth
     records = [{"added": a, "deleted": d, "trial_share": s} for a, d, s in zip(added, deleted, shares, strict=True)]
     assert _growth(records) == text
+
+
+def test_a_rows_sizes_are_those_of_the_seeds_its_score_is_of() -> None:
+    """A grown entry's parameters, final units and growth are the means over the seeds that did not
+    diverge, as its score is (every seed's where all diverged)."""
+    from types import SimpleNamespace
+
+    from growrnn.compare.report import summarise
+
+    def record(params: int, units: int, diverged: bool) -> dict:
+        return {"result": {"test": 1.0, "val": 1.0, "diverged": diverged, "metric": "nll", "direction": "min",
+                           "params": params, "macs_per_step": params, "growth": {"added": [units], "deleted": [0]}},
+                "hidden_sizes": [units], "setting": {}}
+
+    entry = SimpleNamespace(family="grown", name="g", label="lstm")
+    rows = summarise(SimpleNamespace(entries=[entry], records={"g": [record(100, 4, False), record(300, 8, False),
+                                                                      record(9000, 90, True)]}))
+    assert (rows[0]["params"], rows[0]["final_units"], rows[0]["growth"], rows[0]["n_diverged"]) == \
+        (200, "6.0", "+6 -0", 1)
+    rows = summarise(SimpleNamespace(entries=[entry], records={"g": [record(9000, 90, True)]}))
+    assert (rows[0]["params"], rows[0]["final_units"]) == (9000, "90")

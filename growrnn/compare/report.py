@@ -77,6 +77,9 @@ def summarise(comparison: Comparison) -> list[dict[str, Any]]:
         results = [r["result"] for r in records]
         tests = [float(r["test"]) for r in results if r["test"] is not None and not r["diverged"]
                  and math.isfinite(float(r["test"]))]
+        # the sizes of the networks the scores are of: a diverged seed's grown width is not one
+        # (every seed's where all diverged)
+        sized = [r for r in records if not r["result"]["diverged"]] or records
         vals = [float(r["val"]) for r in results if not r["diverged"] and math.isfinite(float(r["val"]))]
         per_step = [1000.0 * r["train_seconds"] / r["train_steps"] for r in records if r.get("train_steps")]
         rows.append({
@@ -84,11 +87,11 @@ def summarise(comparison: Comparison) -> list[dict[str, Any]]:
             "direction": results[0]["direction"], "mean": _mean(tests),
             "std": statistics.stdev(tests) if len(tests) >= 2 else math.nan, "n_seeds": len(records),
             "n_diverged": len(records) - len(tests), "val_mean": _mean(vals),
-            "params": round(_mean([float(r["params"]) for r in results])),
-            "macs_per_step": round(_mean([float(r["macs_per_step"]) for r in results])),
+            "params": round(_mean([float(r["result"]["params"]) for r in sized])),
+            "macs_per_step": round(_mean([float(r["result"]["macs_per_step"]) for r in sized])),
             "train_ms_per_step": _mean(per_step),
-            "final_units": _units([r["hidden_sizes"] for r in records if r.get("hidden_sizes")]),
-            "growth": _growth([r["growth"] for r in results if r.get("growth")]),
+            "final_units": _units([r["hidden_sizes"] for r in sized if r.get("hidden_sizes")]),
+            "growth": _growth([r["result"]["growth"] for r in sized if r["result"].get("growth")]),
             "setting": ", ".join(f"{k}={v}" for k, v in records[0]["setting"].items()) or "-"})
     return rows
 
