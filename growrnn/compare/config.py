@@ -297,7 +297,8 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
         check_grow(f"{where}.grow", entry.grow, "the comparison", "StructureController options; the run's seed "
                    "seeds the controller", owned=("seed",), model=model, sizes=sizes, model_key=f"{where}.model")
     else:
-        for scales, signal in (("gates", "l0_gate"), ("multipliers", "multiplier")):
+        from growrnn.training.growth import UNIT_SCALES
+        for scales, (signal, _) in UNIT_SCALES.items():
             if model.get(f"unit_{scales}"):
                 raise ArgumentError(f"{where}.model.unit_{scales}", allowed=f"false for family {entry.family} (true "
                                     f"only for a grown entry with signal {signal})", received=True,

@@ -88,12 +88,12 @@ SIGNAL_OPTIONS: dict[str, tuple[str, ...]] = {
 EVERY_SIGNAL = ("signal", "max_units", "min_units", "histogram_every_n_steps", "seed", "decide_at_limit")
 #: the stack's per-unit scales (``model.unit_multipliers``, ``model.unit_gates``): the signal that
 #: reads them, and why every other signal refuses them
-_SCALES = {"multipliers": ("multiplier", "a unit's multiplier is Miconi's v2 score; under the settling "
-                                         "signals and paired a new unit starts with multiplier 0 and zero "
-                                         "outgoing weights, so no gradient reaches it and it never learns, and "
-                                         "outgoing_l1 (v3) scores the outgoing weights a multiplier rescales"),
-           "gates": ("l0_gate", "the hard-concrete gates are l0_gate's: no other signal prices them, and "
-                                "their samples would only add noise to every unit's output")}
+UNIT_SCALES = {"multipliers": ("multiplier", "a unit's multiplier is Miconi's v2 score; under the settling "
+                                              "signals and paired a new unit starts with multiplier 0 and zero "
+                                              "outgoing weights, so no gradient reaches it and it never learns, and "
+                                              "outgoing_l1 (v3) scores the outgoing weights a multiplier rescales"),
+                "gates": ("l0_gate", "the hard-concrete gates are l0_gate's: no other signal prices them, and "
+                                     "their samples would only add noise to every unit's output")}
 
 
 def _readers(option: str) -> tuple[str, ...] | None:
@@ -376,7 +376,7 @@ class StructureController(L.Callback):
         layers = layers_of(pl_module.rnn)
         hp = dict(getattr(pl_module, "hparams", {}))
         self.check_model({**hp, **{f"unit_{scales}": getattr(pl_module.rnn, scales, None) is not None
-                                   for scales in _SCALES}}, [int(x.hidden_size) for x in layers])
+                                   for scales in UNIT_SCALES}}, [int(x.hidden_size) for x in layers])
         self.signal.check(pl_module.rnn, hp)
         check_strategy(trainer)
         self.replicas = Replicas(trainer)
@@ -413,7 +413,7 @@ class StructureController(L.Callback):
         if model.get("tie_weights", False):
             raise ArgumentError(f"{where}.tie_weights", allowed="false with a StructureController", received=True,
                                 hint="a tied decoder cannot change size with the last layer")
-        for scales, (reader, why) in _SCALES.items():
+        for scales, (reader, why) in UNIT_SCALES.items():
             given = bool(model.get(f"unit_{scales}", False))
             if given and self.signal_name != reader:
                 raise ArgumentError(f"{where}.unit_{scales}", allowed=f"false with signal {self.signal_name} (true "
