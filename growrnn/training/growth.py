@@ -57,7 +57,7 @@ from torch import Tensor
 from growrnn.errors import ArgumentError, check_int, check_number, is_number
 from growrnn.growth.rule import GrowthRule, NeedRule, need_step, structure_step
 from growrnn.growth.signals import SIGNALS, Paired, Signal, make_signal
-from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights, resize_layer
+from growrnn.growth.stack import GrowableRNN, fold_gates, layers_of, outgoing_weights
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.callbacks import limit_reached
 from growrnn.training.distributed import Replicas, check_strategy
@@ -621,11 +621,8 @@ class StructureController(L.Callback):
         std = self.init_std
         if std is None:
             std = 1.0 / math.sqrt(3.0 * max(kept, 1)) if self.settles else 0.01
-        state = getattr(pl_module, "_state", {}).get("train")
-        state = resize_layer(rnn, decoder, k, units, optimizer, self.gen, std, self.fresh_second_moment,
-                             state, fresh_multiplier=self.signal.fresh_gate(_scale_dtype(rnn, k)))
-        if state is not None:
-            pl_module._state["train"] = state
+        pl_module.resize(k, units, optimizer, self.gen, std, self.fresh_second_moment,
+                         fresh_multiplier=self.signal.fresh_gate(_scale_dtype(rnn, k)))
         self.signal.resized(k, units)
         if fresh and not self.settles:
             self._init_outgoing(rnn, decoder, k, fresh, kept, self.signal_name == "multiplier", std)

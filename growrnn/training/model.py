@@ -229,6 +229,23 @@ class SequenceModel(L.LightningModule):
         finally:
             self.train(was)
 
+    def resize(self, k: int, units: Any, optimizer: torch.optim.Optimizer | None = None,
+               generator: torch.Generator | None = None, init_std: float = 0.0,
+               fresh_second_moment: float | str = 0.0, fresh_multiplier: float | None = None) -> None:
+        """Give layer ``k`` the units of ``units`` (a :class:`~growrnn.growth.surgery.UnitMap`;
+        :func:`growrnn.growth.stack.resize_layer` with these arguments: the layer, the readers
+        ahead, its scales and ``optimizer``'s state) and resize the states carried through it with
+        it: the training state and the state the last training step started from (what a probe of
+        that step's batch reads before the next step), fresh units at zero. Every resize during
+        training goes through here."""
+        from growrnn.growth.stack import resize_layer, resize_state
+
+        state = resize_layer(self.rnn, self.decoder, k, units, optimizer, generator, init_std, fresh_second_moment,
+                             self._state.get("train"), fresh_multiplier)
+        if state is not None:
+            self._state["train"] = state
+        self._probe_state = resize_state(self.rnn, k, units, self._probe_state)
+
     def judged_loss(self, batches: Iterable[dict[str, Tensor]]) -> float:
         """The loss per target over ``batches`` (evaluation mode, no gradient, the state carried
         across batches where the task carries it, as in validation): how the structure

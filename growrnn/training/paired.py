@@ -42,7 +42,7 @@ from torch import Tensor
 
 from growrnn.errors import ArgumentError
 from growrnn.growth.signals import Paired, _output_moments, fold_units, unit_worth, weakest_units
-from growrnn.growth.stack import layers_of, outgoing_weights, resize_layer, resize_state
+from growrnn.growth.stack import layers_of, outgoing_weights
 from growrnn.growth.surgery import UnitMap
 from growrnn.training.callbacks import epoch_steps
 from growrnn.training.distributed import Replicas, gather_rows, shard_rows
@@ -718,10 +718,7 @@ def _resize(model: Any, k: int, units: UnitMap, optimizer: torch.optim.Optimizer
     kept = int((units.index >= 0).sum())
     std = 1.0 / (3.0 * max(kept, 1)) ** 0.5
     gen = torch.Generator().manual_seed(int(units.index.numel()) * 7919 + kept)
-    state = resize_layer(model.rnn, model.decoder, k, units, optimizer, gen, std, 0.0, model._state.get("train"))
-    if state is not None:
-        model._state["train"] = state
-    model._probe_state = resize_state(model.rnn, k, units, model._probe_state)  # a probe before the next step
+    model.resize(k, units, optimizer, gen, std)
 
 
 def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replicas | None = None,

@@ -83,6 +83,36 @@ def test_the_probe_reads_a_batch_from_the_state_its_training_step_started_from(t
     assert (carried is not None) is t.spec.stateful
 
 
+@pytest.mark.parametrize(("layer", "units"), [
+    (0, (4, [0, 2, 3], 2)),  # the first layer: one folded away, two added
+    (1, (3, [2], 0)),        # the last: two folded away
+])
+def test_a_resize_carries_the_training_and_probe_states_along(layer: int, units: tuple) -> None:
+    """``SequenceModel.resize`` resizes the training state and the state the last training step
+    started from with the layer (kept units' entries as they were, fresh ones zero): a probe of
+    that batch after the resize reads it from the state its step started from, resized."""
+    from growrnn.growth.surgery import UnitMap
+
+    t = tasks.get("miconi_hard", train_windows=4, eval_windows=2)
+    model = SequenceModel(t.spec, cell="lstm", hidden_size=[4, 3], seed=0)
+    batches = list(t.datamodule().train_dataloader())
+    model.on_train_epoch_start()
+    model._step(batches[0], "train")
+    model._step(batches[1], "train")
+    before = [tuple(s.clone() for s in layer_state) for layer_state in model._probe_state]
+    old, kept, add = units
+    model.resize(layer, UnitMap.of(old, kept, add=add))
+    for k, (layer_state, was) in enumerate(zip(model._probe_state, before, strict=True)):
+        for s, w in zip(layer_state, was, strict=True):
+            if k != layer:
+                assert torch.equal(s, w)
+                continue
+            assert s.shape[-1] == len(kept) + add
+            assert torch.equal(s[..., :len(kept)], w[..., kept]) and not s[..., len(kept):].any()
+    assert [s.shape for s in model._state["train"][layer]] == [s.shape for s in model._probe_state[layer]]
+    assert math.isfinite(model.batch_loss(batches[1]))
+
+
 @pytest.mark.parametrize(("task", "options"), [
     ("teacher", {"units": 4, "n_train": 16, "n_eval": 16, "batch_size": 16}),   # tokens, per step
     ("flipflop", {"bits": 4, "n_train": 16, "n_eval": 16, "batch_size": 16}),   # multi-hot, per step
