@@ -189,7 +189,11 @@ SUBCOMMANDS = ("fit", "validate", "test", *DELEGATED)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``growrnn``; returns the exit status. Output piped into a reader that stops
-    early (``growrnn tasks | head -1``) ends quietly, as other command-line tools do."""
+    early (``growrnn tasks | head -1``) ends quietly, as other command-line tools do. Started by a
+    job that asked for it (``growrnn grow seeds``), it ends when that job's process does."""
+    from growrnn.executors.local import die_with_parent_from_env
+
+    die_with_parent_from_env()
     try:
         code = _main(argv)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit

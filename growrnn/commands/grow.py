@@ -99,9 +99,14 @@ def seed_config(config: dict[str, Any], seed: int, tb_dir: Path) -> dict[str, An
 
 def fit_once(cmd: list[str], log_path: str, env: dict[str, str]) -> int:
     """Run one ``growrnn fit`` command line as a subprocess, its output into ``log_path``; returns
-    its exit status (a job for the executor: a top-level function of plain data)."""
+    its exit status (a job for the executor: a top-level function of plain data). The subprocess
+    ends when the process that runs this does (:func:`~growrnn.executors.local.die_with_parent`):
+    a ``growrnn grow seeds`` stopped by a signal leaves no seed training unseen."""
+    from growrnn.executors import PARENT_ENV
+
     with open(log_path, "w") as logf:
-        return subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env).returncode
+        return subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                               env={**env, PARENT_ENV: str(os.getpid())}).returncode
 
 
 def _ran_with(seed_cfg: dict[str, Any], extra: Sequence[str]) -> dict[str, Any]:

@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 from growrnn.errors import ArgumentError
 from growrnn.executors.base import Executor, Job, Outcome, Status, limit_threads, torch_threads
-from growrnn.executors.local import LocalExecutor
+from growrnn.executors.local import PARENT_ENV, LocalExecutor, die_with_parent, die_with_parent_from_env
 from growrnn.executors.ray import RayExecutor
 
 __all__ = ["Job", "Outcome", "Status", "Executor", "LocalExecutor", "RayExecutor", "make_executor", "limit_threads",
-           "torch_threads"]
+           "torch_threads", "die_with_parent", "die_with_parent_from_env", "PARENT_ENV"]
 
 _EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": RayExecutor}
 

@@ -56,26 +56,48 @@ def _child_env(threads: int) -> Iterator[None]:
                     os.environ[name] = value
 
 
-def _die_with_parent() -> None:
-    """End this worker as soon as its parent process is gone. A busy worker does not read its
-    pipe, and a parent killed by a signal (SIGTERM, SIGKILL: no atexit hook runs) cannot stop it,
-    so without this it would train on, unseen, as an orphan. A daemon thread waits on the parent's
-    sentinel (readable once the parent has exited)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:  # pragma: no cover - a worker always has a parent
-        return
+#: the environment variable through which a job hands the command line it starts its own pid:
+#: that child ends as soon as the job's process is gone (see :func:`die_with_parent`)
+PARENT_ENV = "GROWRNN_PARENT"
 
-    def watch() -> None:
-        wait([parent.sentinel])
-        os._exit(1)
+
+def die_with_parent(parent: int | None = None, every: float = 0.5) -> None:
+    """End this process as soon as its parent is gone. A busy worker does not read its pipe, and a
+    parent killed by a signal (SIGTERM, SIGKILL: no atexit hook runs) cannot stop it, so without
+    this it would train on, unseen, as an orphan. ``parent``: None in a pool worker (a daemon thread
+    waits on the parent's sentinel, readable once the parent has exited); the pid of the process
+    that started this one otherwise (a command line a job runs, e.g. ``growrnn grow seeds``'s
+    ``growrnn fit``: the thread checks every ``every`` seconds that this process's parent is still
+    that one -- an orphan is adopted by another)."""
+    if parent is None:
+        process = multiprocessing.parent_process()
+        if process is None:  # pragma: no cover - a worker always has a parent
+            return
+
+        def watch() -> None:
+            wait([process.sentinel])
+            os._exit(1)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(every)
+            os._exit(1)
 
     threading.Thread(target=watch, name="growrnn-parent-watch", daemon=True).start()
+
+
+def die_with_parent_from_env() -> None:
+    """:func:`die_with_parent` for a command line whose starter put its pid in :data:`PARENT_ENV`;
+    the variable is removed, so that processes this one starts do not watch the wrong parent."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is not None and parent.isdigit():
+        die_with_parent(int(parent))
 
 
 def _worker_main(conn: Connection, threads: int, preload: tuple[str, ...]) -> None:
     """A persistent worker: receive pickled (fn, args, kwargs), send back (status, payload)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
-    _die_with_parent()
+    die_with_parent()
     limit_threads(threads, preload)
     conn.send_bytes(pickle.dumps(("ready", os.getpid())))
     while True:

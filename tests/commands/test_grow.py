@@ -1,5 +1,11 @@
 """growrnn grow seeds|plot: one config over seeds, median and interquartile curves."""
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +200,55 @@ def test_the_summary_ends_at_each_runs_last_units(tmp_path: Path, finals: list, 
 def test_a_single_callback_mapping_gets_the_seed(tmp_path: Path, callback: dict) -> None:
     c = seed_config({"trainer": {"callbacks": callback}}, 3, tmp_path / "seed3")
     assert c["trainer"]["callbacks"]["init_args"]["seed"] == 3
+
+
+# A job that runs one seed's ``growrnn fit`` command line (fit_once), inline or on a pool worker;
+# the command line is the CLI's entry point with a command that holds: it writes its pid and waits
+STARTER = """
+import sys
+from growrnn.commands.grow import fit_once
+from growrnn.executors import Job, LocalExecutor
+
+HOLD = "import os, sys, time; import growrnn.cli as c; " \\
+       "c._main = lambda argv: (open(sys.argv[1], 'w').write(str(os.getpid())), time.sleep(120), 0)[2]; c.main([])"
+if __name__ == '__main__':
+    cmd = [sys.executable, "-c", HOLD, sys.argv[1]]
+    with LocalExecutor(workers=int(sys.argv[2]), preload=()) as ex:
+        list(ex.run([Job("seed0", fit_once, (cmd, sys.argv[1] + ".log", dict(__import__("os").environ)))]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("workers", [0, 1])  # the seed's job inline (--jobs 1) or on a pool worker
+def test_a_seeds_fit_ends_with_the_command_that_started_it(tmp_path: Path, workers: int) -> None:
+    """``growrnn grow seeds`` killed by a signal (no exit hook runs) leaves no ``growrnn fit``
+    training on unseen: the fit ends once the process that started it is gone."""
+    script, marker = tmp_path / "starter.py", tmp_path / "fit.pid"
+    script.write_text(textwrap.dedent(STARTER))
+    repo = str(Path(__file__).resolve().parents[2])
+    starter = subprocess.Popen([sys.executable, str(script), str(marker), str(workers)], cwd=repo,
+                               env={**os.environ, "PYTHONPATH": repo})
+    fit = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()):
+            assert starter.poll() is None and time.monotonic() < deadline, "the fit never started"
+            time.sleep(0.05)
+        fit = int(marker.read_text())
+        starter.send_signal(signal.SIGKILL)
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(fit) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(fit), f"the fit {fit} outlived the command that started it"
+    finally:
+        starter.kill()
+        if fit is not None and _alive(fit):
+            os.kill(fit, signal.SIGKILL)
