@@ -927,7 +927,7 @@ class Paired(Signal):
         if not isinstance(self.homing, bool):
             raise ArgumentError("paired_homing", allowed="true or false", received=self.homing,
                                 hint="true: once a layer's trial has turned back, its step only halves (no "
-                                     "doubling again); false (the default) doubles it after every move the way of "
+                                     "doubling again); false (the default but under SGD) doubles it after every move the way of "
                                      "the last")
         check_choice("paired_move", self.move, ("sign", "slope"),
                      hint="how a trial moves a layer: sign, to the side with the lower charged loss by "
