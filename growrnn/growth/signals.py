@@ -926,9 +926,9 @@ class Paired(Signal):
                                                         "trial may fold it; 0 lets a trial fold any unit")
         if not isinstance(self.homing, bool):
             raise ArgumentError("paired_homing", allowed="true or false", received=self.homing,
-                                hint="true: once a layer's trial has turned back, its step only halves (no "
-                                     "doubling again); false (the default but under SGD) doubles it after every move the way of "
-                                     "the last")
+                                hint="true (the default under SGD): once a layer's trial has turned back, its "
+                                     "step only halves (no doubling again); false (the default otherwise) doubles "
+                                     "it after every move the way of the last")
         check_choice("paired_move", self.move, ("sign", "slope"),
                      hint="how a trial moves a layer: sign, to the side with the lower charged loss by "
                           "the layer's step; slope, by the charged gain it measured (a stochastic "
