@@ -433,8 +433,12 @@ class Ablation(Signal):
     as a dead one is, and put back on trial with no outgoing weights: judged again after the
     others have had a trial's steps to adapt to its absence, as a new unit is (its optimizer
     state is kept). With ``held_out``, ``regress`` fits each stand-in on the earlier measured
-    batches (running moments) rather than on the batch it is judged on. Works for any cell and
-    stack.
+    batches (running moments) rather than on the batch it is judged on. ``bound`` (default 1; None:
+    none) bounds each ``regress`` coefficient to ``[-bound, bound]`` (the constant is free): a unit
+    stands in for another at most at its own scale. Fitted on one batch, a regression on a few units
+    can match the batch with large coefficients that do not hold on the next (on Miconi's tasks,
+    coefficients up to 12; a removal moved weights that large onto the others and training
+    diverged); bounded, a removal stays a small move. Works for any cell and stack.
     """
 
     lam: float = 2e-4
@@ -448,6 +452,7 @@ class Ablation(Signal):
     layer_worth: float = 0.0
     retrial: float = 0.0
     held_out: bool = False
+    bound: float | None = 1.0
     name: ClassVar[str] = "ablation"
     settles: ClassVar[bool] = True
     needs_probe: ClassVar[bool] = True
@@ -479,6 +484,10 @@ class Ablation(Signal):
         check_choice("ablation_baseline", self.baseline, ("zero", "mean", "regress"),
                      hint="mean: an ablated unit's mean output stays, as a bias of its readers; "
                           "regress: its best linear estimate from the other units stands in")
+        if self.bound is not None and (not is_number(self.bound) or not self.bound > 0):
+            raise ArgumentError("ablation_bound", allowed="a number > 0, or null (no bound)", received=self.bound,
+                                hint="the largest coefficient a regress stand-in may give another unit; 1 (the "
+                                     "default) lets a unit stand in for another at most at its own scale")
         if not is_number(self.memory) or not 0 < self.memory <= 1:
             raise ArgumentError("memory", allowed="a number in (0, 1]", received=self.memory,
                                 hint="the newest measurement's weight in a unit's running worth")
@@ -566,7 +575,7 @@ class Ablation(Signal):
                 _restore(readers, biases, saved, saved_b)
                 self.engaged[k] = math.isfinite(lost) and lost >= self.layer_worth * abs(base)
             gone: list[int] = []  # units removed in this round: no longer stand-ins for others
-            stand_ins = _stand_ins(fit[k], gone) if self.baseline != "zero" else None
+            stand_ins = _stand_ins(fit[k], gone, bound=self.bound) if self.baseline != "zero" else None
             for j in [j for _, kk, j in picked if kk == k]:
                 saved = [w.clone() for w in readers]
                 saved_b = [None if b is None else b.bias.clone() for b in biases]
@@ -595,7 +604,7 @@ class Ablation(Signal):
                     # same trial as a new unit (an old unit's instant worth counts what the others
                     # would learn to carry, so a layer started wide would stay wider)
                     base, gone = loss, gone + [j]
-                    stand_ins = _stand_ins(fit[k], gone) if stand_ins is not None else None
+                    stand_ins = _stand_ins(fit[k], gone, bound=self.bound) if stand_ins is not None else None
                     if retried:
                         self.worth[k][j], self.age[k][j], self.seen[k][j] = math.nan, 0.0, -1
                     self.removed[k][j] = not retried
@@ -1098,7 +1107,7 @@ def _output_moments(moments: dict[int, Tensor], k: int, second: bool, mask: Tens
     return hook
 
 
-def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -> Tensor:
+def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4, bound: float | None = None) -> Tensor:
     """Each unit's stand-in, ``(H, H + 1)``: row ``j`` holds the coefficients ``c`` (``c[j] = 0``,
     and 0 for the units in ``gone``) and the constant ``c[H]`` of the best linear estimate of unit
     ``j``'s output from the other units' outputs, ``h_j ~ sum_i c[i] h_i + c[H]``. From the mean
@@ -1106,7 +1115,8 @@ def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -
     second moments ``(H + 1, H + 1)`` of ``[h, 1]`` (see :func:`_output_moments`), it is the
     least-squares regression on the others that are not ``gone`` (with a ``ridge`` relative to
     the mean variance), read off the inverse ``P`` of their moment matrix:
-    ``c[i] = -P[i, j] / P[j, j]``."""
+    ``c[i] = -P[i, j] / P[j, j]``, each then clipped to ``[-bound, bound]`` (None: not; the
+    constant never)."""
     H = moments.shape[0] - (moments.dim() == 2)
     coef = torch.zeros(H, H + 1, dtype=torch.float64)
     if moments.dim() == 1:
@@ -1118,6 +1128,8 @@ def _stand_ins(moments: Tensor, gone: Sequence[int] = (), ridge: float = 1e-4) -
     fit = -p / p.diagonal()[None, :]  # column j: the coefficients that estimate unit j from the others
     fit.fill_diagonal_(0.0)
     coef[units[:, None], keep[None, :]] = fit.T[:-1]
+    if bound is not None:
+        coef[:, :H].clamp_(-bound, bound)
     return coef
 
 

@@ -155,6 +155,8 @@ class StructureController(L.Callback):
             puts it back on trial, judged as a new unit is after the others adapted (default 0: off).
         ablation_held_out: ablation's ``regress`` stand-ins are fitted on earlier batches (running
             moments), not on the batch they are judged on (default false).
+        ablation_bound: the largest coefficient (in absolute value) of ablation's ``regress``
+            stand-ins (default 1: a unit stands in for another at most at its own scale; None: no bound).
         paired_steps, paired_targets, paired_horizon, paired_horizon_cap, paired_fraction, paired_batches,
         paired_keep, paired_hold, paired_scale, paired_floor, paired_extend, paired_margin, paired_settle,
         paired_restart, paired_mature,
@@ -245,7 +247,8 @@ class StructureController(L.Callback):
                  reserve_fraction: float | None = None,
                  trial_steps: int = 100, ablation_rate: float = 0.25, ablation_every: int = 20,
                  ablation_baseline: str = "regress", ablation_layer_worth: float = 0.0,
-                 ablation_retrial: float = 0.0, ablation_held_out: bool = False, paired_fraction: float | None = None,
+                 ablation_retrial: float = 0.0, ablation_held_out: bool = False, ablation_bound: float | None = 1.0,
+                 paired_fraction: float | None = None,
                  paired_steps: int | None = None, paired_targets: int = 40_000,
                  paired_horizon: float = 0.2, paired_horizon_cap: float | None = 2.5,
                  paired_batches: int | None = None,
@@ -303,7 +306,7 @@ class StructureController(L.Callback):
             self.signal = make_signal(signal, relative=relative, trial_steps=trial_steps, rate=ablation_rate,
                                       check_every=ablation_every, baseline=ablation_baseline,
                                       warmup_steps=warmup_steps, layer_worth=ablation_layer_worth,
-                                      retrial=ablation_retrial, held_out=ablation_held_out,
+                                      retrial=ablation_retrial, held_out=ablation_held_out, bound=ablation_bound,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "paired":
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,

@@ -441,6 +441,24 @@ def test_an_old_unit_worth_little_is_removed_and_tried_again(ages: int, retried:
         assert math.isnan(signal.worth[0][low]) and signal.age[0][low] == 0 and signal.seen[0][low] == -1
 
 
+@pytest.mark.parametrize(("bound", "expected"), [
+    (None, [0.0, 3.0, -2.0, 0.5]),  # the least-squares stand-in of unit 0: 3 h1 - 2 h2 + 0.5
+    (1.0, [0.0, 1.0, -1.0, 0.5]),   # each coefficient clipped, the constant free
+    (2.5, [0.0, 2.5, -2.0, 0.5]),
+])
+def test_regress_stand_ins_coefficients_are_bounded_and_the_constant_is_not(bound: float | None,
+                                                                           expected: list[float]) -> None:
+    from growrnn.growth.signals import _stand_ins
+
+    g = torch.Generator().manual_seed(0)
+    others = torch.randn(200, 2, generator=g, dtype=torch.float64)
+    h = torch.cat([others @ torch.tensor([3.0, -2.0], dtype=torch.float64)[:, None] + 0.5, others], 1)
+    x = torch.cat([h, torch.ones(200, 1, dtype=torch.float64)], 1)
+    coef = _stand_ins(x.T @ x / 200, ridge=0.0, bound=bound)
+    assert torch.allclose(coef[0], torch.tensor(expected, dtype=torch.float64), atol=1e-8)
+    assert bound is None or coef[:, :3].abs().max() <= bound
+
+
 def test_held_out_stand_ins_are_fitted_on_earlier_batches_and_follow_the_units() -> None:
     """With ``held_out`` the moments a stand-in is fitted on are the running mean of the earlier
     batches' (each entry over the batches in which both its units existed): the first batch is
