@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,34 @@ def ctrl_c_reaches_python() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone; reads /proc)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def assert_ends_with_its_starter(starter: subprocess.Popen, marker: Path, sig: signal.Signals, what: str) -> None:
+    """Wait for the process ``starter`` runs to write its pid into ``marker``, kill ``starter``
+    with ``sig`` (no exit hook runs under SIGKILL) and assert that ``what`` ends within 10 s;
+    whatever is left is killed."""
+    pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()):
+            assert starter.poll() is None and time.monotonic() < deadline, f"the {what} never started"
+            time.sleep(0.05)
+        pid = int(marker.read_text())
+        starter.send_signal(sig)
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid), f"the {what} {pid} outlived the process that started it, killed by {sig.name}"
+    finally:
+        starter.kill()
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)

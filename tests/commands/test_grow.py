@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import yaml
 
 from growrnn.cli import main
 from growrnn.commands.grow import load_curves, seed_config
+from tests.conftest import assert_ends_with_its_starter
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "debug" / "grow_miconi_hard.yaml"
 
@@ -218,13 +218,6 @@ if __name__ == '__main__':
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
 @pytest.mark.parametrize("workers", [0, 1])  # the seed's job inline (--jobs 1) or on a pool worker
 def test_a_seeds_fit_ends_with_the_command_that_started_it(tmp_path: Path, workers: int) -> None:
@@ -235,20 +228,4 @@ def test_a_seeds_fit_ends_with_the_command_that_started_it(tmp_path: Path, worke
     repo = str(Path(__file__).resolve().parents[2])
     starter = subprocess.Popen([sys.executable, str(script), str(marker), str(workers)], cwd=repo,
                                env={**os.environ, "PYTHONPATH": repo})
-    fit = None
-    try:
-        deadline = time.monotonic() + 60
-        while not (marker.exists() and marker.read_text()):
-            assert starter.poll() is None and time.monotonic() < deadline, "the fit never started"
-            time.sleep(0.05)
-        fit = int(marker.read_text())
-        starter.send_signal(signal.SIGKILL)
-        starter.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while _alive(fit) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(fit), f"the fit {fit} outlived the command that started it"
-    finally:
-        starter.kill()
-        if fit is not None and _alive(fit):
-            os.kill(fit, signal.SIGKILL)
+    assert_ends_with_its_starter(starter, marker, signal.SIGKILL, "fit")

@@ -19,7 +19,7 @@ import pytest
 
 from growrnn.errors import ArgumentError, ExecutorError
 from growrnn.executors import Executor, Job, LocalExecutor, Outcome, RayExecutor, make_executor
-from tests.conftest import need_ray
+from tests.conftest import assert_ends_with_its_starter, need_ray
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -284,14 +284,6 @@ if __name__ == '__main__':
 """
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_local_busy_worker_dies_with_its_parent(tmp_path: Path, sig: signal.Signals) -> None:
@@ -300,22 +292,7 @@ def test_local_busy_worker_dies_with_its_parent(tmp_path: Path, sig: signal.Sign
     script.write_text(textwrap.dedent(ORPHAN_SCRIPT))
     parent = subprocess.Popen([sys.executable, str(script), str(marker)], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert parent.poll() is None and time.monotonic() < deadline, "the job never started"
-            time.sleep(0.05)
-        worker = int(marker.read_text())
-        parent.send_signal(sig)
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(worker), f"worker {worker} outlived its parent killed by {sig.name}"
-    finally:
-        parent.kill()
-        if marker.exists() and alive(worker := int(marker.read_text())):
-            os.kill(worker, signal.SIGKILL)
+    assert_ends_with_its_starter(parent, marker, sig, "worker")
 
 
 # ----------------------------------------------------------------------------------- argument checks
