@@ -53,7 +53,7 @@ from torch import Tensor
 from growrnn.errors import ArgumentError, ReplicaError
 from growrnn.growth.surgery import UnitMap
 
-__all__ = ["Replicas", "RowShard", "check_strategy", "shard_loader", "gather_rows", "shard_rows",
+__all__ = ["Replicas", "RowShard", "check_strategy", "check_last_batch", "shard_loader", "gather_rows", "shard_rows",
            "fingerprint", "summed", "destroy_at_exit"]
 
 log = logging.getLogger(__name__)
@@ -237,8 +237,11 @@ class Replicas:
         strategy (``configure_ddp``: the module wrapped anew, with the strategy's DDP options; not
         when training has ended: no backward follows, and a reducer built as the processes shut
         down can abort one at exit). Raises :class:`~growrnn.errors.ReplicaError` if the replicas
-        differ."""
+        differ. In one process under a DDP strategy (``devices: 1``) there is nothing to check, but
+        the model is still wrapped, and its reducer is rebuilt all the same."""
         if not self.active:
+            if rewrap:
+                self.rebuild()
             return
         named = _replica_tensors(pl_module, optimizer)
         mine = torch.stack([fingerprint(t) for _, t in named]).cpu()
@@ -332,9 +335,11 @@ def shard_batch(batch: Any, rank: int, world: int, training: bool = True) -> Any
                             received=type(batch).__name__, hint="wrap the task's batches in a dict")
     n = int(next(iter(batch.values())).shape[0])
     if training and n < world:
-        raise ArgumentError("data.options.batch_size", allowed=f"at least one row per process ({world})",
-                            received=n, hint="the batch is the global batch, split over the processes: use a "
-                                             "batch size (and a training set) of at least that many sequences")
+        raise ArgumentError("data.options.batch_size", allowed=f"training batches of at least one row per process "
+                            f"({world})", received=f"a batch of {n} rows",
+                            hint="the batch is the global batch, split over the processes: use a batch size whose "
+                                 "every batch, the epoch's last included, holds at least that many sequences, or "
+                                 "fewer processes")
     start, stop = _rows(n, rank, world)
     return {k: v[start:stop] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n else v
             for k, v in batch.items()}
@@ -363,9 +368,37 @@ class RowShard:
 
 def shard_loader(loader: Any, trainer: Any, training: bool = True) -> Any:
     """``loader`` cut to this process's rows of every batch when ``trainer`` runs on several
-    processes; ``loader`` itself in one process."""
+    processes; ``loader`` itself in one process. A training loader whose last batch would hold
+    fewer rows than there are processes is refused here, before training (where the loader
+    says its dataset's length and batch size), rather than at the end of the first epoch."""
     rank, world = _world(trainer)
+    if world > 1 and training:
+        check_last_batch(loader, world)
     return loader if world == 1 else RowShard(loader, rank, world, training)
+
+
+def check_last_batch(loader: Any, world: int) -> None:
+    """Refuse a training ``loader`` whose epoch would end with a batch of fewer rows than the
+    ``world`` processes it is split over (every process trains on at least one row of every
+    batch). Checked where the loader has a ``batch_size``, keeps its last batch and its dataset
+    has a length; other loaders are checked batch by batch (:func:`shard_batch`)."""
+    size = getattr(loader, "batch_size", None)
+    try:
+        n = len(loader.dataset)
+    except (AttributeError, TypeError):
+        return
+    if not isinstance(size, int) or size < 1 or getattr(loader, "drop_last", False):
+        return
+    last = n % size
+    if 0 < last < world:
+        fits = [b for b in range(world, 2 * size + 1) if n % b == 0 or n % b >= world]
+        near = sorted(sorted(fits, key=lambda b: (abs(b - size), b))[:2])
+        raise ArgumentError("data.options.batch_size", allowed=f"a batch size whose every training batch holds at "
+                            f"least one row per process ({world}) of the {n} training sequences",
+                            received=f"{size}, whose last batch holds {last}",
+                            hint="the batch is the global batch, split over the processes; "
+                                 f"{' or '.join(map(str, near)) or 'a larger batch'} would do, or train on fewer "
+                                 "processes")
 
 
 def gather_rows(state: Any, trainer: Any) -> Any:

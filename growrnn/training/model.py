@@ -398,8 +398,13 @@ class SequenceModel(L.LightningModule):
         logs = self._logs_now()  # self.log costs ~0.2 ms; Lightning writes a step's value only then anyway
         loss, loss_sum, count, correct = self._step(batch, "train", measure=logs)
         if logs:
-            value = metric_value(self.spec.metric, float(loss_sum), float(count), float(correct or 0.0))
-            self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["x"].shape[0]))
+            parts = torch.stack([loss.detach(), loss_sum, count, count * 0 if correct is None else correct]).double()
+            if self._processes > 1:  # the global batch's (a collective; every process logs at the same steps):
+                parts = summed(parts)  # the processes' losses are normalised so that their mean is the global loss
+                parts[0] /= self._processes
+            shown, loss_sum_all, count_all, correct_all = parts.tolist()
+            value = metric_value(self.spec.metric, loss_sum_all, count_all, correct_all)
+            self.log("train/loss", shown, prog_bar=True, batch_size=int(batch["x"].shape[0]))
             self.log(f"train/{self.spec.metric}", value, batch_size=int(batch["x"].shape[0]))
         return loss
 
@@ -549,13 +554,14 @@ class SequenceModel(L.LightningModule):
         """As torch's, after giving a growable stack the unit counts of ``state_dict``'s weights
         (how Lightning hands a grown model back from ``ddp_spawn``'s workers to the main process)
         and, where its gates or multipliers were folded away (``l0_gate``'s end of fit) but
-        ``state_dict`` has them (a checkpoint written during the fit), those back: the model is
-        the state dict's network, not its weights without their scales."""
+        ``state_dict`` has them (a checkpoint written during the fit), those back, or where it has
+        them and ``state_dict``, a folded model's, does not, those removed: the model is the state
+        dict's network, not its weights without their scales or with scales folded in twice."""
         sizes = _sizes_in(self, state_dict)
         if sizes is not None and sizes != self.hidden_sizes():
             from growrnn.growth.stack import resize_to
             resize_to(self.rnn, self.decoder, sizes)
-        _restore_unit_scales(self, state_dict)
+        _match_unit_scales(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
@@ -681,12 +687,17 @@ def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] 
     return sizes
 
 
-def _restore_unit_scales(model: SequenceModel, state_dict: Mapping[str, Any]) -> None:
-    """Give a growable stack whose unit gates or multipliers were folded away (removed) those of
-    ``state_dict`` back, as parameters its load fills."""
+def _match_unit_scales(model: SequenceModel, state_dict: Mapping[str, Any]) -> None:
+    """Give a growable stack the unit gates and multipliers of ``state_dict``, a whole model's:
+    those it holds and the stack folded away (removed) come back, as parameters its load fills (a
+    checkpoint written during a gated fit, loaded after it); those the stack has and the state
+    dict does not hold are removed, as folding removes them (the folded model a ``ddp_spawn``
+    worker hands back to the main process, whose model still has its gates: kept, they would
+    scale weights they were already folded into). A state dict without the decoder's weight (a
+    part of a model) changes neither."""
     from growrnn.growth.stack import GrowableRNN
     rnn = model.rnn
-    if not isinstance(rnn, GrowableRNN):
+    if not isinstance(rnn, GrowableRNN) or "decoder.weight" not in state_dict:
         return
     for kind, option in (("gates", "unit_gates"), ("multipliers", "unit_multipliers")):
         keys = [f"rnn.{kind}.{k}" for k in range(rnn.num_layers)]
@@ -696,6 +707,11 @@ def _restore_unit_scales(model: SequenceModel, state_dict: Mapping[str, Any]) ->
                 [nn.Parameter(torch.empty(state_dict[key].shape, dtype=state_dict[key].dtype, device=like.device))
                  for key in keys]))
             model.hparams[option] = True  # later checkpoints describe the model with them
+        elif getattr(rnn, kind) is not None and not any(key in state_dict for key in keys):
+            if kind in rnn._modules:  # removed as fold_unit_scales removes them
+                del rnn._modules[kind]
+            setattr(rnn, kind, None)
+            model.hparams[option] = False
 
 
 def _first(state: Any) -> Tensor:

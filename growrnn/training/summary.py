@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FitSummary:
     """What one fit did. ``units``/``added``/``deleted`` are per layer (``None`` when no
-    structure controller ran; with the ``paired`` signal they count the units a trial adds to
+    structure controller ran; empty when it ran in other processes only, ``ddp_spawn``'s and
+    ``ddp_fork``'s workers; with the ``paired`` signal they count the units a trial adds to
     the network on probation, also when the trial's end folds them away: a trial that goes on
     with the copy of ``d`` fewer units counts ``d`` added and ``2 d`` deleted); ``value`` is the
     final validation ``metric`` (``None`` if the run never validated); ``floor`` the task's best
@@ -54,7 +55,12 @@ class FitSummary:
     def text(self) -> str:
         """The summary as the lines ``growrnn fit`` prints."""
         lines = [f"growrnn fit done: {self.task}, {self.step} steps"]
-        if self.added is not None and self.deleted is not None:
+        if self.added is not None and len(self.added) != len(self.units):
+            # the controller never ran in this process (ddp_spawn's, ddp_fork's main process)
+            per = ", ".join(f"layer {k}: {u}" for k, u in enumerate(self.units))
+            lines.append(f"  units: {per} (added and deleted not known here: under ddp_spawn or ddp_fork the "
+                         "training processes' controller does not travel back; ddp's summary has them)")
+        elif self.added is not None and self.deleted is not None:
             per = ", ".join(f"layer {k}: {u} (+{a} -{d})"
                             for k, (u, a, d) in enumerate(zip(self.units, self.added, self.deleted, strict=False)))
             probation = ", counting the units each trial took on probation" if self.trials is not None else ""

@@ -77,11 +77,11 @@ JOBS: dict[str, dict[str, Any]] = {
 
 
 class _Record(L.Callback):
-    """Per step: this process's loss, the unit counts, and a fingerprint of the replica (every
-    parameter and optimizer state tensor, bit for bit)."""
+    """Per step: this process's loss, the unit counts, a fingerprint of the replica (every
+    parameter and optimizer state tensor, bit for bit) and the logged ``train/loss``."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[int, float, list[int], list[list[int]]]] = []
+        self.rows: list[tuple[int, float, list[int], list[list[int]], float]] = []
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: Any, optimizer: Any) -> None:
         self.stepped = True
@@ -95,7 +95,8 @@ class _Record(L.Callback):
         tensors += [v for g in opt.param_groups for p in g["params"] for v in opt.state.get(p, {}).values()
                     if torch.is_tensor(v)]
         prints = [fingerprint(t).tolist() for t in tensors]
-        self.rows.append((trainer.global_step, float(outputs["loss"]), pl_module.hidden_sizes(), prints))
+        logged = float(trainer.callback_metrics["train/loss"])
+        self.rows.append((trainer.global_step, float(outputs["loss"]), pl_module.hidden_sizes(), prints, logged))
 
 
 def _run(name: str, root: Path, devices: int, strategy: str = "auto", ckpt: str | None = None,
@@ -112,7 +113,7 @@ def _run(name: str, root: Path, devices: int, strategy: str = "auto", ckpt: str 
                                                              every_n_train_steps=SAVE_AT, save_top_k=-1,
                                                              filename="{step}"))
     trainer = L.Trainer(**job.get("trainer", {}), accelerator="cpu", devices=devices, strategy=strategy,
-                        max_epochs=1, logger=False,
+                        max_epochs=1, logger=False, log_every_n_steps=1,
                         enable_checkpointing=bool(save or ckpt), enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(root), limit_val_batches=None if name == "outgoing_l1" else 0,
                         val_check_interval=STEPS // 2 if name == "outgoing_l1" else None, callbacks=callbacks)
@@ -192,6 +193,9 @@ def test_ddp_grows_and_shrinks_with_identical_replicas_as_one_process(runs: dict
     # processes' losses) within float tolerance
     mean = [(a[0], (a[1] + b[1]) / 2, a[2]) for a, b in zip(r0, r1, strict=True)]
     _close(mean, runs["one"][name]["rows"])
+    # and the train/loss every process logs is that global batch's loss, not its own share
+    _close([(a[0], a[4], a[2]) for a in r0], [(b[0], b[4], b[2]) for b in runs["one"][name]["rows"]])
+    assert [a[4] for a in r0] == [b[4] for b in r1]
     for key, value in runs["one"][name]["val"].items():
         assert runs["ranks"][0][name]["val"][key] == pytest.approx(value, rel=1e-4)
 
@@ -244,6 +248,22 @@ def test_ddp_spawn_hands_the_grown_model_back_to_the_main_process(tmp_path: Path
     assert got["sizes"] == one["sizes"] != JOBS[name]["start"]
 
 
+def test_ddp_on_one_device_grows_and_shrinks_as_one_process(tmp_path: Path) -> None:
+    """``strategy: ddp`` with ``devices: 1`` wraps the model in DistributedDataParallel though no
+    replica needs checking: its reducer is rebuilt at every resize all the same (it kept the old
+    shapes, and the step after the first resize failed), and the run is the one process's."""
+    os.environ["MASTER_PORT"] = str(_free_port())
+    try:
+        got = _run("group_lasso", tmp_path, 1, "ddp")
+    finally:
+        os.environ.pop("MASTER_PORT", None)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    one = _run("group_lasso", tmp_path / "one", 1)
+    assert len({tuple(r[2]) for r in one["rows"]}) > 1  # the layers were resized
+    _close(got["rows"], one["rows"])
+
+
 # ---------------------------------------------------------------------------------------- pieces
 @pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
 def test_a_strategy_that_shards_parameters_is_refused(strategy: str) -> None:
@@ -278,9 +298,36 @@ def test_the_global_batch_is_split_into_rows_and_the_state_put_back_together(n: 
 
 
 def test_a_batch_smaller_than_the_processes_is_named() -> None:
-    with pytest.raises(ArgumentError, match="batch_size.*at least one row per process.*HINT"):
+    with pytest.raises(ArgumentError, match="batch_size.*at least one row per process.*a batch of 1 rows.*HINT"):
         shard_batch({"x": torch.zeros(1, 3)}, 0, 2)
     assert shard_batch({"x": torch.zeros(1, 3)}, 1, 2, training=False)["x"].shape == (0, 3)
+
+
+@pytest.mark.parametrize(("n", "batch_size", "world", "drop_last", "match"), [
+    (229, 8, 6, False, r"\(6\) of the 229 training.*Received: 8, whose last batch holds 5.*10 or 11 would do"),
+    (229, 8, 5, False, None),     # JSB at batch 8: a last batch of 5 rows splits over 5 processes
+    (64, 16, 4, False, None),     # no short batch
+    (17, 16, 2, True, None),      # the short batch is dropped
+    (17, 16, 2, False, r"Received: 16, whose last batch holds 1.*(15|17)"),
+])
+def test_a_training_set_whose_last_batch_cannot_be_split_is_refused_before_training(
+        n: int, batch_size: int, world: int, drop_last: bool, match: str | None) -> None:
+    """Every process trains on at least one row of every batch: a last batch with fewer rows than
+    processes is refused where the loader is made (the start of fit), with the batch sizes that
+    would do, not when the epoch reaches it."""
+    from torch.utils.data import DataLoader
+
+    from growrnn.training.distributed import shard_loader
+
+    class T:
+        global_rank, world_size = 0, world
+    loader = DataLoader([{"x": torch.tensor([i])} for i in range(n)], batch_size=batch_size, drop_last=drop_last)
+    if match is None:
+        assert len(list(shard_loader(loader, T()))) == len(loader)
+    else:
+        with pytest.raises(ArgumentError, match=f"'data.options.batch_size'.*{match}"):
+            shard_loader(loader, T())
+    assert shard_loader(loader, T(), training=False).loader is loader  # evaluation splits any batch
 
 
 def test_one_process_costs_no_collective() -> None:

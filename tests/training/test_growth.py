@@ -1552,6 +1552,37 @@ def test_a_grown_state_dict_loads_into_a_model_built_from_the_config(start: Any,
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize(("kind", "grown", "strict"), [
+    ("unit_gates", [5, 2], False),        # the ddp_spawn handback: grown, folded, loaded non-strictly
+    ("unit_gates", [3, 3], True),
+    ("unit_multipliers", [4, 3], False),
+])
+def test_a_folded_models_state_dict_loads_into_a_scaled_model_as_the_folded_network(
+        kind: str, grown: list[int], strict: bool) -> None:
+    """A model built with gates (or multipliers) that loads the state dict of a folded model --
+    how Lightning hands a ``ddp_spawn`` worker's model, its gates folded at the end of fit, back to
+    the main process, whose model still has its gates -- becomes the folded network: its scales
+    are removed, not left to scale weights they were already folded into, and later checkpoints
+    describe it without them."""
+    from growrnn.growth.stack import fold_unit_scales, resize_to
+    torch.manual_seed(0)
+    trained = _model([3, 3], "gru", **{kind: True}, **SETTLING_MODEL)
+    resize_to(trained.rnn, trained.decoder, grown)  # grown units' gates closed, multipliers 0: opened below
+    with torch.no_grad():
+        for scale in (trained.rnn.gates or trained.rnn.multipliers):
+            scale.uniform_(0.5, 3.0)
+    fold_unit_scales(trained.rnn, trained.decoder)
+    main = _model([3, 3], "gru", **{kind: True}, **SETTLING_MODEL)
+    main.load_state_dict(trained.state_dict(), strict=strict)
+    assert main.hidden_sizes() == grown and main.rnn.gates is None and main.rnn.multipliers is None
+    assert main.hparams[kind] is False and not any(k.startswith(("rnn.gates", "rnn.multipliers"))
+                                                   for k in main.state_dict())
+    x = torch.randint(0, main.spec.input_size, (2, 7))
+    main.eval(), trained.eval()
+    with torch.no_grad():
+        assert torch.allclose(main(x)[0], trained(x)[0])
+
+
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_a_gated_checkpoint_validated_after_the_fit_folded_the_gates_is_the_checkpoints_network(
         tmp_path: Path) -> None:

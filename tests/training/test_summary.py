@@ -91,3 +91,17 @@ def test_the_summary_validates_a_model_its_last_validation_did_not_see(validated
     trainer = SimpleNamespace(interrupted=False, fast_dev_run=False, limit_val_batches=1.0, callbacks=[cell],
                               global_step=12)
     assert _stale(trainer, SimpleNamespace(hidden_sizes=lambda: [8])) is stale
+
+
+@pytest.mark.parametrize(("added", "deleted", "line"), [
+    ([3, 1], [2, 0], "  units: layer 0: 5 (+3 -2), layer 1: 2 (+1 -0); 4 added, 2 deleted in all"),
+    ([], [], "  units: layer 0: 5, layer 1: 2 (added and deleted not known here: under ddp_spawn or ddp_fork"),
+    (None, None, "  units: 5, 2 (fixed size)"),
+])
+def test_the_summarys_units_line(added, deleted, line: str) -> None:
+    """The units per layer with what was added and deleted; under ddp_spawn or ddp_fork the main
+    process's controller never ran (empty counts): the units, and why the counts are missing."""
+    from growrnn.training.summary import FitSummary
+    summary = FitSummary(task="t", metric="nll", value=1.0, step=3, floor=None, units=[5, 2], added=added,
+                         deleted=deleted, log_dir=None, diverged=False)
+    assert summary.text().splitlines()[1].startswith(line)
