@@ -333,7 +333,7 @@ class _Search:
         for row in rows:
             if row.status != "pending":
                 continue
-            done = self.archive.find_done(row.key)
+            done = self.archive.find_done(row.key, self._reusable)
             if done is not None:
                 self._reuse(row, done)
             elif row.key in first:
@@ -342,6 +342,14 @@ class _Search:
                 first[row.key] = row
                 trains.append(row)
         return trains, copies
+
+    def _reusable(self, source: CandidateRow) -> bool:
+        """Whether a new candidate may take ``source``'s results (the same cell, done): always
+        without inheritance; with it, only while ``source``'s weights are still saved (a candidate
+        that left the population had them deleted), so the new one's children have weights to
+        inherit -- else the cell trains again -- or where it diverged (it saved none to miss)."""
+        return self.weights is None or bool((source.metrics or {}).get("diverged")) \
+            or (self.weights / f"{source.id}.pt").is_file()
 
     def _reuse(self, row: CandidateRow, source: CandidateRow) -> None:
         """Record ``row`` as done with ``source``'s results (same canonical key), and give it a

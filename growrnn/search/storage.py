@@ -51,7 +51,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -419,11 +419,15 @@ class Archive:
                                 hint="ids come from Archive.add")
         return self._row(row)
 
-    def find_done(self, key: str) -> CandidateRow | None:
-        """The first finished candidate with this canonical key, or ``None`` (the search's cache)."""
-        row = self._conn.execute("SELECT * FROM candidates WHERE key = ? AND status = 'done' ORDER BY id LIMIT 1",
-                                 (key,)).fetchone()
-        return None if row is None else self._row(row)
+    def find_done(self, key: str, usable: Callable[[CandidateRow], bool] | None = None) -> CandidateRow | None:
+        """The first finished candidate with this canonical key (the first for which ``usable``
+        holds, when given), or ``None`` (the search's cache)."""
+        for row in self._conn.execute("SELECT * FROM candidates WHERE key = ? AND status = 'done' ORDER BY id",
+                                      (key,)):
+            candidate = self._row(row)
+            if usable is None or usable(candidate):
+                return candidate
+        return None
 
     def rows(self, status: str | None = None, generation: int | None = None) -> list[CandidateRow]:
         """Candidates (optionally of one status and/or generation), by id."""

@@ -166,6 +166,40 @@ def test_fewer_distinct_cells_than_population_make_a_smaller_population(tmp_path
     assert sizes == [3, 4]
 
 
+@pytest.mark.parametrize(("kept", "diverged", "source"), [
+    ({1, 2}, False, 1),      # the first trained copy
+    ({2}, False, 2),         # the first left the population (its weights deleted): the one kept
+    (set(), False, None),    # none kept: the cell trains again
+    (set(), True, 1),        # a diverged copy saved no weights to miss
+])
+def test_a_repeated_cell_takes_the_results_of_a_copy_whose_weights_are_kept(
+        tmp_path: Path, kept: set[int], diverged: bool, source: int | None) -> None:
+    """With inheritance a new candidate of a cell the archive has trained takes the results (and
+    a copy of the weights) of a trained copy whose weights are still saved; one that left the
+    population had them deleted, and reused without them it would leave its children nothing to
+    inherit (and a resume would refuse the archive for the missing file)."""
+    from growrnn.search.loop import _Search
+    db = tmp_path / "s.db"
+    config = debug_config(inherit=True)
+    gru = library_cell("gru")
+    with Archive.open(db, {"seed": 0}) as archive:
+        for _ in range(2):
+            i = archive.add(gru.to_json(), gru.to_text(), gru.key, [], "initial", 0, 0)
+            archive.finish(i, {"val": 1.0, "diverged": diverged}, [{"step": 1, "val": 1.0}], {"val": 1.0}, 0.0)
+        new = archive.get(archive.add(gru.to_json(), gru.to_text(), gru.key, [1], "mutate", 0, 1))
+        search = _Search(config, db, archive, executor=None)  # type: ignore[arg-type]
+        search.weights.mkdir()
+        for i in kept:
+            (search.weights / f"{i}.pt").write_bytes(b"weights")
+        trains, copies = search._triage([new], {})
+        row = archive.get(new.id)
+        if source is None:
+            assert trains == [new] and row.status == "pending"
+        else:
+            assert trains == [] and row.status == "done" and row.metrics["reused_from"] == source
+            assert (search.weights / f"{new.id}.pt").is_file() is (not diverged)
+
+
 # ------------------------------------------------------------------------------------ resume
 def _done_rows(db: Path) -> dict[int, CandidateRow]:
     with Archive.open(db) as archive:
