@@ -98,7 +98,8 @@ def tensorboard_dir(config: SearchConfig, db: Path) -> Path:
 
 def weights_dir(db: Path) -> Path:
     """Where candidates' trained weights go (for their children): the database path without its
-    suffix plus ``_weights`` (one folder per search, so two searches in one folder do not mix)."""
+    suffix plus ``_weights`` (one folder per search, marked as its archive's: see
+    :meth:`~growrnn.search.storage.Archive.claim`)."""
     return Path(f"{db.with_suffix('')}_weights")
 
 
@@ -142,6 +143,11 @@ class _Search:
 
     # ------------------------------------------------------------------------------- driver
     def run(self) -> SearchResult:
+        if self.weights is not None:
+            self.archive.claim(self.weights)
+        if self.config.rungs is not None:
+            from growrnn.search.rungs import rung_dir
+            self.archive.claim(rung_dir(self.db))
         last = self.archive.last_generation()
         if last is None:
             gen, state = 0, self._initial_state()

@@ -73,6 +73,8 @@ FORMAT = "growrnn-search"
 STATUSES = ("pending", "running", "done", "failed")
 #: The tables every archive has (from schema 1 on); later ones come from :data:`_MIGRATIONS`.
 TABLES = ("meta", "candidates", "generations")
+#: the file that names the archive a side folder (weights, rung checkpoints) belongs to
+ARCHIVE_MARK = "archive.txt"
 DAMAGED_HINT = "the archive was edited or damaged; restore a copy, or start the search again with a new --db"
 
 _SCHEMA = f"""
@@ -613,6 +615,32 @@ class Archive:
         self._check_ids(ids, "population")
         self._conn.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
                            (gen, json.dumps(ids), _dumps(state, "state"), _dumps(dict(stats), "stats"), time.time()))
+
+    @property
+    def identity(self) -> str:
+        """What tells this archive from every other: the time it was created (to the microsecond;
+        a copy of the file is the same archive)."""
+        (value,) = self._conn.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()
+        return str(value)
+
+    def claim(self, folder: Path) -> None:
+        """Mark ``folder`` (a side folder named after the database: weights, rung checkpoints) as
+        this archive's, or refuse it if it is another's: ``a.db`` and ``a.sqlite`` name the same
+        folders, and two searches writing there would overwrite and prune each other's files. A
+        folder without a mark (new, or of an older growrnn) is marked."""
+        mark = folder / ARCHIVE_MARK
+        if mark.is_file():
+            theirs = mark.read_text().strip()
+            if theirs != self.identity:
+                raise SearchError(format_message(
+                    f"{folder} belongs to another search archive (created {theirs}) than {self.path} "
+                    f"(created {self.identity})",
+                    hint="two databases whose names differ only in their suffix (a.db, a.sqlite) share their "
+                         "side folders; give this search a database of another name, or move the other "
+                         "search's folders away"))
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text(self.identity + "\n")
 
     def last_generation(self) -> GenerationRow | None:
         """The saved generation with the highest number, or ``None`` before the first save."""

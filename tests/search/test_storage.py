@@ -4,6 +4,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -230,6 +231,28 @@ def test_survives_kill_9(tmp_path: Path) -> None:
             [(f"k{i}", {"val": i / 10}, [{"step": 1, "val": i / 10}], {"val": i / 10}) for i in range(4)]
         assert db.reset_running() == [5]
         assert db.find_done("k3") is not None and db.find_done("k4") is None
+
+
+def test_a_side_folder_is_one_archives(tmp_path: Path) -> None:
+    """``a.db`` and ``a.sqlite`` name the same side folders (``a_weights/``): the first archive to
+    use one marks it, the other is refused with its reason; a copy of the file is the same
+    archive, and an unmarked folder (an older growrnn's) is adopted."""
+    folder = tmp_path / "a_weights"
+    with Archive.open(tmp_path / "a.db", {"seed": 0}) as a:
+        a.claim(folder)
+        a.claim(folder)  # again: its own
+        mine = a.identity
+    assert (folder / "archive.txt").read_text().strip() == mine
+    shutil.copyfile(tmp_path / "a.db", tmp_path / "copy.db")
+    with Archive.open(tmp_path / "copy.db") as copy:
+        copy.claim(folder)
+    with Archive.open(tmp_path / "a.sqlite", {"seed": 1}) as b:
+        with pytest.raises(SearchError, match=r"a_weights belongs to another search archive .*a.sqlite.*HINT: two "
+                                              r"databases whose names differ only in their suffix"):
+            b.claim(folder)
+        (folder / "archive.txt").unlink()
+        b.claim(folder)
+        assert (folder / "archive.txt").read_text().strip() == b.identity != mine
 
 
 # ------------------------------------------------------------------------------------ hostile files
