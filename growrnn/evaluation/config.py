@@ -288,7 +288,7 @@ def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), 
     import lightning as L
 
     from growrnn.task import task_factory, task_names
-    from growrnn.training.model import SequenceModel
+    from growrnn.training.model import SequenceModel, check_model_options
 
     if config.task not in task_names():
         raise ArgumentError("task", allowed=", ".join(task_names()), received=config.task,
@@ -296,11 +296,19 @@ def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), 
     check_keys("task_options", config.task_options, task_factory(config.task), task_owned, task_hint, owner)
     check_keys("model", config.model, SequenceModel, model_owned,
                "SequenceModel options, as under model: in a fit config", owner)
+    try:
+        check_model_options(config.model)
+    except ArgumentError as err:
+        raise err.under("model") from None
     check_keys("trainer", config.trainer, L.Trainer, TRAINER_OWNED, trainer_hint, owner)
-    if config.trainer.get("limit_val_batches", 1.0) in (0, 0.0):
-        raise ArgumentError("trainer.limit_val_batches", allowed="a number of batches >= 1 or a share > 0",
-                            received=config.trainer["limit_val_batches"],
-                            hint=f"{owner} scores every run on its validation data; leave the option unset")
+    for name, what in (("limit_val_batches", "scores every run on its validation data"),
+                       ("limit_train_batches", "trains every run")):
+        if config.trainer.get(name, 1.0) in (0, 0.0):
+            raise ArgumentError(f"trainer.{name}", allowed="a number of batches >= 1 or a share > 0",
+                                received=config.trainer[name], hint=f"{owner} {what}; leave the option unset")
+    if "accumulate_grad_batches" in config.trainer:
+        check_int("trainer.accumulate_grad_batches", config.trainer["accumulate_grad_batches"], 1,
+                  hint="the batches summed into one optimizer step; 1: every batch steps")
 
 
 def check_grow(name: str, grow: Mapping[str, Any], owner: str, hint: str, owned: tuple[str, ...] = (),

@@ -17,8 +17,8 @@ from typing import Any
 
 import lightning as L
 
-from growrnn.errors import ArgumentError
-from growrnn.evaluation.config import Budget
+from growrnn.errors import ArgumentError, check_int
+from growrnn.evaluation.config import TRAINER_OWNED, Budget
 from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
 from growrnn.task import Task, get_task, task_factory
@@ -157,6 +157,10 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
 
     Shapes: the model reads the task's batches, ``(B, T, I)`` features or ``(B, T)`` tokens.
     """
+    check_int("seed", seed, 0, hint="seeds the weights, dropout, the data's order and growth")
+    if resume_from is not None and not Path(resume_from).is_file():
+        raise ArgumentError("resume_from", allowed="a checkpoint file an earlier call wrote (checkpoint_to)",
+                            received=str(resume_from), hint="pass None to train from the start")
     files = (resume_from, checkpoint_to)
     passes = (score, test and score)
     if threads is None:
@@ -167,12 +171,33 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
                          files)
 
 
+def _budget(budget: Budget | Mapping[str, Any]) -> Budget:
+    """``budget`` as a :class:`Budget` (a mapping of its fields), or an ArgumentError naming it."""
+    if isinstance(budget, Budget):
+        return budget
+    fields = ", ".join(Budget.__dataclass_fields__)
+    if not isinstance(budget, Mapping):
+        raise ArgumentError("budget", allowed=f"a Budget or a mapping of {fields}", received=budget,
+                            hint='e.g. budget={"steps": 200, "val_every": 50}')
+    unknown = sorted(set(budget) - set(Budget.__dataclass_fields__))
+    if unknown:
+        raise ArgumentError("budget", allowed=f"keys {fields}", received=", ".join(map(str, unknown)),
+                            hint='e.g. budget={"steps": 200, "val_every": 50}')
+    return Budget(**budget)
+
+
 def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int,
               task_options: Mapping[str, Any] | None, model: Mapping[str, Any] | None,
               trainer: Mapping[str, Any] | None, grow: Mapping[str, Any] | None, callbacks: Sequence[L.Callback],
               passes: tuple[bool, bool], logger: Any, files: tuple[Any, Any] = (None, None)) -> Result:
     quiet_lightning()
-    budget = budget if isinstance(budget, Budget) else Budget(**budget)
+    budget = _budget(budget)
+    owned = sorted(set(trainer or {}) & set(TRAINER_OWNED) - {"callbacks"})
+    if owned:
+        raise ArgumentError("trainer", allowed=f"lightning.Trainer options but {', '.join(TRAINER_OWNED[1:])}",
+                            received=", ".join(owned),
+                            hint="evaluate sets the run's length from budget, and its logger and checkpoints "
+                                 "itself; give the length as budget (steps, epochs, seconds, val_every)")
     resume_from, checkpoint_to = files
     datamodule: Any = None
     if isinstance(task, str):

@@ -287,10 +287,19 @@ def check_config(config: SearchConfig) -> None:
         p = config.predictor
         check_int("predictor.k", p.k, 1)
         check_int("predictor.min_train", p.min_train, 2)
+        check_int("predictor.hidden_size", p.hidden_size, 1, hint="the predictor network's hidden units")
+        check_int("predictor.epochs", p.epochs, 1, hint="the predictor network's training epochs at each refit")
         if not 0.0 <= p.margin < math.inf:
             raise ArgumentError("predictor.margin", allowed="a finite float >= 0", received=p.margin)
     if config.novelty is not None:
-        check_int("novelty.k", config.novelty.k, 1)
+        n = config.novelty
+        check_int("novelty.k", n.k, 1)
+        for name in ("max_size", "steps", "input_size", "hidden_size"):
+            check_int(f"novelty.{name}", getattr(n, name), 1,
+                      hint="the novelty archive's size, and the fixed random sequence (steps, features) and "
+                           "units a cell's behaviour is read on")
+        if n.add_threshold is not None and not (is_number(n.add_threshold) and math.isfinite(n.add_threshold)):
+            raise ArgumentError("novelty.add_threshold", allowed="null or a finite number", received=n.add_threshold)
     if config.speciation is not None:
         _check_speciation(config.speciation, config.population)
     if config.rungs is not None:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from growrnn.cells.gemm import agree_kernels
 from growrnn.cells.rnn import GenomeRNN
-from growrnn.errors import ArgumentError, check_choice, check_number
+from growrnn.errors import ArgumentError, check_choice, check_int, check_number, is_number
 from growrnn.genome.complexity import complexity
 from growrnn.genome.graph import Genome
 from growrnn.genome.source import load as load_genome
@@ -102,12 +102,7 @@ class SequenceModel(L.LightningModule):
         # checkpoints carry it under "growrnn" (see on_save_checkpoint / load_from_checkpoint).
         self.save_hyperparameters(ignore=["spec"])
         self.spec = spec
-        if optimizer not in OPTIMIZERS:
-            raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=optimizer)
-        check_choice("schedule", schedule, ("none", "decay", "plateau"))
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", 0.0 if weight_decay is None
-                                                                 else weight_decay)):
-            check_number(name, value, hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
+        check_model_options({name: value for name, value in self.hparams.items() if name in _TASK_FREE})
         self.genome = load_genome(cell, "cell")
         if isinstance(cell, Genome):  # hyper-parameters are plain values (a checkpoint loads them weights-only)
             self.hparams["cell"] = self.genome.to_text()
@@ -685,6 +680,46 @@ def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] 
             return None
         sizes.append(int(stored.shape[0]) // int(view.shape[0]))
     return sizes
+
+
+#: the SequenceModel options whose values are checked without a task (check_model_options)
+_TASK_FREE = ("optimizer", "schedule", "lr", "momentum", "weight_decay", "eps", "dropout", "decay", "decay_start",
+              "plateau_factor", "patience", "init_range", "max_update", "l1", "gate_lr", "embedding_size",
+              "num_layers", "seed")
+
+
+def check_model_options(options: Mapping[str, Any]) -> None:
+    """Refuse a ``SequenceModel`` option value that is wrong whatever the task (``options``: some
+    of its keyword arguments; the others are not looked at): an unknown optimizer or schedule, a
+    rate, factor or count out of its range. The model checks its own with it, and a search's or
+    a comparison's config is checked with it at load, so a bad value fails before any run trains."""
+    o = options
+    if "optimizer" in o and o["optimizer"] not in OPTIMIZERS:
+        raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=o["optimizer"])
+    if "schedule" in o:
+        check_choice("schedule", o["schedule"], ("none", "decay", "plateau"))
+    for name in ("lr", "momentum", "weight_decay", "l1"):
+        if o.get(name) is not None:
+            check_number(name, o[name], hint="e.g. lr: 0.001 for adam, 1.0 for sgd" if name == "lr" else None)
+    for name in ("eps", "init_range", "max_update", "gate_lr"):
+        value = o.get(name)
+        if value is not None and not (is_number(value) and 0 < value < math.inf):
+            raise ArgumentError(name, allowed="a finite number > 0" + (", or null" if name != "gate_lr" else ""),
+                                received=value)
+    if "dropout" in o and not (is_number(o["dropout"]) and 0 <= o["dropout"] < 1):
+        raise ArgumentError("dropout", allowed="a number in [0, 1)", received=o["dropout"],
+                            hint="the share of units dropped in training; 0: none")
+    if "decay" in o and not (is_number(o["decay"]) and 0 < o["decay"] <= 1):
+        raise ArgumentError("decay", allowed="a number in (0, 1]", received=o["decay"],
+                            hint="the decay schedule multiplies the rate by it every epoch")
+    if "plateau_factor" in o and not (is_number(o["plateau_factor"]) and 1 <= o["plateau_factor"] < math.inf):
+        raise ArgumentError("plateau_factor", allowed="a finite number >= 1", received=o["plateau_factor"],
+                            hint="the plateau schedule divides the rate by it")
+    for name, low in (("decay_start", 0), ("patience", 0), ("num_layers", 1), ("seed", 0)):
+        if name in o:
+            check_int(name, o[name], low)
+    if o.get("embedding_size") is not None:
+        check_int("embedding_size", o["embedding_size"], 1, allowed="an int >= 1, or null (the layer's width)")
 
 
 def _match_unit_scales(model: SequenceModel, state_dict: Mapping[str, Any]) -> None:

@@ -146,6 +146,25 @@ def test_resuming_needs_a_task_name(tmp_path) -> None:
         evaluate("gru", get_task("adding", length=10, **TASK), {"steps": 2}, checkpoint_to=tmp_path / "x.ckpt")
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"budget": {"step": 5}}, r"'budget'.*Allowed: keys steps, epochs, seconds, val_every.*Received: step"),
+    ({"budget": "5 steps"}, r"'budget'.*a Budget or a mapping.*Received: 5 steps"),
+    ({"trainer": {"max_steps": 3}}, r"'trainer'.*Received: max_steps.*HINT: evaluate sets the run's length"),
+    ({"trainer": {"logger": None}}, r"'trainer'.*Received: logger"),
+    ({"seed": -1}, r"'seed'.*an int >= 0.*Received: -1"),
+    ({"resume_from": "no/such.ckpt"}, r"'resume_from'.*Received: no/such.ckpt"),
+    ({"model": {"dropout": 1.5}}, r"'dropout'.*\[0, 1\).*Received: 1.5"),
+])
+def test_evaluate_names_a_bad_argument(kwargs: dict, match: str) -> None:
+    """What ``evaluate`` sets itself (the run's length, logger, checkpoints) is not overridden
+    through ``trainer``, and every bad argument is named, not a bare TypeError or numpy's error."""
+    args = {"budget": {"steps": 2}, **kwargs}
+    with pytest.raises(ArgumentError, match=match):
+        evaluate("gru", "copy", args.pop("budget"), task_options={"delay": 2, "n_train": 32, "n_eval": 8,
+                                                                   "batch_size": 16},
+                 **{"model": {"hidden_size": 4}, **args}, test=False)
+
+
 def test_a_run_with_no_validation_is_refused_by_name() -> None:
     """A run is scored on its validation data: with ``limit_val_batches`` 0 none is validated, and
     the error names the option (it was an IndexError after training)."""
