@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from growrnn.errors import SearchError, check_choice, format_message
+from growrnn.files import output_folder
 from growrnn.genome import Genome
 from growrnn.search.confirm import ConfirmedCell, confirmed_cells, rank_cells
 from growrnn.search.report import first_front, same_as, values_of
@@ -164,7 +165,7 @@ def export_front(db: str | Path, out: str | Path, front_only: bool = True, *, ob
         log.info("the cells of %s are not confirmed: ranked by the search's score (growrnn search confirm --db %s "
                  "retrains them from scratch)", db, db)
     on_confirmed_front = _confirmed_front(exported, names, sense)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out, "out")
     written: list[Path] = []
     table = []
     for k, cell in enumerate(exported):

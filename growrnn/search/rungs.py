@@ -293,7 +293,8 @@ def _train_rung(search: _Search, gen: int, rung: int, cohort: list[int], by_id: 
                 archive.finish_rung(c, rung, value["metrics"], value["curve"], value["objectives"], value["seconds"],
                                     steps=int(value["metrics"].get("train_steps_spent", 0)))
             else:
-                log.warning("candidate %d, rung %d: %s after %d attempt(s)", c, rung, outcome.status, outcome.attempts)
+                log.warning("candidate %d, rung %d: %s after %d attempt(s): %s", c, rung, outcome.status,
+                            outcome.attempts, outcome.reason)
                 archive.fail_rung(c, rung, f"{outcome.status} after {outcome.attempts} attempt(s): {outcome.error}")
             bar.update()
     finally:

@@ -276,8 +276,13 @@ class Archive:
         text = _dumps(dict(config), "config") if config is not None else None
         lock, conn = None, None
         if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = _lock(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = _lock(path)
+            except OSError as e:  # a parent that is a file, a folder that cannot be written
+                raise ArgumentError("path", allowed="a database file in a folder that can be made and written",
+                                    received=str(path), hint=f"{e.strerror or e}; the search's --db names "
+                                                             "that file") from None
         try:
             if read_only:
                 conn = _connect_read_only(path, timeout)

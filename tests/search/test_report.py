@@ -181,6 +181,13 @@ def test_a_genome_held_twice_is_exported_once(tmp_path: Path, built: Built, fron
     assert ids[:4] == [built.ids[n] for n in ("r0", "lstm", "gru", "r1")]
 
 
+def test_an_export_into_a_file_is_named(tmp_path: Path, built: Built) -> None:
+    built.db.save_generation(0, list(built.population), {}, {})
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ArgumentError, match=r"'out'.*a folder.*taken.*HINT: that path is a file"):
+        export_front(built.db.path, tmp_path / "taken")
+
+
 def test_a_library_cell_rediscovered_is_named(tmp_path: Path, built: Built) -> None:
     """A search's child that is an LSTM with a negated recurrent matrix in its output gate (as the
     PTB search's cell 121) is exported, and shown on the front in TensorBoard, as the library's

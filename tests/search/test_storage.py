@@ -256,6 +256,14 @@ def test_a_side_folder_is_one_archives(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ hostile files
+def test_a_database_path_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    """A parent that is a file (or a folder that cannot be written) is an ArgumentError naming
+    the path, not a bare OS error from the folder or the lock file."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArgumentError, match=r"'path'.*Allowed: a database file in a folder.*file/s.db.*HINT"):
+        Archive.open(tmp_path / "file" / "s.db", {"seed": 0})
+
+
 def test_a_second_writer_is_refused_while_readers_may_read(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with Archive.open(path, CONFIG) as first:
