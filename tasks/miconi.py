@@ -52,6 +52,12 @@ def hard_text(rng: random.Random, n_chars: int) -> str:
     return "".join(out)[:n_chars]
 
 
+def switch_text(rng: random.Random, n_chars: int, p: float = 0.6) -> str:
+    """Miconi's EASYHARDEASY stream: easy, hard from a third of it, easy again from two thirds."""
+    third = n_chars // 3
+    return easy_text(rng, third, p) + hard_text(rng, third) + easy_text(rng, n_chars - 2 * third, p)
+
+
 def _encode(text: str) -> torch.Tensor:
     return torch.tensor([_IDX[c] for c in text], dtype=torch.long)
 
@@ -69,8 +75,10 @@ def _task(kind: str, train_windows: int, eval_windows: int, batch_size: int, see
             return _encode(easy_text(rng, n, p))
         if kind == "hard":
             return _encode(hard_text(rng, n))
-        third = n // 3  # EASYHARDEASY: switch at 1/3 and 2/3 of the stream
-        return _encode(easy_text(rng, third, p) + hard_text(rng, third) + easy_text(rng, n - 2 * third, p))
+        # EASYHARDEASY in each of the batch_size streams the batches read side by side (batchify
+        # cuts the stream into that many contiguous rows): every row switches at 1/3 and 2/3 of
+        # training, as one stream of batch 1 does
+        return _encode("".join(switch_text(rng, n // batch_size, p) for _ in range(batch_size)))
 
     def splits() -> dict[str, torch.Tensor]:
         return {"train": stream(random.Random(seed), train_windows),

@@ -143,17 +143,14 @@ class _Search:
 
     # ------------------------------------------------------------------------------- driver
     def run(self) -> SearchResult:
-        if self.weights is not None:
-            self.archive.claim(self.weights)
-        if self.config.rungs is not None:
-            from growrnn.search.rungs import rung_dir
-            self.archive.claim(rung_dir(self.db))
         last = self.archive.last_generation()
         if last is None:
+            self._claim_folders()
             gen, state = 0, self._initial_state()
         else:
             gen, state = last.gen + 1, decode_state(last.state)
             self._check_weights(last.population)
+            self._claim_folders()  # before anything in them is pruned
             # a crash may have come between the save and the pruning
             prune_weights(self.weights, self.archive, last.gen, last.population)
             log.info("resuming %s after generation %d", self.db, last.gen)
@@ -167,6 +164,15 @@ class _Search:
 
             confirmation = run_confirmation(self.config, self.archive, self.executor, tensorboard=self.tb)
         return SearchResult(population, gen - 1, self.db, self.tb, confirmation)
+
+    def _claim_folders(self) -> None:
+        """Mark the side folders this search writes (weights, rung checkpoints) as its archive's,
+        or refuse another archive's (:meth:`~growrnn.search.storage.Archive.claim`)."""
+        if self.weights is not None:
+            self.archive.claim(self.weights)
+        if self.config.rungs is not None:
+            from growrnn.search.rungs import rung_dir
+            self.archive.claim(rung_dir(self.db))
 
     def _check_weights(self, population: Sequence[int]) -> None:
         """Refuse to resume a search with inheritance whose saved population lost its weights

@@ -115,7 +115,7 @@ def test_rows_carry_lineage_seeds_and_inherited_weights(reference: tuple[Path, S
         source = (r.metrics or {}).get("reused_from")
         if source is not None:
             assert by_id[source].key == r.key and by_id[source].objectives == r.objectives
-    assert sorted(p.name for p in weights_dir(db).glob("*")) == sorted(f"{i}.pt" for i in reference[1].population)
+    assert sorted(p.name for p in weights_dir(db).glob("*.pt")) == sorted(f"{i}.pt" for i in reference[1].population)
 
 
 def test_resuming_a_finished_search_evaluates_nothing(reference: tuple[Path, SearchResult]) -> None:

@@ -172,7 +172,7 @@ def test_a_fake_search_promotes_exactly_the_best_of_each_rung(tmp_path: Path) ->
     # each later rung went on from the rung before's checkpoint, never from a parent's weights
     resumed = [p for p in executor.payloads if p.get("resume_from")]
     assert resumed and all(p["parent"] is None and p["predictor"] is None for p in resumed)
-    assert not list(rung_dir(db).glob("*")), "a saved generation's rung checkpoints are deleted"
+    assert [p.name for p in rung_dir(db).glob("*")] == ["archive.txt"], "the saved generation's checkpoints are deleted"
 
 
 def test_the_predictor_ranks_a_rung_once_it_is_trained(tmp_path: Path) -> None:
@@ -277,7 +277,7 @@ def test_an_interrupted_rung_resumes_to_the_same_search_and_needs_its_checkpoint
     with pytest.raises(SearchError, match=r"cannot go on with rung 1 of candidate \d+: its rung 0 checkpoint .* is "
                        r"missing.*HINT: the killed_rungs/ folder"):
         run_search(config, db, executor=FakeExecutor())
-    shutil.copytree(saved, rung_dir(db))
+    shutil.copytree(saved, rung_dir(db), dirs_exist_ok=True)  # the refused run left the folder, marked
     run_search(config, db, executor=FakeExecutor())
     with Archive.open(db, read_only=True) as a, Archive.open(reference, read_only=True) as b:
         def summary(archive: Archive) -> list:

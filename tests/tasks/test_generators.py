@@ -31,15 +31,20 @@ def test_hard_groups_reverse_with_one_flip() -> None:
     assert FLOORS["hard"] == pytest.approx(8.96, abs=0.01)
 
 
-def test_switch_is_easy_hard_easy() -> None:
-    dm = tasks.get("miconi_switch", train_windows=300).datamodule()
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_switch_is_easy_hard_easy_in_every_stream_the_batches_read(batch_size: int) -> None:
+    """Each of the streams a batch holds side by side switches to hard at a third of training and
+    back at two thirds (cutting one switching stream into rows gave some rows only easy text)."""
+    from tasks.base import batchify
+    dm = tasks.get("miconi_switch", train_windows=300, batch_size=batch_size).datamodule()
     dm.setup()
-    text = "".join(ALPHABET[i] for i in dm.tokens["train"].tolist())
-    third = len(text) // 3
-    parts = [text[k * third:(k + 1) * third] for k in range(3)]
-    hard_like = [bool(re.search(r"(aa|bb)", part)) for part in parts]  # never in an easy group
-    easy_like = ["(ab)" in part for part in parts]                      # never a hard group
-    assert hard_like == [False, True, False] and easy_like == [True, False, True]
+    for row in batchify(dm.tokens["train"], batch_size):
+        text = "".join(ALPHABET[i] for i in row.tolist())
+        third = len(text) // 3
+        parts = [text[k * third:(k + 1) * third] for k in range(3)]
+        hard_like = [bool(re.search(r"(aa|bb)", part)) for part in parts]  # never in an easy group
+        easy_like = ["(ab)" in part for part in parts]                      # never a hard group
+        assert hard_like == [False, True, False] and easy_like == [True, False, True]
 
 
 def test_miconi_streams_are_seeded() -> None:

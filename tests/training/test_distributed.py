@@ -34,7 +34,7 @@ SETTLE = {"optimizer": "adam", "lr": 0.01}
 STREAM = ("miconi_switch", {"train_windows": STEPS, "eval_windows": 2, "batch_size": 4})
 JOBS: dict[str, dict[str, Any]] = {
     "outgoing_l1": {"cell": "elman", "start": 2, "model": MICONI, "data": STREAM,
-                    "rule": {"threshold": 0.15, "p_add": 0.5, "p_delete": 0.5}},
+                    "rule": {"threshold": 0.2, "p_add": 0.5, "p_delete": 0.5}},
     "multiplier": {"cell": "gru", "start": [2, 1], "model": {**MICONI, "unit_multipliers": True}, "data": STREAM,
                    "rule": {"threshold": 0.9, "p_add": 0.5, "p_delete": 1.0}},
     "group_lasso": {"cell": "lstm", "start": [3, 2], "model": SETTLE,
