@@ -18,8 +18,14 @@ __all__ = ["StreamData", "SequenceData", "SimpleTask", "check_positive"]
 
 
 def check_positive(**values: int) -> None:
+    """Each of ``values`` (a task option by name) an int >= 1, else an ArgumentError naming it."""
     for name, v in values.items():
-        check_int(name, v, 1)
+        check_int(name, v, 1, hint="a count of sequences, steps or items; see growrnn tasks for the task's options")
+
+
+def _given(**values: int | None) -> dict[str, int]:
+    """The optional options of ``values`` that were given (not None)."""
+    return {name: v for name, v in values.items() if v is not None}
 
 
 class _Windows(Dataset):
@@ -52,9 +58,9 @@ class StreamData(L.LightningDataModule):
     def __init__(self, splits: Callable[[], dict[str, Tensor]], batch_size: int, bptt: int,
                  eval_batch_size: int | None = None):
         super().__init__()
-        check_positive(batch_size=batch_size, bptt=bptt)
+        check_positive(batch_size=batch_size, bptt=bptt, **_given(eval_batch_size=eval_batch_size))
         self._splits, self.batch_size, self.bptt = splits, batch_size, bptt
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.tokens: dict[str, Tensor] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -127,9 +133,9 @@ class SequenceData(L.LightningDataModule):
     def __init__(self, splits: Callable[[], dict[str, list[tuple[Tensor, Tensor]]]], batch_size: int,
                  per_step: bool, seed: int = 0, eval_batch_size: int | None = None):
         super().__init__()
-        check_positive(batch_size=batch_size)
+        check_positive(batch_size=batch_size, **_given(eval_batch_size=eval_batch_size))
         self._splits, self.batch_size, self.per_step, self.seed = splits, batch_size, per_step, seed
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.items: dict[str, list[tuple[Tensor, Tensor]]] | None = None
 
     def setup(self, stage: str | None = None) -> None:

@@ -178,7 +178,10 @@ def download(name: str, mirror: str | None = None, force: bool = False, timeout:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
+    umask = os.umask(0)
+    os.umask(umask)
     for tmp, target in staged:
+        os.chmod(tmp, 0o666 & ~umask)  # a temporary file is private (0600): the data as any file the user writes
         os.replace(tmp, target)
         done.append(target)
     return done

@@ -50,7 +50,7 @@ def _anbncn_example(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def anbncn(max_n: int = 10, test_max_n: int | None = None, n_train: int = 1000, n_eval: int = 200,
            batch_size: int = 32, seed: int = 0) -> SimpleTask:
     """aⁿbⁿcⁿ next-symbol-set prediction; n in 1..max_n (test: 1..test_max_n). Metric: step accuracy."""
-    test_max_n = test_max_n or max_n
+    test_max_n = max_n if test_max_n is None else test_max_n
     check_positive(max_n=max_n, test_max_n=test_max_n, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
 
     def draw(count: int, top: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

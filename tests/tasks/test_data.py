@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -91,9 +92,15 @@ def serve():
 def test_download_from_a_mirror_verifies(name: str, serve, tmp_path: Path, data_dir: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GROWRNN_DATA", str(tmp_path / "data"))
-    paths = download(name, mirror=serve(data_dir))
+    umask = os.umask(0o022)
+    try:
+        paths = download(name, mirror=serve(data_dir))
+    finally:
+        os.umask(umask)
     assert paths and all(sha256(p) == sha256(data_dir / p.relative_to(tmp_path / "data")) for p in paths)
     assert tasks.get(name).spec.name == name  # loads from the downloaded copy
+    # readable by whoever shares the data folder, as any file written under that umask
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths)
 
 
 def test_download_refuses_a_bad_copy(serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

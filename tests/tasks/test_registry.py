@@ -40,12 +40,33 @@ def test_specs(name: str, options: dict, metric: str, direction: str, request: p
     ("adding", {"length": 1}, "'length'.*>= 2"),
     ("miconi_easy", {"p": 1.5}, "'p'.*probability"),
     ("copy", {"delay": 0}, "'delay'.*>= 1"),
+    ("anbncn", {"test_max_n": 0}, "'test_max_n'.*>= 1.*Received: 0"),     # not max_n in disguise
     ("char_stream", {"path": "no/such/file.txt"}, "'path'.*existing text file"),
     ("char_stream", {}, "options of task 'char_stream'.*required: path.*Received: \\[\\].*missing"),
 ])
 def test_bad_names_and_options(name: str, options: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
         tasks.get(name, **options)
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5])
+@pytest.mark.parametrize(("name", "options"), [
+    ("miconi_hard", {"train_windows": 4, "eval_windows": 2}),    # a stream
+    ("teacher", {"units": 4, "n_train": 16, "n_eval": 16}),      # sequences
+])
+def test_eval_batch_size_is_checked_by_name(name: str, options: dict, value: object) -> None:
+    """``eval_batch_size`` 0 no longer means ``batch_size``, and a bad value names the option,
+    not ``batch_size`` or a bare TypeError when the validation loader is made."""
+    from tasks.base import SequenceData, StreamData
+    task = tasks.get(name, **options)
+    data = task.datamodule()
+    cls = type(data)
+    assert cls in (StreamData, SequenceData)
+    with pytest.raises(ArgumentError, match=f"'eval_batch_size'.*an int >= 1.*Received: {value}"):
+        if cls is StreamData:
+            StreamData(data._splits, 2, 5, eval_batch_size=value)
+        else:
+            SequenceData(data._splits, 2, True, eval_batch_size=value)
 
 
 @pytest.mark.parametrize(("content", "options", "match"), [
