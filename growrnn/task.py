@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, check_int
 
 __all__ = ["TaskSpec", "Task", "METRICS", "metric_value", "task_names", "task_factory", "get_task",
            "ENTRY_POINT_GROUP"]
@@ -130,4 +130,10 @@ def get_task(name: str, **options: Any) -> Task:
         allowed = ", ".join(signature.parameters) + (f" (required: {', '.join(required)})" if required else "")
         raise ArgumentError(f"options of task '{name}'", allowed=allowed, received=sorted(options),
                             hint=str(e)) from None
+    if "seed" in options:  # every generated task's, checked once: torch and numpy take seeds below 2**63
+        check_int("seed", options["seed"], 0, allowed="an int in [0, 2**31)",
+                  hint="seeds the generated data and its order")
+        if options["seed"] >= 2**31:
+            raise ArgumentError("seed", allowed="an int in [0, 2**31)", received=options["seed"],
+                                hint="seeds the generated data and its order")
     return factory(**options)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, is_number
 from growrnn.task import TaskSpec
 from tasks.base import SequenceData, SimpleTask, check_positive
 from tasks.data import DataError, data_root
@@ -41,7 +41,7 @@ def imdb(path: str | None = None, vocab_size: int = 20000, max_len: int = 400, v
          batch_size: int = 32, seed: int = 0) -> SimpleTask:
     """IMDB sentiment from an extracted aclImdb/ folder (``path``). Metric: accuracy."""
     check_positive(vocab_size=vocab_size, max_len=max_len, batch_size=batch_size)
-    if not 0.0 < valid_fraction < 1.0:
+    if not is_number(valid_fraction) or not 0.0 < valid_fraction < 1.0:
         raise ArgumentError("valid_fraction", allowed="a fraction in (0, 1)", received=valid_fraction)
     root = Path(path).expanduser() if path else data_root() / "aclImdb"
     if not root.is_dir():

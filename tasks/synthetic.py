@@ -24,9 +24,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from growrnn.errors import ArgumentError
+from growrnn.errors import ArgumentError, is_number
 from growrnn.task import TaskSpec
 from tasks.base import SequenceData, SimpleTask, check_positive
 
@@ -126,6 +128,10 @@ def teacher(units: int = 16, vocab: int = 8, length: int = 50, n_train: int = 20
     spectral gain ``gain``, its readout to ``sharpness``) on random token inputs. The teacher is
     drawn from ``seed`` alone; the splits' inputs and samples from ``seed`` and the split."""
     check_positive(units=units, vocab=vocab, length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
+    for name, value in (("gain", gain), ("sharpness", sharpness)):
+        if not is_number(value) or not 0 < value < math.inf:
+            raise ArgumentError(name, allowed="a finite number > 0", received=value,
+                                hint="gain scales the teacher's recurrent weights, sharpness its readout")
     g = torch.Generator().manual_seed(seed)
     w_in = torch.randn(units, vocab, generator=g)
     w_hh = torch.randn(units, units, generator=g) / units ** 0.5 * gain
@@ -165,7 +171,7 @@ def flipflop(bits: int = 4, length: int = 50, rate: float = 0.5, n_train: int = 
     uniformly. Targets: the bits after each step (all clear before the first). Metric: binary
     cross-entropy per step, summed over the bits (floor 0)."""
     check_positive(bits=bits, length=length, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
-    if not 0 < rate <= 1:
+    if not is_number(rate) or not 0 < rate <= 1:
         raise ArgumentError("rate", allowed="a number in (0, 1]", received=rate,
                             hint="the probability of a pulse at each step; 0.5 touches each bit about "
                                  "every 2 * bits steps")

@@ -41,6 +41,13 @@ def test_specs(name: str, options: dict, metric: str, direction: str, request: p
     ("miconi_easy", {"p": 1.5}, "'p'.*probability"),
     ("copy", {"delay": 0}, "'delay'.*>= 1"),
     ("anbncn", {"test_max_n": 0}, "'test_max_n'.*>= 1.*Received: 0"),     # not max_n in disguise
+    ("copy", {"seed": 1.5}, r"'seed'.*an int in \[0, 2\*\*31\).*Received: 1.5"),
+    ("teacher", {"seed": 2**62}, r"'seed'.*Received: 4611686018427387904"),
+    ("jsb", {"seed": -1}, r"'seed'.*Received: -1"),
+    ("flipflop", {"rate": "0.5"}, r"'rate'.*a number in \(0, 1\]"),
+    ("miconi_easy", {"p": "0.6"}, r"'p'.*probability.*HINT"),
+    ("teacher", {"gain": float("nan")}, r"'gain'.*a finite number > 0.*Received: nan"),
+    ("teacher", {"sharpness": 0}, r"'sharpness'.*Received: 0"),
     ("char_stream", {"path": "no/such/file.txt"}, "'path'.*existing text file"),
     ("char_stream", {}, "options of task 'char_stream'.*required: path.*Received: \\[\\].*missing"),
 ])
