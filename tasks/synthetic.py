@@ -56,7 +56,7 @@ def anbncn(max_n: int = 10, test_max_n: int | None = None, n_train: int = 1000, 
     check_positive(max_n=max_n, test_max_n=test_max_n, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
 
     def draw(count: int, top: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + offset)
+        g = torch.Generator().manual_seed(seed + offset)
         return [_anbncn_example(int(n)) for n in torch.randint(1, top + 1, (count,), generator=g)]
 
     def splits() -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -76,7 +76,7 @@ def adding(length: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_siz
         raise ArgumentError("length", allowed="an int >= 2", received=length)
 
     def draw(count: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + offset)
+        g = torch.Generator().manual_seed(seed + offset)
         values = torch.rand(count, length, generator=g)
         half = length // 2
         first = torch.randint(0, half, (count,), generator=g)
@@ -104,7 +104,7 @@ def copy(delay: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: 
     blank, delim, n_sym = 0, 9, 10
 
     def draw(count: int, offset: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + offset)
+        g = torch.Generator().manual_seed(seed + offset)
         symbols = torch.randint(1, 9, (count, n_sym), generator=g)
         x = torch.full((count, delay + 2 * n_sym), blank, dtype=torch.long)
         y = torch.full_like(x, blank)

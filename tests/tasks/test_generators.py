@@ -100,24 +100,3 @@ def test_flipflop_targets_follow_the_last_pulse_on_each_bit() -> None:
 def test_flipflop_bad_options_are_named(options: dict, argument: str) -> None:
     with pytest.raises(ArgumentError, match=argument):
         tasks.get("flipflop", **options)
-
-
-@pytest.mark.parametrize(("name", "options"), [
-    ("adding", {"length": 10, "n_train": 8, "n_eval": 8}),
-    ("copy", {"delay": 3, "n_train": 8, "n_eval": 8}),
-    ("anbncn", {"max_n": 50, "n_train": 8, "n_eval": 8}),
-    ("teacher", {"units": 4, "n_train": 8, "n_eval": 8}),
-    ("flipflop", {"bits": 2, "n_train": 8, "n_eval": 8}),
-])
-def test_no_seeds_split_is_another_seeds(name: str, options: dict) -> None:
-    """Seeds 0-2 draw nine different splits: one seed's training set is not another's validation
-    or test set (with ``seed + split`` as the generator's seed, seed 1's training set was seed 0's
-    validation set), so results over seeds are independent draws."""
-    seen = []
-    for seed in range(3):
-        data = tasks.get(name, seed=seed, **options).datamodule()
-        data.setup()
-        for split in ("train", "valid", "test"):
-            items = data.items[split]
-            seen.append(torch.cat([torch.as_tensor(x).flatten().float() for x, _ in items]))
-    assert all(not (a.shape == b.shape and torch.equal(a, b)) for i, a in enumerate(seen) for b in seen[i + 1:])
