@@ -99,7 +99,9 @@ def adding(length: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_siz
 
 
 def copy(delay: int = 50, n_train: int = 10000, n_eval: int = 1000, batch_size: int = 50, seed: int = 0) -> SimpleTask:
-    """Copy memory: 10 symbols, ``delay`` blanks, recall. Metric: cross-entropy per step."""
+    """Copy memory (Arjovsky et al.'s layout): 10 symbols, ``delay - 1`` blanks, the delimiter, then
+    10 blanks during which the symbols are recalled (targets blank until then). Metric:
+    cross-entropy per step."""
     check_positive(delay=delay, n_train=n_train, n_eval=n_eval, batch_size=batch_size)
     blank, delim, n_sym = 0, 9, 10
 
