@@ -160,10 +160,14 @@ def cmd_bench_cells(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     """List the registered tasks from their factories' docstrings: nothing is built or read."""
+    import inspect
+    import textwrap
+
     from growrnn.task import task_factory, task_names
-    for name in task_names():
-        doc = (task_factory(name).__doc__ or "").strip().splitlines()
-        print(f"{name:14s} {doc[0] if doc else ''}")
+    for name in task_names():  # each factory's first paragraph, whole (a first line may stop mid-sentence)
+        paragraph = inspect.cleandoc(task_factory(name).__doc__ or "").split("\n\n")[0]
+        print(textwrap.fill(" ".join(paragraph.replace("``", "`").split()), width=100,
+                            initial_indent=f"{name:14s} ", subsequent_indent=" " * 15))
     print("# options: the factory's arguments, e.g. growrnn fit ... --data.task ptb --data.options '{bptt: 35}'")
     return 0
 

@@ -128,8 +128,12 @@ def get_task(name: str, **options: Any) -> Task:
         required = [p.name for p in signature.parameters.values()
                     if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         allowed = ", ".join(signature.parameters) + (f" (required: {', '.join(required)})" if required else "")
+        import difflib
+        close = {o: difflib.get_close_matches(o, list(signature.parameters), n=1)
+                 for o in sorted(options) if o not in signature.parameters}
+        meant = [f"'{o}' for '{c[0]}'" for o, c in close.items() if c]
         raise ArgumentError(f"options of task '{name}'", allowed=allowed, received=sorted(options),
-                            hint=str(e)) from None
+                            hint=str(e) + (f"; did you mean {', '.join(meant)}?" if meant else "")) from None
     if "seed" in options:  # every generated task's, checked once: torch and numpy take seeds below 2**63
         check_int("seed", options["seed"], 0, allowed="an int in [0, 2**31)",
                   hint="seeds the generated data and its order")

@@ -101,6 +101,14 @@ def test_out_under_a_file_is_an_error_naming_it(tmp_path: Path, capsys: pytest.C
     assert "invalid argument '--out'" in err and f"HINT: {blocker} is a file, not a folder" in err
 
 
+def test_tasks_gives_each_factorys_first_paragraph_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """A description that runs over its docstring's first line is not cut mid-sentence."""
+    assert main(["tasks"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "copy Copy memory (Arjovsky et al.'s layout): 10 symbols, `delay - 1` blanks" in out
+    assert "(targets blank until then). Metric: cross-entropy per step. flipflop The `bits`-bit" in out
+
+
 @pytest.mark.parametrize("command", [["tasks"], ["show", "dual_lstm", "--json"]])
 def test_output_into_a_closed_pipe_ends_quietly(command: list[str]) -> None:
     """`growrnn tasks | head -1`: the reader goes away; no BrokenPipeError traceback."""

@@ -37,6 +37,7 @@ def test_specs(name: str, options: dict, metric: str, direction: str, request: p
 @pytest.mark.parametrize(("name", "options", "match"), [
     ("ptbb", {}, "'task'.*Received: ptbb.*did you mean 'ptb'"),
     ("ptb", {"batch": 3}, "options of task 'ptb'.*batch_size, bptt, eval_batch_size.*Received: \\['batch'\\]"),
+    ("ptb", {"bpt": 35, "batch_size": 20}, "Received: \\['batch_size', 'bpt'\\].*did you mean 'bpt' for 'bptt'\\?"),
     ("adding", {"length": 1}, "'length'.*>= 2"),
     ("miconi_easy", {"p": 1.5}, "'p'.*probability"),
     ("copy", {"delay": 0}, "'delay'.*>= 1"),
