@@ -160,6 +160,7 @@ def download(name: str, mirror: str | None = None, force: bool = False, timeout:
     done: list[Path] = []
     staged: list[tuple[Path, Path]] = []  # (verified temporary file, its target)
     made = _missing_parents([root / f.path for f in source.files])
+    _sweep({root, *(root / f.path for f in source.files)})
     try:
         for f in source.files:
             target = root / f.path
@@ -168,9 +169,11 @@ def download(name: str, mirror: str | None = None, force: bool = False, timeout:
                 done.append(target)
                 continue
             url = f"{mirror.rstrip('/')}/{f.path}" if mirror else f.url
-            staged.append((_fetch(url, f.sha256, target.parent, timeout), target))
+            hint = (f"check the mirror's address, and that it holds {f.path} (the data root's layout)" if mirror
+                    else "check the network, or use --mirror with a copy that has the same layout")
+            staged.append((_fetch(url, f.sha256, target.parent, timeout, hint), target))
         if source.extract is not None:
-            return [_extract(staged[0][0], root, source.extract)]
+            return [_extract(staged[0][0], Path(source.files[0].path).name, root, source.extract)]
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -198,9 +201,29 @@ def _missing_parents(paths: list[Path]) -> list[Path]:
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
 
 
-def _fetch(url: str, want: str, folder: Path, timeout: float) -> Path:
+STALE_SECONDS = 3600.0  # a download's or extraction's scratch left this long untouched was cut off
+
+
+def _sweep(places: set[Path]) -> None:
+    """Delete the scratch a download killed outright (SIGKILL, a power cut) left in ``places``'
+    folders: ``.download-*`` files and ``.extract-*`` folders untouched for :data:`STALE_SECONDS`
+    (a download running beside this one writes to its own every second)."""
+    import time
+    cutoff = time.time() - STALE_SECONDS
+    for folder in {p if p.is_dir() else p.parent for p in places}:
+        for scratch in (*folder.glob(".download-*"), *folder.glob(".extract-*")) if folder.is_dir() else ():
+            try:
+                if scratch.lstat().st_mtime < cutoff:
+                    log.info("deleting %s, left by a download that was cut off", scratch)
+                    shutil.rmtree(scratch) if scratch.is_dir() and not scratch.is_symlink() else scratch.unlink()
+            except OSError:  # another process swept it first, or it is not ours to delete
+                pass
+
+
+def _fetch(url: str, want: str, folder: Path, timeout: float, hint: str) -> Path:
     """Download ``url`` into a temporary file in ``folder`` and check its sha256; the file is
-    deleted on any failure (a network error, an interrupted or truncated transfer, a wrong hash)."""
+    deleted on any failure (a network error, an interrupted or truncated transfer, a wrong hash;
+    ``hint`` says what to do about a failed transfer)."""
     folder.mkdir(parents=True, exist_ok=True)
     log.info("fetching %s", url)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".download-", delete=False) as tmp:
@@ -212,8 +235,7 @@ def _fetch(url: str, want: str, folder: Path, timeout: float) -> Path:
             tmp.close()
             path.unlink(missing_ok=True)
             if isinstance(e, (OSError, http.client.HTTPException)):
-                raise DataError(f"could not fetch {url}: {e!r}. HINT: check the network, or use "
-                                f"--mirror with a copy that has the same layout; nothing was written") from None
+                raise DataError(f"could not fetch {url}: {e!r}. HINT: {hint}; nothing was written") from None
             raise
     got = sha256(path)
     if got != want:
@@ -223,9 +245,10 @@ def _fetch(url: str, want: str, folder: Path, timeout: float) -> Path:
     return path
 
 
-def _extract(archive: Path, root: Path, folder: str) -> Path:
-    """Extract the verified ``archive`` (a .tar.gz holding ``folder/``) to ``root/folder`` through
-    a temporary folder, refusing members outside ``folder/``, links and devices; delete it."""
+def _extract(archive: Path, shown: str, root: Path, folder: str) -> Path:
+    """Extract the verified ``archive`` (a .tar.gz holding ``folder/``, named ``shown`` in messages:
+    ``archive`` is a temporary file) to ``root/folder`` through a temporary folder, refusing members
+    outside ``folder/``, links and devices; delete it."""
     target = root / folder
     work = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
     try:
@@ -235,14 +258,14 @@ def _extract(archive: Path, root: Path, folder: str) -> Path:
                 name = Path(m.name)
                 if name.is_absolute() or ".." in name.parts or name.parts[:1] != (folder,) \
                         or not (m.isfile() or m.isdir()):
-                    raise DataError(f"{archive.name} holds {m.name!r}, which is not a plain file under {folder}/; "
+                    raise DataError(f"{shown} holds {m.name!r}, which is not a plain file under {folder}/; "
                                     "nothing was written. HINT: fetch the archive from its public home")
             tar.extractall(work, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         if target.exists():
             shutil.rmtree(target)
         os.replace(work / folder, target)
     except (tarfile.TarError, EOFError) as e:
-        raise DataError(f"{archive.name} is not a readable .tar.gz ({e}); nothing was written") from None
+        raise DataError(f"{shown} is not a readable .tar.gz ({e}); nothing was written") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
         archive.unlink(missing_ok=True)

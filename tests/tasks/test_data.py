@@ -109,7 +109,8 @@ def test_download_refuses_a_bad_copy(serve, tmp_path: Path, monkeypatch: pytest.
     (bad / "jsb_chorales").mkdir(parents=True)
     (bad / "jsb_chorales" / "JSB_Chorales.mat").write_bytes(b"not the file")
     url = serve(bad)
-    with pytest.raises(DataError, match="could not fetch .*404"):
+    with pytest.raises(DataError, match="could not fetch .*404.*HINT: check the mirror's address, and that it "
+                                        "holds ptb/ptb.train.txt"):
         download("ptb", mirror=url)
     with pytest.raises(DataError, match="does not match its sha256.*nothing was written"):
         download("jsb", mirror=url)
@@ -190,7 +191,8 @@ def test_download_imdb_from_a_mirror(serve, imdb_dir: Path, tmp_path: Path, monk
 
 @pytest.mark.parametrize(("extra", "sha", "match"), [
     (None, "0" * 64, "does not match its sha256.*nothing was written"),
-    ("../evil.txt", None, "holds '../evil.txt', which is not a plain file under aclImdb/.*nothing was written"),
+    ("../evil.txt", None, "^aclImdb_v1.tar.gz holds '../evil.txt', which is not a plain file under aclImdb/.*"
+                          "nothing was written"),
     ("elsewhere/evil.txt", None, "holds 'elsewhere/evil.txt'"),
 ])
 def test_a_bad_imdb_archive_writes_nothing(serve, imdb_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -201,3 +203,24 @@ def test_a_bad_imdb_archive_writes_nothing(serve, imdb_dir: Path, tmp_path: Path
     with pytest.raises(DataError, match=match):
         download("imdb", mirror=serve(tmp_path / "mirror"))
     assert not (tmp_path / "data").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_a_download_sweeps_the_scratch_a_killed_one_left(serve, tmp_path: Path, data_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILLed download leaves its ``.download-*`` file (and an extraction its ``.extract-*``
+    folder); the next download deletes those untouched for an hour, not one that may be running."""
+    import os
+    import time
+    monkeypatch.setenv("GROWRNN_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "data" / "jsb_chorales"
+    folder.mkdir(parents=True)
+    old, fresh, extracted = folder / ".download-old", folder / ".download-new", tmp_path / "data" / ".extract-old"
+    old.write_bytes(b"half a file")
+    fresh.write_bytes(b"being written")
+    (extracted / "aclImdb").mkdir(parents=True)
+    an_hour_ago = time.time() - 3601
+    for path in (old, extracted):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    download("jsb", mirror=serve(data_dir))
+    assert sorted(p.name for p in folder.iterdir()) == [".download-new", "JSB_Chorales.mat"]
+    assert not extracted.exists()
