@@ -52,11 +52,22 @@ def format_message(what: str, *, allowed: str | None = None, received: object = 
     if allowed is not None:
         parts.append(f"Allowed: {allowed}.")
     if received is not _UNSET:
-        parts.append(f"Received: {received!r}." if not isinstance(received, str)
+        parts.append(f"Received: {received!r}." if not isinstance(received, str) or _reads_as_a_value(received)
                      else f"Received: {received}.")
     if hint:
         parts.append(f"HINT: {hint}")
     return " ".join(parts)
+
+
+def _reads_as_a_value(text: str) -> bool:
+    """Whether a received string would read as a number or a bool unquoted (``"20"`` given where
+    an int is allowed): it is then shown quoted. Other strings (paths, names, descriptions) are
+    shown as they are."""
+    try:
+        float(text)
+    except ValueError:
+        return text.strip().lower() in ("true", "false", "none", "null", "")
+    return True
 
 
 class GrowRNNError(Exception):

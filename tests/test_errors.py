@@ -29,3 +29,13 @@ def test_an_error_under_a_config_key_names_the_full_key(argument: str, prefix: s
     err = ArgumentError(argument, allowed="an int >= 1", received=0, hint="h").under(prefix)
     assert err.argument == named
     assert str(err) == f"invalid argument '{named}'. Allowed: an int >= 1. Received: 0. HINT: h"
+
+
+@pytest.mark.parametrize("received, shown", [
+    (20, "Received: 20."), ("20", "Received: '20'."), ("0.5", "Received: '0.5'."), ("nan", "Received: 'nan'."),
+    ("true", "Received: 'true'."), ("", "Received: ''."), ("no/such.ckpt", "Received: no/such.ckpt."),
+    ("a checkpoint of task copy", "Received: a checkpoint of task copy."), (None, "Received: None.")])
+def test_a_string_that_reads_as_a_value_is_shown_quoted(received: object, shown: str) -> None:
+    """``"20"`` where an int is allowed must not read as the number 20; a path or a description
+    is shown as it is."""
+    assert shown in str(ArgumentError("x", allowed="an int >= 1", received=received))

@@ -44,7 +44,7 @@ def test_rule_is_seeded() -> None:
 @pytest.mark.parametrize("kwargs, match", [
     ({"p_add": 2.0}, "'p_add'.*probability"),
     ({"threshold": -1.0}, "'threshold'"),
-    ({"threshold": "0.01"}, "'threshold'.*Received: 0.01"),  # a string from Python: named, no TypeError
+    ({"threshold": "0.01"}, "'threshold'.*Received: '0.01'"),  # a string from Python: named, no TypeError
 ])
 def test_rule_checks_its_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(gr.ArgumentError, match=match):

@@ -569,7 +569,7 @@ def test_a_checkpoint_wider_than_the_resumed_bounds_is_refused(tmp_path: Path) -
     ({"signal": "ablation", "ablation_every": 0}, r"'ablation_every'.*an int >= 1.*HINT"),
     ({"signal": "ablation", "ablation_rate": 0.0}, r"'ablation_rate'"),
     ({"signal": "ablation", "ablation_bound": 0.0}, r"'ablation_bound'.*a number > 0, or null"),
-    ({"signal": "ablation", "ablation_bound": "1"}, r"'ablation_bound'.*Received: 1"),
+    ({"signal": "ablation", "ablation_bound": "1"}, r"'ablation_bound'.*Received: '1'"),
     ({"signal": "paired", "ablation_bound": None}, r"'ablation_bound'.*read by signal ablation"),
     ({"signal": "paired", "seed": "a"}, r"'seed'.*int >= 0"),
     ({"signal": "paired", "histogram_every_n_steps": -5}, "histogram_every_n_steps"),
