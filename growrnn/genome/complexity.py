@@ -22,8 +22,9 @@ class Complexity:
     - ``params``: trainable parameters of the whole stack;
     - ``macs``: multiply-accumulates per time step of the whole stack: ``H*d`` per affine or
       linear call on a size-``d`` value, ``H`` per diag call and per element-wise ``*``;
-    - ``flops``: forward floating-point operations per time step: ``2*macs`` plus ``H`` for each
-      element-wise ``+``/``-``, activation and bias add.
+    - ``flops``: forward floating-point operations per time step: ``2*H*d`` per affine or linear
+      call on a size-``d`` value, ``2*H`` per diag call, and ``H`` for each element-wise ``*``,
+      ``+``/``-``, activation and bias add.
     """
 
     weighted_calls: int

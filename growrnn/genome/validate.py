@@ -73,7 +73,12 @@ def topological_order(nodes: Mapping[int, Node]) -> tuple[int, ...]:
             if pending[u] == 0:
                 heapq.heappush(ready, u)
     if len(order) != len(nodes):
-        stuck = sorted(set(nodes) - set(order))
+        stuck = set(nodes) - set(order)  # the cycles and whatever reads them
+        sinks = [i for i in stuck if not users[i] & stuck]
+        while sinks:  # peel off what only reads a cycle (a node on one has a user on it)
+            stuck -= set(sinks)
+            sinks = [i for i in stuck if not users[i] & stuck]
+        stuck = sorted(stuck)
         err = CycleError(f"cycle within one step through nodes {stuck}", hint=CYCLE_HINT)
         err.nodes = stuck  # type: ignore[attr-defined]
         raise err

@@ -62,7 +62,9 @@ def test_shared_unnamed_node_gets_a_line_and_keeps_sharing() -> None:
     ("h' = diag(x)", E.InputOutsideWeightError, "'diag' .* cannot take x", 1, 6),
     ("h' = 1 + 2", E.InputOutsideWeightError, "is a constant", 1, 1),
     ("a = b + affine(x)\nb = a * affine(h)\nh' = tanh(a)", E.CycleError,
-     "cycle within one step through a -> b", None, None),
+     "cycle within one step through a -> b\\. HINT", None, None),  # h' reads the cycle: not on it
+    ("a = b + affine(x)\nb = a * affine(h)\nc' = c + affine(a)\nh' = tanh(c')", E.CycleError,
+     "cycle within one step through a -> b\\. HINT", None, None),
     ("h' = tanh(affine(x))\nh' = tanh(affine(h))", E.DuplicateAssignmentError, "'h'' is assigned twice", 2, 1),
     ("c = affine(x)\nc' = c * h\nh' = tanh(c')", E.DuplicateAssignmentError, "both a local and a memory state", 1, 1),
     ("t = tanh(affine(h))\nh' = tanh(affine(x))", E.UnusedLocalError, "local 't' is assigned but never used", 1, 1),
