@@ -375,7 +375,9 @@ def test_ray_stopping_early_cancels_the_rest(ray_executor: RayExecutor, ray_outc
     outcomes.close()
     start = time.monotonic()
     assert [(o.key, o.value) for o in ray_executor.run([Job("next", double, (4,))])] == [("next", 8)]
-    assert time.monotonic() - start < 20
+    # the slow job naps 60 s: a next run that waited for it takes that long; one that cancelled it
+    # takes seconds (22.6 s once on a machine shared with two training jobs, so the bar is not tight)
+    assert time.monotonic() - start < 45
 
 
 @pytest.mark.parametrize("error, reason", [
