@@ -41,8 +41,9 @@ def test_the_margin_and_the_counterfactual_are_counted(tmp_path: Path, scale: fl
                        f"{flipped} would go the wider way")
 
 
-def test_the_ptb_record_of_seed_1() -> None:
-    """The record the settling page reads: 33 trials, the margin deciding one, all batches turning one."""
-    summary = verdicts(REPO / "docs/reproductions/records/settling_ptb_seed1.jsonl")[-1]
-    assert summary == ("# 33 two-sided trials: the margin decided 1; with the standard error 0.533x as large, "
-                       "1 would go the wider way")
+@pytest.mark.parametrize(("seed", "trials", "flipped"), [(1, 33, 1), (2, 35, 0)])
+def test_the_ptb_records(seed: int, trials: int, flipped: int) -> None:
+    """The records the settling page reads: the margin deciding one trial a seed, all batches turning at most one."""
+    summary = verdicts(REPO / f"docs/reproductions/records/settling_ptb_seed{seed}.jsonl")[-1]
+    assert summary == (f"# {trials} two-sided trials: the margin decided 1; with the standard error 0.533x as large, "
+                       f"{flipped} would go the wider way")
