@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 
 from growrnn.errors import ArgumentError, check_int
-from growrnn.evaluation.config import TRAINER_OWNED, Budget
+from growrnn.evaluation.config import MODEL_OWNED, TRAINER_OWNED, Budget, check_keys
 from growrnn.executors import torch_threads
 from growrnn.genome.graph import Genome
 from growrnn.task import Task, get_task, task_factory
@@ -186,18 +186,43 @@ def _budget(budget: Budget | Mapping[str, Any]) -> Budget:
     return Budget(**budget)
 
 
+def _check_options(task: str | Task, task_options: Mapping[str, Any] | None, model: dict[str, Any],
+                   trainer: dict[str, Any], grow: Mapping[str, Any] | None) -> None:
+    """Each options dict of :func:`evaluate` holds only arguments of what it is passed to, and none
+    that evaluate sets itself: else an ArgumentError naming ``model.hidden_sizee`` with the allowed
+    names, as a config's keys are checked (:func:`~growrnn.evaluation.config.check_keys`), where
+    the constructors would raise a bare TypeError. Keys only: values may be Python objects (a
+    Lightning strategy) that a config's value check would not read; the constructors check them."""
+    owner = "evaluate"
+    if isinstance(task, str):
+        check_keys("task_options", dict(task_options or {}), task_factory(task), (),
+                   f"options of the task {task!r}: growrnn tasks lists them", owner, values=False)
+    elif task_options:
+        raise ArgumentError("task_options", allowed="None with a task object (it is built already)",
+                            received=", ".join(map(str, task_options)),
+                            hint="pass the task by name to build it with these options")
+    check_keys("model", model, SequenceModel, MODEL_OWNED,
+               "SequenceModel options (hidden_size, optimizer, lr, ...); evaluate passes the task's spec, "
+               "the genome as the cell and its own seed", owner, values=False)
+    check_keys("trainer", trainer, L.Trainer, tuple(o for o in TRAINER_OWNED if o != "callbacks"),
+               "evaluate sets the run's length from budget, and its logger and checkpoints itself; give the "
+               "length as budget (steps, epochs, seconds, val_every)", owner, values=False)
+    if grow is not None:
+        from growrnn.training.growth import StructureController
+
+        check_keys("grow", dict(grow), StructureController, ("decide_at_limit",),
+                   "StructureController options; evaluate sets decide_at_limit from checkpoint_to", owner,
+                   values=False)
+
+
 def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[str, Any], seed: int,
               task_options: Mapping[str, Any] | None, model: Mapping[str, Any] | None,
               trainer: Mapping[str, Any] | None, grow: Mapping[str, Any] | None, callbacks: Sequence[L.Callback],
               passes: tuple[bool, bool], logger: Any, files: tuple[Any, Any] = (None, None)) -> Result:
     quiet_lightning()
     budget = _budget(budget)
-    owned = sorted(set(trainer or {}) & set(TRAINER_OWNED) - {"callbacks"})
-    if owned:
-        raise ArgumentError("trainer", allowed=f"lightning.Trainer options but {', '.join(TRAINER_OWNED[1:])}",
-                            received=", ".join(owned),
-                            hint="evaluate sets the run's length from budget, and its logger and checkpoints "
-                                 "itself; give the length as budget (steps, epochs, seconds, val_every)")
+    model, trainer = dict(model or {}), dict(trainer or {})
+    _check_options(task, task_options, model, trainer, grow)
     resume_from, checkpoint_to = files
     datamodule: Any = None
     if isinstance(task, str):
@@ -220,7 +245,7 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
         task_obj = task
     spec = task_obj.spec
     L.seed_everything(seed, workers=True, verbose=False)
-    net = SequenceModel(spec, cell=genome, seed=seed, **(model or {}))  # a Genome goes in as it is
+    net = SequenceModel(spec, cell=genome, seed=seed, **model)  # a Genome goes in as it is
     if datamodule is None:
         datamodule = task_obj.datamodule()
     watch, clock = ValidationCurve(f"val/{spec.metric}"), _Clock()
@@ -235,7 +260,7 @@ def _evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[s
     if budget.val_every is not None:
         kw["val_check_interval"] = budget.val_every
         kw["check_val_every_n_epoch"] = None
-    extra = dict(trainer or {})
+    extra = trainer
     hooks = [watch, *callbacks, *extra.pop("callbacks", [])]
     if grow is not None:
         from growrnn.training.growth import StructureController

@@ -149,8 +149,15 @@ def test_resuming_needs_a_task_name(tmp_path) -> None:
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"budget": {"step": 5}}, r"'budget'.*Allowed: keys steps, epochs, seconds, val_every.*Received: step"),
     ({"budget": "5 steps"}, r"'budget'.*a Budget or a mapping.*Received: 5 steps"),
-    ({"trainer": {"max_steps": 3}}, r"'trainer'.*Received: max_steps.*HINT: evaluate sets the run's length"),
-    ({"trainer": {"logger": None}}, r"'trainer'.*Received: logger"),
+    ({"trainer": {"max_steps": 3}}, r"'trainer.max_steps'.*not set: evaluate sets.*HINT: evaluate sets the run's len"),
+    ({"trainer": {"logger": None}}, r"'trainer.logger'.*not set"),
+    # a misspelled or owned key is named (each was a bare TypeError from a constructor)
+    ({"trainer": {"gradient_clip_vall": 1.0}}, r"'trainer.gradient_clip_vall'.*gradient_clip_val.*Received"),
+    ({"model": {"hidden_size": 4, "hidden_sizee": 4}}, r"'model.hidden_sizee'.*Allowed: .*hidden_size"),
+    ({"model": {"hidden_size": 4, "seed": 3}}, r"'model.seed'.*not set: evaluate sets spec, cell, seed"),
+    ({"grow": {"signl": "paired"}}, r"'grow.signl'.*Allowed: .*signal"),
+    ({"grow": {"decide_at_limit": True}}, r"'grow.decide_at_limit'.*HINT: .*from checkpoint_to"),
+    ({"task_options": {"dely": 2}}, r"'task_options.dely'.*Allowed: .*delay.*HINT: options of the task 'copy'"),
     ({"seed": -1}, r"'seed'.*an int >= 0.*Received: -1"),
     ({"resume_from": "no/such.ckpt"}, r"'resume_from'.*Received: no/such.ckpt"),
     ({"model": {"dropout": 1.5}}, r"'dropout'.*\[0, 1\).*Received: 1.5"),
@@ -158,11 +165,19 @@ def test_resuming_needs_a_task_name(tmp_path) -> None:
 def test_evaluate_names_a_bad_argument(kwargs: dict, match: str) -> None:
     """What ``evaluate`` sets itself (the run's length, logger, checkpoints) is not overridden
     through ``trainer``, and every bad argument is named, not a bare TypeError or numpy's error."""
-    args = {"budget": {"steps": 2}, **kwargs}
+    args = {"budget": {"steps": 2}, "task_options": {"delay": 2, "n_train": 32, "n_eval": 8, "batch_size": 16},
+            "model": {"hidden_size": 4}, **kwargs}
     with pytest.raises(ArgumentError, match=match):
-        evaluate("gru", "copy", args.pop("budget"), task_options={"delay": 2, "n_train": 32, "n_eval": 8,
-                                                                   "batch_size": 16},
-                 **{"model": {"hidden_size": 4}, **args}, test=False)
+        evaluate("gru", "copy", args.pop("budget"), **args, test=False)
+
+
+def test_task_options_with_a_task_object_are_refused() -> None:
+    """A task object is built already: options beside it were silently ignored."""
+    from growrnn.task import get_task
+
+    task = get_task("copy", delay=2, n_train=32, n_eval=8, batch_size=16)
+    with pytest.raises(ArgumentError, match=r"'task_options'.*None with a task object.*Received: delay"):
+        evaluate("gru", task, {"steps": 2}, task_options={"delay": 3}, model={"hidden_size": 4}, test=False)
 
 
 def test_a_run_with_no_validation_is_refused_by_name() -> None:
