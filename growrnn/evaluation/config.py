@@ -190,16 +190,18 @@ def read_config(cls: type[_C], source: str | Path | Mapping[str, Any], parser: A
 # ------------------------------------------------------------------------------------------ checks
 def check_keys(name: str, given: Mapping[str, Any], target: Callable[..., Any], owned: tuple[str, ...], hint: str,
                owner: str, *, values: bool = True) -> None:
-    """Every key of the options dict ``given`` is a parameter of ``target``, and none is one that
-    ``owner`` sets itself (``owned``); else an ArgumentError naming ``name.key``. With ``values``
-    each value is also checked against the parameter's type (:func:`check_value`)."""
+    """Every key of the options dict ``given`` is a parameter of ``target`` (any key, where it
+    takes ``**kwargs``), and none is one that ``owner`` sets itself (``owned``); else an
+    ArgumentError naming ``name.key``. With ``values`` each value is also checked against the
+    parameter's type (:func:`check_value`)."""
     params = inspect.signature(target).parameters
     known = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for key in given:
         if key in owned:
             raise ArgumentError(f"{name}.{key}", allowed=f"not set: {owner} sets {', '.join(owned)}",
                                 received=given[key], hint=hint)
-        if key not in known:
+        if key not in known and not open_ended:
             raise ArgumentError(f"{name}.{key}", allowed=", ".join(sorted(known - set(owned))), received=key,
                                 hint=hint)
     if values:

@@ -128,11 +128,15 @@ def evaluate(genome: Genome | str, task: str | Task, budget: Budget | Mapping[st
     Args:
         genome: a Genome (it reaches the model as it is, node ids included), or anything
             :func:`growrnn.genome.load` reads: a library cell name, genome text or a genome file.
-        task: a task name (built with ``task_options``) or a task object.
+        task: a task name (built with ``task_options``) or a task object (then no
+            ``task_options``: it is built already).
         budget: a :class:`Budget` or its fields as a dict.
         seed: seeds the weights, dropout, the task's data (its ``seed`` option, unless
             ``task_options`` sets one) and the growth controller (unless ``grow`` sets one).
-        model: ``SequenceModel`` options (``hidden_size``, ``optimizer``, ``lr``, ...).
+        model: ``SequenceModel`` options (``hidden_size``, ``optimizer``, ``lr``, ...). A key of
+            ``task_options``, ``model``, ``trainer`` or ``grow`` that what it is passed to does
+            not take, or that evaluate sets itself (``model.seed``, ``trainer.max_steps``), is an
+            ArgumentError naming it.
         trainer: extra ``lightning.Trainer`` options (``gradient_clip_val``, ...).
         grow: ``StructureController`` options: train with growth on (``{}`` for the defaults;
             ``None``: no growth). ``model.hidden_size`` is then the start size. Its
@@ -198,7 +202,7 @@ def _check_options(task: str | Task, task_options: Mapping[str, Any] | None, mod
         check_keys("task_options", dict(task_options or {}), task_factory(task), (),
                    f"options of the task {task!r}: growrnn tasks lists them", owner, values=False)
     elif task_options:
-        raise ArgumentError("task_options", allowed="None with a task object (it is built already)",
+        raise ArgumentError("task_options", allowed="no options (None or {}) with a task object: it is built already",
                             received=", ".join(map(str, task_options)),
                             hint="pass the task by name to build it with these options")
     check_keys("model", model, SequenceModel, MODEL_OWNED,

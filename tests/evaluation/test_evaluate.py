@@ -1,12 +1,13 @@
 """evaluate(): a result with everything the search and the comparison need; divergence is a result."""
 
 import math
+from typing import Any
 
 import pytest
 
 from growrnn.errors import ArgumentError
 from growrnn.evaluation import Budget, evaluate
-from growrnn.evaluation.config import joined_curve
+from growrnn.evaluation.config import check_keys, joined_curve
 from growrnn.genome import mgu
 
 TASK = {"n_train": 64, "n_eval": 16, "batch_size": 16}
@@ -176,7 +177,7 @@ def test_task_options_with_a_task_object_are_refused() -> None:
     from growrnn.task import get_task
 
     task = get_task("copy", delay=2, n_train=32, n_eval=8, batch_size=16)
-    with pytest.raises(ArgumentError, match=r"'task_options'.*None with a task object.*Received: delay"):
+    with pytest.raises(ArgumentError, match=r"'task_options'.*no options.*with a task object.*Received: delay"):
         evaluate("gru", task, {"steps": 2}, task_options={"delay": 3}, model={"hidden_size": 4}, test=False)
 
 
@@ -186,3 +187,24 @@ def test_a_run_with_no_validation_is_refused_by_name() -> None:
     with pytest.raises(ArgumentError, match="'trainer.limit_val_batches'.*Received: 0"):
         evaluate("gru", "copy", {"steps": 2}, task_options={"delay": 2, "n_train": 32, "n_eval": 8, "batch_size": 16},
                  model={"hidden_size": 4}, trainer={"limit_val_batches": 0}, test=False)
+
+
+def _named(delay: int = 1, n_train: int = 8) -> None: ...
+
+
+def _open_ended(delay: int = 1, **more: int) -> None: ...
+
+
+@pytest.mark.parametrize(("target", "given", "match"), [
+    (_named, {"delay": 2}, None),
+    (_named, {"dely": 2}, r"'task_options.dely'.*Allowed: delay, n_train.*Received: dely"),
+    (_named, {"seed": 2}, r"'task_options.seed'.*not set: the test sets seed"),
+    (_open_ended, {"dely": 2, "anything": 3}, None),  # a factory taking **kwargs takes any key
+    (_open_ended, {"seed": 2}, r"'task_options.seed'.*not set"),  # but not one the owner sets
+])
+def test_check_keys(target: Any, given: dict, match: str | None) -> None:
+    if match is None:
+        check_keys("task_options", given, target, ("seed",), "a hint", "the test", values=False)
+    else:
+        with pytest.raises(ArgumentError, match=match):
+            check_keys("task_options", given, target, ("seed",), "a hint", "the test", values=False)

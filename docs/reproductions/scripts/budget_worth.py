@@ -4,13 +4,15 @@ Takes the test losses of fixed layers of several widths, each trained for the wh
 prints for every step between neighbouring widths what a unit added there is worth at the end of
 the budget (the narrower layer's loss less the wider one's, over the units between them) beside
 what the default ``paired`` recipe charges a unit (``lam`` x the rows of weights a unit has in its
-cell x the loss, here the mean of the losses given). A step's worth a unit is read as the
-marginal worth at its middle width; the last line places the width where the marginal worth falls
-to the charge -- the width the charge would keep if a trial saw the whole budget -- between the
-middle of the last step that pays more than its charge and that of the first that does not, and,
-where both worths are positive, at the point between them where a worth falling geometrically
-(diminishing returns) meets the charge. Against it, the width the default's trials find says
-whether a trial's window or the charge sets a layer's width.
+cell x the loss, here the mean of the losses given; the charge's floor, ``paired_floor``, is left
+out: it binds only where the loss falls below half its untrained value). Walking the steps from
+the narrowest, the first one whose worth does not pay its charge places the width where a unit's
+marginal worth falls to the charge -- the width the charge would keep if a trial saw the whole
+budget: the last line brackets it between that step's middle width and the middle of the step
+before it, and, where both steps' worths are positive and fall, estimates it with a worth that
+falls exponentially with the width (diminishing returns), fitted so that its means over the two
+steps are their worths. Against it, the width the default's trials find says whether a trial's
+window or the charge sets a layer's width.
 
     python docs/reproductions/scripts/budget_worth.py --cell lstm 32:9.010 64:8.824 128:8.808 256:8.843
     python docs/reproductions/scripts/budget_worth.py --cell lstm --perplexity 60:123.0 68:119.5 256:95.7
@@ -55,23 +57,48 @@ def widths_and_losses(pairs: list[str], perplexity: bool) -> list[tuple[int, flo
     return out
 
 
+def _log_mean(r: float, lo: float, hi: float) -> float:
+    """log of the mean of exp(-r w) over [lo, hi], for r > 0."""
+    d = r * (hi - lo)
+    return -r * lo + math.log(-math.expm1(-d) / d)
+
+
+def crossing(first: tuple[int, int, float], second: tuple[int, int, float], charge: float) -> float | None:
+    """The width where a worth ``A exp(-r w)`` whose means over ``first`` and ``second`` (adjacent
+    ``(narrow, wide, worth)`` steps) are their worths falls to ``charge``; None unless both worths
+    are positive and the second is the smaller."""
+    (a, b, w1), (b2, c, w2) = first, second
+    if not (w1 > w2 > 0 and charge > 0 and b == b2):
+        return None
+    target = math.log(w1 / w2)
+
+    def log_ratio(r: float) -> float:
+        return _log_mean(r, a, b) - _log_mean(r, b, c)
+
+    lo, hi = 1e-12, 1.0 / (c - a)
+    while log_ratio(hi) < target:
+        hi *= 2.0
+    for _ in range(200):  # the ratio of the means grows with r: bisect
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if log_ratio(mid) < target else (lo, mid)
+    r = (lo + hi) / 2
+    log_a = math.log(w1) - _log_mean(r, a, b)
+    return (log_a - math.log(charge)) / r
+
+
 def kept_width(steps: list[tuple[int, int, float]], charge: float) -> tuple[float | None, float | None, float | None]:
-    """Where the marginal worth of a unit meets ``charge``, from ``(narrow, wide, worth a unit)``
-    steps read as marginal worths at their middles: (the middle of the last step paying more
-    than the charge, that of the first that does not, the geometric estimate between them). None
-    for a bound no step gives (every step pays, or none does) and for the estimate where a worth
-    is not positive."""
-    middles = [((a + b) / 2, w) for a, b, w in steps]
-    for i, (mid, worth) in enumerate(middles):
+    """Where a unit's marginal worth falls to ``charge``, from ``(narrow, wide, worth a unit)``
+    steps, narrowest first: the first step whose worth does not pay ``charge`` and the one before
+    it give (the earlier step's middle width, that step's middle, the exponential estimate from
+    the two: :func:`crossing`). None for a bound no step gives (every step pays, or the first does
+    not) and for an estimate the two steps do not give."""
+    middles = [(a + b) / 2 for a, b, _ in steps]
+    for i, (_, _, worth) in enumerate(steps):
         if worth <= charge:
             if i == 0:
-                return None, mid, None
-            (lo, w_lo) = middles[i - 1]
-            estimate = None
-            if worth > 0:
-                estimate = lo + (mid - lo) * math.log(w_lo / charge) / math.log(w_lo / worth)
-            return lo, mid, estimate
-    return middles[-1][0], None, None
+                return None, middles[0], None
+            return middles[i - 1], middles[i], crossing(steps[i - 1], steps[i], charge)
+    return middles[-1], None, None
 
 
 def main() -> None:
@@ -92,7 +119,7 @@ def main() -> None:
         print(f"{narrow:5d} -> {wide:<5d} worth a unit {worth:+.5f}  {'pays' if worth > charge else 'does not pay'}")
     low, high, estimate = kept_width(steps, charge)
     if low is None:
-        where = f"fewer than {high:g} (no step pays)"
+        where = f"fewer than {high:g} (the first step does not pay)"
     elif high is None:
         where = f"more than {low:g} (every step pays)"
     else:
