@@ -691,14 +691,17 @@ class Ablation(Signal):
 
 
 #: The ``paired`` signal's default recipe per optimizer family: what ``lam``, ``steps``,
-#: ``fraction`` and ``homing`` take when left unset (:meth:`Paired.for_optimizer`). Measured on JSB
-#: (docs/reproductions/settling.md): under plain or momentum SGD a 100-step trial shows less of what
-#: a unit will be worth than under Adam, and the layers stopped 25-66 units apart at the adaptive
-#: recipe; trials 4x as long, half the charge, a step of up to half the layer that only halves once
-#: a trial has turned back brought the two starts within 25 % in 5 of 6 seeds (1.00-1.29x).
+#: ``fraction``, ``homing`` and ``reach`` take when left unset (:meth:`Paired.for_optimizer`).
+#: Measured on JSB (docs/reproductions/settling.md): under plain or momentum SGD a 100-step trial
+#: shows less of what a unit will be worth than under Adam, and the layers stopped 25-66 units
+#: apart at the adaptive recipe; trials 4x as long, half the charge, a step of up to half the layer
+#: that only halves once a trial has turned back brought the two starts within 25 % in 5 of 6 seeds
+#: (1.00-1.29x). The reach (a trial may last as many steps as the starting rate takes to sum to it)
+#: is an adaptive optimizer's, whose steps move a weight by about the rate: 0.1 is 100 steps at
+#: Adam's 1e-3; at 3e-4 it brought JSB's LSTM within 1 % of its best fixed layer in 12 of 12 runs.
 PAIRED_RECIPES: dict[str, dict[str, Any]] = {
-    "adaptive": {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False},
-    "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True},
+    "adaptive": {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False, "reach": 0.1},
+    "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True, "reach": 0.0},
 }
 
 
@@ -849,13 +852,24 @@ class Paired(Signal):
     a cap of one or two epochs cut PTB's late trials short of what width pays there (settling.md,
     the twenty-ninth to thirty-fifth sessions).
 
-    ``lam``, ``steps``, ``fraction`` and ``homing`` left unset take the recipe of the optimizer's
-    family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts): under
-    Adam, RMSprop and every optimizer but SGD 3.33e-5 a row, trials of 100 steps, a step of up to
-    a quarter of the layer, no homing; under :class:`torch.optim.SGD` 1.67e-5 a row, trials of 400
-    steps, up to half the layer, homing. SGD moves a fresh unit's weights more slowly than an
-    adaptive optimizer does (no per-weight scaling), so a trial must train longer to show what a
-    unit is worth, and the layer must move in larger steps to reach its width in fewer trials.
+    ``reach`` lifts that cap where the run's learning rate is slow: the horizon may lengthen a
+    trial to the steps the rate the run starts at (:meth:`for_optimizer`; a scheduler's
+    ``initial_lr``) takes to sum to ``reach``, if that is more than ``horizon_cap`` epochs (unset:
+    0.1 under an adaptive optimizer, 0 -- off -- under SGD, whose steps do not move a weight by
+    about the rate). Adam moves a weight by about its rate a step, so with 0.1 a trial may last as
+    long as the 100 steps of 1e-3 let the copies move: 334 steps at 3e-4, where JSB's fixed layers
+    still gain from width at the end of 120 epochs and 100-step trials held the LSTM's layer at
+    28-38 units, 1-2 % behind the best fixed layer; at 1e-3 or faster it is at most the default
+    ``steps`` (100) and changes no trial of the default recipe.
+
+    ``lam``, ``steps``, ``fraction``, ``homing`` and ``reach`` left unset take the recipe of the
+    optimizer's family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts):
+    under Adam, RMSprop and every optimizer but SGD 3.33e-5 a row, trials of 100 steps, a step of up
+    to a quarter of the layer, no homing, a reach of 0.1; under :class:`torch.optim.SGD` 1.67e-5 a
+    row, trials of 400 steps, up to half the layer, homing, no reach. SGD moves a fresh unit's
+    weights more slowly than an adaptive optimizer does (no per-weight scaling), so a trial must
+    train longer to show what a unit is worth, and the layer must move in larger steps to reach its
+    width in fewer trials.
     """
 
     lam: float | None = None  # None: the optimizer family's recipe (PAIRED_RECIPES), as steps, fraction, homing
@@ -866,6 +880,7 @@ class Paired(Signal):
     targets: int = 40_000
     horizon: float = 0.2
     horizon_cap: float | None = 2.5  # epochs; None: the horizon's length is not bounded
+    reach: float | None = None  # None: the family's recipe (0.1 under an adaptive optimizer, 0 under SGD)
     batches: int | None = None
     keep: bool = False
     hold: float = 0.0
@@ -907,6 +922,10 @@ class Paired(Signal):
                                 received=self.horizon_cap,
                                 hint="the most epochs paired_horizon lengthens a trial to (default 2.5; 1: a trial "
                                      "grows with the run until it sees the whole training set once); None: no bound")
+        check_number("paired_reach", self.reach,
+                     hint="the distance, in learning rates summed over a trial's steps, the horizon may "
+                          "lengthen a trial to past paired_horizon_cap (0.1: 100 steps at Adam's 1e-3, 334 "
+                          "at 3e-4); 0: the cap alone")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "its length")
@@ -976,6 +995,7 @@ class Paired(Signal):
             raise ArgumentError("paired_floor", allowed="a number in [0, 1]", received=self.floor,
                                 hint="the least loss lam is a share of, as a share of the loss after the first "
                                      "step; 0.5 (the default) keeps a solved task's charge from vanishing")
+        self.rate = 0.0  # the optimizer's starting learning rate (for_optimizer); 0: not known
         self.worth: list[Tensor] = []  # per layer: each unit's share of the loss no other unit can carry
         self.rows: list[int] = []  # per layer: the rows of weights a unit has in its cell
 
@@ -991,6 +1011,10 @@ class Paired(Signal):
         never switched on with ``move`` ``slope`` (it is a rule of the sign)."""
         self.family = "sgd" if isinstance(optimizer, torch.optim.SGD) else "adaptive"
         self._take_recipe(self.family)
+        group = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
+        # the rate the run starts at (a scheduler's initial_lr; at fit start a resumed run's optimizer
+        # is not restored yet, so this is the configured rate there too)
+        self.rate = float(group.get("initial_lr", group.get("lr", 0.0)) or 0.0)
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         layers = layers_of(rnn)

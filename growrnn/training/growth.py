@@ -157,7 +157,7 @@ class StructureController(L.Callback):
             moments), not on the batch they are judged on (default false).
         ablation_bound: the largest coefficient (in absolute value) of ablation's ``regress``
             stand-ins (default 1: a unit stands in for another at most at its own scale; None: no bound).
-        paired_steps, paired_targets, paired_horizon, paired_horizon_cap, paired_fraction, paired_batches,
+        paired_steps, paired_targets, paired_horizon, paired_horizon_cap, paired_reach, paired_fraction, paired_batches,
         paired_keep, paired_hold, paired_scale, paired_floor, paired_extend, paired_margin, paired_settle,
         paired_restart, paired_mature,
         paired_homing, paired_move, paired_charge: the
@@ -165,7 +165,9 @@ class StructureController(L.Callback):
             targets a trial trains on at least (default 40,000: a trial is longer where a step holds
             fewer than 400 targets; 0: steps alone) and the share of the steps trained before it
             a trial lasts at least (default 0.2: trials lengthen with the run; 0: none) and the most
-            epochs that lengthens a trial to (default 2.5; None: no bound), largest step (a
+            epochs that lengthens a trial to (default 2.5; None: no bound) or, where more, the
+            steps the starting learning rate takes to sum to ``paired_reach`` (unset: 0.1 under an
+            adaptive optimizer -- 100 steps at 1e-3, 334 at 3e-4 --, 0 under SGD), largest step (a
             share of the layer; unset: 0.25, 0.5 under SGD), validation
             batches judged (None: those the trainer's limit_val_batches lets validation see),
             whether a trial may keep the width (a network copied twice, judged against both
@@ -251,6 +253,7 @@ class StructureController(L.Callback):
                  paired_fraction: float | None = None,
                  paired_steps: int | None = None, paired_targets: int = 40_000,
                  paired_horizon: float = 0.2, paired_horizon_cap: float | None = 2.5,
+                 paired_reach: float | None = None,
                  paired_batches: int | None = None,
                  paired_keep: bool = False,
                  paired_hold: float = 0.0, paired_scale: str = "loss", paired_floor: float | None = None,
@@ -311,7 +314,7 @@ class StructureController(L.Callback):
         elif signal == "paired":
             self.signal = make_signal(signal, relative=relative, fraction=paired_fraction, steps=paired_steps,
                                       targets=paired_targets, horizon=paired_horizon,
-                                      horizon_cap=paired_horizon_cap,
+                                      horizon_cap=paired_horizon_cap, reach=paired_reach,
                                       batches=paired_batches, keep=paired_keep,
                                       hold=paired_hold, scale=paired_scale,
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,

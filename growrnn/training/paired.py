@@ -203,7 +203,7 @@ class PairedTrials:
         mean the trials have trained on so far, whichever is more (``steps`` until a trial has
         trained a step); with ``horizon``, at least ``horizon`` times ``at``, the steps trained
         before the trial starts (None: not counted), up to ``horizon_cap`` epochs where an epoch's
-        steps are known."""
+        steps are known, or up to :meth:`reached` steps where that is more."""
         targets, steps = self.counted
         base = self.signal.steps
         if self.signal.targets and targets:
@@ -212,8 +212,14 @@ class PairedTrials:
             return base
         grown = self.signal.horizon * at
         if self.signal.horizon_cap is not None and self.epoch_steps:
-            grown = min(grown, self.signal.horizon_cap * self.epoch_steps)
+            grown = min(grown, max(self.signal.horizon_cap * self.epoch_steps, self.reached()))
         return max(base, math.ceil(round(grown, 9)))  # 0.07 x 100 is 7
+
+    def reached(self) -> int:
+        """The steps the starting learning rate takes to sum to ``reach`` (0 where either is not
+        set): the horizon lengthens a trial to this many past its cap."""
+        reach, rate = self.signal.reach, self.signal.rate
+        return math.ceil(round(reach / rate, 9)) if reach and rate else 0
 
     def _young(self, k: int, step: int) -> list[int]:
         """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``, each

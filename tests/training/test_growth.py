@@ -5,6 +5,7 @@ import itertools
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from torch import nn
 
 import tasks
 from growrnn.errors import ArgumentError
@@ -242,6 +244,8 @@ SETTLING_MODEL = {"optimizer": "adam", "lr": 0.01, "l1": 0.0, "max_update": None
     ([3], "gru", "paired", {"paired_homing": True, "paired_mature": 1}),  # and the layers' first turns
     ([3], "lstm", "paired", {"lam": 0.01, "paired_move": "slope"}),  # a slope trial's gain, from its record
     ([3], "lstm", "paired", {"paired_horizon": 0.3}),  # a trial's length from the step it started at
+    # the reach past the cap (15 steps at lr 0.01, the cap 3): the starting rate is read again at resume
+    ([3], "lstm", "paired", {"paired_horizon": 0.3, "paired_horizon_cap": 0.05, "paired_reach": 0.15}),
 ])
 def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path: Path, start: Any, cell: str, signal: str,
                                                    extra: dict) -> None:
@@ -1153,6 +1157,45 @@ def test_the_default_horizon_and_cap(options: dict, epoch: int, at: int, length:
     assert trials.length(at) == length
 
 
+@pytest.mark.parametrize("lr, options, epoch, at, length", [
+    (3e-4, {}, 29, 3_000, 334),              # JSB at 3e-4: the reach (ceil(333.3)) past 2.5 epochs (72.5)
+    (3e-4, {}, 29, 1_000, 200),              # earlier: a fifth of the steps before the trial
+    (3e-4, {}, 29, 400, 100),                # early: paired_steps
+    (1e-3, {}, 29, 3_000, 100),              # at 1e-3 the reach is paired_steps: as before
+    (1e-2, {}, 63, 3_000, 158),              # a faster rate: the cap (2.5 epochs of 63 steps)
+    (1e-4, {}, 1_328, 20_000, 3_320),        # PTB: 2.5 epochs are more than the reach (1,000)
+    (1e-4, {}, 200, 20_000, 1_000),          # shorter epochs: the reach
+    (3e-4, {"paired_reach": 0}, 29, 3_000, 100),       # no reach: the cap alone
+    (3e-4, {"paired_reach": 0.5}, 29, 3_000, 600),     # the horizon bounds it below the reach (1,667)
+    (3e-4, {"paired_horizon": 0}, 29, 3_000, 100),     # no horizon: nothing lengthens the trial
+])
+def test_the_reach_lifts_the_horizons_cap(lr: float, options: dict, epoch: int, at: int, length: int) -> None:
+    """At a slow starting rate the horizon may lengthen a trial past its cap, to the steps the
+    rate takes to sum to ``paired_reach`` (0.1 under Adam: 100 steps at 1e-3)."""
+    controller = StructureController(signal="paired", paired_targets=0, **options)
+    assert controller.trials is not None and isinstance(controller.signal, Paired)
+    controller.signal.for_optimizer(torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=lr))
+    controller.trials.epoch_steps = epoch
+    assert controller.trials.length(at) == length
+
+
+@pytest.mark.parametrize("make, reach, rate", [
+    (lambda p: torch.optim.Adam(p, lr=3e-4), 0.1, 3e-4),
+    (lambda p: torch.optim.RMSprop(p, lr=1e-3), 0.1, 1e-3),
+    (lambda p: torch.optim.SGD(p, lr=1.0, momentum=0.9), 0.0, 1.0),   # SGD's recipe: no reach
+])
+def test_the_reach_and_the_starting_rate_follow_the_optimizer(make: Callable, reach: float, rate: float) -> None:
+    """``paired_reach`` left unset takes the optimizer family's recipe; the rate read is the one
+    the run starts at, a scheduler's ``initial_lr`` where it set one (not a rate it cut since)."""
+    signal = Paired()
+    optimizer = make([nn.Parameter(torch.zeros(1))])
+    torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    optimizer.param_groups[0]["lr"] *= 0.25  # cut since the start
+    signal.for_optimizer(optimizer)
+    assert (signal.reach, signal.rate) == (reach, pytest.approx(rate))
+    assert Paired(reach=0.3).reach == 0.3  # given: kept
+
+
 @pytest.mark.parametrize("batches, accumulate, steps", [(60, 1, 60), (60, 7, 9), (float("inf"), 1, None),
                                                          (0, 1, None), (None, 1, None)])
 def test_an_epochs_steps(batches: float | None, accumulate: int, steps: int | None) -> None:
@@ -1189,19 +1232,21 @@ def test_trials_lengthen_with_the_run(tmp_path: Path) -> None:
     assert trials.decisions[-2]["step"] - trials.decisions[-2]["started"] > 3
 
 
-def test_trials_lengthen_up_to_their_cap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reach, bound", [(0, 6), (0.09, 9)])
+def test_trials_lengthen_up_to_their_cap(tmp_path: Path, reach: float, bound: int) -> None:
     """The same run with ``paired_horizon_cap`` 0.1 (an epoch of 60 steps: 6): every decided trial
     lasted 3 steps or a quarter of the steps before it, but not more than 6, and the late ones
-    reached the cap."""
+    reached the cap; with a reach past the cap (0.09 at the model's lr 0.01: 9 steps) the reach
+    bounds them instead (no reach: the default 0.1 would lift the cap to 10 steps)."""
     controller = StructureController(signal="paired", lam=0.0, paired_steps=3, paired_targets=0,
-                                     paired_horizon=0.25, paired_horizon_cap=0.1, seed=1)
+                                     paired_horizon=0.25, paired_horizon_cap=0.1, paired_reach=reach, seed=1)
     data = TaskData("miconi_switch", {"train_windows": 60, "eval_windows": 3})
     _trainer(tmp_path, [controller]).fit(_model([4], "lstm", **SETTLING_MODEL), data)
     trials = controller.trials
     assert trials is not None and trials.epoch_steps == 60 and len(trials.decisions) >= 4
     lengths = [d["step"] - d["started"] for d in trials.decisions[:-1]]  # the last may be cut
-    assert lengths == [max(3, min(math.ceil(0.25 * d["started"]), 6)) for d in trials.decisions[:-1]]
-    assert lengths[-1] == 6
+    assert lengths == [max(3, min(math.ceil(0.25 * d["started"]), bound)) for d in trials.decisions[:-1]]
+    assert lengths[-1] == bound
 
 
 @pytest.mark.parametrize("targets, length", [(0, 3), (400, 10), (100, 3)])
