@@ -698,7 +698,8 @@ class Ablation(Signal):
 #: that only halves once a trial has turned back brought the two starts within 25 % in 5 of 6 seeds
 #: (1.00-1.29x). The reach (a trial may last as many steps as the starting rate takes to sum to it)
 #: is an adaptive optimizer's, whose steps move a weight by about the rate: 0.1 is 100 steps at
-#: Adam's 1e-3; at 3e-4 it brought JSB's LSTM within 1 % of its best fixed layer in 12 of 12 runs.
+#: Adam's 1e-3 (with the default 100 steps it changes no trial at 1e-3 or faster); at 3e-4 it
+#: brought JSB's LSTM within 1 % of its best fixed layer in 12 of 12 runs.
 PAIRED_RECIPES: dict[str, dict[str, Any]] = {
     "adaptive": {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False, "reach": 0.1},
     "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True, "reach": 0.0},
@@ -859,8 +860,10 @@ class Paired(Signal):
     about the rate). Adam moves a weight by about its rate a step, so with 0.1 a trial may last as
     long as the 100 steps of 1e-3 let the copies move: 334 steps at 3e-4, where JSB's fixed layers
     still gain from width at the end of 120 epochs and 100-step trials held the LSTM's layer at
-    28-38 units, 1-2 % behind the best fixed layer; at 1e-3 or faster it is at most the default
-    ``steps`` (100) and changes no trial of the default recipe.
+    27-38 units, about 1 % behind the best fixed layer; at 1e-3 or faster it is at most the default
+    ``steps`` (100) and changes no trial of the default recipe. The rate is the first parameter
+    group's, a scheduler's base rate (``initial_lr``) where it set one: under a schedule that starts
+    low and climbs (``OneCycleLR``, ``CyclicLR``) that is the low rate, and the trials long.
 
     ``lam``, ``steps``, ``fraction``, ``homing`` and ``reach`` left unset take the recipe of the
     optimizer's family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts):
@@ -925,7 +928,8 @@ class Paired(Signal):
         check_number("paired_reach", self.reach,
                      hint="the distance, in learning rates summed over a trial's steps, the horizon may "
                           "lengthen a trial to past paired_horizon_cap (0.1: 100 steps at Adam's 1e-3, 334 "
-                          "at 3e-4); 0: the cap alone")
+                          "at 3e-4; unset: 0.1, 0 under SGD); 0: the cap alone; with paired_horizon 0 it "
+                          "lengthens nothing")
         check_int("paired_extend", self.extend, 1, hint="the most trial lengths a trial may last while its "
                                                          "verdict is still turning; 1 decides every trial after "
                                                          "its length")

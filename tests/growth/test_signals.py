@@ -564,6 +564,7 @@ def test_the_weakest_of_two_twins_is_folded_into_the_other_and_the_function_is_k
                                                ({"horizon_cap": math.inf}, "paired_horizon_cap"),
                                                ({"horizon_cap": "1"}, "paired_horizon_cap"),
                                                ({"reach": -0.1}, "paired_reach"), ({"reach": math.inf}, "paired_reach"),
+                                               ({"reach": "0.1"}, "paired_reach"), ({"reach": True}, "paired_reach"),
                                                ({"lam": "3e-5"}, "lam"), ({"fraction": "0.25"}, "paired_fraction"),
                                                ({"hold": "0.01"}, "paired_hold"), ({"floor": "0.5"}, "paired_floor"),
                                                ({"margin": "0.5"}, "paired_margin"),

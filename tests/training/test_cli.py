@@ -78,6 +78,8 @@ def test_full_config_parses(config: Path, capsys: pytest.CaptureFixture[str]) ->
      "invalid argument 'paired_horizon'. Allowed: a finite number >= 0. Received: -1.0"),
     ("signal: paired, paired_horizon: 0.2, paired_horizon_cap: 0",
      "invalid argument 'paired_horizon_cap'. Allowed: a finite number > 0 (epochs), or None. Received: 0.0"),
+    ("signal: paired, paired_reach: -0.1",
+     "invalid argument 'paired_reach'. Allowed: a finite number >= 0. Received: -0.1"),
     ("signal: pared", "invalid argument 'signal'. Allowed: "),
 ])
 def test_a_bad_growth_option_in_a_config_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
