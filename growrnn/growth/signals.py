@@ -1012,7 +1012,9 @@ class Paired(Signal):
         """Give the fields left unset the recipe of ``optimizer``'s family (:data:`PAIRED_RECIPES`):
         ``sgd`` for :class:`torch.optim.SGD` (momentum or not), ``adaptive`` for any other (Adam,
         AdamW, RMSprop ...; also with no optimizer). Fields given keep their values; ``homing`` is
-        never switched on with ``move`` ``slope`` (it is a rule of the sign)."""
+        never switched on with ``move`` ``slope`` (it is a rule of the sign). Also reads ``rate``,
+        the learning rate ``reach`` is counted in: the first parameter group's ``initial_lr`` (a
+        scheduler's base rate), else its ``lr``; 0 without an optimizer."""
         self.family = "sgd" if isinstance(optimizer, torch.optim.SGD) else "adaptive"
         self._take_recipe(self.family)
         group = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
