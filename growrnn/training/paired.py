@@ -32,6 +32,7 @@ import copy
 import itertools
 import logging
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,9 +218,13 @@ class PairedTrials:
 
     def reached(self) -> int:
         """The steps the starting learning rate takes to sum to ``reach`` (0 where either is not
-        set): the horizon lengthens a trial to this many past its cap."""
+        set): the horizon lengthens a trial to this many past its cap (a rate so small that the
+        count overflows a float lifts the cap altogether)."""
         reach, rate = self.signal.reach, self.signal.rate
-        return math.ceil(round(reach / rate, 9)) if reach and rate else 0
+        if not (reach and rate):
+            return 0
+        steps = reach / rate
+        return math.ceil(round(steps, 9)) if math.isfinite(steps) else sys.maxsize
 
     def _young(self, k: int, step: int) -> list[int]:
         """Layer ``k``'s units that have trained fewer than ``mature`` trials' steps at ``step``, each

@@ -1168,6 +1168,7 @@ def test_the_default_horizon_and_cap(options: dict, epoch: int, at: int, length:
     (3e-4, {"paired_reach": 0}, 29, 3_000, 100),       # no reach: the cap alone
     (3e-4, {"paired_reach": 0.5}, 29, 3_000, 600),     # the horizon bounds it below the reach (1,667)
     (3e-4, {"paired_horizon": 0}, 29, 3_000, 100),     # no horizon: nothing lengthens the trial
+    (5e-324, {}, 29, 3_000, 600),            # a subnormal rate (its reach overflows): the horizon alone
 ])
 def test_the_reach_lifts_the_horizons_cap(lr: float, options: dict, epoch: int, at: int, length: int) -> None:
     """At a slow starting rate the horizon may lengthen a trial past its cap, to the steps the
