@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "docs/reproductions/scripts/budget_worth.py"
+from tests.reproductions import SCRIPTS, load_script
 
-
-def script() -> object:
-    spec = importlib.util.spec_from_file_location("budget_worth", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = SCRIPTS / "budget_worth.py"
 
 
 @pytest.mark.parametrize(("steps", "bracket", "estimated"), [
@@ -30,7 +21,7 @@ def script() -> object:
 ])
 def test_the_bracket_is_the_first_step_that_does_not_pay(steps: list[tuple[int, int, float]],
                                                         bracket: tuple, estimated: bool) -> None:
-    low, high, estimate = script().kept_width(steps, 0.002)  # type: ignore[attr-defined]
+    low, high, estimate = load_script("budget_worth").kept_width(steps, 0.002)
     assert (low, high) == bracket
     assert (estimate is not None) == estimated
     if estimated:
@@ -47,7 +38,7 @@ def test_the_estimate_finds_a_known_exponential(widths: tuple[int, int, int], ra
         return 0.01 * (math.exp(-rate * lo) - math.exp(-rate * hi)) / (rate * (hi - lo))
 
     charge = 0.01 * math.exp(-rate * at)
-    found = script().crossing((a, b, mean(a, b)), (b, c, mean(b, c)), charge)  # type: ignore[attr-defined]
+    found = load_script("budget_worth").crossing((a, b, mean(a, b)), (b, c, mean(b, c)), charge)
     assert found == pytest.approx(at, rel=1e-6)
 
 

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "docs/reproductions/scripts/head_start.py"
-
-
-def script() -> object:
-    spec = importlib.util.spec_from_file_location("head_start", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.reproductions import load_script
 
 
 def closed_form(after: int, optimizer: str, warm: int = 3000) -> float:
@@ -32,6 +22,6 @@ def closed_form(after: int, optimizer: str, warm: int = 3000) -> float:
 
 @pytest.mark.parametrize("optimizer, after", [("adam", 100), ("adam", 334), ("rmsprop", 100), ("rmsprop", 334)])
 def test_the_head_start_matches_its_closed_form(optimizer: str, after: int) -> None:
-    ratio = script().head_start(optimizer, [after], noise=0.0, warm=3000)[after]  # type: ignore[attr-defined]
+    ratio = load_script("head_start").head_start(optimizer, [after], noise=0.0, warm=3000)[after]
     assert ratio == pytest.approx(closed_form(after, optimizer), rel=1e-3)
     assert ratio > 1.3  # a head start, not the old entry's pace
