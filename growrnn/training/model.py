@@ -51,6 +51,11 @@ class SequenceModel(L.LightningModule):
         weight_decay: L2 penalty, as in torch (AdamW's decoupled decay); None: the optimizer's own
             default (torch's: 0, AdamW's 0.01).
         eps: the denominator's epsilon of Adam, RMSprop and Adagrad (torch's default if None).
+        betas: Adam's and AdamW's decay rates of the first and second moments (torch's default,
+            ``(0.9, 0.999)``, if None).
+        alpha: RMSprop's decay rate of the mean square (torch's default, 0.99, if None; 0.999
+            remembers as long as Adam's second moment, which gives a grown unit Adam's head start:
+            docs/reproductions/settling.md, forty-third session).
         schedule: ``none``; ``decay`` — multiply the lr by ``decay`` after every epoch from
             ``decay_start`` on (Zaremba et al.); ``plateau`` — divide it by ``plateau_factor``
             when the validation metric has not improved for ``patience`` epochs.
@@ -89,7 +94,7 @@ class SequenceModel(L.LightningModule):
                  num_layers: int = 1, embedding_size: int | None = None, one_hot: bool = False, dropout: float = 0.0,
                  tie_weights: bool = False,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0, weight_decay: float | None = None,
-                 eps: float | None = None,
+                 eps: float | None = None, betas: tuple[float, float] | None = None, alpha: float | None = None,
                  schedule: Schedule = "none", decay: float = 0.5, decay_start: int = 1,
                  plateau_factor: float = 4.0, patience: int = 0, init_range: float | None = None,
                  loss_sum_over_time: bool = False, max_update: float | None = None, l1: float = 0.0,
@@ -455,6 +460,10 @@ class SequenceModel(L.LightningModule):
             kw["momentum"] = hp.momentum
         if hp.eps is not None and hp.optimizer != "sgd":
             kw["eps"] = hp.eps
+        if hp.get("betas") is not None:
+            kw["betas"] = tuple(hp.betas)
+        if hp.get("alpha") is not None:
+            kw["alpha"] = hp.alpha
         gates = [p for n, p in self.named_parameters() if n.startswith("rnn.gates.")]
         rest = [p for n, p in self.named_parameters() if not n.startswith("rnn.gates.")]
         groups: list[dict[str, Any]] = [{"params": rest}]
@@ -683,7 +692,8 @@ def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] 
 
 
 #: the SequenceModel options whose values are checked without a task (check_model_options)
-_TASK_FREE = ("optimizer", "schedule", "lr", "momentum", "weight_decay", "eps", "dropout", "decay", "decay_start",
+_TASK_FREE = ("optimizer", "schedule", "lr", "momentum", "weight_decay", "eps", "betas", "alpha", "dropout", "decay",
+              "decay_start",
               "plateau_factor", "patience", "init_range", "max_update", "l1", "gate_lr", "embedding_size",
               "num_layers", "seed")
 
@@ -706,6 +716,7 @@ def check_model_options(options: Mapping[str, Any]) -> None:
         if value is not None and not (is_number(value) and 0 < value < math.inf):
             raise ArgumentError(name, allowed="a finite number > 0" + (", or null" if name != "gate_lr" else ""),
                                 received=value)
+    _check_decay_rates(o)
     if "dropout" in o and not (is_number(o["dropout"]) and 0 <= o["dropout"] < 1):
         raise ArgumentError("dropout", allowed="a number in [0, 1)", received=o["dropout"],
                             hint="the share of units dropped in training; 0: none")
@@ -720,6 +731,31 @@ def check_model_options(options: Mapping[str, Any]) -> None:
             check_int(name, o[name], low)
     if o.get("embedding_size") is not None:
         check_int("embedding_size", o["embedding_size"], 1, allowed="an int >= 1, or null (the layer's width)")
+
+
+#: the optimizers that read each decay-rate option
+_DECAY_RATES = {"betas": ("adam", "adamw"), "alpha": ("rmsprop",)}
+
+
+def _check_decay_rates(o: Mapping[str, Any]) -> None:
+    """Refuse ``betas`` that are not two numbers in [0, 1), an ``alpha`` not in [0, 1), and either
+    set under an optimizer that does not read it."""
+    rates = {"betas": o.get("betas"), "alpha": o.get("alpha")}
+    if rates["betas"] is not None:
+        b = rates["betas"]
+        if isinstance(b, (str, bytes)) or not hasattr(b, "__len__") or len(b) != 2 or \
+                not all(is_number(x) and 0 <= x < 1 for x in b):
+            raise ArgumentError("betas", allowed="two numbers in [0, 1) (the first and second moments' decay rates)",
+                                received=b, hint="e.g. betas: [0.9, 0.999], torch's default")
+    if rates["alpha"] is not None and not (is_number(rates["alpha"]) and 0 <= rates["alpha"] < 1):
+        raise ArgumentError("alpha", allowed="a number in [0, 1) (RMSprop's mean square decay rate)",
+                            received=rates["alpha"], hint="e.g. alpha: 0.99, torch's default")
+    optimizer = o.get("optimizer", "adam")
+    for name, readers in _DECAY_RATES.items():
+        if rates[name] is not None and optimizer not in readers:
+            raise ArgumentError(name, allowed=f"null under optimizer {optimizer!r} (only {' and '.join(readers)} "
+                                f"read it)", received=rates[name],
+                                hint=f"set optimizer: {readers[0]}, or leave {name} unset")
 
 
 def _match_unit_scales(model: SequenceModel, state_dict: Mapping[str, Any]) -> None:

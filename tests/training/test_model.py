@@ -151,6 +151,12 @@ def test_a_half_precision_model_judges_its_loss_in_single_precision(task: str, o
     ({"hidden_size": [4, 5], "num_layers": 3}, "'num_layers'.*Received: 3"),
     ({"hidden_size": [4, 0]}, "'hidden_size'.*non-empty list.*Received: \\[4, 0\\]"),
     ({"hidden_size": []}, "'hidden_size'"),
+    ({"betas": [0.9, 1.0]}, "'betas'.*two numbers in \\[0, 1\\).*Received: \\[0.9, 1.0\\]"),
+    ({"betas": [0.9]}, "'betas'"),
+    ({"betas": "0.9"}, "'betas'"),
+    ({"optimizer": "rmsprop", "alpha": 1.5}, "'alpha'.*\\[0, 1\\).*Received: 1.5"),
+    ({"optimizer": "sgd", "betas": [0.9, 0.99]}, "'betas'.*under optimizer 'sgd'.*set optimizer: adam"),
+    ({"alpha": 0.999}, "'alpha'.*under optimizer 'adam'.*set optimizer: rmsprop"),
 ])
 def test_bad_options(kwargs: dict, match: str) -> None:
     spec = tasks.get("copy", delay=2).spec
@@ -174,6 +180,21 @@ def test_optimizers_and_schedules(optimizer: str, schedule: str, kind: type, dec
     assert lr == pytest.approx(0.025 if schedule == "decay" else 0.1) or schedule == "plateau"
 
 
+@pytest.mark.parametrize(("optimizer", "options", "group"), [
+    ("adam", {"betas": [0.9, 0.99]}, {"betas": (0.9, 0.99)}),    # a list (from a config) becomes torch's tuple
+    ("adamw", {"betas": (0.8, 0.9)}, {"betas": (0.8, 0.9)}),
+    ("adam", {}, {"betas": (0.9, 0.999)}),                       # unset: torch's default
+    ("rmsprop", {"alpha": 0.999}, {"alpha": 0.999}),
+    ("rmsprop", {}, {"alpha": 0.99}),
+])
+def test_the_optimizers_decay_rates(optimizer: str, options: dict, group: dict) -> None:
+    """``betas`` (Adam, AdamW) and ``alpha`` (RMSprop) reach the optimizer's parameter groups."""
+    model = SequenceModel(tasks.get("copy", delay=2).spec, hidden_size=8, optimizer=optimizer, **options)
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    assert {key: opt.param_groups[0][key] for key in group} == group
+
+
 def test_tied_weights_share_the_embedding() -> None:
     spec = tasks.get("copy", delay=2).spec
     model = SequenceModel(spec, hidden_size=8, tie_weights=True)
@@ -182,11 +203,12 @@ def test_tied_weights_share_the_embedding() -> None:
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     t = tasks.get("copy", delay=2, n_train=16, n_eval=8, batch_size=8)
-    model = SequenceModel(t.spec, cell="dual_lstm", hidden_size=8, seed=3)
+    model = SequenceModel(t.spec, cell="dual_lstm", hidden_size=8, seed=3, betas=(0.9, 0.99))
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(model, t.datamodule())
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     back = SequenceModel.load_from_checkpoint(tmp_path / "m.ckpt")  # the spec comes from the checkpoint
+    assert tuple(back.hparams.betas) == (0.9, 0.99)  # the options too (a tuple loads weights-only)
     x = torch.randint(0, 10, (2, 5))
     model.eval()
     back.eval()
