@@ -341,6 +341,11 @@ def _edit(config: dict[str, Any], where: str, value: Any) -> None:
     ("tuning", {"lr": [0.01, "fast"]}, "'tuning.lr\\[1\\]'.*float.*Received: fast"),
     ("model", {"lr": 0.01, "fast_path": "auto", "eps": None}, None),  # valid values of float, bool | str, None
     ("model", {"lr": "3e-3"}, None),  # YAML 1.1 reads 3e-3 as a string: it goes on as the float
+    # an optimizer's decay rate against the optimizer each entry runs with (shared, its own or tuned)
+    ("model", {"alpha": 0.999}, "'entries\\[0\\]: alpha'.*under optimizer 'adam'.*HINT: set optimizer: rmsprop"),
+    ("model", {"alpha": 0.999, "optimizer": "rmsprop"}, None),
+    ("entries.0.model", {"betas": [0.9, 0.99], "optimizer": "sgd"}, "'entries\\[0\\]: betas'.*under optimizer 'sgd'"),
+    ("tuning", {"optimizer": ["rmsprop", "adam"], "alpha": [0.999]}, "'entries\\[0\\]: alpha'.*tuning setting"),
 ])
 def test_config_mistakes_name_the_key(tmp_path: Path, where: str, value: Any, match: str | None) -> None:
     config = yaml.safe_load(DEBUG.read_text())

@@ -196,7 +196,8 @@ def check_config(config: CompareConfig) -> None:
     check_int("workers", config.workers, 0)
     check_int("threads", config.threads, 1)
     _check_parts(config)
-    check_options(config, "the comparison", task_owned=("seed",), task_hint="each run's seed seeds the task's data",
+    check_options(config, "the comparison", whole_model=False, task_owned=("seed",),
+                  task_hint="each run's seed seeds the task's data",
                   trainer_hint="the budget sets how long each run trains")
     if "hidden_size" in config.model:
         check_sizes("model.hidden_size", config.model["hidden_size"])
@@ -293,6 +294,15 @@ def _check_entry(where: str, entry: EntryConfig, config: CompareConfig, model_cl
                             hint="add hidden_size: 64 to the entry, or model: {hidden_size: 64} for every entry")
     sizes = check_sizes(f"{where}.hidden_size", size)
     model = {**config.model, **entry.model}
+    from growrnn.training.model import check_model_options
+    for setting in tuning_grid(config.tuning):  # the options each run is built with, whole: the optimizer's
+        try:                                    # decay rates against the optimizer it gets from any part
+            check_model_options({**model, **setting}, whole=True)
+        except ArgumentError as err:
+            raise ArgumentError(f"{where}: {err.argument}", allowed=err.allowed,
+                                received=f"{err.received!r} in the options the entry runs with (the shared model:, "
+                                f"the entry's model:{' and the tuning setting ' + repr(setting) if setting else ''})",
+                                hint=err.hint) from None
     if entry.family in _GROWN:  # the controller's options, and the model it must grow, before any job
         check_grow(f"{where}.grow", entry.grow, "the comparison", "StructureController options; the run's seed "
                    "seeds the controller", owned=("seed",), model=model, sizes=sizes, model_key=f"{where}.model")

@@ -282,11 +282,13 @@ def _type_text(tp: Any) -> str:
 
 
 def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), task_hint: str,
-                  model_owned: tuple[str, ...] = MODEL_OWNED, trainer_hint: str) -> None:
+                  model_owned: tuple[str, ...] = MODEL_OWNED, trainer_hint: str, whole_model: bool = True) -> None:
     """Check what a command's ``config`` passes on: ``task`` is a registered task, and the keys
     of ``task_options``, ``model`` and ``trainer`` are arguments of the task's factory,
     ``SequenceModel`` and ``lightning.Trainer`` that ``owner`` (``"the search"``) does not set
-    itself. Imports the task registry, ``SequenceModel`` and Lightning."""
+    itself; ``whole_model``: ``model`` is every option a run is built with (false for a
+    comparison's shared options, which each entry's own complete). Imports the task registry,
+    ``SequenceModel`` and Lightning."""
     import lightning as L
 
     from growrnn.task import task_factory, task_names
@@ -299,7 +301,7 @@ def check_options(config: Any, owner: str, *, task_owned: tuple[str, ...] = (), 
     check_keys("model", config.model, SequenceModel, model_owned,
                "SequenceModel options, as under model: in a fit config", owner)
     try:
-        check_model_options(config.model)
+        check_model_options(config.model, whole=whole_model)
     except ArgumentError as err:
         raise err.under("model") from None
     check_keys("trainer", config.trainer, L.Trainer, TRAINER_OWNED, trainer_hint, owner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
@@ -698,12 +699,16 @@ _TASK_FREE = ("optimizer", "schedule", "lr", "momentum", "weight_decay", "eps", 
               "num_layers", "seed")
 
 
-def check_model_options(options: Mapping[str, Any]) -> None:
+def check_model_options(options: Mapping[str, Any], whole: bool = False) -> None:
     """Refuse a ``SequenceModel`` option value that is wrong whatever the task (``options``: some
     of its keyword arguments; the others are not looked at): an unknown optimizer or schedule, a
-    rate, factor or count out of its range. The model checks its own with it, and a search's or
+    rate, factor or count out of its range, an optimizer's decay rate under an optimizer that does
+    not read it (where ``options`` name the optimizer, or are ``whole``: every option the model is
+    built with, an absent one at its default). The model checks its own with it, and a search's or
     a comparison's config is checked with it at load, so a bad value fails before any run trains."""
     o = options
+    if whole and "optimizer" not in o:
+        o = {**o, "optimizer": inspect.signature(SequenceModel).parameters["optimizer"].default}
     if "optimizer" in o and o["optimizer"] not in OPTIMIZERS:
         raise ArgumentError("optimizer", allowed=", ".join(OPTIMIZERS), received=o["optimizer"])
     if "schedule" in o:
@@ -738,23 +743,24 @@ _DECAY_RATES = {"betas": ("adam", "adamw"), "alpha": ("rmsprop",)}
 
 
 def _check_decay_rates(o: Mapping[str, Any]) -> None:
-    """Refuse ``betas`` that are not two numbers in [0, 1), an ``alpha`` not in [0, 1), and either
-    set under an optimizer that does not read it."""
+    """Refuse ``betas`` that are not a list or tuple of two numbers in [0, 1), an ``alpha`` not in
+    [0, 1), and, where ``o`` names the optimizer, either set under one that does not read it."""
     rates = {"betas": o.get("betas"), "alpha": o.get("alpha")}
     if rates["betas"] is not None:
         b = rates["betas"]
-        if isinstance(b, (str, bytes)) or not hasattr(b, "__len__") or len(b) != 2 or \
-                not all(is_number(x) and 0 <= x < 1 for x in b):
+        if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(is_number(x) and 0 <= x < 1 for x in b):
             raise ArgumentError("betas", allowed="two numbers in [0, 1) (the first and second moments' decay rates)",
                                 received=b, hint="e.g. betas: [0.9, 0.999], torch's default")
     if rates["alpha"] is not None and not (is_number(rates["alpha"]) and 0 <= rates["alpha"] < 1):
         raise ArgumentError("alpha", allowed="a number in [0, 1) (RMSprop's mean square decay rate)",
                             received=rates["alpha"], hint="e.g. alpha: 0.99, torch's default")
-    optimizer = o.get("optimizer", "adam")
+    if "optimizer" not in o:  # part of the options (a comparison's shared model): checked where they are whole
+        return
+    optimizer = o["optimizer"]
     for name, readers in _DECAY_RATES.items():
         if rates[name] is not None and optimizer not in readers:
             raise ArgumentError(name, allowed=f"null under optimizer {optimizer!r} (only {' and '.join(readers)} "
-                                f"read it)", received=rates[name],
+                                f"read{'s' if len(readers) == 1 else ''} it)", received=rates[name],
                                 hint=f"set optimizer: {readers[0]}, or leave {name} unset")
 
 

@@ -101,6 +101,7 @@ def test_a_single_objective_is_a_search(tmp_path: Path) -> None:
     ("address: auto\n", "'address'.*executor: ray"),
     # values are typed against the signature they go to, as `growrnn fit` types them
     ("model: {lr: abc}\n", "'model.lr'.*Allowed: a value of type float.*Received: abc"),
+    ("model: {alpha: 0.999}\n", "'model.alpha'.*under optimizer 'adam'"),  # the search's model is whole: adam
     ("model: {hidden_size: big}\n", "'model.hidden_size'.*int \\| list\\[int\\].*Received: big"),
     ("trainer: {gradient_clip_val: [1]}\n", "'trainer.gradient_clip_val'.*Received: \\[1\\]"),
     ("task_options: {length: ten}\n", "'task_options.length'.*int.*Received: ten"),

@@ -157,6 +157,10 @@ def test_a_half_precision_model_judges_its_loss_in_single_precision(task: str, o
     ({"optimizer": "rmsprop", "alpha": 1.5}, "'alpha'.*\\[0, 1\\).*Received: 1.5"),
     ({"optimizer": "sgd", "betas": [0.9, 0.99]}, "'betas'.*under optimizer 'sgd'.*set optimizer: adam"),
     ({"alpha": 0.999}, "'alpha'.*under optimizer 'adam'.*set optimizer: rmsprop"),
+    ({"optimizer": "adamw", "alpha": 0.9}, "'alpha'.*under optimizer 'adamw'"),
+    ({"betas": 0.9}, "'betas'.*Received: 0.9"),
+    ({"betas": {0.1: 1, 0.2: 2}}, "'betas'"),             # a sized mapping is not a pair
+    ({"optimizer": "rmsprop", "alpha": True}, "'alpha'"),  # a bool is not a rate
 ])
 def test_bad_options(kwargs: dict, match: str) -> None:
     spec = tasks.get("copy", delay=2).spec
