@@ -694,9 +694,8 @@ def _sizes_in(model: SequenceModel, state_dict: Mapping[str, Any]) -> list[int] 
 
 #: the SequenceModel options whose values are checked without a task (check_model_options)
 _TASK_FREE = ("optimizer", "schedule", "lr", "momentum", "weight_decay", "eps", "betas", "alpha", "dropout", "decay",
-              "decay_start",
-              "plateau_factor", "patience", "init_range", "max_update", "l1", "gate_lr", "embedding_size",
-              "num_layers", "seed")
+              "decay_start", "plateau_factor", "patience", "init_range", "max_update", "l1", "gate_lr",
+              "embedding_size", "num_layers", "seed")
 
 
 def check_model_options(options: Mapping[str, Any], whole: bool = False) -> None:
