@@ -160,7 +160,7 @@ class StructureController(L.Callback):
         paired_steps, paired_targets, paired_horizon, paired_horizon_cap, paired_reach, paired_fraction, paired_batches,
         paired_keep, paired_hold, paired_scale, paired_floor, paired_extend, paired_margin, paired_settle,
         paired_restart, paired_mature,
-        paired_homing, paired_move, paired_charge: the
+        paired_homing, paired_move, paired_charge, paired_head_start: the
             ``paired`` signal's trial length (steps; unset: 100, 400 under SGD) and the training
             targets a trial trains on at least (default 40,000: a trial is longer where a step holds
             fewer than 400 targets; 0: steps alone) and the share of the steps trained before it
@@ -196,8 +196,10 @@ class StructureController(L.Callback):
             (``sign``, the default: to the side with the lower charged loss, by the layer's step;
             ``slope``: by the charged gain per unit it measured, a stochastic approximation), and
             what ``lam`` is charged per (``row``, the default: per row of a unit's weights in its
-            cell, one per weighted call; ``unit``: per unit); see
-            :class:`~growrnn.growth.signals.Paired`.
+            cell, one per weighted call; ``unit``: per unit), and how a new unit's first steps go
+            (``adam``, the default where the optimizer's own head start is known: as a zero state
+            makes them go under Adam, whatever the optimizer; ``optimizer``: as the optimizer's own
+            zero state makes them); see :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules). Every layer must start within
@@ -260,7 +262,7 @@ class StructureController(L.Callback):
                  paired_extend: int = 1, paired_margin: float | None = None, paired_settle: str = "turn",
                  paired_restart: bool = True, paired_mature: int = 0,
                  paired_homing: bool | None = None, paired_move: str = "sign", paired_charge: str = "row",
-                 decide_at_limit: bool = True) -> None:
+                 paired_head_start: str | None = None, decide_at_limit: bool = True) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "
@@ -320,6 +322,7 @@ class StructureController(L.Callback):
                                       floor=paired_floor, extend=paired_extend, margin=paired_margin,
                                       settle=paired_settle, restart=paired_restart, mature=paired_mature,
                                       homing=paired_homing, move=paired_move, charge=paired_charge,
+                                      head_start=paired_head_start,
                                       **({} if lam is None else {"lam": lam}))
         elif signal == "outgoing_l1":
             self.signal = make_signal(signal, reference_rows=reference_rows, l1=l1)
@@ -448,6 +451,7 @@ class StructureController(L.Callback):
             self._check_widths([int(x.hidden_size) for x in layers_of(pl_module.rnn)], restored=True)
         if isinstance(self.signal, Paired):  # the options left unset take the optimizer family's recipe
             self.signal.for_optimizer(trainer.optimizers[0] if trainer.optimizers else None)
+            pl_module.head_start = self.signal.head_start_rule  # the network's and its copies' steps
         n = len(layers_of(pl_module.rnn))
         layout = {"growth": {
             "units": ["Multiline", [f"structure/units/layer{k}" for k in range(n)]],
@@ -601,6 +605,10 @@ class StructureController(L.Callback):
             fold_gates(rnn, pl_module.decoder)
             pl_module.hparams["unit_gates"] = False  # later checkpoints describe the folded model
             log.info("folded the units' gates into their outgoing weights: the model has no gates left")
+
+    def teardown(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        if stage == "fit":  # a model trained on without the controller steps as any other
+            pl_module.head_start = None
 
     # ------------------------------------------------------------------ the rule
     def scores(self, rnn: Any, decoder: torch.nn.Linear, k: int) -> Tensor:

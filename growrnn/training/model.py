@@ -157,6 +157,9 @@ class SequenceModel(L.LightningModule):
         self._resume: dict[str, Any] | None = None
         self._validated: tuple[int, float] | None = None  # (step, metric) of the last validation, for resumes
         self._step_params: tuple[list[Tensor], list[Tensor]] | None = None
+        #: scales the steps of entries whose optimizer state a resize zeroed (set by the structure
+        #: controller for a paired run: :class:`~growrnn.growth.signals.HeadStart`; None: none)
+        self.head_start: Any = None
         self._sums: dict[str, list[float]] = {}
 
     def _init(self, init_range: float | None, gen: torch.Generator) -> None:
@@ -485,12 +488,13 @@ class SequenceModel(L.LightningModule):
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """The optimizer's step, then Miconi's training rule where it is set (:meth:`ruled_step`)."""
         parent = super().optimizer_step
-        self.ruled_step(lambda: parent(epoch, batch_idx, optimizer, optimizer_closure))
+        self.ruled_step(lambda: parent(epoch, batch_idx, optimizer, optimizer_closure), optimizer)
 
-    def ruled_step(self, step: Callable[[], Any]) -> None:
-        """Run ``step`` (an optimizer's step on this model's parameters) inside Miconi's training
+    def ruled_step(self, step: Callable[[], Any], optimizer: Any = None) -> None:
+        """Run ``step`` (``optimizer``'s step on this model's parameters) inside Miconi's training
         rule where it is set: the update clip (``max_update``) around it and the L1 decrement
-        (``l1``) after it, both from :mod:`growrnn.growth.signals`. The network's
+        (``l1``) after it, both from :mod:`growrnn.growth.signals`; inside the clip, a new unit's
+        :attr:`head_start` where the structure controller set one. The network's
         :meth:`optimizer_step` and a paired trial's copies (``training/paired.py``) step through
         it, so both sides of a trial train under the same rule."""
         from growrnn.growth.signals import UpdateClip, l1_decrement, reading_weights
@@ -502,7 +506,12 @@ class SequenceModel(L.LightningModule):
         clip = UpdateClip(limit) if limit is not None else None
         if clip is not None:
             clip.before(self._step_params[0])
+        head = self.head_start if optimizer is not None else None
+        if head is not None:
+            head.before(optimizer)
         step()
+        if head is not None:
+            head.after(optimizer)
         if clip is not None:
             clip.after()
         if l1:

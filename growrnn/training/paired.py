@@ -779,7 +779,8 @@ def _train(c: _Copy, batch: Any, optimizer: Any, trainer: Any, replicas: Replica
         else:
             torch.nn.utils.clip_grad_norm_(params, clip)
     scaler, optimizer_of_copy = c.scaler, c.optimizer
-    c.model.ruled_step(optimizer_of_copy.step if scaler is None else lambda: scaler.step(optimizer_of_copy))
+    c.model.ruled_step(optimizer_of_copy.step if scaler is None else lambda: scaler.step(optimizer_of_copy),
+                       optimizer_of_copy)
 
 
 @torch.no_grad()
