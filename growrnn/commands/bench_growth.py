@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -47,6 +47,7 @@ class Case:
     options: dict[str, Any]
     model: dict[str, Any]
     signal: str = "outgoing_l1"
+    controller: dict[str, Any] = field(default_factory=dict)  # the paired controller's own options
 
 
 CASES = [
@@ -71,6 +72,15 @@ CASES = [
     Case("copy task, LSTM 128, batch 16, T 70 (paired, trials of 50 steps, 8 validation batches, Adam)", "copy",
          {"delay": 50, "n_train": 20000, "batch_size": 16},
          dict(cell="lstm", hidden_size=128, optimizer="adam", lr=1e-3), "paired"),
+    # under RMSprop a trial's new units step with Adam's head start (paired_head_start adam, the
+    # default): its cost against the optimizer's own (paired_head_start optimizer)
+    Case("copy task, LSTM 128, batch 16, T 70 (paired, trials of 50 steps, 8 validation batches, RMSprop)", "copy",
+         {"delay": 50, "n_train": 20000, "batch_size": 16},
+         dict(cell="lstm", hidden_size=128, optimizer="rmsprop", lr=1e-3), "paired"),
+    Case("copy task, LSTM 128, batch 16, T 70 (paired, trials of 50 steps, 8 validation batches, RMSprop, "
+         "paired_head_start optimizer)", "copy", {"delay": 50, "n_train": 20000, "batch_size": 16},
+         dict(cell="lstm", hidden_size=128, optimizer="rmsprop", lr=1e-3), "paired",
+         {"paired_head_start": "optimizer"}),
 ]
 
 
@@ -122,7 +132,8 @@ def _step_time(case: Case, grow: bool, steps: int, device: str) -> float:
         # at most: the copy's training, the validation judging and the adoptions, at 127-129 units
         H = int(model_kw["hidden_size"][0])
         callbacks.append(StructureController(signal="paired", paired_steps=50, paired_horizon=0, paired_batches=8,
-                                             min_units=H - 1, max_units=H + 1, paired_fraction=1.0 / H))
+                                             min_units=H - 1, max_units=H + 1, paired_fraction=1.0 / H,
+                                             **case.controller))
     elif grow:
         callbacks.append(StructureController(signal=case.signal, p_add=0.0, p_delete=0.0, p_spontaneous=0.0,
                                              max_units=1024))

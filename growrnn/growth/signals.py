@@ -153,18 +153,22 @@ class HeadStart:
     after it.
 
     Each entry's steps since its state was zeroed are counted in the optimizer's own state
-    (:data:`FRESH_STEPS`, two bytes an entry, up to :data:`MAX_FRESH_STEPS`): the unit surgery
-    moves them with the rest of the state and starts a fresh entry's at zero, copies and
-    checkpoints carry them, and an entry whose state existed before they were counted (the
+    (:data:`FRESH_STEPS`, two bytes an entry), up to the last step whose factor is further than
+    ``tolerance`` from 1 (about 6,200 steps under RMSprop and SGD: the entry is then settled): the
+    unit surgery moves them with the rest of the state and starts a fresh entry's at zero, copies
+    and checkpoints carry them, and an entry whose state existed before they were counted (the
     network's at its first step) counts as settled. A step the optimizer skips (a loss scaler's,
-    on gradients that are not finite) still counts. Factors within 1e-3 of 1 are not applied: an
-    entry stops being young after the last step whose factor is further from 1 (about 6,200 steps
-    under RMSprop and SGD)."""
+    on gradients that are not finite) still counts. A parameter with no young entry costs nothing
+    (its counts are read again only where its state's tensors were replaced, as a resize and a
+    load replace them; a change made to them in place is not seen); a young one a few tensor
+    operations a step."""
 
     def __init__(self, target: tuple[float, float] = ADAM_BETAS, tolerance: float = 1e-3) -> None:
         self.target, self.tolerance = target, tolerance
         self._tables: dict[tuple[Any, ...], Tensor | None] = {}
-        self._before: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._counts: dict[int, _Counts] = {}  # per parameter (its id): the counts as last read or written
+        self._shifted: dict[tuple[Any, ...], Tensor] = {}  # per table, device and type: the factors less one
+        self._before: list[tuple[Tensor, Tensor]] = []  # the young parameters and their values before the step
 
     def factors(self, optimizer: type[torch.optim.Optimizer], group: dict[str, Any]) -> Tensor | None:
         """The factor of a young entry's steps 1, 2, ... after its state was zeroed, up to the last
@@ -195,28 +199,107 @@ class HeadStart:
 
     def before(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer's
-        self._before = []
+        young = []
         for g in optimizer.param_groups:
             table = self.factors(type(optimizer), g)
-            if table is not None and table.numel():
-                self._before += [(p, p.detach().clone(), table) for p in g["params"]]
+            if table is None or not table.numel():
+                continue
+            for p in g["params"]:
+                counts = self._read(optimizer.state.get(p), p, table)
+                if counts is None or counts.youngest < table.numel():
+                    young.append(p)
+        self._before = list(zip(young, torch._foreach_mul(young, 1.0), strict=True)) if young else []
 
     @torch.no_grad()
     def after(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        for p, before, table in self._before:
-            state = optimizer.state.get(p)
-            if not state:  # no step taken yet
+        moved, factors = [], []
+        befores = {id(p): b for p, b in self._before}
+        for g in optimizer.param_groups:
+            table = self.factors(type(optimizer), g)
+            if table is None or not table.numel() or not befores:
                 continue
-            steps = fresh_steps(state, p)
-            if steps is None:  # counted from now: the entries are settled
-                set_fresh_steps(state, torch.full(p.shape, MAX_FRESH_STEPS, dtype=torch.long, device=p.device))
-                continue
-            young = steps < table.numel()
-            factor = table.to(p.device)[steps.clamp(max=table.numel() - 1)].to(p.dtype)
-            p.copy_(torch.where(young, before + (p - before) * factor, p))
-            set_fresh_steps(state, (steps + 1).clamp_(max=MAX_FRESH_STEPS))
+            for p in g["params"]:
+                if id(p) not in befores:
+                    continue
+                state = optimizer.state.get(p)
+                counts = self._read(state, p, table)
+                if counts is None:  # no step before this one: its entries count from now, settled
+                    counts = self._counts[id(p)] = _Counts.settled(state, p, table.numel())
+                    continue
+                moved.append((p, befores[id(p)]))
+                factors.append(self._less_one(table, p)[counts.steps])
+                counts.advance(table.numel())
         self._before = []
+        if moved:  # p += (factor - 1) (p - before): an entry whose factor is 1 stays as the optimizer left it
+            params = [p for p, _ in moved]
+            change = torch._foreach_sub(params, [b for _, b in moved])
+            torch._foreach_mul_(change, factors)
+            torch._foreach_add_(params, change)
+
+    def _less_one(self, table: Tensor, param: Tensor) -> Tensor:
+        """``table`` - 1 and a last 0 (a settled entry's), on ``param``'s device and in its type."""
+        key = (id(table), param.device, param.dtype)
+        if key not in self._shifted:
+            self._shifted[key] = torch.cat([table - 1, table.new_zeros(1)]).to(param.device, param.dtype)
+        return self._shifted[key]
+
+    def _read(self, state: dict[str, Any] | None, param: Tensor, table: Tensor) -> _Counts | None:
+        """``param``'s counts (None: not counted yet), read from its ``state`` again where a resize
+        or a load replaced them since they were last read or written."""
+        if not state:
+            return None
+        counts = self._counts.get(id(param))
+        if counts is not None and counts.current(state):
+            return counts
+        steps = fresh_steps(state, param)
+        if steps is None:
+            self._counts.pop(id(param), None)
+            return None
+        counts = self._counts[id(param)] = _Counts(state, steps.clamp_(max=table.numel()).int())
+        return counts
+
+
+@dataclass
+class _Counts:
+    """One parameter's counts: the state tensors that hold them (two bytes an entry) and the same
+    counts as one int32 tensor, with the least of them (no entry younger: the parameter is settled
+    once it reaches the table's length)."""
+
+    state: dict[str, Any]
+    steps: Tensor
+    youngest: int = 0
+    low: Tensor | None = None
+    high: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.youngest = int(self.steps.min()) if self.steps.numel() else MAX_FRESH_STEPS
+        self.write()
+
+    @classmethod
+    def settled(cls, state: dict[str, Any], param: Tensor, length: int) -> _Counts:
+        return cls(state, torch.full(param.shape, length, dtype=torch.int32, device=param.device))
+
+    def current(self, state: dict[str, Any]) -> bool:
+        """Whether ``state`` still holds the tensors these counts were written to."""
+        return state.get(FRESH_STEPS[0]) is self.low and state.get(FRESH_STEPS[1]) is self.high
+
+    def advance(self, length: int) -> None:
+        self.steps.add_(1).clamp_(max=length)
+        self.youngest = min(self.youngest + 1, length)
+        assert self.low is not None and self.high is not None
+        self.low.copy_(self.steps)  # the low byte (a cast to uint8 keeps it)
+        self.high.copy_(self.steps >> 8)
+
+    def write(self) -> None:
+        low = self.state.get(FRESH_STEPS[0])
+        if low is None or low.dtype != torch.uint8 or low.shape != self.steps.shape:
+            self.state[FRESH_STEPS[0]] = self.steps.to(torch.uint8)
+            self.state[FRESH_STEPS[1]] = (self.steps >> 8).to(torch.uint8)
+        else:
+            self.state[FRESH_STEPS[0]].copy_(self.steps)
+            self.state[FRESH_STEPS[1]].copy_(self.steps >> 8)
+        self.low, self.high = self.state[FRESH_STEPS[0]], self.state[FRESH_STEPS[1]]
 
 
 def fresh_steps(state: dict[str, Any], param: Tensor) -> Tensor | None:
@@ -228,11 +311,6 @@ def fresh_steps(state: dict[str, Any], param: Tensor) -> Tensor | None:
     # a checkpoint's load casts them to the parameter's float type (every byte exact in it)
     return high.round().long() * 256 + low.round().long() if low.is_floating_point() else \
         high.long() * 256 + low.long()
-
-
-def set_fresh_steps(state: dict[str, Any], steps: Tensor) -> None:
-    state[FRESH_STEPS[0]] = (steps % 256).to(torch.uint8)
-    state[FRESH_STEPS[1]] = (steps // 256).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------- signals

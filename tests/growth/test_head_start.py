@@ -82,12 +82,13 @@ def test_a_fresh_entry_travels_as_under_adam(optimizer: Any, hp: dict, warm: int
         _steps(bare, bare_opt, 1)
     assert torch.equal(p, bare)  # the first entries count as settled: nothing moved them
     remap_parameter(p, {0: torch.tensor([0, -1])}, opt)
-    assert fresh_steps(opt.state[p], p).tolist() == [MAX_FRESH_STEPS, 0]  # the surgery zeroed the new one's
+    young = len(head.factors(optimizer, opt.param_groups[0]))
+    assert 5000 < young < 7000
+    assert fresh_steps(opt.state[p], p).tolist() == [young, 0]  # settled; the surgery zeroed the new one's
     moved = _steps(p, opt, 7000, head)
     adam = fresh_step_ratios(ADAM, {"betas": (0.9, 0.999)}, 7000)
     assert adam is not None
-    young = len(head.factors(optimizer, opt.param_groups[0]))
-    assert 5000 < young < 7000
+    assert fresh_steps(opt.state[p], p).tolist() == [young, young]  # counted while young
     torch.testing.assert_close(moved[:young, 1] / moved[:young, 0], adam[:young], rtol=2e-3, atol=0)
     assert torch.equal(moved[:, 0], _steps(bare, bare_opt, 7000)[:, 0])  # bit for bit
 
