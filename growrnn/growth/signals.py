@@ -97,7 +97,7 @@ class UpdateClip:
 #: under them is the one :class:`HeadStart` gives every optimizer
 ADAM_BETAS = (0.9, 0.999)
 #: the optimizer-state keys that count an entry's steps since its state was zeroed (the low and high
-#: byte, uint8: exact under any float type a checkpoint's load casts them to), and their most
+#: byte, uint8: exact under any float type a checkpoint's load casts them to), and the most they hold
 FRESH_STEPS = ("fresh_steps", "fresh_steps_high")
 MAX_FRESH_STEPS = 65535
 
@@ -220,9 +220,9 @@ class HeadStart:
             if table is None or not table.numel() or not befores:
                 continue
             for p in g["params"]:
-                if id(p) not in befores:
+                if id(p) not in befores or p.grad is None:  # not stepped (an optimizer skips it)
                     continue
-                state = optimizer.state.get(p)
+                state = optimizer.state[p]  # SGD without momentum keeps none of its own
                 counts = self._read(state, p, table)
                 if counts is None:  # no step before this one: its entries count from now, settled
                     counts = self._counts[id(p)] = _Counts.settled(state, p, table.numel())

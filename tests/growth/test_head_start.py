@@ -70,7 +70,8 @@ def test_an_unknown_head_start_is_none(optimizer: Any, hp: dict) -> None:
 
 @pytest.mark.parametrize("optimizer, hp, warm", [(torch.optim.RMSprop, {}, 3000), (torch.optim.SGD, {"momentum": 0.9},
                                                                                      400),
-                                                 (torch.optim.Adam, {"betas": (0.9, 0.99)}, 3000)])
+                                                 (torch.optim.Adam, {"betas": (0.9, 0.99)}, 3000),
+                                                 (torch.optim.SGD, {}, 2)])  # no state of its own
 def test_a_fresh_entry_travels_as_under_adam(optimizer: Any, hp: dict, warm: int) -> None:
     """With the head start a fresh entry's steps over a settled one's follow Adam's default curve,
     whatever the optimizer, until they end within 1e-3 of it (the settled entry's steps untouched)."""
