@@ -920,9 +920,13 @@ class Ablation(Signal):
 #: is an adaptive optimizer's, whose steps move a weight by about the rate: 0.1 is 100 steps at
 #: Adam's 1e-3 (with the default 100 steps it changes no trial at 1e-3 or faster); at 3e-4 it
 #: brought JSB's LSTM within 1 % of its best fixed layer in 12 of 12 runs.
+#: A trial's new units step with Adam's head start under an adaptive optimizer (:class:`HeadStart`:
+#: under RMSprop at 3e-4 it brought every grown LSTM within 1 % of the best fixed one, none before)
+#: and with SGD's own under SGD (Adam's stalled small starts there and split the seed pairs).
 PAIRED_RECIPES: dict[str, dict[str, Any]] = {
-    "adaptive": {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False, "reach": 0.1},
-    "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True, "reach": 0.0},
+    "adaptive": {"lam": 3.33e-5, "steps": 100, "fraction": 0.25, "homing": False, "reach": 0.1,
+                 "head_start": "adam"},
+    "sgd": {"lam": 1.67e-5, "steps": 400, "fraction": 0.5, "homing": True, "reach": 0.0, "head_start": "optimizer"},
 }
 
 
@@ -1090,16 +1094,19 @@ class Paired(Signal):
     about 4.5 times as far over a 100-step trial (the layer grows because of it: started at the
     tensor's mean moment instead, JSB layers from 8 units stayed at 7-15). RMSprop's mean square
     forgets the zero start ten times sooner (about 2 times as far) and SGD gives none, so
-    ``head_start`` ``adam`` (the default where the optimizer's own is known: Adam, AdamW,
-    RMSprop not centered, SGD) scales a new entry's steps so that it travels as under Adam with its
-    default rates whatever the optimizer (:class:`HeadStart`; under Adam and AdamW with their default
-    rates nothing changes); ``optimizer`` leaves each optimizer its own.
+    ``head_start`` ``adam`` (the adaptive optimizers' recipe, where the optimizer's own is known:
+    AdamW, RMSprop not centered; also SGD when given) scales a new entry's steps so that it travels
+    as under Adam with its default rates whatever the optimizer (:class:`HeadStart`; under Adam and
+    AdamW with their default rates nothing changes); ``optimizer`` (SGD's recipe: measured on JSB,
+    Adam's head start under SGD stalled a small start at 11 units and split the seed pairs) leaves
+    each optimizer its own.
 
-    ``lam``, ``steps``, ``fraction``, ``homing`` and ``reach`` left unset take the recipe of the
+    ``lam``, ``steps``, ``fraction``, ``homing``, ``reach`` and ``head_start`` left unset take the recipe of the
     optimizer's family (:data:`PAIRED_RECIPES`, set by :meth:`for_optimizer` when training starts):
     under Adam, RMSprop and every optimizer but SGD 3.33e-5 a row, trials of 100 steps, a step of up
-    to a quarter of the layer, no homing, a reach of 0.1; under :class:`torch.optim.SGD` 1.67e-5 a
-    row, trials of 400 steps, up to half the layer, homing, no reach. SGD moves a fresh unit's
+    to a quarter of the layer, no homing, a reach of 0.1, Adam's head start; under
+    :class:`torch.optim.SGD` 1.67e-5 a row, trials of 400 steps, up to half the layer, homing, no
+    reach, SGD's own head start. SGD moves a fresh unit's
     weights more slowly than an adaptive optimizer does (no per-weight scaling), so a trial must
     train longer to show what a unit is worth, and the layer must move in larger steps to reach its
     width in fewer trials.
@@ -1126,7 +1133,7 @@ class Paired(Signal):
     mature: int = 0
     homing: bool | None = None
     move: str = "sign"
-    head_start: str | None = None  # None: "adam" where the optimizer's own head start is known
+    head_start: str | None = None  # None: the family's recipe ("adam" under an adaptive optimizer where known)
     name: ClassVar[str] = "paired"
     settles: ClassVar[bool] = True
 
@@ -1192,11 +1199,10 @@ class Paired(Signal):
                                 hint="true (the default under SGD): once a layer's trial has turned back, its "
                                      "step only halves (no doubling again); false (the default otherwise) doubles "
                                      "it after every move the way of the last")
-        if self.head_start is not None:
-            check_choice("paired_head_start", self.head_start, ("adam", "optimizer"),
-                         hint="adam (the default where the optimizer's own is known) gives a trial's new units "
-                              "the head start Adam's zero state gives them under any optimizer; optimizer leaves "
-                              "them the optimizer's own")
+        check_choice("paired_head_start", self.head_start, ("adam", "optimizer"),
+                     hint="adam (the default under an adaptive optimizer) gives a trial's new units the head "
+                          "start Adam's zero state gives them under any optimizer; optimizer (the default under "
+                          "SGD) leaves them the optimizer's own")
         self.head_start_rule: HeadStart | None = None  # set by for_optimizer
         check_choice("paired_move", self.move, ("sign", "slope"),
                      hint="how a trial moves a layer: sign, to the side with the lower charged loss by "
@@ -1254,7 +1260,8 @@ class Paired(Signal):
         scheduler's base rate), else its ``lr``; 0 without an optimizer. And sets
         :attr:`head_start_rule`, the :class:`HeadStart` a trial's new units step with (None where it
         would change no step -- Adam, AdamW with their default rates -- or ``head_start`` is
-        ``optimizer``, or unset under an optimizer whose own head start is not known)."""
+        ``optimizer`` -- SGD's recipe --, or unset under an optimizer whose own head start is not
+        known)."""
         self.family = "sgd" if isinstance(optimizer, torch.optim.SGD) else "adaptive"
         self._take_recipe(self.family)
         group = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
@@ -1266,7 +1273,7 @@ class Paired(Signal):
             return
         rule = HeadStart()
         if not rule.known(optimizer):
-            if self.head_start == "adam":
+            if "head_start" not in self.unset:
                 raise ArgumentError("paired_head_start", allowed="optimizer (or unset) under "
                                     f"{type(optimizer).__name__}", received="adam",
                                     hint="the head start is known for Adam, AdamW, RMSprop (not centered) and "

@@ -190,16 +190,17 @@ class StructureController(L.Callback):
             schedule's count of epochs without improvement over (default true), and how many
             trials' steps a unit must have trained before a trial may fold it (default 0: any
             unit), and whether a layer's step stops doubling once a trial of it has turned back
-            (unset: false, true under SGD -- with ``lam``, ``paired_steps`` and
-            ``paired_fraction`` the optimizer family's recipe,
+            (unset: false, true under SGD -- with ``lam``, ``paired_steps``, ``paired_fraction`` and
+            ``paired_head_start`` the optimizer family's recipe,
             :data:`~growrnn.growth.signals.PAIRED_RECIPES`), and how a trial moves a layer
             (``sign``, the default: to the side with the lower charged loss, by the layer's step;
             ``slope``: by the charged gain per unit it measured, a stochastic approximation), and
             what ``lam`` is charged per (``row``, the default: per row of a unit's weights in its
             cell, one per weighted call; ``unit``: per unit), and how a new unit's first steps go
-            (``adam``, the default where the optimizer's own head start is known: as a zero state
-            makes them go under Adam, whatever the optimizer; ``optimizer``: as the optimizer's own
-            zero state makes them); see :class:`~growrnn.growth.signals.Paired`.
+            (unset: ``adam`` under an adaptive optimizer whose own head start is known -- as a zero
+            state makes them go under Adam, whatever the optimizer --, ``optimizer`` under SGD and
+            elsewhere -- as the optimizer's own zero state makes them); see
+            :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
             ``reserve`` is the spare units kept (both rules). Every layer must start within

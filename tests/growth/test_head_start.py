@@ -117,15 +117,15 @@ def test_the_step_counts_load_exactly_in_any_float_type(dtype: torch.dtype) -> N
 
 
 @pytest.mark.parametrize("value, optimizer, rule", [
-    (None, torch.optim.Adam, None), (None, torch.optim.RMSprop, HeadStart), (None, torch.optim.SGD, HeadStart),
-    (None, torch.optim.Adagrad, None), ("optimizer", torch.optim.RMSprop, None),
-    ("adam", torch.optim.RMSprop, HeadStart),
+    (None, torch.optim.Adam, None), (None, torch.optim.RMSprop, HeadStart), (None, torch.optim.AdamW, None),
+    (None, torch.optim.SGD, None), (None, torch.optim.Adagrad, None), ("optimizer", torch.optim.RMSprop, None),
+    ("adam", torch.optim.RMSprop, HeadStart), ("adam", torch.optim.SGD, HeadStart),
     ("adam", torch.optim.Adam, None), ("adam", torch.optim.Adagrad, ArgumentError), ("fast", None, ArgumentError),
 ])
 def test_paired_head_start_option(value: str | None, optimizer: Any, rule: Any) -> None:
-    """Unset: Adam's head start where the optimizer's own is known (none to give under Adam itself);
-    ``optimizer``: the optimizer's own; ``adam`` where it is not known, or another value: an error
-    naming ``paired_head_start``."""
+    """Unset: the family's recipe -- Adam's head start under an adaptive optimizer whose own is
+    known (none to give under Adam itself), SGD's own under SGD; ``optimizer``: the optimizer's
+    own; ``adam`` where it is not known, or another value: an error naming ``paired_head_start``."""
     def make() -> Paired:
         signal = Paired(head_start=value)
         signal.for_optimizer(optimizer([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
