@@ -31,6 +31,7 @@ independent of how the loss is normalised (summed over time or averaged, nats or
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -140,70 +141,81 @@ def fresh_step_ratios(optimizer: type[torch.optim.Optimizer], group: dict[str, A
 
 
 class HeadStart:
-    """A new unit's **head start**, the same under every optimizer: the step an entry takes ``k``
-    steps after its optimizer state was zeroed (a unit added, a column of a reader grown) is
-    multiplied by ``target(k) / own(k)``, so that it travels, against an entry whose state is
-    settled, as it would under Adam with its default rates (``target``:
-    :func:`fresh_step_ratios` of Adam with :data:`ADAM_BETAS`; ``own``: the optimizer's). Under
-    Adam with ``(0.9, 0.999)`` nothing moves; under RMSprop (0.99) a new entry's first steps are
-    damped (its own first step is 10 times a settled one's, Adam's 3.2 times) and later ones
-    lengthened (RMSprop's mean square forgets the zero start in ~100 steps, Adam's in ~1,000);
-    under SGD, which has none of its own (momentum's zero buffer even slows a fresh entry), a new
-    unit gets Adam's. ``before(optimizer)`` right before its step, ``after(optimizer)`` right
-    after it.
+    """A new unit's **head start**, the same under every optimizer whose own is known: the step an
+    entry takes ``k`` steps after its optimizer state was zeroed (a unit added, a column of a
+    reader grown) is multiplied by ``target(k) / own(k)``, so that it travels, against an entry
+    whose state is settled, as it would under Adam with its default rates (``target``:
+    :func:`fresh_step_ratios` of Adam with :data:`ADAM_BETAS`; ``own``: ``optimizer``'s, per
+    parameter group, from its class and rates when the head start is made: a scheduler that cycles
+    momentum or betas later does not change them). Under Adam with ``(0.9, 0.999)`` nothing moves;
+    under RMSprop (0.99) a new entry's first steps are damped (its own first step is 10 times a
+    settled one's, Adam's 3.2 times) and later ones lengthened (RMSprop's mean square forgets the
+    zero start in ~100 steps, Adam's in ~1,000); under SGD, which has none of its own (momentum's
+    zero buffer even slows a fresh entry), it would give Adam's. The target is Adam's once its step
+    count is past ~1,000 steps (Adam's own bias correction gives a fresh entry less before that).
+    The whole change of a young entry is scaled, a weight decay's part with it. ``before(optimizer)``
+    right before a step, ``after(optimizer)`` right after it, with ``optimizer`` this one or a copy
+    of it (the same groups).
 
     Each entry's steps since its state was zeroed are counted in the optimizer's own state
     (:data:`FRESH_STEPS`, two bytes an entry), up to the last step whose factor is further than
-    ``tolerance`` from 1 (about 6,200 steps under RMSprop and SGD: the entry is then settled): the
-    unit surgery moves them with the rest of the state and starts a fresh entry's at zero, copies
-    and checkpoints carry them, and an entry whose state existed before they were counted (the
+    ``tolerance`` from 1 (about 6,200 steps under RMSprop: the entry is then settled): the unit
+    surgery moves them with the rest of the state and starts a fresh entry's at zero, copies and
+    checkpoints carry them, and an entry whose state existed before they were counted (the
     network's at its first step) counts as settled. A step the optimizer skips (a loss scaler's,
     on gradients that are not finite) still counts. A parameter with no young entry costs nothing
     (its counts are read again only where its state's tensors were replaced, as a resize and a
     load replace them; a change made to them in place is not seen); a young one a few tensor
-    operations a step."""
+    operations a step. A deep copy (a trial's copy of the model) starts with no counts read."""
 
-    def __init__(self, target: tuple[float, float] = ADAM_BETAS, tolerance: float = 1e-3) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, target: tuple[float, float] = ADAM_BETAS,
+                 tolerance: float = 1e-3) -> None:
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer's
         self.target, self.tolerance = target, tolerance
-        self._tables: dict[tuple[Any, ...], Tensor | None] = {}
+        wanted = fresh_step_ratios(torch.optim.Adam, {"betas": target}, MAX_FRESH_STEPS)
+        assert wanted is not None
+        #: per parameter group: the factor of a young entry's steps 1, 2, ... (float32; empty: none
+        #: further than ``tolerance`` from 1), None where the optimizer's own head start is not known
+        self.tables: list[Tensor | None] = []
+        for g in optimizer.param_groups:
+            own = fresh_step_ratios(type(optimizer), g, MAX_FRESH_STEPS)
+            if own is None:
+                self.tables.append(None)
+                continue
+            factors = wanted / own
+            far = torch.nonzero((factors - 1).abs() > tolerance).flatten()
+            self.tables.append(factors[: int(far[-1]) + 1 if far.numel() else 0].float())
+        self._shifted: dict[tuple[Any, ...], Tensor] = {}  # per group, device and type: the factors less one
         self._counts: dict[int, _Counts] = {}  # per parameter (its id): the counts as last read or written
-        self._shifted: dict[tuple[Any, ...], Tensor] = {}  # per table, device and type: the factors less one
         self._before: list[tuple[Tensor, Tensor]] = []  # the young parameters and their values before the step
 
-    def factors(self, optimizer: type[torch.optim.Optimizer], group: dict[str, Any]) -> Tensor | None:
-        """The factor of a young entry's steps 1, 2, ... after its state was zeroed, up to the last
-        one further than ``tolerance`` from 1 (float32; empty: none is); None where the
-        optimizer's own head start is not known (:func:`fresh_step_ratios`)."""
-        key = (optimizer.__name__, *(str(group.get(name)) for name in
-                                     ("betas", "alpha", "centered", "momentum", "dampening", "nesterov")))
-        if key not in self._tables:
-            own = fresh_step_ratios(optimizer, group, MAX_FRESH_STEPS)
-            if own is None:
-                self._tables[key] = None
-            else:
-                wanted = fresh_step_ratios(torch.optim.Adam, {"betas": self.target}, MAX_FRESH_STEPS)
-                assert wanted is not None
-                factors = wanted / own
-                far = torch.nonzero((factors - 1).abs() > self.tolerance).flatten()
-                self._tables[key] = factors[: int(far[-1]) + 1 if far.numel() else 0].float()
-        return self._tables[key]
-
-    def known(self, optimizer: torch.optim.Optimizer) -> bool:
+    @property
+    def known(self) -> bool:
         """Whether every parameter group's own head start is known (:func:`fresh_step_ratios`)."""
-        return all(self.factors(type(optimizer), g) is not None for g in optimizer.param_groups)
+        return all(t is not None for t in self.tables)
 
-    def moves(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Whether it changes any step of ``optimizer``'s (not under Adam's default rates)."""
-        return any(t is not None and t.numel() > 0 for t in (self.factors(type(optimizer), g)
-                                                               for g in optimizer.param_groups))
+    @property
+    def moves(self) -> bool:
+        """Whether it changes any step (not under Adam's default rates)."""
+        return any(t is not None and t.numel() > 0 for t in self.tables)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HeadStart:
+        twin = copy.copy(self)  # the tables shared (never written), no counts
+        twin._shifted, twin._counts, twin._before = dict(self._shifted), {}, []
+        return twin
+
+    def forget(self) -> None:
+        """Drop the counts read (they hold the optimizer's state tensors): at the end of a fit."""
+        self._counts, self._before = {}, []
+
+    def _groups(self, optimizer: torch.optim.Optimizer) -> list[tuple[int, dict[str, Any], Tensor]]:
+        return [(i, g, t) for i, (g, t) in enumerate(zip(optimizer.param_groups, self.tables, strict=False))
+                if t is not None and t.numel()]
 
     def before(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer's
+        optimizer = getattr(optimizer, "optimizer", optimizer)
         young = []
-        for g in optimizer.param_groups:
-            table = self.factors(type(optimizer), g)
-            if table is None or not table.numel():
-                continue
+        for _, g, table in self._groups(optimizer):
             for p in g["params"]:
                 counts = self._read(optimizer.state.get(p), p, table)
                 if counts is None or counts.youngest < table.numel():
@@ -213,33 +225,37 @@ class HeadStart:
     @torch.no_grad()
     def after(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer = getattr(optimizer, "optimizer", optimizer)
-        moved, factors = [], []
         befores = {id(p): b for p, b in self._before}
-        for g in optimizer.param_groups:
-            table = self.factors(type(optimizer), g)
-            if table is None or not table.numel() or not befores:
-                continue
+        self._before = []
+        moved, factors = [], []
+        for i, g, table in self._groups(optimizer) if befores else []:
             for p in g["params"]:
                 if id(p) not in befores or p.grad is None:  # not stepped (an optimizer skips it)
                     continue
-                state = optimizer.state[p]  # SGD without momentum keeps none of its own
+                state = optimizer.state.get(p)
+                if not state:  # no state of its own yet: a first step skipped (a loss scaler's) -- the
+                    if not isinstance(optimizer, torch.optim.SGD):  # optimizer sets its state up only
+                        continue  # when its state is empty -- or SGD's, which keeps none without momentum
+                    state = optimizer.state[p]
                 counts = self._read(state, p, table)
                 if counts is None:  # no step before this one: its entries count from now, settled
-                    counts = self._counts[id(p)] = _Counts.settled(state, p, table.numel())
+                    self._counts[id(p)] = _Counts.written(
+                        state, torch.full(p.shape, table.numel(), dtype=torch.int32, device=p.device))
+                    continue
+                if counts.steps is None:  # settled since the step before
                     continue
                 moved.append((p, befores[id(p)]))
-                factors.append(self._less_one(table, p)[counts.steps])
+                factors.append(self._less_one(i, table, p)[counts.steps])
                 counts.advance(table.numel())
-        self._before = []
         if moved:  # p += (factor - 1) (p - before): an entry whose factor is 1 stays as the optimizer left it
             params = [p for p, _ in moved]
             change = torch._foreach_sub(params, [b for _, b in moved])
             torch._foreach_mul_(change, factors)
             torch._foreach_add_(params, change)
 
-    def _less_one(self, table: Tensor, param: Tensor) -> Tensor:
+    def _less_one(self, group: int, table: Tensor, param: Tensor) -> Tensor:
         """``table`` - 1 and a last 0 (a settled entry's), on ``param``'s device and in its type."""
-        key = (id(table), param.device, param.dtype)
+        key = (group, param.device, param.dtype)
         if key not in self._shifted:
             self._shifted[key] = torch.cat([table - 1, table.new_zeros(1)]).to(param.device, param.dtype)
         return self._shifted[key]
@@ -256,50 +272,45 @@ class HeadStart:
         if steps is None:
             self._counts.pop(id(param), None)
             return None
-        counts = self._counts[id(param)] = _Counts(state, steps.clamp_(max=table.numel()).int())
+        counts = self._counts[id(param)] = _Counts.written(state, steps.clamp_(max=table.numel()).int())
         return counts
 
 
 @dataclass
 class _Counts:
-    """One parameter's counts: the state tensors that hold them (two bytes an entry) and the same
-    counts as one int32 tensor, with the least of them (no entry younger: the parameter is settled
-    once it reaches the table's length)."""
+    """One parameter's counts: the state tensors that hold them (two bytes an entry), the same
+    counts as one int32 tensor (None once no entry is young) and the least of them."""
 
-    state: dict[str, Any]
-    steps: Tensor
-    youngest: int = 0
-    low: Tensor | None = None
-    high: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        self.youngest = int(self.steps.min()) if self.steps.numel() else MAX_FRESH_STEPS
-        self.write()
+    low: Tensor
+    high: Tensor
+    steps: Tensor | None
+    youngest: int
 
     @classmethod
-    def settled(cls, state: dict[str, Any], param: Tensor, length: int) -> _Counts:
-        return cls(state, torch.full(param.shape, length, dtype=torch.int32, device=param.device))
+    def written(cls, state: dict[str, Any], steps: Tensor) -> _Counts:
+        """``steps`` written into ``state`` (as two bytes an entry; uint8 tensors already there are
+        written in place, others -- a load's float casts -- replaced)."""
+        low = state.get(FRESH_STEPS[0])
+        if low is None or low.dtype != torch.uint8 or low.shape != steps.shape:
+            state[FRESH_STEPS[0]], state[FRESH_STEPS[1]] = steps.to(torch.uint8), (steps >> 8).to(torch.uint8)
+        else:
+            state[FRESH_STEPS[0]].copy_(steps)
+            state[FRESH_STEPS[1]].copy_(steps >> 8)
+        return cls(state[FRESH_STEPS[0]], state[FRESH_STEPS[1]], steps,
+                   int(steps.min()) if steps.numel() else MAX_FRESH_STEPS)
 
     def current(self, state: dict[str, Any]) -> bool:
         """Whether ``state`` still holds the tensors these counts were written to."""
         return state.get(FRESH_STEPS[0]) is self.low and state.get(FRESH_STEPS[1]) is self.high
 
     def advance(self, length: int) -> None:
+        assert self.steps is not None
         self.steps.add_(1).clamp_(max=length)
-        self.youngest = min(self.youngest + 1, length)
-        assert self.low is not None and self.high is not None
         self.low.copy_(self.steps)  # the low byte (a cast to uint8 keeps it)
         self.high.copy_(self.steps >> 8)
-
-    def write(self) -> None:
-        low = self.state.get(FRESH_STEPS[0])
-        if low is None or low.dtype != torch.uint8 or low.shape != self.steps.shape:
-            self.state[FRESH_STEPS[0]] = self.steps.to(torch.uint8)
-            self.state[FRESH_STEPS[1]] = (self.steps >> 8).to(torch.uint8)
-        else:
-            self.state[FRESH_STEPS[0]].copy_(self.steps)
-            self.state[FRESH_STEPS[1]].copy_(self.steps >> 8)
-        self.low, self.high = self.state[FRESH_STEPS[0]], self.state[FRESH_STEPS[1]]
+        self.youngest = min(self.youngest + 1, length)
+        if self.youngest >= length:  # settled: the counts stay as written
+            self.steps = None
 
 
 def fresh_steps(state: dict[str, Any], param: Tensor) -> Tensor | None:
@@ -1271,15 +1282,16 @@ class Paired(Signal):
         self.head_start_rule = None
         if optimizer is None or self.head_start == "optimizer":
             return
-        rule = HeadStart()
-        if not rule.known(optimizer):
+        rule = HeadStart(optimizer)
+        if not rule.known:
             if "head_start" not in self.unset:
                 raise ArgumentError("paired_head_start", allowed="optimizer (or unset) under "
                                     f"{type(optimizer).__name__}", received="adam",
                                     hint="the head start is known for Adam, AdamW, RMSprop (not centered) and "
                                          "SGD; another optimizer keeps its own")
+            self.head_start = "optimizer"  # what it runs with
             return
-        self.head_start_rule = rule if rule.moves(optimizer) else None
+        self.head_start_rule = rule if rule.moves else None
 
     def check(self, rnn: nn.Module, hparams: dict[str, Any]) -> None:
         layers = layers_of(rnn)

@@ -609,6 +609,8 @@ class StructureController(L.Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
         if stage == "fit":  # a model trained on without the controller steps as any other
+            if pl_module.head_start is not None:
+                pl_module.head_start.forget()
             pl_module.head_start = None
 
     # ------------------------------------------------------------------ the rule

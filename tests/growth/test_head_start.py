@@ -65,7 +65,7 @@ def test_each_optimizers_own_head_start_is_what_it_does(optimizer: Any, hp: dict
 def test_an_unknown_head_start_is_none(optimizer: Any, hp: dict) -> None:
     opt = optimizer([torch.nn.Parameter(torch.zeros(1))], **hp)
     assert fresh_step_ratios(optimizer, opt.param_groups[0], 5) is None
-    assert not HeadStart().known(opt)
+    assert not HeadStart(opt).known
 
 
 @pytest.mark.parametrize("optimizer, hp, warm", [(torch.optim.RMSprop, {}, 3000), (torch.optim.SGD, {"momentum": 0.9},
@@ -75,15 +75,17 @@ def test_an_unknown_head_start_is_none(optimizer: Any, hp: dict) -> None:
 def test_a_fresh_entry_travels_as_under_adam(optimizer: Any, hp: dict, warm: int) -> None:
     """With the head start a fresh entry's steps over a settled one's follow Adam's default curve,
     whatever the optimizer, until they end within 1e-3 of it (the settled entry's steps untouched)."""
-    head = HeadStart()
     p, opt = _pair(optimizer, 0, **hp)
     bare, bare_opt = _pair(optimizer, 0, **hp)
+    head = HeadStart(opt)
     for _ in range(warm):
         _steps(p, opt, 1, head)
         _steps(bare, bare_opt, 1)
     assert torch.equal(p, bare)  # the first entries count as settled: nothing moved them
     remap_parameter(p, {0: torch.tensor([0, -1])}, opt)
-    young = len(head.factors(optimizer, opt.param_groups[0]))
+    table = head.tables[0]
+    assert table is not None
+    young = len(table)
     assert 5000 < young < 7000
     assert fresh_steps(opt.state[p], p).tolist() == [young, 0]  # settled; the surgery zeroed the new one's
     moved = _steps(p, opt, 7000, head)
@@ -96,8 +98,8 @@ def test_a_fresh_entry_travels_as_under_adam(optimizer: Any, hp: dict, warm: int
 
 def test_under_adams_own_rates_it_moves_nothing() -> None:
     for optimizer in (torch.optim.Adam, torch.optim.AdamW):
-        opt = optimizer([torch.nn.Parameter(torch.zeros(1))])
-        assert HeadStart().known(opt) and not HeadStart().moves(opt)
+        head = HeadStart(optimizer([torch.nn.Parameter(torch.zeros(1))]))
+        assert head.known and not head.moves
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -137,3 +139,38 @@ def test_paired_head_start_option(value: str | None, optimizer: Any, rule: Any) 
         assert make().head_start_rule is None
     else:
         assert isinstance(make().head_start_rule, rule)
+
+
+def test_a_first_step_a_loss_scaler_skips_leaves_the_state_to_the_optimizer() -> None:
+    """A loss scaler skips a step whose gradients are not finite: on the first one the optimizer
+    has no state yet, and the head start must not make one (RMSprop and Adam set theirs up only
+    while it is empty)."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.RMSprop([p], lr=1e-3)
+    head, scaler = HeadStart(opt), torch.amp.GradScaler("cpu")
+    for g in (float("inf"), 1.0, 1.0):
+        opt.zero_grad()
+        scaler.scale((p * g).sum()).backward()
+        head.before(opt)
+        scaler.step(opt)
+        scaler.update()
+        head.after(opt)
+    assert set(opt.state[p]) >= {"square_avg", "step", *FRESH_STEPS} and torch.isfinite(p).all()
+
+
+def test_a_deep_copy_reads_its_own_counts() -> None:
+    """A trial's copy of the model deep-copies its head start: the copy shares the factors, not the
+    counts it read from the network's optimizer (nor their state tensors)."""
+    import copy
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.RMSprop([p], lr=1e-3)
+    head = HeadStart(opt)
+    for _ in range(2):
+        p.grad = torch.ones_like(p)
+        head.before(opt)
+        opt.step()
+        head.after(opt)
+    twin = copy.deepcopy(head)
+    assert head._counts and not twin._counts and twin.tables[0] is head.tables[0]
+    head.forget()
+    assert not head._counts

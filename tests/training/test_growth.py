@@ -146,6 +146,37 @@ def test_a_copy_that_changes_nothing_trains_as_the_network(tmp_path: Path, model
     assert all(d == 0.0 for _, d in twin.diffs), twin.diffs
 
 
+def test_a_copy_steps_young_entries_with_the_networks_head_start(tmp_path: Path) -> None:
+    """Under RMSprop a trial's copy steps young entries as the network does (Adam's head start):
+    with every entry's count set back to zero after the first step (new tensors, as a resize
+    writes them), a copy of a layer held at its one width stays the network to the bit."""
+    from growrnn.growth.signals import FRESH_STEPS
+
+    class Young(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, model: Any, *args: Any) -> None:
+            if trainer.global_step == 1:  # before the controller's hook: the first trial copies them
+                for state in trainer.optimizers[0].state.values():
+                    for key in FRESH_STEPS:
+                        state[key] = torch.zeros_like(state[key])
+
+    class Twin(L.Callback):
+        def __init__(self) -> None:
+            self.diffs: list[float] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, model: Any, *args: Any) -> None:
+            if controller.trials.copies:  # type: ignore[union-attr]
+                twin = dict(controller.trials.copies[0].model.named_parameters())  # type: ignore[union-attr]
+                self.diffs.append(max(float((p - twin[n]).detach().abs().max()) for n, p in model.named_parameters()))
+
+    controller = StructureController(signal="paired", lam=0.0, paired_targets=0, paired_horizon=0, paired_steps=5,
+                                     paired_margin=0.0, min_units=3, max_units=3)
+    twin = Twin()
+    model = _model([3], "lstm", **{**SETTLING_MODEL, "optimizer": "rmsprop"})
+    _trainer(tmp_path, [Young(), controller, twin], max_epochs=2, limit_val_batches=None).fit(
+        model, TaskData("miconi_switch", {"train_windows": 12, "eval_windows": 2}))
+    assert len(twin.diffs) >= 8 and all(d == 0.0 for d in twin.diffs), twin.diffs
+
+
 @pytest.mark.parametrize(("optimizer", "signal", "given", "expected"), [
     ("rmsprop", "outgoing_l1", None, 0.01),   # Miconi's v3 code
     ("adam", "outgoing_l1", None, 0.0),       # 0.01 would throttle a new unit's updates: no growth

@@ -40,7 +40,7 @@ def head_start(optimizer: str, after: list[int], noise: float = 0.0, warm: int =
     gen = torch.Generator().manual_seed(seed)
     fresh, old = torch.nn.Parameter(torch.zeros(entries)), torch.nn.Parameter(torch.zeros(entries))
     opt = OPTIMIZERS[optimizer]([fresh, old], lr=lr)
-    head = HeadStart() if library else None
+    head = HeadStart(opt) if library else None
 
     def step() -> None:
         g = 1.0 + noise * torch.randn(entries, generator=gen)
