@@ -199,7 +199,8 @@ class StructureController(L.Callback):
             cell, one per weighted call; ``unit``: per unit), and how a new unit's first steps go
             (unset: ``adam`` under an adaptive optimizer whose own head start is known -- as a zero
             state makes them go under Adam, whatever the optimizer --, ``optimizer`` under SGD and
-            elsewhere -- as the optimizer's own zero state makes them); see
+            elsewhere -- as the optimizer's own zero state makes them; a number b in (0, 1): as
+            under Adam with beta2 b, 0.9999 a longer head start, probed only); see
             :class:`~growrnn.growth.signals.Paired`.
         threshold, reserve, p_delete, p_add, p_spontaneous, max_units, min_units: the rule;
             ``threshold``, ``p_*`` are Miconi's rule only (:class:`~growrnn.growth.GrowthRule`),
@@ -263,7 +264,7 @@ class StructureController(L.Callback):
                  paired_extend: int = 1, paired_margin: float | None = None, paired_settle: str = "turn",
                  paired_restart: bool = True, paired_mature: int = 0,
                  paired_homing: bool | None = None, paired_move: str = "sign", paired_charge: str = "row",
-                 paired_head_start: str | None = None, decide_at_limit: bool = True) -> None:
+                 paired_head_start: str | float | None = None, decide_at_limit: bool = True) -> None:
         if signal not in SIGNALS:
             raise ArgumentError("signal", allowed=", ".join(SIGNALS), received=signal,
                                 hint="ablation, paired, group_lasso or l0_gate settle under any optimizer; outgoing_l1 "

@@ -123,11 +123,14 @@ def test_the_step_counts_load_exactly_in_any_float_type(dtype: torch.dtype) -> N
     (None, torch.optim.SGD, None), (None, torch.optim.Adagrad, None), ("optimizer", torch.optim.RMSprop, None),
     ("adam", torch.optim.RMSprop, HeadStart), ("adam", torch.optim.SGD, HeadStart),
     ("adam", torch.optim.Adam, None), ("adam", torch.optim.Adagrad, ArgumentError), ("fast", None, ArgumentError),
+    (0.9999, torch.optim.Adam, HeadStart), (0.999, torch.optim.Adam, None), (0.99, torch.optim.RMSprop, HeadStart),
+    (1.0, None, ArgumentError), (0, None, ArgumentError), (True, None, ArgumentError),
 ])
 def test_paired_head_start_option(value: str | None, optimizer: Any, rule: Any) -> None:
     """Unset: the family's recipe -- Adam's head start under an adaptive optimizer whose own is
     known (none to give under Adam itself), SGD's own under SGD; ``optimizer``: the optimizer's
-    own; ``adam`` where it is not known, or another value: an error naming ``paired_head_start``."""
+    own; a number b: Adam's with beta2 b (0.999 is Adam's own: nothing to give under Adam); ``adam``
+    where the optimizer's own is not known, or another value: an error naming ``paired_head_start``."""
     def make() -> Paired:
         signal = Paired(head_start=value)
         signal.for_optimizer(optimizer([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
@@ -174,3 +177,15 @@ def test_a_deep_copy_reads_its_own_counts() -> None:
     assert head._counts and not twin._counts and twin.tables[0] is head.tables[0]
     head.forget()
     assert not head._counts
+
+
+def test_a_longer_head_start_lengthens_adams_own() -> None:
+    """``paired_head_start`` 0.9999 under Adam: a new entry's steps follow Adam's curve with beta2
+    0.9999, longer than its own (the factor sqrt((1 - 0.999^k) / (1 - 0.9999^k)))."""
+    signal = Paired(head_start=0.9999)
+    signal.for_optimizer(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3))
+    rule = signal.head_start_rule
+    assert rule is not None and rule.tables[0] is not None
+    k = torch.tensor([1.0, 100.0, 1000.0], dtype=torch.float64)
+    expected = torch.sqrt((1 - 0.999 ** k) / (1 - 0.9999 ** k))
+    torch.testing.assert_close(rule.tables[0][[0, 99, 999]], expected.float(), rtol=1e-5, atol=0)
